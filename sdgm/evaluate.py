@@ -1,0 +1,78 @@
+"""Perplexity, model diagnostics and the causality audit, identical for every model.
+
+Perplexity = exp(mean NLL over every predicted token) of a whole split, read in non-overlapping windows of
+L tokens: window i feeds tokens [iL, iL + L) and predicts [iL + 1, iL + L + 1), so each token after the first
+is predicted exactly once, with the context available inside its window. The last window may be shorter.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .interface import LanguageModel
+
+
+def windows(ids: torch.Tensor, L: int) -> list[tuple[int, int]]:
+    """(start, length) of the non-overlapping evaluation windows of a 1-D token stream."""
+    n_pred = len(ids) - 1
+    return [(s, min(L, n_pred - s)) for s in range(0, n_pred, L)]
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 32,
+             device: str | torch.device = "cpu", max_windows: int | None = None,
+             autocast_dtype: torch.dtype | None = None) -> dict:
+    """{"nll", "ppl", "tokens", **diagnostics} over a split (or its first `max_windows` windows)."""
+    was_training = model.training
+    model.eval()
+    wins = windows(ids, L)
+    if max_windows is not None:
+        wins = wins[:max_windows]
+    full = [s for s, n in wins if n == L]
+    parts = [(s, n) for s, n in wins if n < L]
+    nll_sum, n_tok, diag_sums = 0.0, 0, {}
+    device = torch.device(device)
+
+    def run(starts: list[int], n: int):
+        nonlocal nll_sum, n_tok
+        x = torch.stack([ids[s:s + n] for s in starts]).to(device)          # (b, n)
+        y = torch.stack([ids[s + 1:s + n + 1] for s in starts]).to(device)  # (b, n)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x)                                                # (b, n, V)
+            diag = model.diagnostics(x)
+        nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        n_tok += y.numel()
+        for k, v in diag.items():
+            diag_sums[k] = diag_sums.get(k, 0.0) + float(v) * y.numel()
+
+    for i in range(0, len(full), batch_size):
+        run(full[i:i + batch_size], L)
+    for s, n in parts:
+        run([s], n)
+    model.train(was_training)
+    if n_tok == 0:
+        raise ValueError("nothing to evaluate: the split has fewer than 2 tokens")
+    nll = nll_sum / n_tok
+    out = {"nll": nll, "ppl": math.exp(nll), "tokens": n_tok}
+    out.update({k: v / n_tok for k, v in diag_sums.items()})
+    return out
+
+
+@torch.no_grad()
+def causality_violation(model: LanguageModel, vocab_size: int, L: int, t: int | None = None, batch: int = 2,
+                        seed: int = 0) -> float:
+    """Largest change of logits[:, :t+1] when every token after position t is replaced (0.0 for a valid LM)."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    t = L // 2 if t is None else t
+    a = torch.randint(0, vocab_size, (batch, L), generator=g)
+    b = a.clone()
+    b[:, t + 1:] = torch.randint(0, vocab_size, (batch, L - t - 1), generator=g)
+    la = model(a.to(device))[:, :t + 1].float()
+    lb = model(b.to(device))[:, :t + 1].float()
+    model.train(was_training)
+    return (la - lb).abs().max().item()

@@ -1,0 +1,112 @@
+"""One training run end to end: tokens -> trained model -> run directory + metrics.json.
+
+The Snakemake rule `train` is a thin call of `run_training`; so is any script or test that wants one run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_tokens, write_json_atomic
+from .evaluate import evaluate
+from .provenance import config_hash, provenance
+from .registry import build_model, save_run
+from .train import TrainConfig, Trainer, thin
+
+SCHEMA_VERSION = 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+
+
+def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,
+                 corpus: str, experiment: str, model: str, model_overrides: dict | None = None,
+                 train_overrides: dict | None = None, seed: int = 0, progress: bool = True) -> dict:
+    tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
+    splits, vocab = load_tokens(tokens_dir)
+    data_stats = json.loads((tokens_dir / "stats.json").read_text())
+    tcfg = TrainConfig(**{**(train_overrides or {}), "seed": seed})
+    overrides = {"seq_len": tcfg.seq_len, **(model_overrides or {})}
+    if overrides["seq_len"] != tcfg.seq_len:
+        raise ValueError(f"model seq_len {overrides['seq_len']} differs from the shared context length {tcfg.seq_len}")
+
+    seed_everything(seed)
+    net = build_model(model, len(vocab), **overrides)
+    model_cfg = dataclasses.asdict(net.cfg)
+    train_cfg = dataclasses.asdict(tcfg)
+    semantic_train = {k: v for k, v in train_cfg.items() if k not in ("device", "log_every_steps", "history_max_points")}
+    data_sha = {s: v["sha256"] for s, v in data_stats["splits"].items()}
+    fingerprint = config_hash({"model": model, "model_config": model_cfg, "train": semantic_train, "data": data_sha})
+
+    trainer = Trainer(net, splits["train"], splits["valid"], tcfg, ckpt_dir, fingerprint=fingerprint,
+                      progress=progress)
+    resumed = trainer.try_resume()
+    if resumed:
+        print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    t0 = time.perf_counter()
+    state = trainer.fit()
+    trainer.load_best()
+
+    ev = dict(L=tcfg.seq_len, batch_size=tcfg.eval_batch_size, device=trainer.device, autocast_dtype=trainer.amp)
+    val = evaluate(trainer.model, splits["valid"], **ev)
+    test = evaluate(trainer.model, splits["test"], **ev)
+    wall = time.perf_counter() - t0
+
+    na: dict[str, str] = {}
+    metrics = {
+        "val_ppl": val["ppl"], "test_ppl": test["ppl"], "val_nll": val["nll"], "test_nll": test["nll"],
+        "val_tokens": val["tokens"], "test_tokens": test["tokens"],
+        "params": net.num_params(), "flops_per_token": net.flops_per_token(),
+        "train_tokens_per_s": trainer.tokens_per_second(), "train_seconds": state.train_seconds,
+        "train_wall_s": wall, "steps": state.step, "epochs_completed": round(state.step / trainer.steps_per_epoch, 4),
+        "best_step": state.best_step, "best_val_ppl_during_training": state.best_val_ppl, "stopped": state.stopped,
+        "resumed": resumed, "peak_rss_bytes": peak_rss_bytes(),
+    }
+    for name in ("cosine",):
+        metrics[f"{name}_val"] = val.get(name)
+        metrics[f"{name}_test"] = test.get(name)
+        if name not in val:
+            na[f"{name}_val"] = na[f"{name}_test"] = "model has no embedding reconstruction"
+    if trainer.device.type == "cuda":
+        metrics["peak_mem_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
+        metrics["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved(trainer.device)
+    else:
+        metrics["peak_mem_bytes"] = metrics["peak_mem_reserved_bytes"] = None
+        na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = "no GPU (CPU run); see peak_rss_bytes"
+
+    save_run(run_dir, model, trainer.model.cpu(), vocab,
+             extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint})
+    record = {
+        "schema": SCHEMA_VERSION,
+        "run_id": f"{corpus}/{run_dir.name}",
+        "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
+        "fingerprint": fingerprint,
+        "model_config": model_cfg, "train_config": train_cfg,
+        "data": {"vocab_size": len(vocab), "sha256": data_sha,
+                 "tokens": {s: v["tokens"] for s, v in data_stats["splits"].items()}},
+        "provenance": provenance(trainer.device),
+        "metrics": metrics,
+        "na": na,
+        "history": {"train": thin(state.history["train"], tcfg.history_max_points), "val": state.history["val"]},
+    }
+    write_json_atomic(metrics_path, record)  # last: its existence means the run is complete
+    trainer.ckpt_path.unlink(missing_ok=True)  # optimizer state is no longer needed; best.pt stays
+    return record

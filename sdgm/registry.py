@@ -1,0 +1,83 @@
+"""Every model by name, behind one constructor; and loading a finished run back.
+
+    model = build_model("sdgm", vocab_size, d_model=64, n_atoms=32)
+    model, vocab = load_run("results/runs/ptb/sdgm-s0")   # vocab: token -> id
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+
+import torch
+
+from .interface import LanguageModel
+
+# name -> (module, config class, model class). Imported lazily so a model's dependencies load only when used.
+MODELS: dict[str, tuple[str, str, str]] = {
+    "sdgm": ("sdgm.model", "SDGMConfig", "SDGM"),
+}
+
+
+def model_classes(name: str):
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}")
+    module, cfg_name, cls_name = MODELS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, cfg_name), getattr(mod, cls_name)
+
+
+def model_config(name: str, vocab_size: int, **overrides):
+    cfg_cls, _ = model_classes(name)
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"model {name!r} has no option(s) {unknown}; options: {sorted(known)}")
+    return cfg_cls(vocab_size=vocab_size, **overrides)
+
+
+def build_model(name: str, vocab_size: int, **overrides) -> LanguageModel:
+    """A freshly initialised model; `overrides` are fields of the model's config dataclass."""
+    cfg = model_config(name, vocab_size, **overrides)
+    _, cls = model_classes(name)
+    return cls(cfg)
+
+
+# ---- run directories ------------------------------------------------------------------------------------------
+RUN_FILE, WEIGHTS_FILE, VOCAB_FILE = "run.json", "model.pt", "vocab.json"
+
+
+def save_run(path: str | Path, name: str, model: LanguageModel, vocab: list[str], extra: dict | None = None) -> None:
+    """Write what load_run needs: run.json (model name + config), model.pt (weights), vocab.json (id -> token)."""
+    from .data import write_bytes_atomic, write_json_atomic  # local import: data imports torch only
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.asdict(model.cfg)
+    write_json_atomic(path / RUN_FILE, {"model": name, "config": cfg, **(extra or {})})
+    write_json_atomic(path / VOCAB_FILE, vocab)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    write_bytes_atomic(path / WEIGHTS_FILE, buf.getvalue())
+
+
+def load_run(path: str | Path, map_location: str = "cpu") -> tuple[LanguageModel, dict[str, int]]:
+    """(model in eval mode, vocab token -> id) from a finished run directory."""
+    path = Path(path)
+    for f in (RUN_FILE, WEIGHTS_FILE, VOCAB_FILE):
+        if not (path / f).exists():
+            raise FileNotFoundError(f"{path} is not a finished run directory: {f} is missing")
+    meta = json.loads((path / RUN_FILE).read_text())
+    vocab_list = json.loads((path / VOCAB_FILE).read_text())
+    cfg = dict(meta["config"])
+    vocab_size = cfg.pop("vocab_size")
+    if vocab_size != len(vocab_list):
+        raise ValueError(f"{path}: model vocab_size {vocab_size} != {len(vocab_list)} tokens in {VOCAB_FILE}")
+    model = build_model(meta["model"], vocab_size, **cfg)
+    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model, {tok: i for i, tok in enumerate(vocab_list)}

@@ -1,0 +1,293 @@
+"""One trainer for every model: windows, optimizer, checkpoints and exact resume, early stopping, progress.
+
+Training windows are the train stream cut into non-overlapping windows of L + 1 tokens' span (inputs
+ids[iL : iL + L], targets shifted by one); each epoch visits every full batch of windows once, in an order
+fixed by (seed, epoch), so a checkpoint only needs (epoch, batch) to resume the data exactly. The trailing
+windows that do not fill a batch are skipped in that epoch (a different set each epoch).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .evaluate import evaluate
+from .interface import LanguageModel
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int = 0              # 0: no limit besides epochs
+    batch_size: int = 32
+    seq_len: int = 128              # L, shared by every model
+    optimizer: str = "adam"         # "adam" (L2 weight decay, as the paper's "Adam, weight decay") | "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "constant"      # "constant" | "cosine" (after linear warmup)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0          # max global grad norm; 0 disables
+    patience: int = 2               # early stop after this many evaluations without a better validation PPL
+    eval_every_steps: int = 0       # 0: evaluate at the end of each epoch
+    eval_max_windows: int = 0       # 0: the whole validation split; else its first N windows (periodic evals only)
+    eval_batch_size: int = 32
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 20
+    seed: int = 0
+    device: str = "auto"            # "auto" | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"         # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
+    compile: bool = False           # torch.compile the training step
+    history_max_points: int = 2000  # train-loss points kept in metrics (evenly thinned)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return cls(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kwargs)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_val_ppl: float = math.inf
+    best_step: int = -1
+    evals_since_best: int = 0
+    last_eval_step: int = -1
+    train_seconds: float = 0.0
+    stopped: str = ""
+    history: dict = field(default_factory=lambda: {"train": [], "val": []})
+
+
+class Trainer:
+    """Trains `model` on splits["train"], early-stops on splits["valid"]; state in ckpt_dir survives crashes."""
+
+    def __init__(self, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor, cfg: TrainConfig,
+                 ckpt_dir: str | Path, fingerprint: str = "", progress: bool = True, log_path: str | Path | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.train_ids, self.valid_ids = train_ids.to(self.device), valid_ids
+        self.ckpt_dir = Path(ckpt_dir)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = fingerprint
+        self.progress = progress
+        self.log_path = Path(log_path) if log_path else self.ckpt_dir / "log.jsonl"
+        self.amp = autocast_dtype(cfg, self.device)
+        L, B = cfg.seq_len, cfg.batch_size
+        self.n_windows = (len(train_ids) - 1) // L
+        self.steps_per_epoch = self.n_windows // B
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train split has {len(train_ids)} tokens: fewer than one batch of {B} x {L}")
+        total = cfg.epochs * self.steps_per_epoch
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.opt = make_optimizer(self.model, cfg, self.device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s, self.total_steps))
+        self.state = TrainState()
+        self.loss_fn = torch.compile(self.model.training_loss) if cfg.compile else self.model.training_loss
+        self._offsets = torch.arange(L + 1, device=self.device)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def save_checkpoint(self) -> None:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                     "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
+                     "fingerprint": self.fingerprint}, self.ckpt_path)
+
+    def try_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        if ck.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"checkpoint {self.ckpt_path} was written for a different configuration "
+                             f"({ck.get('fingerprint')} != {self.fingerprint}); delete {self.ckpt_dir} to start over")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.state = TrainState(**ck["state"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        random.setstate(ck["rng"]["python"])
+        np.random.set_state(ck["rng"]["numpy"])
+        if "cuda" in ck["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        return True
+
+    # ---- pieces of the loop ---------------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return torch.randperm(self.n_windows, generator=g)
+
+    def batch(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L = self.cfg.batch_size, self.cfg.seq_len
+        starts = (order[b * B:(b + 1) * B] * L).to(self.device)  # (B,)
+        span = self.train_ids[starts[:, None] + self._offsets]   # (B, L + 1)
+        return span[:, :-1], span[:, 1:]
+
+    def log(self, event: dict) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def validate(self) -> float:
+        st, cfg = self.state, self.cfg
+        res = evaluate(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
+                       max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
+        ppl = res["ppl"]
+        if not math.isfinite(ppl):
+            raise NonFiniteLoss(f"validation perplexity is {ppl} at step {st.step}")
+        epoch = st.step / self.steps_per_epoch
+        point = {"step": st.step, "epoch": round(epoch, 4), "ppl": ppl, "nll": res["nll"]}
+        st.history["val"].append(point)
+        self.log({"event": "val", **point})
+        st.last_eval_step = st.step
+        if ppl < st.best_val_ppl:
+            st.best_val_ppl, st.best_step, st.evals_since_best = ppl, st.step, 0
+            save_atomic(self.model.state_dict(), self.best_path)
+        else:
+            st.evals_since_best += 1
+            if st.evals_since_best >= cfg.patience:
+                st.stopped = "early_stop"
+        return ppl
+
+    # ---- the loop --------------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        cfg, st = self.cfg, self.state
+        tokens_per_step = cfg.batch_size * cfg.seq_len
+        bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",
+                   mininterval=0.5 if sys.stderr.isatty() else 15, dynamic_ncols=True, file=sys.stderr)
+        self.model.train()
+        acc, n_acc, t_window, steps_window = {}, 0, time.perf_counter(), 0
+        while not st.stopped:
+            if st.step >= self.total_steps:
+                st.stopped = "max_steps" if cfg.max_steps and st.step >= cfg.max_steps else "max_epochs"
+                break
+            order = self.epoch_order(st.epoch)
+            t_epoch = time.perf_counter()
+            while st.batch_in_epoch < self.steps_per_epoch and st.step < self.total_steps and not st.stopped:
+                x, y = self.batch(order, st.batch_in_epoch)
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    loss, stats = self.loss_fn(x, y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                st.step += 1
+                st.batch_in_epoch += 1
+                steps_window += 1
+                stats = {"loss": loss.detach(), **stats}
+                for k, v in stats.items():  # stays on device: no host sync per step
+                    acc[k] = acc.get(k, 0.0) + v.float()
+                n_acc += 1
+                if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
+                    means = {k: (v / n_acc).item() for k, v in acc.items()}  # one sync per log interval
+                    if not all(math.isfinite(v) for v in means.values()):
+                        raise NonFiniteLoss(f"non-finite training loss {means} at step {st.step} "
+                                            f"(last good checkpoint: {self.ckpt_path})")
+                    now = time.perf_counter()
+                    tok_s = steps_window * tokens_per_step / max(now - t_window, 1e-9)
+                    point = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 4), **means,
+                             "tokens_per_s": tok_s, "lr": self.sched.get_last_lr()[0]}
+                    st.history["train"].append(point)
+                    self.log({"event": "train", **point})
+                    ppl = math.exp(min(means.get("nll", means["loss"]), 50))
+                    bar.set_postfix(loss=f"{means['loss']:.3f}", ppl=f"{ppl:.1f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+                    acc, n_acc, t_window, steps_window = {}, 0, now, 0
+                bar.update(1)
+                if cfg.eval_every_steps and st.step % cfg.eval_every_steps == 0:
+                    st.train_seconds += time.perf_counter() - t_epoch
+                    self.validate()
+                    t_epoch = t_window = time.perf_counter()
+                    steps_window = 0
+                if cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0:
+                    self.save_checkpoint()
+            st.train_seconds += time.perf_counter() - t_epoch
+            if st.batch_in_epoch >= self.steps_per_epoch:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                if not cfg.eval_every_steps and not st.stopped:
+                    self.validate()
+            self.save_checkpoint()
+        if st.last_eval_step != st.step:  # the final weights always get a validation score
+            self.validate()
+            self.save_checkpoint()
+        bar.close()
+        return st
+
+    def load_best(self) -> None:
+        self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
+
+    def tokens_per_second(self) -> float:
+        return self.state.step * self.cfg.batch_size * self.cfg.seq_len / max(self.state.train_seconds, 1e-9)
+
+
+def thin(points: list[dict], n: int) -> list[dict]:
+    """At most n points, evenly spaced, always keeping the last."""
+    if len(points) <= n:
+        return points
+    idx = np.linspace(0, len(points) - 1, n).round().astype(int)
+    return [points[i] for i in sorted(set(idx))]

@@ -1,0 +1,32 @@
+rule fit_gmm:
+    input:
+        run=rules.train.output,
+        tokens=rules.tokenize.output,
+    output:
+        gmm=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/gmm.npz",
+        summary=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/gmm.json",
+    log:
+        f"{OUT}/logs/fit_gmm/{{corpus}}/{{experiment}}-s{{seed}}.log",
+    params:
+        gmm=config["gmm"],
+    threads: job_res("default", "threads")
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/fit_gmm.py"
+
+
+rule sample:
+    input:
+        run=rules.train.output,
+        gmm=branch(has_gmm, then=rules.fit_gmm.output.gmm, otherwise=[]),
+    output:
+        f"{OUT}/samples/{{corpus}}/{{experiment}}-s{{seed}}.txt",
+    log:
+        f"{OUT}/logs/sample/{{corpus}}/{{experiment}}-s{{seed}}.log",
+    params:
+        sampling=config["sampling"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/sample.py"

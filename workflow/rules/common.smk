@@ -1,0 +1,56 @@
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The paper's setup is the default; a --configfile given on the command line replaces it (not merged into it,
+# so config/quick.yaml runs exactly its own experiments). --config key=value still overrides single values.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+
+# Validate every value before anything runs; a bad field stops here with its name in the message.
+validate(config, schema="../schemas/config.schema.yaml")
+
+REPO = Path(workflow.basedir).parent
+sys.path.insert(0, str(REPO))
+from sdgm.config import Run, check_config, experiment_spec, runs  # noqa: E402
+
+check_config(config)
+
+# glibc returns big freed blocks to the OS and maps them again on the next step; on CPU that costs as much
+# as the arithmetic for the logits of a 10k-33k vocabulary. Keep them (jobs inherit this environment).
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4294967296")
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
+
+RES = config["resources_dir"]
+OUT = config["results_dir"]
+SPLITS = ["train", "valid", "test"]
+RUNS = runs(config)
+GMM_EXPERIMENTS = set(config["gmm"]["experiments"])
+
+
+wildcard_constraints:
+    corpus="[a-z0-9_]+",
+    experiment="[a-z0-9_]+",
+    seed="[0-9]+",
+    split="train|valid|test",
+
+
+def job_res(kind, key):
+    table = config["job_resources"]
+    return table.get(kind, {}).get(key, table["default"].get(key))
+
+
+def run_dir(run):
+    return f"{OUT}/runs/{run.corpus}/{run.name}"
+
+
+def has_gmm(wildcards):
+    return wildcards.experiment in GMM_EXPERIMENTS

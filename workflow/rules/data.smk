@@ -1,0 +1,28 @@
+rule fetch_corpus:
+    output:
+        expand("{res}/corpora/{{corpus}}/{split}.txt", res=RES, split=SPLITS),
+    log:
+        f"{OUT}/logs/fetch_corpus/{{corpus}}.log",
+    params:
+        corpus=lambda wc: config["corpora"][wc.corpus],
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/fetch_corpus.py"
+
+
+rule tokenize:
+    input:
+        rules.fetch_corpus.output,
+    output:
+        tokens=expand("{res}/tokens/{{corpus}}/{split}.pt", res=RES, split=SPLITS),
+        vocab=f"{RES}/tokens/{{corpus}}/vocab.json",
+        stats=f"{RES}/tokens/{{corpus}}/stats.json",
+    log:
+        f"{OUT}/logs/tokenize/{{corpus}}.log",
+    params:
+        expected=lambda wc: config["corpora"][wc.corpus].get("expected", {}),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/tokenize.py"

@@ -1,0 +1,23 @@
+rule train:
+    input:
+        rules.tokenize.output,
+    output:
+        metrics=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/metrics.json",
+        run=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/run.json",
+        weights=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/model.pt",
+        vocab=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/vocab.json",
+    log:
+        f"{OUT}/logs/train/{{corpus}}/{{experiment}}-s{{seed}}.log",
+    params:
+        spec=lambda wc: experiment_spec(config, wc.experiment),
+        # not an output: Snakemake deletes the outputs of a failed job, and this is what a rerun resumes from
+        ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}",
+    threads: job_res("train", "threads")
+    resources:
+        mem_mb=job_res("train", "mem_mb"),
+        runtime=job_res("train", "runtime"),
+        gpus=job_res("train", "gpus"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train.py"

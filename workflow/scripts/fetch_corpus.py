@@ -1,0 +1,17 @@
+"""Materialize the three splits of one corpus, each verified against its SHA-256 (rule fetch_corpus)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.data import materialize, shipped_sha256  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+setup(snakemake)  # noqa: F821
+spec = snakemake.params.corpus  # noqa: F821
+sha = spec["sha256"]
+if sha == "shipped":
+    sha = shipped_sha256(spec["source"]["corpus"])
+for dest in snakemake.output:  # noqa: F821
+    split = Path(dest).stem
+    digest = materialize(split, spec["source"], dest, None if sha is None else sha[split])
+    print(f"{dest}: sha256 {digest}")

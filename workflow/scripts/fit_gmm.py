@@ -1,0 +1,12 @@
+"""Fit the Gaussian mixture over a trained SDGM's mixing vectors, components by BIC (rule fit_gmm)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.gmm import fit_run_gmm  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+fit_run_gmm(Path(smk.input.run[0]).parent, Path(smk.input.tokens[0]).parent, smk.output.gmm, smk.output.summary,
+            smk.params.gmm, seed=int(smk.wildcards.seed))

@@ -1,0 +1,12 @@
+"""Tables and figures from the runs' metrics.json files only (rule report)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.report import build_report  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+written = build_report(smk.input.metrics, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent)
+print(written)
