@@ -107,6 +107,7 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "na": na,
         "history": {"train": thin(state.history["train"], tcfg.history_max_points), "val": state.history["val"]},
     }
+    record = json.loads(json.dumps(record))  # exactly what a reader of the file gets (tuples become lists)
     write_json_atomic(metrics_path, record)  # last: its existence means the run is complete
     trainer.ckpt_path.unlink(missing_ok=True)  # optimizer state is no longer needed; best.pt stays
     return record

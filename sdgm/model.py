@@ -40,7 +40,7 @@ class SDGMConfig:
     n_atoms: int = 256           # K
     seq_len: int = 128           # L: training window, and the period normaliser of the atoms
     kernel_size: int = 3         # Conv1D encoder kernel (receptive field in tokens)
-    activation: str = "softplus"
+    activation: str = "gelu"     # the paper writes act(.) without naming it
     encoder_padding: str = "causal"  # "causal" | "centered" (leaks future tokens, labelled as such)
     head: str = "linear"         # "linear" | "pointer" (pointer-generator over positions <= t)
     tie_weights: bool = True     # linear head shares the embedding matrix

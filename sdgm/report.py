@@ -422,13 +422,13 @@ def _save_fig_atomic(fig, path: Path, fmt: str, **kw) -> None:
 
 
 def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
-    """Validation PPL (top, log y) and training loss (bottom) vs step; one column per corpus."""
+    """Validation PPL (top, log y) and training next-token NLL (bottom) vs step; one column per corpus."""
     out_stem = Path(out_stem)
     corpora = sorted({r["corpus"] for r in records})
     runs_with_data = []
     for r in records:
         h = r.get("history") or {}
-        if _points(h.get("val"), "ppl", True)[0] or _points(h.get("train"), "loss")[0]:
+        if _points(h.get("val"), "ppl", True)[0] or _points(h.get("train"), "nll")[0]:
             runs_with_data.append(r)
 
     if not runs_with_data:
@@ -459,7 +459,7 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
                     ax_v.plot(xs, ys, marker="o", markersize=3, **kw)
                 else:
                     skipped_v.append(label)
-                xs, ys = _points(h.get("train"), "loss")
+                xs, ys = _points(h.get("train"), "nll")
                 if xs:
                     ax_t.plot(xs, ys, **kw)
                 else:
@@ -478,8 +478,8 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
                 ax_v.set_yscale("log")
             ax_v.set_title(f"{corpus}: validation perplexity")
             ax_v.set_ylabel("validation perplexity (log scale)")
-            ax_t.set_title(f"{corpus}: training loss")
-            ax_t.set_ylabel("training loss (nats/token)")
+            ax_t.set_title(f"{corpus}: training NLL")
+            ax_t.set_ylabel("training next-token NLL (nats/token)")
             ax_t.set_xlabel("training step")
             ax_v.tick_params(labelbottom=True)
         fig.suptitle("Training curves (measured runs)")

@@ -1,0 +1,160 @@
+"""The Snakemake workflow: config validation, lint, the paper DAG, and the quick DAG end to end on CPU."""
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from sdgm.config import ConfigError, check_config, runs, validate_schema
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def snakemake(*args, cwd, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_both_configs_are_valid():
+    for cfg in (PAPER, QUICK):
+        validate_schema(cfg)
+        check_config(cfg)
+
+
+def mutate(path: str, value):
+    cfg = json.loads(json.dumps(QUICK))
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+BAD = [
+    ("models.sdgm.n_atoms", 0),
+    ("models.sdgm.d_model", -4),
+    ("train.lr", 0),
+    ("train.lr", "fast"),
+    ("train.batch_size", 0),
+    ("train.device", "tpu"),
+    ("experiments.sdgm.model", "gpt5"),
+    ("experiments.sdgm.overrides", {"n_atoms": 0}),
+    ("experiments.sdgm.overrides", {"no_such_option": 1}),
+    ("models.sdgm.encoder_padding", "sideways"),
+    ("corpora.ptb.sha256", {"train": "abc", "valid": "abc", "test": "abc"}),
+    ("corpora.ptb.source", {"type": "ftp"}),
+    ("corpora.ptb.source", {"type": "url"}),
+    ("seeds", []),
+    ("sampling.temperature", -1),
+    ("train.epochs", KeyError),
+    ("unknown_key", 1),
+]
+
+
+@pytest.mark.parametrize("path,value", BAD, ids=[f"{p}={v}" for p, v in BAD])
+def test_schema_rejects_bad_values_naming_the_field(path, value):
+    with pytest.raises(ConfigError) as e:
+        validate_schema(mutate(path, value))
+    msg = str(e.value)
+    named = path.split(".")[0 if path == "unknown_key" or value is KeyError else -1]
+    assert named in msg or path.rsplit(".", 1)[0] in msg, msg
+
+
+def test_cross_references_are_checked():
+    with pytest.raises(ConfigError, match="unknown corpus"):
+        check_config(mutate("experiments.sdgm.corpora", ["wikitext103"]))
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        check_config(mutate("gmm.experiments", ["nope"]))
+
+
+@pytest.mark.parametrize("path,value,field", [
+    ("models.sdgm.n_atoms", 0, "['models']['sdgm']['n_atoms']"),
+    ("train.lr", -1e-3, "['train']['lr']"),
+    ("experiments.sdgm_beta0.model", "gpt5", "['experiments']['sdgm_beta0']['model']"),
+])
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path, path, value, field):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(mutate(path, value)))
+    r = snakemake("-n", "--configfile", "bad.yaml", cwd=tmp_path, timeout=120)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "Error validating config file" in out and field in out, out[-2000:]
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    r = snakemake("--lint", cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
+
+
+def job_counts(out: str) -> dict[str, int]:
+    table = out[out.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_default_config_schedules_the_full_paper_dag():
+    r = snakemake("-n", "--forceall", cwd=REPO, timeout=120)  # no --configfile: config/config.yaml is the default
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    n_runs = len(runs(PAPER))
+    assert n_runs == 6  # sdgm, beta=0, gamma=0 on two corpora, one seed
+    assert counts["fetch_corpus"] == 2 and counts["tokenize"] == 2
+    assert counts["train"] == n_runs and counts["sample"] == n_runs
+    assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
+    assert counts["report"] == 1
+
+
+@pytest.mark.e2e
+def test_quick_pipeline_end_to_end(tmp_path):
+    """The README's quick run, in a scratch directory: every output exists and holds measured numbers."""
+    r = snakemake("--cores", "2", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    res = tmp_path / "results"
+    quick_runs = runs(QUICK)
+
+    table = pd.read_csv(res / "tables" / "main.csv")
+    assert len(table) == len(quick_runs)
+    for col in ("val_ppl", "val_ppl_paper", "test_ppl", "params_m", "cosine"):
+        assert col in table.columns
+    for run in quick_runs:
+        rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
+        m = rec["metrics"]
+        vocab = {"wikitext2": 33278, "ptb": 10000}[run.corpus]
+        assert rec["data"]["vocab_size"] == vocab
+        assert 1 < m["val_ppl"] < vocab and math.isfinite(m["test_ppl"])  # learned something, not degenerate
+        assert m["steps"] == QUICK["train"]["max_steps"]
+        assert 0 < m["cosine_val"] <= 1
+        assert (res / "samples" / run.corpus / f"{run.name}.txt").stat().st_size > 100
+    row = table[(table.experiment == "sdgm") & (table.corpus == "wikitext2")].iloc[0]
+    assert str(row["val_ppl_paper"]) == "31.2"
+    for ext in ("csv", "md", "tex"):
+        assert (res / "tables" / f"main.{ext}").stat().st_size > 200
+    for ext in ("png", "pdf"):
+        assert (res / "figures" / f"training_curves.{ext}").stat().st_size > 10_000
+    gmm = json.loads((res / "runs" / "ptb" / "sdgm-s0" / "gmm.json").read_text())
+    assert gmm["components"] in QUICK["gmm"]["components"]
+    assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / "sdgm-s0.txt").read_text()
+
+    # a finished run loads back, ready to score text
+    from sdgm.registry import load_run
+
+    model, vocab = load_run(res / "runs" / "ptb" / "sdgm-s0")
+    ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
+    assert model(ids).shape == (1, 4, len(vocab))
+
+    # a second invocation has nothing left to do
+    again = snakemake("-n", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path, timeout=120)
+    assert "Nothing to be done" in again.stdout + again.stderr
