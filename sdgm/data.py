@@ -16,7 +16,6 @@ a half-written or unverified file under its final name.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
@@ -25,7 +24,6 @@ import json
 import logging
 import lzma
 import os
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+
+from .atomic import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -61,41 +61,6 @@ class ChecksumError(DataError):
 # --------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic_open(path: PathLike) -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path``; move it onto ``path`` on success.
-
-    The temporary file lives in the same directory (so ``os.replace`` is an
-    atomic rename on the same filesystem). If the ``with`` body raises anything
-    (including KeyboardInterrupt), the temporary file is removed and ``path``
-    is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.part-{secrets.token_hex(6)}")
-    try:
-        with open(tmp, "xb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        # After a successful os.replace the temp name no longer exists.
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in same dir + os.replace)."""
-    with _atomic_open(path) as fh:
-        fh.write(data)
-
-
-def write_json_atomic(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON (indent=2, key order preserved) atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------
@@ -301,7 +266,7 @@ def materialize(
 
     hasher = hashlib.sha256()
     try:
-        with _atomic_open(dest) as fh:
+        with atomic_open(dest) as fh:
             for chunk in _SOURCE_READERS[kind](split, source):
                 hasher.update(chunk)
                 fh.write(chunk)

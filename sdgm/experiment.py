@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_tokens, write_json_atomic
+from .atomic import write_json_atomic
+from .data import load_tokens
 from .evaluate import evaluate
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run

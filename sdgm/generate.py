@@ -66,7 +66,8 @@ def decode_ids(ids, itos: list[str]) -> str:
 def write_samples(run_dir, gmm_path, out_path, prompt: str = "", n_samples: int = 3, n_tokens: int = 100,
                   temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> str:
     """Write n_samples texts per mode (autoregressive; GMM coefficients when gmm_path is given) to out_path."""
-    from .data import EOS, UNK, write_bytes_atomic
+    from .atomic import write_bytes_atomic
+    from .data import EOS, UNK
     from .gmm import load_gmm
     from .registry import load_run
 

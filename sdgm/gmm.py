@@ -42,7 +42,7 @@ def fit_gmm(vectors: np.ndarray, components: list[int], covariance_type: str = "
 
 
 def save_gmm(path: str | Path, params: dict) -> None:
-    from .data import write_bytes_atomic
+    from .atomic import write_bytes_atomic
     import io
 
     buf = io.BytesIO()
@@ -92,7 +92,8 @@ def collect_mixing_vectors(model, ids, L: int, max_vectors: int, seed: int = 0, 
 
 def fit_run_gmm(run_dir, tokens_dir, gmm_path, summary_path, gmm_cfg: dict, seed: int = 0) -> dict:
     """Fit and save the GMM of a finished SDGM run on its training split's mixing vectors."""
-    from .data import load_tokens, write_json_atomic
+    from .atomic import write_json_atomic
+    from .data import load_tokens
     from .registry import load_run
 
     model, _ = load_run(run_dir)

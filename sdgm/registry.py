@@ -50,7 +50,7 @@ RUN_FILE, WEIGHTS_FILE, VOCAB_FILE = "run.json", "model.pt", "vocab.json"
 
 def save_run(path: str | Path, name: str, model: LanguageModel, vocab: list[str], extra: dict | None = None) -> None:
     """Write what load_run needs: run.json (model name + config), model.pt (weights), vocab.json (id -> token)."""
-    from .data import write_bytes_atomic, write_json_atomic  # local import: data imports torch only
+    from .atomic import write_bytes_atomic, write_json_atomic
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,6 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+
+from .atomic import atomic_path, write_text_atomic  # noqa: E402
 
 PAPER_PATH = Path(__file__).with_name("paper_numbers.yaml")
 SCHEMA_VERSION = 1
@@ -304,25 +304,6 @@ def main_table_numeric(records: list[dict], paper: list[dict]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- writing
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         # Never expected in a display frame; refuse to render a blank.
@@ -385,9 +366,9 @@ def write_table(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
     """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` atomically; returns the paths."""
     stem = Path(stem)
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
-    _atomic_write_text(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    _atomic_write_text(paths[1], to_markdown(df))
-    _atomic_write_text(paths[2], to_latex(df, caption, label=f"tab:{stem.name}"))
+    write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(paths[1], to_markdown(df))
+    write_text_atomic(paths[2], to_latex(df, caption, label=f"tab:{stem.name}"))
     return paths
 
 
@@ -409,16 +390,8 @@ def _points(hist: list, ykey: str, positive: bool = False) -> tuple[list[float],
 
 
 def _save_fig_atomic(fig, path: Path, fmt: str, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, **kw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
