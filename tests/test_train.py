@@ -169,3 +169,12 @@ def test_metrics_json_has_provenance_and_na_reasons(tiny_corpus, tmp_path):
     assert on_disk["metrics"]["peak_mem_bytes"] is None and "no GPU" in on_disk["na"]["peak_mem_bytes"]
     assert len(on_disk["data"]["sha256"]["train"]) == 64
     assert on_disk == rec
+
+
+def test_bf16_autocast_path_trains(tiny_corpus, tmp_path):
+    """The mixed-precision path (bf16 autocast, as used on CUDA) runs and learns; exercised here on CPU."""
+    tr = make_trainer(tiny_corpus, tmp_path, precision="bf16", max_steps=30, eval_every_steps=15, lr=1e-2)
+    assert tr.amp == torch.bfloat16
+    st = tr.fit()
+    vals = [p["ppl"] for p in st.history["val"]]
+    assert all(math.isfinite(v) for v in vals) and vals[-1] < vals[0]
