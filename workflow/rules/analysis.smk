@@ -10,6 +10,8 @@ rule fit_gmm:
     params:
         gmm=config["gmm"],
     threads: job_res("default", "threads")
+    resources:
+        **cluster_res("default"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -26,6 +28,8 @@ rule sample:
         f"{OUT}/logs/sample/{{corpus}}/{{experiment}}-s{{seed}}.log",
     params:
         sampling=config["sampling"],
+    resources:
+        **cluster_res("default"),
     conda:
         "../envs/torch.yaml"
     script:

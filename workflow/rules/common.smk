@@ -48,6 +48,14 @@ def job_res(kind, key):
     return table.get(kind, {}).get(key, table["default"].get(key))
 
 
+def cluster_res(kind):
+    """Scheduler-facing resources of one kind of job: memory, runtime, GPUs (count and model), Slurm partition.
+    Keys that are not set are left out, so a cluster profile's default-resources apply."""
+    names = {"mem_mb": "mem_mb", "runtime": "runtime", "gpu": "gpu", "gpu_model": "gpu_model",
+             "partition": "slurm_partition", "account": "slurm_account"}
+    return {res: job_res(kind, key) for key, res in names.items() if job_res(kind, key) is not None}
+
+
 def run_dir(run):
     return f"{OUT}/runs/{run.corpus}/{run.name}"
 

@@ -5,6 +5,8 @@ rule fetch_corpus:
         f"{OUT}/logs/fetch_corpus/{{corpus}}.log",
     params:
         corpus=lambda wc: config["corpora"][wc.corpus],
+    resources:
+        **cluster_res("default"),
     conda:
         "../envs/data.yaml"
     script:
@@ -22,6 +24,8 @@ rule tokenize:
         f"{OUT}/logs/tokenize/{{corpus}}.log",
     params:
         expected=lambda wc: config["corpora"][wc.corpus].get("expected", {}),
+    resources:
+        **cluster_res("default"),
     conda:
         "../envs/data.yaml"
     script:

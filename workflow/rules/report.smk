@@ -6,6 +6,8 @@ rule report:
         figures=expand("{out}/figures/training_curves.{ext}", out=OUT, ext=["png", "pdf"]),
     log:
         f"{OUT}/logs/report.log",
+    resources:
+        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
     script:

@@ -14,9 +14,7 @@ rule train:
         ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}",
     threads: job_res("train", "threads")
     resources:
-        mem_mb=job_res("train", "mem_mb"),
-        runtime=job_res("train", "runtime"),
-        gpus=job_res("train", "gpus"),
+        **cluster_res("train"),
     conda:
         "../envs/torch.yaml"
     script:
