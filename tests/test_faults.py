@@ -7,6 +7,7 @@ without the fault.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import json
@@ -572,6 +573,50 @@ def test_every_cell_is_a_measured_value_or_na_with_a_reason(tmp_path):
     assert row.val_ppl == "150.0" and row.test_ppl == "140.0" and row.params_m == "0.12"
     assert row.cosine == "n/a (model has no embedding reconstruction)"
     assert row.peak_mem_gb == "n/a (no GPU (CPU run))"
+
+
+# ============================================================================ every writer is atomic
+
+def non_atomic_writes(path: Path) -> list[str]:
+    """Calls in a source file that write a file in place: torch.save / np.save* / savefig not aimed at a
+    temporary (`tmp`) or an in-memory buffer (`buf`), Path.write_text/write_bytes, open() for writing (appending
+    to a log is fine), DataFrame.to_csv or json/yaml.dump to a path or file."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        args = node.args
+        target = {"save": 1, "savez": 0, "savez_compressed": 0, "savefig": 0}.get(name)
+        if name == "save" and isinstance(f, ast.Attribute) and getattr(f.value, "id", "") in ("np", "numpy"):
+            target = 0
+        if target is not None and len(args) > target:
+            if not (isinstance(args[target], ast.Name) and args[target].id in ("tmp", "buf")):
+                bad.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif name in ("write_text", "write_bytes", "to_parquet") or (name == "to_csv" and args) or \
+                (name in ("dump", "safe_dump") and len(args) > 1):
+            bad.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif name == "open" and isinstance(f, ast.Name):
+            mode = args[1] if len(args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            m = mode.value if isinstance(mode, ast.Constant) else "r"
+            if any(c in m for c in "wx+") and path.name != "atomic.py":
+                bad.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return bad
+
+
+def test_every_output_is_written_through_sdgm_atomic():
+    files = [p for d in ("sdgm", "baselines", "workflow/scripts") for p in sorted((REPO / d).rglob("*.py"))]
+    assert len(files) > 15
+    assert [b for p in files for b in non_atomic_writes(p)] == []
+
+
+def test_the_writer_check_finds_in_place_writes(tmp_path):
+    src = tmp_path / "writer.py"
+    src.write_text("torch.save(state, path)\nfig.savefig(out)\nnp.save(path, a)\nPath(p).write_text('x')\n"
+                   "open(p, 'w')\njson.dump(obj, fh)\ndf.to_csv(p)\n"
+                   "torch.save(state, tmp)\nopen(log, 'a')\ntorch.save(x, buf)\nopen(p)\n")
+    assert [b.split(":")[1] for b in non_atomic_writes(src)] == ["1", "2", "3", "4", "5", "6", "7"]
 
 
 # ============================================================================ the DAG: kills, resumption, divergence
