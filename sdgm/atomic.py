@@ -1,11 +1,13 @@
 """Atomic file writes: write to a temporary name in the same directory, rename onto the target on success.
 
 A crash or kill never leaves a half-written output that a later step (or Snakemake) could take as finished.
-No torch or pandas here, so every environment can use it.
+A SIGKILL or power loss during a write can leave the temporary file (`NAME.part-XXXX`) behind; the next writer
+of NAME removes it with `remove_stale_temporaries`. No torch or pandas here, so every environment can use it.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -23,9 +25,20 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = path.with_name(f"{path.name}.part-{secrets.token_hex(6)}")
     try:
         yield tmp
+        with open(tmp, "rb") as fh:  # on disk before the rename, so a power loss cannot leave an empty file
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # after a successful os.replace the temporary name no longer exists
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Delete the temporaries of `path` that a killed writer left behind; call it only as `path`'s one writer."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{glob.escape(path.name)}.part-*")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager
@@ -33,8 +46,6 @@ def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path` for binary writing; it replaces `path` only if the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, "xb") as fh:
         yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:

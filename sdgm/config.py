@@ -1,10 +1,14 @@
 """The experiment matrix from a validated configuration (no torch import: Snakemake parses with this).
 
 The JSON schema (workflow/schemas/config.schema.yaml) checks each value; `check_config` checks what a schema
-cannot: that names refer to things that exist.
+cannot: that names refer to things that exist. `validate_schema` is stricter than a plain JSON-schema validator
+(the one Snakemake's validate() uses), and check_config runs it too: an integer field refuses 64.0 (YAML reads it
+as a float, which would reach the trainer as one), and a number must be finite (YAML has .nan and .inf).
 """
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,12 +31,25 @@ class Run(NamedTuple):
         return f"{self.experiment}-s{self.seed}"
 
 
-def validate_schema(config: dict) -> None:
-    """The same check Snakemake's validate() runs, for use outside Snakemake. Raises ConfigError naming the field."""
+@functools.cache
+def _validator():
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    def is_int(_, v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(_, v):
+        return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": is_int, "number": is_number})
+    strict = jsonschema.validators.extend(base, type_checker=checker)
+    return strict(yaml.safe_load(SCHEMA_PATH.read_text()))
+
+
+def validate_schema(config: dict) -> None:
+    """The schema check Snakemake's validate() runs, stricter (see above). Raises ConfigError naming the field."""
+    errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.path])
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
@@ -40,6 +57,7 @@ def validate_schema(config: dict) -> None:
 
 
 def check_config(config: dict) -> None:
+    validate_schema(config)
     corpora = set(config["corpora"])
     for name, exp in config["experiments"].items():
         for c in exp.get("corpora", []):

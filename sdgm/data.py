@@ -77,6 +77,11 @@ def sha256_file(path: PathLike) -> str:
     return h.hexdigest()
 
 
+def vocab_sha256(vocab: list[str]) -> str:
+    """Hex SHA-256 of a vocabulary (id order matters): identifies it in stats.json, run.json and checkpoints."""
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def _read_sha256sums() -> dict[str, dict[str, str]]:
     """Parse ``CORPORA_DIR/SHA256SUMS`` into ``{corpus: {split: digest}}``.
 
@@ -351,7 +356,7 @@ def tokenize_corpus(corpus_dir: PathLike, out_dir: PathLike) -> dict[str, Any]:
     stoi = {tok: i for i, tok in enumerate(vocab)}
     unk_id = stoi.get(UNK)
 
-    stats: dict[str, Any] = {"vocab_size": len(vocab), "splits": {}}
+    stats: dict[str, Any] = {"vocab_size": len(vocab), "vocab_sha256": vocab_sha256(vocab), "splits": {}}
     tensors: dict[str, torch.Tensor] = {}
     for split in SPLITS:
         path = corpus_dir / f"{split}.txt"
@@ -399,8 +404,19 @@ def check_counts(stats: dict[str, Any], expected: dict[str, Any]) -> None:
         raise DataError("corpus counts differ from expected: " + "; ".join(problems))
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is unreadable ({exc})") from exc
+
+
 def load_tokens(tokens_dir: PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Load ``{split}.pt`` tensors and ``vocab.json`` written by tokenize_corpus."""
+    """Load ``{split}.pt`` tensors and ``vocab.json`` written by tokenize_corpus.
+
+    If ``stats.json`` is there, the vocabulary (size and digest) and the token counts must match it: token ids
+    read with another vocabulary would be a silently different corpus.
+    """
     tokens_dir = Path(tokens_dir)
     needed = [tokens_dir / "vocab.json"] + [tokens_dir / f"{s}.pt" for s in SPLITS]
     missing = [str(p) for p in needed if not p.is_file()]
@@ -408,16 +424,29 @@ def load_tokens(tokens_dir: PathLike) -> tuple[dict[str, torch.Tensor], list[str
         raise DataError(
             f"tokenized corpus incomplete, missing: {', '.join(missing)} (run tokenize_corpus first)"
         )
-    vocab = json.loads((tokens_dir / "vocab.json").read_text(encoding="utf-8"))
+    vocab = _read_json(tokens_dir / "vocab.json")
     if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
         raise DataError(f"{tokens_dir / 'vocab.json'} is not a JSON list of strings")
+    stats = _read_json(tokens_dir / "stats.json") if (tokens_dir / "stats.json").is_file() else {}
+    if not isinstance(stats, dict):
+        raise DataError(f"{tokens_dir / 'stats.json'} is not a JSON object")
+    if stats.get("vocab_size", len(vocab)) != len(vocab) or \
+            stats.get("vocab_sha256", vocab_sha256(vocab)) != vocab_sha256(vocab):
+        raise DataError(f"{tokens_dir / 'vocab.json'} ({len(vocab)} tokens) is not the vocabulary the token ids were "
+                        f"made with (stats.json: {stats.get('vocab_size')} tokens, digest differs); tokenize again")
     splits: dict[str, torch.Tensor] = {}
     for split in SPLITS:
         path = tokens_dir / f"{split}.pt"
-        ids = torch.load(path, weights_only=True)
+        try:
+            ids = torch.load(path, weights_only=True)
+        except Exception as exc:
+            raise DataError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from exc
         if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.dim() != 1:
             raise DataError(f"{path} does not hold a 1-D int64 tensor")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(vocab)):
             raise DataError(f"{path} has token ids outside the vocabulary (size {len(vocab)})")
+        want = stats.get("splits", {}).get(split, {}).get("tokens", ids.numel())
+        if ids.numel() != want:
+            raise DataError(f"{path} holds {ids.numel()} tokens, stats.json says {want}")
         splits[split] = ids
     return splits, vocab

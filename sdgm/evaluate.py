@@ -55,7 +55,7 @@ def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 
     if n_tok == 0:
         raise ValueError("nothing to evaluate: the split has fewer than 2 tokens")
     nll = nll_sum / n_tok
-    out = {"nll": nll, "ppl": math.exp(nll), "tokens": n_tok}
+    out = {"nll": nll, "ppl": math.inf if nll > 709.0 else math.exp(nll), "tokens": n_tok}  # exp overflows past 709
     out.update({k: v / n_tok for k, v in diag_sums.items()})
     return out
 

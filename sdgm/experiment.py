@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import resource
 import sys
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 
 from .atomic import write_json_atomic
-from .data import load_tokens
+from .data import DataError, load_tokens, vocab_sha256
 from .evaluate import evaluate
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
-from .train import TrainConfig, Trainer, thin
+from .train import NonFiniteLoss, TrainConfig, Trainer, thin
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +43,11 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
     splits, vocab = load_tokens(tokens_dir)
     data_stats = json.loads((tokens_dir / "stats.json").read_text())
+    for split in ("valid", "test"):  # found now, not after training
+        if len(splits[split]) < 2:
+            raise DataError(f"{tokens_dir / (split + '.pt')}: the {split} split has {len(splits[split])} token(s); "
+                            f"perplexity needs at least 2")
+    vocab_digest = vocab_sha256(vocab)
     tcfg = TrainConfig(**{**(train_overrides or {}), "seed": seed})
     overrides = {"seq_len": tcfg.seq_len, **(model_overrides or {})}
     if overrides["seq_len"] != tcfg.seq_len:
@@ -53,13 +59,17 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     train_cfg = dataclasses.asdict(tcfg)
     semantic_train = {k: v for k, v in train_cfg.items() if k not in ("device", "log_every_steps", "history_max_points")}
     data_sha = {s: v["sha256"] for s, v in data_stats["splits"].items()}
-    fingerprint = config_hash({"model": model, "model_config": model_cfg, "train": semantic_train, "data": data_sha})
+    # what a checkpoint must match to be resumed: the vocabulary too, since token ids mean nothing without it
+    fingerprint_source = {"model": model, "model_config": model_cfg, "train": semantic_train, "data": data_sha,
+                          "vocab_sha256": vocab_digest}
+    fingerprint = config_hash(fingerprint_source)
 
     trainer = Trainer(net, splits["train"], splits["valid"], tcfg, ckpt_dir, fingerprint=fingerprint,
-                      progress=progress)
+                      progress=progress, fingerprint_source=json.loads(json.dumps(fingerprint_source)))
     resumed = trainer.try_resume()
     if resumed:
         print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)
+        trainer.log({"event": "resume", "step": trainer.state.step})
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     t0 = time.perf_counter()
@@ -70,6 +80,9 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     val = evaluate(trainer.model, splits["valid"], **ev)
     test = evaluate(trainer.model, splits["test"], **ev)
     wall = time.perf_counter() - t0
+    for name, res in (("validation", val), ("test", test)):
+        if not math.isfinite(res["ppl"]):  # never written as a result
+            raise NonFiniteLoss(f"{name} perplexity of the best weights ({trainer.best_path}) is {res['ppl']}")
 
     na: dict[str, str] = {}
     metrics = {
@@ -94,14 +107,15 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = "no GPU (CPU run); see peak_rss_bytes"
 
     save_run(run_dir, model, trainer.model.cpu(), vocab,
-             extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint})
+             extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,
+                    "vocab_sha256": vocab_digest})
     record = {
         "schema": SCHEMA_VERSION,
         "run_id": f"{corpus}/{run_dir.name}",
         "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
         "fingerprint": fingerprint,
         "model_config": model_cfg, "train_config": train_cfg,
-        "data": {"vocab_size": len(vocab), "sha256": data_sha,
+        "data": {"vocab_size": len(vocab), "vocab_sha256": vocab_digest, "sha256": data_sha,
                  "tokens": {s: v["tokens"] for s, v in data_stats["splits"].items()}},
         "provenance": provenance(trainer.device),
         "metrics": metrics,

@@ -64,20 +64,37 @@ def save_run(path: str | Path, name: str, model: LanguageModel, vocab: list[str]
     write_bytes_atomic(path / WEIGHTS_FILE, buf.getvalue())
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e})") from e
+
+
 def load_run(path: str | Path, map_location: str = "cpu") -> tuple[LanguageModel, dict[str, int]]:
     """(model in eval mode, vocab token -> id) from a finished run directory."""
     path = Path(path)
     for f in (RUN_FILE, WEIGHTS_FILE, VOCAB_FILE):
         if not (path / f).exists():
             raise FileNotFoundError(f"{path} is not a finished run directory: {f} is missing")
-    meta = json.loads((path / RUN_FILE).read_text())
-    vocab_list = json.loads((path / VOCAB_FILE).read_text())
+    from .data import vocab_sha256
+
+    meta, vocab_list = _read_json(path / RUN_FILE), _read_json(path / VOCAB_FILE)
+    if not isinstance(vocab_list, list) or not all(isinstance(t, str) for t in vocab_list):
+        raise ValueError(f"{path / VOCAB_FILE} is not a JSON list of strings")
     cfg = dict(meta["config"])
     vocab_size = cfg.pop("vocab_size")
     if vocab_size != len(vocab_list):
         raise ValueError(f"{path}: model vocab_size {vocab_size} != {len(vocab_list)} tokens in {VOCAB_FILE}")
+    if "vocab_sha256" in meta and meta["vocab_sha256"] != vocab_sha256(vocab_list):
+        raise ValueError(f"{path / VOCAB_FILE} is not the vocabulary the model was trained with "
+                         f"(its digest differs from the one in {RUN_FILE})")
     model = build_model(meta["model"], vocab_size, **cfg)
-    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:
+        raise ValueError(f"{path / WEIGHTS_FILE} does not hold the weights of the model in {RUN_FILE} "
+                         f"({type(e).__name__}: {str(e)[:300]})") from e
     model.eval()
     return model, {tok: i for i, tok in enumerate(vocab_list)}

@@ -58,6 +58,18 @@ DISPLAY_COLUMNS = [
 ]
 
 
+# What a measured value must be before it is shown (null is always allowed: n/a, with its reason from "na").
+# A metric key not listed here must be a finite number. NaN and infinity are refused, never shown.
+VALUE_RULES: dict[str, tuple[str, Any]] = {
+    "val_ppl": ("a finite number >= 1", lambda v: v >= 1),
+    "test_ppl": ("a finite number >= 1", lambda v: v >= 1),
+    "params": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
+    "cosine_val": ("a number in [-1, 1]", lambda v: -1 <= v <= 1),
+    "train_tokens_per_s": ("a finite number > 0", lambda v: v > 0),
+    "peak_mem_bytes": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
+}
+
+
 class ReportError(RuntimeError):
     """A metrics or paper file is unusable, or the runs are inconsistent."""
 
@@ -94,8 +106,11 @@ def _validate_record(rec: Any, path: Path) -> None:
         raise ReportError(f"{path}: 'na' must be an object, got {type(na).__name__}")
     for _, key, _, _, _ in METRIC_COLUMNS:
         v = rec["metrics"].get(key)
-        if v is not None and not _is_number(v):
-            raise ReportError(f"{path}: metrics.{key} must be a number or null, got {v!r}")
+        if v is None:
+            continue
+        what, ok = VALUE_RULES.get(key, ("a finite number", lambda v: True))
+        if not _is_number(v) or not math.isfinite(v) or not ok(v):
+            raise ReportError(f"{path}: metrics.{key} must be {what} (or null with a reason in 'na'), got {v!r}")
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:

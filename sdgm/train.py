@@ -4,6 +4,10 @@ Training windows are the train stream cut into non-overlapping windows of L + 1 
 ids[iL : iL + L], targets shifted by one); each epoch visits every full batch of windows once, in an order
 fixed by (seed, epoch), so a checkpoint only needs (epoch, batch) to resume the data exactly. The trailing
 windows that do not fill a batch are skipped in that epoch (a different set each epoch).
+
+Faults: a non-finite loss or weight stops the run with NonFiniteLoss naming the first bad step and the last good
+checkpoint; the losses are checked before every checkpoint, so a checkpoint never holds a diverged state. A
+checkpoint of another configuration or an unreadable one stops the run with CheckpointError, naming what differs.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale_temporaries
 from .evaluate import evaluate
 from .interface import LanguageModel
 
@@ -61,6 +65,20 @@ class TrainConfig:
 
 class NonFiniteLoss(FloatingPointError):
     pass
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, or written for another configuration or vocabulary."""
+
+
+def differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted paths at which two JSON-like values differ, with both values (for error messages)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if old == new else [f"{prefix or 'value'}: {old!r} != {new!r}"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,7 +131,8 @@ class Trainer:
     """Trains `model` on splits["train"], early-stops on splits["valid"]; state in ckpt_dir survives crashes."""
 
     def __init__(self, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor, cfg: TrainConfig,
-                 ckpt_dir: str | Path, fingerprint: str = "", progress: bool = True, log_path: str | Path | None = None):
+                 ckpt_dir: str | Path, fingerprint: str = "", progress: bool = True, log_path: str | Path | None = None,
+                 fingerprint_source: dict | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
@@ -121,6 +140,7 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
+        self.fingerprint_source = fingerprint_source  # what the fingerprint hashes, to say what differs on a mismatch
         self.progress = progress
         self.log_path = Path(log_path) if log_path else self.ckpt_dir / "log.jsonl"
         self.amp = autocast_dtype(cfg, self.device)
@@ -134,6 +154,10 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg, self.device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s, self.total_steps))
         self.state = TrainState()
+        self.ckpt_step: int | None = None  # step of the last checkpoint written or resumed from
+        self._unchecked: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness (on device)
+        for p in (self.ckpt_path, self.best_path):
+            remove_stale_temporaries(p)  # left by a killed earlier attempt; this trainer owns ckpt_dir
         self.loss_fn = torch.compile(self.model.training_loss) if cfg.compile else self.model.training_loss
         self._offsets = torch.arange(L + 1, device=self.device)
 
@@ -146,21 +170,51 @@ class Trainer:
     def best_path(self) -> Path:
         return self.ckpt_dir / "best.pt"
 
+    def last_good(self) -> str:
+        if self.ckpt_step is None:
+            return "no checkpoint written yet"
+        return f"last good checkpoint: {self.ckpt_path} (step {self.ckpt_step})"
+
+    def check_finite(self, weights: bool = False) -> None:
+        """Raise NonFiniteLoss naming the first step since the last check whose loss was not finite (or, with
+        `weights`, if a weight is not finite). Called at log intervals and, with `weights`, before every checkpoint."""
+        st, losses = self.state, self._unchecked
+        self._unchecked = []
+        if losses:
+            bad = ~torch.isfinite(torch.stack(losses).float())
+            if bad.any():
+                first = st.step - len(losses) + 1 + int(bad.nonzero()[0, 0])
+                raise NonFiniteLoss(f"non-finite training loss at step {first} (detected at step {st.step}); "
+                                    f"{self.last_good()}")
+        if weights and not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
+            raise NonFiniteLoss(f"non-finite weights after step {st.step}; {self.last_good()}")
+
     def save_checkpoint(self) -> None:
+        self.check_finite(weights=True)  # never overwrite the last good checkpoint with a diverged state
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                      "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
-                     "fingerprint": self.fingerprint}, self.ckpt_path)
+                     "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source}, self.ckpt_path)
+        self.ckpt_step = self.state.step
 
     def try_resume(self) -> bool:
         if not self.ckpt_path.exists():
             return False
-        ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        try:
+            ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+            if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "state", "rng"} <= set(ck):
+                raise ValueError("not a training checkpoint")
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable ({type(e).__name__}: {e}); "
+                                  f"delete it to start over") from e
         if ck.get("fingerprint") != self.fingerprint:
-            raise ValueError(f"checkpoint {self.ckpt_path} was written for a different configuration "
-                             f"({ck.get('fingerprint')} != {self.fingerprint}); delete {self.ckpt_dir} to start over")
+            what = differences(ck.get("fingerprint_source"), self.fingerprint_source)
+            what = "; ".join(what) if ck.get("fingerprint_source") and what else \
+                f"fingerprint {ck.get('fingerprint')} != {self.fingerprint}"
+            raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
+                                  f"({what}); delete {self.ckpt_dir} to start over")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -170,6 +224,7 @@ class Trainer:
         np.random.set_state(ck["rng"]["numpy"])
         if "cuda" in ck["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        self.ckpt_step = self.state.step
         return True
 
     # ---- pieces of the loop ---------------------------------------------------------------------------------
@@ -189,11 +244,12 @@ class Trainer:
 
     def validate(self) -> float:
         st, cfg = self.state, self.cfg
+        self.check_finite()  # a diverged step is named as such, not as a bad validation score
         res = evaluate(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
                        max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
         ppl = res["ppl"]
         if not math.isfinite(ppl):
-            raise NonFiniteLoss(f"validation perplexity is {ppl} at step {st.step}")
+            raise NonFiniteLoss(f"validation perplexity is {ppl} at step {st.step}; {self.last_good()}")
         epoch = st.step / self.steps_per_epoch
         point = {"step": st.step, "epoch": round(epoch, 4), "ppl": ppl, "nll": res["nll"]}
         st.history["val"].append(point)
@@ -216,6 +272,7 @@ class Trainer:
                    mininterval=0.5 if sys.stderr.isatty() else 15, dynamic_ncols=True, file=sys.stderr)
         self.model.train()
         acc, n_acc, t_window, steps_window = {}, 0, time.perf_counter(), 0
+        self._unchecked = []
         while not st.stopped:
             if st.step >= self.total_steps:
                 st.stopped = "max_steps" if cfg.max_steps and st.step >= cfg.max_steps else "max_epochs"
@@ -236,14 +293,16 @@ class Trainer:
                 st.batch_in_epoch += 1
                 steps_window += 1
                 stats = {"loss": loss.detach(), **stats}
+                self._unchecked.append(stats["loss"])
                 for k, v in stats.items():  # stays on device: no host sync per step
                     acc[k] = acc.get(k, 0.0) + v.float()
                 n_acc += 1
                 if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
+                    self.check_finite()
                     means = {k: (v / n_acc).item() for k, v in acc.items()}  # one sync per log interval
                     if not all(math.isfinite(v) for v in means.values()):
-                        raise NonFiniteLoss(f"non-finite training loss {means} at step {st.step} "
-                                            f"(last good checkpoint: {self.ckpt_path})")
+                        raise NonFiniteLoss(f"non-finite training statistics {means} in the steps up to step "
+                                            f"{st.step}; {self.last_good()}")
                     now = time.perf_counter()
                     tok_s = steps_window * tokens_per_step / max(now - t_window, 1e-9)
                     point = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 4), **means,
