@@ -63,6 +63,9 @@ def check_config(config: dict) -> None:
         for c in exp.get("corpora", []):
             if c not in corpora:
                 raise ConfigError(f"experiments.{name}.corpora: unknown corpus {c!r}; defined: {sorted(corpora)}")
+        if "seq_len" in exp.get("train", {}):
+            raise ConfigError(f"experiments.{name}.train.seq_len: the context length L is shared by every model "
+                              f"(set train.seq_len instead)")
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
@@ -81,8 +84,9 @@ def runs(config: dict) -> list[Run]:
 
 
 def experiment_spec(config: dict, experiment: str) -> dict:
-    """What the train job needs: model name, its options (defaults + overrides), and the training config."""
+    """What the train job needs: model name, its options (defaults + overrides), and the training config
+    (the global train section with the experiment's own train options merged over it)."""
     exp = config["experiments"][experiment]
     model = exp["model"]
     options = {**config["models"].get(model, {}), **exp.get("overrides", {})}
-    return {"model": model, "model_overrides": options, "train": dict(config["train"])}
+    return {"model": model, "model_overrides": options, "train": {**config["train"], **exp.get("train", {})}}

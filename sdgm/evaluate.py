@@ -1,5 +1,8 @@
 """Perplexity, model diagnostics and the causality audit, identical for every model.
 
+The causality audit replaces every token after a position t and measures how far the logits at positions <= t
+move; a valid language model moves them by 0 (up to floating-point noise, CAUSAL_TOLERANCE).
+
 Perplexity = exp(mean NLL over every predicted token) of a whole split, read in non-overlapping windows of
 L tokens: window i feeds tokens [iL, iL + L) and predicts [iL + 1, iL + L + 1), so each token after the first
 is predicted exactly once, with the context available inside its window. The last window may be shorter.
@@ -76,3 +79,27 @@ def causality_violation(model: LanguageModel, vocab_size: int, L: int, t: int | 
     lb = model(b.to(device))[:, :t + 1].float()
     model.train(was_training)
     return (la - lb).abs().max().item()
+
+
+CAUSAL_TOLERANCE = 1e-4  # largest logit change (absolute, fp32) still counted as "unchanged"
+
+
+def audit_positions(L: int) -> list[int]:
+    """Where the audit cuts a window of L tokens: the start, a quarter, the middle and the last position but one."""
+    return sorted({t for t in (0, L // 4, L // 2, L - 2) if 0 <= t <= L - 2})
+
+
+@torch.no_grad()
+def causal_audit(model: LanguageModel, vocab_size: int, L: int, tolerance: float = CAUSAL_TOLERANCE,
+                 seed: int = 0) -> dict:
+    """causality_violation at several positions of a window of L tokens.
+
+    {"max_logit_change": largest change, "passed": change <= tolerance, "declared_causal": model.causal, ...}
+    "passed" says whether the model behaved as a valid (causal) language model, whatever it declares.
+    """
+    positions = audit_positions(L)
+    if not positions:
+        raise ValueError(f"a window of {L} token(s) has no position with a later token to change")
+    change = max(causality_violation(model, vocab_size, L, t=t, seed=seed + i) for i, t in enumerate(positions))
+    return {"max_logit_change": change, "passed": change <= tolerance, "tolerance": tolerance,
+            "positions": positions, "declared_causal": bool(model.causal)}

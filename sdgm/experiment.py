@@ -18,7 +18,7 @@ import torch
 
 from .atomic import write_json_atomic
 from .data import DataError, load_tokens, vocab_sha256
-from .evaluate import evaluate
+from .evaluate import causal_audit, evaluate
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
@@ -84,6 +84,12 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         if not math.isfinite(res["ppl"]):  # never written as a result
             raise NonFiniteLoss(f"{name} perplexity of the best weights ({trainer.best_path}) is {res['ppl']}")
 
+    # the trained weights, not just the architecture: does any logit move when later tokens change?
+    audit = causal_audit(trainer.model, len(vocab), tcfg.seq_len)
+    if audit["passed"] != audit["declared_causal"]:
+        print(f"causality audit of {experiment} on {corpus}: declared causal={audit['declared_causal']}, "
+              f"measured largest logit change {audit['max_logit_change']:.3g}", file=sys.stderr)
+
     na: dict[str, str] = {}
     metrics = {
         "val_ppl": val["ppl"], "test_ppl": test["ppl"], "val_nll": val["nll"], "test_nll": test["nll"],
@@ -93,6 +99,7 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "train_wall_s": wall, "steps": state.step, "epochs_completed": round(state.step / trainer.steps_per_epoch, 4),
         "best_step": state.best_step, "best_val_ppl_during_training": state.best_val_ppl, "stopped": state.stopped,
         "resumed": resumed, "peak_rss_bytes": peak_rss_bytes(),
+        "causal_audit": audit,
     }
     for name in ("cosine",):
         metrics[f"{name}_val"] = val.get(name)

@@ -5,9 +5,11 @@
     model.diagnostics(idx)                    # extra evaluation numbers (e.g. SDGM's cosine), may be {}
     model.num_params(), model.flops_per_token(), model.state_bytes_per_sequence()
     model.max_context                         # longest window the model is trained/evaluated on
+    model.causal                              # False for a model that is known to see later tokens
 
 The trainer, evaluator, sampler and report only use these names; they never branch on a model's name.
-Position t of the logits may depend on idx[:, :t+1] only (tests/test_causality.py checks every model).
+Position t of the logits may depend on idx[:, :t+1] only (tests/test_causality.py checks every model); a model
+that breaks this on purpose says so with `causal = False`, and the report marks its rows.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 
 class LanguageModel(nn.Module):
     max_context: int = 128
+    # Capability flag: True when logits[:, t] depends on idx[:, :t+1] only. A model that sees later tokens (kept to
+    # measure what leaking does) sets it False; sdgm.evaluate.causal_audit checks the flag against the model.
+    causal: bool = True
 
     def training_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Default objective: mean next-token NLL. Models with more terms override this."""

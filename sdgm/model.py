@@ -101,6 +101,7 @@ class SDGM(LanguageModel):
         super().__init__()
         self.cfg = cfg
         self.max_context = cfg.seq_len
+        self.causal = cfg.encoder_padding == "causal"  # centered padding sees future tokens
         D, K, V = cfg.d_model, cfg.n_atoms, cfg.vocab_size
         self.embed = nn.Embedding(V, D)
         nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(D))

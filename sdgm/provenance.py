@@ -38,6 +38,19 @@ def device_name(device: torch.device | str) -> str:
            f"{torch.get_num_threads()} torch threads)"
 
 
+def library_versions(names=("transformers", "linformer")) -> dict[str, str | None]:
+    """Versions of the libraries baselines are built from (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def config_hash(obj) -> str:
     """Short stable hash of a JSON-able config."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -54,6 +67,7 @@ def provenance(device: torch.device | str = "cpu") -> dict:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "driver": None,
         "python": sys.version.split()[0],
+        "libraries": library_versions(),
         "platform": platform.platform(),
         "hostname": platform.node(),
         "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

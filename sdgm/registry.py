@@ -17,6 +17,9 @@ from .interface import LanguageModel
 # name -> (module, config class, model class). Imported lazily so a model's dependencies load only when used.
 MODELS: dict[str, tuple[str, str, str]] = {
     "sdgm": ("sdgm.model", "SDGMConfig", "SDGM"),
+    "gpt2": ("baselines.gpt2", "GPT2Options", "GPT2"),
+    "linformer": ("baselines.linformer", "LinformerConfig", "Linformer"),
+    "linformer_noncausal": ("baselines.linformer_noncausal", "LinformerNonCausalConfig", "LinformerNonCausal"),
 }
 
 

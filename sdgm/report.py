@@ -7,6 +7,10 @@ string ``"n/a (<reason>)"``, never 0 or blank.
 
 Units: ``params_m`` is ``metrics.params / 1e6``; ``peak_mem_gb`` is
 ``metrics.peak_mem_bytes / 1e9`` (decimal gigabytes).
+
+The ``causal`` column comes from each run's causality audit (``metrics.causal_audit``, measured on the trained
+model): "yes", or "LEAKS future tokens" when any seed failed it. A leaking row is never compared silently: its
+experiment name gets " (non-causal)" and its difference to the paper reads "n/a (leaks future tokens)".
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ REQUIRED_PROVENANCE = ("git_commit", "device")
 
 NOT_IN_PAPER = "n/a (not in paper)"
 NOT_MEASURED = "not measured"
+CAUSAL_YES = "yes"
+LEAKS = "LEAKS future tokens"
+NON_CAUSAL_SUFFIX = " (non-causal)"
+LEAK_DIFF = "n/a (leaks future tokens)"
 
 # (display column, metric key in metrics.json, scale applied to the raw value,
 #  decimals, paper key or None)
@@ -48,7 +56,7 @@ METRIC_COLUMNS: tuple[tuple[str, str, float, int, str | None], ...] = (
 )
 
 DISPLAY_COLUMNS = [
-    "experiment", "model", "corpus", "seeds",
+    "experiment", "model", "corpus", "seeds", "causal",
     "val_ppl", "val_ppl_paper", "val_ppl_diff",
     "test_ppl",
     "params_m", "params_m_paper",
@@ -111,6 +119,13 @@ def _validate_record(rec: Any, path: Path) -> None:
         what, ok = VALUE_RULES.get(key, ("a finite number", lambda v: True))
         if not _is_number(v) or not math.isfinite(v) or not ok(v):
             raise ReportError(f"{path}: metrics.{key} must be {what} (or null with a reason in 'na'), got {v!r}")
+    audit = rec["metrics"].get("causal_audit")
+    if audit is not None:
+        if not isinstance(audit, dict) or not isinstance(audit.get("passed"), bool):
+            raise ReportError(f"{path}: metrics.causal_audit must be an object with a boolean 'passed', got {audit!r}")
+        change = audit.get("max_logit_change")
+        if change is not None and not _is_number(change):
+            raise ReportError(f"{path}: metrics.causal_audit.max_logit_change must be a number, got {change!r}")
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -234,6 +249,22 @@ def _model_name(recs: list[dict]) -> str:
     return ",".join(models) if models else _na("model not recorded")
 
 
+def leaks(rec: dict) -> bool:
+    """True when the run's causality audit found logits that depend on later tokens."""
+    audit = rec["metrics"].get("causal_audit")
+    return isinstance(audit, dict) and audit.get("passed") is False
+
+
+def _causal(recs: list[dict]) -> tuple[str, bool | None]:
+    """(display, value) of the causal column: any leaking seed marks the row; unaudited runs say so."""
+    if any(leaks(r) for r in recs):
+        return LEAKS, False
+    unaudited = [r for r in recs if not isinstance(r["metrics"].get("causal_audit"), dict)]
+    if unaudited:
+        return _na(f"not audited: {len(unaudited)} of {len(recs)} seeds"), None
+    return CAUSAL_YES, True
+
+
 def _rows(records: list[dict], paper: list[dict]):
     """Yield (display_row, numeric_row) per (experiment, corpus), sorted."""
     groups = _group(records)
@@ -242,9 +273,11 @@ def _rows(records: list[dict], paper: list[dict]):
         exp, corpus = key
         recs = groups[key]
         prow = pidx.get(key, {})
-        disp: dict[str, Any] = {"experiment": exp, "model": _model_name(recs), "corpus": corpus,
-                                "seeds": len(recs)}
-        num: dict[str, Any] = dict(disp)
+        causal, is_causal = _causal(recs)
+        leaking = is_causal is False
+        disp: dict[str, Any] = {"experiment": exp + (NON_CAUSAL_SUFFIX if leaking else ""),
+                                "model": _model_name(recs), "corpus": corpus, "seeds": len(recs), "causal": causal}
+        num: dict[str, Any] = {**disp, "causal": is_causal}
         for col, mkey, scale, dec, pkey in METRIC_COLUMNS:
             vals, reasons = [], []
             for r in recs:
@@ -274,7 +307,10 @@ def _rows(records: list[dict], paper: list[dict]):
             disp[f"{col}_paper"] = NOT_IN_PAPER if pv is None else _format_paper(pv)
             num[f"{col}_paper"] = float("nan") if pv is None else float(pv)
             if col == "val_ppl":
-                if pv is None:
+                if leaking:  # a model that sees the tokens it predicts is not compared with anything
+                    disp["val_ppl_diff"] = LEAK_DIFF
+                    num["val_ppl_diff"] = float("nan")
+                elif pv is None:
                     disp["val_ppl_diff"] = NOT_IN_PAPER
                     num["val_ppl_diff"] = float("nan")
                 elif agg["n"] == 0:
@@ -297,7 +333,7 @@ def main_table(records: list[dict], paper: list[dict]) -> pd.DataFrame:
 
 
 def numeric_columns() -> list[str]:
-    cols = ["experiment", "model", "corpus", "seeds"]
+    cols = ["experiment", "model", "corpus", "seeds", "causal"]
     for col, _, _, _, pkey in METRIC_COLUMNS:
         cols += [col, f"{col}_std", f"{col}_n"]
         if pkey is not None:
@@ -308,10 +344,11 @@ def numeric_columns() -> list[str]:
 
 
 def main_table_numeric(records: list[dict], paper: list[dict]) -> pd.DataFrame:
-    """Same rows as :func:`main_table`; ours as mean/std/n, paper and diff as floats, NaN if missing."""
+    """Same rows as :func:`main_table`; ours as mean/std/n, paper and diff as floats, NaN if missing;
+    ``causal`` True / False (leaks) / None (not audited)."""
     rows = [n for _, n in _rows(records, paper)]
     df = pd.DataFrame(rows, columns=numeric_columns())
-    float_cols = [c for c in df.columns if c not in ("experiment", "model", "corpus", "seeds")
+    float_cols = [c for c in df.columns if c not in ("experiment", "model", "corpus", "seeds", "causal")
                   and not c.endswith("_n")]
     df[float_cols] = df[float_cols].astype(float)
     return df
@@ -363,7 +400,7 @@ def latex_escape(s: str) -> str:
 
 def to_latex(df: pd.DataFrame, caption: str, label: str | None = None) -> str:
     """booktabs ``tabular`` inside a ``table`` environment (no jinja2 dependency)."""
-    text_cols = {"experiment", "model", "corpus"}
+    text_cols = {"experiment", "model", "corpus", "causal"}
     spec = "".join("l" if c in text_cols else "r" for c in df.columns)
     out = ["\\begin{table}[t]", "\\centering", "\\small",
            f"\\caption{{{latex_escape(caption)}}}"]
@@ -438,7 +475,7 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
                           key=lambda r: (r["experiment"] != "sdgm", r["experiment"], r["seed"]))
             skipped_v, skipped_t = [], []
             for r in runs:
-                label = f"{r['experiment']}/s{r['seed']}"
+                label = f"{r['experiment']}/s{r['seed']}" + (NON_CAUSAL_SUFFIX if leaks(r) else "")
                 kw = dict(color=color[r["experiment"]], linestyle=styles[r["seed"] % len(styles)],
                           label=label, linewidth=1.5)
                 h = r.get("history") or {}
@@ -487,7 +524,8 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
 CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
            "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
            "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
-           "n/a marks a missing value, with its reason.")
+           "n/a marks a missing value, with its reason. Rows marked (non-causal) failed the causality audit "
+           "(their predictions see later tokens) and are not compared.")
 
 
 def _paper_source(path: Path) -> str:

@@ -33,7 +33,9 @@ def _history(seed: int, final_ppl: float, n: int = 20) -> dict:
 
 
 def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: str | None = None,
-            cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None) -> dict:
+            cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None,
+            causal_change: float | None = 0.0) -> dict:
+    audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
     return {
         "schema": 1,
         "run_id": f"{corpus}/{experiment}-s{seed}",
@@ -47,7 +49,7 @@ def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: s
                     "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine,
                     "train_tokens_per_s": 12000.0 + 100 * seed, "train_wall_s": 60.2, "steps": 200,
                     "epochs_completed": 0.2, "best_step": 200, "stopped": "max_steps",
-                    "peak_mem_bytes": None},
+                    "peak_mem_bytes": None, "causal_audit": audit},
         "na": {"peak_mem_bytes": "no GPU (CPU run)", **(na or {})},
         "history": history if history is not None else _history(seed, val_ppl),
     }
@@ -175,7 +177,7 @@ def test_duplicate_seed_rejected(tmp_path):
 def test_main_table_columns_and_order(records):
     df = report.main_table(records, report.load_paper())
     assert list(df.columns) == [
-        "experiment", "model", "corpus", "seeds", "val_ppl", "val_ppl_paper", "val_ppl_diff",
+        "experiment", "model", "corpus", "seeds", "causal", "val_ppl", "val_ppl_paper", "val_ppl_diff",
         "test_ppl", "params_m", "params_m_paper", "cosine", "cosine_paper", "train_tokens_per_s",
         "train_tokens_per_s_paper", "peak_mem_gb", "peak_mem_gb_paper"]
     assert list(zip(df.corpus, df.experiment)) == [
@@ -187,6 +189,7 @@ def test_main_table_values(records):
     df = report.main_table(records, report.load_paper())
     sw = _row(df, "sdgm", "wikitext2")
     assert sw.seeds == 2
+    assert sw.causal == "yes"
     assert sw.val_ppl == "105.0 ± 7.1"
     assert sw.val_ppl_paper == "31.2"
     assert sw.val_ppl_diff == "+73.8"
@@ -227,6 +230,55 @@ def test_missing_is_never_zero_or_blank(records):
             assert v.strip() not in ("", "0", "0.0", "0.00", "0.000", "nan", "NaN", "None"), (col, v)
 
 
+# --------------------------------------------------------------------------- causality
+
+def test_leaking_rows_are_marked_and_never_compared(tmp_path):
+    recs = [_record("sdgm", "wikitext2", 0, 100.0),
+            # a leaking run under a name that has a paper number: the number is shown, the difference is not
+            _record("transformer_xl", "wikitext2", 0, 20.0, causal_change=0.85),
+            _record("linformer_noncausal", "ptb", 0, 40.0, causal_change=0.5),
+            # one leaking seed out of two marks the whole row
+            _record("mixed", "ptb", 0, 90.0), _record("mixed", "ptb", 1, 80.0, causal_change=2e-3)]
+    recs = report.load_metrics([_write(tmp_path, r) for r in recs])
+    paper = report.load_paper()
+    df = report.main_table(recs, paper)
+    assert _row(df, "sdgm", "wikitext2").causal == "yes"
+    txl = _row(df, "transformer_xl (non-causal)", "wikitext2")
+    assert txl.causal == "LEAKS future tokens"
+    assert txl.val_ppl == "20.0" and txl.val_ppl_paper == "32.1"
+    assert txl.val_ppl_diff == "n/a (leaks future tokens)"
+    lin = _row(df, "linformer_noncausal (non-causal)", "ptb")
+    assert lin.causal == "LEAKS future tokens" and lin.val_ppl_diff == "n/a (leaks future tokens)"
+    assert _row(df, "mixed (non-causal)", "ptb").causal == "LEAKS future tokens"
+    assert not (df.experiment == "transformer_xl").any()  # never under the plain name
+    num = report.main_table_numeric(recs, paper)
+    t = _row(num, "transformer_xl (non-causal)", "wikitext2")
+    assert t.causal is False or t.causal == False  # noqa: E712 (numpy bool)
+    assert math.isnan(t.val_ppl_diff) and t.val_ppl_paper == pytest.approx(32.1)
+    assert _row(num, "sdgm", "wikitext2").causal == True  # noqa: E712
+    md = report.to_markdown(df)
+    assert "| transformer_xl (non-causal) | transformer_xl | wikitext2 | 1 | LEAKS future tokens | 20.0 | 32.1 | " \
+           "n/a (leaks future tokens) |" in md
+
+
+def test_unaudited_runs_say_so(tmp_path):
+    recs = report.load_metrics([_write(tmp_path, _record("sdgm", "ptb", 0, 100.0, causal_change=None))])
+    row = _row(report.main_table(recs, report.load_paper()), "sdgm", "ptb")
+    assert row.causal == "n/a (not audited: 1 of 1 seeds)"
+    assert row.val_ppl_diff == "+42.9"  # not known to leak: compared as usual
+
+
+@pytest.mark.parametrize("audit", [{"passed": "yes"}, {"max_logit_change": 0.0}, [0.0],
+                                   {"passed": True, "max_logit_change": "0"}])
+def test_malformed_causal_audit_names_file(tmp_path, audit):
+    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec["metrics"]["causal_audit"] = audit
+    p = _write(tmp_path, rec)
+    with pytest.raises(ReportError, match="causal_audit") as ei:
+        report.load_metrics([p])
+    assert str(p) in str(ei.value)
+
+
 def test_null_without_reason_is_not_measured(tmp_path):
     rec = _record("sdgm", "wikitext2", 0, 100.0)
     rec["metrics"]["test_ppl"] = None
@@ -264,7 +316,7 @@ def test_write_table(records, tmp_path):
     assert not [p for p in stem.parent.iterdir() if p.name.startswith(".")]  # no temp files left
 
     c = csv.read_text(encoding="utf-8")
-    assert c.splitlines()[0].startswith("experiment,model,corpus,seeds,val_ppl,val_ppl_paper")
+    assert c.splitlines()[0].startswith("experiment,model,corpus,seeds,causal,val_ppl,val_ppl_paper")
     assert "105.0 ± 7.1" in c and "n/a (not in paper)" in c
     back = pd.read_csv(csv)
     assert list(back.columns) == list(df.columns) and len(back) == len(df)
@@ -273,7 +325,7 @@ def test_write_table(records, tmp_path):
     lines = m.splitlines()
     assert lines[0].startswith("| experiment | model | corpus | seeds |")
     assert set(lines[1]) <= set("|-:")
-    assert any(l.startswith("| sdgm | sdgm | wikitext2 | 2 | 105.0 ± 7.1 | 31.2 | +73.8") for l in lines)
+    assert any(l.startswith("| sdgm | sdgm | wikitext2 | 2 | yes | 105.0 ± 7.1 | 31.2 | +73.8") for l in lines)
     assert len(lines) == 2 + len(df)
 
     t = tex.read_text(encoding="utf-8")

@@ -166,8 +166,10 @@ def test_metrics_json_has_provenance_and_na_reasons(tiny_corpus, tmp_path):
     for key in ("git_commit", "device", "torch", "python", "timestamp"):
         assert key in prov
     assert prov["torch"] == torch.__version__
+    assert set(prov["libraries"]) == {"transformers", "linformer"}
     assert on_disk["metrics"]["peak_mem_bytes"] is None and "no GPU" in on_disk["na"]["peak_mem_bytes"]
     assert len(on_disk["data"]["sha256"]["train"]) == 64
+    assert on_disk["metrics"]["causal_audit"]["passed"] is True  # measured on the trained model
     assert on_disk == rec
 
 

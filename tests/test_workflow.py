@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from sdgm.config import ConfigError, check_config, runs, validate_schema
+from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
+from sdgm.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -61,6 +62,13 @@ BAD = [
     ("sampling.temperature", -1),
     ("train.epochs", KeyError),
     ("unknown_key", 1),
+    ("models.gpt2.n_head", 0),
+    ("models.linformer.k", 0),
+    ("models.linformer_noncausal.dropout", 1.0),
+    ("experiments.linformer.overrides", {"n_atoms": 8}),  # an SDGM option on another model
+    ("experiments.gpt2.train", {"lr": 0}),
+    ("experiments.gpt2.train", {"optimizer": "sgd"}),
+    ("experiments.gpt2.train", {"no_such_option": 1}),
 ]
 
 
@@ -78,12 +86,24 @@ def test_cross_references_are_checked():
         check_config(mutate("experiments.sdgm.corpora", ["wikitext103"]))
     with pytest.raises(ConfigError, match="unknown experiment"):
         check_config(mutate("gmm.experiments", ["nope"]))
+    with pytest.raises(ConfigError, match=r"experiments\.gpt2\.train\.seq_len: the context length L is shared"):
+        check_config(mutate("experiments.gpt2.train", {"seq_len": 32}))
+
+
+def test_experiment_train_options_are_merged_over_the_global_ones():
+    spec = experiment_spec(PAPER, "gpt2")
+    own = PAPER["experiments"]["gpt2"]["train"]
+    assert spec["train"] == {**PAPER["train"], **own}
+    assert spec["train"]["optimizer"] == "adamw" and spec["train"]["epochs"] == PAPER["train"]["epochs"]
+    assert experiment_spec(PAPER, "sdgm")["train"] == PAPER["train"]  # no train section: the global one
+    assert spec["model_overrides"] == PAPER["models"]["gpt2"]
 
 
 @pytest.mark.parametrize("path,value,field", [
     ("models.sdgm.n_atoms", 0, "['models']['sdgm']['n_atoms']"),
     ("train.lr", -1e-3, "['train']['lr']"),
     ("experiments.sdgm_beta0.model", "gpt5", "['experiments']['sdgm_beta0']['model']"),
+    ("experiments.linformer.train", {"warmup_steps": -1}, "['experiments']['linformer']['train']['warmup_steps']"),
 ])
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path, path, value, field):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(mutate(path, value)))
@@ -110,7 +130,10 @@ def test_default_config_schedules_the_full_paper_dag():
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
     n_runs = len(runs(PAPER))
-    assert n_runs == 6  # sdgm, beta=0, gamma=0 on two corpora, one seed
+    # every registered model on both corpora (SDGM also as its beta = 0 and gamma = 0 ablations)
+    scheduled = {(PAPER["experiments"][r.experiment]["model"], r.corpus) for r in runs(PAPER)}
+    assert scheduled == {(m, c) for m in MODELS for c in ("wikitext2", "ptb")}
+    assert {("sdgm_beta0", "wikitext2"), ("sdgm_gamma0", "ptb")} <= {(r.experiment, r.corpus) for r in runs(PAPER)}
     assert counts["fetch_corpus"] == 2 and counts["tokenize"] == 2
     assert counts["train"] == n_runs and counts["sample"] == n_runs
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
@@ -124,10 +147,12 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     res = tmp_path / "results"
     quick_runs = runs(QUICK)
+    models = {r.experiment: QUICK["experiments"][r.experiment]["model"] for r in quick_runs}
+    assert {"sdgm", "gpt2", "linformer", "linformer_noncausal"} <= set(models.values())
 
     table = pd.read_csv(res / "tables" / "main.csv")
     assert len(table) == len(quick_runs)
-    for col in ("val_ppl", "val_ppl_paper", "test_ppl", "params_m", "cosine"):
+    for col in ("causal", "val_ppl", "val_ppl_paper", "test_ppl", "params_m", "cosine"):
         assert col in table.columns
     for run in quick_runs:
         rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
@@ -136,10 +161,20 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert rec["data"]["vocab_size"] == vocab
         assert 1 < m["val_ppl"] < vocab and math.isfinite(m["test_ppl"])  # learned something, not degenerate
         assert m["steps"] == QUICK["train"]["max_steps"]
-        assert 0 < m["cosine_val"] <= 1
+        own_train = {**QUICK["train"], **QUICK["experiments"][run.experiment].get("train", {})}
+        assert (rec["train_config"]["optimizer"], rec["train_config"]["lr"]) == (own_train["optimizer"], own_train["lr"])
+        if models[run.experiment] == "sdgm":
+            assert 0 < m["cosine_val"] <= 1
+        else:
+            assert m["cosine_val"] is None and rec["na"]["cosine_val"]
+        leaks = models[run.experiment] == "linformer_noncausal"
+        assert m["causal_audit"]["passed"] is (not leaks), m["causal_audit"]
         assert (res / "samples" / run.corpus / f"{run.name}.txt").stat().st_size > 100
     row = table[(table.experiment == "sdgm") & (table.corpus == "wikitext2")].iloc[0]
-    assert str(row["val_ppl_paper"]) == "31.2"
+    assert str(row["val_ppl_paper"]) == "31.2" and row["causal"] == "yes"
+    leaky = table[table.model == "linformer_noncausal"].iloc[0]
+    assert leaky["experiment"] == "linformer_noncausal (non-causal)" and leaky["causal"] == "LEAKS future tokens"
+    assert leaky["val_ppl_diff"] == "n/a (leaks future tokens)"
     for ext in ("csv", "md", "tex"):
         assert (res / "tables" / f"main.{ext}").stat().st_size > 200
     for ext in ("png", "pdf"):
@@ -151,9 +186,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run
 
-    model, vocab = load_run(res / "runs" / "ptb" / "sdgm-s0")
-    ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
-    assert model(ids).shape == (1, 4, len(vocab))
+    for name in ("sdgm", "gpt2", "linformer"):
+        model, vocab = load_run(res / "runs" / "ptb" / f"{name}-s0")
+        ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
+        assert model(ids).shape == (1, 4, len(vocab))
 
     # a second invocation has nothing left to do
     again = snakemake("-n", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path, timeout=120)

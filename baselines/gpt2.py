@@ -1,0 +1,72 @@
+"""GPT-2 small (Radford et al., 2019) from Hugging Face transformers, trained from scratch on our vocabulary.
+
+    X      = wte(idx) + wpe(0 .. L-1)                  (B, L, D)
+    X      = Block_n(X), n = 1 .. n_layer              (B, L, D)   pre-LayerNorm causal self-attention + GELU MLP
+    logits = LayerNorm(X) @ wte^T                      (B, L, V)   head tied to the token embedding by default
+
+`GPT2LMHeadModel` built from a `GPT2Config` (no pretrained weights, no GPT-2 tokenizer): our vocabulary, our
+context length (n_positions = seq_len), attention through torch's scaled_dot_product_attention
+(attn_implementation="sdpa"), which applies GPT-2's causal mask. transformers is imported when a model is built,
+so importing sdgm.registry stays light.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sdgm.interface import LanguageModel
+
+
+@dataclass
+class GPT2Options:
+    vocab_size: int = 10000
+    seq_len: int = 128           # L: n_positions (learned position embeddings for 0 .. L-1)
+    n_layer: int = 12            # GPT-2 small
+    n_embd: int = 768            # D
+    n_head: int = 12
+    dropout: float = 0.1         # embedding, residual and attention dropout (GPT-2's resid/embd/attn_pdrop)
+    tie_weights: bool = True     # the LM head shares the token embedding matrix, as in GPT-2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "seq_len", "n_layer", "n_embd", "n_head"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class GPT2(LanguageModel):
+    def __init__(self, cfg: GPT2Options):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        self.cfg = cfg
+        self.max_context = cfg.seq_len
+        hf_cfg = GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            tie_word_embeddings=cfg.tie_weights, use_cache=False, attn_implementation="sdpa",
+            bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 does not exist in our vocabulary
+        )
+        self.gpt = GPT2LMHeadModel(hf_cfg)  # GPT-2's initialisation: N(0, 0.02), residual projections scaled
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, L) -> logits (B, L, V)."""
+        if idx.shape[1] > self.cfg.seq_len:
+            raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds seq_len={self.cfg.seq_len}")
+        return self.gpt(input_ids=idx, use_cache=False).logits
+
+    def flops_per_token(self) -> int:
+        cfg = self.cfg
+        D, L, V = cfg.n_embd, cfg.seq_len, cfg.vocab_size
+        per_layer = 2 * 4 * D * D      # q, k, v and output projections
+        per_layer += 2 * 8 * D * D     # MLP D -> 4D -> D
+        per_layer += 2 * 2 * L * D     # scores and weighted sum over the full window (as computed, then masked)
+        return cfg.n_layer * per_layer + 2 * D * V
+
+    def state_bytes_per_sequence(self) -> int:
+        # incremental decoding keeps keys and values of every layer for the whole window (fp32)
+        return 2 * self.cfg.n_layer * self.cfg.seq_len * self.cfg.n_embd * 4
