@@ -85,7 +85,8 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
 def scaling_table(rec: dict) -> pd.DataFrame:
     ratio = {(r["L"], r["mode"]): r for r in rec.get("ratios", [])}
     rows = []
-    for r in rec["results"]:
+    order = {m: i for i, m in enumerate(rec["slopes"])}
+    for r in sorted(rec["results"], key=lambda r: (order.get(r["model"], len(order)), r["mode"], r["L"])):
         why = r.get("error") or r.get("reason") or r["status"]
         na = r.get("na", {})
         ok = r["status"] == "ok"

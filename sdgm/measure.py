@@ -141,7 +141,7 @@ class NvmlSampler:
         self._proc_peak = self._dev_peak = self._dev_total = None
         self._power: list[tuple[float, float]] = []  # (time s, watts)
         self._pid_seen = False
-        self._energy0 = None
+        self._energy0 = self._energy_error = None
         self._rss_peak = None
         self._n = 0
         self._lock = threading.Lock()
@@ -278,7 +278,7 @@ class NvmlSampler:
                 t, w = np.array([p[0] for p in self._power]), np.array(watts)
                 out["energy_j"] = float(np.sum((w[1:] + w[:-1]) / 2 * np.diff(t)))
                 out["energy_source"] = (f"integrated from power samples (device-wide, trapezoid rule, interval "
-                                        f"{self.interval_s} s; no energy counter: {getattr(self, '_energy_error', '?')})")
+                                        f"{self.interval_s} s; no energy counter: {self._energy_error})")
             else:
                 self._note("energy_j", "no energy counter and fewer than 2 power samples")
         if self._cuda:
@@ -418,14 +418,17 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
     def run(name: str, fn, tokens: int, flops_factor: float, extra: dict) -> None:
         sampler = NvmlSampler(device, sampler_interval_s)
         na: dict[str, str] = {}
+        error = None
         try:
             timing = time_calls(fn, repeats=repeats, warmup=warmup, device=device, clock=clock, timed_context=sampler)
         except Exception as e:
             if not is_oom(e):
                 raise
+            error = str(e).splitlines()[0][:500]
+        if error is not None:  # outside the except block: the traceback no longer pins the failed call's tensors
             free_memory(device)
-            modes[name] = {**extra, "status": "oom", "error": str(e)[:500], "tokens_per_s": None,
-                           "na": {"tokens_per_s": "out of memory"}}
+            modes[name] = {**extra, "status": "oom", "error": error, "tokens_per_s": None,
+                           "na": {"tokens_per_s": f"out of memory: {error}"}}
             return
         tok_s = tokens_per_second(tokens, timing)
         mem = sampler.result()
@@ -538,7 +541,7 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
         m = res["modes"][mode]
         metrics[key] = m.get(field)
         if metrics[key] is None:
-            na[key] = m["na"].get(field, "not measured")
+            na[key] = m["na"].get(field) or ("out of memory" if m["status"] == "oom" else "not measured")
     train_mem = res["modes"]["train"].get("memory", {})
     for key, field in (("train_peak_gpu_mem_bytes", "torch_max_memory_allocated_bytes"),
                        ("train_peak_rss_bytes", "cpu_rss_peak_bytes")):
@@ -634,7 +637,7 @@ def flash_attention_available(device: torch.device, dtype: torch.dtype | None) -
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             F.scaled_dot_product_attention(q, q, q, is_causal=True)
         return True, "flash"
-    except RuntimeError as e:
+    except Exception as e:  # "No available kernel" on devices/dtypes the flash kernel does not cover
         return False, f"default selection (flash unavailable: {str(e).splitlines()[0][:200]})"
 
 
@@ -705,9 +708,9 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, d_model: int = 512, n_a
 
     results = []
     try:
-        for name, factory in layers.items():
-            for L in lengths:
-                B = tokens_per_batch // L
+        for L in lengths:  # every model at one L before the next L: slow drifts of the machine hit all alike
+            B = tokens_per_batch // L
+            for name, factory in layers.items():
                 for mode in MODES:
                     entry = {"model": name, "L": L, "B": B, "mode": mode}
                     if B < 1:
