@@ -77,6 +77,8 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
         for col, key, scale, dec in THROUGHPUT_COLUMNS[2:]:
             row[col] = _fmt(m.get(key), dec, na.get(key), scale)
         row["decoding"] = "incremental" if rec.get("incremental_decoding") else "recompute window"
+        load = (rec["modes"].get("train", {}).get("memory") or {}).get("load_average_start")
+        row["host_load_1min"] = _fmt(load[0] if load else None, 2, "no load average on this platform")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -184,7 +186,10 @@ def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) 
                                f"One mixing layer at D = {sc['settings']['d_model']}, "
                                f"{sc['settings']['tokens_per_batch']} tokens per batch (B = tokens / L), on "
                                f"{sc['provenance'].get('device', sc['device'])}; attention backend: "
-                               f"{sc['attention_backend']}. Linformer is not causal as a layer."),
+                               f"{sc['attention_backend']}; host load average at start and end "
+                               f"{(sc.get('load_average') or {}).get('start')}, {(sc.get('load_average') or {}).get('end')}"
+                               f" ({(sc.get('load_average') or {}).get('cpu_count')} cores). "
+                               "Linformer is not causal as a layer."),
         "slopes": write_table(slopes_table(sc), tables_dir / "scaling_slopes",
                               "Least-squares slope of log(time per sequence) against log(L), L >= min_length."),
         "figure": plot_scaling(sc, figures_dir / "scaling"),

@@ -88,6 +88,14 @@ def current_rss_bytes() -> int | None:
         return None
 
 
+def load_average() -> list[float] | None:
+    """The host's 1, 5 and 15 minute load averages: a busy machine disturbs every CPU timing."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def lifetime_peak_rss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
@@ -157,6 +165,7 @@ class NvmlSampler:
                 for f in GPU_FIELDS[6:]:
                     self.na[f] = "no CUDA device available to torch (torch.cuda.is_available() is False)"
             self._start_nvml()
+        self._load0 = load_average()
         self._t0 = self.clock()
         self._sample()
         self._stop = threading.Event()
@@ -244,7 +253,8 @@ class NvmlSampler:
     def _finish(self) -> dict:
         na = self.na
         out: dict = {"device": str(self.device), "interval_s": self.interval_s,
-                     "duration_s": self._t1 - self._t0, "n_samples": self._n}
+                     "duration_s": self._t1 - self._t0, "n_samples": self._n,
+                     "load_average_start": self._load0, "load_average_end": load_average()}
         out["cpu_rss_peak_bytes"] = self._rss_peak
         if self._rss_peak is None:
             na["cpu_rss_peak_bytes"] = "no /proc/self/statm on this platform"
@@ -707,6 +717,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, d_model: int = 512, n_a
         return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
     results = []
+    load_start = load_average()
     try:
         for L in lengths:  # every model at one L before the next L: slow drifts of the machine hit all alike
             B = tokens_per_batch // L
@@ -752,6 +763,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, d_model: int = 512, n_a
         "schema": SCHEMA_VERSION, "kind": "scaling",
         "settings": settings, "config_hash": config_hash(settings), "provenance": provenance(dev),
         "device": str(dev), "attention_backend": backend,
+        "load_average": {"start": load_start, "end": load_average(), "cpu_count": os.cpu_count()},
         "memory_method": CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD,
         "notes": {
             "linformer": "Linformer-style attention mixes all positions through its sequence projections: it is "
@@ -760,7 +772,8 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, d_model: int = 512, n_a
                     "call (L x K x D values shared by the batch), so at fixed tokens per batch that part costs "
                     "L^2 K D / tokens_per_batch per sequence.",
             "timing": "median of `repeats` calls after `warmup`, each between two device synchronizations; "
-                      "time per sequence = time per batch / B.",
+                      "time per sequence = time per batch / B. load_average is the host's (1, 5, 15 min) load: "
+                      "above the core count, other processes shared the CPU.",
         },
         "results": results, "slopes": slopes, "ratios": ratios,
     }
