@@ -3,7 +3,7 @@
     with NvmlSampler("cuda") as s: ...            # s.result(): GPU memory (this process, device), power, energy,
                                                    # torch peak allocated/reserved, CPU RSS; null + reason if absent
     timing = time_calls(fn, repeats=5, warmup=2, device="cuda")   # median of synchronized repeats
-    record = throughput_for_run(run_dir, metrics_json, bench)       # train / score / generate tokens/s of a run
+    record = throughput_for_run(run_dir, metrics_json, out_json, bench)  # train / score / generate tok/s of a run
     record = scaling_benchmark([128, ..., 65536], tokens_per_batch=65536)  # one mixing layer vs L, slopes
 
 Rules every number here follows:
@@ -459,25 +459,26 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
         rec["na"] = na
         modes[name] = rec
 
-    # training step, as the trainer does it
-    model.train()
-    opt = make_optimizer(model, train_cfg, device)
-    loss_fn = torch.compile(model.training_loss) if train_cfg.compile else model.training_loss
-    x, y = ids(B, L), ids(B, L)
+    def train_mode():  # the training step as the trainer takes it; the optimizer state dies with this scope
+        model.train()
+        opt = make_optimizer(model, train_cfg, device)
+        loss_fn = torch.compile(model.training_loss) if train_cfg.compile else model.training_loss
+        x, y = ids(B, L), ids(B, L)
 
-    def train_step():
-        with autocast():
-            loss, _ = loss_fn(x, y)
+        def train_step():
+            with autocast():
+                loss, _ = loss_fn(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if train_cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            opt.step()
+
+        run("train", train_step, B * L, 3.0, {"batch_size": B, "seq_len": L,
+                                              "what": "forward + backward + optimizer step (model FLOPs = 3 x forward)"})
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if train_cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        opt.step()
 
-    run("train", train_step, B * L, 3.0, {"batch_size": B, "seq_len": L,
-                                          "what": "forward + backward + optimizer step (model FLOPs = 3 x forward)"})
-    opt.zero_grad(set_to_none=True)
-    del opt
+    train_mode()
     free_memory(device)
 
     model.eval()
