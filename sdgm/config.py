@@ -73,6 +73,12 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"gmm.experiments: {name!r} is not an SDGM experiment (no mixing vectors)")
     if not runs(config):
         raise ConfigError("the configuration selects no runs")
+    sc = config["benchmark"]["scaling"]
+    if sc["tokens_per_batch"] < max(sc["lengths"]):
+        raise ConfigError(f"benchmark.scaling.tokens_per_batch {sc['tokens_per_batch']} is below the longest length "
+                          f"{max(sc['lengths'])}: that batch would hold no sequence")
+    if sc["d_model"] % sc["n_heads"]:
+        raise ConfigError(f"benchmark.scaling.d_model {sc['d_model']} is not divisible by n_heads {sc['n_heads']}")
 
 
 def runs(config: dict) -> list[Run]:

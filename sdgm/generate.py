@@ -28,14 +28,25 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 @torch.no_grad()
 def sample_autoregressive(model: LanguageModel, prompt: torch.Tensor, n_new: int, temperature: float = 1.0,
                           top_k: int | None = None, seed: int = 0) -> torch.Tensor:
-    """prompt (B, P) -> (B, P + n_new). The context is cropped to the model's max_context."""
+    """prompt (B, P) -> (B, P + n_new). The context is cropped to the model's max_context.
+
+    One decode_step per token (the model's incremental decoding where it has one); the result is the same as
+    sampling from model(idx[:, -max_context:])[:, -1] at every step.
+    """
+    if prompt.shape[1] == 0:
+        raise ValueError("the prompt needs at least one token")
     model.eval()
     gen = torch.Generator(device=prompt.device).manual_seed(seed)
-    idx = prompt
-    for _ in range(n_new):
-        logits = model(idx[:, -model.max_context:])[:, -1]  # (B, V)
-        idx = torch.cat([idx, _draw(logits, temperature, top_k, gen)], dim=1)
-    return idx
+    state = model.init_decode_state(prompt.shape[0], prompt.device)
+    for i in range(prompt.shape[1]):
+        logits, state = model.decode_step(prompt[:, i], state)  # (B, V)
+    new = []
+    for i in range(n_new):
+        nxt = _draw(logits, temperature, top_k, gen)  # (B, 1)
+        new.append(nxt)
+        if i + 1 < n_new:
+            logits, state = model.decode_step(nxt[:, 0], state)
+    return torch.cat([prompt, *new], dim=1)
 
 
 @torch.no_grad()

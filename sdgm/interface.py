@@ -6,6 +6,8 @@
     model.num_params(), model.flops_per_token(), model.state_bytes_per_sequence()
     model.max_context                         # longest window the model is trained/evaluated on
     model.causal                              # False for a model that is known to see later tokens
+    state = model.init_decode_state(B)        # generation, one token at a time:
+    logits, state = model.decode_step(tokens, state)   # tokens (B,) -> next-token logits (B, V)
 
 The trainer, evaluator, sampler and report only use these names; they never branch on a model's name.
 Position t of the logits may depend on idx[:, :t+1] only (tests/test_causality.py checks every model); a model
@@ -46,3 +48,22 @@ class LanguageModel(nn.Module):
     def state_bytes_per_sequence(self) -> int:
         """Bytes of recurrent/decoding state one sequence needs during generation."""
         raise NotImplementedError
+
+    # ---- incremental decoding ---------------------------------------------------------------------------------
+    # The contract: after feeding tokens x_0 .. x_t one call at a time, decode_step returns the logits that
+    # model(x[:, max(0, t - max_context + 1):t + 1])[:, -1] gives, i.e. what the full forward gives on the last
+    # max_context tokens (the window sdgm.generate.sample_autoregressive uses). The default below keeps that
+    # window and recomputes a forward over it, so its cost per token grows with the context; a model with a
+    # cheaper exact recurrence overrides both methods (SDGM does) and says so in `incremental_decoding`.
+    incremental_decoding: bool = False
+
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        """Empty decoding state for `batch_size` sequences."""
+        if device is None:
+            device = next(self.parameters()).device
+        return {"context": torch.empty(batch_size, 0, dtype=torch.long, device=device)}
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> (next-token logits (B, V), new state). Default: forward over the last max_context tokens."""
+        context = torch.cat([state["context"], tokens[:, None]], dim=1)[:, -self.max_context:]  # (B, <= L)
+        return self(context)[:, -1], {"context": context}

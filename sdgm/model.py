@@ -206,6 +206,43 @@ class SDGM(LanguageModel):
         """Decode given mixing vectors C (B, L, K) to logits; idx (B, L) are the tokens at those positions."""
         return self.head(self.decode(c), idx)
 
+    # ---- incremental decoding: constant cost per token ------------------------------------------------------
+    # With the causal encoder, C_t needs only the embeddings of tokens t-k+1 .. t, and X_hat_t only the atoms
+    # at position t. The generic sampler reads the last L tokens, where the newest sits at window position
+    # min(t, L - 1); the step uses that same position, so it reproduces the full forward exactly (tested).
+    # The pointer head attends over every earlier position, and the centered encoder reads future tokens:
+    # both fall back to the generic recompute of the interface.
+    @property
+    def incremental_decoding(self) -> bool:
+        return self.cfg.encoder_padding == "causal" and self.cfg.head == "linear"
+
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        if not self.incremental_decoding:
+            return super().init_decode_state(batch_size, device)
+        if device is None:
+            device = self.embed.weight.device
+        k, D = self.cfg.kernel_size, self.cfg.d_model
+        # the last k - 1 embeddings, oldest first; zeros before the first token (the encoder's left padding)
+        return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device)}
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> logits (B, V): O(k D K + K D + D V) per token, whatever the position."""
+        if not self.incremental_decoding:
+            return super().decode_step(tokens, state)
+        k, L = self.cfg.kernel_size, self.cfg.seq_len
+        t = state["t"]
+        x = self.embed(tokens)  # (B, D)
+        recent = torch.cat([state["emb"], x[:, None]], dim=1)  # (B, k, D): tokens t-k+1 .. t
+        window = recent
+        if k > L:  # the full forward's window of L tokens pads what lies before it with zeros
+            window = torch.cat([torch.zeros_like(recent[:, :k - L]), recent[:, k - L:]], dim=1)
+        c = ACTIVATIONS[self.cfg.activation](self.encoder(window.transpose(1, 2)))  # (B, K, 1)
+        pos = torch.tensor([min(t, L - 1)], device=x.device)
+        S = self.atoms(pos)[0]  # (K, D)
+        x_hat = c[:, :, 0] @ S.to(c.dtype)  # (B, D)
+        logits = self.head(x_hat[:, None], tokens[:, None])[:, 0]  # (B, V)
+        return logits, {"t": t + 1, "emb": recent[:, 1:]}
+
     def flops_per_token(self) -> int:
         cfg = self.cfg
         D, K, V = cfg.d_model, cfg.n_atoms, cfg.vocab_size

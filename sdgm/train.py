@@ -229,14 +229,21 @@ class Trainer:
 
     # ---- pieces of the loop ---------------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The epoch's window order, drawn on the CPU (the same on every device), then moved to the device once:
+        a host-to-device copy per step would make the host wait for the GPU at every step."""
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return torch.randperm(self.n_windows, generator=g)
+        return torch.randperm(self.n_windows, generator=g).to(self.device)
 
     def batch(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         B, L = self.cfg.batch_size, self.cfg.seq_len
-        starts = (order[b * B:(b + 1) * B] * L).to(self.device)  # (B,)
+        starts = order[b * B:(b + 1) * B] * L  # (B,), on the device
         span = self.train_ids[starts[:, None] + self._offsets]   # (B, L + 1)
         return span[:, :-1], span[:, 1:]
+
+    def sync(self) -> None:
+        """Wait for queued device work, so that a wall-clock reading covers it (a no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def log(self, event: dict) -> None:
         with open(self.log_path, "a") as f:
@@ -314,12 +321,14 @@ class Trainer:
                     acc, n_acc, t_window, steps_window = {}, 0, now, 0
                 bar.update(1)
                 if cfg.eval_every_steps and st.step % cfg.eval_every_steps == 0:
+                    self.sync()  # queued GPU work belongs to the training time
                     st.train_seconds += time.perf_counter() - t_epoch
                     self.validate()
                     t_epoch = t_window = time.perf_counter()
                     steps_window = 0
                 if cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0:
                     self.save_checkpoint()
+            self.sync()
             st.train_seconds += time.perf_counter() - t_epoch
             if st.batch_in_epoch >= self.steps_per_epoch:
                 st.epoch += 1

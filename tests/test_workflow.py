@@ -69,6 +69,12 @@ BAD = [
     ("experiments.gpt2.train", {"lr": 0}),
     ("experiments.gpt2.train", {"optimizer": "sgd"}),
     ("experiments.gpt2.train", {"no_such_option": 1}),
+    ("benchmark.repeats", 0),
+    ("benchmark.sampler_interval_s", 0),
+    ("benchmark.throughput.generate_batch_sizes", []),
+    ("benchmark.scaling.lengths", [1, 2]),
+    ("benchmark.scaling.tokens_per_batch", "many"),
+    ("benchmark.scaling.linformer_k", 0),
 ]
 
 
@@ -97,6 +103,13 @@ def test_experiment_train_options_are_merged_over_the_global_ones():
     assert spec["train"]["optimizer"] == "adamw" and spec["train"]["epochs"] == PAPER["train"]["epochs"]
     assert experiment_spec(PAPER, "sdgm")["train"] == PAPER["train"]  # no train section: the global one
     assert spec["model_overrides"] == PAPER["models"]["gpt2"]
+
+
+def test_benchmark_cross_checks():
+    with pytest.raises(ConfigError, match="benchmark.scaling.tokens_per_batch"):
+        check_config(mutate("benchmark.scaling.tokens_per_batch", 512))
+    with pytest.raises(ConfigError, match="n_heads"):
+        check_config(mutate("benchmark.scaling.n_heads", 3))
 
 
 @pytest.mark.parametrize("path,value,field", [
@@ -138,6 +151,7 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["train"] == n_runs and counts["sample"] == n_runs
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
+    assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
 
 
 @pytest.mark.e2e
@@ -182,6 +196,27 @@ def test_quick_pipeline_end_to_end(tmp_path):
     gmm = json.loads((res / "runs" / "ptb" / "sdgm-s0" / "gmm.json").read_text())
     assert gmm["components"] in QUICK["gmm"]["components"]
     assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / "sdgm-s0.txt").read_text()
+
+    # benchmarks: a throughput record per run, the scaling record, their tables and figure
+    for run in quick_runs:
+        tp = json.loads((res / "bench" / "throughput" / run.corpus / f"{run.name}.json").read_text())
+        assert tp["run_id"] == f"{run.corpus}/{run.name}" and tp["provenance"]["git_commit"]
+        for key in ("train_tokens_per_s", "score_tokens_per_s", "generate_b1_tokens_per_s", "generate_b32_tokens_per_s"):
+            assert tp["metrics"][key] > 0, key
+        assert tp["metrics"]["mfu_train"] is None and tp["na"]["mfu_train"]  # CPU: no peak, a reason instead
+    sc = json.loads((res / "bench" / "scaling.json").read_text())
+    assert {r["L"] for r in sc["results"]} == set(QUICK["benchmark"]["scaling"]["lengths"])
+    assert all(r["status"] == "ok" for r in sc["results"])
+    for model in ("sdgm", "attention", "linformer"):
+        assert all(math.isfinite(f["slope"]) for f in sc["slopes"][model].values())
+    assert len(sc["ratios"]) == 2 * len(QUICK["benchmark"]["scaling"]["lengths"])
+    tp_table = pd.read_csv(res / "tables" / "throughput.csv")
+    assert len(tp_table) == len(quick_runs)
+    for name in ("throughput", "scaling", "scaling_slopes"):
+        for ext in ("csv", "md", "tex"):
+            assert (res / "tables" / f"{name}.{ext}").stat().st_size > 200
+    for ext in ("png", "pdf"):
+        assert (res / "figures" / f"scaling.{ext}").stat().st_size > 10_000
 
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run

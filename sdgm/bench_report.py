@@ -1,0 +1,197 @@
+"""Tables and the figure of the benchmarks (no torch: runs in the report environment).
+
+Reads only results/bench/throughput/*/*.json and results/bench/scaling.json (written by sdgm.measure) and
+writes results/tables/{throughput,scaling,scaling_slopes}.{csv,md,tex} and results/figures/scaling.{png,pdf}.
+A number that was not measured reads "n/a (reason)", never 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .report import _save_fig_atomic, write_table  # noqa: E402
+
+SCHEMA_VERSION = 1
+
+
+class BenchReportError(RuntimeError):
+    pass
+
+
+def load_record(path: str | Path, kind: str) -> dict:
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise BenchReportError(f"{path}: cannot read benchmark record ({e})") from e
+    if not isinstance(rec, dict) or rec.get("kind") != kind or rec.get("schema") != SCHEMA_VERSION:
+        raise BenchReportError(f"{path}: not a schema-{SCHEMA_VERSION} {kind!r} record")
+    for key in ("provenance", "config_hash"):
+        if key not in rec:
+            raise BenchReportError(f"{path}: missing {key!r}")
+    return rec
+
+
+def _fmt(value, decimals: int, reason: str | None = None, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        reason = str(reason or "not measured")
+        return reason if reason.startswith("n/a (") else f"n/a ({reason})"
+    v = value * scale
+    if v != 0 and abs(v) < 100 * 10 ** -decimals:  # small values keep 3 significant digits
+        return f"{v:.3g}"
+    return f"{v:.{decimals}f}"
+
+
+# ---- throughput -------------------------------------------------------------------------------------------------
+THROUGHPUT_COLUMNS = [  # (column, metrics key, scale, decimals)
+    ("train_tok_s", "train_tokens_per_s", 1.0, 0),
+    ("score_tok_s", "score_tokens_per_s", 1.0, 0),
+    ("mfu_train", "mfu_train", 1.0, 4),
+    ("mfu_score", "mfu_score", 1.0, 4),
+    ("train_peak_gpu_mem_gb", "train_peak_gpu_mem_bytes", 1e-9, 2),
+    ("train_peak_rss_gb", "train_peak_rss_bytes", 1e-9, 2),
+    ("train_energy_mj_per_tok", "energy_j_per_token_train", 1e3, 4),
+]
+
+
+def throughput_table(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for rec in sorted(records, key=lambda r: (r["corpus"], r["experiment"], r["seed"])):
+        m, na = rec["metrics"], rec.get("na", {})
+        row = {"experiment": rec["experiment"], "model": rec["model"], "corpus": rec["corpus"], "seed": rec["seed"],
+               "device": rec["device"], "precision": rec["precision"],
+               "params_m": _fmt(m.get("params"), 2, na.get("params"), 1e-6),
+               "gflops_per_tok": _fmt(m.get("flops_per_token"), 4, na.get("flops_per_token"), 1e-9)}
+        for col, key, scale, dec in THROUGHPUT_COLUMNS[:2]:
+            row[col] = _fmt(m.get(key), dec, na.get(key), scale)
+        for b in rec["settings"]["generate_batch_sizes"]:
+            key = f"generate_b{b}_tokens_per_s"
+            row[f"gen_b{b}_tok_s"] = _fmt(m.get(key), 0, na.get(key))
+        for col, key, scale, dec in THROUGHPUT_COLUMNS[2:]:
+            row[col] = _fmt(m.get(key), dec, na.get(key), scale)
+        row["decoding"] = "incremental" if rec.get("incremental_decoding") else "recompute window"
+        load = (rec["modes"].get("train", {}).get("memory") or {}).get("load_average_start")
+        row["host_load_1min"] = _fmt(load[0] if load else None, 2, "no load average on this platform")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- scaling ----------------------------------------------------------------------------------------------------
+def scaling_table(rec: dict) -> pd.DataFrame:
+    ratio = {(r["L"], r["mode"]): r for r in rec.get("ratios", [])}
+    rows = []
+    order = {m: i for i, m in enumerate(rec["slopes"])}
+    for r in sorted(rec["results"], key=lambda r: (order.get(r["model"], len(order)), r["mode"], r["L"])):
+        why = r.get("error") or r.get("reason") or r["status"]
+        na = r.get("na", {})
+        ok = r["status"] == "ok"
+        row = {"model": r["model"], "mode": r["mode"], "L": r["L"], "B": r["B"], "status": r["status"],
+               "ms_per_batch": _fmt(r.get("time_per_batch_s") if ok else None, 3, why, 1e3),
+               "ms_per_sequence": _fmt(r.get("time_per_sequence_s") if ok else None, 4, why, 1e3),
+               "peak_mem_mb": _fmt(r.get("peak_mem_bytes") if ok else None, 1, na.get("peak_mem_bytes", why), 1e-6)}
+        q = ratio.get((r["L"], r["mode"]), {})
+        if r["model"] == "sdgm" and q:
+            qna = q.get("na", {})
+            row["sdgm_over_attention_time"] = _fmt(q.get("sdgm_over_attention_time"), 3, qna.get("sdgm_over_attention_time"))
+            row["sdgm_over_attention_mem"] = _fmt(q.get("sdgm_over_attention_memory"), 3, qna.get("sdgm_over_attention_memory"))
+        else:
+            row["sdgm_over_attention_time"] = row["sdgm_over_attention_mem"] = "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def slopes_table(rec: dict) -> pd.DataFrame:
+    rows = []
+    for model, modes in rec["slopes"].items():
+        for mode, fit in modes.items():
+            rows.append({"model": model, "mode": mode, "slope": _fmt(fit.get("slope"), 3, fit.get("na", {}).get("slope")),
+                         "r2": _fmt(fit.get("r2"), 3, "fewer than 3 points" if fit.get("slope") is not None else
+                                    fit.get("na", {}).get("slope")),
+                         "min_length": fit["min_length"], "points": fit["n_points"]})
+    return pd.DataFrame(rows)
+
+
+def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
+    """Log-log time per sequence (top) and peak memory (bottom) against L, one column per mode."""
+    out_stem = Path(out_stem)
+    modes = ["forward", "forward_backward"]
+    models = list(rec["slopes"])
+    fig, axes = plt.subplots(2, len(modes), figsize=(6.5 * len(modes), 9), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for j, mode in enumerate(modes):
+        ax_t, ax_m = axes[0, j], axes[1, j]
+        drawn = set()
+        for i, model in enumerate(models):
+            rows = [r for r in rec["results"] if r["model"] == model and r["mode"] == mode]
+            ok = [r for r in rows if r["status"] == "ok"]
+            fit = rec["slopes"][model][mode]
+            label = model + (f" (slope {fit['slope']:.2f})" if fit.get("slope") is not None else "")
+            if ok:
+                drawn.add(ax_t)
+                ax_t.plot([r["L"] for r in ok], [r["time_per_sequence_s"] * 1e3 for r in ok], "o-", color=cmap(i),
+                          label=label)
+            mem = [r for r in ok if r.get("peak_mem_bytes") is not None]
+            if mem:
+                drawn.add(ax_m)
+                ax_m.plot([r["L"] for r in mem], [r["peak_mem_bytes"] / 1e6 for r in mem], "o-", color=cmap(i),
+                          label=model)
+            for ax in (ax_t, ax_m):
+                for r in rows:
+                    if r["status"] == "oom":
+                        ax.axvline(r["L"], color=cmap(i), linestyle=":", alpha=0.6)
+                        ax.annotate(f"{model} OOM", (r["L"], 0.98), xycoords=("data", "axes fraction"),
+                                    rotation=90, va="top", fontsize=7, color=cmap(i))
+        for ax, what in ((ax_t, "time per sequence (ms)"), (ax_m, "peak memory per batch (MB)")):
+            if ax in drawn:
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, f"{what}: not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel("sequence length L")
+            ax.set_ylabel(what)
+            ax.grid(True, which="both", alpha=0.3)
+        ax_t.set_title(f"{mode.replace('_', ' + ')}: time per sequence")
+        ax_m.set_title(f"{mode.replace('_', ' + ')}: peak memory ({rec.get('memory_method', '?')[:60]})", fontsize=8)
+    s = rec["settings"]
+    fig.suptitle(f"One mixing layer, D = {s['d_model']}, {s['tokens_per_batch']} tokens per batch, {s['precision']}, "
+                 f"{rec['provenance'].get('device', rec['device'])}", fontsize=9)
+    fig.tight_layout()
+    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
+    try:
+        _save_fig_atomic(fig, paths[0], "png", dpi=150)
+        _save_fig_atomic(fig, paths[1], "pdf")
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) -> dict:
+    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    tp = [load_record(p, "throughput") for p in throughput_paths]
+    sc = load_record(scaling_path, "scaling")
+    devices = sorted({r["provenance"].get("device", r["device"]) for r in tp})
+    written = {
+        "throughput": write_table(throughput_table(tp), tables_dir / "throughput",
+                                  "Throughput of the trained models (median of timed repeats after warmup), on "
+                                  + "; ".join(devices) + ". MFU = model FLOPs per token x tokens/s / device peak."),
+        "scaling": write_table(scaling_table(sc), tables_dir / "scaling",
+                               f"One mixing layer at D = {sc['settings']['d_model']}, "
+                               f"{sc['settings']['tokens_per_batch']} tokens per batch (B = tokens / L), on "
+                               f"{sc['provenance'].get('device', sc['device'])}; attention backend: "
+                               f"{sc['attention_backend']}; host load average at start and end "
+                               f"{(sc.get('load_average') or {}).get('start')}, {(sc.get('load_average') or {}).get('end')}"
+                               f" ({(sc.get('load_average') or {}).get('cpu_count')} cores). "
+                               "Linformer is not causal as a layer."),
+        "slopes": write_table(slopes_table(sc), tables_dir / "scaling_slopes",
+                              "Least-squares slope of log(time per sequence) against log(L), L >= min_length."),
+        "figure": plot_scaling(sc, figures_dir / "scaling"),
+    }
+    return written

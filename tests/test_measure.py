@@ -1,0 +1,274 @@
+"""Measurement: sampler without a GPU, timing on a fake clock, tokens/s, slope fits, scaling benchmark, tables."""
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from sdgm import bench_report
+from sdgm.data import tokenize_corpus
+from sdgm.experiment import run_training
+from sdgm.measure import (GPU_FIELDS, NvmlSampler, fit_loglog_slope, match_peak_flops, measure_throughput,
+                          peak_call_memory, peak_flops, scaling_benchmark, scaling_from_config, throughput_for_run,
+                          time_calls, tokens_per_second)
+from sdgm.registry import build_model
+from sdgm.train import TrainConfig
+
+
+# ---- sampler -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_sampler_records_rss_and_nulls_what_it_cannot_measure(device):
+    """'cpu' is no GPU: every GPU field null with its reason. 'cuda' without a GPU: no CUDA device, no NVML driver
+    (nvmlInit raises), same nulls; with a GPU, torch's peaks are measured and each NVML field is a number or has
+    its reason."""
+    with NvmlSampler(device, interval_s=0.01) as s:
+        assert s._thread.is_alive()
+        junk = torch.ones(2_000_000)  # 8 MB the RSS samples can see
+        time.sleep(0.1)
+    assert not s._thread.is_alive()
+    r = s.result()
+    json.dumps(r)  # JSON-able
+    if device == "cuda" and torch.cuda.is_available():
+        assert r["torch_max_memory_allocated_bytes"] >= 0 and r["torch_max_memory_reserved_bytes"] >= 0
+        for f in GPU_FIELDS:
+            assert (r[f] is not None) != (f in r["na"]), f
+    else:
+        for f in GPU_FIELDS:
+            assert r[f] is None and r["na"][f], f
+    if device == "cuda" and not torch.cuda.is_available():
+        assert "NVML unavailable" in r["na"]["power_mean_w"]
+        assert "no CUDA device" in r["na"]["torch_max_memory_allocated_bytes"]
+    assert r["cpu_rss_peak_bytes"] > junk.numel() * 4
+    assert r["cpu_maxrss_lifetime_bytes"] > 0
+    assert r["n_samples"] >= 4 and r["duration_s"] >= 0.1
+
+
+def test_sampler_result_only_after_the_block_and_positive_interval():
+    s = NvmlSampler("cpu", interval_s=0.5)
+    with pytest.raises(RuntimeError, match="after the with-block"):
+        s.result()
+    with pytest.raises(ValueError, match="interval_s"):
+        NvmlSampler("cpu", interval_s=0)
+    with pytest.raises(KeyError):  # an error inside the block propagates and still stops the thread
+        with s:
+            raise KeyError("boom")
+    assert not s._thread.is_alive() and s.result()["n_samples"] >= 2
+
+
+# ---- timing --------------------------------------------------------------------------------------------------------
+class FakeClock:
+    """A clock that moves only when told to (or by `tick` on every read)."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_calls_excludes_warmup_and_takes_the_median():
+    clock = FakeClock()
+    durations = iter([50.0, 40.0, 3.0, 1.0, 2.0, 10.0, 0.5])  # 2 warmup calls, then 5 timed
+    entered = []
+
+    class Ctx:
+        def __enter__(self):
+            entered.append(clock.now)
+
+        def __exit__(self, *exc):
+            entered.append(clock.now)
+
+    def fn():
+        clock.now += next(durations)
+
+    t = time_calls(fn, repeats=5, warmup=2, clock=clock, timed_context=Ctx())
+    assert t["times_s"] == [3.0, 1.0, 2.0, 10.0, 0.5]
+    assert t["median_s"] == 2.0 and t["min_s"] == 0.5 and t["max_s"] == 10.0
+    assert entered == [90.0, 106.5]  # the context spans the timed calls only
+    assert tokens_per_second(4096, t) == 2048.0
+    with pytest.raises(ValueError):
+        time_calls(fn, repeats=0, warmup=0)
+
+
+def test_throughput_tokens_per_second_on_a_fake_clock():
+    """Every timed call lasts exactly 0.5 s on the fake clock: tokens/s are the token counts times 2."""
+    torch.manual_seed(0)
+    V, L = 40, 16
+    model = build_model("sdgm", V, d_model=8, n_atoms=4, seq_len=L)
+    cfg = TrainConfig(seq_len=L, batch_size=4, device="cpu")
+    res = measure_throughput(model, cfg, repeats=3, warmup=1, score_batch_size=6, generate_new_tokens=5,
+                             generate_batch_sizes=(1, 3), sampler_interval_s=0.01, clock=FakeClock(tick=0.5))
+    m = res["modes"]
+    assert m["train"]["tokens_per_s"] == 4 * L * 2
+    assert m["score"]["tokens_per_s"] == 6 * L * 2
+    assert m["generate_b1"]["tokens_per_s"] == 5 * 2 and m["generate_b3"]["tokens_per_s"] == 15 * 2
+    assert m["train"]["timing"]["times_s"] == [0.5, 0.5, 0.5]
+    assert m["train"]["model_flops_per_token"] == 3 * model.flops_per_token()
+    assert m["train"]["mfu"] is None and m["train"]["na"]["mfu"] == "no known peak for this CPU"
+    assert m["train"]["energy_j_per_token"] is None and "no GPU" in m["train"]["na"]["energy_j_per_token"]
+    assert m["train"]["memory"]["cpu_rss_peak_bytes"] > 0
+    assert res["incremental_decoding"] is True and res["precision"] == "fp32"
+
+
+# ---- peaks and memory -------------------------------------------------------------------------------------------------
+def test_peak_table():
+    assert match_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == (989e12, None)
+    assert match_peak_flops("NVIDIA H200", "bf16") == (989e12, None)
+    assert match_peak_flops("NVIDIA H100 PCIe", "fp32") == (51e12, None)
+    value, why = match_peak_flops("NVIDIA H200 NVL", "bf16")
+    assert value is None and "H200 NVL" in why
+    assert peak_flops("cpu", "fp32") == (None, "no known peak for this CPU")
+
+
+def test_cpu_peak_memory_is_the_peak_of_the_running_sum():
+    def fn():
+        a = torch.ones(1_000_000)  # 4 MB
+        del a
+        b = torch.ones(500_000)  # 2 MB, after a was freed: the peak stays 4 MB
+        return b.sum()
+
+    peak, why = peak_call_memory(fn, "cpu")
+    assert why is None
+    assert 4_000_000 <= peak < 4_100_000
+
+
+# ---- slope fit ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("power", [1.0, 2.0, 1.5, 0.0])
+def test_slope_of_an_exact_power_law_is_exact(power):
+    L = [64, 128, 256, 512, 1024, 4096]
+    t = [3e-6 * x ** power for x in L]
+    fit = fit_loglog_slope(L, t)
+    assert fit["slope"] == pytest.approx(power, abs=1e-9)
+    assert fit["intercept"] == pytest.approx(math.log(3e-6), abs=1e-9)
+    assert fit["n_points"] == len(L)
+
+
+def test_slope_fit_uses_lengths_from_min_length_only():
+    L = [16, 32, 64, 128, 256]
+    t = [max(64 ** 2, x ** 2) for x in L]  # flat (overhead-bound) up to 64, quadratic from 64
+    assert fit_loglog_slope(L, t, min_length=64)["slope"] == pytest.approx(2.0, abs=1e-9)
+    assert fit_loglog_slope(L, t)["slope"] < 1.5
+    none = fit_loglog_slope(L, t, min_length=256)
+    assert none["slope"] is None and "fewer than 2" in none["na"]["slope"]
+    assert fit_loglog_slope([64, 128, 256], [1.0, None, 4.0])["n_points"] == 2  # a missing point is skipped
+
+
+# ---- scaling benchmark ------------------------------------------------------------------------------------------------
+TINY = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4, repeats=1, warmup=0, slope_min_length=8,
+            device="cpu", log=lambda *a: None)
+
+
+def test_scaling_benchmark_on_a_tiny_range(tmp_path):
+    rec = scaling_benchmark([8, 16, 32], 64, **TINY)
+    rec = json.loads(json.dumps(rec))
+    assert {(r["model"], r["L"], r["mode"]) for r in rec["results"]} == {
+        (m, L, mode) for m in ("sdgm", "attention", "linformer") for L in (8, 16, 32)
+        for mode in ("forward", "forward_backward")}
+    for r in rec["results"]:
+        assert r["status"] == "ok" and r["B"] == 64 // r["L"]
+        assert r["time_per_sequence_s"] == pytest.approx(r["time_per_batch_s"] / r["B"])
+        assert r["peak_mem_bytes"] > 0
+    for model in ("sdgm", "attention", "linformer"):
+        for mode in ("forward", "forward_backward"):
+            assert math.isfinite(rec["slopes"][model][mode]["slope"])
+    assert len(rec["ratios"]) == 6 and all(r["sdgm_over_attention_time"] > 0 for r in rec["ratios"])
+    assert "not causal" in rec["notes"]["linformer"]
+    assert rec["provenance"]["git_commit"] is not None and len(rec["config_hash"]) == 12
+    assert rec["memory_method"].startswith("torch.profiler")
+
+    # tables and figure from this record (the bench_report rule's work, without throughput records)
+    paths = bench_report.write_table(bench_report.scaling_table(rec), tmp_path / "scaling", "x")
+    assert all(p.stat().st_size > 100 for p in paths)
+    png, pdf = bench_report.plot_scaling(rec, tmp_path / "scaling")
+    assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000
+
+
+def test_memory_cap_turns_cases_into_oom_entries(tmp_path):
+    bench = {"repeats": 1, "warmup": 0, "sampler_interval_s": 0.05,
+             "scaling": {"lengths": [8, 16], "tokens_per_batch": 32, "slope_min_length": 8, "d_model": 16,
+                         "n_atoms": 8, "kernel_size": 3, "n_heads": 2, "linformer_k": 4}}
+    out = tmp_path / "scaling.json"
+    scaling_from_config(bench, {"device": "cpu"}, out, memory_cap_bytes=1, log=lambda *a: None)
+    rec = json.loads(out.read_text())
+    assert rec["settings"]["memory_cap_bytes"] == 1
+    assert all(r["status"] == "oom" and "memory cap" in r["error"] for r in rec["results"])
+    assert all(f["slope"] is None for modes in rec["slopes"].values() for f in modes.values())
+    assert all(r["sdgm_over_attention_time"] is None and "oom" in r["na"]["sdgm_over_attention_time"]
+               for r in rec["ratios"])
+    table = bench_report.scaling_table(rec)
+    assert (table["status"] == "oom").all()
+    assert table["ms_per_sequence"].str.startswith("n/a (").all()
+    bench_report.plot_scaling(rec, tmp_path / "scaling")  # an all-OOM record still plots
+
+
+class Hungry(torch.nn.Module):
+    """A layer that runs out of memory from L = 16 on, as a real allocator would say it."""
+
+    def __init__(self, L):
+        super().__init__()
+        self.L = L
+        self.w = torch.nn.Parameter(torch.ones(16))
+
+    def forward(self, x):
+        if self.L >= 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 TiB")
+        return x * self.w
+
+
+def test_a_real_out_of_memory_is_recorded_not_raised():
+    rec = scaling_benchmark([8, 16, 32], 64, layers={"hungry": Hungry}, **TINY)
+    status = {(r["L"], r["mode"]): r["status"] for r in rec["results"]}
+    assert status == {(8, "forward"): "ok", (8, "forward_backward"): "ok", (16, "forward"): "oom",
+                      (16, "forward_backward"): "oom", (32, "forward"): "oom", (32, "forward_backward"): "oom"}
+    assert rec["slopes"]["hungry"]["forward"]["slope"] is None
+    assert rec["ratios"] == []  # no sdgm/attention pair in this run
+
+
+# ---- throughput of a trained run, and its table -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tp")
+    words = [f"w{i}" for i in range(30)]
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("valid", 40), ("test", 40)):
+        (root / f"{split}.txt").write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(n)) + "\n")
+    tokenize_corpus(root, root / "tokens")
+    run_training(root / "tokens", root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
+                 experiment="sdgm", model="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
+                 train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
+                 progress=False)
+    return root / "run"
+
+
+def test_throughput_record_of_a_trained_run(trained_run, tmp_path):
+    bench = {"repeats": 2, "warmup": 1, "sampler_interval_s": 0.01,
+             "throughput": {"score_batch_size": 4, "generate_new_tokens": 20, "generate_batch_sizes": [1, 2]}}
+    out = tmp_path / "toy" / "sdgm-s0.json"
+    rec = throughput_for_run(trained_run, trained_run / "metrics.json", out, bench)
+    assert json.loads(out.read_text()) == rec
+    m, na = rec["metrics"], rec["na"]
+    for key in ("train_tokens_per_s", "score_tokens_per_s", "generate_b1_tokens_per_s", "generate_b2_tokens_per_s"):
+        assert m[key] > 0, key
+    assert m["mfu_train"] is None and na["mfu_train"] == "no known peak for this CPU"
+    assert m["train_peak_gpu_mem_bytes"] is None and "no GPU" in na["train_peak_gpu_mem_bytes"]
+    assert m["train_peak_rss_bytes"] > 0 and m["flops_per_token"] > 0
+    assert rec["run_id"] == "toy/run" and rec["provenance"]["torch"] == torch.__version__
+    assert rec["modes"]["train"]["timing"]["repeats"] == 2 and len(rec["modes"]["score"]["timing"]["times_s"]) == 2
+
+    table = bench_report.throughput_table([rec])
+    row = table.iloc[0]
+    assert row["mfu_train"] == "n/a (no known peak for this CPU)" and row["decoding"] == "incremental"
+    assert float(row["train_tok_s"]) > 0
+    assert not any(str(v) in ("0", "0.0", "") for k, v in row.items() if k != "seed")
+
+
+def test_bench_report_refuses_a_foreign_file(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": 1, "kind": "scaling"}))
+    with pytest.raises(bench_report.BenchReportError, match="throughput"):
+        bench_report.load_record(p, "throughput")
+    with pytest.raises(bench_report.BenchReportError, match="provenance"):
+        bench_report.load_record(p, "scaling")

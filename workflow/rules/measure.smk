@@ -1,0 +1,63 @@
+# Benchmarks: throughput of every trained run, the scaling of one mixing layer with L, and their tables/figure.
+# A benchmark job claims every core Snakemake was given (threads: workflow.cores), so no other job runs beside
+# it and disturbs its timings.
+
+
+rule throughput:
+    input:
+        metrics=rules.train.output.metrics,
+        run=rules.train.output.run,
+        weights=rules.train.output.weights,
+        vocab=rules.train.output.vocab,
+    output:
+        f"{OUT}/bench/throughput/{{corpus}}/{{experiment}}-s{{seed}}.json",
+    log:
+        f"{OUT}/logs/throughput/{{corpus}}/{{experiment}}-s{{seed}}.log",
+    params:
+        bench=config["benchmark"],
+    threads: workflow.cores
+    resources:
+        **cluster_res("bench"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/throughput.py"
+
+
+rule scaling:
+    output:
+        f"{OUT}/bench/scaling.json",
+    log:
+        f"{OUT}/logs/scaling.log",
+    params:
+        bench=config["benchmark"],
+        train=config["train"],
+    threads: workflow.cores
+    resources:
+        **cluster_res("bench"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/scaling.py"
+
+
+rule bench_report:
+    input:
+        throughput=[f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in RUNS],
+        scaling=rules.scaling.output,
+    output:
+        tables=expand(
+            "{out}/tables/{name}.{ext}",
+            out=OUT,
+            name=["throughput", "scaling", "scaling_slopes"],
+            ext=["csv", "md", "tex"],
+        ),
+        figures=expand("{out}/figures/scaling.{ext}", out=OUT, ext=["png", "pdf"]),
+    log:
+        f"{OUT}/logs/bench_report.log",
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/bench_report.py"

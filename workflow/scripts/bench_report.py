@@ -1,0 +1,13 @@
+"""Tables and the scaling figure from the benchmark records only (rule bench_report)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.bench_report import build_bench_report  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+written = build_bench_report(smk.input.throughput, smk.input.scaling[0], Path(smk.output.tables[0]).parent,
+                             Path(smk.output.figures[0]).parent)
+print(written)

@@ -1,0 +1,12 @@
+"""Training, scoring and generation tokens/s, MFU, memory and energy of one trained run (rule throughput)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.measure import throughput_for_run  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+rec = throughput_for_run(Path(smk.input.run).parent, smk.input.metrics, smk.output[0], smk.params.bench)
+print({k: v for k, v in rec["metrics"].items()}, rec["na"])
