@@ -63,8 +63,9 @@ def runs(config: dict) -> list[Run]:
 
 
 def experiment_spec(config: dict, experiment: str) -> dict:
-    """What the train job needs: model name, its options (defaults + overrides), and the training config."""
+    """What the train job needs: model name, its options (defaults + overrides), and the training config
+    (the global `train:` with the experiment's own `train:` merged over it, key by key)."""
     exp = config["experiments"][experiment]
     model = exp["model"]
     options = {**config["models"].get(model, {}), **exp.get("overrides", {})}
-    return {"model": model, "model_overrides": options, "train": dict(config["train"])}
+    return {"model": model, "model_overrides": options, "train": {**config["train"], **exp.get("train", {})}}

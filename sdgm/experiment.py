@@ -17,7 +17,7 @@ import torch
 
 from .atomic import write_json_atomic
 from .data import load_tokens
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_streams
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
 from .train import TrainConfig, Trainer, thin
@@ -69,6 +69,10 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     ev = dict(L=tcfg.seq_len, batch_size=tcfg.eval_batch_size, device=trainer.device, autocast_dtype=trainer.amp)
     val = evaluate(trainer.model, splits["valid"], **ev)
     test = evaluate(trainer.model, splits["test"], **ev)
+    mem = {}  # stateful models: the same splits again, state carried across the windows of eval_batch_size streams
+    if net.stateful:
+        mem = {"val": evaluate_streams(trainer.model, splits["valid"], **ev),
+               "test": evaluate_streams(trainer.model, splits["test"], **ev)}
     wall = time.perf_counter() - t0
 
     na: dict[str, str] = {}
@@ -81,6 +85,11 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "best_step": state.best_step, "best_val_ppl_during_training": state.best_val_ppl, "stopped": state.stopped,
         "resumed": resumed, "peak_rss_bytes": peak_rss_bytes(),
     }
+    for split in ("val", "test"):
+        for k in ("ppl", "nll", "tokens"):
+            metrics[f"{split}_{k}_mem"] = mem[split][k] if mem else None
+            if not mem:
+                na[f"{split}_{k}_mem"] = "model carries no state across windows"
     for name in ("cosine",):
         metrics[f"{name}_val"] = val.get(name)
         metrics[f"{name}_test"] = test.get(name)

@@ -17,6 +17,8 @@ from .interface import LanguageModel
 # name -> (module, config class, model class). Imported lazily so a model's dependencies load only when used.
 MODELS: dict[str, tuple[str, str, str]] = {
     "sdgm": ("sdgm.model", "SDGMConfig", "SDGM"),
+    "transformer_xl": ("baselines.transformer_xl", "TransformerXLConfig", "TransformerXL"),
+    "lstm": ("baselines.lstm", "LSTMConfig", "LSTMLM"),
 }
 
 

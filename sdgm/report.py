@@ -7,6 +7,11 @@ string ``"n/a (<reason>)"``, never 0 or blank.
 
 Units: ``params_m`` is ``metrics.params / 1e6``; ``peak_mem_gb`` is
 ``metrics.peak_mem_bytes / 1e9`` (decimal gigabytes).
+
+Two perplexities per split: ``val_ppl``/``test_ppl`` read the split in windows of L
+that each start without context, the same for every model; ``val_ppl_mem``/
+``test_ppl_mem`` carry a stateful model's state (LSTM hidden state, Transformer-XL
+memory) from window to window, and are n/a for models without state.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ NOT_MEASURED = "not measured"
 METRIC_COLUMNS: tuple[tuple[str, str, float, int, str | None], ...] = (
     ("val_ppl", "val_ppl", 1.0, 1, "val_ppl"),
     ("test_ppl", "test_ppl", 1.0, 1, None),
+    ("val_ppl_mem", "val_ppl_mem", 1.0, 1, None),
+    ("test_ppl_mem", "test_ppl_mem", 1.0, 1, None),
     ("params_m", "params", 1e-6, 2, "params_m"),
     ("cosine", "cosine_val", 1.0, 3, "cosine"),
     ("train_tokens_per_s", "train_tokens_per_s", 1.0, 0, "train_tokens_per_s"),
@@ -51,6 +58,7 @@ DISPLAY_COLUMNS = [
     "experiment", "model", "corpus", "seeds",
     "val_ppl", "val_ppl_paper", "val_ppl_diff",
     "test_ppl",
+    "val_ppl_mem", "test_ppl_mem",
     "params_m", "params_m_paper",
     "cosine", "cosine_paper",
     "train_tokens_per_s", "train_tokens_per_s_paper",
@@ -472,6 +480,8 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
 CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
            "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
            "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
+           "val_ppl and test_ppl: windows of L tokens, each without earlier context, for every model; "
+           "val_ppl_mem and test_ppl_mem: the model's state (hidden state, memory) carried across windows. "
            "n/a marks a missing value, with its reason.")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from sdgm.config import ConfigError, check_config, runs, validate_schema
+from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -61,6 +61,18 @@ BAD = [
     ("sampling.temperature", -1),
     ("train.epochs", KeyError),
     ("unknown_key", 1),
+    ("train.optimizer", "rmsprop"),
+    ("train.schedule", "step"),
+    ("train.plateau_factor", 1),
+    ("train.data_order", "random"),
+    ("train.train_seq_len", -1),
+    ("train.eval_carry_state", "yes"),
+    ("experiments.lstm.train", {"lr": 0}),
+    ("experiments.lstm.train", {"no_such_key": 1}),
+    ("experiments.lstm.overrides", {"n_atoms": 8}),
+    ("experiments.transformer_xl.overrides", {"mem_len": -1}),
+    ("models.lstm.n_layers", 0),
+    ("models.transformer_xl.dropout", 1.0),
 ]
 
 
@@ -71,6 +83,19 @@ def test_schema_rejects_bad_values_naming_the_field(path, value):
     msg = str(e.value)
     named = path.split(".")[0 if path == "unknown_key" or value is KeyError else -1]
     assert named in msg or path.rsplit(".", 1)[0] in msg, msg
+
+
+def test_lstm_crosscheck_config_is_valid():
+    cfg = yaml.safe_load((REPO / "config" / "lstm_crosscheck.yaml").read_text())
+    validate_schema(cfg)
+    check_config(cfg)
+
+
+def test_experiment_train_is_merged_over_the_global_train():
+    spec = experiment_spec(QUICK, "lstm")
+    assert spec["train"]["optimizer"] == "sgd" and spec["train"]["lr"] == 20.0
+    assert spec["train"]["seq_len"] == QUICK["train"]["seq_len"]  # untouched keys come from the global train
+    assert experiment_spec(QUICK, "sdgm")["train"] == QUICK["train"]
 
 
 def test_cross_references_are_checked():
@@ -110,7 +135,7 @@ def test_default_config_schedules_the_full_paper_dag():
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
     n_runs = len(runs(PAPER))
-    assert n_runs == 6  # sdgm, beta=0, gamma=0 on two corpora, one seed
+    assert n_runs == 10  # sdgm, beta=0, gamma=0, transformer_xl, lstm on two corpora, one seed
     assert counts["fetch_corpus"] == 2 and counts["tokenize"] == 2
     assert counts["train"] == n_runs and counts["sample"] == n_runs
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
@@ -127,7 +152,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
 
     table = pd.read_csv(res / "tables" / "main.csv")
     assert len(table) == len(quick_runs)
-    for col in ("val_ppl", "val_ppl_paper", "test_ppl", "params_m", "cosine"):
+    for col in ("val_ppl", "val_ppl_paper", "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "cosine"):
         assert col in table.columns
     for run in quick_runs:
         rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
@@ -135,8 +160,13 @@ def test_quick_pipeline_end_to_end(tmp_path):
         vocab = {"wikitext2": 33278, "ptb": 10000}[run.corpus]
         assert rec["data"]["vocab_size"] == vocab
         assert 1 < m["val_ppl"] < vocab and math.isfinite(m["test_ppl"])  # learned something, not degenerate
-        assert m["steps"] == QUICK["train"]["max_steps"]
-        assert 0 < m["cosine_val"] <= 1
+        assert m["steps"] == experiment_spec(QUICK, run.experiment)["train"]["max_steps"]
+        if rec["model"] == "sdgm":
+            assert 0 < m["cosine_val"] <= 1
+            assert m["val_ppl_mem"] is None and rec["na"]["val_ppl_mem"]
+        else:  # the stateful baselines: both perplexities
+            assert m["cosine_val"] is None and rec["na"]["cosine_val"]
+            assert 1 < m["val_ppl_mem"] < vocab and math.isfinite(m["test_ppl_mem"])
         assert (res / "samples" / run.corpus / f"{run.name}.txt").stat().st_size > 100
     row = table[(table.experiment == "sdgm") & (table.corpus == "wikitext2")].iloc[0]
     assert str(row["val_ppl_paper"]) == "31.2"
@@ -151,9 +181,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run
 
-    model, vocab = load_run(res / "runs" / "ptb" / "sdgm-s0")
-    ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
-    assert model(ids).shape == (1, 4, len(vocab))
+    for name in ("sdgm-s0", "transformer_xl-s0", "lstm-s0"):
+        model, vocab = load_run(res / "runs" / "ptb" / name)
+        ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
+        assert model(ids).shape == (1, 4, len(vocab))
 
     # a second invocation has nothing left to do
     again = snakemake("-n", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path, timeout=120)
