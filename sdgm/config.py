@@ -91,7 +91,7 @@ def runs(config: dict) -> list[Run]:
 
 def experiment_spec(config: dict, experiment: str) -> dict:
     """What the train job needs: model name, its options (defaults + overrides), and the training config
-    (the global train section with the experiment's own train options merged over it)."""
+    (the global `train:` with the experiment's own `train:` merged over it, key by key)."""
     exp = config["experiments"][experiment]
     model = exp["model"]
     options = {**config["models"].get(model, {}), **exp.get("overrides", {})}

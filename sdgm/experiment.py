@@ -18,7 +18,7 @@ import torch
 
 from .atomic import write_json_atomic
 from .data import DataError, load_tokens, vocab_sha256
-from .evaluate import causal_audit, evaluate
+from .evaluate import causal_audit, evaluate, evaluate_streams
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
@@ -79,6 +79,10 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     ev = dict(L=tcfg.seq_len, batch_size=tcfg.eval_batch_size, device=trainer.device, autocast_dtype=trainer.amp)
     val = evaluate(trainer.model, splits["valid"], **ev)
     test = evaluate(trainer.model, splits["test"], **ev)
+    mem = {}  # stateful models: the same splits again, state carried across the windows of eval_batch_size streams
+    if net.stateful:
+        mem = {"val": evaluate_streams(trainer.model, splits["valid"], **ev),
+               "test": evaluate_streams(trainer.model, splits["test"], **ev)}
     wall = time.perf_counter() - t0
     for name, res in (("validation", val), ("test", test)):
         if not math.isfinite(res["ppl"]):  # never written as a result
@@ -101,6 +105,11 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "resumed": resumed, "peak_rss_bytes": peak_rss_bytes(),
         "causal_audit": audit,
     }
+    for split in ("val", "test"):
+        for k in ("ppl", "nll", "tokens"):
+            metrics[f"{split}_{k}_mem"] = mem[split][k] if mem else None
+            if not mem:
+                na[f"{split}_{k}_mem"] = "model carries no state across windows"
     for name in ("cosine",):
         metrics[f"{name}_val"] = val.get(name)
         metrics[f"{name}_test"] = test.get(name)

@@ -9,6 +9,14 @@
     state = model.init_decode_state(B)        # generation, one token at a time:
     logits, state = model.decode_step(tokens, state)   # tokens (B,) -> next-token logits (B, V)
 
+Models that carry information from one window to the next (an LSTM's hidden state, Transformer-XL's memory)
+set `stateful = True` and implement
+
+    logits, state = model.forward_with_state(idx, state)   # state None: start afresh; returns the next state
+
+The default, for every other model, ignores the state and returns `(model(idx), None)`. The trainer
+(data_order "streams") and sdgm.evaluate.evaluate_streams carry the state, detached, from window to window.
+
 The trainer, evaluator, sampler and report only use these names; they never branch on a model's name.
 Position t of the logits may depend on idx[:, :t+1] only (tests/test_causality.py checks every model); a model
 that breaks this on purpose says so with `causal = False`, and the report marks its rows.
@@ -20,11 +28,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def detach_state(state):
+    """The state with every tensor detached (tuples, lists and None are walked)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
 class LanguageModel(nn.Module):
     max_context: int = 128
     # Capability flag: True when logits[:, t] depends on idx[:, :t+1] only. A model that sees later tokens (kept to
     # measure what leaking does) sets it False; sdgm.evaluate.causal_audit checks the flag against the model.
     causal: bool = True
+
+    stateful: bool = False  # capability: forward_with_state carries information across consecutive windows
+
+    def forward_with_state(self, idx: torch.Tensor, state=None):
+        """(logits (B, L, V), next state). Stateless models: the state is ignored and None comes back."""
+        return self(idx), None
+
+    def training_loss_with_state(self, idx: torch.Tensor, targets: torch.Tensor, state=None):
+        """(loss, stats, next state) for training on consecutive windows. Stateless models: training_loss."""
+        if not self.stateful:
+            loss, stats = self.training_loss(idx, targets)
+            return loss, stats, None
+        logits, state = self.forward_with_state(idx, state)  # (B, L, V)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return nll, {"nll": nll.detach()}, state
 
     def training_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Default objective: mean next-token NLL. Models with more terms override this."""

@@ -20,6 +20,8 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "gpt2": ("baselines.gpt2", "GPT2Options", "GPT2"),
     "linformer": ("baselines.linformer", "LinformerConfig", "Linformer"),
     "linformer_noncausal": ("baselines.linformer_noncausal", "LinformerNonCausalConfig", "LinformerNonCausal"),
+    "transformer_xl": ("baselines.transformer_xl", "TransformerXLConfig", "TransformerXL"),
+    "lstm": ("baselines.lstm", "LSTMConfig", "LSTMLM"),
 }
 
 

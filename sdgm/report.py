@@ -11,6 +11,11 @@ Units: ``params_m`` is ``metrics.params / 1e6``; ``peak_mem_gb`` is
 The ``causal`` column comes from each run's causality audit (``metrics.causal_audit``, measured on the trained
 model): "yes", or "LEAKS future tokens" when any seed failed it. A leaking row is never compared silently: its
 experiment name gets " (non-causal)" and its difference to the paper reads "n/a (leaks future tokens)".
+
+Two perplexities per split: ``val_ppl``/``test_ppl`` read the split in windows of L
+that each start without context, the same for every model; ``val_ppl_mem``/
+``test_ppl_mem`` carry a stateful model's state (LSTM hidden state, Transformer-XL
+memory) from window to window, and are n/a for models without state.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ LEAK_DIFF = "n/a (leaks future tokens)"
 METRIC_COLUMNS: tuple[tuple[str, str, float, int, str | None], ...] = (
     ("val_ppl", "val_ppl", 1.0, 1, "val_ppl"),
     ("test_ppl", "test_ppl", 1.0, 1, None),
+    ("val_ppl_mem", "val_ppl_mem", 1.0, 1, None),
+    ("test_ppl_mem", "test_ppl_mem", 1.0, 1, None),
     ("params_m", "params", 1e-6, 2, "params_m"),
     ("cosine", "cosine_val", 1.0, 3, "cosine"),
     ("train_tokens_per_s", "train_tokens_per_s", 1.0, 0, "train_tokens_per_s"),
@@ -59,6 +66,7 @@ DISPLAY_COLUMNS = [
     "experiment", "model", "corpus", "seeds", "causal",
     "val_ppl", "val_ppl_paper", "val_ppl_diff",
     "test_ppl",
+    "val_ppl_mem", "test_ppl_mem",
     "params_m", "params_m_paper",
     "cosine", "cosine_paper",
     "train_tokens_per_s", "train_tokens_per_s_paper",
@@ -524,6 +532,8 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
 CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
            "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
            "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
+           "val_ppl and test_ppl: windows of L tokens, each without earlier context, for every model; "
+           "val_ppl_mem and test_ppl_mem: the model's state (hidden state, memory) carried across windows. "
            "n/a marks a missing value, with its reason. Rows marked (non-causal) failed the causality audit "
            "(their predictions see later tokens) and are not compared.")
 

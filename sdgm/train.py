@@ -8,6 +8,11 @@ windows that do not fill a batch are skipped in that epoch (a different set each
 Faults: a non-finite loss or weight stops the run with NonFiniteLoss naming the first bad step and the last good
 checkpoint; the losses are checked before every checkpoint, so a checkpoint never holds a diverged state. A
 checkpoint of another configuration or an unreadable one stops the run with CheckpointError, naming what differs.
+
+With data_order "streams" (stateful training, as in the PyTorch word_language_model example) the train split is
+instead cut into batch_size contiguous streams, read in consecutive windows of train_seq_len (the last one may be
+shorter), and the model's state (`forward_with_state`) is carried, detached, from one step to the next; it starts
+empty each epoch. The carried state is part of the checkpoint, so resuming stays exact.
 """
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ import torch
 from tqdm import tqdm
 
 from .atomic import atomic_path, remove_stale_temporaries
-from .evaluate import evaluate
-from .interface import LanguageModel
+from .evaluate import batchify, evaluate, evaluate_streams, stream_windows
+from .interface import LanguageModel, detach_state
 
 
 @dataclass
@@ -34,17 +39,21 @@ class TrainConfig:
     max_steps: int = 0              # 0: no limit besides epochs
     batch_size: int = 32
     seq_len: int = 128              # L, shared by every model
-    optimizer: str = "adam"         # "adam" (L2 weight decay, as the paper's "Adam, weight decay") | "adamw"
+    optimizer: str = "adam"         # "adam" (L2 weight decay, as the paper's "Adam, weight decay") | "adamw" | "sgd"
     lr: float = 1e-3
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "constant"      # "constant" | "cosine" (after linear warmup)
+    schedule: str = "constant"      # "constant" | "cosine" (after linear warmup) | "plateau"
+    plateau_factor: float = 4.0     # schedule "plateau": lr /= this after each evaluation without a better val PPL
+    data_order: str = "shuffled"    # "shuffled" windows | "streams": contiguous streams, state carried across steps
+    train_seq_len: int = 0          # tokens per training window; 0: seq_len
     warmup_steps: int = 0
     grad_clip: float = 1.0          # max global grad norm; 0 disables
     patience: int = 2               # early stop after this many evaluations without a better validation PPL
     eval_every_steps: int = 0       # 0: evaluate at the end of each epoch
     eval_max_windows: int = 0       # 0: the whole validation split; else its first N windows (periodic evals only)
     eval_batch_size: int = 32
+    eval_carry_state: bool = False  # validations during training carry the state (evaluate_streams; stateful models)
     checkpoint_every_steps: int = 500
     log_every_steps: int = 20
     seed: int = 0
@@ -55,10 +64,16 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine", "plateau"):
+            raise ValueError(f"schedule must be 'constant', 'cosine' or 'plateau', got {self.schedule!r}")
+        if self.plateau_factor <= 1:
+            raise ValueError(f"plateau_factor must be > 1, got {self.plateau_factor}")
+        if self.data_order not in ("shuffled", "streams"):
+            raise ValueError(f"data_order must be 'shuffled' or 'streams', got {self.data_order!r}")
+        if not 0 <= self.train_seq_len <= self.seq_len:
+            raise ValueError(f"train_seq_len must be in [0, seq_len={self.seq_len}], got {self.train_seq_len}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -98,18 +113,23 @@ def save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+def lr_factor(cfg: TrainConfig, step: int, total: int, plateau_scale: float = 1.0) -> float:
+    """Multiplier of cfg.lr at `step`; plateau_scale is 1 / plateau_factor ** (evaluations without improvement)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
+        return (step + 1) / cfg.warmup_steps * plateau_scale
     if cfg.schedule == "cosine":
         progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "plateau":
+        return plateau_scale
     return 1.0
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     kwargs = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "sgd":  # plain SGD, no momentum: p -= lr * (grad + weight_decay * p)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kwargs)
 
 
@@ -123,6 +143,8 @@ class TrainState:
     evals_since_best: int = 0
     last_eval_step: int = -1
     train_seconds: float = 0.0
+    train_tokens: int = 0
+    plateau_scale: float = 1.0      # schedule "plateau": current lr multiplier
     stopped: str = ""
     history: dict = field(default_factory=lambda: {"train": [], "val": []})
 
@@ -144,21 +166,32 @@ class Trainer:
         self.progress = progress
         self.log_path = Path(log_path) if log_path else self.ckpt_dir / "log.jsonl"
         self.amp = autocast_dtype(cfg, self.device)
-        L, B = cfg.seq_len, cfg.batch_size
-        self.n_windows = (len(train_ids) - 1) // L
-        self.steps_per_epoch = self.n_windows // B
+        L, B = cfg.train_seq_len or cfg.seq_len, cfg.batch_size
+        self.streams = cfg.data_order == "streams"
+        if cfg.eval_carry_state and not model.stateful:
+            raise ValueError(f"eval_carry_state needs a model that carries state; {type(model).__name__} does not")
+        if self.streams:
+            self.data = batchify(self.train_ids, B)                  # (B, rows)
+            self.windows = stream_windows(self.data.shape[1], L)     # consecutive, the last one may be shorter
+            self.n_windows = self.steps_per_epoch = len(self.windows)
+        else:
+            self.n_windows = (len(train_ids) - 1) // L
+            self.steps_per_epoch = self.n_windows // B
         if self.steps_per_epoch == 0:
             raise ValueError(f"train split has {len(train_ids)} tokens: fewer than one batch of {B} x {L}")
         total = cfg.epochs * self.steps_per_epoch
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.opt = make_optimizer(self.model, cfg, self.device)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s, self.total_steps))
         self.state = TrainState()
         self.ckpt_step: int | None = None  # step of the last checkpoint written or resumed from
         self._unchecked: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness (on device)
         for p in (self.ckpt_path, self.best_path):
             remove_stale_temporaries(p)  # left by a killed earlier attempt; this trainer owns ckpt_dir
-        self.loss_fn = torch.compile(self.model.training_loss) if cfg.compile else self.model.training_loss
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(cfg, s, self.total_steps, self.state.plateau_scale))
+        loss = self.model.training_loss_with_state if self.streams else self.model.training_loss
+        self.loss_fn = torch.compile(loss) if cfg.compile else loss
+        self.carry = None  # the model state carried between consecutive steps (data_order "streams")
         self._offsets = torch.arange(L + 1, device=self.device)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
@@ -196,7 +229,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                      "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
-                     "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source}, self.ckpt_path)
+                     "carry": self.carry, "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
+                    self.ckpt_path)
         self.ckpt_step = self.state.step
 
     def try_resume(self) -> bool:
@@ -219,6 +253,7 @@ class Trainer:
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         self.state = TrainState(**ck["state"])
+        self.carry = ck.get("carry")
         torch.set_rng_state(ck["rng"]["torch"])
         random.setstate(ck["rng"]["python"])
         np.random.set_state(ck["rng"]["numpy"])
@@ -234,8 +269,11 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         return torch.randperm(self.n_windows, generator=g).to(self.device)
 
-    def batch(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        B, L = self.cfg.batch_size, self.cfg.seq_len
+    def batch(self, order: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.streams:  # the b-th consecutive window of every stream
+            s, n = self.windows[b]
+            return self.data[:, s:s + n], self.data[:, s + 1:s + n + 1]  # (B, n), (B, n)
+        B, L = self.cfg.batch_size, self.cfg.train_seq_len or self.cfg.seq_len
         starts = order[b * B:(b + 1) * B] * L  # (B,), on the device
         span = self.train_ids[starts[:, None] + self._offsets]   # (B, L + 1)
         return span[:, :-1], span[:, 1:]
@@ -252,8 +290,9 @@ class Trainer:
     def validate(self) -> float:
         st, cfg = self.state, self.cfg
         self.check_finite()  # a diverged step is named as such, not as a bad validation score
-        res = evaluate(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
-                       max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
+        ev = evaluate_streams if cfg.eval_carry_state else evaluate
+        res = ev(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
+                 max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
         ppl = res["ppl"]
         if not math.isfinite(ppl):
             raise NonFiniteLoss(f"validation perplexity is {ppl} at step {st.step}; {self.last_good()}")
@@ -269,27 +308,36 @@ class Trainer:
             st.evals_since_best += 1
             if st.evals_since_best >= cfg.patience:
                 st.stopped = "early_stop"
+            if cfg.schedule == "plateau":  # anneal now: the next step already uses the lower rate
+                st.plateau_scale /= cfg.plateau_factor
+                for group, base in zip(self.opt.param_groups, self.sched.base_lrs):
+                    group["lr"] = base * lr_factor(cfg, self.sched.last_epoch, self.total_steps, st.plateau_scale)
         return ppl
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
         cfg, st = self.cfg, self.state
-        tokens_per_step = cfg.batch_size * cfg.seq_len
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 15, dynamic_ncols=True, file=sys.stderr)
         self.model.train()
-        acc, n_acc, t_window, steps_window = {}, 0, time.perf_counter(), 0
+        acc, n_acc, t_window, tokens_window = {}, 0, time.perf_counter(), 0
         self._unchecked = []
         while not st.stopped:
             if st.step >= self.total_steps:
                 st.stopped = "max_steps" if cfg.max_steps and st.step >= cfg.max_steps else "max_epochs"
                 break
-            order = self.epoch_order(st.epoch)
+            order = None if self.streams else self.epoch_order(st.epoch)
             t_epoch = time.perf_counter()
             while st.batch_in_epoch < self.steps_per_epoch and st.step < self.total_steps and not st.stopped:
+                if self.streams and st.batch_in_epoch == 0:
+                    self.carry = None  # every epoch starts with an empty state
                 x, y = self.batch(order, st.batch_in_epoch)
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                    loss, stats = self.loss_fn(x, y)
+                    if self.streams:
+                        loss, stats, carry = self.loss_fn(x, y, self.carry)
+                        self.carry = detach_state(carry)
+                    else:
+                        loss, stats = self.loss_fn(x, y)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -298,7 +346,8 @@ class Trainer:
                 self.sched.step()
                 st.step += 1
                 st.batch_in_epoch += 1
-                steps_window += 1
+                st.train_tokens += y.numel()
+                tokens_window += y.numel()
                 stats = {"loss": loss.detach(), **stats}
                 self._unchecked.append(stats["loss"])
                 for k, v in stats.items():  # stays on device: no host sync per step
@@ -311,21 +360,21 @@ class Trainer:
                         raise NonFiniteLoss(f"non-finite training statistics {means} in the steps up to step "
                                             f"{st.step}; {self.last_good()}")
                     now = time.perf_counter()
-                    tok_s = steps_window * tokens_per_step / max(now - t_window, 1e-9)
+                    tok_s = tokens_window / max(now - t_window, 1e-9)
                     point = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 4), **means,
                              "tokens_per_s": tok_s, "lr": self.sched.get_last_lr()[0]}
                     st.history["train"].append(point)
                     self.log({"event": "train", **point})
                     ppl = math.exp(min(means.get("nll", means["loss"]), 50))
                     bar.set_postfix(loss=f"{means['loss']:.3f}", ppl=f"{ppl:.1f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-                    acc, n_acc, t_window, steps_window = {}, 0, now, 0
+                    acc, n_acc, t_window, tokens_window = {}, 0, now, 0
                 bar.update(1)
                 if cfg.eval_every_steps and st.step % cfg.eval_every_steps == 0:
                     self.sync()  # queued GPU work belongs to the training time
                     st.train_seconds += time.perf_counter() - t_epoch
                     self.validate()
                     t_epoch = t_window = time.perf_counter()
-                    steps_window = 0
+                    tokens_window = 0
                 if cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0:
                     self.save_checkpoint()
             self.sync()
@@ -346,7 +395,7 @@ class Trainer:
         self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
 
     def tokens_per_second(self) -> float:
-        return self.state.step * self.cfg.batch_size * self.cfg.seq_len / max(self.state.train_seconds, 1e-9)
+        return self.state.train_tokens / max(self.state.train_seconds, 1e-9)
 
 
 def thin(points: list[dict], n: int) -> list[dict]:

@@ -19,6 +19,8 @@ SMALL = {
     "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 4},
     "linformer": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6, "block_size": 5},
     "linformer_noncausal": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6},
+    "transformer_xl": {"n_layer": 2, "n_head": 2, "d_model": 16, "d_head": 8, "d_inner": 32, "mem_len": 12},
+    "lstm": {"d_embed": 16, "d_hidden": 16},
 }
 # Registered models that see later tokens by construction (kept to measure what leaking does).
 KNOWN_LEAKS = {"linformer_noncausal"}

@@ -34,8 +34,9 @@ def _history(seed: int, final_ppl: float, n: int = 20) -> dict:
 
 def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: str | None = None,
             cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None,
-            causal_change: float | None = 0.0) -> dict:
+            causal_change: float | None = 0.0, mem_ppl: float | None = None) -> dict:
     audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
+    stateless = "model carries no state across windows"
     return {
         "schema": 1,
         "run_id": f"{corpus}/{experiment}-s{seed}",
@@ -49,8 +50,10 @@ def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: s
                     "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine,
                     "train_tokens_per_s": 12000.0 + 100 * seed, "train_wall_s": 60.2, "steps": 200,
                     "epochs_completed": 0.2, "best_step": 200, "stopped": "max_steps",
-                    "peak_mem_bytes": None, "causal_audit": audit},
-        "na": {"peak_mem_bytes": "no GPU (CPU run)", **(na or {})},
+                    "peak_mem_bytes": None, "causal_audit": audit, "val_ppl_mem": mem_ppl,
+                    "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5},
+        "na": {"peak_mem_bytes": "no GPU (CPU run)",
+               **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}), **(na or {})},
         "history": history if history is not None else _history(seed, val_ppl),
     }
 
@@ -70,7 +73,7 @@ def metric_files(tmp_path) -> list[Path]:
         _record("sdgm", "wikitext2", 1, 110.0),
         _record("sdgm", "ptb", 0, 150.0),
         _record("my_new_baseline", "wikitext2", 0, 120.0),
-        _record("lstm", "wikitext2", 0, 130.0, cosine=None,
+        _record("lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25,
                 na={"cosine_val": "model has no embedding reconstruction"}),
     ]
     return [_write(tmp_path, r) for r in recs]
@@ -178,7 +181,7 @@ def test_main_table_columns_and_order(records):
     df = report.main_table(records, report.load_paper())
     assert list(df.columns) == [
         "experiment", "model", "corpus", "seeds", "causal", "val_ppl", "val_ppl_paper", "val_ppl_diff",
-        "test_ppl", "params_m", "params_m_paper", "cosine", "cosine_paper", "train_tokens_per_s",
+        "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "cosine", "cosine_paper", "train_tokens_per_s",
         "train_tokens_per_s_paper", "peak_mem_gb", "peak_mem_gb_paper"]
     assert list(zip(df.corpus, df.experiment)) == [
         ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "lstm"),
@@ -218,6 +221,8 @@ def test_main_table_values(records):
     lstm = _row(df, "lstm", "wikitext2")
     assert lstm.cosine == "n/a (model has no embedding reconstruction)"
     assert lstm.cosine_paper == "n/a (not in paper)"
+    assert (lstm.val_ppl, lstm.val_ppl_mem, lstm.test_ppl_mem) == ("130.0", "101.2", "96.2")  # both, labelled
+    assert sw.val_ppl_mem == sw.test_ppl_mem == "n/a (model carries no state across windows)"
 
 
 def test_missing_is_never_zero_or_blank(records):
@@ -301,6 +306,7 @@ def test_main_table_numeric(records):
     assert math.isnan(sw.peak_mem_gb)
     lstm = _row(num, "lstm", "wikitext2")
     assert math.isnan(lstm.cosine) and math.isnan(lstm.cosine_paper)
+    assert lstm.val_ppl_mem == pytest.approx(101.25) and math.isnan(sw.val_ppl_mem)
     assert math.isnan(_row(num, "my_new_baseline", "wikitext2").val_ppl_diff)
 
 

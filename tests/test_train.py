@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sdgm.data import tokenize_corpus
-from sdgm.evaluate import evaluate, windows
+from sdgm.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
 from sdgm.experiment import run_training
 from sdgm.interface import LanguageModel
 from sdgm.registry import build_model, load_run
@@ -116,9 +116,18 @@ RUN_KW = dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides={"
               train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 40,
                                "checkpoint_every_steps": 7, "log_every_steps": 1, "device": "cpu", "patience": 50},
               seed=3, progress=False)
+# stateful training as in the word_language_model example: SGD, lr / 4 on plateau, contiguous streams with the
+# hidden state carried across steps (and across the checkpoint), validation with the state carried
+RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model="lstm", model_overrides={"d_embed": 16, "d_hidden": 16},
+                   train_overrides={**RUN_KW["train_overrides"], "optimizer": "sgd", "lr": 5.0, "weight_decay": 0.0,
+                                    "schedule": "plateau", "grad_clip": 0.25, "data_order": "streams",
+                                    "train_seq_len": 12, "eval_batch_size": 5, "eval_carry_state": True,
+                                    "eval_every_steps": 30})
 
 
-def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("kw", [RUN_KW, RUN_KW_LSTM], ids=["sdgm-shuffled", "lstm-streams"])
+def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw):
+    RUN_KW = kw
     torch.set_num_threads(1)
     ref = run_training(tiny_corpus, tmp_path / "ref", tmp_path / "ref_ck", tmp_path / "ref" / "metrics.json", **RUN_KW)
 
@@ -147,8 +156,9 @@ def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path):
 
     resumed = run_training(tiny_corpus, run_dir, ck, run_dir / "metrics.json", **RUN_KW)
     assert resumed["metrics"]["resumed"] is True
-    for key in ("val_ppl", "test_ppl", "cosine_val", "steps", "best_step"):
+    for key in ("val_ppl", "test_ppl", "val_ppl_mem", "test_ppl_mem", "cosine_val", "steps", "best_step"):
         assert resumed["metrics"][key] == ref["metrics"][key], key
+    assert [p["lr"] for p in resumed["history"]["train"]] == [p["lr"] for p in ref["history"]["train"]]
     assert resumed["history"]["val"] == ref["history"]["val"]
     m_ref, _ = load_run(tmp_path / "ref")
     m_res, vocab = load_run(run_dir)
@@ -168,6 +178,8 @@ def test_metrics_json_has_provenance_and_na_reasons(tiny_corpus, tmp_path):
     assert prov["torch"] == torch.__version__
     assert set(prov["libraries"]) == {"transformers", "linformer"}
     assert on_disk["metrics"]["peak_mem_bytes"] is None and "no GPU" in on_disk["na"]["peak_mem_bytes"]
+    for key in ("val_ppl_mem", "test_ppl_mem", "val_tokens_mem"):  # SDGM carries nothing across windows
+        assert on_disk["metrics"][key] is None and "no state" in on_disk["na"][key]
     assert len(on_disk["data"]["sha256"]["train"]) == 64
     assert on_disk["metrics"]["causal_audit"]["passed"] is True  # measured on the trained model
     assert on_disk == rec
@@ -180,3 +192,97 @@ def test_bf16_autocast_path_trains(tiny_corpus, tmp_path):
     st = tr.fit()
     vals = [p["ppl"] for p in st.history["val"]]
     assert all(math.isfinite(v) for v in vals) and vals[-1] < vals[0]
+
+
+# ---- stateful models: evaluation with carried state, streams training, plateau annealing ----------------------
+def test_evaluate_streams_equals_a_manual_loop():
+    torch.manual_seed(0)
+    m = build_model("lstm", 30, seq_len=7, d_embed=8, d_hidden=8).eval()
+    ids = torch.randint(0, 30, (203,))
+    res = evaluate_streams(m, ids, L=7, batch_size=4)
+    data = ids[:200].view(4, 50)  # 4 contiguous streams of 50 tokens; 3 tokens dropped
+    nll, n, state = 0.0, 0, None
+    for s in range(0, 49, 7):
+        x, y = data[:, s:min(s + 7, 49)], data[:, s + 1:min(s + 8, 50)]
+        logits, state = m.forward_with_state(x, state)
+        nll += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        n += y.numel()
+    assert n == 4 * 49 and res["tokens"] == n
+    assert res["nll"] == pytest.approx(nll / n, rel=1e-6)
+    # an LSTM's carried state makes the window length irrelevant: one window per stream gives the same number
+    assert evaluate_streams(m, ids, L=1000, batch_size=4)["nll"] == pytest.approx(res["nll"], rel=1e-5)
+
+
+def test_batchify_and_stream_windows_follow_the_example():
+    ids = torch.arange(26)
+    data = batchify(ids, 4)
+    assert data.tolist()[1] == [6, 7, 8, 9, 10, 11]  # stream b = the b-th contiguous chunk; 2 tokens dropped
+    assert stream_windows(6, 2) == [(0, 2), (2, 2), (4, 1)]  # the last window is shorter
+    with pytest.raises(ValueError, match="streams"):
+        batchify(torch.arange(3), 4)
+
+
+def test_streams_training_carries_state_across_consecutive_windows(tiny_corpus, tmp_path):
+    from sdgm.data import load_tokens
+
+    splits, vocab = load_tokens(tiny_corpus)
+    torch.manual_seed(0)
+    m = build_model("lstm", len(vocab), seq_len=16, d_embed=8, d_hidden=8)
+    cfg = TrainConfig(seq_len=16, train_seq_len=10, batch_size=8, epochs=1, max_steps=3, data_order="streams",
+                      device="cpu", log_every_steps=1)
+    tr = Trainer(m, splits["train"], splits["valid"], cfg, tmp_path, progress=False)
+    rows = len(splits["train"]) // 8
+    assert tr.steps_per_epoch == -(-(rows - 1) // 10)
+    x0, y0 = tr.batch(None, 0)
+    x1, _ = tr.batch(None, 1)
+    assert torch.equal(x0[2], splits["train"][2 * rows:2 * rows + 10])  # stream 2 starts at its chunk
+    assert torch.equal(y0[:, :-1], x0[:, 1:]) and torch.equal(x1[:, 0], y0[:, -1])  # consecutive windows
+    tr.fit()
+    h, c = tr.carry
+    assert h.shape == (2, 8, 8) and not h.requires_grad and h.abs().sum() > 0  # state carried, detached
+
+
+def test_plateau_schedule_divides_the_rate_after_each_evaluation_without_improvement(tiny_corpus, tmp_path):
+    lr = 2.0 ** -40  # too small to move fp32 weights: validation never improves after the first evaluation
+    tr = make_trainer(tiny_corpus, tmp_path, optimizer="sgd", lr=lr, schedule="plateau", plateau_factor=4.0,
+                      eval_every_steps=3, patience=100, max_steps=10, log_every_steps=1)
+    st = tr.fit()
+    lrs = [p["lr"] for p in st.history["train"]]
+    assert lrs[:3] == [lr] * 3          # first evaluation at step 3 improves on nothing (inf)
+    assert lrs[3:6] == [lr] * 3         # it sets the best; no annealing
+    assert lrs[6:9] == [lr / 4] * 3     # step 6: no better -> lr / 4 from step 7 on
+    assert lrs[9] == lr / 16            # step 9: again
+    assert st.plateau_scale == 1 / 64   # final evaluation after step 10: no better either
+    assert tr.opt.param_groups[0]["lr"] == lr / 64
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="data_order"):
+        TrainConfig(data_order="random")
+    with pytest.raises(ValueError, match="train_seq_len"):
+        TrainConfig(seq_len=16, train_seq_len=17)
+    with pytest.raises(ValueError, match="plateau_factor"):
+        TrainConfig(plateau_factor=1.0)
+
+
+def test_carried_state_evaluation_needs_a_stateful_model(tiny_corpus, tmp_path):
+    with pytest.raises(ValueError, match="eval_carry_state"):
+        make_trainer(tiny_corpus, tmp_path, eval_carry_state=True)
+
+
+def test_stateful_run_records_both_perplexities(tiny_corpus, tmp_path):
+    kw = {**RUN_KW_LSTM, "train_overrides": {**RUN_KW_LSTM["train_overrides"], "max_steps": 12}}
+    rec = run_training(tiny_corpus, tmp_path / "r", tmp_path / "c", tmp_path / "r" / "metrics.json", **kw)
+    m = rec["metrics"]
+    model, _ = load_run(tmp_path / "r")
+    from sdgm.data import load_tokens
+
+    splits, _ = load_tokens(tiny_corpus)
+    assert m["val_ppl"] == pytest.approx(evaluate(model, splits["valid"], L=16)["ppl"], rel=1e-6)
+    assert m["val_ppl_mem"] == pytest.approx(evaluate_streams(model, splits["valid"], L=16, batch_size=5)["ppl"],
+                                             rel=1e-6)
+    assert m["test_tokens_mem"] == (len(splits["test"]) // 5 - 1) * 5
+    assert "val_ppl_mem" not in rec["na"] and rec["na"]["cosine_val"]
+    assert m["train_tokens_per_s"] > 0 and m["steps"] == 12

@@ -75,6 +75,18 @@ BAD = [
     ("benchmark.scaling.lengths", [1, 2]),
     ("benchmark.scaling.tokens_per_batch", "many"),
     ("benchmark.scaling.linformer_k", 0),
+    ("train.optimizer", "rmsprop"),
+    ("train.schedule", "step"),
+    ("train.plateau_factor", 1),
+    ("train.data_order", "random"),
+    ("train.train_seq_len", -1),
+    ("train.eval_carry_state", "yes"),
+    ("experiments.lstm.train", {"lr": 0}),
+    ("experiments.lstm.train", {"no_such_key": 1}),
+    ("experiments.lstm.overrides", {"n_atoms": 8}),
+    ("experiments.transformer_xl.overrides", {"mem_len": -1}),
+    ("models.lstm.n_layers", 0),
+    ("models.transformer_xl.dropout", 1.0),
 ]
 
 
@@ -85,6 +97,19 @@ def test_schema_rejects_bad_values_naming_the_field(path, value):
     msg = str(e.value)
     named = path.split(".")[0 if path == "unknown_key" or value is KeyError else -1]
     assert named in msg or path.rsplit(".", 1)[0] in msg, msg
+
+
+def test_lstm_crosscheck_config_is_valid():
+    cfg = yaml.safe_load((REPO / "config" / "lstm_crosscheck.yaml").read_text())
+    validate_schema(cfg)
+    check_config(cfg)
+
+
+def test_experiment_train_is_merged_over_the_global_train():
+    spec = experiment_spec(QUICK, "lstm")
+    assert spec["train"]["optimizer"] == "sgd" and spec["train"]["lr"] == 20.0
+    assert spec["train"]["seq_len"] == QUICK["train"]["seq_len"]  # untouched keys come from the global train
+    assert experiment_spec(QUICK, "sdgm")["train"] == QUICK["train"]
 
 
 def test_cross_references_are_checked():
@@ -166,7 +191,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
 
     table = pd.read_csv(res / "tables" / "main.csv")
     assert len(table) == len(quick_runs)
-    for col in ("causal", "val_ppl", "val_ppl_paper", "test_ppl", "params_m", "cosine"):
+    for col in ("causal", "val_ppl", "val_ppl_paper", "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "cosine"):
         assert col in table.columns
     for run in quick_runs:
         rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
@@ -174,13 +199,17 @@ def test_quick_pipeline_end_to_end(tmp_path):
         vocab = {"wikitext2": 33278, "ptb": 10000}[run.corpus]
         assert rec["data"]["vocab_size"] == vocab
         assert 1 < m["val_ppl"] < vocab and math.isfinite(m["test_ppl"])  # learned something, not degenerate
-        assert m["steps"] == QUICK["train"]["max_steps"]
-        own_train = {**QUICK["train"], **QUICK["experiments"][run.experiment].get("train", {})}
+        assert m["steps"] == experiment_spec(QUICK, run.experiment)["train"]["max_steps"]
+        own_train = experiment_spec(QUICK, run.experiment)["train"]
         assert (rec["train_config"]["optimizer"], rec["train_config"]["lr"]) == (own_train["optimizer"], own_train["lr"])
         if models[run.experiment] == "sdgm":
             assert 0 < m["cosine_val"] <= 1
         else:
             assert m["cosine_val"] is None and rec["na"]["cosine_val"]
+        if models[run.experiment] in ("transformer_xl", "lstm"):  # stateful: both perplexities
+            assert 1 < m["val_ppl_mem"] < vocab and math.isfinite(m["test_ppl_mem"])
+        else:
+            assert m["val_ppl_mem"] is None and rec["na"]["val_ppl_mem"]
         leaks = models[run.experiment] == "linformer_noncausal"
         assert m["causal_audit"]["passed"] is (not leaks), m["causal_audit"]
         assert (res / "samples" / run.corpus / f"{run.name}.txt").stat().st_size > 100
@@ -221,7 +250,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run
 
-    for name in ("sdgm", "gpt2", "linformer"):
+    for name in ("sdgm", "gpt2", "linformer", "transformer_xl", "lstm"):
         model, vocab = load_run(res / "runs" / "ptb" / f"{name}-s0")
         ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
         assert model(ids).shape == (1, 4, len(vocab))
