@@ -67,7 +67,7 @@ BAD = [
     ("models.linformer_noncausal.dropout", 1.0),
     ("experiments.linformer.overrides", {"n_atoms": 8}),  # an SDGM option on another model
     ("experiments.gpt2.train", {"lr": 0}),
-    ("experiments.gpt2.train", {"optimizer": "sgd"}),
+    ("experiments.gpt2.train", {"optimizer": "rmsprop"}),
     ("experiments.gpt2.train", {"no_such_option": 1}),
     ("benchmark.repeats", 0),
     ("benchmark.sampler_interval_s", 0),
