@@ -66,6 +66,11 @@ def check_config(config: dict) -> None:
         if "seq_len" in exp.get("train", {}):
             raise ConfigError(f"experiments.{name}.train.seq_len: the context length L is shared by every model "
                               f"(set train.seq_len instead)")
+        merged = {**config["train"], **exp.get("train", {})}
+        if merged.get("train_seq_len", 0) > merged["seq_len"]:
+            where = f"experiments.{name}.train" if "train_seq_len" in exp.get("train", {}) else "train"
+            raise ConfigError(f"{where}.train_seq_len: {merged['train_seq_len']} exceeds the context length "
+                              f"train.seq_len = {merged['seq_len']}")
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")

@@ -130,6 +130,13 @@ def test_experiment_train_options_are_merged_over_the_global_ones():
     assert spec["model_overrides"] == PAPER["models"]["gpt2"]
 
 
+def test_training_window_cannot_exceed_the_context_length():
+    with pytest.raises(ConfigError, match=r"experiments\.lstm\.train\.train_seq_len"):
+        check_config(mutate("experiments.lstm.train", {**QUICK["experiments"]["lstm"]["train"], "train_seq_len": 65}))
+    with pytest.raises(ConfigError, match=r"^train\.train_seq_len"):
+        check_config(mutate("train.train_seq_len", 65))
+
+
 def test_benchmark_cross_checks():
     with pytest.raises(ConfigError, match="benchmark.scaling.tokens_per_batch"):
         check_config(mutate("benchmark.scaling.tokens_per_batch", 512))
@@ -230,7 +237,8 @@ def test_quick_pipeline_end_to_end(tmp_path):
     for run in quick_runs:
         tp = json.loads((res / "bench" / "throughput" / run.corpus / f"{run.name}.json").read_text())
         assert tp["run_id"] == f"{run.corpus}/{run.name}" and tp["provenance"]["git_commit"]
-        for key in ("train_tokens_per_s", "score_tokens_per_s", "generate_b1_tokens_per_s", "generate_b32_tokens_per_s"):
+        gen = [f"generate_b{b}_tokens_per_s" for b in QUICK["benchmark"]["throughput"]["generate_batch_sizes"]]
+        for key in ("train_tokens_per_s", "score_tokens_per_s", *gen):
             assert tp["metrics"][key] > 0, key
         assert tp["metrics"]["mfu_train"] is None and tp["na"]["mfu_train"]  # CPU: no peak, a reason instead
     sc = json.loads((res / "bench" / "scaling.json").read_text())
