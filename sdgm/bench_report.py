@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import _save_fig_atomic, write_table  # noqa: E402
+from .report import save_figure, write_table  # noqa: E402
 
 SCHEMA_VERSION = 1
 
@@ -164,13 +164,7 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
     fig.suptitle(f"One mixing layer, D = {s['d_model']}, {s['tokens_per_batch']} tokens per batch, {s['precision']}, "
                  f"{rec['provenance'].get('device', rec['device'])}", fontsize=9)
     fig.tight_layout()
-    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
-    try:
-        _save_fig_atomic(fig, paths[0], "png", dpi=150)
-        _save_fig_atomic(fig, paths[1], "pdf")
-    finally:
-        plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)
 
 
 def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) -> dict:

@@ -449,6 +449,17 @@ def _points(hist: list, ykey: str, positive: bool = False) -> tuple[list[float],
     return xs, ys
 
 
+def save_figure(fig, out_stem: Path) -> list[Path]:
+    """Write `fig` as out_stem.png (150 dpi) and out_stem.pdf, each atomically, then close it."""
+    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
+    try:
+        _save_fig_atomic(fig, paths[0], "png", dpi=150)
+        _save_fig_atomic(fig, paths[1], "pdf")
+    finally:
+        plt.close(fig)
+    return paths
+
+
 def _save_fig_atomic(fig, path: Path, fmt: str, **kw) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, **kw)
@@ -518,13 +529,7 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
         fig.suptitle("Training curves (measured runs)")
         fig.tight_layout()
 
-    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
-    try:
-        _save_fig_atomic(fig, paths[0], "png", dpi=150)
-        _save_fig_atomic(fig, paths[1], "pdf")
-    finally:
-        plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)
 
 
 # --------------------------------------------------------------------------- driver
