@@ -1,13 +1,16 @@
 """LSTM language model: the RNNModel of the PyTorch word_language_model example, with its LSTM defaults.
 
-    X      = Dropout(Embed(idx))                 (B, L, E)
-    H, s'  = LSTM(X, s)                          (B, L, H)   n_layers, dropout between layers; s = (h, c)
-    logits = Linear(Dropout(H))                  (B, L, V)   next token at t + 1; optionally tied to Embed
+    X      = Dropout(Embed(idx))                 (L, B, E)   time-major inside, as the example
+    H, s'  = LSTM(X, s)                          (L, B, H)   n_layers, dropout between layers; s = (h, c)
+    logits = Linear(Dropout(H))                  (L, B, V) -> returned as (B, L, V); next token at t + 1
 
 The hidden state s is what the model carries from one window to the next (`forward_with_state`); `forward(idx)`
 starts from zeros. Defaults are the example's command-line defaults (emsize 200, nhid 200, nlayers 2,
 dropout 0.2, untied); its training recipe (SGD lr 20, clip 0.25, lr / 4 when validation does not improve,
 bptt 35, batch 20, eval batch 10, 40 epochs) lives in the config (experiments.lstm.train).
+
+The example computes time-major; so do we, so that with the same seed our initial weights and every dropout
+mask equal the example's draw for draw (config/lstm_crosscheck.yaml compares the two runs seed by seed).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class LSTMLM(LanguageModel):
         V, E, H = cfg.vocab_size, cfg.d_embed, cfg.d_hidden
         self.drop = nn.Dropout(cfg.dropout)
         self.embed = nn.Embedding(V, E)
-        self.rnn = nn.LSTM(E, H, cfg.n_layers, dropout=cfg.dropout if cfg.n_layers > 1 else 0.0, batch_first=True)
+        self.rnn = nn.LSTM(E, H, cfg.n_layers, dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
         self.decoder = nn.Linear(H, V)
         if cfg.tie_weights:
             self.decoder.weight = self.embed.weight
@@ -61,9 +64,9 @@ class LSTMLM(LanguageModel):
 
     def forward_with_state(self, idx: torch.Tensor, state=None):
         """idx (B, L), state None or (h, c) each (n_layers, B, H) -> logits (B, L, V), (h, c)."""
-        x = self.drop(self.embed(idx))       # (B, L, E)
-        out, state = self.rnn(x, state)      # (B, L, H)
-        return self.decoder(self.drop(out)), state
+        x = self.drop(self.embed(idx.t()))   # (L, B, E)
+        out, state = self.rnn(x, state)      # (L, B, H)
+        return self.decoder(self.drop(out)).transpose(0, 1), state  # (B, L, V)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_with_state(idx, None)[0]
