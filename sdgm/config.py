@@ -8,6 +8,8 @@ as a float, which would reach the trainer as one), and a number must be finite (
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +17,8 @@ from typing import NamedTuple
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SHIPPED_SUMS = Path(__file__).resolve().parent / "corpora" / "SHA256SUMS"
+HASH_CHARS = 8  # hex digits of the run hash in a run's directory name
 
 
 class ConfigError(ValueError):
@@ -25,10 +29,12 @@ class Run(NamedTuple):
     corpus: str
     experiment: str
     seed: int
+    cfg: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
 
     @property
     def name(self) -> str:
-        return f"{self.experiment}-s{self.seed}"
+        """The run's directory name: readable, and new whenever anything that changes its result changes."""
+        return f"{self.experiment}-s{self.seed}-{self.cfg}"
 
 
 @functools.cache
@@ -76,6 +82,31 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
         if config["experiments"][name]["model"] != "sdgm":
             raise ConfigError(f"gmm.experiments: {name!r} is not an SDGM experiment (no mixing vectors)")
+    for name, exp in config["experiments"].items():
+        ref = exp.get("ablation_of")
+        if ref is None:
+            continue
+        if ref not in config["experiments"]:
+            raise ConfigError(f"experiments.{name}.ablation_of: unknown experiment {ref!r}")
+        if "ablation_of" in config["experiments"][ref]:
+            raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is itself an ablation; name the main run")
+        if config["experiments"][ref]["model"] != exp["model"]:
+            raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is a {config['experiments'][ref]['model']} "
+                              f"experiment, {name!r} a {exp['model']} one")
+        missing = set(exp.get("corpora", config["corpora"])) - set(config["experiments"][ref].get("corpora",
+                                                                                                config["corpora"]))
+        if missing:
+            raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is not run on {sorted(missing)}, "
+                              f"so there is nothing to compare with")
+    seen: dict[tuple, str] = {}  # one resolved spec per corpus: a duplicate would train the same run twice
+    for name, exp in config["experiments"].items():
+        spec = canonical_json(experiment_spec(config, name))
+        for corpus in exp.get("corpora", list(config["corpora"])):
+            if (spec, corpus) in seen:
+                other = seen[spec, corpus]
+                raise ConfigError(f"experiments.{name}: resolves to the same model and training as experiments."
+                                  f"{other} on {corpus} (a duplicate run; reuse {other!r} instead)")
+            seen[spec, corpus] = name
     if not runs(config):
         raise ConfigError("the configuration selects no runs")
     sc = config["benchmark"]["scaling"]
@@ -87,11 +118,60 @@ def check_config(config: dict) -> None:
 
 
 def runs(config: dict) -> list[Run]:
+    """The matrix: every experiment on each of its corpora for every seed, each with its run hash."""
     out = []
     for name, exp in config["experiments"].items():
         for corpus in exp.get("corpora", list(config["corpora"])):
-            out.extend(Run(corpus, name, seed) for seed in config["seeds"])
+            out.extend(Run(corpus, name, seed, run_hash(config, corpus, name, seed)) for seed in config["seeds"])
     return out
+
+
+def ablations(config: dict) -> dict[str, str]:
+    """{ablation experiment: the main experiment it is compared with} (`ablation_of` in the config)."""
+    return {name: exp["ablation_of"] for name, exp in config["experiments"].items() if "ablation_of" in exp}
+
+
+@functools.cache
+def _shipped_digests() -> dict[str, dict[str, str]]:
+    """{corpus: {split: sha256}} from the shipped corpora's SHA256SUMS (sha256sum format)."""
+    table: dict[str, dict[str, str]] = {}
+    for line in SHIPPED_SUMS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split(maxsplit=1)
+            corpus, _, filename = name.strip().lstrip("*").partition("/")
+            table.setdefault(corpus, {})[filename.removesuffix(".txt")] = digest.lower()
+    return table
+
+
+def corpus_identity(config: dict, corpus: str) -> dict:
+    """What the text of a corpus is: its source and the SHA-256 of each split ("shipped" resolved to the digests
+    in sdgm/corpora/SHA256SUMS; None for an unverified source). Not `expected`: those counts only check it."""
+    c = config["corpora"][corpus]
+    sha = c["sha256"]
+    if sha == "shipped":
+        sha = _shipped_digests().get(c["source"].get("corpus", corpus))
+    return {"name": corpus, "source": c["source"], "sha256": sha}
+
+
+def run_spec(config: dict, corpus: str, experiment: str, seed: int) -> dict:
+    """Everything in the config that changes a run's result: the experiment's resolved model and training
+    (experiment_spec), the corpus (source and digests) and the seed. Not results_dir, resources_dir,
+    job_resources, nor the settings of later steps (gmm, sampling, benchmark), and not the experiment's name."""
+    return {**experiment_spec(config, experiment), "corpus": corpus_identity(config, corpus), "seed": seed}
+
+
+def canonical_json(obj) -> str:
+    """Sorted keys, no whitespace, no NaN: one text per value. 1 and 1.0 differ (a new run, never a wrong reuse)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()[:HASH_CHARS]
+
+
+def run_hash(config: dict, corpus: str, experiment: str, seed: int) -> str:
+    """The `{cfg}` part of a run's directory name: changing a parameter gives a new directory."""
+    return spec_hash(run_spec(config, corpus, experiment, seed))
 
 
 def experiment_spec(config: dict, experiment: str) -> dict:

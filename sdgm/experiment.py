@@ -39,7 +39,10 @@ def peak_rss_bytes() -> int:
 
 def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,
                  corpus: str, experiment: str, model: str, model_overrides: dict | None = None,
-                 train_overrides: dict | None = None, seed: int = 0, progress: bool = True) -> dict:
+                 train_overrides: dict | None = None, seed: int = 0, progress: bool = True,
+                 run_hash: str | None = None, run_spec: dict | None = None) -> dict:
+    """Train, evaluate and write one run. `run_hash`/`run_spec` (sdgm.config.run_hash/run_spec: the run's identity
+    in the experiment matrix) are stored in run.json and metrics.json as given; None outside the workflow."""
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
     splits, vocab = load_tokens(tokens_dir)
     data_stats = json.loads((tokens_dir / "stats.json").read_text())
@@ -124,12 +127,13 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
 
     save_run(run_dir, model, trainer.model.cpu(), vocab,
              extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,
-                    "vocab_sha256": vocab_digest})
+                    "vocab_sha256": vocab_digest, "run_hash": run_hash, "run_spec": run_spec})
     record = {
         "schema": SCHEMA_VERSION,
         "run_id": f"{corpus}/{run_dir.name}",
         "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
         "fingerprint": fingerprint,
+        "run_hash": run_hash, "run_spec": run_spec,  # the run's identity in the experiment matrix (its directory)
         "model_config": model_cfg, "train_config": train_cfg,
         "data": {"vocab_size": len(vocab), "vocab_sha256": vocab_digest, "sha256": data_sha,
                  "tokens": {s: v["tokens"] for s, v in data_stats["splits"].items()}},

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from sdgm import data, report
 from sdgm.atomic import remove_stale_temporaries, write_bytes_atomic
-from sdgm.config import ConfigError, check_config, experiment_spec, validate_schema
+from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
 from sdgm.data import ChecksumError, DataError, tokenize_corpus
 from sdgm.evaluate import evaluate
 from sdgm.experiment import run_training
@@ -649,8 +649,9 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(cfg))
 
 
-RUN = Path("runs/ptb/sdgm-s0")
-CKPT = Path("results/checkpoints/ptb/sdgm-s0")
+NAME = runs(tiny_config())[0].name  # sdgm-s0-<hash of the tiny config>
+RUN = Path(f"runs/ptb/{NAME}")
+CKPT = Path(f"results/checkpoints/ptb/{NAME}")
 TARGET = f"results/{RUN}/metrics.json"  # the train job and what it needs (the full DAG runs in test_workflow.py)
 
 
@@ -757,7 +758,7 @@ def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_
 
     rec = json.loads((work / "results" / RUN / "metrics.json").read_text())
     assert rec["metrics"]["resumed"] is True
-    assert "resuming sdgm on ptb from step" in (work / "results/logs/train/ptb/sdgm-s0.log").read_text()
+    assert "resuming sdgm on ptb from step" in (work / f"results/logs/train/ptb/{NAME}.log").read_text()
     ref = reference["metrics"]
     for key in ("val_ppl", "test_ppl", "val_nll", "test_nll", "cosine_val", "cosine_test", "steps", "best_step",
                 "best_val_ppl_during_training", "params"):
@@ -799,14 +800,16 @@ def test_dag_killed_during_tokenization_redoes_only_that(tmp_path):
 @pytest.mark.e2e
 def test_dag_divergence_fails_the_train_job_and_builds_no_table(reference, tmp_path):
     work = tmp_path
-    write_config(work, tiny_config(resources_dir=str(reference["dir"] / "resources"), lr=1e30))
+    cfg = tiny_config(resources_dir=str(reference["dir"] / "resources"), lr=1e30)
+    write_config(work, cfg)
+    run = Path("runs/ptb") / runs(cfg)[0].name  # another learning rate: another run directory
     r = snakemake("--cores", "2", "--configfile", "tiny.yaml", cwd=work)
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "rule train" in out and "localrule tokenize" not in out  # shared, finished corpus: not redone
-    train_log = (work / "results/logs/train/ptb/sdgm-s0.log").read_text()
+    train_log = (work / f"results/logs/train/ptb/{run.name}.log").read_text()
     assert re.search(r"NonFiniteLoss: non-finite training loss at step \d+ \(detected at step \d+\); "
                      r"no checkpoint written yet", train_log), train_log[-2000:]
-    assert not (work / "results" / RUN / "metrics.json").exists()
+    assert not (work / "results" / run / "metrics.json").exists()
     assert not (work / "results" / "tables").exists() and not (work / "results" / "figures").exists()
     assert leftovers(work) == []

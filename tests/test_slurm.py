@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sdgm.config import runs
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 pytestmark = pytest.mark.slurm
@@ -78,10 +80,11 @@ def test_pipeline_through_slurm_matches_local_run(slurm, tmp_path):
     assert not [s for s in states if s in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY")], acct
 
     # the cluster run measured exactly what the local run measured
-    rel = Path("results/runs/ptb/sdgm-s0/metrics.json")
+    name = runs(tiny_config())[0].name  # sdgm-s0-<hash>
+    rel = Path(f"results/runs/ptb/{name}/metrics.json")
     a = json.loads((local / rel).read_text())["metrics"]
     b = json.loads((cluster / rel).read_text())["metrics"]
     for key in ("val_ppl", "test_ppl", "cosine_val", "params", "steps"):
         assert a[key] == b[key], (key, a[key], b[key])
-    for path in ("results/tables/main.csv", "results/figures/training_curves.png", "results/samples/ptb/sdgm-s0.txt"):
+    for path in ("results/tables/main.csv", "results/figures/training_curves.png", f"results/samples/ptb/{name}.txt"):
         assert (cluster / path).stat().st_size > 0

@@ -3,10 +3,10 @@ rule fit_gmm:
         run=rules.train.output,
         tokens=rules.tokenize.output,
     output:
-        gmm=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/gmm.npz",
-        summary=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/gmm.json",
+        gmm=f"{OUT}/runs/{RUN}/gmm.npz",
+        summary=f"{OUT}/runs/{RUN}/gmm.json",
     log:
-        f"{OUT}/logs/fit_gmm/{{corpus}}/{{experiment}}-s{{seed}}.log",
+        f"{OUT}/logs/fit_gmm/{RUN}.log",
     params:
         gmm=config["gmm"],
     threads: job_res("default", "threads")
@@ -23,9 +23,9 @@ rule sample:
         run=rules.train.output,
         gmm=branch(has_gmm, then=rules.fit_gmm.output.gmm, otherwise=[]),
     output:
-        f"{OUT}/samples/{{corpus}}/{{experiment}}-s{{seed}}.txt",
+        f"{OUT}/samples/{RUN}.txt",
     log:
-        f"{OUT}/logs/sample/{{corpus}}/{{experiment}}-s{{seed}}.log",
+        f"{OUT}/logs/sample/{RUN}.log",
     params:
         sampling=config["sampling"],
     resources:

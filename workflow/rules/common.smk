@@ -20,7 +20,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-from sdgm.config import Run, check_config, experiment_spec, runs  # noqa: E402
+from sdgm.config import ablations, check_config, run_hash, run_spec, runs  # noqa: E402
 
 check_config(config)
 
@@ -40,6 +40,7 @@ wildcard_constraints:
     corpus="[a-z0-9_]+",
     experiment="[a-z0-9_]+",
     seed="[0-9]+",
+    cfg="[0-9a-f]{8}",
     split="train|valid|test",
 
 
@@ -56,8 +57,25 @@ def cluster_res(kind):
     return {res: job_res(kind, key) for key, res in names.items() if job_res(kind, key) is not None}
 
 
+# One run: results/runs/{corpus}/{experiment}-s{seed}-{cfg}, where {cfg} is the run hash (sdgm.config.run_hash) of
+# everything in the config that changes its result. Every per-run rule carries the four wildcards.
+RUN = "{corpus}/{experiment}-s{seed}-{cfg}"
+
+
 def run_dir(run):
     return f"{OUT}/runs/{run.corpus}/{run.name}"
+
+
+def resolved_run(wc):
+    """The run the wildcards name, as the current config defines it: its hash and resolved spec. A path whose hash
+    is not the current config's (a result of an earlier configuration) is refused, never silently reused."""
+    if wc.experiment not in config["experiments"] or wc.corpus not in config["corpora"]:
+        raise ValueError(f"{wc.corpus}/{wc.experiment}: no such experiment or corpus in the config")
+    cfg = run_hash(config, wc.corpus, wc.experiment, int(wc.seed))
+    if wc.cfg != cfg:
+        raise ValueError(f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}: the current config gives this run the "
+                         f"hash {cfg}, not {wc.cfg} (that directory belongs to another configuration)")
+    return {"hash": cfg, "spec": run_spec(config, wc.corpus, wc.experiment, int(wc.seed))}
 
 
 def has_gmm(wildcards):

@@ -10,9 +10,9 @@ rule throughput:
         weights=rules.train.output.weights,
         vocab=rules.train.output.vocab,
     output:
-        f"{OUT}/bench/throughput/{{corpus}}/{{experiment}}-s{{seed}}.json",
+        f"{OUT}/bench/throughput/{RUN}.json",
     log:
-        f"{OUT}/logs/throughput/{{corpus}}/{{experiment}}-s{{seed}}.log",
+        f"{OUT}/logs/throughput/{RUN}.log",
     params:
         bench=config["benchmark"],
     threads: workflow.cores

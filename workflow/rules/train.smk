@@ -2,16 +2,16 @@ rule train:
     input:
         rules.tokenize.output,
     output:
-        metrics=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/metrics.json",
-        run=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/run.json",
-        weights=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/model.pt",
-        vocab=f"{OUT}/runs/{{corpus}}/{{experiment}}-s{{seed}}/vocab.json",
+        metrics=f"{OUT}/runs/{RUN}/metrics.json",
+        run=f"{OUT}/runs/{RUN}/run.json",
+        weights=f"{OUT}/runs/{RUN}/model.pt",
+        vocab=f"{OUT}/runs/{RUN}/vocab.json",
     log:
-        f"{OUT}/logs/train/{{corpus}}/{{experiment}}-s{{seed}}.log",
+        f"{OUT}/logs/train/{RUN}.log",
     params:
-        spec=lambda wc: experiment_spec(config, wc.experiment),
+        run=resolved_run,  # {"hash", "spec"}: refuses a {cfg} that is not the current config's
         # not an output: Snakemake deletes the outputs of a failed job, and this is what a rerun resumes from
-        ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}",
+        ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}",
     threads: job_res("train", "threads")
     resources:
         **cluster_res("train"),

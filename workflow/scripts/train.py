@@ -8,9 +8,10 @@ from sdgm.snake import setup  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)
-spec = smk.params.spec
+spec = smk.params.run["spec"]
 run_training(
     Path(smk.input[0]).parent, Path(smk.output.metrics).parent, smk.params.ckpt_dir, smk.output.metrics,
     corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model=spec["model"],
-    model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=int(smk.wildcards.seed),
+    model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=spec["seed"],
+    run_hash=smk.params.run["hash"], run_spec=spec,
 )
