@@ -34,25 +34,27 @@ def _history(seed: int, final_ppl: float, n: int = 20) -> dict:
 
 def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: str | None = None,
             cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None,
-            causal_change: float | None = 0.0, mem_ppl: float | None = None) -> dict:
+            causal_change: float | None = 0.0, mem_ppl: float | None = None,
+            model_config: dict | None = None) -> dict:
     audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
     stateless = "model carries no state across windows"
     return {
         "schema": 1,
         "run_id": f"{corpus}/{experiment}-s{seed}",
         "experiment": experiment, "model": model or experiment, "corpus": corpus, "seed": seed,
-        "model_config": {"d_model": 64},
+        "model_config": model_config or {"d_model": 64},
         "train_config": {"lr": 0.001},
         "data": {"vocab_size": 1000, "sha256": {"train": "a", "valid": "b", "test": "c"}},
         "provenance": {"git_commit": "abc123", "device": "cpu", "torch": "2.13.0",
                        "python": "3.11.7", "platform": "linux", "timestamp": "2026-11-24T10:00:00Z"},
         "metrics": {"val_ppl": val_ppl, "test_ppl": val_ppl - 5, "val_nll": math.log(val_ppl),
-                    "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine,
+                    "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine, "cosine_test": cosine,
                     "train_tokens_per_s": 12000.0 + 100 * seed, "train_wall_s": 60.2, "steps": 200,
                     "epochs_completed": 0.2, "best_step": 200, "stopped": "max_steps",
                     "peak_mem_bytes": None, "causal_audit": audit, "val_ppl_mem": mem_ppl,
                     "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5},
         "na": {"peak_mem_bytes": "no GPU (CPU run)",
+               **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", "not measured")}),
                **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}), **(na or {})},
         "history": history if history is not None else _history(seed, val_ppl),
     }
@@ -181,8 +183,9 @@ def test_main_table_columns_and_order(records):
     df = report.main_table(records, report.load_paper())
     assert list(df.columns) == [
         "experiment", "model", "corpus", "seeds", "causal", "val_ppl", "val_ppl_paper", "val_ppl_diff",
-        "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "cosine", "cosine_paper", "train_tokens_per_s",
-        "train_tokens_per_s_paper", "peak_mem_gb", "peak_mem_gb_paper"]
+        "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "params_m_diff",
+        "cosine", "cosine_paper", "cosine_diff", "train_tokens_per_s", "train_tokens_per_s_paper",
+        "train_tokens_per_s_diff", "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff"]
     assert list(zip(df.corpus, df.experiment)) == [
         ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "lstm"),
         ("wikitext2", "my_new_baseline")]
@@ -199,12 +202,16 @@ def test_main_table_values(records):
     assert sw.test_ppl == "100.0 ± 7.1"
     assert sw.params_m == "2.35"
     assert sw.params_m_paper == "22.8"
+    assert sw.params_m_diff == "-20.45"  # 2.345678 - 22.8
     assert sw.cosine == "0.410 ± 0.000"  # two seeds: std shown even when 0
     assert sw.cosine_paper == "0.92"
+    assert sw.cosine_diff == "-0.510"
     assert sw.train_tokens_per_s == "12050 ± 71"
     assert sw.train_tokens_per_s_paper == "2100"
+    assert sw.train_tokens_per_s_diff == "+9950"
     assert sw.peak_mem_gb == "n/a (no GPU (CPU run))"
     assert sw.peak_mem_gb_paper == "6.5"
+    assert sw.peak_mem_gb_diff == "n/a (no GPU (CPU run))"  # nothing measured: no difference, never 0
 
     sp = _row(df, "sdgm", "ptb")
     assert sp.seeds == 1
@@ -377,8 +384,10 @@ def test_plot_no_runs(tmp_path):
 
 def test_build_report(metric_files, tmp_path):
     written = report.build_report(metric_files, tmp_path / "tables", tmp_path / "figures")
-    expected = {tmp_path / "tables" / f"main.{e}" for e in ("csv", "md", "tex")} | \
-               {tmp_path / "figures" / f"training_curves.{e}" for e in ("png", "pdf")}
+    expected = {tmp_path / "tables" / f"{n}.{e}" for n in ("main", "ablations", "reconstruction")
+                for e in ("csv", "md", "tex")} | \
+               {tmp_path / "figures" / f"{n}.{e}" for n in ("training_curves", "ablations", "ppl_vs_atoms")
+                for e in ("png", "pdf")}
     assert {Path(p) for p in written.values()} == expected
     for p in expected:
         assert p.exists() and p.stat().st_size > 0
@@ -390,3 +399,174 @@ def test_build_report_broken_file(metric_files, tmp_path):
     bad.write_text("not json")
     with pytest.raises(ReportError, match="bad.json"):
         report.build_report([*metric_files, bad], tmp_path / "t", tmp_path / "f")
+
+
+# --------------------------------------------------------------------------- seeds, ablations, reconstruction
+
+SDGM = {"d_model": 64, "n_atoms": 256, "kernel_size": 3, "beta": 1.0, "gamma": 1.0, "encoder_padding": "causal"}
+ABLATIONS = {"sdgm_beta0": "sdgm", "sdgm_gamma0": "sdgm", "sdgm_k32": "sdgm", "sdgm_k64": "sdgm",
+             "sdgm_centered": "sdgm"}
+
+
+def _sdgm(experiment, corpus, seed, val_ppl, cosine=0.41, **options):
+    return _record(experiment, corpus, seed, val_ppl, model="sdgm", cosine=cosine,
+                   model_config={**SDGM, **options}, causal_change=0.3 if "encoder_padding" in options else 0.0)
+
+
+@pytest.fixture
+def matrix(tmp_path):
+    """Three seeds of the main SDGM run and of its ablations on WikiText-2, one seed on PTB, a baseline."""
+    recs = []
+    for seed, (main, beta0, gamma0, k32, k64) in enumerate(
+            [(100.0, 110.0, 900.0, 130.0, 120.0), (104.0, 112.0, 1100.0, 134.0, 118.0),
+             (108.0, 117.0, 1000.0, 126.0, 116.0)]):
+        recs += [_sdgm("sdgm", "wikitext2", seed, main),
+                 _sdgm("sdgm_beta0", "wikitext2", seed, beta0, cosine=0.30 + 0.02 * seed, beta=0.0),
+                 _sdgm("sdgm_gamma0", "wikitext2", seed, gamma0, gamma=0.0),
+                 _sdgm("sdgm_k32", "wikitext2", seed, k32, n_atoms=32),
+                 _sdgm("sdgm_k64", "wikitext2", seed, k64, n_atoms=64),
+                 _record("gpt2", "wikitext2", seed, 90.0 + seed, cosine=None,
+                         na={"cosine_val": report.NO_RECONSTRUCTION})]
+    recs += [_sdgm("sdgm", "ptb", 0, 150.0), _sdgm("sdgm_centered", "ptb", 0, 20.0, encoder_padding="centered"),
+             _sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32)]
+    return report.load_metrics([_write(tmp_path, r) for r in recs])
+
+
+def test_seeds_are_aggregated_exactly(matrix):
+    num = report.main_table_numeric(matrix, report.load_paper(), ABLATIONS)
+    sw = _row(num, "sdgm", "wikitext2")
+    assert sw.seeds == 3 and sw.val_ppl_n == 3
+    assert sw.val_ppl == 104.0 and sw.val_ppl_std == 4.0  # 100, 104, 108: mean 104, sample std 4, exactly
+    assert sw.test_ppl == 99.0 and sw.test_ppl_std == 4.0
+    disp = report.main_table(matrix, report.load_paper(), ABLATIONS)
+    assert _row(disp, "sdgm", "wikitext2").val_ppl == "104.0 ± 4.0"
+    assert _row(disp, "sdgm", "wikitext2").val_ppl_diff == "+72.8"  # 104.0 - 31.2
+    # the ablations have their own table; the main table keeps the main runs and baselines
+    assert set(disp.experiment) == {"sdgm", "gpt2"}
+
+
+def test_ablation_table(matrix):
+    paper = report.load_paper()
+    df = report.ablation_table(matrix, paper, ABLATIONS)
+    assert list(df.columns) == report.ABLATION_COLUMNS == [
+        "experiment", "corpus", "ablation", "compared_with", "seeds", "causal",
+        "val_ppl", "val_ppl_paper", "val_ppl_diff", "val_ppl_vs_main", "val_ppl_vs_main_paper",
+        "test_ppl", "test_ppl_vs_main"]
+    assert list(zip(df.corpus, df.experiment)) == [
+        ("ptb", "sdgm"), ("ptb", "sdgm_k32"), ("ptb", "sdgm_centered (non-causal)"),
+        ("wikitext2", "sdgm"), ("wikitext2", "sdgm_beta0"), ("wikitext2", "sdgm_gamma0"),
+        ("wikitext2", "sdgm_k32"), ("wikitext2", "sdgm_k64")]
+    main = _row(df, "sdgm", "wikitext2")
+    assert (main.ablation, main.compared_with, main.val_ppl, main.val_ppl_paper) == \
+           ("none (main run)", "–", "104.0 ± 4.0", "31.2")
+    assert (main.val_ppl_vs_main, main.val_ppl_vs_main_paper) == ("0 (main run)", "0 (main run)")
+    b = _row(df, "sdgm_beta0", "wikitext2")
+    assert (b.ablation, b.compared_with, b.seeds, b.causal) == ("beta = 0.0", "sdgm", 3, "yes")
+    assert b.val_ppl == "113.0 ± 3.6"  # 110, 112, 117: sample std sqrt(13)
+    assert (b.val_ppl_paper, b.val_ppl_diff) == ("33.5", "+79.5")
+    assert b.val_ppl_vs_main == "+9.0"  # 113 - 104
+    assert b.val_ppl_vs_main_paper == "+2.3"  # the paper's 33.5 - 31.2
+    assert (b.test_ppl, b.test_ppl_vs_main) == ("108.0 ± 3.6", "+9.0")
+    g = _row(df, "sdgm_gamma0", "wikitext2")
+    assert (g.val_ppl, g.val_ppl_paper, g.val_ppl_diff, g.val_ppl_vs_main, g.val_ppl_vs_main_paper) == \
+           ("1000.0 ± 100.0", "35", "+965.0", "+896.0", "+3.8")
+    k = _row(df, "sdgm_k32", "wikitext2")
+    assert (k.ablation, k.val_ppl, k.val_ppl_paper, k.val_ppl_diff, k.val_ppl_vs_main_paper) == \
+           ("n_atoms = 32", "130.0 ± 4.0", "n/a (not in paper)", "n/a (not in paper)", "n/a (not in paper)")
+    assert _row(df, "sdgm_k32", "ptb").val_ppl_vs_main == "+10.0"
+    leak = _row(df, "sdgm_centered (non-causal)", "ptb")
+    assert (leak.ablation, leak.causal) == ("encoder_padding = centered", "LEAKS future tokens")
+    assert leak.val_ppl_diff == "n/a (leaks future tokens)"
+    assert leak.val_ppl_vs_main == "-130.0"  # measured and shown, on a row labelled non-causal
+
+    num = report.ablation_table_numeric(matrix, paper, ABLATIONS)
+    nb = num[(num.experiment == "sdgm_beta0") & (num.corpus == "wikitext2")].iloc[0]
+    assert nb.val_ppl == 113.0 and nb.val_ppl_std == pytest.approx(math.sqrt(13), abs=1e-12)
+    assert nb.val_ppl_vs_main == 9.0 and nb.val_ppl_vs_main_paper == pytest.approx(2.3)
+    assert nb.val_ppl_diff == pytest.approx(79.5)
+
+
+def test_ablation_table_missing_values_say_why(tmp_path):
+    recs = [_sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32),  # its main run is not among the records
+            _sdgm("sdgm", "wikitext2", 0, 100.0), _sdgm("sdgm", "wikitext2", 1, 102.0),
+            _sdgm("sdgm_beta0", "wikitext2", 0, 110.0, beta=0.0), _sdgm("sdgm_beta0", "wikitext2", 1, 111.0, beta=0.0),
+            _sdgm("sdgm_beta0", "wikitext2", 2, 112.0, beta=0.0)]
+    recs[-1]["metrics"]["val_ppl"] = None
+    recs[-1]["na"]["val_ppl"] = "diverged"
+    recs = report.load_metrics([_write(tmp_path, r) for r in recs])
+    df = report.ablation_table(recs, report.load_paper(), ABLATIONS)
+    orphan = _row(df, "sdgm_k32", "ptb")
+    assert orphan.ablation == "n/a (main run not in the report)"
+    assert orphan.val_ppl_vs_main == "n/a (main run sdgm/ptb not in the report)"
+    b = _row(df, "sdgm_beta0", "wikitext2")
+    assert b.val_ppl == "110.5 ± 0.7 (n=2/3; n/a: diverged)"
+    assert b.val_ppl_vs_main == "+9.5"
+    for col in df.columns:
+        if col != "seeds":
+            assert all(isinstance(v, str) and v.strip() not in ("", "0", "0.0", "nan") for v in df[col]), col
+
+
+def test_reconstruction_table(matrix):
+    df = report.reconstruction_table(matrix, report.load_paper(), ABLATIONS)
+    assert list(df.columns) == report.RECONSTRUCTION_COLUMNS == [
+        "experiment", "corpus", "ablation", "seeds", "causal", "cosine_val", "cosine_paper", "cosine_diff",
+        "cosine_test"]
+    assert "gpt2" not in set(df.experiment)  # no reconstruction: no row
+    assert set(zip(df.experiment, df.corpus)) >= {("sdgm", "wikitext2"), ("sdgm_beta0", "wikitext2"),
+                                                  ("sdgm", "ptb"), ("sdgm_centered (non-causal)", "ptb")}
+    main = _row(df, "sdgm", "wikitext2")
+    assert (main.ablation, main.cosine_val, main.cosine_paper, main.cosine_diff) == \
+           ("none (main run)", "0.410 ± 0.000", "0.92", "-0.510")
+    b = _row(df, "sdgm_beta0", "wikitext2")
+    assert (b.ablation, b.cosine_val, b.cosine_paper, b.cosine_diff, b.cosine_test) == \
+           ("beta = 0.0", "0.320 ± 0.020", "0.88", "-0.560", "0.320 ± 0.020")
+    assert _row(df, "sdgm_k32", "wikitext2").cosine_paper == "n/a (not in paper)"
+    num = report.reconstruction_table_numeric(matrix, report.load_paper(), ABLATIONS)
+    nb = num[(num.experiment == "sdgm_beta0")].iloc[0]
+    assert nb.cosine_val == pytest.approx(0.32, abs=1e-15) and nb.cosine_val_std == pytest.approx(0.02, abs=1e-15)
+
+
+def test_seeds_of_one_row_must_share_a_configuration(tmp_path):
+    a, b = _sdgm("sdgm", "ptb", 0, 100.0), _sdgm("sdgm", "ptb", 1, 101.0)
+    a["run_spec"] = {"model": "sdgm", "model_overrides": {"n_atoms": 256}, "seed": 0}
+    b["run_spec"] = {"model": "sdgm", "model_overrides": {"n_atoms": 256}, "seed": 1}
+    ok = report.load_metrics([_write(tmp_path / "ok", a), _write(tmp_path / "ok", b)])
+    assert _row(report.main_table(ok, report.load_paper()), "sdgm", "ptb").seeds == 2
+    b["run_spec"]["model_overrides"]["n_atoms"] = 128
+    bad = report.load_metrics([_write(tmp_path / "bad", a), _write(tmp_path / "bad", b)])
+    with pytest.raises(ReportError, match="seeds of sdgm/ptb were run with different configurations"):
+        report.main_table(bad, report.load_paper())
+
+
+def test_sweep_points_follow_one_option(matrix):
+    pts = report.sweep_points(matrix, ABLATIONS, "n_atoms")
+    assert [(k, len(r)) for k, r in pts["wikitext2"]] == [(32, 3), (64, 3), (256, 3)]  # not beta0, gamma0
+    assert [k for k, _ in pts["ptb"]] == [32, 256]  # the centered run changes another option
+
+
+def test_ablation_figures(matrix, tmp_path):
+    for paths in (report.plot_ablations(matrix, ABLATIONS, tmp_path / "fig" / "ablations", report.load_paper()),
+                  report.plot_sweep(matrix, ABLATIONS, "n_atoms", tmp_path / "fig" / "ppl_vs_atoms", "K")):
+        png, pdf = paths
+        assert png.suffix == ".png" and pdf.suffix == ".pdf" and pdf.stat().st_size > 1_000
+        img = matplotlib.image.imread(png)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
+        assert img[..., :3].std() > 0.05  # not a blank page
+    # without ablations the figures say so instead of failing
+    png, _ = report.plot_ablations(matrix, {}, tmp_path / "none" / "ablations")
+    assert png.exists()
+    png, _ = report.plot_sweep(matrix, {}, "n_atoms", tmp_path / "none" / "sweep", "K")
+    assert png.exists()
+
+
+def test_build_report_with_ablations(matrix, tmp_path):
+    paths = [r["_path"] for r in matrix]
+    written = report.build_report(paths, tmp_path / "t", tmp_path / "f", ablations=ABLATIONS)
+    abl = pd.read_csv(written["ablations_csv"])
+    assert list(abl.columns) == report.ABLATION_COLUMNS and len(abl) == 8
+    rec = pd.read_csv(written["reconstruction_csv"])
+    assert "gpt2" not in set(rec.experiment)
+    assert set(pd.read_csv(written["main_csv"]).experiment) == {"sdgm", "gpt2"}
+    assert "sdgm\\_beta0" in written["ablations_tex"].read_text() and "$\\pm$" in written["ablations_tex"].read_text()
+    assert "| sdgm_beta0 | wikitext2 | beta = 0.0 | sdgm | 3 | yes | 113.0 ± 3.6 | 33.5 | +79.5 | +9.0 | +2.3 |" \
+        in written["ablations_md"].read_text()

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
+from sdgm.config import (ConfigError, ablations, check_config, experiment_spec, run_hash, run_spec, runs,
+                         validate_schema)
 from sdgm.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +187,154 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
 
 
+# ---------------------------------------------------------------------------------------- the experiment matrix
+
+def jobs_total(out: str) -> int:
+    return int(re.search(r"^total\s+(\d+)$", out[out.index("Job stats:"):], re.M).group(1))
+
+
+def test_paper_matrix_has_three_seeds_and_every_ablation():
+    assert PAPER["seeds"] == [0, 1, 2]
+    main = experiment_spec(PAPER, "sdgm")["model_overrides"]
+    assert (main["n_atoms"], main["kernel_size"], main["encoder_padding"]) == (256, 3, "causal")
+    assert (main["alpha"], main["beta"], main["gamma"], main["delta"]) == (1.0, 1.0, 1.0, 0.0)
+    changed = {}
+    for name, ref in ablations(PAPER).items():
+        assert ref == "sdgm" and PAPER["experiments"][name]["corpora"] == ["wikitext2", "ptb"]
+        opts = experiment_spec(PAPER, name)["model_overrides"]
+        diff = {k: v for k, v in opts.items() if main.get(k) != v}
+        assert len(diff) == 1, (name, diff)  # one option per ablation
+        (key, value), = diff.items()
+        changed.setdefault(key, set()).add(value)
+        assert experiment_spec(PAPER, name)["train"] == experiment_spec(PAPER, "sdgm")["train"]
+    assert changed["alpha"] == {0.0} and changed["beta"] == {0.0} and changed["gamma"] == {0.0}
+    assert len(changed["delta"]) == 1 and min(changed["delta"]) > 0
+    assert changed["n_atoms"] | {main["n_atoms"]} == {32, 64, 128, 256, 512}  # K = 256 is the main run, once
+    assert changed["kernel_size"] | {main["kernel_size"]} == {1, 3, 5, 7}
+    assert changed["encoder_padding"] == {"centered"}
+    assert set(changed) == {"alpha", "beta", "gamma", "delta", "n_atoms", "kernel_size", "encoder_padding"}
+
+
+def test_default_config_dag_has_the_exact_number_of_jobs():
+    r = snakemake("-n", "--forceall", cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    # derived from the config, independently of sdgm.config.runs: each experiment on its corpora, per seed
+    seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
+    n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
+    n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
+    per_run = 3  # train, sample, throughput
+    per_corpus = 2  # fetch_corpus, tokenize
+    once = 4  # report, scaling, bench_report, all
+    expected = per_run * n_runs + n_gmm + per_corpus * len(corpora) + once
+    assert n_runs == 108 and n_gmm == 18  # (8 SDGM ablations... 13 SDGM experiments + 5 baselines) x 2 x 3 seeds
+    assert expected == 350
+    assert jobs_total(out) == expected == 350
+    # every run of the matrix is in the DAG, under its hashed directory
+    for run in runs(PAPER):
+        assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
+
+
+def one_run_config(**sdgm) -> dict:
+    cfg = json.loads(json.dumps(QUICK))
+    cfg["corpora"] = {"ptb": QUICK["corpora"]["ptb"]}
+    cfg["experiments"] = {"sdgm": {"model": "sdgm"}}
+    cfg["gmm"]["experiments"] = []
+    cfg["models"]["sdgm"].update(sdgm)
+    return cfg
+
+
+def test_run_hash_covers_what_changes_a_result_and_nothing_else():
+    base = one_run_config()
+    h = run_hash(base, "ptb", "sdgm", 0)
+    assert re.fullmatch(r"[0-9a-f]{8}", h)
+
+    def changed(edit) -> str:
+        cfg = json.loads(json.dumps(base))
+        edit(cfg)
+        check_config(cfg)
+        return run_hash(cfg, "ptb", "sdgm", 0)
+
+    # a model option, a training option, an experiment's own overrides or recipe, the corpus, the seed
+    assert changed(lambda c: c["models"]["sdgm"].update(n_atoms=16)) != h
+    assert changed(lambda c: c["models"]["sdgm"].update(delta=0.5)) != h
+    assert changed(lambda c: c["train"].update(lr=2e-2)) != h
+    assert changed(lambda c: c["train"].update(max_steps=201)) != h
+    assert changed(lambda c: c["experiments"]["sdgm"].update(overrides={"kernel_size": 5})) != h
+    assert changed(lambda c: c["experiments"]["sdgm"].update(train={"batch_size": 8})) != h
+    assert changed(lambda c: c["corpora"]["ptb"].update(sha256=None)) != h
+    assert changed(lambda c: c["corpora"]["ptb"].update(
+        source={"type": "url", "urls": {s: f"https://example.org/{s}.txt" for s in ("train", "valid", "test")}})) != h
+    assert run_hash(base, "ptb", "sdgm", 1) != h
+    # where results go, how jobs are scheduled, and the settings of later steps do not change the run
+    assert changed(lambda c: c.update(results_dir="elsewhere", resources_dir="cache")) == h
+    assert changed(lambda c: c["job_resources"].update(train={"threads": 8, "mem_mb": 1, "runtime": 1, "gpu": 2})) == h
+    assert changed(lambda c: c["job_resources"]["default"].update(threads=3)) == h
+    assert changed(lambda c: c["gmm"].update(components=[1, 2])) == h
+    assert changed(lambda c: c["sampling"].update(n_tokens=7)) == h
+    assert changed(lambda c: c["benchmark"].update(repeats=9)) == h
+    assert changed(lambda c: c["corpora"]["ptb"].update(expected={})) == h  # only checks the tokens
+    assert changed(lambda c: c["seeds"].append(7)) == h
+    assert changed(lambda c: c["experiments"].update(other={"model": "lstm"})) == h  # another experiment
+    # "shipped" means the digests in SHA256SUMS: writing them out is the same corpus
+    from sdgm.data import shipped_sha256
+
+    assert changed(lambda c: c["corpora"]["ptb"].update(sha256=shipped_sha256("ptb"))) == h
+    # the hash is of the resolved spec that run_spec returns (and metrics.json stores)
+    import hashlib
+
+    spec = run_spec(base, "ptb", "sdgm", 0)
+    assert spec["seed"] == 0 and spec["model"] == "sdgm" and spec["corpus"]["sha256"]["train"]
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert hashlib.sha256(text.encode()).hexdigest()[:8] == h
+
+
+def test_duplicate_and_dangling_ablations_are_refused():
+    with pytest.raises(ConfigError, match=r"experiments\.sdgm_k32: resolves to the same model and training as "
+                                          r"experiments\.sdgm on wikitext2"):
+        check_config(mutate("experiments.sdgm_k32", {"model": "sdgm", "overrides": {"n_atoms": 32}}))
+    with pytest.raises(ConfigError, match=r"experiments\.sdgm_beta0\.ablation_of: unknown experiment 'nope'"):
+        check_config(mutate("experiments.sdgm_beta0.ablation_of", "nope"))
+    with pytest.raises(ConfigError, match=r"experiments\.sdgm_beta0\.ablation_of: 'gpt2' is a gpt2 experiment"):
+        check_config(mutate("experiments.sdgm_beta0.ablation_of", "gpt2"))
+    with pytest.raises(ConfigError, match="ablation_of"):
+        validate_schema(mutate("experiments.sdgm_beta0.ablation_of", 3))
+
+
+def dry_run(tmp_path: Path, cfg: dict, *targets: str) -> tuple[int, str]:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", *targets, "--configfile", "c.yaml", cwd=tmp_path, timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_a_changed_parameter_is_a_new_run_directory_in_the_dag(tmp_path):
+    def trained(out):  # the run directories the DAG would train
+        return set(re.findall(r"^\s+output: results/runs/ptb/(sdgm-s0-[0-9a-f]{8})/metrics\.json", out, re.M))
+
+    rc, out = dry_run(tmp_path, one_run_config())
+    assert rc == 0, out[-3000:]
+    (old,) = trained(out)
+    assert old == runs(one_run_config())[0].name
+    # that run finished: its outputs exist
+    old_dir = tmp_path / "results" / "runs" / "ptb" / old
+    old_dir.mkdir(parents=True)
+    for f in ("metrics.json", "run.json", "model.pt", "vocab.json"):
+        (old_dir / f).write_text("{}")
+    # change one model option: the DAG trains a new directory and leaves the finished one alone
+    rc, out = dry_run(tmp_path, one_run_config(n_atoms=16))
+    assert rc == 0, out[-3000:]
+    (new,) = trained(out)
+    assert new != old and new.startswith("sdgm-s0-") and new == runs(one_run_config(n_atoms=16))[0].name
+    assert f"results/runs/ptb/{old}/" not in out
+    # a run directory of another configuration is refused by name, not rebuilt under the new settings
+    rc, out = dry_run(tmp_path, one_run_config(n_atoms=16), f"results/runs/ptb/{old}/metrics.json")
+    assert rc != 0, out[-3000:]
+    assert f"gives this run the hash {new.rsplit('-', 1)[1]}, not {old.rsplit('-', 1)[1]}" in out, out[-3000:]
+    # where results go is not part of a run's identity
+    rc, out = dry_run(tmp_path, {**one_run_config(n_atoms=16), "results_dir": "results"})
+    assert trained(out) == {new}
+
+
 @pytest.mark.e2e
 def test_quick_pipeline_end_to_end(tmp_path):
     """The README's quick run, in a scratch directory: every output exists and holds measured numbers."""
@@ -196,12 +345,18 @@ def test_quick_pipeline_end_to_end(tmp_path):
     models = {r.experiment: QUICK["experiments"][r.experiment]["model"] for r in quick_runs}
     assert {"sdgm", "gpt2", "linformer", "linformer_noncausal"} <= set(models.values())
 
+    abl = ablations(QUICK)
+    assert abl == {"sdgm_beta0": "sdgm", "sdgm_k16": "sdgm"}
     table = pd.read_csv(res / "tables" / "main.csv")
-    assert len(table) == len(quick_runs)
+    assert len(table) == len([r for r in quick_runs if r.experiment not in abl])  # one seed: a row per run
+    assert not set(table.experiment) & set(abl)
     for col in ("causal", "val_ppl", "val_ppl_paper", "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "cosine"):
         assert col in table.columns
     for run in quick_runs:
         rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
+        assert rec["run_hash"] == run.cfg == run_hash(QUICK, run.corpus, run.experiment, run.seed)
+        assert rec["run_spec"] == run_spec(QUICK, run.corpus, run.experiment, run.seed)
+        assert json.loads((res / "runs" / run.corpus / run.name / "run.json").read_text())["run_hash"] == run.cfg
         m = rec["metrics"]
         vocab = {"wikitext2": 33278, "ptb": 10000}[run.corpus]
         assert rec["data"]["vocab_size"] == vocab
@@ -227,11 +382,25 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert leaky["val_ppl_diff"] == "n/a (leaks future tokens)"
     for ext in ("csv", "md", "tex"):
         assert (res / "tables" / f"main.{ext}").stat().st_size > 200
-    for ext in ("png", "pdf"):
-        assert (res / "figures" / f"training_curves.{ext}").stat().st_size > 10_000
-    gmm = json.loads((res / "runs" / "ptb" / "sdgm-s0" / "gmm.json").read_text())
+    for name in ("training_curves", "ablations", "ppl_vs_atoms"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{name}.{ext}").stat().st_size > 10_000, name
+    # the ablation table: the main PTB run, then beta = 0 and K = 16 beside it
+    at = pd.read_csv(res / "tables" / "ablations.csv")
+    assert list(zip(at.corpus, at.experiment, at.ablation)) == [
+        ("ptb", "sdgm", "none (main run)"), ("ptb", "sdgm_beta0", "beta = 0.0"), ("ptb", "sdgm_k16", "n_atoms = 16")]
+    assert (at.causal == "yes").all() and at.val_ppl_vs_main.iloc[1][0] in "+-"
+    rt = pd.read_csv(res / "tables" / "reconstruction.csv")
+    sdgm_runs = {(r.experiment, r.corpus) for r in quick_runs if models[r.experiment] == "sdgm"}
+    assert set(zip(rt.experiment, rt.corpus)) == sdgm_runs  # every SDGM run, no baseline
+    assert str(rt[(rt.experiment == "sdgm") & (rt.corpus == "wikitext2")].iloc[0]["cosine_paper"]) == "0.92"
+    for name in ("ablations", "reconstruction"):
+        for ext in ("csv", "md", "tex"):
+            assert (res / "tables" / f"{name}.{ext}").stat().st_size > 200
+    main_ptb = next(r for r in quick_runs if (r.experiment, r.corpus) == ("sdgm", "ptb"))
+    gmm = json.loads((res / "runs" / "ptb" / main_ptb.name / "gmm.json").read_text())
     assert gmm["components"] in QUICK["gmm"]["components"]
-    assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / "sdgm-s0.txt").read_text()
+    assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / f"{main_ptb.name}.txt").read_text()
 
     # benchmarks: a throughput record per run, the scaling record, their tables and figure
     for run in quick_runs:
@@ -258,8 +427,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run
 
-    for name in ("sdgm", "gpt2", "linformer", "transformer_xl", "lstm"):
-        model, vocab = load_run(res / "runs" / "ptb" / f"{name}-s0")
+    for run in quick_runs:
+        if run.corpus != "ptb" or run.experiment not in ("sdgm", "gpt2", "linformer", "transformer_xl", "lstm"):
+            continue
+        model, vocab = load_run(res / "runs" / "ptb" / run.name)
         ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
         assert model(ids).shape == (1, 4, len(vocab))
 

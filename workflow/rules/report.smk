@@ -2,10 +2,22 @@ rule report:
     input:
         metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
     output:
-        tables=expand("{out}/tables/main.{ext}", out=OUT, ext=["csv", "md", "tex"]),
-        figures=expand("{out}/figures/training_curves.{ext}", out=OUT, ext=["png", "pdf"]),
+        tables=expand(
+            "{out}/tables/{name}.{ext}",
+            out=OUT,
+            name=["main", "ablations", "reconstruction"],
+            ext=["csv", "md", "tex"],
+        ),
+        figures=expand(
+            "{out}/figures/{name}.{ext}",
+            out=OUT,
+            name=["training_curves", "ablations", "ppl_vs_atoms"],
+            ext=["png", "pdf"],
+        ),
     log:
         f"{OUT}/logs/report.log",
+    params:
+        ablations=ablations(config),  # which experiments are ablations of which main run (table layout only)
     resources:
         **cluster_res("default"),
     conda:

@@ -8,5 +8,6 @@ from sdgm.snake import setup  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)
-written = build_report(smk.input.metrics, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent)
+written = build_report(smk.input.metrics, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent,
+                       ablations=smk.params.ablations)
 print(written)
