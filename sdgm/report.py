@@ -3,7 +3,16 @@
 The report reads ONLY the per-run ``metrics.json`` files written by the trainer
 and the paper's published numbers (``paper_numbers.yaml`` next to this file).
 It never invents or fills in numbers: a missing measurement is shown as the
-string ``"n/a (<reason>)"``, never 0 or blank.
+string ``"n/a (<reason>)"``, never 0 or blank. The only thing it takes from the
+workflow config is which experiments are ablations of which main run
+(``ablation_of``), to place rows in tables; what an ablation changed is read
+from the runs' recorded configurations.
+
+Tables: ``main`` (main runs and baselines), ``ablations`` (each ablation beside
+its main run of the same corpus), ``reconstruction`` (embedding cosine of every
+run that reconstructs). Seeds of one experiment and corpus are one row: mean ±
+sample std (ddof = 1). Figures: training curves, ablation bars with the seed
+spread, perplexity against the number of atoms K.
 
 Units: ``params_m`` is ``metrics.params / 1e6``; ``peak_mem_gb`` is
 ``metrics.peak_mem_bytes / 1e9`` (decimal gigabytes).
@@ -435,9 +444,10 @@ def _ablation_rows(records: list[dict], paper: list[dict], ablations: dict[str, 
     first, then its ablations in the order of ``ablations``."""
     groups = _group(records)
     pidx = _paper_index(paper)
-    mains = list(dict.fromkeys(ablations.values()))
     for corpus in sorted({c for _, c in groups}):
-        for exp in mains + [a for a in ablations if a not in mains]:
+        present = [a for a in ablations if (a, corpus) in groups]  # a main run gets a row where it has ablations
+        mains = list(dict.fromkeys(ablations[a] for a in present))
+        for exp in mains + [a for a in present if a not in mains]:
             recs = groups.get((exp, corpus))
             if not recs:
                 continue
@@ -763,18 +773,23 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
         return save_figure(_empty_figure("Ablations", "no ablation runs"), out_stem)
     pidx = _paper_index(paper or [])
     width = max(len(v) for v in data.values())
-    fig, axes = plt.subplots(2, len(data), figsize=(max(6.0, 0.75 * width + 2) * len(data), 9), squeeze=False)
+    fig, axes = plt.subplots(2, len(data), figsize=(max(7.0, 0.75 * width + 2) * len(data), 9.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for j, (corpus, rows) in enumerate(data.items()):
+        # one y scale per corpus: logarithmic where the values (the paper's included) span more than 5x
+        shown = [v for _, _, recs, _ in rows for key in ("val_ppl", "test_ppl") for v in _seed_values(recs, key)]
+        shown += [pidx[exp, corpus]["val_ppl"] for exp, _, _, _ in rows if "val_ppl" in pidx.get((exp, corpus), {})]
+        log_y = bool(shown) and max(shown) / max(min(shown), 1e-9) > 5
+        tops = shown + [a["mean"] + a["std"] for _, _, recs, _ in rows for key in ("val_ppl", "test_ppl")
+                        for a in [aggregate(_seed_values(recs, key))] if a["n"] > 1]
         for i, (key, what) in enumerate((("val_ppl", "validation"), ("test_ppl", "test"))):
             ax = axes[i, j]
-            means, noted = [], False
+            noted = False
             for x, (exp, label, recs, main_recs) in enumerate(rows):
                 vals = _seed_values(recs, key)
                 color = "0.35" if main_recs is None else cmap(1 + (x - 1) % 9)
                 if vals:
                     _spread(ax, x, vals, color, 0.7)
-                    means.append(float(np.mean(vals)))
                     if any(leaks(r) for r in recs):
                         ax.patches[-1].set_hatch("//")
                 else:
@@ -785,9 +800,9 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
                     ax.scatter([x], [pv], marker="x", color="red", s=60, zorder=4,
                                label=None if noted else "paper")
                     noted = True
-                    means.append(float(pv))
-            if means and max(means) / max(min(means), 1e-9) > 5:  # e.g. gamma = 0 beside the main run
+            if log_y:  # e.g. gamma = 0 beside the main run; bars start at the decade below the smallest value
                 ax.set_yscale("log")
+                ax.set_ylim(10 ** math.floor(math.log10(min(shown))), max(tops) * 1.3)
                 ax.yaxis.set_major_formatter(mticker.LogFormatter(labelOnlyBase=False))
                 ax.yaxis.set_minor_formatter(mticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
                 ax.set_ylabel(f"{what} perplexity (log scale)")
@@ -804,8 +819,9 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
             if noted:
                 ax.legend(fontsize=8, loc="upper left")
     n_seeds = sorted({len(recs) for rows in data.values() for _, _, recs, _ in rows})
-    fig.suptitle("Ablations: mean over seeds (bars), ± one sample std (error bars), each seed (dots); "
-                 f"seeds per bar: {', '.join(map(str, n_seeds))}; hatched: leaks future tokens", fontsize=10)
+    fig.suptitle("Ablations: mean over seeds (bars), ± one sample std (error bars), each seed (dots)\n"
+                 f"seeds per bar: {', '.join(map(str, n_seeds))}; dashed: the main run; hatched: leaks future tokens",
+                 fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
@@ -848,8 +864,7 @@ def plot_sweep(records: list[dict], ablations: dict[str, str], option: str, out_
                 xs.append(x)
                 means.append(agg["mean"])
                 stds.append(agg["std"])
-                beside = x * 1.04 if log_x else x  # beside the error bar, so that both stay visible
-                ax.scatter([beside] * len(vals), vals, color=cmap(c), edgecolor="black", linewidth=0.5, s=16, zorder=3)
+                ax.scatter([x] * len(vals), vals, color="white", edgecolor=cmap(c), linewidth=1.0, s=18, zorder=3)
             ax.errorbar(xs, means, yerr=stds, color=cmap(c), marker="o", capsize=4, label=corpus)
         if log_x:
             ax.set_xscale("log", base=2)
@@ -862,7 +877,7 @@ def plot_sweep(records: list[dict], ablations: dict[str, str], option: str, out_
         ax.set_title(f"{what} perplexity")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9)
-    fig.suptitle(f"{title}: mean ± one sample std over seeds (dots: seeds)", fontsize=11)
+    fig.suptitle(f"{title}: mean ± one sample std over seeds (open circles: the seeds)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
