@@ -1,7 +1,7 @@
 """Every model by name, behind one constructor; and loading a finished run back.
 
     model = build_model("sdgm", vocab_size, d_model=64, n_atoms=32)
-    model, vocab = load_run("results/runs/ptb/sdgm-s0")   # vocab: token -> id
+    model, vocab = load_run("results/runs/ptb/sdgm-s0-<hash>")   # vocab: token -> id
 """
 from __future__ import annotations
 
