@@ -57,14 +57,16 @@ def sample_entries(sample_paths, metrics_paths) -> list[dict]:
         if key not in best or rec["seed"] < best[key]["seed"]:
             best[key] = {"corpus": rec["corpus"], "experiment": rec["experiment"], "seed": rec["seed"],
                          "model": rec.get("model") or "n/a (model not recorded)", "leaks": leaks(rec),
-                         "val_ppl": rec["metrics"].get("val_ppl"), "path": str(sp), **parse_samples(sp)}
+                         "val_ppl": rec["metrics"].get("val_ppl"),
+                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", "not measured"),
+                         "path": str(sp), **parse_samples(sp)}
         best[key]["seeds"] = sorted(seeds)
     return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1] != "sdgm", k[1]))]
 
 
 def _label(e: dict) -> str:
     name = e["experiment"] + (" (non-causal)" if e["leaks"] else "")
-    ppl = "n/a" if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
+    ppl = f"n/a ({e['val_ppl_na']})" if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
     return f"{name}: model {e['model']}, corpus {e['corpus']}, seed {e['seed']}, validation perplexity {ppl}"
 
 

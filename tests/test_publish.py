@@ -117,3 +117,9 @@ def test_results_readme_links_and_embeds(runs):
     assert "[ptb/sdgm-s0](runs/ptb/sdgm-s0/metrics.json)" in text
     assert "4 runs, git commit(s) abc123" in text and "finished 2026-01-01T00:00:00Z to 2026-01-02T00:00:00Z" in text
     assert "context length L = 16" in text
+
+
+def test_a_missing_perplexity_is_labelled_with_its_reason():
+    entry = {"experiment": "sdgm", "leaks": False, "model": "sdgm", "corpus": "ptb", "seed": 0, "val_ppl": None,
+             "val_ppl_na": "training diverged"}
+    assert publish._label(entry).endswith("validation perplexity n/a (training diverged)")
