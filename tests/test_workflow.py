@@ -184,6 +184,9 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
     assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
+    assert counts["interpretability_figures"] == counts["fit_gmm"]
+    assert counts["samples_table"] == 1 and counts["results_readme"] == 1
+    assert counts["table_html"] == 4  # main, throughput, scaling, scaling_slopes
 
 
 @pytest.mark.e2e
@@ -262,6 +265,41 @@ def test_quick_pipeline_end_to_end(tmp_path):
         model, vocab = load_run(res / "runs" / "ptb" / f"{name}-s0")
         ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
         assert model(ids).shape == (1, 4, len(vocab))
+
+    # interpretability figures of every SDGM run with a GMM, the samples page, HTML tables, results/README.md
+    gmm_runs = [r for r in quick_runs if r.experiment in QUICK["gmm"]["experiments"]]
+    for run in gmm_runs:
+        for name in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"):
+            for ext in ("png", "pdf"):
+                assert (res / "figures" / run.corpus / run.name / f"{name}.{ext}").stat().st_size > 10_000
+    samples = (res / "tables" / "samples.md").read_text()
+    for run in quick_runs:
+        leaking = " (non-causal)" if models[run.experiment] == "linformer_noncausal" else ""
+        assert f"### {run.experiment}{leaking}: model {models[run.experiment]}, corpus {run.corpus}, seed 0" in samples
+    assert samples.count("GMM-sampled coefficients") == 2 * len(gmm_runs)
+    for table in ("main", "throughput", "scaling", "scaling_slopes", "samples"):
+        assert (res / "tables" / f"{table}.html").stat().st_size > 500
+    readme = (res / "README.md").read_text()
+    assert (res / "tables" / "main.md").read_text().strip() in readme
+    for run in gmm_runs:
+        assert f"](figures/{run.corpus}/{run.name}/gmm_pca.png)" in readme
+    assert "](figures/training_curves.png)" in readme and "](figures/scaling.png)" in readme
+
+    # the HTML report: every table and figure, with its caption
+    rep = snakemake("--report", "results/report.html", "--configfile", str(REPO / "config" / "quick.yaml"),
+                    cwd=tmp_path, timeout=300)
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-5000:]
+    html = (res / "report.html").read_text()
+    for name in ("main.html", "throughput.html", "scaling_slopes.html", "samples.html", "training_curves.png",
+                 "scaling.png", *(f"results/figures/{r.corpus}/{r.name}/{f}.png" for r in gmm_runs
+                                  for f in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"))):
+        assert name in html, name
+    for caption in ("Main table: one row per experiment", "Slopes of log(time per sequence)",
+                    "Training curves of every run", "Cost of one token-mixing layer",
+                    "Generated text, per corpus and experiment", "Rows are atoms sorted by energy",
+                    "The four highest-energy atoms", "Bayesian information criterion",
+                    "first two principal components", "This run: experiments sdgm, sdgm_beta0"):
+        assert caption in html, caption
 
     # a second invocation has nothing left to do
     again = snakemake("-n", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path, timeout=120)
