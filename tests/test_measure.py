@@ -282,3 +282,11 @@ def test_energy_per_token_refuses_a_counter_that_did_not_advance():
     value, why = energy_per_token(0.0, calls=3, window_s=0.027, tokens_per_call=4096)
     assert value is None and "did not advance" in why and "0.027" in why
     assert energy_per_token(None, calls=1, window_s=2.0, tokens_per_call=8) == (None, "no energy reading")
+
+
+def test_table_cells_shorten_cuda_out_of_memory_messages():
+    msg = ("CUDA out of memory. Tried to allocate 32.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which "
+           "14.17 GiB is free. Including non-PyTorch memory, this process has 65.00 GiB memory in use.")
+    assert bench_report._fmt(None, 3, msg) == "n/a (out of memory, allocating 32.00 GiB)"
+    assert bench_report._fmt(None, 3, "out of memory") == "n/a (out of memory)"
+    assert bench_report._fmt(None, 3, "no GPU") == "n/a (no GPU)"
