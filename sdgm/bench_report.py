@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -39,9 +40,18 @@ def load_record(path: str | Path, kind: str) -> dict:
     return rec
 
 
+def short_reason(reason: str) -> str:
+    """A table cell's reason in a few words: CUDA's out-of-memory message runs to ~600 characters (the whole
+    record keeps it)."""
+    if "out of memory" in reason.lower():
+        m = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B)", reason)
+        return f"out of memory, allocating {m.group(1)}" if m else "out of memory"
+    return reason
+
+
 def _fmt(value, decimals: int, reason: str | None = None, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        reason = str(reason or "not measured")
+        reason = short_reason(str(reason or "not measured"))
         return reason if reason.startswith("n/a (") else f"n/a ({reason})"
     v = value * scale
     if v != 0 and abs(v) < 100 * 10 ** -decimals:  # small values keep 3 significant digits
@@ -159,7 +169,8 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
             ax.set_ylabel(what)
             ax.grid(True, which="both", alpha=0.3)
         ax_t.set_title(f"{mode.replace('_', ' + ')}: time per sequence")
-        ax_m.set_title(f"{mode.replace('_', ' + ')}: peak memory ({rec.get('memory_method', '?')[:60]})", fontsize=8)
+        source = "CUDA allocator" if str(rec.get("memory_method", "")).startswith("torch.cuda") else "CPU allocator"
+        ax_m.set_title(f"{mode.replace('_', ' + ')}: peak memory above the inputs ({source})")
     s = rec["settings"]
     fig.suptitle(f"One mixing layer, D = {s['d_model']}, {s['tokens_per_batch']} tokens per batch, {s['precision']}, "
                  f"{rec['provenance'].get('device', rec['device'])}", fontsize=9)

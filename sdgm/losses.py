@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
+# Kept out of torch.compile graphs: Inductor on CUDA fails on the complex STFT output (torch 2.11, H100:
+# "InductorError: KeyError: 'complex64'"), so a compiled SDGM step runs this part eagerly.
+@torch.compiler.disable
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     """|STFT| along the time axis of every channel.
 

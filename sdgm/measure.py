@@ -396,7 +396,8 @@ def _flops(model) -> tuple[float | None, str | None]:
 
 def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, score_batch_size: int = 32,
                        generate_new_tokens: int = 256, generate_batch_sizes=(1, 32), sampler_interval_s: float = 0.05,
-                       seed: int = 0, clock: Callable[[], float] = time.perf_counter) -> dict:
+                       energy_min_s: float = 2.0, seed: int = 0,
+                       clock: Callable[[], float] = time.perf_counter) -> dict:
     """Tokens/s of `model` (any LanguageModel) three ways, on the device and precision `train_cfg` trains with.
 
     train:    forward + backward + optimizer step on (batch_size, seq_len), the trainer's optimizer and clipping
@@ -404,6 +405,8 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
     generate: sdgm.generate.sample_autoregressive from a 1-token prompt, `generate_new_tokens` new tokens per
               sequence, at each batch size in `generate_batch_sizes`
     Inputs are random token ids: the cost of these models does not depend on the ids.
+    Energy comes from a separate window of at least `energy_min_s` seconds of back-to-back calls (see
+    energy_per_token): NVML's energy counter advances in steps too coarse for a few timed calls.
     """
     from .generate import sample_autoregressive
     from .train import autocast_dtype, make_optimizer, resolve_device
@@ -452,12 +455,27 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
             na["peak_flops_per_s"] = peak_na
         if rec["mfu"] is None:
             na["mfu"] = fpt_na or peak_na
-        energy = mem["energy_j"]
-        rec["energy_j_per_token"] = None if energy is None else energy / (tokens * repeats)
-        if energy is None:
-            na["energy_j_per_token"] = mem["na"].get("energy_j", "not measured")
+        if mem["energy_j"] is None:  # no NVML or no counter: skip the energy window
+            rec["energy_j_per_token"], na["energy_j_per_token"] = None, mem["na"].get("energy_j", "not measured")
+        else:
+            rec["energy"] = energy_window(fn, tokens)
+            rec["energy_j_per_token"], why = energy_per_token(**rec["energy"], tokens_per_call=tokens)
+            if why:
+                na["energy_j_per_token"] = why
         rec["na"] = na
         modes[name] = rec
+
+    def energy_window(fn, tokens: int) -> dict:
+        sampler = NvmlSampler(device, sampler_interval_s)
+        calls, t0 = 0, clock()
+        with sampler:
+            while calls == 0 or clock() - t0 < energy_min_s:
+                fn()
+                synchronize(device)
+                calls += 1
+        mem = sampler.result()
+        return {"energy_j": mem["energy_j"], "energy_source": mem["energy_source"], "calls": calls,
+                "window_s": clock() - t0, "power_mean_w": mem.get("power_mean_w")}
 
     def train_mode():  # the training step as the trainer takes it; the optimizer state dies with this scope
         model.train()
@@ -507,6 +525,20 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
             "incremental_decoding": bool(getattr(model, "incremental_decoding", False))}
 
 
+def energy_per_token(energy_j: float | None, calls: int, window_s: float, tokens_per_call: int,
+                     **_) -> tuple[float | None, str | None]:
+    """Joules per token of an energy window of `calls` back-to-back calls, or None and the reason.
+
+    A counter that did not advance is no measurement of zero energy: NVML's total-energy counter is updated at
+    intervals of tens of milliseconds, so a short window can read 0 J (seen on an H100 with 27 ms of timed calls).
+    """
+    if energy_j is None:
+        return None, "no energy reading"
+    if energy_j <= 0:
+        return None, f"the energy counter did not advance during {window_s:.3f} s ({calls} calls); lengthen energy_min_s"
+    return energy_j / (calls * tokens_per_call), None
+
+
 def _vocab_size(model) -> int:
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "vocab_size"):
@@ -535,6 +567,7 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     tcfg = TrainConfig(**run["train_config"])
     tp = bench["throughput"]
     settings = {"repeats": bench["repeats"], "warmup": bench["warmup"], "sampler_interval_s": bench["sampler_interval_s"],
+                "energy_min_s": bench["energy_min_s"],
                 "score_batch_size": tp["score_batch_size"], "generate_new_tokens": tp["generate_new_tokens"],
                 "generate_batch_sizes": list(tp["generate_batch_sizes"])}
     torch.manual_seed(run["seed"])
@@ -542,7 +575,8 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
                              score_batch_size=settings["score_batch_size"],
                              generate_new_tokens=settings["generate_new_tokens"],
                              generate_batch_sizes=settings["generate_batch_sizes"],
-                             sampler_interval_s=settings["sampler_interval_s"], seed=run["seed"])
+                             sampler_interval_s=settings["sampler_interval_s"],
+                             energy_min_s=settings["energy_min_s"], seed=run["seed"])
     fpt, fpt_na = _flops(model)
     metrics, na = {"params": model.num_params(), "flops_per_token": fpt}, {}
     if fpt is None:

@@ -187,7 +187,7 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
 
 
 def test_memory_cap_turns_cases_into_oom_entries(tmp_path):
-    bench = {"repeats": 1, "warmup": 0, "sampler_interval_s": 0.05,
+    bench = {"repeats": 1, "warmup": 0, "sampler_interval_s": 0.05, "energy_min_s": 0.1,
              "scaling": {"lengths": [8, 16], "tokens_per_batch": 32, "slope_min_length": 8, "d_model": 16,
                          "n_atoms": 8, "kernel_size": 3, "n_heads": 2, "linformer_k": 4}}
     out = tmp_path / "scaling.json"
@@ -244,7 +244,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_throughput_record_of_a_trained_run(trained_run, tmp_path):
-    bench = {"repeats": 2, "warmup": 1, "sampler_interval_s": 0.01,
+    bench = {"repeats": 2, "warmup": 1, "sampler_interval_s": 0.01, "energy_min_s": 0.1,
              "throughput": {"score_batch_size": 4, "generate_new_tokens": 20, "generate_batch_sizes": [1, 2]}}
     out = tmp_path / "toy" / "sdgm-s0.json"
     rec = throughput_for_run(trained_run, trained_run / "metrics.json", out, bench)
@@ -272,3 +272,21 @@ def test_bench_report_refuses_a_foreign_file(tmp_path):
         bench_report.load_record(p, "throughput")
     with pytest.raises(bench_report.BenchReportError, match="provenance"):
         bench_report.load_record(p, "scaling")
+
+
+def test_energy_per_token_refuses_a_counter_that_did_not_advance():
+    """NVML's energy counter moves in coarse steps: 0 J over a window is no reading, never 0 J per token."""
+    from sdgm.measure import energy_per_token
+
+    assert energy_per_token(6.0, calls=3, window_s=2.1, tokens_per_call=4096) == (6.0 / (3 * 4096), None)
+    value, why = energy_per_token(0.0, calls=3, window_s=0.027, tokens_per_call=4096)
+    assert value is None and "did not advance" in why and "0.027" in why
+    assert energy_per_token(None, calls=1, window_s=2.0, tokens_per_call=8) == (None, "no energy reading")
+
+
+def test_table_cells_shorten_cuda_out_of_memory_messages():
+    msg = ("CUDA out of memory. Tried to allocate 32.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which "
+           "14.17 GiB is free. Including non-PyTorch memory, this process has 65.00 GiB memory in use.")
+    assert bench_report._fmt(None, 3, msg) == "n/a (out of memory, allocating 32.00 GiB)"
+    assert bench_report._fmt(None, 3, "out of memory") == "n/a (out of memory)"
+    assert bench_report._fmt(None, 3, "no GPU") == "n/a (no GPU)"

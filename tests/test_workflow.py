@@ -185,6 +185,9 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
     assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
+    assert counts["interpretability_figures"] == counts["fit_gmm"]
+    assert counts["samples_table"] == 1 and counts["results_readme"] == 1
+    assert counts["table_html"] == 6  # main, ablations, reconstruction, throughput, scaling, scaling_slopes
 
 
 # ---------------------------------------------------------------------------------------- the experiment matrix
@@ -224,12 +227,14 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
     per_run = 3  # train, sample, throughput
+    per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
-    once = 4  # report, scaling, bench_report, all
-    expected = per_run * n_runs + n_gmm + per_corpus * len(corpora) + once
-    assert n_runs == 108 and n_gmm == 18  # (8 SDGM ablations... 13 SDGM experiments + 5 baselines) x 2 x 3 seeds
-    assert expected == 350
-    assert jobs_total(out) == expected == 350
+    tables = 6  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes
+    once = 6  # report, scaling, bench_report, samples_table, results_readme, all
+    expected = per_run * n_runs + per_gmm_run * n_gmm + per_corpus * len(corpora) + tables + once
+    assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
+    assert expected == 376
+    assert jobs_total(out) == expected == 376
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
@@ -433,6 +438,44 @@ def test_quick_pipeline_end_to_end(tmp_path):
         model, vocab = load_run(res / "runs" / "ptb" / run.name)
         ids = torch.tensor([[vocab[w] for w in "the company said <eos>".split()]])
         assert model(ids).shape == (1, 4, len(vocab))
+
+    # interpretability figures of every SDGM run with a GMM, the samples page, HTML tables, results/README.md
+    gmm_runs = [r for r in quick_runs if r.experiment in QUICK["gmm"]["experiments"]]
+    for run in gmm_runs:
+        for name in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"):
+            for ext in ("png", "pdf"):
+                assert (res / "figures" / run.corpus / run.name / f"{name}.{ext}").stat().st_size > 10_000
+    samples = (res / "tables" / "samples.md").read_text()
+    for run in quick_runs:
+        leaking = " (non-causal)" if models[run.experiment] == "linformer_noncausal" else ""
+        assert f"### {run.experiment}{leaking}: model {models[run.experiment]}, corpus {run.corpus}, seed 0" in samples
+    assert samples.count("GMM-sampled coefficients") == 2 * len(gmm_runs)
+    for table in ("main", "ablations", "reconstruction", "throughput", "scaling", "scaling_slopes", "samples"):
+        assert (res / "tables" / f"{table}.html").stat().st_size > 500
+    readme = (res / "README.md").read_text()
+    assert (res / "tables" / "main.md").read_text().strip() in readme
+    for run in gmm_runs:
+        assert f"](figures/{run.corpus}/{run.name}/gmm_pca.png)" in readme
+    for fig in ("training_curves", "ablations", "ppl_vs_atoms", "scaling"):
+        assert f"](figures/{fig}.png)" in readme, fig
+
+    # the HTML report: every table and figure, with its caption
+    rep = snakemake("--report", "results/report.html", "--configfile", str(REPO / "config" / "quick.yaml"),
+                    cwd=tmp_path, timeout=300)
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-5000:]
+    html = (res / "report.html").read_text()
+    for name in ("main.html", "ablations.html", "reconstruction.html", "throughput.html", "scaling_slopes.html",
+                 "samples.html", "training_curves.png", "ablations.png", "ppl_vs_atoms.png", "scaling.png", *(f"results/figures/{r.corpus}/{r.name}/{f}.png" for r in gmm_runs
+                                  for f in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"))):
+        assert name in html, name
+    for caption in ("Main table: one row per experiment", "Slopes of log(time per sequence)",
+                    "Training curves of every run", "Cost of one token-mixing layer",
+                    "Generated text, per corpus and experiment", "Rows are atoms sorted by energy",
+                    "The four highest-energy atoms", "Bayesian information criterion",
+                    "first two principal components", "This run: experiments sdgm, sdgm_beta0",
+                    "Ablations of SDGM, one column per corpus", "Perplexity against the number of atoms K",
+                    "Ablations: per corpus, the main SDGM run", "Embedding reconstruction of every SDGM run"):
+        assert caption in html, caption
 
     # a second invocation has nothing left to do
     again = snakemake("-n", "--configfile", str(REPO / "config" / "quick.yaml"), cwd=tmp_path, timeout=120)

@@ -1,0 +1,107 @@
+# What a reader looks at: the interpretability figures of every SDGM run with a GMM, the collected text samples,
+# HTML renderings of the tables, and results/README.md. Outputs marked report(...) go into
+# `snakemake --report results/report.html`, each with its caption from workflow/report/.
+
+# every table the report and bench_report rules write, by name (their CSV is the source of the HTML page)
+TABLES = [Path(f).stem for f in [*rules.report.output.tables, *rules.bench_report.output.tables] if f.endswith(".csv")]
+RUN_FIGURES = ["atoms", "atom_signals", "gmm_bic", "gmm_pca"]
+FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{cfg}
+
+
+rule interpretability_figures:
+    input:
+        run=rules.train.output,
+        gmm=rules.fit_gmm.output.gmm,
+        gmm_summary=rules.fit_gmm.output.summary,
+        tokens=rules.tokenize.output,
+    output:
+        # the PNGs go into the HTML report, by corpus; the PDFs are for print
+        atoms=report(f"{FIG}/atoms.png", caption="../report/atoms.rst", category="Interpretability",
+                     subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atoms"}),
+        atom_signals=report(f"{FIG}/atom_signals.png", caption="../report/atom_signals.rst",
+                            category="Interpretability", subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atom_signals"}),
+        gmm_bic=report(f"{FIG}/gmm_bic.png", caption="../report/gmm_bic.rst", category="Interpretability",
+                       subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_bic"}),
+        gmm_pca=report(f"{FIG}/gmm_pca.png", caption="../report/gmm_pca.rst", category="Interpretability",
+                       subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_pca"}),
+        pdf=[f"{FIG}/{name}.pdf" for name in RUN_FIGURES],
+    log:
+        f"{OUT}/logs/interpretability_figures/{RUN}.log",
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/interpretability_figures.py"
+
+
+rule samples_table:
+    input:
+        samples=[f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS],
+        metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
+    output:
+        md=f"{OUT}/tables/samples.md",
+        html=report(f"{OUT}/tables/samples.html", caption="../report/samples.rst", category="Tables"),
+    log:
+        f"{OUT}/logs/samples_table.log",
+    params:
+        n_tokens=config["sampling"]["n_tokens"],
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/samples_table.py"
+
+
+rule table_html:
+    input:
+        f"{OUT}/tables/{{table}}.csv",
+    output:
+        report(f"{OUT}/tables/{{table}}.html", caption="../report/table.rst", category="Tables"),
+    log:
+        f"{OUT}/logs/table_html/{{table}}.log",
+    wildcard_constraints:
+        table="|".join(TABLES),
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/table_html.py"
+
+
+# The figures of rules report and bench_report are marked for the HTML report here, where they are read.
+rule results_readme:
+    input:
+        main=f"{OUT}/tables/main.md",
+        tables=[f"{OUT}/tables/{t}.md" for t in TABLES] + [rules.samples_table.output.md],
+        figures=[
+            report(f"{OUT}/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+            report(f"{OUT}/figures/ablations.png", caption="../report/ablations.rst", category="Figures"),
+            report(f"{OUT}/figures/ppl_vs_atoms.png", caption="../report/ppl_vs_atoms.rst", category="Figures"),
+            report(f"{OUT}/figures/scaling.png", caption="../report/scaling.rst", category="Figures"),
+        ],
+        run_figures=[f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in RUNS if r.experiment in GMM_EXPERIMENTS
+                     for f in RUN_FIGURES],
+        html=[f"{OUT}/tables/{t}.html" for t in TABLES],
+        metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
+        gmm=[f"{run_dir(r)}/gmm.json" for r in RUNS if r.experiment in GMM_EXPERIMENTS],
+    output:
+        f"{OUT}/README.md",
+    log:
+        f"{OUT}/logs/results_readme.log",
+    params:
+        summary={
+            "experiments": list(config["experiments"]),
+            "corpora": sorted({r.corpus for r in RUNS}),
+            "seeds": config["seeds"],
+            "seq_len": config["train"]["seq_len"],
+        },
+        run_figures=[(r.corpus, r.name) for r in RUNS if r.experiment in GMM_EXPERIMENTS],
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/results_readme.py"
