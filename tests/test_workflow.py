@@ -87,6 +87,11 @@ BAD = [
     ("experiments.transformer_xl.overrides", {"mem_len": -1}),
     ("models.lstm.n_layers", 0),
     ("models.transformer_xl.dropout", 1.0),
+    ("job_resources.train.processes", 0),
+    ("job_resources.train.processes", 1.0),
+    ("job_resources.bench", {"processes": 2}),  # processes belong to training jobs only
+    ("job_resources.default", {"threads": 1, "gpus": 1}),
+    ("train.ddp_backend", "mpi"),
 ]
 
 
