@@ -9,6 +9,7 @@ them killed and resumed, must agree exactly.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
     assert ck["processes"] == 2 and len(ck["ranks"]) == 2 and 0 < ck["state"]["step"] <= killed_at
     assert not torch.equal(ck["ranks"][0]["rng"]["torch"], ck["ranks"][1]["rng"]["torch"])  # one stream per rank
     assert not Path(kw["metrics_path"]).exists()
+    shutil.copytree(tmp_path / "ck", tmp_path / "ck-copy")
 
     resumed = two_processes(kw)
     assert resumed["metrics"]["resumed"] is True
@@ -177,6 +179,36 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
         assert resumed["metrics"][key] == ref["metrics"][key], key
     assert resumed["history"]["val"] == ref["history"]["val"]
     assert max_weight_difference(tmp_path / "run", tmp_path / "ref" / "run") == 0.0
+
+    # the same checkpoint resumed by one process: the data position is global, so it continues the same run
+    one = one_process({**kw, "run_dir": str(tmp_path / "run1"), "ckpt_dir": str(tmp_path / "ck-copy"),
+                       "metrics_path": str(tmp_path / "run1" / "metrics.json")})
+    assert one["metrics"]["resumed"] is True and one["metrics"]["steps"] == ref["metrics"]["steps"]
+    assert max(abs(p["nll"] - q["nll"]) for p, q in zip(one["history"]["val"], ref["history"]["val"])) <= TOL
+    assert max_weight_difference(tmp_path / "run1", tmp_path / "ref" / "run") <= TOL
+
+
+def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_path):
+    """Each process carries the state of its own streams: another number of processes cannot continue them."""
+    from sdgm.data import load_tokens
+    from sdgm.train import CheckpointError, TrainConfig, Trainer
+
+    splits, vocab = load_tokens(tokens)
+    model, options, own = CASES["lstm-streams"]
+
+    def trainer():
+        torch.manual_seed(0)
+        cfg = TrainConfig(**{**TRAIN, **own, "max_steps": 3})
+        return Trainer(build_model(model, len(vocab), **options), splits["train"], splits["valid"], cfg, tmp_path,
+                       progress=False)
+
+    trainer().fit()
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ck["processes"] == 1 and ck["carry"] is not None
+    torch.save({**ck, "processes": 2, "ranks": [{"rng": ck["rng"], "carry": ck["carry"]}] * 2}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"written by 2 training process\(es\) reading contiguous streams.*"
+                                              r"resumes only with 2 \(now 1\)"):
+        trainer().try_resume()
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused(tokens, tmp_path):
