@@ -56,6 +56,31 @@ def validate_schema(config: dict) -> None:
         raise ConfigError(f"invalid config at {where}: {e.message}")
 
 
+# Relations between a model's options that the schema cannot express; the model's config dataclass refuses them
+# too, but only when its job starts. (model, width, heads): width must be divisible by heads. The schema requires
+# these options in the model's `models:` section, so the merged options hold both whenever the section exists.
+DIVISIBLE_OPTIONS = [("gpt2", "n_embd", "n_head"), ("linformer", "d_model", "n_head"),
+                     ("linformer_noncausal", "d_model", "n_head")]
+
+
+def check_model_options(config: dict, name: str) -> None:
+    """The options experiment `name` builds its model with (defaults merged with its overrides) fit together."""
+    exp = config["experiments"][name]
+    options = experiment_spec(config, name)["model_overrides"]
+
+    def where(key: str) -> str:
+        return f"experiments.{name}.overrides.{key}" if key in exp.get("overrides", {}) else f"models.{exp['model']}.{key}"
+
+    for model, width, heads in DIVISIBLE_OPTIONS:
+        if exp["model"] == model and width in options and heads in options and options[width] % options[heads]:
+            raise ConfigError(f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} "
+                              f"({where(heads)})")
+    if exp["model"] == "lstm" and options.get("tie_weights") and "d_embed" in options and "d_hidden" in options \
+            and options["d_embed"] != options["d_hidden"]:
+        raise ConfigError(f"{where('tie_weights')}: tied weights need d_embed == d_hidden, got "
+                          f"{options.get('d_embed')} ({where('d_embed')}) and {options.get('d_hidden')}")
+
+
 def check_config(config: dict) -> None:
     validate_schema(config)
     corpora = set(config["corpora"])
@@ -71,6 +96,7 @@ def check_config(config: dict) -> None:
             where = f"experiments.{name}.train" if "train_seq_len" in exp.get("train", {}) else "train"
             raise ConfigError(f"{where}.train_seq_len: {merged['train_seq_len']} exceeds the context length "
                               f"train.seq_len = {merged['seq_len']}")
+        check_model_options(config, name)
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
