@@ -62,6 +62,31 @@ def validate_schema(config: dict) -> None:
         raise ConfigError(f"invalid config at {where}: {e.message}")
 
 
+# Relations between a model's options that the schema cannot express; the model's config dataclass refuses them
+# too, but only when its job starts. (model, width, heads): width must be divisible by heads. The schema requires
+# these options in the model's `models:` section, so the merged options hold both whenever the section exists.
+DIVISIBLE_OPTIONS = [("gpt2", "n_embd", "n_head"), ("linformer", "d_model", "n_head"),
+                     ("linformer_noncausal", "d_model", "n_head")]
+
+
+def check_model_options(config: dict, name: str) -> None:
+    """The options experiment `name` builds its model with (defaults merged with its overrides) fit together."""
+    exp = config["experiments"][name]
+    options = experiment_spec(config, name)["model_overrides"]
+
+    def where(key: str) -> str:
+        return f"experiments.{name}.overrides.{key}" if key in exp.get("overrides", {}) else f"models.{exp['model']}.{key}"
+
+    for model, width, heads in DIVISIBLE_OPTIONS:
+        if exp["model"] == model and width in options and heads in options and options[width] % options[heads]:
+            raise ConfigError(f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} "
+                              f"({where(heads)})")
+    if exp["model"] == "lstm" and options.get("tie_weights") and "d_embed" in options and "d_hidden" in options \
+            and options["d_embed"] != options["d_hidden"]:
+        raise ConfigError(f"{where('tie_weights')}: tied weights need d_embed == d_hidden, got "
+                          f"{options.get('d_embed')} ({where('d_embed')}) and {options.get('d_hidden')}")
+
+
 def check_config(config: dict) -> None:
     validate_schema(config)
     corpora = set(config["corpora"])
@@ -77,6 +102,7 @@ def check_config(config: dict) -> None:
             where = f"experiments.{name}.train" if "train_seq_len" in exp.get("train", {}) else "train"
             raise ConfigError(f"{where}.train_seq_len: {merged['train_seq_len']} exceeds the context length "
                               f"train.seq_len = {merged['seq_len']}")
+        check_model_options(config, name)
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
@@ -107,6 +133,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"experiments.{name}: resolves to the same model and training as experiments."
                                   f"{other} on {corpus} (a duplicate run; reuse {other!r} instead)")
             seen[spec, corpus] = name
+    check_processes(config)
     if not runs(config):
         raise ConfigError("the configuration selects no runs")
     sc = config["benchmark"]["scaling"]
@@ -115,6 +142,45 @@ def check_config(config: dict) -> None:
                           f"{max(sc['lengths'])}: that batch would hold no sequence")
     if sc["d_model"] % sc["n_heads"]:
         raise ConfigError(f"benchmark.scaling.d_model {sc['d_model']} is not divisible by n_heads {sc['n_heads']}")
+
+
+def train_gpus(config: dict) -> int:
+    """GPUs of one training job: job_resources.train.gpu, else job_resources.default.gpu, else 0."""
+    table = config["job_resources"]
+    return table.get("train", {}).get("gpu", table["default"].get("gpu")) or 0
+
+
+def train_processes(config: dict) -> int:
+    """Processes of one training job: job_resources.train.processes; when not set, the job's GPU count if it is
+    above 1, else 1."""
+    processes = config["job_resources"].get("train", {}).get("processes")
+    if processes is not None:
+        return processes
+    return max(1, train_gpus(config))
+
+
+def check_processes(config: dict) -> None:
+    """A training job's GPUs and processes agree (one GPU each), and every global batch splits into equal shares."""
+    n, gpus = train_processes(config), train_gpus(config)
+    if gpus and gpus != n:
+        raise ConfigError(f"job_resources.train.processes: {n} training process(es) with job_resources.train.gpu = "
+                          f"{gpus}: each process uses one GPU, so the two must be equal (or processes left out)")
+    if n == 1:
+        return
+    for name, exp in config["experiments"].items():
+        own = exp.get("train", {})
+        merged = {**config["train"], **own}
+
+        def where(key: str) -> str:
+            return f"experiments.{name}.train.{key}" if key in own else f"train.{key}"
+
+        if merged["batch_size"] % n:
+            raise ConfigError(f"{where('batch_size')}: {merged['batch_size']} is not divisible by the {n} training "
+                              f"processes (job_resources.train.processes): each process takes an equal share of the "
+                              f"batch")
+        if merged.get("device", "auto").startswith("cuda:"):
+            raise ConfigError(f"{where('device')}: {merged['device']!r} names one GPU, but each of the {n} training "
+                              f"processes (job_resources.train.processes) uses its own: use auto or cuda")
 
 
 def runs(config: dict) -> list[Run]:
@@ -155,9 +221,11 @@ def corpus_identity(config: dict, corpus: str) -> dict:
 
 def run_spec(config: dict, corpus: str, experiment: str, seed: int) -> dict:
     """Everything in the config that changes a run's result: the experiment's resolved model and training
-    (experiment_spec), the corpus (source and digests) and the seed. Not results_dir, resources_dir,
-    job_resources, nor the settings of later steps (gmm, sampling, benchmark), and not the experiment's name."""
-    return {**experiment_spec(config, experiment), "corpus": corpus_identity(config, corpus), "seed": seed}
+    (experiment_spec), the corpus (source and digests), the seed, and the number of training processes (each
+    draws its own dropout masks). Not results_dir, resources_dir, the rest of job_resources (threads, memory,
+    runtime, GPU model), nor the settings of later steps (gmm, sampling, benchmark), nor the experiment's name."""
+    return {**experiment_spec(config, experiment), "corpus": corpus_identity(config, corpus), "seed": seed,
+            "processes": train_processes(config)}
 
 
 def canonical_json(obj) -> str:

@@ -1,6 +1,8 @@
 """One training run end to end: tokens -> trained model -> run directory + metrics.json.
 
 The Snakemake rule `train` is a thin call of `run_training`; so is any script or test that wants one run.
+Under torch.distributed (several processes, see sdgm.distributed) every process calls it and trains its share;
+rank 0 alone evaluates the result and writes the run directory and metrics.json, the others return None.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def peak_rss_bytes() -> int:
 def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,
                  corpus: str, experiment: str, model: str, model_overrides: dict | None = None,
                  train_overrides: dict | None = None, seed: int = 0, progress: bool = True,
-                 run_hash: str | None = None, run_spec: dict | None = None) -> dict:
+                 run_hash: str | None = None, run_spec: dict | None = None) -> dict | None:
     """Train, evaluate and write one run. `run_hash`/`run_spec` (sdgm.config.run_hash/run_spec: the run's identity
     in the experiment matrix) are stored in run.json and metrics.json as given; None outside the workflow."""
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
@@ -60,7 +62,8 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     net = build_model(model, len(vocab), **overrides)
     model_cfg = dataclasses.asdict(net.cfg)
     train_cfg = dataclasses.asdict(tcfg)
-    semantic_train = {k: v for k, v in train_cfg.items() if k not in ("device", "log_every_steps", "history_max_points")}
+    semantic_train = {k: v for k, v in train_cfg.items()
+                      if k not in ("device", "log_every_steps", "history_max_points", "ddp_backend")}
     data_sha = {s: v["sha256"] for s, v in data_stats["splits"].items()}
     # what a checkpoint must match to be resumed: the vocabulary too, since token ids mean nothing without it
     fingerprint_source = {"model": model, "model_config": model_cfg, "train": semantic_train, "data": data_sha,
@@ -70,13 +73,15 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     trainer = Trainer(net, splits["train"], splits["valid"], tcfg, ckpt_dir, fingerprint=fingerprint,
                       progress=progress, fingerprint_source=json.loads(json.dumps(fingerprint_source)))
     resumed = trainer.try_resume()
-    if resumed:
+    if resumed and trainer.rank == 0:
         print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)
         trainer.log({"event": "resume", "step": trainer.state.step})
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     t0 = time.perf_counter()
     state = trainer.fit()
+    if trainer.rank > 0:  # rank 0 evaluates and writes the results
+        return None
     trainer.load_best()
 
     ev = dict(L=tcfg.seq_len, batch_size=tcfg.eval_batch_size, device=trainer.device, autocast_dtype=trainer.amp)
@@ -105,7 +110,7 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "train_tokens_per_s": trainer.tokens_per_second(), "train_seconds": state.train_seconds,
         "train_wall_s": wall, "steps": state.step, "epochs_completed": round(state.step / trainer.steps_per_epoch, 4),
         "best_step": state.best_step, "best_val_ppl_during_training": state.best_val_ppl, "stopped": state.stopped,
-        "resumed": resumed, "peak_rss_bytes": peak_rss_bytes(),
+        "resumed": resumed, "train_processes": trainer.world, "peak_rss_bytes": peak_rss_bytes(),
         "causal_audit": audit,
     }
     for split in ("val", "test"):

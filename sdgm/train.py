@@ -13,11 +13,21 @@ With data_order "streams" (stateful training, as in the PyTorch word_language_mo
 instead cut into batch_size contiguous streams, read in consecutive windows of train_seq_len (the last one may be
 shorter), and the model's state (`forward_with_state`) is carried, detached, from one step to the next; it starts
 empty each epoch. The carried state is part of the checkpoint, so resuming stays exact.
+
+Several processes (torch.distributed initialized, as sdgm.distributed does under torchrun): every process (rank)
+holds a full replica of the model, wrapped in DistributedDataParallel, and takes an equal, contiguous share of
+every global batch of batch_size windows (or streams); the global batch is the same as with one process. Every
+loss is a mean over equal shares, so DDP's gradient average is the gradient of the whole batch's loss, and the
+optimizer step equals the one-process step up to floating-point rounding. Logged training statistics are
+averaged over the ranks. Rank 0 alone validates and broadcasts the result, so every rank takes the same
+early-stopping and learning-rate decisions; rank 0 alone writes the log, best.pt and the checkpoint, which holds
+the RNG state (and carried model state) of every rank.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -26,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .atomic import atomic_path, remove_stale_temporaries
@@ -61,6 +73,7 @@ class TrainConfig:
     precision: str = "auto"         # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
     compile: bool = False           # torch.compile the training step
     history_max_points: int = 2000  # train-loss points kept in metrics (evenly thinned)
+    ddp_backend: str = "auto"       # several processes: "auto" (nccl on CUDA, gloo on CPU) | "nccl" | "gloo"
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -76,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"train_seq_len must be in [0, seq_len={self.seq_len}], got {self.train_seq_len}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.ddp_backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"ddp_backend must be 'auto', 'nccl' or 'gloo', got {self.ddp_backend!r}")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -100,6 +115,36 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def to_device(state, device):
+    """A carried model state (tensors in tuples and lists, or None) on `device`."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    return type(state)(to_device(s, device) for s in state)
+
+
+class TrainingLoss(torch.nn.Module):
+    """The model's training objective as a module: DistributedDataParallel wraps this, so it sees the loss
+    computation (its forward) and averages the gradients of every parameter after backward."""
+
+    def __init__(self, model: LanguageModel, with_state: bool):
+        super().__init__()
+        self.model, self.with_state = model, with_state
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, state=None):
+        if self.with_state:
+            return self.model.training_loss_with_state(x, y, state)  # (loss, stats, next state)
+        return self.model.training_loss(x, y)                        # (loss, stats)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -156,7 +201,14 @@ class Trainer:
                  ckpt_dir: str | Path, fingerprint: str = "", progress: bool = True, log_path: str | Path | None = None,
                  fingerprint_source: dict | None = None):
         self.cfg = cfg
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = rank_and_world()
         self.device = resolve_device(cfg.device)
+        if self.distributed and self.device.type == "cuda":  # one GPU per process: the one torchrun assigns
+            if self.device.index is not None:
+                raise ValueError(f"device {cfg.device!r} names one GPU, but each of the {self.world} training "
+                                 f"processes needs its own: use 'auto' or 'cuda'")
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
         self.model = model.to(self.device)
         self.train_ids, self.valid_ids = train_ids.to(self.device), valid_ids
         self.ckpt_dir = Path(ckpt_dir)
@@ -170,8 +222,12 @@ class Trainer:
         self.streams = cfg.data_order == "streams"
         if cfg.eval_carry_state and not model.stateful:
             raise ValueError(f"eval_carry_state needs a model that carries state; {type(model).__name__} does not")
-        if self.streams:
-            self.data = batchify(self.train_ids, B)                  # (B, rows)
+        if B % self.world:
+            raise ValueError(f"batch_size {B} is not divisible by the {self.world} training processes: each process "
+                             f"takes an equal share of the global batch")
+        self.share = B // self.world  # windows (or streams) of every batch that this process trains on
+        if self.streams:  # this process's streams: rows [rank * share, (rank + 1) * share) of the B streams
+            self.data = batchify(self.train_ids, B)[self.rank * self.share:(self.rank + 1) * self.share]  # (share, rows)
             self.windows = stream_windows(self.data.shape[1], L)     # consecutive, the last one may be shorter
             self.n_windows = self.steps_per_epoch = len(self.windows)
         else:
@@ -185,11 +241,16 @@ class Trainer:
         self.state = TrainState()
         self.ckpt_step: int | None = None  # step of the last checkpoint written or resumed from
         self._unchecked: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness (on device)
-        for p in (self.ckpt_path, self.best_path):
-            remove_stale_temporaries(p)  # left by a killed earlier attempt; this trainer owns ckpt_dir
+        for p in (self.ckpt_path, self.best_path) if self.rank == 0 else ():
+            remove_stale_temporaries(p)  # left by a killed earlier attempt; this trainer (rank 0) owns ckpt_dir
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(cfg, s, self.total_steps, self.state.plateau_scale))
         loss = self.model.training_loss_with_state if self.streams else self.model.training_loss
+        if self.distributed:  # broadcasts rank 0's weights now; averages the gradients in every backward
+            loss = DistributedDataParallel(TrainingLoss(self.model, self.streams),
+                                           device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.rank:  # dropout masks differ from rank to rank; rank 0 keeps the one-process random stream
+                torch.manual_seed(cfg.seed * 100_003 + 1_000_000_007 * self.rank)
         self.loss_fn = torch.compile(loss) if cfg.compile else loss
         self.carry = None  # the model state carried between consecutive steps (data_order "streams")
         self._offsets = torch.arange(L + 1, device=self.device)
@@ -214,7 +275,10 @@ class Trainer:
         st, losses = self.state, self._unchecked
         self._unchecked = []
         if losses:
-            bad = ~torch.isfinite(torch.stack(losses).float())
+            losses = torch.stack(losses).float()
+            if self.distributed:  # summed over the ranks: a non-finite loss on any rank stops every rank
+                dist.all_reduce(losses)
+            bad = ~torch.isfinite(losses)
             if bad.any():
                 first = st.step - len(losses) + 1 + int(bad.nonzero()[0, 0])
                 raise NonFiniteLoss(f"non-finite training loss at step {first} (detected at step {st.step}); "
@@ -227,10 +291,16 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                     "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
-                     "carry": self.carry, "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
-                    self.ckpt_path)
+        ranks = None
+        if self.distributed:  # every rank's random state and carried model state, each resumes its own
+            ranks = [None] * self.world
+            dist.all_gather_object(ranks, {"rng": rng, "carry": to_device(self.carry, "cpu")})
+        if self.rank == 0:
+            save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                         "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
+                         "carry": self.carry, "processes": self.world, "ranks": ranks,
+                         "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
+                        self.ckpt_path)
         self.ckpt_step = self.state.step
 
     def try_resume(self) -> bool:
@@ -249,16 +319,27 @@ class Trainer:
                 f"fingerprint {ck.get('fingerprint')} != {self.fingerprint}"
             raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
                                   f"({what}); delete {self.ckpt_dir} to start over")
+        written_by = ck.get("processes", 1)
+        if self.streams and written_by != self.world:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} was written by {written_by} training process(es) "
+                                  f"reading contiguous streams, each carrying the model state of its own streams; it "
+                                  f"resumes only with {written_by} (now {self.world}); delete {self.ckpt_dir} to "
+                                  f"start over")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         self.state = TrainState(**ck["state"])
-        self.carry = ck.get("carry")
-        torch.set_rng_state(ck["rng"]["torch"])
-        random.setstate(ck["rng"]["python"])
-        np.random.set_state(ck["rng"]["numpy"])
-        if "cuda" in ck["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        # this rank's random state and carried model state; a rank the checkpoint does not know (more processes
+        # than wrote it) keeps the fresh random stream it was given
+        per_rank = ck.get("ranks") or [{"rng": ck["rng"], "carry": ck.get("carry")}]
+        if self.rank < len(per_rank):
+            rng = per_rank[self.rank]["rng"]
+            self.carry = to_device(per_rank[self.rank]["carry"], self.device)
+            torch.set_rng_state(rng["torch"].cpu())  # map_location put it on the device; RNG states live on the CPU
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         self.ckpt_step = self.state.step
         return True
 
@@ -270,12 +351,13 @@ class Trainer:
         return torch.randperm(self.n_windows, generator=g).to(self.device)
 
     def batch(self, order: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.streams:  # the b-th consecutive window of every stream
+        if self.streams:  # the b-th consecutive window of every stream of this process
             s, n = self.windows[b]
-            return self.data[:, s:s + n], self.data[:, s + 1:s + n + 1]  # (B, n), (B, n)
+            return self.data[:, s:s + n], self.data[:, s + 1:s + n + 1]  # (share, n), (share, n)
         B, L = self.cfg.batch_size, self.cfg.train_seq_len or self.cfg.seq_len
-        starts = order[b * B:(b + 1) * B] * L  # (B,), on the device
-        span = self.train_ids[starts[:, None] + self._offsets]   # (B, L + 1)
+        first = b * B + self.rank * self.share  # this process's share of the b-th global batch
+        starts = order[first:first + self.share] * L  # (share,), on the device
+        span = self.train_ids[starts[:, None] + self._offsets]   # (share, L + 1)
         return span[:, :-1], span[:, 1:]
 
     def sync(self) -> None:
@@ -284,26 +366,35 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def log(self, event: dict) -> None:
+        if self.rank:  # rank 0 writes the log
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(event) + "\n")
 
     def validate(self) -> float:
         st, cfg = self.state, self.cfg
         self.check_finite()  # a diverged step is named as such, not as a bad validation score
-        ev = evaluate_streams if cfg.eval_carry_state else evaluate
-        res = ev(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
-                 max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
-        ppl = res["ppl"]
+        ppl_nll = torch.zeros(2, dtype=torch.float64)
+        if self.rank == 0:  # one process validates; the others wait for its result
+            ev = evaluate_streams if cfg.eval_carry_state else evaluate
+            res = ev(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
+                     max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
+            ppl_nll = torch.tensor([res["ppl"], res["nll"]], dtype=torch.float64)
+        if self.distributed:  # every rank takes the same early-stopping and learning-rate decisions
+            ppl_nll = ppl_nll.to(self.device)
+            dist.broadcast(ppl_nll, src=0)
+        ppl, nll = ppl_nll.tolist()
         if not math.isfinite(ppl):
             raise NonFiniteLoss(f"validation perplexity is {ppl} at step {st.step}; {self.last_good()}")
         epoch = st.step / self.steps_per_epoch
-        point = {"step": st.step, "epoch": round(epoch, 4), "ppl": ppl, "nll": res["nll"]}
+        point = {"step": st.step, "epoch": round(epoch, 4), "ppl": ppl, "nll": nll}
         st.history["val"].append(point)
         self.log({"event": "val", **point})
         st.last_eval_step = st.step
         if ppl < st.best_val_ppl:
             st.best_val_ppl, st.best_step, st.evals_since_best = ppl, st.step, 0
-            save_atomic(self.model.state_dict(), self.best_path)
+            if self.rank == 0:
+                save_atomic(self.model.state_dict(), self.best_path)
         else:
             st.evals_since_best += 1
             if st.evals_since_best >= cfg.patience:
@@ -317,7 +408,7 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
         cfg, st = self.cfg, self.state
-        bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",
+        bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress or self.rank > 0, unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 15, dynamic_ncols=True, file=sys.stderr)
         self.model.train()
         acc, n_acc, t_window, tokens_window = {}, 0, time.perf_counter(), 0
@@ -346,8 +437,8 @@ class Trainer:
                 self.sched.step()
                 st.step += 1
                 st.batch_in_epoch += 1
-                st.train_tokens += y.numel()
-                tokens_window += y.numel()
+                st.train_tokens += y.numel() * self.world  # every rank trains on an equal share
+                tokens_window += y.numel() * self.world
                 stats = {"loss": loss.detach(), **stats}
                 self._unchecked.append(stats["loss"])
                 for k, v in stats.items():  # stays on device: no host sync per step
@@ -355,7 +446,11 @@ class Trainer:
                 n_acc += 1
                 if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
                     self.check_finite()
-                    means = {k: (v / n_acc).item() for k, v in acc.items()}  # one sync per log interval
+                    means = torch.stack(list(acc.values())) / n_acc
+                    if self.distributed:  # the mean over the ranks' equal shares: the global batch's mean
+                        dist.all_reduce(means)
+                        means /= self.world
+                    means = dict(zip(acc, means.tolist()))  # one sync per log interval
                     if not all(math.isfinite(v) for v in means.values()):
                         raise NonFiniteLoss(f"non-finite training statistics {means} in the steps up to step "
                                             f"{st.step}; {self.last_good()}")

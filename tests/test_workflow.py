@@ -88,6 +88,13 @@ BAD = [
     ("experiments.transformer_xl.overrides", {"mem_len": -1}),
     ("models.lstm.n_layers", 0),
     ("models.transformer_xl.dropout", 1.0),
+    ("job_resources.train.processes", 0),
+    ("job_resources.train.processes", 1.0),
+    ("job_resources.bench", {"processes": 2}),  # processes belong to training jobs only
+    ("job_resources.default", {"threads": 1, "gpus": 1}),
+    ("train.ddp_backend", "mpi"),
+    ("models.gpt2.n_head", KeyError),  # n_embd must be divisible by it: a default of 12 would meet 64 unchecked
+    ("models.lstm.d_hidden", KeyError),
 ]
 
 
@@ -136,6 +143,17 @@ def test_training_window_cannot_exceed_the_context_length():
         check_config(mutate("experiments.lstm.train", {**QUICK["experiments"]["lstm"]["train"], "train_seq_len": 65}))
     with pytest.raises(ConfigError, match=r"^train\.train_seq_len"):
         check_config(mutate("train.train_seq_len", 65))
+
+
+def test_model_options_that_do_not_fit_together_are_refused_naming_the_field():
+    with pytest.raises(ConfigError, match=r"^models\.linformer_noncausal\.d_model: 62 is not divisible by n_head = 4"):
+        check_config(mutate("models.linformer_noncausal.d_model", 62))
+    with pytest.raises(ConfigError, match=r"^models\.gpt2\.n_embd: 64 is not divisible by n_head = 5 "
+                                          r"\(experiments\.gpt2\.overrides\.n_head\)"):
+        check_config(mutate("experiments.gpt2.overrides", {"n_head": 5}))  # n_embd 64 from models.gpt2
+    with pytest.raises(ConfigError, match=r"^models\.lstm\.tie_weights: tied weights need d_embed == d_hidden"):
+        check_config(mutate("models.lstm", {**QUICK["models"]["lstm"], "tie_weights": True, "d_hidden": 32}))
+    check_config(mutate("models.lstm", {**QUICK["models"]["lstm"], "tie_weights": True}))  # 64 and 64
 
 
 def test_benchmark_cross_checks():
@@ -271,9 +289,12 @@ def test_run_hash_covers_what_changes_a_result_and_nothing_else():
     assert changed(lambda c: c["corpora"]["ptb"].update(
         source={"type": "url", "urls": {s: f"https://example.org/{s}.txt" for s in ("train", "valid", "test")}})) != h
     assert run_hash(base, "ptb", "sdgm", 1) != h
+    # two training processes draw other dropout masks: another result (job_resources.train.processes)
+    assert changed(lambda c: c["job_resources"]["train"].update(processes=2)) != h
     # where results go, how jobs are scheduled, and the settings of later steps do not change the run
     assert changed(lambda c: c.update(results_dir="elsewhere", resources_dir="cache")) == h
-    assert changed(lambda c: c["job_resources"].update(train={"threads": 8, "mem_mb": 1, "runtime": 1, "gpu": 2})) == h
+    assert changed(lambda c: c["job_resources"].update(train={"threads": 8, "mem_mb": 1, "runtime": 1})) == h
+    assert changed(lambda c: c["job_resources"]["train"].update(gpu_model="h100", partition="gpu")) == h
     assert changed(lambda c: c["job_resources"]["default"].update(threads=3)) == h
     assert changed(lambda c: c["gmm"].update(components=[1, 2])) == h
     assert changed(lambda c: c["sampling"].update(n_tokens=7)) == h
@@ -290,6 +311,7 @@ def test_run_hash_covers_what_changes_a_result_and_nothing_else():
 
     spec = run_spec(base, "ptb", "sdgm", 0)
     assert spec["seed"] == 0 and spec["model"] == "sdgm" and spec["corpus"]["sha256"]["train"]
+    assert spec["processes"] == 1
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert hashlib.sha256(text.encode()).hexdigest()[:8] == h
 

@@ -20,7 +20,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-from sdgm.config import ablations, check_config, run_hash, run_spec, runs  # noqa: E402
+from sdgm.config import ablations, check_config, run_hash, run_spec, runs, train_processes  # noqa: E402
 
 check_config(config)
 

@@ -1,17 +1,26 @@
-"""Train one (corpus, experiment, seed), evaluate it, write its run directory and metrics.json (rule train)."""
+"""Train one (corpus, experiment, seed), evaluate it, write its run directory and metrics.json (rule train).
+With job_resources.train.processes > 1 the training runs in that many processes under torchrun
+(sdgm.distributed), all writing to this job's log."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.distributed import launch  # noqa: E402
 from sdgm.experiment import run_training  # noqa: E402
 from sdgm.snake import setup  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)
 spec = smk.params.run["spec"]
-run_training(
-    Path(smk.input[0]).parent, Path(smk.output.metrics).parent, smk.params.ckpt_dir, smk.output.metrics,
+kwargs = dict(
+    tokens_dir=str(Path(smk.input[0]).parent), run_dir=str(Path(smk.output.metrics).parent),
+    ckpt_dir=smk.params.ckpt_dir, metrics_path=smk.output.metrics,
     corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model=spec["model"],
     model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=spec["seed"],
     run_hash=smk.params.run["hash"], run_spec=spec,
 )
+n = smk.params.processes
+if n > 1:
+    launch(n, kwargs, threads=max(1, smk.threads // n), log_path=smk.log[0] if smk.log else None)
+else:
+    run_training(**kwargs)
