@@ -730,9 +730,12 @@ def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_
     work = tmp_path
     write_config(work, tiny_config())
     with open(work / "first.log", "w") as log:
+        # SIGINT back to its default in Snakemake and its jobs: a shell starts background commands (`cmd &`) with
+        # SIGINT ignored, and a suite launched that way would see the interrupt ignored
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), TARGET, "--cores", "2",
                                  "--configfile", "tiny.yaml"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         kill_when(proc, lambda: train_progress(work) >= at_step, sig)
     assert not (work / "results" / RUN / "metrics.json").exists()
     ck = torch.load(work / CKPT / "last.pt", weights_only=False)
