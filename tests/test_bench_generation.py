@@ -3,14 +3,12 @@ the generation table and latency figure built from it."""
 import itertools
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from sdgm import generation_report
 from sdgm.bench_generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
                                    measure_generation, measure_path, state_bytes)
-from sdgm.data import tokenize_corpus
 from sdgm.experiment import run_training
 from sdgm.generate import sample_autoregressive
 from sdgm.registry import build_model
@@ -119,7 +117,7 @@ def test_a_compiled_path_that_fails_is_recorded_not_raised():
                        seed=0, allow_errors=True)
     assert rec["generate"]["b1"]["status"] == "error" and "no_such_backend" in rec["generate"]["b1"]["error"]
     assert rec["latency"]["status"] == "error" and rec["prefill"]["b1"]["status"] == "ok"  # prefill is not compiled
-    with pytest.raises(Exception, match="no_such_backend"):  # an error of an eager path is a bug: it is raised
+    with pytest.raises(Exception, match="no_such_backend"):  # unless errors are allowed (compiled paths): raised
         measure_path(CompiledSteps(m, backend="no_such_backend"), device=torch.device("cpu"),
                      autocast=lambda: torch.autocast("cpu", enabled=False), vocab_size=V, batch_sizes=(1,),
                      new_tokens=3, context_multiple=1, repeats=1, warmup=0, seed=0)
@@ -127,17 +125,12 @@ def test_a_compiled_path_that_fails_is_recorded_not_raised():
 
 # ---- the record of a trained run, its table and figure ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained_runs(tmp_path_factory):
+def trained_runs(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("gen")
-    words = [f"w{i}" for i in range(30)]
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 300), ("valid", 30), ("test", 30)):
-        (root / f"{split}.txt").write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(n)) + "\n")
-    tokenize_corpus(root, root / "tokens")
     runs = {}
     for name in ("gpt2", "linformer_noncausal"):
         run = root / name
-        run_training(root / "tokens", run, root / f"ckpt-{name}", run / "metrics.json", corpus="toy",
+        run_training(toy_tokens, run, root / f"ckpt-{name}", run / "metrics.json", corpus="toy",
                      experiment=name, model=name, model_overrides=SMALL[name],
                      train_overrides={"seq_len": L, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
                      progress=False)
