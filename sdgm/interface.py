@@ -94,7 +94,9 @@ class LanguageModel(nn.Module):
     # The default below keeps the window and recomputes a forward over it, so its cost per token grows with the
     # context; a model with a cheaper exact recurrence or cache overrides init_decode_state and decode_step (and
     # prefill where one forward over the prompt builds its state) and says so in `incremental_decoding`.
-    # tests/test_decode.py checks every registered model against decode_reference, which follows the definition.
+    # A step may update the state it is given in place (transformers' cache does): continue from the state it
+    # returns, never from an earlier one. tests/test_decode.py checks every registered model against
+    # decode_reference, which follows the definition; docs/generation.md says what each model does.
     incremental_decoding: bool = False
     decode_beyond_context: str = "window"  # "window" | "state", as above
 
