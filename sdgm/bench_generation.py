@@ -16,8 +16,8 @@ and for each path:
                  per sequence, at each batch size (the sampler and its draws are the same for every path)
     prefill      time of model.prefill over a full window of max_context tokens, at each batch size
     latency      time of one decode_step at each position 1 .. context_multiple x max_context, batch 1
-    state        bytes of every tensor the decoding state holds (sdgm.bench_generation.state_bytes), batch 1 and
-                 the largest batch: after max_context tokens, after the last position, and the peak
+    state        bytes of every tensor the decoding state of one sequence holds (state_bytes), batch 1: after
+                 max_context tokens, after the last position, and the peak
 Timings follow sdgm.measure: warmup excluded, each call between two device synchronizations, the median of
 `repeats`, every raw time kept (the latency curve keeps the median per position). An out-of-memory is recorded
 as null with its reason, and a compiled path that fails to compile records the error, never a number.
@@ -171,9 +171,8 @@ def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, bat
                       "warmup": warmup, **_guarded(lambda: latency_by_position(model, ids(1, positions), device,
                                                                                autocast, repeats, warmup, clock),
                                                    device, allow_errors)}
-    for b in sorted({1, max(batch_sizes)}):
-        rec["state"][f"b{b}"] = {"batch_size": b, **_guarded(
-            lambda b=b: state_growth(model, ids(b, positions), device, autocast), device, allow_errors)}
+    rec["state"]["b1"] = {"batch_size": 1, **_guarded(lambda: state_growth(model, ids(1, positions), device, autocast),
+                                                      device, allow_errors)}
     return rec
 
 
