@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .bench_report import _fmt, load_record  # noqa: E402
@@ -97,7 +98,7 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
     own path solid, the generic window recompute dashed; the dotted line is the end of the window L."""
     out_stem = Path(out_stem)
     corpora = sorted({r["corpus"] for r in records}) or ["(no records)"]
-    fig, axes = plt.subplots(1, len(corpora), figsize=(7 * len(corpora), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(corpora), figsize=(9.5 * len(corpora), 4.8), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, corpus in zip(axes[0], corpora):
         runs = sorted((r for r in records if r["corpus"] == corpus), key=lambda r: (r["experiment"], r["seed"]))
@@ -116,7 +117,10 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
             ax.axvline(L, color="grey", linestyle=":", lw=1)
             ax.annotate("L", (L, 0.98), xycoords=("data", "axes fraction"), ha="left", va="top", color="grey")
             ax.set_yscale("log")
-            ax.legend(fontsize=7, ncol=2)
+            plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, not 3 x 10^-1 (minor ticks get labels too)
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.text(0.5, 0.5, "latency: not measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("position of the new token")
