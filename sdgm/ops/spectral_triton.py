@@ -252,3 +252,32 @@ def triton_spectral_decode(c, amplitude, frequency, phase, positions, period: fl
         return torch.zeros(*c.shape[:2], amplitude.shape[1], dtype=c.dtype, device=c.device)
     with torch.autocast(c.device.type, enabled=False):
         return TritonSpectralDecode.apply(c, amplitude, frequency, phase, positions, period)
+
+
+# ---- the hardware sine's rate, for the benchmarks' floors -------------------------------------------------------------
+@triton.jit
+def _sine_rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a = tl.load(X + offs)
+    b = a + 0.25
+    c = a + 0.5
+    d = a + 0.75
+    for _ in range(N_ITER):  # four independent chains keep the special-function unit busy
+        a = libdevice.fast_sinf(a) * 1.5
+        b = libdevice.fast_sinf(b) * 1.5
+        c = libdevice.fast_sinf(c) * 1.5
+        d = libdevice.fast_sinf(d) * 1.5
+    tl.store(OUT + offs, a + b + c + d)
+
+
+def hardware_sine_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
+    """Sines per second of the hardware sine on a CUDA device (median of `repeats` launches)."""
+    from ..measure import time_calls
+
+    block = 1024
+    programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    x = torch.rand(programs * block, device=device)
+    out = torch.empty_like(x)
+    timing = time_calls(lambda: _sine_rate_kernel[(programs,)](x, out, n_iter, BLOCK=block), repeats=repeats,
+                        warmup=1, device=device)
+    return 4 * n_iter * programs * block / timing["median_s"]
