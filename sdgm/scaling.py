@@ -422,3 +422,30 @@ def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) ->
         precision=train.get("precision", "auto"), **kw)
     write_json_atomic(out_path, record)
     return record
+
+
+# ---- the floors on paper, for the docs -------------------------------------------------------------------------------
+H100_RATES = {"matmul_flops_per_s": 8.0e14, "sines_per_s": 3.6e12, "bytes_per_s": 3.0e12}  # bf16 dense, MUFU, copy
+
+
+def floor_table(rates: dict = H100_RATES, d_model: int = 512, n_atoms: int = 256, kernel_size: int = 3,
+                n_heads: int = 8, tokens_per_batch: int = 65536, lengths=(128, 512, 2048, 8192, 32768, 65536),
+                batch_lengths=(1024, 16384, 262144, 1048576), mode: str = "forward_backward") -> str:
+    """A Markdown table of the floors of the SDGM layer (and its decoder alone) and of causal attention, bf16."""
+    sdgm = SDGMMixingLayer(d_model, n_atoms, 2, kernel_size)
+    attn = CausalAttentionLayer(d_model, n_heads)
+    lines = ["| view | L | B | decoder floor (ms) | bound | SDGM layer floor (ms) | bound | attention floor (ms) "
+             "| bound | attention / SDGM |", "|" + "---|" * 10]
+    cases = [("tokens", L, tokens_per_batch // L) for L in lengths] + [("batch", L, 1) for L in batch_lengths]
+    for view, L, B in cases:
+        dec = floor_of(spectral_cost(B, L, n_atoms, d_model, mode, 2), rates)
+        lay = floor_of(sdgm.cost(B, L, mode, 2), rates)
+        att = floor_of(attn.cost(B, L, mode, 2), rates)
+        lines.append(f"| {view} | {L:,} | {B} | {dec['time_s'] * 1e3:.3f} | {dec['bound']} | {lay['time_s'] * 1e3:.3f} "
+                     f"| {lay['bound']} | {att['time_s'] * 1e3:.3f} | {att['bound']} | "
+                     f"{att['time_s'] / lay['time_s']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(floor_table())
