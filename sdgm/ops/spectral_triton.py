@@ -40,20 +40,17 @@ def _angle(f, ph, tp):
 
 
 @triton.jit
-def _sin(x, FAST: tl.constexpr):
+def _wave(x, FAST: tl.constexpr, COSINE: tl.constexpr):
+    """sin(x) or cos(x) for x in [-pi, pi]: the hardware instruction where FAST, the library function otherwise."""
     if FAST:
-        y = libdevice.fast_sinf(x)
+        if COSINE:
+            y = libdevice.fast_cosf(x)
+        else:
+            y = libdevice.fast_sinf(x)
+    elif COSINE:
+        y = tl.cos(x)
     else:
         y = tl.sin(x)
-    return y
-
-
-@triton.jit
-def _cos(x, FAST: tl.constexpr):
-    if FAST:
-        y = libdevice.fast_cosf(x)
-    else:
-        y = tl.cos(x)
     return y
 
 
@@ -85,7 +82,7 @@ def _mix_kernel(IN, A, F, PH, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
                 a = tl.load(A + poff, mask=pmask, other=0.0)
                 f = tl.load(F + poff, mask=pmask, other=0.0)
                 ph = tl.load(PH + poff, mask=pmask, other=0.0)
-                s = a * _sin(_angle(f, ph, tp), FAST)  # (BLOCK_R, BLOCK_O) atoms, fp32
+                s = a * _wave(_angle(f, ph, tp), FAST, False)  # (BLOCK_R, BLOCK_O) atoms, fp32
                 x = tl.load(IN + row_in[:, None] + t64 * R + rr[None, :],
                             mask=mask_b[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_B, BLOCK_R)
                 if DOT_FP32:
@@ -133,8 +130,8 @@ def _param_kernel(C, G, F, PH, TP, PART, B, L, K, D, T_PER_PROG,
                 else:
                     q += tl.dot(ct, g)
             x = _angle(f, ph, tp)
-            acc_sin += q * _sin(x, FAST)
-            q_cos = q * _cos(x, FAST)
+            acc_sin += q * _wave(x, FAST, False)
+            q_cos = q * _wave(x, FAST, True)
             acc_cos += q_cos
             acc_cos_tp += q_cos * tp
     out = PART + pid_s.to(tl.int64) * 3 * K * D + poff
