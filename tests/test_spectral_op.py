@@ -158,7 +158,9 @@ def test_chunked_layer_memory_does_not_grow_with_l():
     D, K = 128, 64
     atoms = {L: L * K * D * 4 for L in (4096, 16384)}  # bytes of one L x K x D fp32 tensor
     short, long = rss_growth_of_layer("chunked", 4096, D, K), rss_growth_of_layer("chunked", 16384, D, K)
-    assert long - short < atoms[16384] / 4, f"chunked grew {short / 1e6:.0f} MB at 4k, {long / 1e6:.0f} MB at 16k"
+    # the activations (B, L, D) and (B, L, K) grow with L, a few MB each; naive atoms would add 403 MB per tensor
+    assert long < atoms[16384] and long - short < atoms[16384] / 2, \
+        f"chunked grew {short / 1e6:.0f} MB at 4k, {long / 1e6:.0f} MB at 16k"
     naive = rss_growth_of_layer("naive", 4096, D, K)
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
