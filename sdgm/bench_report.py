@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import save_figure, write_table  # noqa: E402
+from .reporting import save_figure, write_table  # noqa: E402
 
 SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2}
 

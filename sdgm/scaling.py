@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .measure import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average, peak_call_memory,
-                      synchronize, time_calls)
+                      time_calls)
 from .ops.spectral import spectral_cost, triton_status
 from .provenance import config_hash, provenance
 
@@ -184,7 +184,6 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     n = 8192 if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
-    del a
     if cuda and triton_status(device)[0]:
         from .ops.spectral_triton import hardware_sine_rate
 
