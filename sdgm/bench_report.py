@@ -17,9 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import save_figure, write_table  # noqa: E402
+from .reporting import save_figure, write_table  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench_generation
 
 
 class BenchReportError(RuntimeError):
@@ -32,8 +32,10 @@ def load_record(path: str | Path, kind: str) -> dict:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise BenchReportError(f"{path}: cannot read benchmark record ({e})") from e
-    if not isinstance(rec, dict) or rec.get("kind") != kind or rec.get("schema") != SCHEMA_VERSION:
-        raise BenchReportError(f"{path}: not a schema-{SCHEMA_VERSION} {kind!r} record")
+    want = SCHEMA_VERSIONS[kind]
+    if not isinstance(rec, dict) or rec.get("kind") != kind or rec.get("schema") != want:
+        raise BenchReportError(f"{path}: not a schema-{want} {kind!r} record (an older record: run its benchmark "
+                               f"again)")
     for key in ("provenance", "config_hash"):
         if key not in rec:
             raise BenchReportError(f"{path}: missing {key!r}")
@@ -95,85 +97,114 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
 
 # ---- scaling ----------------------------------------------------------------------------------------------------
 def scaling_table(rec: dict) -> pd.DataFrame:
-    ratio = {(r["L"], r["mode"]): r for r in rec.get("ratios", [])}
+    """One row per view, layer, mode and L: time, memory, the floor and measured / floor, SDGM over attention."""
+    ratio = {(r["view"], r["model"], r["L"], r["mode"]): r for r in rec.get("ratios", [])}
+    order = {m: i for i, m in enumerate(rec["settings"]["models"])}
     rows = []
-    order = {m: i for i, m in enumerate(rec["slopes"])}
-    for r in sorted(rec["results"], key=lambda r: (order.get(r["model"], len(order)), r["mode"], r["L"])):
+    for r in sorted(rec["results"], key=lambda r: (r["view"] != "tokens", order.get(r["model"], len(order)),
+                                                   r["mode"], r["L"])):
         why = r.get("error") or r.get("reason") or r["status"]
         na = r.get("na", {})
         ok = r["status"] == "ok"
-        row = {"model": r["model"], "mode": r["mode"], "L": r["L"], "B": r["B"], "status": r["status"],
+        floor = r.get("floor") or {}
+        row = {"view": r["view"], "model": r["model"], "mode": r["mode"], "L": r["L"], "B": r["B"],
+               "status": r["status"],
                "ms_per_batch": _fmt(r.get("time_per_batch_s") if ok else None, 3, why, 1e3),
                "ms_per_sequence": _fmt(r.get("time_per_sequence_s") if ok else None, 4, why, 1e3),
-               "peak_mem_mb": _fmt(r.get("peak_mem_bytes") if ok else None, 1, na.get("peak_mem_bytes", why), 1e-6)}
-        q = ratio.get((r["L"], r["mode"]), {})
-        if r["model"] == "sdgm" and q:
+               "peak_mem_mb": _fmt(r.get("peak_mem_bytes") if ok else None, 1, na.get("peak_mem_bytes", why), 1e-6),
+               "floor_ms": _fmt(floor.get("time_s") if ok else None, 3, na.get("floor", why), 1e3),
+               "bound": floor.get("bound", "–") if ok else "–",
+               "over_floor": _fmt(r.get("over_floor") if ok else None, 2, na.get("floor", why))}
+        q = ratio.get((r["view"], r["model"], r["L"], r["mode"]))
+        if q:
             qna = q.get("na", {})
-            row["sdgm_over_attention_time"] = _fmt(q.get("sdgm_over_attention_time"), 3, qna.get("sdgm_over_attention_time"))
-            row["sdgm_over_attention_mem"] = _fmt(q.get("sdgm_over_attention_memory"), 3, qna.get("sdgm_over_attention_memory"))
+            row["over_attention_time"] = _fmt(q.get("over_attention_time"), 3, qna.get("over_attention_time"))
+            row["over_attention_mem"] = _fmt(q.get("over_attention_memory"), 3, qna.get("over_attention_memory"))
         else:
-            row["sdgm_over_attention_time"] = row["sdgm_over_attention_mem"] = "–"
+            row["over_attention_time"] = row["over_attention_mem"] = "–"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def slopes_table(rec: dict) -> pd.DataFrame:
     rows = []
-    for model, modes in rec["slopes"].items():
-        for mode, fit in modes.items():
-            rows.append({"model": model, "mode": mode, "slope": _fmt(fit.get("slope"), 3, fit.get("na", {}).get("slope")),
-                         "r2": _fmt(fit.get("r2"), 3, "fewer than 3 points" if fit.get("slope") is not None else
-                                    fit.get("na", {}).get("slope")),
-                         "min_length": fit["min_length"], "points": fit["n_points"]})
+    for view, models in rec["slopes"].items():
+        for model, modes in models.items():
+            for mode, fits in modes.items():
+                row = {"view": view, "model": model, "mode": mode}
+                for what, fit in fits.items():
+                    why = fit.get("na", {}).get("slope")
+                    row[f"{what}_slope"] = _fmt(fit.get("slope"), 3, why)
+                    row[f"{what}_r2"] = _fmt(fit.get("r2"), 3, "fewer than 3 points" if fit.get("slope") is not None
+                                             else why)
+                    row[f"{what}_points"] = fit["n_points"]
+                row["min_length"] = fits["time"]["min_length"]
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
 def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
-    """Log-log time per sequence (top) and peak memory (bottom) against L, one column per mode."""
+    """Log-log against L, one column per view and mode: time per sequence (measured as markers and lines, floor
+    dashed), measured / floor, and peak memory. Out-of-memory lengths are marked."""
     out_stem = Path(out_stem)
-    modes = ["forward", "forward_backward"]
-    models = list(rec["slopes"])
-    fig, axes = plt.subplots(2, len(modes), figsize=(6.5 * len(modes), 9), squeeze=False)
+    views = [v for v in ("tokens", "batch") if any(r["view"] == v for r in rec["results"])]
+    columns = [(v, m) for v in views for m in ("forward", "forward_backward")]
+    models = list(rec["settings"]["models"])
+    fig, axes = plt.subplots(3, len(columns), figsize=(5.2 * len(columns), 12), squeeze=False)
     cmap = plt.get_cmap("tab10")
-    for j, mode in enumerate(modes):
-        ax_t, ax_m = axes[0, j], axes[1, j]
+    s = rec["settings"]
+    for j, (view, mode) in enumerate(columns):
+        ax_t, ax_f, ax_m = axes[:, j]
         drawn = set()
         for i, model in enumerate(models):
-            rows = [r for r in rec["results"] if r["model"] == model and r["mode"] == mode]
+            rows = [r for r in rec["results"] if r["view"] == view and r["model"] == model and r["mode"] == mode]
             ok = [r for r in rows if r["status"] == "ok"]
-            fit = rec["slopes"][model][mode]
-            label = model + (f" (slope {fit['slope']:.2f})" if fit.get("slope") is not None else "")
+            fits = rec["slopes"].get(view, {}).get(model, {}).get(mode, {})
+            t_fit, m_fit = fits.get("time", {}), fits.get("memory", {})
+            color = cmap(i % 10)
             if ok:
                 drawn.add(ax_t)
-                ax_t.plot([r["L"] for r in ok], [r["time_per_sequence_s"] * 1e3 for r in ok], "o-", color=cmap(i),
+                label = model + (f" (slope {t_fit['slope']:.2f})" if t_fit.get("slope") is not None else "")
+                ax_t.plot([r["L"] for r in ok], [r["time_per_sequence_s"] * 1e3 for r in ok], "o-", color=color,
                           label=label)
-            mem = [r for r in ok if r.get("peak_mem_bytes") is not None]
+                fl = [r for r in ok if r.get("floor")]
+                if fl:
+                    ax_t.plot([r["L"] for r in fl], [r["floor"]["time_s"] / r["B"] * 1e3 for r in fl], "--",
+                              color=color, alpha=0.6, linewidth=1)
+                of = [r for r in ok if r.get("over_floor")]
+                if of:
+                    drawn.add(ax_f)
+                    ax_f.plot([r["L"] for r in of], [r["over_floor"] for r in of], "o-", color=color, label=model)
+            mem = [r for r in ok if r.get("peak_mem_bytes")]
             if mem:
                 drawn.add(ax_m)
-                ax_m.plot([r["L"] for r in mem], [r["peak_mem_bytes"] / 1e6 for r in mem], "o-", color=cmap(i),
-                          label=model)
+                label = model + (f" (slope {m_fit['slope']:.2f})" if m_fit.get("slope") is not None else "")
+                ax_m.plot([r["L"] for r in mem], [r["peak_mem_bytes"] / 1e6 for r in mem], "o-", color=color,
+                          label=label)
             for ax in (ax_t, ax_m):
                 for r in rows:
                     if r["status"] == "oom":
-                        ax.axvline(r["L"], color=cmap(i), linestyle=":", alpha=0.6)
+                        ax.axvline(r["L"], color=color, linestyle=":", alpha=0.6)
                         ax.annotate(f"{model} OOM", (r["L"], 0.98), xycoords=("data", "axes fraction"),
-                                    rotation=90, va="top", fontsize=7, color=cmap(i))
-        for ax, what in ((ax_t, "time per sequence (ms)"), (ax_m, "peak memory per batch (MB)")):
+                                    rotation=90, va="top", fontsize=7, color=color)
+        if ax_f in drawn:
+            ax_f.axhline(1.0, color="black", linewidth=0.8)
+        for ax, what in ((ax_t, "time per sequence (ms); floor dashed"), (ax_f, "measured / floor"),
+                         (ax_m, "peak memory per batch (MB)")):
             if ax in drawn:
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=7)
             else:
                 ax.text(0.5, 0.5, f"{what}: not measured", ha="center", va="center", transform=ax.transAxes)
             ax.set_xlabel("sequence length L")
             ax.set_ylabel(what)
             ax.grid(True, which="both", alpha=0.3)
-        ax_t.set_title(f"{mode.replace('_', ' + ')}: time per sequence")
-        source = "CUDA allocator" if str(rec.get("memory_method", "")).startswith("torch.cuda") else "CPU allocator"
-        ax_m.set_title(f"{mode.replace('_', ' + ')}: peak memory above the inputs ({source})")
-    s = rec["settings"]
-    fig.suptitle(f"One mixing layer, D = {s['d_model']}, {s['tokens_per_batch']} tokens per batch, {s['precision']}, "
-                 f"{rec['provenance'].get('device', rec['device'])}", fontsize=9)
+        batch = f"{s['tokens_per_batch']} tokens per batch" if view == "tokens" else f"B = {s.get('batch_size', 1)}"
+        ax_t.set_title(f"{mode.replace('_', ' + ')}, {batch}", fontsize=9)
+    source = "CUDA allocator" if str(rec.get("memory_method", "")).startswith("torch.cuda") else "CPU allocator"
+    fig.suptitle(f"One mixing layer, D = {s['d_model']}, K = {s['n_atoms']}, {s['precision']}, "
+                 f"{rec['provenance'].get('device', rec['device'])}; memory above the inputs ({source})", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
@@ -188,15 +219,20 @@ def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) 
                                   "Throughput of the trained models (median of timed repeats after warmup), on "
                                   + "; ".join(devices) + ". MFU = model FLOPs per token x tokens/s / device peak."),
         "scaling": write_table(scaling_table(sc), tables_dir / "scaling",
-                               f"One mixing layer at D = {sc['settings']['d_model']}, "
-                               f"{sc['settings']['tokens_per_batch']} tokens per batch (B = tokens / L), on "
+                               f"One mixing layer at D = {sc['settings']['d_model']}, K = {sc['settings']['n_atoms']}; "
+                               f"view 'tokens': {sc['settings']['tokens_per_batch']} tokens per batch (B = tokens / L), "
+                               f"view 'batch': B = {sc['settings'].get('batch_size', 1)}; on "
                                f"{sc['provenance'].get('device', sc['device'])}; attention backend: "
                                f"{sc['attention_backend']}; host load average at start and end "
                                f"{(sc.get('load_average') or {}).get('start')}, {(sc.get('load_average') or {}).get('end')}"
                                f" ({(sc.get('load_average') or {}).get('cpu_count')} cores). "
-                               "Linformer is not causal as a layer."),
+                               "Linformer is not causal as a layer. floor = max(FLOPs / matmul rate, sines / sine "
+                               "rate, bytes / bandwidth) at the rates measured on the device: "
+                               + ", ".join(f"{k} {v:.3g}" for k, v in sc["rates"].items() if isinstance(v, float))
+                               + "."),
         "slopes": write_table(slopes_table(sc), tables_dir / "scaling_slopes",
-                              "Least-squares slope of log(time per sequence) against log(L), L >= min_length."),
+                              "Least-squares slopes of log(time per sequence) and log(peak memory) against log(L), "
+                              "L >= min_length, per view."),
         "figure": plot_scaling(sc, figures_dir / "scaling"),
     }
     return written

@@ -8,7 +8,7 @@
                   2-standard-deviation ellipses projected the same way
 
 Everything is read from the run directory (sdgm.load_run), its gmm.npz/gmm.json and the tokenized validation
-split; the figures are written with sdgm.report.save_figure (PNG and PDF).
+split; the figures are written with sdgm.reporting.save_figure (PNG and PDF).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from .report import save_figure  # noqa: E402
+from .reporting import save_figure  # noqa: E402
 
 FIGURES = ("atoms", "atom_signals", "gmm_bic", "gmm_pca")
 

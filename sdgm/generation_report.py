@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .bench_report import _fmt, load_record  # noqa: E402
-from .report import save_figure, write_table  # noqa: E402
+from .reporting import save_figure, write_table  # noqa: E402
 
 DECODING = {"cache": "cache", "recompute": "recompute window"}
 BEYOND = {"window": "window of L slides", "state": "own state continues"}

@@ -1,10 +1,11 @@
-"""Measurements a performance engineer can check: time, tokens/s, MFU, memory, energy, scaling with length.
+"""Measurements a performance engineer can check: time, tokens/s, MFU, memory, energy.
 
     with NvmlSampler("cuda") as s: ...            # s.result(): GPU memory (this process, device), power, energy,
                                                    # torch peak allocated/reserved, CPU RSS; null + reason if absent
     timing = time_calls(fn, repeats=5, warmup=2, device="cuda")   # median of synchronized repeats
     record = throughput_for_run(run_dir, metrics_json, out_json, bench)  # train / score / generate tok/s of a run
-    record = scaling_benchmark([128, ..., 65536], tokens_per_batch=65536)  # one mixing layer vs L, slopes
+
+The scaling of one mixing layer with the sequence length, with its floors, is sdgm/scaling.py.
 
 Rules every number here follows:
 - Timing: `warmup` untimed calls, then `repeats` timed calls, each between two device synchronizations
@@ -13,15 +14,13 @@ Rules every number here follows:
 - A value that cannot be measured is null with its reason in the record's "na" dict, never 0.
 - Every record carries provenance (git commit, device, driver, torch, CUDA) and a hash of its settings.
 
-Everything is written against sdgm.interface.LanguageModel only; no model is named here except SDGM's mixing
-layer in the scaling benchmark, which is the object of that benchmark.
+Everything is written against sdgm.interface.LanguageModel only; no model is named here.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import json
-import math
 import os
 import re
 import resource
@@ -34,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .provenance import config_hash, provenance
@@ -604,272 +602,5 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
         "metrics": metrics, "na": na, "modes": res["modes"],
     }
     record = json.loads(json.dumps(record))
-    write_json_atomic(out_path, record)
-    return record
-
-
-# ---- scaling of one token-mixing layer with the sequence length -------------------------------------------------
-class CausalAttentionLayer(nn.Module):
-    """Multi-head causal self-attention: QKV projection, scaled_dot_product_attention(is_causal=True), output."""
-
-    def __init__(self, d_model: int, n_heads: int, flash_only: bool = False):
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
-        self.h = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.flash_only = flash_only
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)  # each (B, H, L, D/H)
-        ctx = contextlib.nullcontext()
-        if self.flash_only:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            ctx = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
-        with ctx:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, D/H)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))
-
-
-class LinformerLayer(nn.Module):
-    """Linformer-style attention (Wang et al., 2020): keys and values projected along the sequence, L -> k.
-
-    Each output position mixes all L positions through the projections, so as a layer this is NOT causal; it is
-    measured for its cost only (O(L k) instead of O(L^2)).
-    """
-
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int):
-        super().__init__()
-        self.h = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.proj_k = nn.Parameter(torch.randn(k, seq_len) / math.sqrt(seq_len))  # (k, L)
-        self.proj_v = nn.Parameter(torch.randn(k, seq_len) / math.sqrt(seq_len))  # (k, L)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)  # each (B, H, L, D/H)
-        k = torch.einsum("kl,bhld->bhkd", self.proj_k.to(k.dtype), k)  # (B, H, k, D/H)
-        v = torch.einsum("kl,bhld->bhkd", self.proj_v.to(v.dtype), v)  # (B, H, k, D/H)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D/H)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))
-
-
-class SDGMMixingLayer(nn.Module):
-    """SDGM's token mixing with SDGM's own code: causal Conv1D encoder, then the atom decoder (no embedding, no
-    head). The decoder evaluates the atoms S (L, K, D) once per call, shared by the batch."""
-
-    def __init__(self, d_model: int, n_atoms: int, seq_len: int, kernel_size: int):
-        super().__init__()
-        from .model import SDGM, SDGMConfig
-
-        self.sdgm = SDGM(SDGMConfig(vocab_size=1, d_model=d_model, n_atoms=n_atoms, seq_len=seq_len,
-                                    kernel_size=kernel_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sdgm.decode(self.sdgm.encode(x))  # (B, L, D)
-
-
-def flash_attention_available(device: torch.device, dtype: torch.dtype | None) -> tuple[bool, str]:
-    """Can scaled_dot_product_attention run its flash kernel here (causal, this device and dtype)?"""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    q = torch.randn(1, 2, 16, 32, device=device, dtype=dtype or torch.float32)
-    try:
-        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-            F.scaled_dot_product_attention(q, q, q, is_causal=True)
-        return True, "flash"
-    except Exception as e:  # "No available kernel" on devices/dtypes the flash kernel does not cover
-        return False, f"default selection (flash unavailable: {str(e).splitlines()[0][:200]})"
-
-
-def default_layers(d_model: int, n_atoms: int, kernel_size: int, n_heads: int, linformer_k: int,
-                   flash: bool) -> dict[str, Callable[[int], nn.Module]]:
-    """name -> factory(L) of the three layers compared by the scaling benchmark."""
-    return {
-        "sdgm": lambda L: SDGMMixingLayer(d_model, n_atoms, L, kernel_size),
-        "attention": lambda L: CausalAttentionLayer(d_model, n_heads, flash_only=flash),
-        "linformer": lambda L: LinformerLayer(d_model, n_heads, L, linformer_k),
-    }
-
-
-def fit_loglog_slope(lengths, times, min_length: int = 0) -> dict:
-    """Least-squares fit log(time) = slope * log(L) + c over the points with L >= min_length (numpy lstsq)."""
-    pts = [(L, t) for L, t in zip(lengths, times) if L >= min_length and t is not None and t > 0]
-    if len(pts) < 2:
-        return {"slope": None, "intercept": None, "n_points": len(pts), "min_length": min_length,
-                "na": {"slope": f"fewer than 2 measured lengths >= {min_length}"}}
-    x = np.log([p[0] for p in pts])
-    y = np.log([p[1] for p in pts])
-    A = np.stack([x, np.ones_like(x)], axis=1)
-    (slope, intercept), *_ = np.linalg.lstsq(A, y, rcond=None)
-    resid = y - (slope * x + intercept)
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid ** 2)) / ss_tot if ss_tot > 0 else None
-    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n_points": len(pts),
-            "min_length": min_length, "lengths": [int(p[0]) for p in pts]}
-
-
-MODES = ("forward", "forward_backward")
-
-
-def scaling_benchmark(lengths, tokens_per_batch: int, *, d_model: int = 512, n_atoms: int = 256, kernel_size: int = 3,
-                      n_heads: int = 8, linformer_k: int = 256, repeats: int = 3, warmup: int = 1,
-                      slope_min_length: int = 0, device: str = "auto", precision: str = "auto",
-                      layers: dict[str, Callable[[int], nn.Module]] | None = None, memory_cap_bytes: int | None = None,
-                      clock: Callable[[], float] = time.perf_counter, seed: int = 0, log=print) -> dict:
-    """Time and peak memory of one token-mixing layer per model at each length L, B = tokens_per_batch // L.
-
-    forward: inference (no gradients); forward_backward: forward, then backward of the output's sum into the
-    parameters and the input. An out-of-memory is recorded as {"status": "oom"} and the next case runs.
-    `memory_cap_bytes` caps the memory a case may use: on CUDA through
-    torch.cuda.set_per_process_memory_fraction (the allocator itself refuses), on CPU by comparing the measured
-    peak of the case with the cap before it is timed (recorded as oom, with the reason).
-    `layers` replaces the three default layers (name -> factory(L) -> module mapping (B, L, D) to (B, L, D)).
-    """
-    from .train import TrainConfig, autocast_dtype, resolve_device
-
-    dev = resolve_device(device)
-    amp = autocast_dtype(TrainConfig(precision=precision), dev)
-    flash, backend = flash_attention_available(dev, amp)
-    if layers is None:
-        layers = default_layers(d_model, n_atoms, kernel_size, n_heads, linformer_k, flash)
-    lengths = sorted(int(L) for L in lengths)
-    settings = {"lengths": lengths, "tokens_per_batch": tokens_per_batch, "d_model": d_model, "n_atoms": n_atoms,
-                "kernel_size": kernel_size, "n_heads": n_heads, "linformer_k": linformer_k, "repeats": repeats,
-                "warmup": warmup, "slope_min_length": slope_min_length, "precision": "bf16" if amp else "fp32",
-                "memory_cap_bytes": memory_cap_bytes, "models": sorted(layers)}
-    cap_fraction = None
-    if memory_cap_bytes is not None and dev.type == "cuda":
-        total = torch.cuda.get_device_properties(dev).total_memory
-        cap_fraction = min(1.0, memory_cap_bytes / total)
-        torch.cuda.set_per_process_memory_fraction(cap_fraction, dev)
-
-    def autocast():
-        return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
-
-    results = []
-    load_start = load_average()
-    try:
-        for L in lengths:  # every model at one L before the next L: slow drifts of the machine hit all alike
-            B = tokens_per_batch // L
-            for name, factory in layers.items():
-                for mode in MODES:
-                    entry = {"model": name, "L": L, "B": B, "mode": mode}
-                    if B < 1:
-                        results.append({**entry, "status": "skipped", "reason": f"tokens_per_batch {tokens_per_batch} < L"})
-                        continue
-                    try:
-                        entry.update(_scaling_case(factory, L, B, d_model, mode, dev, autocast, repeats, warmup,
-                                                   memory_cap_bytes, clock, seed))
-                    except Exception as e:
-                        if not is_oom(e):
-                            raise
-                        entry.update({"status": "oom", "error": str(e).splitlines()[0][:500]})
-                    free_memory(dev)
-                    results.append(entry)
-                    log(f"scaling {name:10s} L={L:6d} B={B:5d} {mode:16s} {entry['status']:4s} "
-                        + (f"{entry['time_per_batch_s'] * 1e3:10.2f} ms/batch" if entry["status"] == "ok" else ""))
-    finally:
-        if cap_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(1.0, dev)
-
-    slopes = {name: {mode: fit_loglog_slope(*_series(results, name, mode, "time_per_sequence_s"), slope_min_length)
-                     for mode in MODES} for name in layers}
-    ratios = []
-    if "sdgm" in layers and "attention" in layers:
-        for L in lengths:
-            for mode in MODES:
-                a, s = _find(results, "attention", L, mode), _find(results, "sdgm", L, mode)
-                row = {"L": L, "mode": mode}
-                for key, field in (("time", "time_per_sequence_s"), ("memory", "peak_mem_bytes")):
-                    num, den = s.get(field), a.get(field)
-                    ok = num is not None and den is not None and den > 0
-                    row[f"sdgm_over_attention_{key}"] = num / den if ok else None
-                    if not ok:
-                        row.setdefault("na", {})[f"sdgm_over_attention_{key}"] = (
-                            f"sdgm: {s.get('status')}, attention: {a.get('status')}" if s.get("status") != "ok"
-                            or a.get("status") != "ok" else f"{field} not measured")
-                ratios.append(row)
-    record = {
-        "schema": SCHEMA_VERSION, "kind": "scaling",
-        "settings": settings, "config_hash": config_hash(settings), "provenance": provenance(dev),
-        "device": str(dev), "attention_backend": backend,
-        "load_average": {"start": load_start, "end": load_average(), "cpu_count": os.cpu_count()},
-        "memory_method": CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD,
-        "notes": {
-            "linformer": "Linformer-style attention mixes all positions through its sequence projections: it is "
-                         "not causal as a layer and is measured for its cost only.",
-            "sdgm": "SDGM's own encode + decode; the decoder evaluates the atoms S for all L positions once per "
-                    "call (L x K x D values shared by the batch), so at fixed tokens per batch that part costs "
-                    "L^2 K D / tokens_per_batch per sequence.",
-            "timing": "median of `repeats` calls after `warmup`, each between two device synchronizations; "
-                      "time per sequence = time per batch / B. load_average is the host's (1, 5, 15 min) load: "
-                      "above the core count, other processes shared the CPU.",
-        },
-        "results": results, "slopes": slopes, "ratios": ratios,
-    }
-    return json.loads(json.dumps(record))
-
-
-def _scaling_case(factory, L, B, D, mode, dev, autocast, repeats, warmup, memory_cap_bytes, clock, seed) -> dict:
-    torch.manual_seed(seed)
-    layer = factory(L).to(dev)
-    x = torch.randn(B, L, D, device=dev, requires_grad=mode == "forward_backward")
-    params = [p for p in layer.parameters() if p.requires_grad]
-
-    if mode == "forward":
-        @torch.no_grad()
-        def fn():
-            with autocast():
-                return layer(x)
-    else:
-        def fn():
-            with autocast():
-                y = layer(x)
-            y.sum().backward()
-            for p in params:  # each call starts without gradients: the memory baseline holds none
-                p.grad = None
-            x.grad = None
-
-    for _ in range(warmup):
-        fn()
-    mem, mem_na = peak_call_memory(fn, dev)
-    if memory_cap_bytes is not None and dev.type != "cuda" and mem is not None and mem > memory_cap_bytes:
-        raise torch.OutOfMemoryError(f"peak {mem} bytes exceeds the memory cap of {memory_cap_bytes} bytes")
-    timing = time_calls(fn, repeats=repeats, warmup=0, device=dev, clock=clock)
-    timing["warmup"] = warmup
-    out = {"status": "ok", "time_per_batch_s": timing["median_s"], "time_per_sequence_s": timing["median_s"] / B,
-           "timing": timing, "peak_mem_bytes": mem}
-    if mem is None:
-        out["na"] = {"peak_mem_bytes": mem_na}
-    return out
-
-
-def _find(results, name, L, mode) -> dict:
-    for r in results:
-        if r["model"] == name and r["L"] == L and r["mode"] == mode:
-            return r
-    return {}
-
-
-def _series(results, name, mode, field):
-    rows = [r for r in results if r["model"] == name and r["mode"] == mode and r.get(field) is not None]
-    return [r["L"] for r in rows], [r[field] for r in rows]
-
-
-def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) -> dict:
-    """Run the scaling benchmark with the config's `benchmark:` section and write its record to out_path."""
-    from .atomic import write_json_atomic
-
-    sc = bench["scaling"]
-    record = scaling_benchmark(
-        sc["lengths"], sc["tokens_per_batch"], d_model=sc["d_model"], n_atoms=sc["n_atoms"],
-        kernel_size=sc["kernel_size"], n_heads=sc["n_heads"], linformer_k=sc["linformer_k"],
-        repeats=bench["repeats"], warmup=bench["warmup"], slope_min_length=sc["slope_min_length"],
-        device=train.get("device", "auto"), precision=train.get("precision", "auto"), **kw)
     write_json_atomic(out_path, record)
     return record

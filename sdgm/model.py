@@ -4,6 +4,8 @@
     C      = act(Conv1D(X))                               (B, L, K)   mixing coefficients
     S_k(t) = A_k * sin(2 pi F_k t / L + Phi_k)            (L, K, D)   K learned spectral atoms
     X_hat  = sum_k C[:, t, k] S_k(t)                      (B, L, D)   O(K L D), no token-token products
+                                                                      (sdgm/ops/spectral.py: S is never stored whole
+                                                                      unless decoder="naive")
     logits = Head(X_hat)                                  (B, L, V)   next token at t + 1
 
 Choices where the paper is vague are listed in docs/paper-choices.md; the important one: the encoder is causal
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from .interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
+from .ops.spectral import IMPLEMENTATIONS, spectral_atoms, spectral_decode
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -53,12 +56,15 @@ class SDGMConfig:
     recon_target_grad: bool = False  # let the MSE/STFT targets X pull on the embeddings (collapse-prone)
     stft_n_fft: int = 256
     stft_hop: int = 64
+    decoder: str = "auto"        # implementation of X_hat = C S: auto | naive | chunked | triton (sdgm/ops/spectral.py)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.encoder_padding not in ("causal", "centered"):
             raise ValueError(f"encoder_padding must be 'causal' or 'centered', got {self.encoder_padding!r}")
+        if self.decoder not in IMPLEMENTATIONS:
+            raise ValueError(f"decoder must be one of {', '.join(IMPLEMENTATIONS)}, got {self.decoder!r}")
         if self.head not in ("linear", "pointer"):
             raise ValueError(f"head must be 'linear' or 'pointer', got {self.head!r}")
         for name in ("vocab_size", "d_model", "n_atoms", "seq_len", "kernel_size", "stft_n_fft", "stft_hop"):
@@ -78,10 +84,13 @@ class SpectralAtoms(nn.Module):
         self.phase = nn.Parameter(torch.rand(n_atoms, d_model) * 2 * math.pi)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """positions: (T,) -> atoms S: (T, K, D), in fp32."""
-        t = positions.float()[:, None, None]  # (T, 1, 1)
-        arg = 2 * math.pi * self.frequency[None] * t / self.seq_len + self.phase[None]  # (T, K, D)
-        return self.amplitude[None] * torch.sin(arg)
+        """positions: (T,) -> atoms S: (T, K, D), in fp32. The decoder never needs all of them at once."""
+        return spectral_atoms(positions, self.amplitude, self.frequency, self.phase, self.seq_len)
+
+    def mix(self, c: torch.Tensor, positions: torch.Tensor, impl: str = "auto") -> torch.Tensor:
+        """C (B, T, K) at `positions` (T,) -> X_hat (B, T, D) = sum_k C[:, t, k] S_k(t), by the chosen implementation."""
+        return spectral_decode(c.contiguous(), self.amplitude, self.frequency, self.phase, positions, self.seq_len,
+                               impl=impl)
 
 
 def decode_reference(c: torch.Tensor, atoms: SpectralAtoms) -> torch.Tensor:
@@ -135,11 +144,10 @@ class SDGM(LanguageModel):
         return ACTIVATIONS[self.cfg.activation](self.encoder(h)).transpose(1, 2)
 
     def decode(self, c: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """C: (B, L, K) -> X_hat: (B, L, D); positions (L,) default 0..L-1."""
+        """C: (B, L, K) -> X_hat: (B, L, D); positions (L,) default 0..L-1. cfg.decoder picks the implementation."""
         if positions is None:
             positions = torch.arange(c.shape[1], device=c.device)
-        S = self.atoms(positions)  # (L, K, D)
-        return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
+        return self.atoms.mix(c, positions, self.cfg.decoder)
 
     def head(self, x_hat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """x_hat: (B, L, D), idx: (B, L) (copy source of the pointer head) -> logits (B, L, V)."""
@@ -238,9 +246,8 @@ class SDGM(LanguageModel):
             window = torch.cat([torch.zeros_like(recent[:, :k - L]), recent[:, k - L:]], dim=1)
         c = ACTIVATIONS[self.cfg.activation](self.encoder(window.transpose(1, 2)))  # (B, K, 1)
         pos = torch.tensor([min(t, L - 1)], device=x.device)
-        S = self.atoms(pos)[0]  # (K, D)
-        x_hat = c[:, :, 0] @ S.to(c.dtype)  # (B, D)
-        logits = self.head(x_hat[:, None], tokens[:, None])[:, 0]  # (B, V)
+        x_hat = self.decode(c.transpose(1, 2), pos)  # (B, 1, D)
+        logits = self.head(x_hat, tokens[:, None])[:, 0]  # (B, V)
         return logits, {"t": t + 1, "emb": recent[:, 1:]}
 
     def flops_per_token(self) -> int:

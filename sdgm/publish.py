@@ -45,7 +45,7 @@ def parse_samples(path: str | Path) -> dict:
 def sample_entries(sample_paths, metrics_paths) -> list[dict]:
     """One entry per (corpus, experiment), from its lowest seed: labels from metrics.json, text from the sample
     file (the two lists name the same runs in the same order). Sorted by corpus, SDGM first."""
-    from .report import leaks, load_metrics
+    from .reporting import leaks, load_metrics
 
     sample_paths, metrics_paths = list(sample_paths), list(metrics_paths)
     if len(sample_paths) != len(metrics_paths):
@@ -209,7 +209,7 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
                    config_summary: dict) -> str:
     """Render results/README.md. tables/figures: paths (any extension; the name says which);
     run_figures: [(corpus, run name, [png paths])]; metrics_paths/gmm_paths: the records the numbers come from."""
-    from .report import load_metrics
+    from .reporting import load_metrics
 
     here = Path(readme_path).parent
     records = load_metrics(metrics_paths)

@@ -1,8 +1,15 @@
-"""Fixtures shared by several test files."""
+"""Test-session setup and fixtures shared by several test files."""
+import os
+
 import numpy as np
 import pytest
 
-from sdgm.data import tokenize_corpus
+# Triton reads this when it is imported: without a GPU its kernels then run on CPU tensors, so the fused spectral
+# decoder's kernels are tested here too (tests/test_spectral_op.py). Nothing else in the project uses Triton, and
+# decoder "auto" never picks Triton on a CPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from sdgm.data import tokenize_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdgm import data, report
+from sdgm import data
+from sdgm import reporting as report
 from sdgm.atomic import remove_stale_temporaries, write_bytes_atomic
 from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
 from sdgm.data import ChecksumError, DataError, tokenize_corpus
@@ -37,7 +38,7 @@ from sdgm.evaluate import evaluate
 from sdgm.experiment import run_training
 from sdgm.interface import LanguageModel
 from sdgm.registry import build_model, load_run, model_config
-from sdgm.report import ReportError
+from sdgm.reporting import ReportError
 from sdgm.train import CheckpointError, NonFiniteLoss, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]

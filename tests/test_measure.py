@@ -8,8 +8,9 @@ import torch
 
 from sdgm import bench_report
 from sdgm.experiment import run_training
-from sdgm.measure import (GPU_FIELDS, NvmlSampler, fit_loglog_slope, match_peak_flops, measure_throughput,
-                          peak_call_memory, peak_flops, scaling_benchmark, scaling_from_config, throughput_for_run,
+from sdgm.scaling import device_rates, fit_loglog_slope, floor_of, scaling_benchmark, scaling_from_config
+from sdgm.measure import (GPU_FIELDS, NvmlSampler, match_peak_flops, measure_throughput,
+                          peak_call_memory, peak_flops, throughput_for_run,
                           time_calls, tokens_per_second)
 from sdgm.registry import build_model
 from sdgm.train import TrainConfig
@@ -155,49 +156,98 @@ def test_slope_fit_uses_lengths_from_min_length_only():
 
 
 # ---- scaling benchmark ------------------------------------------------------------------------------------------------
+RATES = {"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10}
 TINY = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4, repeats=1, warmup=0, slope_min_length=8,
-            device="cpu", log=lambda *a: None)
+            device="cpu", rates=RATES, log=lambda *a: None)
+LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_triton", "attention", "linformer")
 
 
 def test_scaling_benchmark_on_a_tiny_range(tmp_path):
-    rec = scaling_benchmark([8, 16, 32], 64, **TINY)
+    rec = scaling_benchmark([8, 16, 32], 64, batch_lengths=[16, 64], batch_size=2, **TINY)
     rec = json.loads(json.dumps(rec))
-    assert {(r["model"], r["L"], r["mode"]) for r in rec["results"]} == {
-        (m, L, mode) for m in ("sdgm", "attention", "linformer") for L in (8, 16, 32)
-        for mode in ("forward", "forward_backward")}
+    assert {(r["view"], r["model"], r["L"], r["mode"]) for r in rec["results"]} == {
+        (v, m, L, mode) for v, lengths in (("tokens", (8, 16, 32)), ("batch", (16, 64))) for m in LAYERS
+        for L in lengths for mode in ("forward", "forward_backward")}
     for r in rec["results"]:
-        assert r["status"] == "ok" and r["B"] == 64 // r["L"]
+        if r["model"] == "sdgm_triton":  # timed on CUDA only
+            assert r["status"] == "skipped" and "CUDA" in r["reason"]
+            continue
+        assert r["status"] == "ok" and r["B"] == (64 // r["L"] if r["view"] == "tokens" else 2)
         assert r["time_per_sequence_s"] == pytest.approx(r["time_per_batch_s"] / r["B"])
         assert r["peak_mem_bytes"] > 0
-    for model in ("sdgm", "attention", "linformer"):
-        for mode in ("forward", "forward_backward"):
-            assert math.isfinite(rec["slopes"][model][mode]["slope"])
-    assert len(rec["ratios"]) == 6 and all(r["sdgm_over_attention_time"] > 0 for r in rec["ratios"])
-    assert "not causal" in rec["notes"]["linformer"]
+        fl = r["floor"]
+        assert fl["time_s"] == max(fl["parts_s"].values()) and fl["bound"] in ("flops", "sines", "bytes")
+        assert r["over_floor"] == pytest.approx(r["time_per_batch_s"] / fl["time_s"])
+    for view in ("tokens", "batch"):
+        for model in ("sdgm_naive", "sdgm_chunked", "attention", "linformer"):
+            for mode in ("forward", "forward_backward"):
+                fits = rec["slopes"][view][model][mode]
+                assert math.isfinite(fits["time"]["slope"]) and math.isfinite(fits["memory"]["slope"])
+        assert rec["slopes"][view]["sdgm_triton"]["forward"]["time"]["slope"] is None
+    # each SDGM implementation against attention, per view, length and mode
+    assert len(rec["ratios"]) == 3 * 2 * (3 + 2)
+    assert all(r["over_attention_time"] > 0 for r in rec["ratios"] if r["model"] != "sdgm_triton")
+    assert "not causal" in rec["notes"]["linformer"] and rec["rates"] == RATES
     assert rec["provenance"]["git_commit"] is not None and len(rec["config_hash"]) == 12
     assert rec["memory_method"].startswith("torch.profiler")
 
     # tables and figure from this record (the bench_report rule's work, without throughput records)
-    paths = bench_report.write_table(bench_report.scaling_table(rec), tmp_path / "scaling", "x")
+    table = bench_report.scaling_table(rec)
+    assert set(table["view"]) == {"tokens", "batch"} and "over_floor" in table and "floor_ms" in table
+    naive = table[(table.model == "sdgm_naive") & (table["view"] == "tokens")]
+    assert (naive["over_attention_time"] != "–").all()
+    assert table[table.model == "sdgm_triton"]["ms_per_batch"].str.startswith("n/a (").all()
+    slopes = bench_report.slopes_table(rec)
+    assert {"time_slope", "memory_slope"} <= set(slopes.columns) and len(slopes) == 2 * 5 * 2
+    paths = bench_report.write_table(table, tmp_path / "scaling", "x")
     assert all(p.stat().st_size > 100 for p in paths)
     png, pdf = bench_report.plot_scaling(rec, tmp_path / "scaling")
     assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000
 
 
+def test_floor_picks_the_bound_that_takes_longest():
+    fl = floor_of({"flops": 4e10, "sines": 1e8, "bytes": 5e10}, RATES)
+    assert fl["parts_s"] == {"flops": 4.0, "sines": 1.0, "bytes": 5.0}
+    assert (fl["time_s"], fl["bound"]) == (5.0, "bytes")
+
+
+def test_device_rates_on_this_cpu_are_positive_and_say_how():
+    r = device_rates("cpu")
+    assert r["matmul_flops_per_s"] > 1e8 and r["sines_per_s"] > 1e6 and r["bytes_per_s"] > 1e8
+    assert "torch.sin" in r["sine_method"] and "copy" in r["bandwidth_method"]
+
+
+def test_chunked_decoder_memory_grows_slower_than_naive():
+    """At a fixed batch the naive decoder holds L x K x D atoms; the chunked one a block of them."""
+    kw = {**TINY, "d_model": 128, "n_atoms": 128}  # chunked blocks of 256 positions
+    rec = scaling_benchmark([64, 128], 128, batch_lengths=[1024, 4096], batch_size=1, decoders=("naive", "chunked"),
+                            **kw)
+    mem = {(r["model"], r["L"]): r["peak_mem_bytes"] for r in rec["results"]
+           if r["view"] == "batch" and r["mode"] == "forward_backward" and r["model"].startswith("sdgm")}
+    assert mem[("sdgm_chunked", 4096)] < mem[("sdgm_naive", 4096)] / 5
+    assert rec["slopes"]["batch"]["sdgm_naive"]["forward_backward"]["memory"]["slope"] > 0.9
+
+
 def test_memory_cap_turns_cases_into_oom_entries(tmp_path):
     bench = {"repeats": 1, "warmup": 0, "sampler_interval_s": 0.05, "energy_min_s": 0.1,
              "scaling": {"lengths": [8, 16], "tokens_per_batch": 32, "slope_min_length": 8, "d_model": 16,
-                         "n_atoms": 8, "kernel_size": 3, "n_heads": 2, "linformer_k": 4}}
+                         "n_atoms": 8, "kernel_size": 3, "n_heads": 2, "linformer_k": 4,
+                         "sdgm_decoders": ["chunked"], "batch_view": {"batch_size": 1, "lengths": [8, 16]}}}
     out = tmp_path / "scaling.json"
-    scaling_from_config(bench, {"device": "cpu"}, out, memory_cap_bytes=1, log=lambda *a: None)
+    scaling_from_config(bench, {"device": "cpu"}, out, memory_cap_bytes=1, rates=RATES, log=lambda *a: None)
     rec = json.loads(out.read_text())
-    assert rec["settings"]["memory_cap_bytes"] == 1
-    assert all(r["status"] == "oom" and "memory cap" in r["error"] for r in rec["results"])
-    assert all(f["slope"] is None for modes in rec["slopes"].values() for f in modes.values())
-    assert all(r["sdgm_over_attention_time"] is None and "oom" in r["na"]["sdgm_over_attention_time"]
-               for r in rec["ratios"])
+    assert rec["settings"]["memory_cap_bytes"] == 1 and rec["settings"]["models"] == ["sdgm_chunked", "attention",
+                                                                                      "linformer"]
+    first = {(r["view"], r["model"], r["mode"]): r for r in reversed(rec["results"])}  # each one's shortest L
+    assert all(r["status"] == "oom" and "memory cap" in r["error"] for r in first.values())
+    # after an OOM the longer lengths of that layer are not tried
+    assert all(r["status"] == "skipped" and "shorter length" in r["reason"] for r in rec["results"] if r["L"] == 16)
+    assert all(f["time"]["slope"] is None for models in rec["slopes"].values() for modes in models.values()
+               for f in modes.values())
+    assert all(r["over_attention_time"] is None and "oom" in r["na"]["over_attention_time"]
+               for r in rec["ratios"] if r["L"] == 8)
     table = bench_report.scaling_table(rec)
-    assert (table["status"] == "oom").all()
+    assert set(table["status"]) == {"oom", "skipped"}
     assert table["ms_per_sequence"].str.startswith("n/a (").all()
     bench_report.plot_scaling(rec, tmp_path / "scaling")  # an all-OOM record still plots
 
@@ -220,9 +270,11 @@ def test_a_real_out_of_memory_is_recorded_not_raised():
     rec = scaling_benchmark([8, 16, 32], 64, layers={"hungry": Hungry}, **TINY)
     status = {(r["L"], r["mode"]): r["status"] for r in rec["results"]}
     assert status == {(8, "forward"): "ok", (8, "forward_backward"): "ok", (16, "forward"): "oom",
-                      (16, "forward_backward"): "oom", (32, "forward"): "oom", (32, "forward_backward"): "oom"}
-    assert rec["slopes"]["hungry"]["forward"]["slope"] is None
-    assert rec["ratios"] == []  # no sdgm/attention pair in this run
+                      (16, "forward_backward"): "oom", (32, "forward"): "skipped", (32, "forward_backward"): "skipped"}
+    ok = next(r for r in rec["results"] if r["status"] == "ok")
+    assert "no cost model" in ok["na"]["floor"] and "floor" not in ok  # a layer without cost(): no floor, a reason
+    assert rec["slopes"]["tokens"]["hungry"]["forward"]["time"]["slope"] is None
+    assert rec["ratios"] == []  # no attention in this run
 
 
 # ---- throughput of a trained run, and its table -----------------------------------------------------------------------
@@ -260,10 +312,13 @@ def test_throughput_record_of_a_trained_run(trained_run, tmp_path):
 
 def test_bench_report_refuses_a_foreign_file(tmp_path):
     p = tmp_path / "x.json"
-    p.write_text(json.dumps({"schema": 1, "kind": "scaling"}))
+    p.write_text(json.dumps({"schema": 2, "kind": "scaling"}))
     with pytest.raises(bench_report.BenchReportError, match="throughput"):
         bench_report.load_record(p, "throughput")
     with pytest.raises(bench_report.BenchReportError, match="provenance"):
+        bench_report.load_record(p, "scaling")
+    p.write_text(json.dumps({"schema": 1, "kind": "scaling"}))  # before the floors and the two views
+    with pytest.raises(bench_report.BenchReportError, match="schema-2 'scaling' record .an older record"):
         bench_report.load_record(p, "scaling")
 
 

@@ -1,4 +1,4 @@
-"""Tests for sdgm.report on synthetic metrics.json files (no training, no GPU)."""
+"""Tests for sdgm.reporting on synthetic metrics.json files (no training, no GPU)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdgm import report
-from sdgm.report import ReportError
+from sdgm import reporting as report
+from sdgm.reporting import ReportError
 
 
 def _history(seed: int, final_ppl: float, n: int = 20) -> dict:

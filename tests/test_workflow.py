@@ -76,6 +76,9 @@ BAD = [
     ("benchmark.scaling.lengths", [1, 2]),
     ("benchmark.scaling.tokens_per_batch", "many"),
     ("benchmark.scaling.linformer_k", 0),
+    ("benchmark.scaling.sdgm_decoders", ["einsum"]),
+    ("benchmark.scaling.batch_view", {"batch_size": 0, "lengths": [64, 128]}),
+    ("models.sdgm.decoder", "fastest"),
     ("train.optimizer", "rmsprop"),
     ("train.schedule", "step"),
     ("train.plateau_factor", 1),
@@ -439,11 +442,17 @@ def test_quick_pipeline_end_to_end(tmp_path):
             assert tp["metrics"][key] > 0, key
         assert tp["metrics"]["mfu_train"] is None and tp["na"]["mfu_train"]  # CPU: no peak, a reason instead
     sc = json.loads((res / "bench" / "scaling.json").read_text())
-    assert {r["L"] for r in sc["results"]} == set(QUICK["benchmark"]["scaling"]["lengths"])
-    assert all(r["status"] == "ok" for r in sc["results"])
-    for model in ("sdgm", "attention", "linformer"):
-        assert all(math.isfinite(f["slope"]) for f in sc["slopes"][model].values())
-    assert len(sc["ratios"]) == 2 * len(QUICK["benchmark"]["scaling"]["lengths"])
+    qs = QUICK["benchmark"]["scaling"]
+    assert {r["L"] for r in sc["results"] if r["view"] == "tokens"} == set(qs["lengths"])
+    assert {r["L"] for r in sc["results"] if r["view"] == "batch"} == set(qs["batch_view"]["lengths"])
+    # on a CPU every layer runs except the Triton decoder, which is timed on CUDA only
+    assert all(r["status"] == ("skipped" if r["model"] == "sdgm_triton" else "ok") for r in sc["results"])
+    for view in ("tokens", "batch"):
+        for model in ("sdgm_naive", "sdgm_chunked", "attention", "linformer"):
+            assert all(math.isfinite(f["time"]["slope"]) for f in sc["slopes"][view][model].values())
+    assert all(r["over_floor"] > 0 for r in sc["results"] if r["status"] == "ok")
+    n_cases = len(qs["lengths"]) + len(qs["batch_view"]["lengths"])
+    assert len(sc["ratios"]) == 2 * len(qs["sdgm_decoders"]) * n_cases
     tp_table = pd.read_csv(res / "tables" / "throughput.csv")
     assert len(tp_table) == len(quick_runs)
     for name in ("throughput", "scaling", "scaling_slopes", "generation"):

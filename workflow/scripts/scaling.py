@@ -1,12 +1,13 @@
-"""Time and peak memory of one mixing layer (SDGM, causal attention, Linformer-style) against L (rule scaling)."""
+"""Time, peak memory and floor of one mixing layer (SDGM per decoder, causal attention, Linformer) against L (rule scaling)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.measure import scaling_from_config  # noqa: E402
+from sdgm.scaling import scaling_from_config  # noqa: E402
 from sdgm.snake import setup  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)
 rec = scaling_from_config(smk.params.bench, smk.params.train, smk.output[0])
-print("slopes:", {m: {k: v["slope"] for k, v in modes.items()} for m, modes in rec["slopes"].items()})
+for view, models in rec["slopes"].items():
+    print(f"slopes ({view}):", {m: {k: v["time"]["slope"] for k, v in modes.items()} for m, modes in models.items()})

@@ -1,0 +1,1 @@
+"""Fused and memory-lean operators."""

@@ -1,0 +1,113 @@
+"""Compile the spectral decoder's Triton kernels for an H100 (sm_90) on any machine, and read the machine code.
+
+    python -m sdgm.ops.sm90            # one row per kernel and launch config: registers, spills, sines, MMAs
+
+Triton compiles without a GPU when given the target; the cuobjdump shipped inside the Triton wheel dumps the
+SASS and the resource usage. What a row says: `regs` registers per thread (255 is the hardware limit), `stack`
+bytes of local memory per thread and `stl`/`ldl` the spill stores and loads (all 0 means nothing spills),
+`mufu_sin`/`mufu_cos` the hardware sine and cosine instructions (the library sine would show none), `mma` the
+tensor-core instructions (HGMMA is Hopper's warpgroup MMA, HMMA the older warp MMA), `instructions` the SASS count.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import spectral_triton as st
+
+_PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+
+
+def _mix_signature(dtype: str) -> dict:
+    p = _PTR[dtype]
+    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "TP": "*fp32", "OUT": p}
+    sig.update({n: "i32" for n in ("B", "L", "R", "O", "s_ar", "s_ao", "T_PER_PROG")})
+    sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_R", "BLOCK_O", "FAST", "DOT_FP32", "PRECISION")})
+    return sig
+
+
+def _param_signature(dtype: str) -> dict:
+    p = _PTR[dtype]
+    sig = {"C": p, "G": p, "F": "*fp32", "PH": "*fp32", "TP": "*fp32", "PART": "*fp32"}
+    sig.update({n: "i32" for n in ("B", "L", "K", "D", "T_PER_PROG")})
+    sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_K", "BLOCK_D", "FAST", "DOT_FP32", "PRECISION")})
+    return sig
+
+
+def kernel_variants(dtype: str = "bf16"):
+    """(name, kernel, signature, constexprs, num_warps) of every launch config the op uses on a GPU for `dtype`."""
+    common = {"FAST": True, "DOT_FP32": dtype == "fp32", "PRECISION": "ieee"}
+    for largest, bb, br, bo, warps in st.MIX_CONFIGS:
+        yield (f"mix B<={largest or 'any'}", st._mix_kernel, _mix_signature(dtype),
+               {"BLOCK_B": bb, "BLOCK_R": br, "BLOCK_O": bo, **common}, warps)
+    for largest, bb, bk, bd, warps in st.PARAM_CONFIGS:
+        yield (f"param B<={largest or 'any'}", st._param_kernel, _param_signature(dtype),
+               {"BLOCK_B": bb, "BLOCK_K": bk, "BLOCK_D": bd, **common}, warps)
+
+
+def _tool(name: str) -> str:
+    from triton.backends.nvidia import compiler as nvidia
+
+    path = os.path.join(os.path.dirname(nvidia.__file__), "bin", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} is not in this Triton installation ({path})")
+    return path
+
+
+def inspect_cubin(cubin: bytes) -> dict:
+    """Registers, local memory, spill and special instructions of a compiled kernel (one function)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True,
+                               check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", usage)
+    if m is None:
+        raise ValueError(f"no resource usage in cuobjdump's output: {usage[:300]!r}")
+    ops = [ln.split("*/", 1)[1].strip() for ln in sass.splitlines() if re.match(r"\s*/\*[0-9a-f]{4}\*/", ln)]
+    opcode = [re.sub(r"^@!?U?P\w+\s+", "", o).split(" ")[0].rstrip(";") for o in ops]
+    return {"regs": int(m.group(1)), "stack": int(m.group(2)),
+            "stl": sum(o.startswith("STL") for o in opcode), "ldl": sum(o.startswith("LDL") for o in opcode),
+            "mufu_sin": sum(o == "MUFU.SIN" for o in opcode), "mufu_cos": sum(o == "MUFU.COS" for o in opcode),
+            "mma": sum(o.startswith(("HGMMA", "HMMA")) for o in opcode),
+            "mma_kind": sorted({o.split(".")[0] for o in opcode if o.startswith(("HGMMA", "HMMA"))}),
+            "instructions": len(opcode)}
+
+
+def compile_variant(kernel, signature: dict, constexprs: dict, num_warps: int, arch: int = 90):
+    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": num_warps, "num_stages": st.NUM_STAGES})
+
+
+def report(dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    rows = []
+    for name, kernel, sig, cst, warps in kernel_variants(dtype):
+        compiled = compile_variant(kernel, sig, cst, warps, arch)
+        rows.append({"kernel": name, "dtype": dtype, "num_warps": warps,
+                     "tile": "x".join(str(v) for k, v in cst.items() if k.startswith("BLOCK")),
+                     **inspect_cubin(compiled.asm["cubin"])})
+    return rows
+
+
+def main() -> None:
+    cols = ("kernel", "dtype", "tile", "num_warps", "regs", "stack", "stl", "ldl", "mufu_sin", "mufu_cos", "mma",
+            "mma_kind", "instructions")
+    print(f"Triton {triton.__version__}, target sm_90")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for dtype in ("bf16", "fp32"):
+        for r in report(dtype):
+            print("| " + " | ".join(str(r[c]) if c != "mma_kind" else ",".join(r[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""SDGM's spectral decoder as one op with three implementations.
+
+    S[t, k, d]     = A[k, d] * sin(2 pi F[k, d] p_t / P + Phi[k, d])     atoms at positions p (L,), period P
+    X_hat[b, t, d] = sum_k C[b, t, k] * S[t, k, d]                      C (B, L, K); A, F, Phi (K, D)
+
+    x_hat = spectral_decode(c, amplitude, frequency, phase, positions, period, impl="auto")
+
+naive    S materialized for all L positions (L x K x D fp32), then one einsum: the reference. Memory O(L K D).
+chunked  a torch.autograd.Function that saves only C and the parameters; forward and backward rebuild S for
+         `block` positions at a time. Memory O(block K D); runs on any device.
+triton   fused kernels (sdgm/ops/spectral_triton.py): each S tile is generated in registers and fed to tl.dot;
+         the parameter gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
+auto     triton on CUDA where Triton imports, chunked elsewhere.
+
+Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
+    dC[b, t, k] = sum_d G[b, t, d] S[t, k, d]
+    Q[t, k, d]  = sum_b C[b, t, k] G[b, t, d]
+    dA = sum_t Q sin(theta);  dPhi = sum_t Q A cos(theta);  dF = sum_t Q A cos(theta) 2 pi p_t / P
+
+Precision: the mixing runs in C's dtype (bf16 under autocast on a GPU, as the naive einsum does), the atoms and
+all parameter gradients in fp32. The output has C's dtype.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import torch
+
+IMPLEMENTATIONS = ("auto", "naive", "chunked", "triton")
+DEFAULT_BLOCK_ELEMENTS = 1 << 22  # chunked: positions per block = this // (K * D), at least 1 (16 MiB of fp32 atoms)
+
+log = logging.getLogger(__name__)
+
+
+class SpectralOpError(ValueError):
+    """Bad input to spectral_decode: the message names the argument and what was expected."""
+
+
+def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
+                   period: float) -> torch.Tensor:
+    """positions (T,) -> S (T, K, D) in the parameters' dtype (fp32 in the model)."""
+    t = positions.to(frequency.dtype)[:, None, None]  # (T, 1, 1)
+    arg = 2 * math.pi * frequency[None] * t / period + phase[None]  # (T, K, D)
+    return amplitude[None] * torch.sin(arg)
+
+
+# ---- choosing an implementation ------------------------------------------------------------------------------
+def triton_interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1, set before Triton is imported)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_status(device: torch.device) -> tuple[bool, str]:
+    """(can the triton implementation run on `device`, why not)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return False, f"Triton is not installed ({e}); pip install triton"
+    if device.type == "cuda":
+        return True, "cuda"
+    if device.type == "cpu" and triton_interpreting():
+        return True, "cpu under TRITON_INTERPRET=1"
+    return False, (f"Triton kernels need a CUDA device (or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
+                   f"imported); got {device.type} tensors")
+
+
+_announced: set[tuple[str, str]] = set()
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """The implementation `impl` means on `device` ('auto' resolved); a clear error for a name that does not exist
+    or for 'triton' where it cannot run."""
+    if impl not in IMPLEMENTATIONS:
+        raise SpectralOpError(f"decoder must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    device = torch.device(device)
+    if impl == "auto":
+        ok, why = triton_status(device)
+        chosen = "triton" if ok and device.type == "cuda" else "chunked"
+        if (device.type, chosen) not in _announced:  # logged once per device: the choice is part of the method
+            _announced.add((device.type, chosen))
+            log.info("spectral decoder 'auto' on %s: %s%s", device.type, chosen,
+                     "" if chosen == "triton" or device.type != "cuda" else f" ({why})")
+        return chosen
+    if impl == "triton":
+        ok, why = triton_status(device)
+        if not ok:
+            raise SpectralOpError(f"decoder 'triton' cannot run here: {why}")
+    return impl
+
+
+def _check(c, amplitude, frequency, phase, positions, period) -> None:
+    if not isinstance(c, torch.Tensor) or c.dim() != 3:
+        raise SpectralOpError(f"C must be a (B, L, K) tensor; got {tuple(getattr(c, 'shape', ()))}")
+    if not c.is_floating_point():
+        raise SpectralOpError(f"C must be a floating-point tensor; got {c.dtype}")
+    B, L, K = c.shape
+    for name, p in (("amplitude", amplitude), ("frequency", frequency), ("phase", phase)):
+        if p.dim() != 2 or p.shape[0] != K:
+            raise SpectralOpError(f"{name} must be (K, D) with K = {K} (C's last dim); got {tuple(p.shape)}")
+        if p.shape != amplitude.shape:
+            raise SpectralOpError(f"amplitude, frequency and phase must have one shape; got {tuple(amplitude.shape)}, "
+                                  f"{tuple(frequency.shape)}, {tuple(phase.shape)}")
+        if not p.is_floating_point():
+            raise SpectralOpError(f"{name} must be floating point; got {p.dtype}")
+        if p.device != c.device:
+            raise SpectralOpError(f"{name} is on {p.device}, C on {c.device}")
+    if positions.dim() != 1 or positions.shape[0] != L:
+        raise SpectralOpError(f"positions must be (L,) with L = {L} (C's second dim); got {tuple(positions.shape)}")
+    if positions.device != c.device:
+        raise SpectralOpError(f"positions are on {positions.device}, C on {c.device}")
+    if not (isinstance(period, (int, float)) and period > 0):
+        raise SpectralOpError(f"period must be a positive number; got {period!r}")
+
+
+def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
+                    positions: torch.Tensor, period: float, impl: str = "auto", block: int | None = None) -> torch.Tensor:
+    """C (B, L, K), parameters (K, D), positions (L,) -> X_hat (B, L, D) in C's dtype. See the module docstring.
+
+    `block` (chunked only): positions per block; default DEFAULT_BLOCK_ELEMENTS // (K * D)."""
+    _check(c, amplitude, frequency, phase, positions, period)
+    impl = resolve_impl(impl, c.device)
+    if impl == "naive":
+        S = spectral_atoms(positions, amplitude, frequency, phase, period)  # (L, K, D)
+        return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
+    if impl == "chunked":
+        K, D = amplitude.shape
+        if block is None:
+            block = max(1, DEFAULT_BLOCK_ELEMENTS // (K * D))
+        if block < 1:
+            raise SpectralOpError(f"block must be at least 1; got {block}")
+        return ChunkedSpectralDecode.apply(c, amplitude, frequency, phase, positions, float(period), int(block))
+    from .spectral_triton import triton_spectral_decode
+
+    return triton_spectral_decode(c, amplitude, frequency, phase, positions, float(period))
+
+
+# ---- chunked: recompute the atoms block by block -------------------------------------------------------------------
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
+
+
+class ChunkedSpectralDecode(torch.autograd.Function):
+    """Memory O(block K D): S exists for `block` positions at a time, in forward and in backward."""
+
+    @staticmethod
+    def forward(ctx, c, amplitude, frequency, phase, positions, period: float, block: int):
+        B, L, K = c.shape
+        D = amplitude.shape[1]
+        out = torch.empty(B, L, D, dtype=c.dtype, device=c.device)  # (B, L, D)
+        with _no_autocast(c.device), torch.no_grad():
+            for s in range(0, L, block):
+                e = min(L, s + block)
+                S = spectral_atoms(positions[s:e], amplitude, frequency, phase, period)  # (T, K, D)
+                out[:, s:e] = torch.einsum("btk,tkd->btd", c[:, s:e], S.to(c.dtype))
+        ctx.save_for_backward(c, amplitude, frequency, phase, positions)
+        ctx.period, ctx.block = period, block
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, amplitude, frequency, phase, positions = ctx.saved_tensors
+        period, block = ctx.period, ctx.block
+        B, L, K = c.shape
+        need_c, need_a, need_f, need_p = ctx.needs_input_grad[:4]
+        dc = torch.empty_like(c) if need_c else None
+        da = torch.zeros_like(amplitude) if need_a else None
+        df = torch.zeros_like(frequency) if need_f else None
+        dp = torch.zeros_like(phase) if need_p else None
+        grad = grad.to(c.dtype)
+        with _no_autocast(c.device), torch.no_grad():
+            for s in range(0, L, block):
+                e = min(L, s + block)
+                t = positions[s:e].to(frequency.dtype)[:, None, None]  # (T, 1, 1)
+                theta = 2 * math.pi * frequency[None] * t / period + phase[None]  # (T, K, D)
+                sin = torch.sin(theta)
+                g = grad[:, s:e]  # (B, T, D)
+                if need_c:
+                    dc[:, s:e] = torch.einsum("btd,tkd->btk", g, (amplitude[None] * sin).to(c.dtype))
+                if need_a or need_f or need_p:
+                    q = torch.einsum("btk,btd->tkd", c[:, s:e], g).to(amplitude.dtype)  # (T, K, D)
+                    if need_a:
+                        da += (q * sin).sum(0)
+                    if need_f or need_p:
+                        qcos = q * torch.cos(theta)  # (T, K, D)
+                        if need_p:
+                            dp += qcos.sum(0)
+                        if need_f:
+                            df += (qcos * (2 * math.pi * t / period)).sum(0)
+            if need_p:
+                dp *= amplitude
+            if need_f:
+                df *= amplitude
+        return dc, da, df, dp, None, None, None
+
+
+# ---- the cost of the op: what the hardware must do at least --------------------------------------------------------
+def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2) -> dict:
+    """Work of the fused op, per call. mode "forward" or "forward_backward".
+
+    flops:  tensor-core multiply-adds of the mixing (2 B L K D forward; backward adds dC and the Q = C^T G products)
+    sines:  sine/cosine evaluations, shared by the batch: forward 1 per (t, k, d); backward 2 (sin for dC and dA,
+            cos for dF and dPhi). The triton kernels evaluate 3 in backward (dC has its own kernel) and repeat the
+            atoms once per batch tile; the floor counts the least the arithmetic needs.
+    bytes:  C and X_hat once each forward; backward reads C, G, writes dC (parameters are negligible)
+    """
+    if mode not in ("forward", "forward_backward"):
+        raise ValueError(f"mode must be 'forward' or 'forward_backward'; got {mode!r}")
+    mix = 2 * B * L * K * D
+    if mode == "forward":
+        return {"flops": mix, "sines": L * K * D, "bytes": bytes_per_value * B * L * (K + D)}
+    return {"flops": 3 * mix, "sines": 3 * L * K * D,
+            "bytes": bytes_per_value * B * L * ((K + D) + (2 * K + D))}

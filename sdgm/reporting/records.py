@@ -1,0 +1,172 @@
+"""Loading the inputs of the report: the per-run metrics.json files (validated) and the paper's numbers.
+
+Constants shared by every table: the "n/a" reasons, the causal labels and the columns of each table.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+PAPER_PATH = Path(__file__).resolve().parents[1] / "paper_numbers.yaml"
+SCHEMA_VERSION = 1
+
+REQUIRED_KEYS = ("schema", "experiment", "corpus", "seed", "metrics", "provenance")
+REQUIRED_PROVENANCE = ("git_commit", "device")
+
+NOT_IN_PAPER = "n/a (not in paper)"
+NOT_MEASURED = "not measured"
+CAUSAL_YES = "yes"
+LEAKS = "LEAKS future tokens"
+NON_CAUSAL_SUFFIX = " (non-causal)"
+LEAK_DIFF = "n/a (leaks future tokens)"
+
+# (display column, metric key in metrics.json, scale applied to the raw value,
+#  decimals, paper key or None)
+METRIC_COLUMNS: tuple[tuple[str, str, float, int, str | None], ...] = (
+    ("val_ppl", "val_ppl", 1.0, 1, "val_ppl"),
+    ("test_ppl", "test_ppl", 1.0, 1, None),
+    ("val_ppl_mem", "val_ppl_mem", 1.0, 1, None),
+    ("test_ppl_mem", "test_ppl_mem", 1.0, 1, None),
+    ("params_m", "params", 1e-6, 2, "params_m"),
+    ("cosine", "cosine_val", 1.0, 3, "cosine"),
+    ("train_tokens_per_s", "train_tokens_per_s", 1.0, 0, "train_tokens_per_s"),
+    ("peak_mem_gb", "peak_mem_bytes", 1e-9, 2, "peak_mem_gb"),
+)
+
+# Every metric the paper reports is followed by the paper's value and ours minus the paper's ("_diff").
+DISPLAY_COLUMNS = [
+    "experiment", "model", "corpus", "seeds", "causal",
+    "val_ppl", "val_ppl_paper", "val_ppl_diff",
+    "test_ppl",
+    "val_ppl_mem", "test_ppl_mem",
+    "params_m", "params_m_paper", "params_m_diff",
+    "cosine", "cosine_paper", "cosine_diff",
+    "train_tokens_per_s", "train_tokens_per_s_paper", "train_tokens_per_s_diff",
+    "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff",
+]
+
+# The ablation table: each ablation beside the main run it ablates (same corpus), ours and the paper's.
+ABLATION_COLUMNS = [
+    "experiment", "corpus", "ablation", "compared_with", "seeds", "causal",
+    "val_ppl", "val_ppl_paper", "val_ppl_diff", "val_ppl_vs_main", "val_ppl_vs_main_paper",
+    "test_ppl", "test_ppl_vs_main",
+]
+# The reconstruction table: cos(X_hat_t, X_t) of every run that reconstructs its embeddings.
+RECONSTRUCTION_COLUMNS = [
+    "experiment", "corpus", "ablation", "seeds", "causal",
+    "cosine_val", "cosine_paper", "cosine_diff", "cosine_test",
+]
+MAIN_RUN = "none (main run)"
+NO_RECONSTRUCTION = "model has no embedding reconstruction"  # the reason sdgm.experiment records for such models
+
+
+# What a measured value must be before it is shown (null is always allowed: n/a, with its reason from "na").
+# A metric key not listed here must be a finite number. NaN and infinity are refused, never shown.
+VALUE_RULES: dict[str, tuple[str, Any]] = {
+    "val_ppl": ("a finite number >= 1", lambda v: v >= 1),
+    "test_ppl": ("a finite number >= 1", lambda v: v >= 1),
+    "params": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
+    "cosine_val": ("a number in [-1, 1]", lambda v: -1 <= v <= 1),
+    "train_tokens_per_s": ("a finite number > 0", lambda v: v > 0),
+    "peak_mem_bytes": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
+}
+
+
+class ReportError(RuntimeError):
+    """A metrics or paper file is unusable, or the runs are inconsistent."""
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _validate_record(rec: Any, path: Path) -> None:
+    if not isinstance(rec, dict):
+        raise ReportError(f"{path}: top level is {type(rec).__name__}, expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        raise ReportError(f"{path}: missing required key(s): {', '.join(missing)}")
+    if rec["schema"] != SCHEMA_VERSION:
+        raise ReportError(f"{path}: unsupported schema {rec['schema']!r} (expected {SCHEMA_VERSION})")
+    for key in ("experiment", "corpus"):
+        if not isinstance(rec[key], str) or not rec[key]:
+            raise ReportError(f"{path}: '{key}' must be a non-empty string, got {rec[key]!r}")
+    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
+        raise ReportError(f"{path}: 'seed' must be an integer, got {rec['seed']!r}")
+    if not isinstance(rec["metrics"], dict):
+        raise ReportError(f"{path}: 'metrics' must be an object, got {type(rec['metrics']).__name__}")
+    prov = rec["provenance"]
+    if not isinstance(prov, dict):
+        raise ReportError(f"{path}: 'provenance' must be an object, got {type(prov).__name__}")
+    missing = [k for k in REQUIRED_PROVENANCE if k not in prov]
+    if missing:
+        raise ReportError(f"{path}: provenance lacks key(s): {', '.join(missing)}")
+    na = rec.get("na", {})
+    if na is not None and not isinstance(na, dict):
+        raise ReportError(f"{path}: 'na' must be an object, got {type(na).__name__}")
+    for _, key, _, _, _ in METRIC_COLUMNS:
+        v = rec["metrics"].get(key)
+        if v is None:
+            continue
+        what, ok = VALUE_RULES.get(key, ("a finite number", lambda v: True))
+        if not _is_number(v) or not math.isfinite(v) or not ok(v):
+            raise ReportError(f"{path}: metrics.{key} must be {what} (or null with a reason in 'na'), got {v!r}")
+    audit = rec["metrics"].get("causal_audit")
+    if audit is not None:
+        if not isinstance(audit, dict) or not isinstance(audit.get("passed"), bool):
+            raise ReportError(f"{path}: metrics.causal_audit must be an object with a boolean 'passed', got {audit!r}")
+        change = audit.get("max_logit_change")
+        if change is not None and not _is_number(change):
+            raise ReportError(f"{path}: metrics.causal_audit.max_logit_change must be a number, got {change!r}")
+
+
+def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
+    """Read and validate metrics.json files; each record gets ``"_path"``."""
+    records = []
+    for p in paths:
+        path = Path(p)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ReportError(f"{path}: cannot read metrics file ({e})") from e
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{path}: not valid JSON ({e})") from e
+        _validate_record(rec, path)
+        rec["_path"] = str(path)
+        records.append(rec)
+    return records
+
+
+def load_paper(path: str | Path | None = None) -> list[dict]:
+    """Rows of published numbers (default: ``paper_numbers.yaml`` next to this module)."""
+    path = Path(path) if path is not None else PAPER_PATH
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ReportError(f"{path}: cannot read paper numbers ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ReportError(f"{path}: expected a mapping with a 'rows' list")
+    seen = set()
+    rows = []
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict) or "experiment" not in row or "corpus" not in row:
+            raise ReportError(f"{path}: row {i} needs 'experiment' and 'corpus'")
+        key = (row["experiment"], row["corpus"])
+        if key in seen:
+            raise ReportError(f"{path}: duplicate row for {key[0]}/{key[1]}")
+        seen.add(key)
+        for k, v in row.items():
+            if k not in ("experiment", "corpus") and not _is_number(v):
+                raise ReportError(f"{path}: row {i} value {k}={v!r} is not a number")
+        rows.append(dict(row))
+    return rows
+
+

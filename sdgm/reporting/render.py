@@ -1,0 +1,81 @@
+"""Writing a table as CSV (machines), Markdown and LaTeX (people), each file atomically."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..atomic import write_text_atomic
+from .records import NOT_MEASURED
+from .tables import _na
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        # Never expected in a display frame; refuse to render a blank.
+        return _na(NOT_MEASURED)
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """GitHub pipe table (no tabulate dependency)."""
+    def esc(s: str) -> str:
+        return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    header = [esc(str(c)) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(esc(_cell(v)) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str | None = None) -> str:
+    """booktabs ``tabular`` inside a ``table`` environment (no jinja2 dependency)."""
+    text_cols = {"experiment", "model", "corpus", "causal"}
+    spec = "".join("l" if c in text_cols else "r" for c in df.columns)
+    out = ["\\begin{table}[t]", "\\centering", "\\small",
+           f"\\caption{{{latex_escape(caption)}}}"]
+    if label:
+        out.append(f"\\label{{{label}}}")
+    out += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+            " & ".join(latex_escape(str(c)) for c in df.columns) + " \\\\", "\\midrule"]
+    for row in df.itertuples(index=False):
+        out.append(" & ".join(latex_escape(_cell(v)) for v in row) + " \\\\")
+    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
+    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` atomically; returns the paths."""
+    stem = Path(stem)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(paths[1], to_markdown(df))
+    write_text_atomic(paths[2], to_latex(df, caption, label=f"tab:{stem.name}"))
+    return paths
+
+
