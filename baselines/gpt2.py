@@ -8,6 +8,14 @@
 context length (n_positions = seq_len), attention through torch's scaled_dot_product_attention
 (attn_implementation="sdpa"), which applies GPT-2's causal mask. transformers is imported when a model is built,
 so importing sdgm.registry stays light.
+
+Generation uses transformers' own key/value cache (`past_key_values`, a `DynamicCache`): a prompt of P < L tokens
+is one forward that fills the cache, then each new token is one forward of that token at position t against the
+cached keys and values of positions 0 .. t-1, exactly the full forward's last position. The learned absolute
+positions stop at L - 1, and the contract beyond the window is the forward over the last L tokens, where every
+token sits one position earlier than in the step before: no cached key stays valid, so from position L on each
+token costs a forward over the window (the cache is rebuilt from the last L tokens at every step, which is that
+forward). Exact at every position; see docs/generation.md for why no cheaper scheme is used.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdgm.interface import LanguageModel
+from sdgm.interface import LanguageModel, append_to_window
 
 
 @dataclass
@@ -39,6 +47,8 @@ class GPT2Options:
 
 
 class GPT2(LanguageModel):
+    incremental_decoding = True  # transformers' key/value cache inside the window; the window forward beyond it
+
     def __init__(self, cfg: GPT2Options):
         super().__init__()
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -58,6 +68,33 @@ class GPT2(LanguageModel):
         if idx.shape[1] > self.cfg.seq_len:
             raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds seq_len={self.cfg.seq_len}")
         return self.gpt(input_ids=idx, use_cache=False).logits
+
+    def last_logits(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, n <= L) -> logits at its last position (B, V), the head applied to that position only."""
+        return self.gpt(input_ids=context, use_cache=False, logits_to_keep=1).logits[:, -1]
+
+    # ---- generation: state {"context": the last <= L tokens (B, n), "cache": DynamicCache of them, or None} -----
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        return {**super().init_decode_state(batch_size, device), "cache": None}  # transformers makes the cache
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> logits (B, V): one cached step at position t < L, a forward over the window beyond."""
+        context = append_to_window(state["context"], tokens, self.max_context)  # (B, <= L)
+        if state["context"].shape[1] == self.max_context:  # the window slides: every position shifts by one
+            return self.last_logits(context), {"context": context, "cache": None}
+        out = self.gpt(input_ids=tokens[:, None], past_key_values=state["cache"], use_cache=True)
+        return out.logits[:, -1], {"context": context, "cache": out.past_key_values}
+
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P) -> logits (B, V) after its last token: one forward that fills the cache (P < L), or one
+        forward over the last L tokens (P >= L: the next token is past the window, no cache is needed)."""
+        if state is not None:
+            return super().prefill(prompt, state)
+        context = prompt[:, -self.max_context:]  # (B, <= L)
+        if prompt.shape[1] >= self.max_context:
+            return self.last_logits(context), {"context": context, "cache": None}
+        out = self.gpt(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], {"context": context, "cache": out.past_key_values}
 
     def flops_per_token(self) -> int:
         cfg = self.cfg

@@ -21,6 +21,13 @@ Per token the attention costs k + b key rows instead of L, and incremental decod
 
 The block layout (GPT-2's) is shared with baselines/gpt2.py, so the two differ only in how attention reaches
 earlier positions.
+
+Generation (t < L) keeps, per layer, the summaries S_j of the completed blocks (k rows for keys, k for values)
+and the keys and values of the current block (<= b rows): a token attends to both in one softmax, exactly as the
+full forward's last position, and when its block completes, E_j^T K_j is added to the summaries and the block is
+emptied. Nothing of it is recomputed. Beyond the window the contract is the forward over the last L tokens, whose
+absolute positions and block boundaries move with every new token, so that no summary stays valid: from position
+L on every token costs a forward over the window, as for GPT-2 (docs/generation.md).
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sdgm.interface import LanguageModel
+from sdgm.interface import LanguageModel, append_to_window
 
 
 @dataclass
@@ -101,6 +108,36 @@ class CausalLinformerAttention(nn.Module):
         return self.out(y)
 
 
+    def step(self, x: torch.Tensor, cache: dict, t: int) -> tuple[torch.Tensor, dict]:
+        """x (B, 1, D) at position t < seq_len, cache of positions < t -> (B, 1, D), cache including t.
+
+        cache: "s_key", "s_val" (B, H, k, d) the summaries of the blocks before t's block (None in block 0),
+        "key", "val" (B, H, t mod b, d) the keys and values of t's block so far.
+        """
+        cfg = self.cfg
+        B, _, D = x.shape
+        H, b = cfg.n_head, cfg.block_size
+        q, key, val = self.qkv(x).view(B, 1, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, 1, d)
+        key = torch.cat([cache["key"], key], dim=2)  # (B, H, t mod b + 1, d): own block, positions <= t
+        val = torch.cat([cache["val"], val], dim=2)
+        keys, vals = key, val
+        if cache["s_key"] is not None:  # the k summary rows of the earlier blocks
+            keys, vals = torch.cat([cache["s_key"], key], dim=2), torch.cat([cache["s_val"], val], dim=2)
+        y = F.scaled_dot_product_attention(q, keys, vals)  # (B, H, 1, d): every row may be attended
+        s_key, s_val = cache["s_key"], cache["s_val"]
+        if t % b == b - 1:  # the block is complete: fold its projection into the summaries, as the prefix sum does
+            rows = slice(t - b + 1, t + 1)
+            E = self.proj_k[rows]
+            Fv = E if self.proj_v is None else self.proj_v[rows]
+            p_key = torch.einsum("bhsd,sc->bhcd", key, E.to(key.dtype))  # (B, H, k, d)
+            p_val = torch.einsum("bhsd,sc->bhcd", val, Fv.to(val.dtype))
+            s_key = p_key if s_key is None else s_key + p_key
+            s_val = p_val if s_val is None else s_val + p_val
+            key, val = key[:, :, :0], val[:, :, :0]
+        cache = {"s_key": s_key, "s_val": s_val, "key": key, "val": val}
+        return self.out(y.transpose(1, 2).reshape(B, 1, D)), cache
+
+
 def attention_reference(att: CausalLinformerAttention, x: torch.Tensor) -> torch.Tensor:
     """The same attention by its definition, one query at a time, in float64 (slow; for tests)."""
     cfg = att.cfg
@@ -138,8 +175,16 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x)))
         return x + self.drop(self.mlp(self.ln2(x)))
 
+    def step(self, x: torch.Tensor, cache: dict, t: int) -> tuple[torch.Tensor, dict]:
+        """x (B, 1, D) at position t -> (B, 1, D), the attention cache updated (CausalLinformerAttention.step)."""
+        a, cache = self.attn.step(self.ln1(x), cache, t)
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.ln2(x))), cache
+
 
 class Linformer(LanguageModel):
+    incremental_decoding = True  # block summaries and the current block inside the window; the window forward beyond
+
     def __init__(self, cfg: LinformerConfig):
         super().__init__()
         self.cfg = cfg
@@ -163,15 +208,51 @@ class Linformer(LanguageModel):
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, L) -> logits (B, L, V)."""
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, L) -> the final LayerNorm's output (B, L, D), what the head reads."""
         n = idx.shape[1]
         if n > self.cfg.seq_len:
             raise ValueError(f"sequence of {n} tokens exceeds seq_len={self.cfg.seq_len}")
         x = self.drop(self.wte(idx) + self.wpe(torch.arange(n, device=idx.device)))  # (B, L, D)
         for blk in self.blocks:
             x = blk(x)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, L) -> logits (B, L, V)."""
+        return self.lm_head(self.hidden(idx))
+
+    # ---- generation: state {"context": the last <= L tokens (B, n), "layers": one attention cache per layer, or
+    # None once the window slides} ---------------------------------------------------------------------------------
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        if device is None:
+            device = self.wte.weight.device
+        cfg = self.cfg
+        empty = torch.empty(batch_size, cfg.n_head, 0, cfg.d_model // cfg.n_head, dtype=self.wte.weight.dtype,
+                            device=device)  # (B, H, 0, d)
+        return {"context": torch.empty(batch_size, 0, dtype=torch.long, device=device),
+                "layers": [{"s_key": None, "s_val": None, "key": empty, "val": empty} for _ in self.blocks]}
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> logits (B, V): one cached step at position t < L, a forward over the window beyond."""
+        t = state["context"].shape[1]
+        context = append_to_window(state["context"], tokens, self.max_context)  # (B, <= L)
+        if t == self.max_context:  # the window slides: positions and block boundaries move by one
+            return self.lm_head(self.hidden(context)[:, -1]), {"context": context, "layers": None}
+        x = self.drop(self.wte(tokens) + self.wpe.weight[t])[:, None]  # (B, 1, D)
+        layers = []
+        for blk, cache in zip(self.blocks, state["layers"]):
+            x, cache = blk.step(x, cache, t)
+            layers.append(cache)
+        return self.lm_head(self.ln_f(x))[:, 0], {"context": context, "layers": layers}
+
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P) -> logits (B, V) after its last token: one decode_step per token (P < L), or one forward
+        over the last L tokens (P >= L: the next token is past the window, no cache is needed)."""
+        if state is None and prompt.shape[1] >= self.max_context:
+            context = prompt[:, -self.max_context:]  # (B, L)
+            return self.lm_head(self.hidden(context)[:, -1]), {"context": context, "layers": None}
+        return super().prefill(prompt, state)
 
     def flops_per_token(self) -> int:
         cfg = self.cfg

@@ -10,6 +10,10 @@ so logits[:, t] depend on tokens after t: the model is labelled non-causal (`cau
 detects it, and the report never compares its perplexity with anything. The causal variant is
 baselines/linformer.py. This file is a thin wrapper: the architecture, initialisation and untied head are the
 package's own.
+
+Generation has no cache here (incremental_decoding stays False): every projected row mixes all positions of the
+window, so a new token changes the output at every earlier position, and each token is the generic forward over
+the last seq_len tokens.
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@
     logits = Linear(Dropout(H))                  (L, B, V) -> returned as (B, L, V); next token at t + 1
 
 The hidden state s is what the model carries from one window to the next (`forward_with_state`); `forward(idx)`
-starts from zeros. Defaults are the example's command-line defaults (emsize 200, nhid 200, nlayers 2,
+starts from zeros. Generation steps the recurrence one token at a time, O(1) per token, and never forgets: beyond
+the shared context L it keeps its whole history (decode_beyond_context "state"), so after x_0 .. x_t it gives
+model(x[:, :t + 1])[:, -1], not the forward over the last L tokens that window models give (docs/generation.md). Defaults are the example's command-line defaults (emsize 200, nhid 200, nlayers 2,
 dropout 0.2, untied); its training recipe (SGD lr 20, clip 0.25, lr / 4 when validation does not improve,
 bptt 35, batch 20, eval batch 10, 40 epochs) lives in the config (experiments.lstm.train).
 
@@ -44,6 +46,8 @@ class LSTMConfig:
 
 class LSTMLM(LanguageModel):
     stateful = True
+    incremental_decoding = True
+    decode_beyond_context = "state"  # the recurrence carries the whole history, past max_context too
 
     def __init__(self, cfg: LSTMConfig):
         super().__init__()
@@ -70,6 +74,23 @@ class LSTMLM(LanguageModel):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_with_state(idx, None)[0]
+
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        if device is None:
+            device = self.embed.weight.device
+        zeros = torch.zeros(self.cfg.n_layers, batch_size, self.cfg.d_hidden, dtype=self.embed.weight.dtype,
+                            device=device)  # (n_layers, B, H): what nn.LSTM starts from
+        return {"hc": (zeros, zeros.clone())}
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> logits (B, V): one step of the recurrence."""
+        logits, hc = self.forward_with_state(tokens[:, None], state["hc"])  # (B, 1, V)
+        return logits[:, 0], {"hc": hc}
+
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P) -> logits (B, V) after its last token: one pass of nn.LSTM over the prompt."""
+        logits, hc = self.forward_with_state(prompt, None if state is None else state["hc"])  # (B, P, V)
+        return logits[:, -1], {"hc": hc}
 
     def flops_per_token(self) -> int:
         cfg = self.cfg

@@ -13,6 +13,15 @@ authors' PyTorch code (attn_type 0). The B.D term is computed for distances M + 
 "relative shift" (pad one zero column, reshape, drop a row). The next memory of layer i is the last mem_len of
 [M_i ; X_i], detached. `forward(idx)` starts with empty memory; `forward_with_state(idx, mems)` continues.
 
+Generation is the same recurrence one token at a time (segments of one token, decode_beyond_context "state"):
+each layer keeps the keys and values of the last mem_len positions (its memory, as keys and values instead of
+the inputs they are projected from) and W_r R for distances 0 .. mem_len, computed once per generation. A new
+token attends to itself and that memory, O(mem_len) per token, and the memory slides. Within the window (and
+up to mem_len + 1 tokens) that is the full forward over every token so far, exactly; beyond it the oldest
+positions leave the memory while the others keep the hidden states they were computed with, which is
+Transformer-XL's memory and not the forward over the last L tokens that window models give (docs/generation.md).
+This needs mem_len >= seq_len - 1; with a shorter memory the model decodes by the generic window recompute.
+
 Sizes: the authors released no PTB configuration (their PTB model has 24M parameters, trained with variational
 dropout and weight averaging, neither released). Defaults keep the layer shape of their WikiText-103 base
 script (d_model 410, 10 heads of 41, d_inner 2100, dropout 0.1, dropatt 0) with 8 layers, which gives 24.6M
@@ -88,22 +97,39 @@ class RelMultiHeadAttention(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.scale = 1.0 / math.sqrt(dh)
 
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h (B, K, D) -> q, k, v of every position, each (B, H, K, dh)."""
+        B, K, _ = h.shape
+        return self.qkv(h).view(B, K, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
+
+    def rel_keys(self, pos: torch.Tensor) -> torch.Tensor:
+        """pos (K, D), the encodings of distances K - 1 ... 0 -> W_r R per head (H, K, dh)."""
+        return self.r_net(pos).view(pos.shape[0], self.n_head, self.d_head).transpose(0, 1)
+
     def forward(self, x, mem, pos, u, v, mask):
         """x (B, L, D), mem (B, M, D), pos (M + L, D) for distances M + L - 1 ... 0, u, v (H, dh),
         mask (L, M + L) True where attention is forbidden -> (B, L, D)."""
-        B, L, _ = x.shape
-        H, dh = self.n_head, self.d_head
-        cat = torch.cat([mem, x], dim=1)                              # (B, K, D), K = M + L
-        K = cat.shape[1]
-        q, k, val = self.qkv(cat).chunk(3, dim=-1)                    # (B, K, H * dh) each
-        q = q[:, -L:].view(B, L, H, dh).transpose(1, 2)               # (B, H, L, dh)
-        k = k.view(B, K, H, dh).transpose(1, 2)                       # (B, H, K, dh)
-        val = val.view(B, K, H, dh).transpose(1, 2)                   # (B, H, K, dh)
-        r = self.r_net(pos).view(K, H, dh).transpose(0, 1)            # (H, K, dh)
+        L = x.shape[1]
+        q, k, val = self.heads(torch.cat([mem, x], dim=1))            # (B, H, K, dh) each, K = M + L
+        return self.attend(x, q[:, :, -L:], k, val, self.rel_keys(pos), u, v, mask)
+
+    def step(self, x, k_mem, v_mem, r, u, v):
+        """One new position: x (B, 1, D), keys and values of the M remembered positions k_mem, v_mem (B, H, M, dh),
+        r (H, >= M + 1, dh) W_r R for distances ... 1, 0 -> (B, 1, D), and the keys and values with x's appended."""
+        q, k, val = self.heads(x)                                     # (B, H, 1, dh) each
+        k, val = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, val], dim=2)  # (B, H, M + 1, dh)
+        return self.attend(x, q, k, val, r[:, -k.shape[2]:], u, v, None), k, val
+
+    def attend(self, x, q, k, val, r, u, v, mask):
+        """Queries q (B, H, L, dh) of the last L of K positions, keys and values k, val (B, H, K, dh), r (H, K, dh)
+        for distances K - 1 ... 0, mask (L, K) or None -> LayerNorm(x + attention output) (B, L, D)."""
+        B, H, L, dh = q.shape
         ac = (q + u[None, :, None]) @ k.transpose(-1, -2)             # (B, H, L, K): content terms (a) + (c)
         bd = rel_shift((q + v[None, :, None]) @ r.transpose(-1, -2))  # (B, H, L, K): position terms (b) + (d)
         scores = (ac + bd).to(torch.promote_types(ac.dtype, torch.float32)) * self.scale  # softmax in >= fp32
-        attn = scores.masked_fill(mask, float("-inf")).softmax(-1).to(val.dtype)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        attn = scores.softmax(-1).to(val.dtype)
         y = (self.dropatt(attn) @ val).transpose(1, 2).reshape(B, L, H * dh)  # (B, L, H * dh)
         return self.norm(x + self.drop(self.out(y)))
 
@@ -127,6 +153,11 @@ class Layer(nn.Module):
 
     def forward(self, x, mem, pos, u, v, mask):
         return self.ff(self.attn(x, mem, pos, u, v, mask))
+
+    def step(self, x, k_mem, v_mem, r, u, v):
+        """One new position (RelMultiHeadAttention.step) -> (B, 1, D), and its keys and values appended."""
+        h, k, val = self.attn.step(x, k_mem, v_mem, r, u, v)
+        return self.ff(h), k, val
 
 
 class TransformerXL(LanguageModel):
@@ -190,6 +221,51 @@ class TransformerXL(LanguageModel):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_with_state(idx, None)[0]
 
+    # ---- generation: state {"kv": per layer (keys, values) of the memory (B, H, <= mem_len, d_head) each,
+    # "r": per layer W_r R for distances mem_len ... 0 (H, mem_len + 1, d_head), shared by the batch} ------------
+    @property
+    def incremental_decoding(self) -> bool:
+        return self.cfg.mem_len >= max(1, self.cfg.seq_len - 1)  # the memory covers the window
+
+    @property
+    def decode_beyond_context(self) -> str:
+        return "state" if self.incremental_decoding else "window"
+
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        if not self.incremental_decoding:
+            return super().init_decode_state(batch_size, device)
+        cfg, w = self.cfg, self.embed.weight
+        device = w.device if device is None else device
+        empty = torch.empty(batch_size, cfg.n_head, 0, cfg.d_head, dtype=w.dtype, device=device)  # (B, H, 0, dh)
+        distances = torch.arange(cfg.mem_len, -1, -1.0, device=device)  # mem_len ... 0
+        pos = self.drop(sinusoid(distances, cfg.d_model).to(w.dtype))  # (mem_len + 1, D)
+        return {"kv": [(empty, empty)] * cfg.n_layer, "r": [layer.attn.rel_keys(pos) for layer in self.layers]}
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens (B,) -> logits (B, V): attention over the memory of mem_len positions and the token itself."""
+        if not self.incremental_decoding:
+            return super().decode_step(tokens, state)
+        M = self.cfg.mem_len
+        x = self.drop(self.embed(tokens[:, None]) * math.sqrt(self.cfg.d_model))  # (B, 1, D)
+        kv = []
+        for layer, (k_mem, v_mem), r in zip(self.layers, state["kv"], state["r"]):
+            x, k, val = layer.step(x, k_mem, v_mem, r, self.r_w_bias, self.r_r_bias)  # (B, 1, D)
+            kv.append((k[:, :, -M:], val[:, :, -M:]))  # the memory slides: the last M positions stay
+        return self.lm_head(self.drop(x))[:, 0], {"kv": kv, "r": state["r"]}
+
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P) -> logits (B, V) after its last token: one forward over its first mem_len + 1 tokens (each
+        sees every token before it, as the steps would), whose memories give the keys and values; steps after."""
+        if state is not None or not self.incremental_decoding:
+            return super().prefill(prompt, state)
+        n = min(prompt.shape[1], self.cfg.mem_len + 1)
+        logits, mems = self.forward_with_state(prompt[:, :n], None)  # mems: inputs of each layer, last <= M positions
+        state = self.init_decode_state(prompt.shape[0], prompt.device)
+        state["kv"] = [tuple(layer.attn.heads(h)[1:]) for layer, h in zip(self.layers, mems)]  # (B, H, <= M, dh)
+        if prompt.shape[1] > n:
+            return super().prefill(prompt[:, n:], state)
+        return logits[:, -1], state
+
     def flops_per_token(self) -> int:
         """Per token of a full segment of seq_len with a full memory (keys K = seq_len + mem_len)."""
         cfg = self.cfg
@@ -205,5 +281,7 @@ class TransformerXL(LanguageModel):
         return cfg.n_layer * per_layer + 2 * D * cfg.vocab_size
 
     def state_bytes_per_sequence(self) -> int:
-        # generation keeps the inputs of every layer over the attention span (memory + current segment), fp32
-        return self.cfg.n_layer * (self.cfg.mem_len + self.cfg.seq_len) * self.cfg.d_model * 4
+        # incremental decoding keeps the keys and values of mem_len positions in every layer (fp32); W_r R for
+        # mem_len + 1 distances is shared by the batch
+        cfg = self.cfg
+        return cfg.n_layer * cfg.mem_len * 2 * cfg.n_head * cfg.d_head * 4

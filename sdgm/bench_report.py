@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from .reporting import save_figure, write_table  # noqa: E402
 
-SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2}
+SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench_generation
 
 
 class BenchReportError(RuntimeError):

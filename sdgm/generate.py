@@ -28,18 +28,19 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 @torch.no_grad()
 def sample_autoregressive(model: LanguageModel, prompt: torch.Tensor, n_new: int, temperature: float = 1.0,
                           top_k: int | None = None, seed: int = 0) -> torch.Tensor:
-    """prompt (B, P) -> (B, P + n_new). The context is cropped to the model's max_context.
+    """prompt (B, P) -> (B, P + n_new).
 
-    One decode_step per token (the model's incremental decoding where it has one); the result is the same as
-    sampling from model(idx[:, -max_context:])[:, -1] at every step.
+    The prompt goes through model.prefill, then one decode_step per new token (each model's own cache or
+    recurrence where it has one, else a forward over its last max_context tokens). The result is the same as
+    sampling from model.decode_reference(idx)[:, -1] at every step: the forward over the last max_context
+    tokens, except that beyond max_context a model with decode_beyond_context "state" continues with its own
+    state (sdgm.interface).
     """
     if prompt.shape[1] == 0:
         raise ValueError("the prompt needs at least one token")
     model.eval()
     gen = torch.Generator(device=prompt.device).manual_seed(seed)
-    state = model.init_decode_state(prompt.shape[0], prompt.device)
-    for i in range(prompt.shape[1]):
-        logits, state = model.decode_step(prompt[:, i], state)  # (B, V)
+    logits, state = model.prefill(prompt)  # (B, V)
     new = []
     for i in range(n_new):
         nxt = _draw(logits, temperature, top_k, gen)  # (B, 1)

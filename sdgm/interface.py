@@ -6,8 +6,9 @@
     model.num_params(), model.flops_per_token(), model.state_bytes_per_sequence()
     model.max_context                         # longest window the model is trained/evaluated on
     model.causal                              # False for a model that is known to see later tokens
-    state = model.init_decode_state(B)        # generation, one token at a time:
-    logits, state = model.decode_step(tokens, state)   # tokens (B,) -> next-token logits (B, V)
+    logits, state = model.prefill(prompt)     # generation: prompt (B, P) -> next-token logits (B, V), state
+    logits, state = model.decode_step(tokens, state)   # then one token at a time: tokens (B,) -> (B, V)
+    model.incremental_decoding, model.decode_beyond_context   # how it decodes (see "incremental decoding" below)
 
 Models that carry information from one window to the next (an LSTM's hidden state, Transformer-XL's memory)
 set `stateful = True` and implement
@@ -82,12 +83,22 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     # ---- incremental decoding ---------------------------------------------------------------------------------
-    # The contract: after feeding tokens x_0 .. x_t one call at a time, decode_step returns the logits that
-    # model(x[:, max(0, t - max_context + 1):t + 1])[:, -1] gives, i.e. what the full forward gives on the last
-    # max_context tokens (the window sdgm.generate.sample_autoregressive uses). The default below keeps that
-    # window and recomputes a forward over it, so its cost per token grows with the context; a model with a
-    # cheaper exact recurrence overrides both methods (SDGM does) and says so in `incremental_decoding`.
+    # The contract: after feeding x_0 .. x_t (a prompt through prefill, then one decode_step per token), the
+    # logits are decode_reference(x[:, :t + 1])[:, -1]:
+    #   t < max_context: model(x[:, :t + 1])[:, -1], for every model;
+    #   t >= max_context, decode_beyond_context "window" (the default): model(x[:, t - max_context + 1:t + 1])[:, -1],
+    #       the forward over the last max_context tokens, the window slides;
+    #   t >= max_context, "state" (stateful models only): the model continues with its own state, i.e. what
+    #       forward_with_state gives when fed x one token at a time from an empty state (an LSTM keeps its whole
+    #       history; Transformer-XL attends to its memory, which slides).
+    # The default below keeps the window and recomputes a forward over it, so its cost per token grows with the
+    # context; a model with a cheaper exact recurrence or cache overrides init_decode_state and decode_step (and
+    # prefill where one forward over the prompt builds its state) and says so in `incremental_decoding`.
+    # A step may update the state it is given in place (transformers' cache does): continue from the state it
+    # returns, never from an earlier one. tests/test_decode.py checks every registered model against
+    # decode_reference, which follows the definition; docs/generation.md says what each model does.
     incremental_decoding: bool = False
+    decode_beyond_context: str = "window"  # "window" | "state", as above
 
     def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
         """Empty decoding state for `batch_size` sequences."""
@@ -97,5 +108,37 @@ class LanguageModel(nn.Module):
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """tokens (B,) -> (next-token logits (B, V), new state). Default: forward over the last max_context tokens."""
-        context = torch.cat([state["context"], tokens[:, None]], dim=1)[:, -self.max_context:]  # (B, <= L)
+        context = append_to_window(state["context"], tokens, self.max_context)  # (B, <= L)
         return self(context)[:, -1], {"context": context}
+
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P), P >= 1, fed after `state` (None: from the start) -> (next-token logits (B, V), state).
+
+        Default: one decode_step per token; without incremental decoding, one forward over the last max_context
+        tokens (what the last of those steps would compute)."""
+        if state is None and not self.incremental_decoding:
+            context = prompt[:, -self.max_context:]  # (B, <= L)
+            return self(context)[:, -1], {"context": context}
+        if state is None:
+            state = self.init_decode_state(prompt.shape[0], prompt.device)
+        for i in range(prompt.shape[1]):
+            logits, state = self.decode_step(prompt[:, i], state)
+        return logits, state
+
+    @torch.no_grad()
+    def decode_reference(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) -> (B, T, V): the logits the contract above asks for after each token, computed by the
+        definition (a forward per position; slow, for tests and as the sampler's specification)."""
+        if self.decode_beyond_context == "state":
+            state, out = None, []
+            for t in range(idx.shape[1]):
+                logits, state = self.forward_with_state(idx[:, t:t + 1], state)  # (B, 1, V)
+                out.append(logits[:, -1])
+            return torch.stack(out, dim=1)
+        L = self.max_context
+        return torch.stack([self(idx[:, max(0, t - L + 1):t + 1])[:, -1] for t in range(idx.shape[1])], dim=1)
+
+
+def append_to_window(context: torch.Tensor, tokens: torch.Tensor, max_context: int) -> torch.Tensor:
+    """context (B, n), tokens (B,) -> the last max_context tokens of both, (B, <= max_context)."""
+    return torch.cat([context, tokens[:, None]], dim=1)[:, -max_context:]

@@ -167,6 +167,9 @@ TABLES = {
     "reconstruction": "embedding-reconstruction cosine of every SDGM run (mean ± std over seeds) beside the "
                       "paper's",
     "throughput": "training, scoring and generation tokens/s of every run, MFU, GPU memory and energy",
+    "generation": "generation of every run with its own decoding (cache, or the window recompute where it has "
+                  "none) beside the generic window recompute: tokens/s at each batch size, prefill of a full "
+                  "window, time per step at positions 1, L and beyond, bytes of the decoding state",
     "scaling": "time per sequence and peak memory of one mixing layer (SDGM, causal attention, Linformer-style) "
                "at each sequence length L",
     "scaling_slopes": "log-log slopes of time per sequence against L, fitted by least squares",
@@ -182,6 +185,8 @@ FIGURES = {
     "ppl_vs_atoms": "validation and test perplexity against the number of atoms K (log scale), mean ± std over "
                     "seeds, per corpus",
     "scaling": "time per sequence and peak memory of one mixing layer against L, log-log",
+    "generation_latency": "time per generation step against the position of the new token, batch 1: each "
+                          "model's own decoding solid, the generic window recompute dashed, the window L dotted",
     "atoms": "the learned atoms: amplitude |A| and frequency F per atom (rows, sorted by energy, highest on top) "
              "and embedding dimension (columns)",
     "atom_signals": "the highest-energy atoms S_k(t) over one window, in the dimensions where each is largest",
@@ -236,7 +241,8 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
         "| `runs/{corpus}/{run}/metrics.json` | everything measured for one run (perplexities, parameters, "
         "FLOPs/token, tokens/s, cosine, memory, causality audit), with the resolved config and provenance |",
         "| `runs/{corpus}/{run}/gmm.json` | the GMM over SDGM's mixing vectors: BIC grid and chosen size |",
-        "| `bench/throughput/{corpus}/{run}.json`, `bench/scaling.json` | benchmark records |",
+        "| `bench/throughput/{corpus}/{run}.json`, `bench/generation/{corpus}/{run}.json`, `bench/scaling.json` "
+        "| benchmark records |",
         "| `samples/{corpus}/{run}.txt` | generated text |",
         "",
         "Runs: " + ", ".join(f"[{r.get('run_id') or r['corpus'] + '/' + r['experiment']}]({_rel(r['_path'], here)})"

@@ -3,12 +3,10 @@ import json
 import math
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from sdgm import bench_report
-from sdgm.data import tokenize_corpus
 from sdgm.experiment import run_training
 from sdgm.scaling import device_rates, fit_loglog_slope, floor_of, scaling_benchmark, scaling_from_config
 from sdgm.measure import (GPU_FIELDS, NvmlSampler, match_peak_flops, measure_throughput,
@@ -281,14 +279,9 @@ def test_a_real_out_of_memory_is_recorded_not_raised():
 
 # ---- throughput of a trained run, and its table -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("tp")
-    words = [f"w{i}" for i in range(30)]
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("valid", 40), ("test", 40)):
-        (root / f"{split}.txt").write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(n)) + "\n")
-    tokenize_corpus(root, root / "tokens")
-    run_training(root / "tokens", root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
+    run_training(toy_tokens, root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
                  experiment="sdgm", model="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
                  train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
                  progress=False)

@@ -164,4 +164,5 @@ def test_parameter_count_at_paper_settings():
 def test_cost_accounting():
     m = small()
     assert m.flops_per_token() > 2 * 16 * V
-    assert m.state_bytes_per_sequence() == 2 * (S + S) * 16 * 4
+    # keys and values (H * d_head = 2 * 8) of mem_len = S positions in each of 2 layers, fp32
+    assert m.state_bytes_per_sequence() == 2 * S * 2 * (2 * 8) * 4

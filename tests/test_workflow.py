@@ -206,9 +206,10 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
     assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
+    assert counts["generation"] == n_runs and counts["generation_report"] == 1
     assert counts["interpretability_figures"] == counts["fit_gmm"]
     assert counts["samples_table"] == 1 and counts["results_readme"] == 1
-    assert counts["table_html"] == 6  # main, ablations, reconstruction, throughput, scaling, scaling_slopes
+    assert counts["table_html"] == 7  # main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
 
 
 # ---------------------------------------------------------------------------------------- the experiment matrix
@@ -247,15 +248,15 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
-    per_run = 3  # train, sample, throughput
+    per_run = 4  # train, sample, throughput, generation
     per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
-    tables = 6  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes
-    once = 6  # report, scaling, bench_report, samples_table, results_readme, all
+    tables = 7  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
+    once = 7  # report, scaling, bench_report, generation_report, samples_table, results_readme, all
     expected = per_run * n_runs + per_gmm_run * n_gmm + per_corpus * len(corpora) + tables + once
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
-    assert expected == 376
-    assert jobs_total(out) == expected == 376
+    assert expected == 486
+    assert jobs_total(out) == expected == 486
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
@@ -454,11 +455,26 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert len(sc["ratios"]) == 2 * len(qs["sdgm_decoders"]) * n_cases
     tp_table = pd.read_csv(res / "tables" / "throughput.csv")
     assert len(tp_table) == len(quick_runs)
-    for name in ("throughput", "scaling", "scaling_slopes"):
+    for name in ("throughput", "scaling", "scaling_slopes", "generation"):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{name}.{ext}").stat().st_size > 200
-    for ext in ("png", "pdf"):
-        assert (res / "figures" / f"scaling.{ext}").stat().st_size > 10_000
+    for name in ("scaling", "generation_latency"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{name}.{ext}").stat().st_size > 10_000
+    # generation: every model with a cache beside the window recompute, the non-causal Linformer recomputing
+    gen_table = pd.read_csv(res / "tables" / "generation.csv")
+    assert len(gen_table) == len(quick_runs)
+    for run in quick_runs:
+        g = json.loads((res / "bench" / "generation" / run.corpus / f"{run.name}.json").read_text())
+        assert g["run_id"] == f"{run.corpus}/{run.name}" and g["provenance"]["git_commit"]
+        cached = models[run.experiment] != "linformer_noncausal"
+        assert g["incremental_decoding"] is cached and set(g["paths"]) == ({"cache", "recompute"} if cached else {"recompute"})
+        for path in g["paths"].values():
+            for b in QUICK["benchmark"]["generation"]["batch_sizes"]:
+                assert path["generate"][f"b{b}"]["tokens_per_s"] > 0 and path["prefill"][f"b{b}"]["status"] == "ok"
+            assert len(path["latency"]["median_s"]) == QUICK["benchmark"]["generation"]["context_multiple"] * g["max_context"]
+        row = gen_table[(gen_table.experiment == run.experiment) & (gen_table.corpus == run.corpus)].iloc[0]
+        assert row["decoding"] == ("cache" if cached else "recompute window")
 
     # a finished run loads back, ready to score text
     from sdgm.registry import load_run
@@ -481,13 +497,14 @@ def test_quick_pipeline_end_to_end(tmp_path):
         leaking = " (non-causal)" if models[run.experiment] == "linformer_noncausal" else ""
         assert f"### {run.experiment}{leaking}: model {models[run.experiment]}, corpus {run.corpus}, seed 0" in samples
     assert samples.count("GMM-sampled coefficients") == 2 * len(gmm_runs)
-    for table in ("main", "ablations", "reconstruction", "throughput", "scaling", "scaling_slopes", "samples"):
+    for table in ("main", "ablations", "reconstruction", "throughput", "scaling", "scaling_slopes", "generation",
+                  "samples"):
         assert (res / "tables" / f"{table}.html").stat().st_size > 500
     readme = (res / "README.md").read_text()
     assert (res / "tables" / "main.md").read_text().strip() in readme
     for run in gmm_runs:
         assert f"](figures/{run.corpus}/{run.name}/gmm_pca.png)" in readme
-    for fig in ("training_curves", "ablations", "ppl_vs_atoms", "scaling"):
+    for fig in ("training_curves", "ablations", "ppl_vs_atoms", "scaling", "generation_latency"):
         assert f"](figures/{fig}.png)" in readme, fig
 
     # the HTML report: every table and figure, with its caption
@@ -496,11 +513,13 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert rep.returncode == 0, (rep.stdout + rep.stderr)[-5000:]
     html = (res / "report.html").read_text()
     for name in ("main.html", "ablations.html", "reconstruction.html", "throughput.html", "scaling_slopes.html",
+                 "generation.html", "generation_latency.png",
                  "samples.html", "training_curves.png", "ablations.png", "ppl_vs_atoms.png", "scaling.png", *(f"results/figures/{r.corpus}/{r.name}/{f}.png" for r in gmm_runs
                                   for f in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"))):
         assert name in html, name
     for caption in ("Main table: one row per experiment", "Slopes of log(time per sequence)",
                     "Training curves of every run", "Cost of one token-mixing layer",
+                    "Generation of every trained run with its own decoding", "Time of one generation step",
                     "Generated text, per corpus and experiment", "Rows are atoms sorted by energy",
                     "The four highest-energy atoms", "Bayesian information criterion",
                     "first two principal components", "This run: experiments sdgm, sdgm_beta0",

@@ -1,4 +1,5 @@
-# Benchmarks: throughput of every trained run, the scaling of one mixing layer with L, and their tables/figure.
+# Benchmarks: throughput and generation of every trained run, the scaling of one mixing layer with L, and their
+# tables/figures.
 # A benchmark job claims every core Snakemake was given (threads: workflow.cores), so no other job runs beside
 # it and disturbs its timings.
 
@@ -61,3 +62,40 @@ rule bench_report:
         "../envs/report.yaml"
     script:
         "../scripts/bench_report.py"
+
+
+rule generation:
+    input:
+        metrics=rules.train.output.metrics,
+        run=rules.train.output.run,
+        weights=rules.train.output.weights,
+        vocab=rules.train.output.vocab,
+    output:
+        f"{OUT}/bench/generation/{RUN}.json",
+    log:
+        f"{OUT}/logs/generation/{RUN}.log",
+    params:
+        bench=config["benchmark"],
+    threads: workflow.cores
+    resources:
+        **cluster_res("bench"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/generation.py"
+
+
+rule generation_report:
+    input:
+        generation=[f"{OUT}/bench/generation/{r.corpus}/{r.name}.json" for r in RUNS],
+    output:
+        tables=expand("{out}/tables/generation.{ext}", out=OUT, ext=["csv", "md", "tex"]),
+        figures=expand("{out}/figures/generation_latency.{ext}", out=OUT, ext=["png", "pdf"]),
+    log:
+        f"{OUT}/logs/generation_report.log",
+    resources:
+        **cluster_res("default"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/generation_report.py"

@@ -2,8 +2,10 @@
 # HTML renderings of the tables, and results/README.md. Outputs marked report(...) go into
 # `snakemake --report results/report.html`, each with its caption from workflow/report/.
 
-# every table the report and bench_report rules write, by name (their CSV is the source of the HTML page)
-TABLES = [Path(f).stem for f in [*rules.report.output.tables, *rules.bench_report.output.tables] if f.endswith(".csv")]
+# every table the report, bench_report and generation_report rules write, by name (their CSV is the source of the
+# HTML page)
+TABLES = [Path(f).stem for f in [*rules.report.output.tables, *rules.bench_report.output.tables,
+                                 *rules.generation_report.output.tables] if f.endswith(".csv")]
 RUN_FIGURES = ["atoms", "atom_signals", "gmm_bic", "gmm_pca"]
 FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{cfg}
 
@@ -71,7 +73,8 @@ rule table_html:
         "../scripts/table_html.py"
 
 
-# The figures of rules report and bench_report are marked for the HTML report here, where they are read.
+# The figures of rules report, bench_report and generation_report are marked for the HTML report here, where
+# they are read.
 rule results_readme:
     input:
         main=f"{OUT}/tables/main.md",
@@ -81,6 +84,8 @@ rule results_readme:
             report(f"{OUT}/figures/ablations.png", caption="../report/ablations.rst", category="Figures"),
             report(f"{OUT}/figures/ppl_vs_atoms.png", caption="../report/ppl_vs_atoms.rst", category="Figures"),
             report(f"{OUT}/figures/scaling.png", caption="../report/scaling.rst", category="Figures"),
+            report(f"{OUT}/figures/generation_latency.png", caption="../report/generation_latency.rst",
+                   category="Figures"),
         ],
         run_figures=[f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in RUNS if r.experiment in GMM_EXPERIMENTS
                      for f in RUN_FIGURES],

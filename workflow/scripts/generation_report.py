@@ -1,0 +1,13 @@
+"""The generation table and latency figure from the generation records only (rule generation_report)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.generation_report import build_generation_report  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+written = build_generation_report(smk.input.generation, Path(smk.output.tables[0]).parent,
+                                  Path(smk.output.figures[0]).parent)
+print(written)
