@@ -88,7 +88,7 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
             row[f"gen_b{b}_tok_s"] = _fmt(m.get(key), 0, na.get(key))
         for col, key, scale, dec in THROUGHPUT_COLUMNS[2:]:
             row[col] = _fmt(m.get(key), dec, na.get(key), scale)
-        row["decoding"] = "incremental" if rec.get("incremental_decoding") else "recompute window"
+        row["decoding"] = "cache" if rec.get("incremental_decoding") else "recompute window"
         load = (rec["modes"].get("train", {}).get("memory") or {}).get("load_average_start")
         row["host_load_1min"] = _fmt(load[0] if load else None, 2, "no load average on this platform")
         rows.append(row)

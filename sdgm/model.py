@@ -250,6 +250,18 @@ class SDGM(LanguageModel):
         logits = self.head(x_hat, tokens[:, None])[:, 0]  # (B, V)
         return logits, {"t": t + 1, "emb": recent[:, 1:]}
 
+    def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """prompt (B, P) -> (logits (B, V) after its last token, state): one forward over the last L tokens, and the
+        state the steps would have left (the last k - 1 embeddings, zeros before the first token)."""
+        if state is not None or not self.incremental_decoding:
+            return super().prefill(prompt, state)
+        B, P = prompt.shape
+        keep = self.cfg.kernel_size - 1
+        logits = self(prompt[:, -self.max_context:])[:, -1]  # (B, V)
+        emb = self.embed(prompt[:, max(0, P - keep):])  # (B, <= k - 1, D)
+        emb = torch.cat([emb.new_zeros(B, keep - emb.shape[1], emb.shape[2]), emb], dim=1)  # (B, k - 1, D)
+        return logits, {"t": P, "emb": emb}
+
     def flops_per_token(self) -> int:
         cfg = self.cfg
         D, K, V = cfg.d_model, cfg.n_atoms, cfg.vocab_size

@@ -246,7 +246,8 @@ def test_transformer_xl_with_a_short_memory_recomputes_the_window():
 
 
 PREFILL_CASES = [(name, kw) for name in sorted(MODELS) for kw in [{}]] + [
-    ("sdgm", {"head": "pointer"}), ("transformer_xl", {"mem_len": L + 5}), ("transformer_xl", {"mem_len": 3})]
+    ("sdgm", {"head": "pointer"}), ("sdgm", {"kernel_size": 1}), ("sdgm", {"kernel_size": L + 3}),
+    ("transformer_xl", {"mem_len": L + 5}), ("transformer_xl", {"mem_len": 3})]
 
 
 @pytest.mark.parametrize("name,kw", PREFILL_CASES, ids=[f"{n}{'-' + str(kw) if kw else ''}" for n, kw in PREFILL_CASES])

@@ -305,7 +305,7 @@ def test_throughput_record_of_a_trained_run(trained_run, tmp_path):
 
     table = bench_report.throughput_table([rec])
     row = table.iloc[0]
-    assert row["mfu_train"] == "n/a (no known peak for this CPU)" and row["decoding"] == "incremental"
+    assert row["mfu_train"] == "n/a (no known peak for this CPU)" and row["decoding"] == "cache"
     assert float(row["train_tok_s"]) > 0
     assert not any(str(v) in ("0", "0.0", "") for k, v in row.items() if k != "seed")
 
