@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import random
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from .atomic import write_json_atomic
 from .data import DataError, load_tokens, vocab_sha256
 from .evaluate import causal_audit, evaluate, evaluate_streams
+from .measure import peak_rss_bytes
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
@@ -32,11 +32,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def peak_rss_bytes() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
 
 
 def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,

@@ -94,9 +94,21 @@ def load_average() -> list[float] | None:
         return None
 
 
-def lifetime_peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process over its life.
+
+    Linux: VmHWM of /proc/self/status. Not getrusage's ru_maxrss there: a process started by fork and exec (every
+    Snakemake job, every subprocess) inherits its parent's peak at the fork, so a small job under a large parent
+    would report the parent's memory. Elsewhere ru_maxrss (bytes on macOS, KiB on other systems)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 GPU_FIELDS = ("process_gpu_mem_peak_bytes", "device_mem_used_peak_bytes", "device_mem_total_bytes",
@@ -256,7 +268,7 @@ class NvmlSampler:
         out["cpu_rss_peak_bytes"] = self._rss_peak
         if self._rss_peak is None:
             na["cpu_rss_peak_bytes"] = "no /proc/self/statm on this platform"
-        out["cpu_maxrss_lifetime_bytes"] = lifetime_peak_rss_bytes()
+        out["cpu_maxrss_lifetime_bytes"] = peak_rss_bytes()
         out["process_gpu_mem_peak_bytes"] = self._proc_peak
         if self._handle is not None and self._proc_peak is None:
             self._note("process_gpu_mem_peak_bytes", f"this process (pid {os.getpid()}) is not among NVML's compute "

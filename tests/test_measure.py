@@ -1,6 +1,8 @@
 """Measurement: sampler without a GPU, timing on a fake clock, tokens/s, slope fits, scaling benchmark, tables."""
 import json
 import math
+import subprocess
+import sys
 import time
 
 import pytest
@@ -132,6 +134,18 @@ def test_cpu_peak_memory_is_the_peak_of_the_running_sum():
     peak, why = peak_call_memory(fn, "cpu")
     assert why is None
     assert 4_000_000 <= peak < 4_100_000
+
+
+def test_peak_rss_is_this_process_own_not_its_parents():
+    """A job started by a large parent (Snakemake, pytest) must not report the parent's memory: getrusage's
+    ru_maxrss in a forked child starts at the parent's peak; VmHWM starts afresh at exec."""
+    ballast = bytearray(1_500_000_000)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: the parent's RSS is now > 1.5 GB
+    code = "from sdgm.measure import peak_rss_bytes; print(peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = int(out.stdout.strip().splitlines()[-1])
+    assert 10e6 < child < 1.0e9, child  # the child imports torch, a few hundred MB: below the parent's 1.5 GB
+    del ballast
 
 
 # ---- slope fit ----------------------------------------------------------------------------------------------------------

@@ -135,16 +135,17 @@ def rss_growth_of_layer(decoder: str, L: int, D: int, K: int) -> int:
     """Bytes the peak resident memory of a fresh process grows by during forward + backward of SDGM's mixing layer
     (encoder + decoder) at B = 1."""
     code = f"""
-import resource, torch
+import torch
 torch.set_num_threads(1)
+from sdgm.measure import peak_rss_bytes
 from sdgm.model import SDGM, SDGMConfig
 m = SDGM(SDGMConfig(vocab_size=1, d_model={D}, n_atoms={K}, seq_len={L}, decoder="{decoder}"))
 x = torch.randn(1, {L}, {D}, requires_grad=True)
 m.decode(m.encode(x[:, :8])).sum().backward()  # allocator and kernels warm, at a negligible size
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_bytes()
 m.decode(m.encode(x)).sum().backward()
 assert torch.isfinite(x.grad).all()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+print(peak_rss_bytes() - before)
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
