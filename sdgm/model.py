@@ -257,7 +257,8 @@ class SDGM(LanguageModel):
             return super().prefill(prompt, state)
         B, P = prompt.shape
         keep = self.cfg.kernel_size - 1
-        logits = self(prompt[:, -self.max_context:])[:, -1]  # (B, V)
+        _, _, x_hat = self.parts(prompt[:, -self.max_context:])  # (B, <= L, D)
+        logits = self.head(x_hat[:, -1:], prompt[:, -1:])[:, 0]  # (B, V): the head at the last position only
         emb = self.embed(prompt[:, max(0, P - keep):])  # (B, <= k - 1, D)
         emb = torch.cat([emb.new_zeros(B, keep - emb.shape[1], emb.shape[2]), emb], dim=1)  # (B, k - 1, D)
         return logits, {"t": P, "emb": emb}
