@@ -1,6 +1,6 @@
 """Tables and the figure of the benchmarks (no torch: runs in the report environment).
 
-Reads only results/bench/throughput/*/*.json and results/bench/scaling.json (written by sdgm.measure) and
+Reads only results/bench/throughput/*/*.json and results/bench/scaling.json (written by sdgm.bench) and
 writes results/tables/{throughput,scaling,scaling_slopes}.{csv,md,tex} and results/figures/scaling.{png,pdf}.
 A number that was not measured reads "n/a (reason)", never 0.
 """
@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from .reporting import save_figure, write_table  # noqa: E402
 
-SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench_generation
+SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench.generation
 
 
 class BenchReportError(RuntimeError):

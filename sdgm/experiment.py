@@ -20,7 +20,7 @@ import torch
 from .atomic import write_json_atomic
 from .data import DataError, load_tokens, vocab_sha256
 from .evaluate import causal_audit, evaluate, evaluate_streams
-from .measure import peak_rss_bytes
+from .bench.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin

@@ -1,6 +1,6 @@
 """The generation table and the latency figure, from the generation records only (no torch: report environment).
 
-Reads results/bench/generation/*/*.json (written by sdgm.bench_generation) and writes
+Reads results/bench/generation/*/*.json (written by sdgm.bench.generation) and writes
 results/tables/generation.{csv,md,tex} and results/figures/generation_latency.{png,pdf}. Every number is of the
 model's own decoding path (its cache, or the window recompute for a model without one) unless the column says
 "recompute"; a number that was not measured reads "n/a (reason)", never 0.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdgm import generation_report
-from sdgm.bench_generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
+from sdgm.bench.generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
                                    measure_generation, measure_path, state_bytes)
 from sdgm.experiment import run_training
 from sdgm.generate import sample_autoregressive

@@ -10,10 +10,10 @@ import torch
 
 from sdgm import bench_report
 from sdgm.experiment import run_training
-from sdgm.scaling import device_rates, fit_loglog_slope, floor_of, scaling_benchmark, scaling_from_config
-from sdgm.measure import (GPU_FIELDS, NvmlSampler, match_peak_flops, measure_throughput,
-                          peak_call_memory, peak_flops, throughput_for_run,
-                          time_calls, tokens_per_second)
+from sdgm.bench.scaling import device_rates, fit_loglog_slope, floor_of, scaling_benchmark, scaling_from_config
+from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
+from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
+from sdgm.bench.timing import peak_call_memory, time_calls, tokens_per_second
 from sdgm.registry import build_model
 from sdgm.train import TrainConfig
 
@@ -141,7 +141,7 @@ def test_peak_rss_is_this_process_own_not_its_parents():
     ru_maxrss in a forked child starts at the parent's peak; VmHWM starts afresh at exec."""
     ballast = bytearray(1_500_000_000)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: the parent's RSS is now > 1.5 GB
-    code = "from sdgm.measure import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from sdgm.bench.timing import peak_rss_bytes; print(peak_rss_bytes())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     child = int(out.stdout.strip().splitlines()[-1])
     assert 10e6 < child < 1.0e9, child  # the child imports torch, a few hundred MB: below the parent's 1.5 GB
@@ -338,7 +338,7 @@ def test_bench_report_refuses_a_foreign_file(tmp_path):
 
 def test_energy_per_token_refuses_a_counter_that_did_not_advance():
     """NVML's energy counter moves in coarse steps: 0 J over a window is no reading, never 0 J per token."""
-    from sdgm.measure import energy_per_token
+    from sdgm.bench.throughput import energy_per_token
 
     assert energy_per_token(6.0, calls=3, window_s=2.1, tokens_per_call=4096) == (6.0 / (3 * 4096), None)
     value, why = energy_per_token(0.0, calls=3, window_s=0.027, tokens_per_call=4096)

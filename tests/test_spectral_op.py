@@ -137,7 +137,7 @@ def rss_growth_of_layer(decoder: str, L: int, D: int, K: int) -> int:
     code = f"""
 import torch
 torch.set_num_threads(1)
-from sdgm.measure import peak_rss_bytes
+from sdgm.bench.timing import peak_rss_bytes
 from sdgm.model import SDGM, SDGMConfig
 m = SDGM(SDGMConfig(vocab_size=1, d_model={D}, n_atoms={K}, seq_len={L}, decoder="{decoder}"))
 x = torch.randn(1, {L}, {D}, requires_grad=True)

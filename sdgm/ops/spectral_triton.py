@@ -269,7 +269,7 @@ def _sine_rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr):
 
 def hardware_sine_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
     """Sines per second of the hardware sine on a CUDA device (median of `repeats` launches)."""
-    from ..measure import time_calls
+    from ..bench.timing import time_calls
 
     block = 1024
     programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count

@@ -18,7 +18,7 @@ and for each path:
     latency      time of one decode_step at each position 1 .. context_multiple x max_context, batch 1
     state        bytes of every tensor the decoding state of one sequence holds (state_bytes), batch 1: after
                  max_context tokens, after the last position, and the peak
-Timings follow sdgm.measure: warmup excluded, each call between two device synchronizations, the median of
+Timings follow sdgm.bench.timing: warmup excluded, each call between two device synchronizations, the median of
 `repeats`, every raw time kept (the latency curve keeps the median per position). An out-of-memory is recorded
 as null with its reason, and a compiled path that fails to compile records the error, never a number.
 """
@@ -33,9 +33,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .interface import LanguageModel
-from .measure import NvmlSampler, _vocab_size, free_memory, is_oom, synchronize, time_calls
-from .provenance import config_hash, provenance
+from ..interface import LanguageModel
+from .nvml import NvmlSampler
+from .throughput import _vocab_size
+from .timing import free_memory, is_oom, synchronize, time_calls
+from ..provenance import config_hash, provenance
 
 SCHEMA_VERSION = 1
 
@@ -132,7 +134,7 @@ def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, bat
                  context_multiple: int, repeats: int, warmup: int, seed: int, sampler_interval_s: float = 0.05,
                  clock: Callable[[], float] = time.perf_counter, allow_errors: bool = False) -> dict:
     """Tokens/s, prefill time, latency per position and state bytes of one decoding path (module docstring)."""
-    from .generate import sample_autoregressive
+    from ..generate import sample_autoregressive
 
     model.eval()
     L = model.max_context
@@ -214,7 +216,7 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
                        sampler_interval_s: float = 0.05, seed: int = 0,
                        clock: Callable[[], float] = time.perf_counter) -> dict:
     """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring)."""
-    from .train import autocast_dtype, resolve_device
+    from ..train import autocast_dtype, resolve_device
 
     device = resolve_device(train_cfg.device)
     amp = autocast_dtype(train_cfg, device)
@@ -249,10 +251,10 @@ PATH_WHAT = {
 
 def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
-    from .atomic import write_json_atomic
-    from .measure import _flops
-    from .registry import load_run
-    from .train import TrainConfig, resolve_device
+    from ..atomic import write_json_atomic
+    from .throughput import _flops
+    from ..registry import load_run
+    from ..train import TrainConfig, resolve_device
 
     run = json.loads(Path(metrics_path).read_text())
     model, _ = load_run(Path(run_dir))

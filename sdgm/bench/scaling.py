@@ -12,7 +12,7 @@ attention where the device has it) and a Linformer-style layer, all with their p
 Every measured case carries its floor: the time the device needs at least for the case's arithmetic, from the
 measured rates -- max(FLOPs / matmul rate, sines / sine rate, bytes / copy bandwidth) -- and measured / floor.
 Log-log slopes of time per sequence and of peak memory against L are fitted per view, layer and mode.
-Timing and memory follow sdgm.measure (warmup, synchronized repeats, median; allocator peak above the inputs).
+Timing and memory follow sdgm.bench.timing (warmup, synchronized repeats, median; allocator peak above the inputs).
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .measure import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average, peak_call_memory,
-                      time_calls)
-from .ops.spectral import spectral_cost, triton_status
-from .provenance import config_hash, provenance
+from .timing import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average, peak_call_memory,
+                     time_calls)
+from ..ops.spectral import spectral_cost, triton_status
+from ..provenance import config_hash, provenance
 
 SCHEMA_VERSION = 2
 MODES = ("forward", "forward_backward")
@@ -114,7 +114,7 @@ class SDGMMixingLayer(nn.Module):
 
     def __init__(self, d_model: int, n_atoms: int, seq_len: int, kernel_size: int, decoder: str = "auto"):
         super().__init__()
-        from .model import SDGM, SDGMConfig
+        from ..model import SDGM, SDGMConfig
 
         self.sdgm = SDGM(SDGMConfig(vocab_size=1, d_model=d_model, n_atoms=n_atoms, seq_len=seq_len,
                                     kernel_size=kernel_size, decoder=decoder))
@@ -185,7 +185,7 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
     if cuda and triton_status(device)[0]:
-        from .ops.spectral_triton import hardware_sine_rate
+        from ..ops.spectral_triton import hardware_sine_rate
 
         rates["sines_per_s"], rates["sine_method"] = hardware_sine_rate(device), "Triton kernel, hardware sine"
     else:
@@ -245,7 +245,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
     `layers` replaces the default layers (name -> factory(L) -> module mapping (B, L, D) to (B, L, D); a module
     with a cost(B, L, mode, bytes_per_value) method gets a floor). `rates` replaces the measured device rates.
     """
-    from .train import TrainConfig, autocast_dtype, resolve_device
+    from ..train import TrainConfig, autocast_dtype, resolve_device
 
     dev = resolve_device(device)
     amp = autocast_dtype(TrainConfig(precision=precision), dev)
@@ -325,7 +325,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                     "and backward; triton generates them in registers inside fused kernels.",
             "floor": "max(FLOPs / matmul rate, sines / sine rate, bytes / copy bandwidth) with the rates measured "
                      "on this device at the start ('rates'); FLOPs and bytes of a layer are its least arithmetic and "
-                     "traffic (sdgm.scaling: cost methods), not what an implementation happens to do.",
+                     "traffic (sdgm.bench.scaling: cost methods), not what an implementation happens to do.",
             "timing": "median of `repeats` calls after `warmup`, each between two device synchronizations; "
                       "time per sequence = time per batch / B. load_average is the host's (1, 5, 15 min) load: "
                       "above the core count, other processes shared the CPU.",
@@ -408,7 +408,7 @@ def _ratios(results, layers) -> list[dict]:
 
 def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) -> dict:
     """Run the scaling benchmark with the config's `benchmark:` section and write its record to out_path."""
-    from .atomic import write_json_atomic
+    from ..atomic import write_json_atomic
 
     sc = bench["scaling"]
     bv = sc.get("batch_view") or {}
