@@ -22,6 +22,7 @@ all parameter gradients in fp32. The output has C's dtype.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -38,12 +39,16 @@ class SpectralOpError(ValueError):
     """Bad input to spectral_decode: the message names the argument and what was expected."""
 
 
+def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
+    """positions (T,) -> (theta (T, K, D) = 2 pi F p / P + Phi, p / P (T, 1, 1)) in the parameters' dtype."""
+    t = positions.to(frequency.dtype)[:, None, None]  # (T, 1, 1)
+    return 2 * math.pi * frequency[None] * t / period + phase[None], t / period
+
+
 def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
                    period: float) -> torch.Tensor:
     """positions (T,) -> S (T, K, D) in the parameters' dtype (fp32 in the model)."""
-    t = positions.to(frequency.dtype)[:, None, None]  # (T, 1, 1)
-    arg = 2 * math.pi * frequency[None] * t / period + phase[None]  # (T, K, D)
-    return amplitude[None] * torch.sin(arg)
+    return amplitude[None] * torch.sin(spectral_angles(positions, frequency, phase, period)[0])
 
 
 # ---- choosing an implementation ------------------------------------------------------------------------------
@@ -52,12 +57,20 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def triton_status(device: torch.device) -> tuple[bool, str]:
-    """(can the triton implementation run on `device`, why not)."""
+@functools.lru_cache(maxsize=1)
+def _triton_import_error() -> str | None:
     try:
         import triton  # noqa: F401
     except ImportError as e:
-        return False, f"Triton is not installed ({e}); pip install triton"
+        return str(e)
+    return None
+
+
+def triton_status(device: torch.device) -> tuple[bool, str]:
+    """(can the triton implementation run on `device`, why not)."""
+    error = _triton_import_error()  # tried once per process: this runs on every decoder call
+    if error is not None:
+        return False, f"Triton is not installed ({error}); pip install triton"
     if device.type == "cuda":
         return True, "cuda"
     if device.type == "cpu" and triton_interpreting():
@@ -76,8 +89,8 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         raise SpectralOpError(f"decoder must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
     device = torch.device(device)
     if impl == "auto":
-        ok, why = triton_status(device)
-        chosen = "triton" if ok and device.type == "cuda" else "chunked"
+        ok, why = triton_status(device) if device.type == "cuda" else (False, "")
+        chosen = "triton" if ok else "chunked"
         if (device.type, chosen) not in _announced:  # logged once per device: the choice is part of the method
             _announced.add((device.type, chosen))
             log.info("spectral decoder 'auto' on %s: %s%s", device.type, chosen,
@@ -172,8 +185,7 @@ class ChunkedSpectralDecode(torch.autograd.Function):
         with _no_autocast(c.device), torch.no_grad():
             for s in range(0, L, block):
                 e = min(L, s + block)
-                t = positions[s:e].to(frequency.dtype)[:, None, None]  # (T, 1, 1)
-                theta = 2 * math.pi * frequency[None] * t / period + phase[None]  # (T, K, D)
+                theta, tp = spectral_angles(positions[s:e], frequency, phase, period)  # (T, K, D), (T, 1, 1)
                 sin = torch.sin(theta)
                 g = grad[:, s:e]  # (B, T, D)
                 if need_c:
@@ -187,7 +199,7 @@ class ChunkedSpectralDecode(torch.autograd.Function):
                         if need_p:
                             dp += qcos.sum(0)
                         if need_f:
-                            df += (qcos * (2 * math.pi * t / period)).sum(0)
+                            df += (qcos * (2 * math.pi * tp)).sum(0)
             if need_p:
                 dp *= amplitude
             if need_f:
