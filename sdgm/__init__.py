@@ -4,7 +4,15 @@
 parses the workflow) do not pull in torch.
 """
 
+import os as _os
+
 __all__ = ["build_model", "load_run"]
+
+# Tests run every workflow job with only its conda environment's packages importable (sdgm/importguard.py).
+if _os.environ.get("SDGM_IMPORT_GUARD"):
+    from .importguard import install as _install_import_guard
+
+    _install_import_guard(_os.environ["SDGM_IMPORT_GUARD"])
 
 
 def __getattr__(name):

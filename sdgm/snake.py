@@ -14,7 +14,6 @@ def setup(smk) -> None:
     for out in smk.output:
         for stale in remove_stale_temporaries(out):
             print(f"removed {stale}, left by an interrupted earlier attempt", file=sys.stderr)
-    if smk.threads:
-        import torch
-
+    torch = sys.modules.get("torch")  # only jobs whose code uses torch import it (the report environment has none)
+    if smk.threads and torch is not None:
         torch.set_num_threads(smk.threads)

@@ -1,15 +1,24 @@
 """The conda environments agree with pyproject.toml: same versions wherever a package is pinned.
 
 No conda channel is reachable in CI, so `--use-conda` itself cannot run here; everything short of solving is
-checked: every rule has an environment file that exists and parses, each file pins python, and every version
-pinned in an environment equals the pin in pyproject.toml (and vice versa for the packages that file lists).
+checked: every rule has an environment file that exists and parses, each file pins python, every version pinned in
+an environment equals the pin in pyproject.toml (and vice versa for the packages that file lists), and every job of
+the workflow's test case (.test/) runs with only its environment's packages importable (sdgm/importguard.py).
 """
+import ast
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from sdgm.importguard import ENV_VAR, plan, rule_environments
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((REPO / "workflow" / "envs").glob("*.yaml")) + [REPO / "environment.yml"]
@@ -59,18 +68,12 @@ def test_environment_pins_agree_with_pyproject(path):
 
 
 def test_every_rule_has_an_existing_environment():
-    rules = (REPO / "workflow" / "rules").glob("*.smk")
-    envs_used = set()
-    for smk in rules:
-        text = smk.read_text()
-        for block in re.split(r"^rule ", text, flags=re.M)[1:]:
-            name = block.split(":", 1)[0]
-            m = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            assert m, f"rule {name} in {smk.name} has no conda: environment"
-            env = (smk.parent / m.group(1)).resolve()
-            assert env.exists(), f"rule {name}: {env} does not exist"
-            envs_used.add(env.name)
-    assert envs_used == {p.name for p in ENV_FILES if p.parent.name == "envs"}, "an environment file is unused"
+    envs = rule_environments(REPO)
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for name in re.findall(r"^rule (\w+):", smk.read_text(), flags=re.M):
+            assert name in envs, f"rule {name} in {smk.name} has no conda: environment"
+            assert (REPO / "workflow" / "envs" / envs[name]).exists(), f"rule {name}: {envs[name]} does not exist"
+    assert set(envs.values()) == {p.name for p in ENV_FILES if p.parent.name == "envs"}, "an environment file is unused"
 
 
 def test_environment_yml_installs_the_package_and_the_workflow():
@@ -79,3 +82,83 @@ def test_environment_yml_installs_the_package_and_the_workflow():
     assert any("-e ." in p.get("pip", []) for p in pip), "environment.yml must install this package (-e .)"
     for needed in ("snakemake", "torch", "pandas", "matplotlib", "scikit-learn", "datasets", "pytest"):
         assert needed in env, f"environment.yml lacks {needed}"
+
+
+def write_plan(tmp_path: Path) -> dict[str, str]:
+    """The import plan of this repository in a file; the environment variables that put it in force."""
+    path = tmp_path / "import-plan.json"
+    path.write_text(json.dumps(plan(REPO)))
+    return {**os.environ, ENV_VAR: str(path)}
+
+
+def test_import_plan_refuses_what_an_environment_lacks():
+    p = plan(REPO)
+    assert p["rules"]["report"] == "report.yaml" and p["rules"]["train"] == "torch.yaml"
+    assert "torch" in p["blocked"]["report.yaml"] and "sklearn" in p["blocked"]["report.yaml"]
+    assert "pandas" not in p["blocked"]["report.yaml"] and "matplotlib" not in p["blocked"]["report.yaml"]
+    assert "torch" not in p["blocked"]["torch.yaml"] and "sklearn" not in p["blocked"]["torch.yaml"]
+    for env, mods in p["blocked"].items():
+        assert "snakemake" not in mods and "sdgm" not in mods and "json" not in mods, env
+
+
+@pytest.mark.parametrize("rule,fails", [("report", True), ("train", False)])
+def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fails):
+    """A real Snakemake job named like a workflow rule imports sdgm, then torch: refused in the report environment
+    (with the rule, the module and the file named), allowed in the torch one."""
+    (tmp_path / "job.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm\nimport torch\n"
+        "open(snakemake.output[0], 'w').write(torch.__version__)\n")
+    (tmp_path / "Snakefile").write_text(f'rule {rule}:\n    output:\n        "out.txt"\n    script:\n        "job.py"\n')
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--show-failed-logs"], cwd=tmp_path,
+                       env=write_plan(tmp_path), capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    if fails:
+        assert r.returncode != 0 and not (tmp_path / "out.txt").exists(), out[-3000:]
+        assert "rule 'report' imports 'torch'" in out and "workflow/envs/report.yaml" in out, out[-3000:]
+    else:
+        assert r.returncode == 0, out[-3000:]
+        assert (tmp_path / "out.txt").read_text()
+
+
+def test_every_script_imports_sdgm_first():
+    """The guard is installed when sdgm is imported, so a script must not import anything but the standard
+    library before it."""
+    for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        for node in ast.parse(script.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "sdgm" for n in names):
+                break
+            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), f"{script.name}: {names} before sdgm"
+        else:
+            pytest.fail(f"{script.name} never imports sdgm")
+
+
+def test_workflow_is_snakefmt_clean():
+    r = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "workflow"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, "run `snakefmt workflow`:\n" + (r.stdout + r.stderr)[-4000:]
+
+
+def test_catalog_file_names_the_workflow():
+    cat = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    assert cat["usage"]["software-stack-deployment"]["conda"] is True
+    assert cat["usage"]["report"] is True
+    assert (REPO / "config" / "README.md").exists() and (REPO / ".test" / "config" / "config.yaml").exists()
+
+
+@pytest.mark.e2e
+def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
+    """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
+    the whole DAG runs with every job limited to the packages of its conda environment."""
+    shutil.copytree(REPO / ".test" / "config", tmp_path / "config")
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
+    r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
+    r = subprocess.run([*base, "--cores", "2", "--show-failed-logs"], env=write_plan(tmp_path), capture_output=True,
+                       text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, flags=re.M)}
+    assert set(rule_environments(REPO)) <= jobs, f"rules the test case does not run: {set(rule_environments(REPO)) - jobs}"
+    assert (tmp_path / "results" / "README.md").stat().st_size > 0

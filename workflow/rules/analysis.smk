@@ -7,13 +7,13 @@ rule fit_gmm:
         summary=f"{OUT}/runs/{RUN}/gmm.json",
     log:
         f"{OUT}/logs/fit_gmm/{RUN}.log",
-    params:
-        gmm=config["gmm"],
+    conda:
+        "../envs/torch.yaml"
     threads: job_res("default", "threads")
     resources:
         **cluster_res("default"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        gmm=config["gmm"],
     script:
         "../scripts/fit_gmm.py"
 
@@ -26,11 +26,11 @@ rule sample:
         f"{OUT}/samples/{RUN}.txt",
     log:
         f"{OUT}/logs/sample/{RUN}.log",
-    params:
-        sampling=config["sampling"],
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/torch.yaml"
+    resources:
+        **cluster_res("default"),
+    params:
+        sampling=config["sampling"],
     script:
         "../scripts/sample.py"

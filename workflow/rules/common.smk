@@ -14,7 +14,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 # Validate every value before anything runs; a bad field stops here with its name in the message.
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -52,8 +51,14 @@ def job_res(kind, key):
 def cluster_res(kind):
     """Scheduler-facing resources of one kind of job: memory, runtime, GPUs (count and model), Slurm partition.
     Keys that are not set are left out, so a cluster profile's default-resources apply."""
-    names = {"mem_mb": "mem_mb", "runtime": "runtime", "gpu": "gpu", "gpu_model": "gpu_model",
-             "partition": "slurm_partition", "account": "slurm_account"}
+    names = {
+        "mem_mb": "mem_mb",
+        "runtime": "runtime",
+        "gpu": "gpu",
+        "gpu_model": "gpu_model",
+        "partition": "slurm_partition",
+        "account": "slurm_account",
+    }
     return {res: job_res(kind, key) for key, res in names.items() if job_res(kind, key) is not None}
 
 
@@ -73,10 +78,42 @@ def resolved_run(wc):
         raise ValueError(f"{wc.corpus}/{wc.experiment}: no such experiment or corpus in the config")
     cfg = run_hash(config, wc.corpus, wc.experiment, int(wc.seed))
     if wc.cfg != cfg:
-        raise ValueError(f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}: the current config gives this run the "
-                         f"hash {cfg}, not {wc.cfg} (that directory belongs to another configuration)")
+        raise ValueError(
+            f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}: the current config gives this run the "
+            f"hash {cfg}, not {wc.cfg} (that directory belongs to another configuration)"
+        )
     return {"hash": cfg, "spec": run_spec(config, wc.corpus, wc.experiment, int(wc.seed))}
 
 
 def has_gmm(wildcards):
     return wildcards.experiment in GMM_EXPERIMENTS
+
+
+# Aggregate inputs: one file of each run (or of each run with a GMM), for the rules that collect them. Input
+# functions, so every rule that gathers the same files names them the same way.
+GMM_RUNS = [r for r in RUNS if r.experiment in GMM_EXPERIMENTS]
+RUN_FIGURES = ["atoms", "atom_signals", "gmm_bic", "gmm_pca"]
+
+
+def metrics_files(wildcards=None):
+    return [f"{run_dir(r)}/metrics.json" for r in RUNS]
+
+
+def gmm_files(wildcards=None):
+    return [f"{run_dir(r)}/gmm.json" for r in GMM_RUNS]
+
+
+def sample_files(wildcards=None):
+    return [f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS]
+
+
+def throughput_files(wildcards=None):
+    return [f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in RUNS]
+
+
+def generation_files(wildcards=None):
+    return [f"{OUT}/bench/generation/{r.corpus}/{r.name}.json" for r in RUNS]
+
+
+def run_figure_files(wildcards=None):
+    return [f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in GMM_RUNS for f in RUN_FIGURES]

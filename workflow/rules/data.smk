@@ -3,12 +3,12 @@ rule fetch_corpus:
         expand("{res}/corpora/{{corpus}}/{split}.txt", res=RES, split=SPLITS),
     log:
         f"{OUT}/logs/fetch_corpus/{{corpus}}.log",
-    params:
-        corpus=lambda wc: config["corpora"][wc.corpus],
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/data.yaml"
+    resources:
+        **cluster_res("default"),
+    params:
+        corpus=lambda wc: config["corpora"][wc.corpus],
     script:
         "../scripts/fetch_corpus.py"
 
@@ -22,11 +22,11 @@ rule tokenize:
         stats=f"{RES}/tokens/{{corpus}}/stats.json",
     log:
         f"{OUT}/logs/tokenize/{{corpus}}.log",
-    params:
-        expected=lambda wc: config["corpora"][wc.corpus].get("expected", {}),
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/data.yaml"
+    resources:
+        **cluster_res("default"),
+    params:
+        expected=lambda wc: config["corpora"][wc.corpus].get("expected", {}),
     script:
         "../scripts/tokenize.py"

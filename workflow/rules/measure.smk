@@ -14,13 +14,13 @@ rule throughput:
         f"{OUT}/bench/throughput/{RUN}.json",
     log:
         f"{OUT}/logs/throughput/{RUN}.log",
-    params:
-        bench=config["benchmark"],
+    conda:
+        "../envs/torch.yaml"
     threads: workflow.cores
     resources:
         **cluster_res("bench"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        bench=config["benchmark"],
     script:
         "../scripts/throughput.py"
 
@@ -30,21 +30,21 @@ rule scaling:
         f"{OUT}/bench/scaling.json",
     log:
         f"{OUT}/logs/scaling.log",
-    params:
-        bench=config["benchmark"],
-        train=config["train"],
+    conda:
+        "../envs/torch.yaml"
     threads: workflow.cores
     resources:
         **cluster_res("bench"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        bench=config["benchmark"],
+        train=config["train"],
     script:
         "../scripts/scaling.py"
 
 
 rule bench_report:
     input:
-        throughput=[f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in RUNS],
+        throughput=throughput_files,
         scaling=rules.scaling.output,
     output:
         tables=expand(
@@ -56,10 +56,10 @@ rule bench_report:
         figures=expand("{out}/figures/scaling.{ext}", out=OUT, ext=["png", "pdf"]),
     log:
         f"{OUT}/logs/bench_report.log",
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
     script:
         "../scripts/bench_report.py"
 
@@ -74,28 +74,28 @@ rule generation:
         f"{OUT}/bench/generation/{RUN}.json",
     log:
         f"{OUT}/logs/generation/{RUN}.log",
-    params:
-        bench=config["benchmark"],
+    conda:
+        "../envs/torch.yaml"
     threads: workflow.cores
     resources:
         **cluster_res("bench"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        bench=config["benchmark"],
     script:
         "../scripts/generation.py"
 
 
 rule generation_report:
     input:
-        generation=[f"{OUT}/bench/generation/{r.corpus}/{r.name}.json" for r in RUNS],
+        generation=generation_files,
     output:
         tables=expand("{out}/tables/generation.{ext}", out=OUT, ext=["csv", "md", "tex"]),
         figures=expand("{out}/figures/generation_latency.{ext}", out=OUT, ext=["png", "pdf"]),
     log:
         f"{OUT}/logs/generation_report.log",
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
     script:
         "../scripts/generation_report.py"

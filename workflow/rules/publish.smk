@@ -4,9 +4,11 @@
 
 # every table the report, bench_report and generation_report rules write, by name (their CSV is the source of the
 # HTML page)
-TABLES = [Path(f).stem for f in [*rules.report.output.tables, *rules.bench_report.output.tables,
-                                 *rules.generation_report.output.tables] if f.endswith(".csv")]
-RUN_FIGURES = ["atoms", "atom_signals", "gmm_bic", "gmm_pca"]
+TABLES = [
+    Path(f).stem
+    for f in [*rules.report.output.tables, *rules.bench_report.output.tables, *rules.generation_report.output.tables]
+    if f.endswith(".csv")
+]
 FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{cfg}
 
 
@@ -18,40 +20,60 @@ rule interpretability_figures:
         tokens=rules.tokenize.output,
     output:
         # the PNGs go into the HTML report, by corpus; the PDFs are for print
-        atoms=report(f"{FIG}/atoms.png", caption="../report/atoms.rst", category="Interpretability",
-                     subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atoms"}),
-        atom_signals=report(f"{FIG}/atom_signals.png", caption="../report/atom_signals.rst",
-                            category="Interpretability", subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atom_signals"}),
-        gmm_bic=report(f"{FIG}/gmm_bic.png", caption="../report/gmm_bic.rst", category="Interpretability",
-                       subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_bic"}),
-        gmm_pca=report(f"{FIG}/gmm_pca.png", caption="../report/gmm_pca.rst", category="Interpretability",
-                       subcategory="{corpus}", labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_pca"}),
+        atoms=report(
+            f"{FIG}/atoms.png",
+            caption="../report/atoms.rst",
+            category="Interpretability",
+            subcategory="{corpus}",
+            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atoms"},
+        ),
+        atom_signals=report(
+            f"{FIG}/atom_signals.png",
+            caption="../report/atom_signals.rst",
+            category="Interpretability",
+            subcategory="{corpus}",
+            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atom_signals"},
+        ),
+        gmm_bic=report(
+            f"{FIG}/gmm_bic.png",
+            caption="../report/gmm_bic.rst",
+            category="Interpretability",
+            subcategory="{corpus}",
+            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_bic"},
+        ),
+        gmm_pca=report(
+            f"{FIG}/gmm_pca.png",
+            caption="../report/gmm_pca.rst",
+            category="Interpretability",
+            subcategory="{corpus}",
+            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_pca"},
+        ),
         pdf=[f"{FIG}/{name}.pdf" for name in RUN_FIGURES],
     log:
         f"{OUT}/logs/interpretability_figures/{RUN}.log",
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/torch.yaml"
+    resources:
+        **cluster_res("default"),
     script:
         "../scripts/interpretability_figures.py"
 
 
 rule samples_table:
     input:
-        samples=[f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS],
-        metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
+        samples=sample_files,
+        metrics=metrics_files,
     output:
         md=f"{OUT}/tables/samples.md",
         html=report(f"{OUT}/tables/samples.html", caption="../report/samples.rst", category="Tables"),
     log:
         f"{OUT}/logs/samples_table.log",
-    params:
-        n_tokens=config["sampling"]["n_tokens"],
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
+    params:
+        n_tokens=config["sampling"]["n_tokens"],
     script:
         "../scripts/samples_table.py"
 
@@ -65,10 +87,10 @@ rule table_html:
         f"{OUT}/logs/table_html/{{table}}.log",
     wildcard_constraints:
         table="|".join(TABLES),
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
     script:
         "../scripts/table_html.py"
 
@@ -84,18 +106,22 @@ rule results_readme:
             report(f"{OUT}/figures/ablations.png", caption="../report/ablations.rst", category="Figures"),
             report(f"{OUT}/figures/ppl_vs_atoms.png", caption="../report/ppl_vs_atoms.rst", category="Figures"),
             report(f"{OUT}/figures/scaling.png", caption="../report/scaling.rst", category="Figures"),
-            report(f"{OUT}/figures/generation_latency.png", caption="../report/generation_latency.rst",
-                   category="Figures"),
+            report(
+                f"{OUT}/figures/generation_latency.png", caption="../report/generation_latency.rst", category="Figures"
+            ),
         ],
-        run_figures=[f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in RUNS if r.experiment in GMM_EXPERIMENTS
-                     for f in RUN_FIGURES],
+        run_figures=run_figure_files,
         html=[f"{OUT}/tables/{t}.html" for t in TABLES],
-        metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
-        gmm=[f"{run_dir(r)}/gmm.json" for r in RUNS if r.experiment in GMM_EXPERIMENTS],
+        metrics=metrics_files,
+        gmm=gmm_files,
     output:
         f"{OUT}/README.md",
     log:
         f"{OUT}/logs/results_readme.log",
+    conda:
+        "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
     params:
         summary={
             "experiments": list(config["experiments"]),
@@ -103,10 +129,6 @@ rule results_readme:
             "seeds": config["seeds"],
             "seq_len": config["train"]["seq_len"],
         },
-        run_figures=[(r.corpus, r.name) for r in RUNS if r.experiment in GMM_EXPERIMENTS],
-    resources:
-        **cluster_res("default"),
-    conda:
-        "../envs/report.yaml"
+        run_figures=[(r.corpus, r.name) for r in GMM_RUNS],
     script:
         "../scripts/results_readme.py"

@@ -1,6 +1,6 @@
 rule report:
     input:
-        metrics=[f"{run_dir(r)}/metrics.json" for r in RUNS],
+        metrics=metrics_files,
     output:
         tables=expand(
             "{out}/tables/{name}.{ext}",
@@ -16,11 +16,11 @@ rule report:
         ),
     log:
         f"{OUT}/logs/report.log",
-    params:
-        ablations=ablations(config),  # which experiments are ablations of which main run (table layout only)
-    resources:
-        **cluster_res("default"),
     conda:
         "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
+    params:
+        ablations=ablations(config),  # which experiments are ablations of which main run (table layout only)
     script:
         "../scripts/report.py"

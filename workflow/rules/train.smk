@@ -8,16 +8,16 @@ rule train:
         vocab=f"{OUT}/runs/{RUN}/vocab.json",
     log:
         f"{OUT}/logs/train/{RUN}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: job_res("train", "threads")
+    resources:
+        **cluster_res("train"),
     params:
         run=resolved_run,  # {"hash", "spec"}: refuses a {cfg} that is not the current config's
         # not an output: Snakemake deletes the outputs of a failed job, and this is what a rerun resumes from
         ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}",
         # more than 1: DistributedDataParallel under torchrun, the job's threads shared among the processes
         processes=train_processes(config),
-    threads: job_res("train", "threads")
-    resources:
-        **cluster_res("train"),
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/train.py"
