@@ -134,19 +134,6 @@ def test_every_script_imports_sdgm_first():
             pytest.fail(f"{script.name} never imports sdgm")
 
 
-def test_workflow_is_snakefmt_clean():
-    r = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "workflow"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, "run `snakefmt workflow`:\n" + (r.stdout + r.stderr)[-4000:]
-
-
-def test_catalog_file_names_the_workflow():
-    cat = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
-    assert cat["usage"]["software-stack-deployment"]["conda"] is True
-    assert cat["usage"]["report"] is True
-    assert (REPO / "config" / "README.md").exists() and (REPO / ".test" / "config" / "config.yaml").exists()
-
-
 @pytest.mark.e2e
 def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
