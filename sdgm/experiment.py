@@ -23,9 +23,8 @@ from .evaluate import causal_audit, evaluate, evaluate_streams
 from .bench.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
 from .registry import build_model, save_run
+from .schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
-
-SCHEMA_VERSION = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -129,7 +128,7 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
              extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,
                     "vocab_sha256": vocab_digest, "run_hash": run_hash, "run_spec": run_spec})
     record = {
-        "schema": SCHEMA_VERSION,
+        "schema": METRICS_SCHEMA_VERSION,
         "run_id": f"{corpus}/{run_dir.name}",
         "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
         "fingerprint": fingerprint,
@@ -143,6 +142,11 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "history": {"train": thin(state.history["train"], tcfg.history_max_points), "val": state.history["val"]},
     }
     record = json.loads(json.dumps(record))  # exactly what a reader of the file gets (tuples become lists)
+    try:  # the report refuses a record that breaks the schema; writing one is a bug here
+        check_metrics(record)
+    except SchemaViolation as e:
+        raise SchemaViolation(e.field, f"{metrics_path}: not written, the record breaks "
+                                       f"sdgm/schemas/metrics.schema.json: {e}") from e
     write_json_atomic(metrics_path, record)  # last: its existence means the run is complete
     trainer.ckpt_path.unlink(missing_ok=True)  # optimizer state is no longer needed; best.pt stays
     return record
