@@ -22,6 +22,7 @@ from .data import DataError, load_tokens, vocab_sha256
 from .evaluate import causal_audit, evaluate, evaluate_streams
 from .bench.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
+from .reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from .registry import build_model, save_run
 from .schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
@@ -111,18 +112,18 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         for k in ("ppl", "nll", "tokens"):
             metrics[f"{split}_{k}_mem"] = mem[split][k] if mem else None
             if not mem:
-                na[f"{split}_{k}_mem"] = "model carries no state across windows"
+                na[f"{split}_{k}_mem"] = NO_STATE
     for name in ("cosine",):
         metrics[f"{name}_val"] = val.get(name)
         metrics[f"{name}_test"] = test.get(name)
         if name not in val:
-            na[f"{name}_val"] = na[f"{name}_test"] = "model has no embedding reconstruction"
+            na[f"{name}_val"] = na[f"{name}_test"] = NO_RECONSTRUCTION
     if trainer.device.type == "cuda":
         metrics["peak_mem_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
         metrics["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved(trainer.device)
     else:
         metrics["peak_mem_bytes"] = metrics["peak_mem_reserved_bytes"] = None
-        na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = "no GPU (CPU run); see peak_rss_bytes"
+        na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = NO_GPU
 
     save_run(run_dir, model, trainer.model.cpu(), vocab,
              extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,

@@ -7,12 +7,12 @@ computed anew, so the rendered pages always agree with the results they show.
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from pathlib import Path
 
 from .atomic import write_text_atomic
+from .reasons import MODEL_NOT_RECORDED, NOT_MEASURED, na
 
 # The sample file format of sdgm.generate.write_samples: a header line, then "## MODE sample N" and its text.
 HEADER = re.compile(r"^# samples from .*?: (?P<settings>prompt .*)$")
@@ -56,9 +56,9 @@ def sample_entries(sample_paths, metrics_paths) -> list[dict]:
         seeds = best.get(key, {}).get("seeds", []) + [rec["seed"]]
         if key not in best or rec["seed"] < best[key]["seed"]:
             best[key] = {"corpus": rec["corpus"], "experiment": rec["experiment"], "seed": rec["seed"],
-                         "model": rec.get("model") or "n/a (model not recorded)", "leaks": leaks(rec),
+                         "model": rec.get("model") or na(MODEL_NOT_RECORDED), "leaks": leaks(rec),
                          "val_ppl": rec["metrics"].get("val_ppl"),
-                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", "not measured"),
+                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", NOT_MEASURED),
                          "path": str(sp), **parse_samples(sp)}
         best[key]["seeds"] = sorted(seeds)
     return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1] != "sdgm", k[1]))]
@@ -66,7 +66,7 @@ def sample_entries(sample_paths, metrics_paths) -> list[dict]:
 
 def _label(e: dict) -> str:
     name = e["experiment"] + (" (non-causal)" if e["leaks"] else "")
-    ppl = f"n/a ({e['val_ppl_na']})" if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
+    ppl = na(e["val_ppl_na"]) if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
     return f"{name}: model {e['model']}, corpus {e['corpus']}, seed {e['seed']}, validation perplexity {ppl}"
 
 

@@ -1,7 +1,8 @@
 """Loading the inputs of the report: the per-run metrics.json files (checked against sdgm/schemas/metrics.schema.json)
 and the paper's numbers.
 
-Constants shared by every table: the "n/a" reasons, the causal labels and the columns of each table.
+Constants shared by every table: the causal labels and the columns of each table (the "n/a" reasons are in
+sdgm.reasons).
 """
 from __future__ import annotations
 
@@ -15,12 +16,9 @@ from ..schema import SchemaViolation, check_metrics
 
 PAPER_PATH = Path(__file__).resolve().parents[1] / "paper_numbers.yaml"
 
-NOT_IN_PAPER = "n/a (not in paper)"
-NOT_MEASURED = "not measured"
 CAUSAL_YES = "yes"
 LEAKS = "LEAKS future tokens"
 NON_CAUSAL_SUFFIX = " (non-causal)"
-LEAK_DIFF = "n/a (leaks future tokens)"
 
 # (display column, metric key in metrics.json, scale applied to the raw value,
 #  decimals, paper key or None)
@@ -59,7 +57,6 @@ RECONSTRUCTION_COLUMNS = [
     "cosine_val", "cosine_paper", "cosine_diff", "cosine_test",
 ]
 MAIN_RUN = "none (main run)"
-NO_RECONSTRUCTION = "model has no embedding reconstruction"  # the reason sdgm.experiment records for such models
 
 
 class ReportError(RuntimeError):
