@@ -44,14 +44,17 @@ def parse_samples(path: str | Path) -> dict:
 
 def sample_entries(sample_paths, metrics_paths) -> list[dict]:
     """One entry per (corpus, experiment), from its lowest seed: labels from metrics.json, text from the sample
-    file (the two lists name the same runs in the same order). Sorted by corpus, SDGM first."""
+    file (the two lists name the same runs in the same order). Sorted by corpus, then experiments in the order they
+    first appear in the lists (the config's order, as the workflow passes them)."""
     from .reporting import leaks, load_metrics
+    from .reporting.records import experiment_order
 
     sample_paths, metrics_paths = list(sample_paths), list(metrics_paths)
     if len(sample_paths) != len(metrics_paths):
         raise ValueError(f"{len(sample_paths)} sample files but {len(metrics_paths)} metrics files")
     best: dict[tuple[str, str], dict] = {}
-    for sp, rec in zip(sample_paths, load_metrics(metrics_paths)):
+    records = load_metrics(metrics_paths)
+    for sp, rec in zip(sample_paths, records):
         key = (rec["corpus"], rec["experiment"])
         seeds = best.get(key, {}).get("seeds", []) + [rec["seed"]]
         if key not in best or rec["seed"] < best[key]["seed"]:
@@ -61,7 +64,8 @@ def sample_entries(sample_paths, metrics_paths) -> list[dict]:
                          "val_ppl_na": (rec.get("na") or {}).get("val_ppl", NOT_MEASURED),
                          "path": str(sp), **parse_samples(sp)}
         best[key]["seeds"] = sorted(seeds)
-    return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1] != "sdgm", k[1]))]
+    rank = experiment_order(records)
+    return [best[k] for k in sorted(best, key=lambda k: (k[0], rank[k[1]]))]
 
 
 def _label(e: dict) -> str:

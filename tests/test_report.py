@@ -187,9 +187,12 @@ def test_main_table_columns_and_order(records):
         "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "params_m_diff",
         "cosine", "cosine_paper", "cosine_diff", "train_tokens_per_s", "train_tokens_per_s_paper",
         "train_tokens_per_s_diff", "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff"]
-    assert list(zip(df.corpus, df.experiment)) == [
-        ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "lstm"),
-        ("wikitext2", "my_new_baseline")]
+    assert list(zip(df.corpus, df.experiment)) == [  # per corpus, experiments in the order their files were given
+        ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "my_new_baseline"),
+        ("wikitext2", "lstm")]
+    reordered = report.main_table(records[3:] + records[:3], report.load_paper())
+    assert list(zip(reordered.corpus, reordered.experiment)) == [
+        ("ptb", "sdgm"), ("wikitext2", "my_new_baseline"), ("wikitext2", "lstm"), ("wikitext2", "sdgm")]
 
 
 def test_main_table_values(records):

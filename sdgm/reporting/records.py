@@ -77,6 +77,16 @@ def _validate_record(rec: Any, path: Path) -> None:
         raise ReportError(f"{path}: {e}") from e
 
 
+def experiment_order(records: Iterable[dict]) -> dict[str, int]:
+    """{experiment: rank} in the order the experiments first appear among the records. The workflow passes the
+    metrics files in the config's order (sdgm.config.runs), so rows follow the order experiments appear in the
+    config."""
+    order: dict[str, int] = {}
+    for r in records:
+        order.setdefault(r["experiment"], len(order))
+    return order
+
+
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
     """Read and validate metrics.json files; each record gets ``"_path"``."""
     records = []

@@ -13,7 +13,7 @@ import pandas as pd
 from ..reasons import (CONFIG_NOT_RECORDED, LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, MODEL_NOT_RECORDED, NAN_RECORDED,
                        NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED, SAME_CONFIG_AS_MAIN, na)
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, METRIC_COLUMNS,
-                      NON_CAUSAL_SUFFIX, RECONSTRUCTION_COLUMNS, ReportError)
+                      NON_CAUSAL_SUFFIX, RECONSTRUCTION_COLUMNS, ReportError, experiment_order)
 
 def aggregate(values: list[float]) -> dict:
     """Mean, sample std (ddof=1; 0 when n == 1) and count. Pure; NaN mean/std when n == 0."""
@@ -80,9 +80,10 @@ def _without_seed(spec: Any) -> Any:
     return {k: v for k, v in spec.items() if k != "seed"}
 
 
-def _sort_key(key: tuple[str, str]) -> tuple:
-    exp, corpus = key
-    return (corpus, 0 if exp == "sdgm" else 1, exp)
+def _sorted_keys(groups: dict[tuple[str, str], list[dict]]) -> list[tuple[str, str]]:
+    """(experiment, corpus) keys by corpus, then in the experiments' order (records.experiment_order)."""
+    rank = experiment_order(r for recs in groups.values() for r in recs)
+    return sorted(groups, key=lambda k: (k[1], rank[k[0]]))
 
 
 def _paper_index(paper: list[dict]) -> dict[tuple[str, str], dict]:
@@ -163,7 +164,7 @@ def _rows(records: list[dict], paper: list[dict], skip: Iterable[str] = ()):
     groups = _group(records)
     pidx = _paper_index(paper)
     skip = set(skip)
-    for key in sorted(groups, key=_sort_key):
+    for key in _sorted_keys(groups):
         exp, corpus = key
         if exp in skip:
             continue
@@ -313,7 +314,7 @@ def ablation_table_numeric(records: list[dict], paper: list[dict], ablations: di
 def _reconstruction_rows(records: list[dict], paper: list[dict], ablations: dict[str, str]):
     groups = _group(records)
     pidx = _paper_index(paper)
-    for key in sorted(groups, key=_sort_key):
+    for key in _sorted_keys(groups):
         exp, corpus = key
         recs = groups[key]
         if all((r.get("na") or {}).get("cosine_val") == NO_RECONSTRUCTION for r in recs):
