@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .reasons import NOT_MEASURED, OUT_OF_MEMORY, na  # noqa: E402
 from .reporting import save_figure, write_table  # noqa: E402
 
 SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench.generation
@@ -45,16 +46,15 @@ def load_record(path: str | Path, kind: str) -> dict:
 def short_reason(reason: str) -> str:
     """A table cell's reason in a few words: CUDA's out-of-memory message runs to ~600 characters (the whole
     record keeps it)."""
-    if "out of memory" in reason.lower():
+    if OUT_OF_MEMORY in reason.lower():
         m = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B)", reason)
-        return f"out of memory, allocating {m.group(1)}" if m else "out of memory"
+        return f"{OUT_OF_MEMORY}, allocating {m.group(1)}" if m else OUT_OF_MEMORY
     return reason
 
 
 def _fmt(value, decimals: int, reason: str | None = None, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        reason = short_reason(str(reason or "not measured"))
-        return reason if reason.startswith("n/a (") else f"n/a ({reason})"
+        return na(short_reason(str(reason or NOT_MEASURED)))
     v = value * scale
     if v != 0 and abs(v) < 100 * 10 ** -decimals:  # small values keep 3 significant digits
         return f"{v:.3g}"
@@ -196,7 +196,7 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
                 ax.set_yscale("log")
                 ax.legend(fontsize=7)
             else:
-                ax.text(0.5, 0.5, f"{what}: not measured", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"{what}: {NOT_MEASURED}", ha="center", va="center", transform=ax.transAxes)
             ax.set_xlabel("sequence length L")
             ax.set_ylabel(what)
             ax.grid(True, which="both", alpha=0.3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,18 +38,9 @@ class Run(NamedTuple):
 
 @functools.cache
 def _validator():
-    import jsonschema
+    from .schema import strict_validator  # integers refuse 64.0, numbers must be finite
 
-    def is_int(_, v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_number(_, v):
-        return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))
-
-    base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine_many({"integer": is_int, "number": is_number})
-    strict = jsonschema.validators.extend(base, type_checker=checker)
-    return strict(yaml.safe_load(SCHEMA_PATH.read_text()))
+    return strict_validator(yaml.safe_load(SCHEMA_PATH.read_text()))
 
 
 def validate_schema(config: dict) -> None:

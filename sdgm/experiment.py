@@ -22,10 +22,10 @@ from .data import DataError, load_tokens, vocab_sha256
 from .evaluate import causal_audit, evaluate, evaluate_streams
 from .bench.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
+from .reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from .registry import build_model, save_run
+from .schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
-
-SCHEMA_VERSION = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -112,24 +112,24 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         for k in ("ppl", "nll", "tokens"):
             metrics[f"{split}_{k}_mem"] = mem[split][k] if mem else None
             if not mem:
-                na[f"{split}_{k}_mem"] = "model carries no state across windows"
+                na[f"{split}_{k}_mem"] = NO_STATE
     for name in ("cosine",):
         metrics[f"{name}_val"] = val.get(name)
         metrics[f"{name}_test"] = test.get(name)
         if name not in val:
-            na[f"{name}_val"] = na[f"{name}_test"] = "model has no embedding reconstruction"
+            na[f"{name}_val"] = na[f"{name}_test"] = NO_RECONSTRUCTION
     if trainer.device.type == "cuda":
         metrics["peak_mem_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
         metrics["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved(trainer.device)
     else:
         metrics["peak_mem_bytes"] = metrics["peak_mem_reserved_bytes"] = None
-        na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = "no GPU (CPU run); see peak_rss_bytes"
+        na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = NO_GPU
 
     save_run(run_dir, model, trainer.model.cpu(), vocab,
              extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,
                     "vocab_sha256": vocab_digest, "run_hash": run_hash, "run_spec": run_spec})
     record = {
-        "schema": SCHEMA_VERSION,
+        "schema": METRICS_SCHEMA_VERSION,
         "run_id": f"{corpus}/{run_dir.name}",
         "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
         "fingerprint": fingerprint,
@@ -143,6 +143,11 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
         "history": {"train": thin(state.history["train"], tcfg.history_max_points), "val": state.history["val"]},
     }
     record = json.loads(json.dumps(record))  # exactly what a reader of the file gets (tuples become lists)
+    try:  # the report refuses a record that breaks the schema; writing one is a bug here
+        check_metrics(record)
+    except SchemaViolation as e:
+        raise SchemaViolation(e.field, f"{metrics_path}: not written, the record breaks "
+                                       f"sdgm/schemas/metrics.schema.json: {e}") from e
     write_json_atomic(metrics_path, record)  # last: its existence means the run is complete
     trainer.ckpt_path.unlink(missing_ok=True)  # optimizer state is no longer needed; best.pt stays
     return record

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .bench_report import _fmt, load_record  # noqa: E402
+from .reasons import NOT_MEASURED  # noqa: E402
 from .reporting import save_figure, write_table  # noqa: E402
 
 DECODING = {"cache": "cache", "recompute": "recompute window"}
@@ -26,8 +27,8 @@ BEYOND = {"window": "window of L slides", "state": "own state continues"}
 
 def _why(entry: dict | None) -> str:
     if not entry:
-        return "not measured"
-    return entry.get("error") or entry.get("status", "not measured")
+        return NOT_MEASURED
+    return entry.get("error") or entry.get("status", NOT_MEASURED)
 
 
 def _tok_s(path: dict | None, b: int) -> tuple[float | None, str]:
@@ -122,7 +123,7 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
             ax.yaxis.set_minor_formatter(plain)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
-            ax.text(0.5, 0.5, "latency: not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"latency: {NOT_MEASURED}", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("position of the new token")
         ax.set_ylabel("time per decode_step, batch 1 (ms)")
         ax.set_title(corpus)

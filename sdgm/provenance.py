@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .reasons import na
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,5 +81,5 @@ def provenance(device: torch.device | str = "cpu") -> dict:
             pynvml.nvmlInit()
             info["driver"] = pynvml.nvmlSystemGetDriverVersion()
         except Exception as e:  # NVML missing or unusable: say so instead of guessing
-            info["driver"] = f"n/a ({type(e).__name__})"
+            info["driver"] = na(type(e).__name__)
     return info

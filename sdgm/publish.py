@@ -7,12 +7,12 @@ computed anew, so the rendered pages always agree with the results they show.
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from pathlib import Path
 
 from .atomic import write_text_atomic
+from .reasons import MODEL_NOT_RECORDED, NOT_MEASURED, na
 
 # The sample file format of sdgm.generate.write_samples: a header line, then "## MODE sample N" and its text.
 HEADER = re.compile(r"^# samples from .*?: (?P<settings>prompt .*)$")
@@ -44,29 +44,33 @@ def parse_samples(path: str | Path) -> dict:
 
 def sample_entries(sample_paths, metrics_paths) -> list[dict]:
     """One entry per (corpus, experiment), from its lowest seed: labels from metrics.json, text from the sample
-    file (the two lists name the same runs in the same order). Sorted by corpus, SDGM first."""
+    file (the two lists name the same runs in the same order). Sorted by corpus, then experiments in the order they
+    first appear in the lists (the config's order, as the workflow passes them)."""
     from .reporting import leaks, load_metrics
+    from .reporting.records import experiment_order
 
     sample_paths, metrics_paths = list(sample_paths), list(metrics_paths)
     if len(sample_paths) != len(metrics_paths):
         raise ValueError(f"{len(sample_paths)} sample files but {len(metrics_paths)} metrics files")
     best: dict[tuple[str, str], dict] = {}
-    for sp, rec in zip(sample_paths, load_metrics(metrics_paths)):
+    records = load_metrics(metrics_paths)
+    for sp, rec in zip(sample_paths, records):
         key = (rec["corpus"], rec["experiment"])
         seeds = best.get(key, {}).get("seeds", []) + [rec["seed"]]
         if key not in best or rec["seed"] < best[key]["seed"]:
             best[key] = {"corpus": rec["corpus"], "experiment": rec["experiment"], "seed": rec["seed"],
-                         "model": rec.get("model") or "n/a (model not recorded)", "leaks": leaks(rec),
+                         "model": rec.get("model") or na(MODEL_NOT_RECORDED), "leaks": leaks(rec),
                          "val_ppl": rec["metrics"].get("val_ppl"),
-                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", "not measured"),
+                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", NOT_MEASURED),
                          "path": str(sp), **parse_samples(sp)}
         best[key]["seeds"] = sorted(seeds)
-    return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1] != "sdgm", k[1]))]
+    rank = experiment_order(records)
+    return [best[k] for k in sorted(best, key=lambda k: (k[0], rank[k[1]]))]
 
 
 def _label(e: dict) -> str:
     name = e["experiment"] + (" (non-causal)" if e["leaks"] else "")
-    ppl = f"n/a ({e['val_ppl_na']})" if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
+    ppl = na(e["val_ppl_na"]) if e["val_ppl"] is None else f"{e['val_ppl']:.1f}"
     return f"{name}: model {e['model']}, corpus {e['corpus']}, seed {e['seed']}, validation perplexity {ppl}"
 
 

@@ -31,12 +31,13 @@ from hypothesis import strategies as st
 
 from sdgm import data
 from sdgm import reporting as report
-from sdgm.atomic import remove_stale_temporaries, write_bytes_atomic
+from sdgm.atomic import remove_stale_temporaries
 from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
 from sdgm.data import ChecksumError, DataError, tokenize_corpus
 from sdgm.evaluate import evaluate
 from sdgm.experiment import run_training
 from sdgm.interface import LanguageModel
+from sdgm.reasons import NO_RECONSTRUCTION, na
 from sdgm.registry import build_model, load_run, model_config
 from sdgm.reporting import ReportError
 from sdgm.train import CheckpointError, NonFiniteLoss, TrainConfig
@@ -566,13 +567,13 @@ def test_report_refuses_a_broken_metrics_file_naming_it(tmp_path, case):
 def test_every_cell_is_a_measured_value_or_na_with_a_reason(tmp_path):
     rec = good_record()
     rec["metrics"]["cosine_val"] = None
-    rec["na"]["cosine_val"] = "model has no embedding reconstruction"
+    rec["na"]["cosine_val"] = NO_RECONSTRUCTION
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(rec))
     df = report.main_table(report.load_metrics([path]), report.load_paper())
     row = df.iloc[0]
     assert row.val_ppl == "150.0" and row.test_ppl == "140.0" and row.params_m == "0.12"
-    assert row.cosine == "n/a (model has no embedding reconstruction)"
+    assert row.cosine == na(NO_RECONSTRUCTION)
     assert row.peak_mem_gb == "n/a (no GPU (CPU run))"
 
 

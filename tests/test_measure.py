@@ -14,6 +14,7 @@ from sdgm.bench.scaling import device_rates, fit_loglog_slope, floor_of, scaling
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
 from sdgm.bench.timing import peak_call_memory, time_calls, tokens_per_second
+from sdgm.reasons import OUT_OF_MEMORY, na
 from sdgm.registry import build_model
 from sdgm.train import TrainConfig
 
@@ -350,5 +351,5 @@ def test_table_cells_shorten_cuda_out_of_memory_messages():
     msg = ("CUDA out of memory. Tried to allocate 32.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which "
            "14.17 GiB is free. Including non-PyTorch memory, this process has 65.00 GiB memory in use.")
     assert bench_report._fmt(None, 3, msg) == "n/a (out of memory, allocating 32.00 GiB)"
-    assert bench_report._fmt(None, 3, "out of memory") == "n/a (out of memory)"
+    assert bench_report._fmt(None, 3, OUT_OF_MEMORY) == na(OUT_OF_MEMORY)
     assert bench_report._fmt(None, 3, "no GPU") == "n/a (no GPU)"

@@ -69,15 +69,15 @@ def test_samples_page_labels_every_model(runs):
     publish.write_samples_pages(samples, metrics, md_path, html_path, n_tokens=12)
     md = md_path.read_text()
     entries = publish.sample_entries(samples, metrics)
-    # one entry per corpus and experiment, from the lowest seed, SDGM first within a corpus
+    # one entry per corpus and experiment, from the lowest seed, experiments in the order the files were given
     assert [(e["corpus"], e["experiment"], e["seed"]) for e in entries] == \
-        [("ptb", "sdgm", 0), ("ptb", "leaky", 0), ("wikitext2", "sdgm", 0)]
-    assert entries[0]["seeds"] == [0, 1]
+        [("ptb", "leaky", 0), ("ptb", "sdgm", 0), ("wikitext2", "sdgm", 0)]
+    assert entries[1]["seeds"] == [0, 1]
     assert "### sdgm: model sdgm, corpus ptb, seed 0, validation perplexity 123.4" in md
     assert "### leaky (non-causal): model sdgm, corpus ptb, seed 0" in md and publish.LEAK_NOTE in md
     assert "12 new tokens each" in md and "prompt 'w1', temperature 1.0, top_k off, seed 0" in md
     assert "[`sdgm-s0.txt`](../samples/ptb/sdgm-s0.txt)" in md  # relative to the page
-    sdgm = md[md.index("### sdgm: model sdgm, corpus ptb"):md.index("### leaky")]
+    sdgm = md[md.index("### sdgm: model sdgm, corpus ptb"):md.index("## wikitext2")]
     assert sdgm.count("autoregressive (tokens") == publish.SAMPLES_SHOWN
     assert sdgm.count("GMM-sampled coefficients") == publish.SAMPLES_SHOWN
     assert "GMM-sampled" not in md[md.index("## wikitext2"):]  # no GMM, no GMM samples

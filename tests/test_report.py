@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from sdgm import reporting as report
+from sdgm.reasons import LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, NOT_IN_PAPER, NOT_MEASURED, NO_RECONSTRUCTION, NO_STATE, na
 from sdgm.reporting import ReportError
 
 
@@ -37,7 +38,7 @@ def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: s
             causal_change: float | None = 0.0, mem_ppl: float | None = None,
             model_config: dict | None = None) -> dict:
     audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
-    stateless = "model carries no state across windows"
+    stateless = NO_STATE
     return {
         "schema": 1,
         "run_id": f"{corpus}/{experiment}-s{seed}",
@@ -54,7 +55,7 @@ def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: s
                     "peak_mem_bytes": None, "causal_audit": audit, "val_ppl_mem": mem_ppl,
                     "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5},
         "na": {"peak_mem_bytes": "no GPU (CPU run)",
-               **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", "not measured")}),
+               **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", NOT_MEASURED)}),
                **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}), **(na or {})},
         "history": history if history is not None else _history(seed, val_ppl),
     }
@@ -76,7 +77,7 @@ def metric_files(tmp_path) -> list[Path]:
         _record("sdgm", "ptb", 0, 150.0),
         _record("my_new_baseline", "wikitext2", 0, 120.0),
         _record("lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25,
-                na={"cosine_val": "model has no embedding reconstruction"}),
+                na={"cosine_val": NO_RECONSTRUCTION}),
     ]
     return [_write(tmp_path, r) for r in recs]
 
@@ -186,9 +187,12 @@ def test_main_table_columns_and_order(records):
         "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "params_m_diff",
         "cosine", "cosine_paper", "cosine_diff", "train_tokens_per_s", "train_tokens_per_s_paper",
         "train_tokens_per_s_diff", "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff"]
-    assert list(zip(df.corpus, df.experiment)) == [
-        ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "lstm"),
-        ("wikitext2", "my_new_baseline")]
+    assert list(zip(df.corpus, df.experiment)) == [  # per corpus, experiments in the order their files were given
+        ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "my_new_baseline"),
+        ("wikitext2", "lstm")]
+    reordered = report.main_table(records[3:] + records[:3], report.load_paper())
+    assert list(zip(reordered.corpus, reordered.experiment)) == [
+        ("ptb", "sdgm"), ("wikitext2", "my_new_baseline"), ("wikitext2", "lstm"), ("wikitext2", "sdgm")]
 
 
 def test_main_table_values(records):
@@ -218,18 +222,18 @@ def test_main_table_values(records):
     assert sp.val_ppl == "150.0"
     assert sp.val_ppl_paper == "57.1"
     assert sp.val_ppl_diff == "+92.9"
-    assert sp.params_m_paper == "n/a (not in paper)"
+    assert sp.params_m_paper == na(NOT_IN_PAPER)
 
     new = _row(df, "my_new_baseline", "wikitext2")
     assert new.val_ppl == "120.0"
-    assert new.val_ppl_paper == "n/a (not in paper)"
-    assert new.val_ppl_diff == "n/a (not in paper)"
+    assert new.val_ppl_paper == na(NOT_IN_PAPER)
+    assert new.val_ppl_diff == na(NOT_IN_PAPER)
 
     lstm = _row(df, "lstm", "wikitext2")
-    assert lstm.cosine == "n/a (model has no embedding reconstruction)"
-    assert lstm.cosine_paper == "n/a (not in paper)"
+    assert lstm.cosine == na(NO_RECONSTRUCTION)
+    assert lstm.cosine_paper == na(NOT_IN_PAPER)
     assert (lstm.val_ppl, lstm.val_ppl_mem, lstm.test_ppl_mem) == ("130.0", "101.2", "96.2")  # both, labelled
-    assert sw.val_ppl_mem == sw.test_ppl_mem == "n/a (model carries no state across windows)"
+    assert sw.val_ppl_mem == sw.test_ppl_mem == na(NO_STATE)
 
 
 def test_missing_is_never_zero_or_blank(records):
@@ -258,9 +262,9 @@ def test_leaking_rows_are_marked_and_never_compared(tmp_path):
     txl = _row(df, "transformer_xl (non-causal)", "wikitext2")
     assert txl.causal == "LEAKS future tokens"
     assert txl.val_ppl == "20.0" and txl.val_ppl_paper == "32.1"
-    assert txl.val_ppl_diff == "n/a (leaks future tokens)"
+    assert txl.val_ppl_diff == na(LEAKS_FUTURE)
     lin = _row(df, "linformer_noncausal (non-causal)", "ptb")
-    assert lin.causal == "LEAKS future tokens" and lin.val_ppl_diff == "n/a (leaks future tokens)"
+    assert lin.causal == "LEAKS future tokens" and lin.val_ppl_diff == na(LEAKS_FUTURE)
     assert _row(df, "mixed (non-causal)", "ptb").causal == "LEAKS future tokens"
     assert not (df.experiment == "transformer_xl").any()  # never under the plain name
     num = report.main_table_numeric(recs, paper)
@@ -270,7 +274,7 @@ def test_leaking_rows_are_marked_and_never_compared(tmp_path):
     assert _row(num, "sdgm", "wikitext2").causal == True  # noqa: E712
     md = report.to_markdown(df)
     assert "| transformer_xl (non-causal) | transformer_xl | wikitext2 | 1 | LEAKS future tokens | 20.0 | 32.1 | " \
-           "n/a (leaks future tokens) |" in md
+           f"{na(LEAKS_FUTURE)} |" in md
 
 
 def test_unaudited_runs_say_so(tmp_path):
@@ -296,7 +300,7 @@ def test_null_without_reason_is_not_measured(tmp_path):
     rec["metrics"]["test_ppl"] = None
     recs = report.load_metrics([_write(tmp_path, rec)])
     df = report.main_table(recs, report.load_paper())
-    assert _row(df, "sdgm", "wikitext2").test_ppl == "n/a (not measured)"
+    assert _row(df, "sdgm", "wikitext2").test_ppl == na(NOT_MEASURED)
 
 
 def test_main_table_numeric(records):
@@ -330,7 +334,7 @@ def test_write_table(records, tmp_path):
 
     c = csv.read_text(encoding="utf-8")
     assert c.splitlines()[0].startswith("experiment,model,corpus,seeds,causal,val_ppl,val_ppl_paper")
-    assert "105.0 ± 7.1" in c and "n/a (not in paper)" in c
+    assert "105.0 ± 7.1" in c and na(NOT_IN_PAPER) in c
     back = pd.read_csv(csv)
     assert list(back.columns) == list(df.columns) and len(back) == len(df)
 
@@ -391,7 +395,7 @@ def test_build_report(metric_files, tmp_path):
     assert {Path(p) for p in written.values()} == expected
     for p in expected:
         assert p.exists() and p.stat().st_size > 0
-    assert "n/a (model has no embedding reconstruction)" in (tmp_path / "tables" / "main.md").read_text()
+    assert na(NO_RECONSTRUCTION) in (tmp_path / "tables" / "main.md").read_text()
 
 
 def test_build_report_broken_file(metric_files, tmp_path):
@@ -472,11 +476,11 @@ def test_ablation_table(matrix):
            ("1000.0 ± 100.0", "35", "+965.0", "+896.0", "+3.8")
     k = _row(df, "sdgm_k32", "wikitext2")
     assert (k.ablation, k.val_ppl, k.val_ppl_paper, k.val_ppl_diff, k.val_ppl_vs_main_paper) == \
-           ("n_atoms = 32", "130.0 ± 4.0", "n/a (not in paper)", "n/a (not in paper)", "n/a (not in paper)")
+           ("n_atoms = 32", "130.0 ± 4.0", na(NOT_IN_PAPER), na(NOT_IN_PAPER), na(NOT_IN_PAPER))
     assert _row(df, "sdgm_k32", "ptb").val_ppl_vs_main == "+10.0"
     leak = _row(df, "sdgm_centered (non-causal)", "ptb")
     assert (leak.ablation, leak.causal) == ("encoder_padding = centered", "LEAKS future tokens")
-    assert leak.val_ppl_diff == "n/a (leaks future tokens)"
+    assert leak.val_ppl_diff == na(LEAKS_FUTURE)
     assert leak.val_ppl_vs_main == "-130.0"  # measured and shown, on a row labelled non-causal
 
     num = report.ablation_table_numeric(matrix, paper, ABLATIONS)
@@ -496,7 +500,7 @@ def test_ablation_table_missing_values_say_why(tmp_path):
     recs = report.load_metrics([_write(tmp_path, r) for r in recs])
     df = report.ablation_table(recs, report.load_paper(), ABLATIONS)
     orphan = _row(df, "sdgm_k32", "ptb")
-    assert orphan.ablation == "n/a (main run not in the report)"
+    assert orphan.ablation == na(MAIN_RUN_NOT_IN_REPORT)
     assert orphan.val_ppl_vs_main == "n/a (main run sdgm/ptb not in the report)"
     b = _row(df, "sdgm_beta0", "wikitext2")
     assert b.val_ppl == "110.5 ± 0.7 (n=2/3; n/a: diverged)"
@@ -520,7 +524,7 @@ def test_reconstruction_table(matrix):
     b = _row(df, "sdgm_beta0", "wikitext2")
     assert (b.ablation, b.cosine_val, b.cosine_paper, b.cosine_diff, b.cosine_test) == \
            ("beta = 0.0", "0.320 ± 0.020", "0.88", "-0.560", "0.320 ± 0.020")
-    assert _row(df, "sdgm_k32", "wikitext2").cosine_paper == "n/a (not in paper)"
+    assert _row(df, "sdgm_k32", "wikitext2").cosine_paper == na(NOT_IN_PAPER)
     num = report.reconstruction_table_numeric(matrix, report.load_paper(), ABLATIONS)
     nb = num[(num.experiment == "sdgm_beta0")].iloc[0]
     assert nb.cosine_val == pytest.approx(0.32, abs=1e-15) and nb.cosine_val_std == pytest.approx(0.02, abs=1e-15)

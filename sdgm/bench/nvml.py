@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..reasons import NOT_MEASURED
 from .timing import current_rss_bytes, load_average, peak_rss_bytes
 
 GPU_FIELDS = ("process_gpu_mem_peak_bytes", "device_mem_used_peak_bytes", "device_mem_total_bytes",
@@ -216,7 +217,7 @@ class NvmlSampler:
             if out[f] is not None:
                 na.pop(f, None)
             else:
-                na.setdefault(f, "not measured")
+                na.setdefault(f, NOT_MEASURED)
         out["na"] = dict(sorted(na.items()))
         return out
 

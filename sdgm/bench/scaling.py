@@ -149,18 +149,26 @@ def default_layers(d_model: int, n_atoms: int, kernel_size: int, n_heads: int, l
     """name -> factory(L) of the layers compared: SDGM per decoder implementation, attention, Linformer."""
     layers: dict[str, Callable[[int], nn.Module]] = {}
     for dec in decoders:
-        layers[f"sdgm_{dec}"] = lambda L, dec=dec: SDGMMixingLayer(d_model, n_atoms, L, kernel_size, dec)
+        def sdgm(L, dec=dec):
+            return SDGMMixingLayer(d_model, n_atoms, L, kernel_size, dec)
+        sdgm.decoder = dec  # each entry of this layer records it (see spectral_decoder)
+        layers[f"sdgm_{dec}"] = sdgm
     layers["attention"] = lambda L: CausalAttentionLayer(d_model, n_heads, flash_only=flash)
     layers["linformer"] = lambda L: LinformerLayer(d_model, n_heads, L, linformer_k)
     return layers
 
 
-def unavailable_layers(names, device: torch.device) -> dict[str, str]:
+def spectral_decoder(factory) -> str | None:
+    """The SDGM decoder implementation a layer factory times (its entries are compared with attention), or None."""
+    return getattr(factory, "decoder", None)
+
+
+def unavailable_layers(layers: dict, device: torch.device) -> dict[str, str]:
     """name -> why the layer is not measured on this device (the Triton decoder times only on CUDA)."""
     out = {}
     ok, why = triton_status(device)
-    for name in names:
-        if name == "sdgm_triton" and (device.type != "cuda" or not ok):
+    for name, factory in layers.items():
+        if spectral_decoder(factory) == "triton" and (device.type != "cuda" or not ok):
             out[name] = why if not ok and device.type == "cuda" else (
                 "the Triton kernels are timed on CUDA devices only (on a CPU they run in Triton's interpreter, "
                 "which is for tests)")
@@ -280,7 +288,8 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         for view, L, B in cases:  # every model at one L before the next L: slow drifts of the machine hit all alike
             for name, factory in layers.items():
                 for mode in MODES:
-                    entry = {"view": view, "model": name, "L": L, "B": B, "mode": mode}
+                    entry = {"view": view, "model": name, "L": L, "B": B, "mode": mode,
+                             "spectral_decoder": spectral_decoder(factory)}
                     if name in skipped_layers:
                         entry.update({"status": "skipped", "reason": skipped_layers[name]})
                     elif B < 1:
@@ -390,7 +399,7 @@ def _ratios(results, layers) -> list[dict]:
     index = {(r["view"], r["model"], r["L"], r["mode"]): r for r in results}
     rows = []
     for r in results:
-        if not r["model"].startswith("sdgm"):
+        if r.get("spectral_decoder") is None:  # SDGM rows only, by the decoder they time
             continue
         a = index.get((r["view"], "attention", r["L"], r["mode"]), {})
         row = {"view": r["view"], "model": r["model"], "L": r["L"], "mode": r["mode"]}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..provenance import config_hash, provenance
+from ..reasons import NOT_MEASURED, OUT_OF_MEMORY
 from .nvml import NvmlSampler
 from .timing import free_memory, is_oom, synchronize, time_calls, tokens_per_second
 
@@ -129,7 +130,7 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
         if rec["mfu"] is None:
             na["mfu"] = fpt_na or peak_na
         if mem["energy_j"] is None:  # no NVML or no counter: skip the energy window
-            rec["energy_j_per_token"], na["energy_j_per_token"] = None, mem["na"].get("energy_j", "not measured")
+            rec["energy_j_per_token"], na["energy_j_per_token"] = None, mem["na"].get("energy_j", NOT_MEASURED)
         else:
             rec["energy"] = energy_window(fn, tokens)
             rec["energy_j_per_token"], why = energy_per_token(**rec["energy"], tokens_per_call=tokens)
@@ -259,13 +260,13 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
         m = res["modes"][mode]
         metrics[key] = m.get(field)
         if metrics[key] is None:
-            na[key] = m["na"].get(field) or ("out of memory" if m["status"] == "oom" else "not measured")
+            na[key] = m["na"].get(field) or (OUT_OF_MEMORY if m["status"] == "oom" else NOT_MEASURED)
     train_mem = res["modes"]["train"].get("memory", {})
     for key, field in (("train_peak_gpu_mem_bytes", "torch_max_memory_allocated_bytes"),
                        ("train_peak_rss_bytes", "cpu_rss_peak_bytes")):
         metrics[key] = train_mem.get(field)
         if metrics[key] is None:
-            na[key] = train_mem.get("na", {}).get(field, "out of memory")
+            na[key] = train_mem.get("na", {}).get(field, OUT_OF_MEMORY)
     device = resolve_device(tcfg.device)
     record = {
         "schema": SCHEMA_VERSION, "kind": "throughput",

@@ -35,9 +35,9 @@ from pathlib import Path
 import yaml
 
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
-from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NO_RECONSTRUCTION,
-                      NON_CAUSAL_SUFFIX, NOT_IN_PAPER, NOT_MEASURED, PAPER_PATH, RECONSTRUCTION_COLUMNS, SCHEMA_VERSION,
-                      ReportError, load_metrics, load_paper)
+from ..reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
+from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NON_CAUSAL_SUFFIX, PAPER_PATH,
+                      RECONSTRUCTION_COLUMNS, ReportError, load_metrics, load_paper)
 from .render import latex_escape, to_latex, to_markdown, write_table
 from .tables import (ablation_label, ablation_table, ablation_table_numeric, aggregate, format_aggregate, leaks,
                      main_table, main_table_numeric, numeric_columns, reconstruction_table,
@@ -56,7 +56,6 @@ __all__ = [
     "PAPER_PATH",
     "RECONSTRUCTION_COLUMNS",
     "ReportError",
-    "SCHEMA_VERSION",
     "ablation_label",
     "ablation_table",
     "ablation_table_numeric",

@@ -13,7 +13,7 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
-from .records import NON_CAUSAL_SUFFIX, _is_number  # noqa: E402
+from .records import NON_CAUSAL_SUFFIX, _is_number, experiment_order  # noqa: E402
 from .tables import _group, _metric_value, _paper_index, ablation_label, aggregate, leaks, setting_diff  # noqa: E402
 
 def _points(hist: list, ykey: str, positive: bool = False) -> tuple[list[float], list[float]]:
@@ -64,7 +64,8 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
         ax.set_axis_off()
         fig.suptitle("Training curves")
     else:
-        experiments = sorted({r["experiment"] for r in records}, key=lambda e: (e != "sdgm", e))
+        rank = experiment_order(records)
+        experiments = list(rank)
         cmap = plt.get_cmap("tab10")
         color = {e: cmap(i % 10) for i, e in enumerate(experiments)}
         styles = ["-", "--", ":", "-."]
@@ -73,7 +74,7 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
         for j, corpus in enumerate(corpora):
             ax_v, ax_t = axes[0, j], axes[1, j]
             runs = sorted((r for r in records if r["corpus"] == corpus),
-                          key=lambda r: (r["experiment"] != "sdgm", r["experiment"], r["seed"]))
+                          key=lambda r: (rank[r["experiment"]], r["seed"]))
             skipped_v, skipped_t = [], []
             for r in runs:
                 label = f"{r['experiment']}/s{r['seed']}" + (NON_CAUSAL_SUFFIX if leaks(r) else "")

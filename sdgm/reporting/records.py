@@ -1,28 +1,24 @@
-"""Loading the inputs of the report: the per-run metrics.json files (validated) and the paper's numbers.
+"""Loading the inputs of the report: the per-run metrics.json files (checked against sdgm/schemas/metrics.schema.json)
+and the paper's numbers.
 
-Constants shared by every table: the "n/a" reasons, the causal labels and the columns of each table.
+Constants shared by every table: the causal labels and the columns of each table (the "n/a" reasons are in
+sdgm.reasons).
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+from ..schema import SchemaViolation, check_metrics
+
 PAPER_PATH = Path(__file__).resolve().parents[1] / "paper_numbers.yaml"
-SCHEMA_VERSION = 1
 
-REQUIRED_KEYS = ("schema", "experiment", "corpus", "seed", "metrics", "provenance")
-REQUIRED_PROVENANCE = ("git_commit", "device")
-
-NOT_IN_PAPER = "n/a (not in paper)"
-NOT_MEASURED = "not measured"
 CAUSAL_YES = "yes"
 LEAKS = "LEAKS future tokens"
 NON_CAUSAL_SUFFIX = " (non-causal)"
-LEAK_DIFF = "n/a (leaks future tokens)"
 
 # (display column, metric key in metrics.json, scale applied to the raw value,
 #  decimals, paper key or None)
@@ -61,19 +57,6 @@ RECONSTRUCTION_COLUMNS = [
     "cosine_val", "cosine_paper", "cosine_diff", "cosine_test",
 ]
 MAIN_RUN = "none (main run)"
-NO_RECONSTRUCTION = "model has no embedding reconstruction"  # the reason sdgm.experiment records for such models
-
-
-# What a measured value must be before it is shown (null is always allowed: n/a, with its reason from "na").
-# A metric key not listed here must be a finite number. NaN and infinity are refused, never shown.
-VALUE_RULES: dict[str, tuple[str, Any]] = {
-    "val_ppl": ("a finite number >= 1", lambda v: v >= 1),
-    "test_ppl": ("a finite number >= 1", lambda v: v >= 1),
-    "params": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
-    "cosine_val": ("a number in [-1, 1]", lambda v: -1 <= v <= 1),
-    "train_tokens_per_s": ("a finite number > 0", lambda v: v > 0),
-    "peak_mem_bytes": ("a positive integer", lambda v: isinstance(v, int) and v > 0),
-}
 
 
 class ReportError(RuntimeError):
@@ -87,43 +70,21 @@ def _is_number(v: Any) -> bool:
 
 
 def _validate_record(rec: Any, path: Path) -> None:
-    if not isinstance(rec, dict):
-        raise ReportError(f"{path}: top level is {type(rec).__name__}, expected a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in rec]
-    if missing:
-        raise ReportError(f"{path}: missing required key(s): {', '.join(missing)}")
-    if rec["schema"] != SCHEMA_VERSION:
-        raise ReportError(f"{path}: unsupported schema {rec['schema']!r} (expected {SCHEMA_VERSION})")
-    for key in ("experiment", "corpus"):
-        if not isinstance(rec[key], str) or not rec[key]:
-            raise ReportError(f"{path}: '{key}' must be a non-empty string, got {rec[key]!r}")
-    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
-        raise ReportError(f"{path}: 'seed' must be an integer, got {rec['seed']!r}")
-    if not isinstance(rec["metrics"], dict):
-        raise ReportError(f"{path}: 'metrics' must be an object, got {type(rec['metrics']).__name__}")
-    prov = rec["provenance"]
-    if not isinstance(prov, dict):
-        raise ReportError(f"{path}: 'provenance' must be an object, got {type(prov).__name__}")
-    missing = [k for k in REQUIRED_PROVENANCE if k not in prov]
-    if missing:
-        raise ReportError(f"{path}: provenance lacks key(s): {', '.join(missing)}")
-    na = rec.get("na", {})
-    if na is not None and not isinstance(na, dict):
-        raise ReportError(f"{path}: 'na' must be an object, got {type(na).__name__}")
-    for _, key, _, _, _ in METRIC_COLUMNS:
-        v = rec["metrics"].get(key)
-        if v is None:
-            continue
-        what, ok = VALUE_RULES.get(key, ("a finite number", lambda v: True))
-        if not _is_number(v) or not math.isfinite(v) or not ok(v):
-            raise ReportError(f"{path}: metrics.{key} must be {what} (or null with a reason in 'na'), got {v!r}")
-    audit = rec["metrics"].get("causal_audit")
-    if audit is not None:
-        if not isinstance(audit, dict) or not isinstance(audit.get("passed"), bool):
-            raise ReportError(f"{path}: metrics.causal_audit must be an object with a boolean 'passed', got {audit!r}")
-        change = audit.get("max_logit_change")
-        if change is not None and not _is_number(change):
-            raise ReportError(f"{path}: metrics.causal_audit.max_logit_change must be a number, got {change!r}")
+    """The record follows sdgm/schemas/metrics.schema.json (types, required keys, possible values)."""
+    try:
+        check_metrics(rec)
+    except SchemaViolation as e:
+        raise ReportError(f"{path}: {e}") from e
+
+
+def experiment_order(records: Iterable[dict]) -> dict[str, int]:
+    """{experiment: rank} in the order the experiments first appear among the records. The workflow passes the
+    metrics files in the config's order (sdgm.config.runs), so rows follow the order experiments appear in the
+    config."""
+    order: dict[str, int] = {}
+    for r in records:
+        order.setdefault(r["experiment"], len(order))
+    return order
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:

@@ -8,13 +8,12 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import write_text_atomic
-from .records import NOT_MEASURED
-from .tables import _na
+from ..reasons import NOT_MEASURED, na
 
 def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         # Never expected in a display frame; refuse to render a blank.
-        return _na(NOT_MEASURED)
+        return na(NOT_MEASURED)
     return str(v)
 
 

@@ -10,9 +10,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAK_DIFF, LEAKS, MAIN_RUN, METRIC_COLUMNS,
-                      NO_RECONSTRUCTION, NON_CAUSAL_SUFFIX, NOT_IN_PAPER, NOT_MEASURED, RECONSTRUCTION_COLUMNS,
-                      ReportError)
+from ..reasons import (CONFIG_NOT_RECORDED, LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, MODEL_NOT_RECORDED, NAN_RECORDED,
+                       NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED, SAME_CONFIG_AS_MAIN, na)
+from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, METRIC_COLUMNS,
+                      NON_CAUSAL_SUFFIX, RECONSTRUCTION_COLUMNS, ReportError, experiment_order)
 
 def aggregate(values: list[float]) -> dict:
     """Mean, sample std (ddof=1; 0 when n == 1) and count. Pure; NaN mean/std when n == 0."""
@@ -33,13 +34,6 @@ def format_aggregate(agg: dict, decimals: int) -> str:
     return mean
 
 
-def _na(reason: str) -> str:
-    reason = str(reason).strip()
-    if reason.startswith("n/a (") and reason.endswith(")"):
-        return reason
-    return f"n/a ({reason or NOT_MEASURED})"
-
-
 def _format_paper(v: float) -> str:
     """A published number as published (no re-rounding, no padding)."""
     if float(v).is_integer():
@@ -52,10 +46,9 @@ def _metric_value(rec: dict, key: str) -> tuple[float | None, str | None]:
     v = rec["metrics"].get(key)
     if v is not None and not (isinstance(v, float) and math.isnan(v)):
         return float(v), None
-    na = rec.get("na") or {}
-    reason = na.get(key)
+    reason = (rec.get("na") or {}).get(key)
     if reason is None:
-        reason = "NaN recorded" if v is not None else NOT_MEASURED
+        reason = NAN_RECORDED if v is not None else NOT_MEASURED
     return None, str(reason)
 
 
@@ -87,9 +80,10 @@ def _without_seed(spec: Any) -> Any:
     return {k: v for k, v in spec.items() if k != "seed"}
 
 
-def _sort_key(key: tuple[str, str]) -> tuple:
-    exp, corpus = key
-    return (corpus, 0 if exp == "sdgm" else 1, exp)
+def _sorted_keys(groups: dict[tuple[str, str], list[dict]]) -> list[tuple[str, str]]:
+    """(experiment, corpus) keys by corpus, then in the experiments' order (records.experiment_order)."""
+    rank = experiment_order(r for recs in groups.values() for r in recs)
+    return sorted(groups, key=lambda k: (k[1], rank[k[0]]))
 
 
 def _paper_index(paper: list[dict]) -> dict[tuple[str, str], dict]:
@@ -98,7 +92,7 @@ def _paper_index(paper: list[dict]) -> dict[tuple[str, str], dict]:
 
 def _model_name(recs: list[dict]) -> str:
     models = sorted({str(r["model"]) for r in recs if r.get("model") is not None})
-    return ",".join(models) if models else _na("model not recorded")
+    return ",".join(models) if models else na(MODEL_NOT_RECORDED)
 
 
 def leaks(rec: dict) -> bool:
@@ -113,7 +107,7 @@ def _causal(recs: list[dict]) -> tuple[str, bool | None]:
         return LEAKS, False
     unaudited = [r for r in recs if not isinstance(r["metrics"].get("causal_audit"), dict)]
     if unaudited:
-        return _na(f"not audited: {len(unaudited)} of {len(recs)} seeds"), None
+        return na(f"not audited: {len(unaudited)} of {len(recs)} seeds"), None
     return CAUSAL_YES, True
 
 
@@ -133,7 +127,7 @@ def _show(agg: dict, why: str, n_missing: int, dec: int, constant: bool = False)
     """Mean ± std, or n/a with the reason; a partly missing cell says how many seeds it covers.
     `constant`: a property of the config (parameter count), shown without ± when every seed agrees."""
     if agg["n"] == 0:
-        return _na(why)
+        return na(why)
     n_all = agg["n"] + n_missing
     text = f"{agg['mean']:.{dec}f}" if constant and agg["std"] == 0.0 else format_aggregate(agg, dec)
     return f"{text} (n={agg['n']}/{n_all}; n/a: {why})" if n_missing else text
@@ -146,11 +140,11 @@ def _std(agg: dict) -> float:
 def _paper_diff(agg: dict, why: str, pv: float | None, leaking: bool, dec: int) -> tuple[str, float]:
     """Ours minus the paper's value: (display, number); n/a with the reason where there is nothing to compare."""
     if leaking:  # a model that sees the tokens it predicts is not compared with anything
-        return LEAK_DIFF, float("nan")
+        return na(LEAKS_FUTURE), float("nan")
     if pv is None:
-        return NOT_IN_PAPER, float("nan")
+        return na(NOT_IN_PAPER), float("nan")
     if agg["n"] == 0:
-        return _na(why), float("nan")
+        return na(why), float("nan")
     d = agg["mean"] - float(pv)
     return f"{d:+.{dec}f}", d
 
@@ -170,7 +164,7 @@ def _rows(records: list[dict], paper: list[dict], skip: Iterable[str] = ()):
     groups = _group(records)
     pidx = _paper_index(paper)
     skip = set(skip)
-    for key in sorted(groups, key=_sort_key):
+    for key in _sorted_keys(groups):
         exp, corpus = key
         if exp in skip:
             continue
@@ -184,7 +178,7 @@ def _rows(records: list[dict], paper: list[dict], skip: Iterable[str] = ()):
             if pkey is None:
                 continue
             pv = prow.get(pkey)
-            disp[f"{col}_paper"] = NOT_IN_PAPER if pv is None else _format_paper(pv)
+            disp[f"{col}_paper"] = na(NOT_IN_PAPER) if pv is None else _format_paper(pv)
             num[f"{col}_paper"] = float("nan") if pv is None else float(pv)
             disp[f"{col}_diff"], num[f"{col}_diff"] = _paper_diff(agg, why, pv, leaking, dec)
         yield disp, num
@@ -239,11 +233,11 @@ def setting_diff(rec: dict, ref: dict) -> dict:
 def ablation_label(rec: dict, ref: dict | None) -> str:
     """"n_atoms = 32": what the ablation changed relative to its main run, read from both runs' metrics.json."""
     if ref is None:
-        return _na("main run not in the report")
+        return na(MAIN_RUN_NOT_IN_REPORT)
     if not rec.get("model_config") or not ref.get("model_config"):
-        return _na("configuration not recorded")
+        return na(CONFIG_NOT_RECORDED)
     diff = setting_diff(rec, ref)
-    return ", ".join(f"{k} = {v}" for k, (v, _) in diff.items()) or _na("same configuration as the main run")
+    return ", ".join(f"{k} = {v}" for k, (v, _) in diff.items()) or na(SAME_CONFIG_AS_MAIN)
 
 
 def _ablation_rows(records: list[dict], paper: list[dict], ablations: dict[str, str]):
@@ -275,27 +269,27 @@ def _ablation_rows(records: list[dict], paper: list[dict], ablations: dict[str, 
                 if main is None:
                     disp[f"{col}_vs_main"], num[f"{col}_vs_main"] = "0 (main run)", 0.0
                 elif ref is None:
-                    disp[f"{col}_vs_main"] = _na(f"main run {main}/{corpus} not in the report")
+                    disp[f"{col}_vs_main"] = na(f"main run {main}/{corpus} not in the report")
                     num[f"{col}_vs_main"] = float("nan")
                 else:
                     ragg, rwhy, _ = _collect(ref, col)
                     if agg["n"] == 0 or ragg["n"] == 0:
-                        disp[f"{col}_vs_main"] = _na(why if agg["n"] == 0 else f"main run: {rwhy}")
+                        disp[f"{col}_vs_main"] = na(why if agg["n"] == 0 else f"main run: {rwhy}")
                         num[f"{col}_vs_main"] = float("nan")
                     else:
                         d = agg["mean"] - ragg["mean"]
                         disp[f"{col}_vs_main"], num[f"{col}_vs_main"] = f"{d:+.1f}", d
             pv = prow.get("val_ppl")
-            disp["val_ppl_paper"] = NOT_IN_PAPER if pv is None else _format_paper(pv)
+            disp["val_ppl_paper"] = na(NOT_IN_PAPER) if pv is None else _format_paper(pv)
             num["val_ppl_paper"] = float("nan") if pv is None else float(pv)
             disp["val_ppl_diff"], num["val_ppl_diff"] = _paper_diff(*measured["val_ppl"], pv, leaking, 1)
             # the paper's own ablation effect: its ablation minus its main run
             pmain = pref.get("val_ppl")
             if main is None:
-                disp["val_ppl_vs_main_paper"] = "0 (main run)" if pv is not None else NOT_IN_PAPER
+                disp["val_ppl_vs_main_paper"] = "0 (main run)" if pv is not None else na(NOT_IN_PAPER)
                 num["val_ppl_vs_main_paper"] = 0.0 if pv is not None else float("nan")
             elif pv is None or pmain is None:
-                disp["val_ppl_vs_main_paper"], num["val_ppl_vs_main_paper"] = NOT_IN_PAPER, float("nan")
+                disp["val_ppl_vs_main_paper"], num["val_ppl_vs_main_paper"] = na(NOT_IN_PAPER), float("nan")
             else:
                 d = float(pv) - float(pmain)
                 disp["val_ppl_vs_main_paper"], num["val_ppl_vs_main_paper"] = f"{d:+.1f}", d
@@ -320,7 +314,7 @@ def ablation_table_numeric(records: list[dict], paper: list[dict], ablations: di
 def _reconstruction_rows(records: list[dict], paper: list[dict], ablations: dict[str, str]):
     groups = _group(records)
     pidx = _paper_index(paper)
-    for key in sorted(groups, key=_sort_key):
+    for key in _sorted_keys(groups):
         exp, corpus = key
         recs = groups[key]
         if all((r.get("na") or {}).get("cosine_val") == NO_RECONSTRUCTION for r in recs):
@@ -336,7 +330,7 @@ def _reconstruction_rows(records: list[dict], paper: list[dict], ablations: dict
             num[col], num[f"{col}_std"], num[f"{col}_n"] = agg["mean"], _std(agg), agg["n"]
             if col == "cosine_val":
                 pv = pidx.get(key, {}).get("cosine")
-                disp["cosine_paper"] = NOT_IN_PAPER if pv is None else _format_paper(pv)
+                disp["cosine_paper"] = na(NOT_IN_PAPER) if pv is None else _format_paper(pv)
                 num["cosine_paper"] = float("nan") if pv is None else float(pv)
                 disp["cosine_diff"], num["cosine_diff"] = _paper_diff(agg, why, pv, leaking, 3)
         yield disp, num
