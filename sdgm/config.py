@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import yaml
 
+from . import catalog
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SHIPPED_SUMS = Path(__file__).resolve().parent / "corpora" / "SHA256SUMS"
 HASH_CHARS = 8  # hex digits of the run hash in a run's directory name
@@ -52,13 +54,6 @@ def validate_schema(config: dict) -> None:
         raise ConfigError(f"invalid config at {where}: {e.message}")
 
 
-# Relations between a model's options that the schema cannot express; the model's config dataclass refuses them
-# too, but only when its job starts. (model, width, heads): width must be divisible by heads. The schema requires
-# these options in the model's `models:` section, so the merged options hold both whenever the section exists.
-DIVISIBLE_OPTIONS = [("gpt2", "n_embd", "n_head"), ("linformer", "d_model", "n_head"),
-                     ("linformer_noncausal", "d_model", "n_head")]
-
-
 def check_model_options(config: dict, name: str) -> None:
     """The options experiment `name` builds its model with (defaults merged with its overrides) fit together."""
     exp = config["experiments"][name]
@@ -67,14 +62,19 @@ def check_model_options(config: dict, name: str) -> None:
     def where(key: str) -> str:
         return f"experiments.{name}.overrides.{key}" if key in exp.get("overrides", {}) else f"models.{exp['model']}.{key}"
 
-    for model, width, heads in DIVISIBLE_OPTIONS:
-        if exp["model"] == model and width in options and heads in options and options[width] % options[heads]:
+    # Relations between a model's options that the schema cannot express (declared in sdgm.catalog); the model's
+    # config dataclass refuses them too, but only when its job starts. The schema requires these options in the
+    # model's `models:` section, so the merged options hold both whenever the section exists.
+    model = catalog.entry(exp["model"])
+    for width, heads in model.divisible:
+        if width in options and heads in options and options[width] % options[heads]:
             raise ConfigError(f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} "
                               f"({where(heads)})")
-    if exp["model"] == "lstm" and options.get("tie_weights") and "d_embed" in options and "d_hidden" in options \
-            and options["d_embed"] != options["d_hidden"]:
-        raise ConfigError(f"{where('tie_weights')}: tied weights need d_embed == d_hidden, got "
-                          f"{options.get('d_embed')} ({where('d_embed')}) and {options.get('d_hidden')}")
+    if model.tied_equal and options.get("tie_weights"):
+        a, b = model.tied_equal
+        if a in options and b in options and options[a] != options[b]:
+            raise ConfigError(f"{where('tie_weights')}: tied weights need {a} == {b}, got "
+                              f"{options[a]} ({where(a)}) and {options[b]}")
 
 
 def check_config(config: dict) -> None:
@@ -96,8 +96,9 @@ def check_config(config: dict) -> None:
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
-        if config["experiments"][name]["model"] != "sdgm":
-            raise ConfigError(f"gmm.experiments: {name!r} is not an SDGM experiment (no mixing vectors)")
+        model = config["experiments"][name]["model"]
+        if not catalog.entry(model).mixing_vectors:
+            raise ConfigError(f"gmm.experiments: {name!r} trains {model}, which has no mixing vectors to fit a GMM to")
     for name, exp in config["experiments"].items():
         ref = exp.get("ablation_of")
         if ref is None:

@@ -14,23 +14,16 @@ import torch
 
 from .interface import LanguageModel
 
-# name -> (module, config class, model class). Imported lazily so a model's dependencies load only when used.
-MODELS: dict[str, tuple[str, str, str]] = {
-    "sdgm": ("sdgm.model", "SDGMConfig", "SDGM"),
-    "gpt2": ("baselines.gpt2", "GPT2Options", "GPT2"),
-    "linformer": ("baselines.linformer", "LinformerConfig", "Linformer"),
-    "linformer_noncausal": ("baselines.linformer_noncausal", "LinformerNonCausalConfig", "LinformerNonCausal"),
-    "transformer_xl": ("baselines.transformer_xl", "TransformerXLConfig", "TransformerXL"),
-    "lstm": ("baselines.lstm", "LSTMConfig", "LSTMLM"),
-}
+from .catalog import MODELS, entry
+
+__all__ = ["MODELS", "build_model", "load_run", "model_classes", "model_config", "save_run"]
 
 
 def model_classes(name: str):
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}")
-    module, cfg_name, cls_name = MODELS[name]
-    mod = importlib.import_module(module)
-    return getattr(mod, cfg_name), getattr(mod, cls_name)
+    """(config dataclass, model class) of a registered model, imported now."""
+    e = entry(name)
+    mod = importlib.import_module(e.module)
+    return getattr(mod, e.config), getattr(mod, e.cls)
 
 
 def model_config(name: str, vocab_size: int, **overrides):

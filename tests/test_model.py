@@ -196,3 +196,21 @@ def test_compiled_loss_keeps_the_complex_stft_out_of_the_graph():
     assert captured, "nothing was compiled"
     assert not [t for t in captured if "stft" in t or "complex" in t]
     assert compiled.item() == pytest.approx(eager.item(), rel=1e-6)
+
+
+def test_catalog_declares_what_each_model_class_does():
+    """sdgm.catalog answers capability questions without importing torch; here each answer is checked against the
+    class itself, and the config dataclass holds the options the catalog names."""
+    import dataclasses
+
+    from sdgm.catalog import MODELS
+    from sdgm.registry import model_classes
+
+    for name, entry in MODELS.items():
+        cfg_cls, cls = model_classes(name)
+        assert callable(getattr(cls, "mixing_vectors", None)) == entry.mixing_vectors, name
+        fields = {f.name for f in dataclasses.fields(cfg_cls)}
+        named = {o for pair in entry.divisible for o in pair} | set(entry.tied_equal or ())
+        assert named <= fields, (name, named - fields)
+        if entry.tied_equal:
+            assert "tie_weights" in fields, name
