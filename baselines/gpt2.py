@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from sdgm.interface import LanguageModel, append_to_window
 
@@ -46,22 +47,43 @@ class GPT2Options:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+def hf_config(cfg: GPT2Options):
+    """transformers' GPT2Config for our options: SDPA attention (flash where the device has it), no cache."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        tie_word_embeddings=cfg.tie_weights, use_cache=False, attn_implementation="sdpa",
+        bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 does not exist in our vocabulary
+    )
+
+
+class GPT2Attention(nn.Module):
+    """One of GPT-2's token-mixing layers as GPT2 below trains it (transformers' GPT2Attention: QKV and output
+    projections, causal SDPA), alone: (B, L, D) -> (B, L, D). The scaling benchmark times it."""
+
+    def __init__(self, d_model: int, n_head: int, seq_len: int, dropout: float = 0.0):
+        super().__init__()
+        from transformers.models.gpt2.modeling_gpt2 import GPT2Attention as HFAttention
+
+        cfg = GPT2Options(vocab_size=1, seq_len=seq_len, n_layer=1, n_embd=d_model, n_head=n_head, dropout=dropout)
+        self.attn = HFAttention(hf_config(cfg), layer_idx=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x)[0]  # no mask given: causal
+
+
 class GPT2(LanguageModel):
     incremental_decoding = True  # transformers' key/value cache inside the window; the window forward beyond it
 
     def __init__(self, cfg: GPT2Options):
         super().__init__()
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
         self.cfg = cfg
         self.max_context = cfg.seq_len
-        hf_cfg = GPT2Config(
-            vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-            tie_word_embeddings=cfg.tie_weights, use_cache=False, attn_implementation="sdpa",
-            bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 does not exist in our vocabulary
-        )
-        self.gpt = GPT2LMHeadModel(hf_cfg)  # GPT-2's initialisation: N(0, 0.02), residual projections scaled
+        self.gpt = GPT2LMHeadModel(hf_config(cfg))  # GPT-2's initialisation: N(0, 0.02), residual projections scaled
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, L) -> logits (B, L, V)."""

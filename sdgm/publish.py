@@ -174,7 +174,7 @@ TABLES = {
     "generation": "generation of every run with its own decoding (cache, or the window recompute where it has "
                   "none) beside the generic window recompute: tokens/s at each batch size, prefill of a full "
                   "window, time per step at positions 1, L and beyond, bytes of the decoding state",
-    "scaling": "time per sequence and peak memory of one mixing layer (SDGM, causal attention, Linformer-style) "
+    "scaling": "time per sequence and peak memory of one mixing layer (SDGM, GPT-2 attention, causal Linformer) "
                "at each sequence length L",
     "scaling_slopes": "log-log slopes of time per sequence against L, fitted by least squares",
     "samples": "a few generated texts per model and corpus (autoregressive and, for SDGM, from GMM-drawn "

@@ -202,7 +202,8 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
     # each SDGM implementation against attention, per view, length and mode
     assert len(rec["ratios"]) == 3 * 2 * (3 + 2)
     assert all(r["over_attention_time"] > 0 for r in rec["ratios"] if r["model"] != "sdgm_triton")
-    assert "not causal" in rec["notes"]["linformer"] and rec["rates"] == RATES
+    assert "Linformer baseline trains" in rec["notes"]["linformer"] and "GPT2Attention" in rec["notes"]["attention"]
+    assert rec["rates"] == RATES
     assert rec["provenance"]["git_commit"] is not None and len(rec["config_hash"]) == 12
     assert rec["memory_method"].startswith("torch.profiler")
 
@@ -353,3 +354,26 @@ def test_table_cells_shorten_cuda_out_of_memory_messages():
     assert bench_report._fmt(None, 3, msg) == "n/a (out of memory, allocating 32.00 GiB)"
     assert bench_report._fmt(None, 3, OUT_OF_MEMORY) == na(OUT_OF_MEMORY)
     assert bench_report._fmt(None, 3, "no GPU") == "n/a (no GPU)"
+
+
+def test_scaling_times_the_mixers_the_baselines_train_with():
+    """The attention and Linformer rows time the baselines' own layers, and give what those layers give inside the
+    trained models."""
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention as HFAttention
+
+    from baselines.linformer import CausalLinformerAttention
+    from sdgm.bench.scaling import default_layers
+
+    torch.manual_seed(0)
+    layers = default_layers(16, 8, 3, 2, 4, False, ("chunked",), linformer_block_size=4)
+    attn, lin = layers["attention"](12), layers["linformer"](12)
+    assert isinstance(attn.layer.attn, HFAttention) and isinstance(lin.layer, CausalLinformerAttention)
+    gpt = build_model("gpt2", 11, seq_len=12, n_layer=1, n_embd=16, n_head=2, dropout=0.0).eval()
+    attn.layer.attn.load_state_dict(gpt.gpt.transformer.h[0].attn.state_dict())
+    x = torch.randn(2, 12, 16)
+    assert torch.allclose(attn(x), gpt.gpt.transformer.h[0].attn(x)[0])
+    # causal: a change at position 7 leaves every earlier output alone, in both layers
+    y = x.clone()
+    y[:, 7] += 1.0
+    for layer in (attn, lin):
+        assert torch.equal(layer(x)[:, :7], layer(y)[:, :7]) and not torch.equal(layer(x)[:, 7:], layer(y)[:, 7:])

@@ -6,8 +6,9 @@
 
 Two views: "tokens" keeps B * L = tokens_per_batch (the training regime: B = tokens / L), "batch" keeps
 B = batch_size and grows L (long-context inference and training). Layers: SDGM's encoder + spectral decoder in
-each implementation of sdgm/ops/spectral.py (naive, chunked, triton), multi-head causal attention (flash
-attention where the device has it) and a Linformer-style layer, all with their projections.
+each implementation of sdgm/ops/spectral.py (naive, chunked, triton), GPT-2's causal attention (flash
+attention where the device has it) and the causal Linformer attention, each exactly as its baseline trains it, all
+with their projections.
 
 Every measured case carries its floor: the time the device needs at least for the case's arithmetic, from the
 measured rates -- max(FLOPs / matmul rate, sines / sine rate, bytes / copy bandwidth) -- and measured / floor.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -48,31 +48,28 @@ def _io_bytes(B: int, L: int, D: int, mode: str, bpv: int) -> int:
 
 
 class CausalAttentionLayer(nn.Module):
-    """Multi-head causal self-attention: QKV projection, scaled_dot_product_attention(is_causal=True), output."""
+    """GPT-2's attention layer, the one the GPT-2 baseline trains with (baselines.gpt2.GPT2Attention: QKV
+    projection, causal scaled_dot_product_attention, output projection); `flash_only` pins SDPA's flash kernel."""
 
-    def __init__(self, d_model: int, n_heads: int, flash_only: bool = False):
+    def __init__(self, d_model: int, n_heads: int, seq_len: int, flash_only: bool = False):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
-        self.h = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        from baselines.gpt2 import GPT2Attention
+
+        self.d_model = d_model
+        self.layer = GPT2Attention(d_model, n_heads, seq_len)
         self.flash_only = flash_only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)  # each (B, H, L, D/H)
         ctx = contextlib.nullcontext()
         if self.flash_only:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             ctx = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
         with ctx:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, D/H)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))
+            return self.layer(x)  # (B, L, D)
 
     def cost(self, B: int, L: int, mode: str, bpv: int) -> dict:
-        D = self.out.in_features
+        D = self.d_model
         proj = 2 * B * L * D * 4 * D  # QKV and output projections
         attn = 2 * B * L * L * D  # QK^T and PV over the causal half: 2 x (2 L^2 D / 2)
         k = 1 if mode == "forward" else 3
@@ -80,31 +77,25 @@ class CausalAttentionLayer(nn.Module):
 
 
 class LinformerLayer(nn.Module):
-    """Linformer-style attention (Wang et al., 2020): keys and values projected along the sequence, L -> k.
+    """The causal Linformer attention the Linformer baseline trains with (baselines.linformer
+    .CausalLinformerAttention): exact attention inside blocks of b positions, and all earlier blocks seen through
+    k projected key/value rows (a prefix sum of each block's projection), so O(L (k + b)) instead of O(L^2)."""
 
-    Each output position mixes all L positions through the projections, so as a layer this is NOT causal; it is
-    measured for its cost only (O(L k) instead of O(L^2)).
-    """
-
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int):
+    def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int, block_size: int):
         super().__init__()
-        self.h = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.proj_k = nn.Parameter(torch.randn(k, seq_len) / math.sqrt(seq_len))  # (k, L)
-        self.proj_v = nn.Parameter(torch.randn(k, seq_len) / math.sqrt(seq_len))  # (k, L)
+        from baselines.linformer import CausalLinformerAttention, LinformerConfig
+
+        self.cfg = LinformerConfig(vocab_size=1, seq_len=seq_len, d_model=d_model, n_layer=1, n_head=n_heads, k=k,
+                                   block_size=block_size, dropout=0.0)
+        self.layer = CausalLinformerAttention(self.cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)  # each (B, H, L, D/H)
-        k = torch.einsum("kl,bhld->bhkd", self.proj_k.to(k.dtype), k)  # (B, H, k, D/H)
-        v = torch.einsum("kl,bhld->bhkd", self.proj_v.to(v.dtype), v)  # (B, H, k, D/H)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D/H)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))
+        return self.layer(x)  # (B, L, D)
 
     def cost(self, B: int, L: int, mode: str, bpv: int) -> dict:
-        D, k = self.out.in_features, self.proj_k.shape[0]
-        fwd = 2 * B * L * D * 4 * D + 2 * 2 * B * L * k * D + 2 * 2 * B * L * k * D  # projections, E K / F V, attention
+        D, k, b = self.cfg.d_model, self.cfg.k, self.cfg.block_size
+        # projections; each block's keys and values projected to k rows; every query against k + b keys and values
+        fwd = 2 * B * L * D * 4 * D + 2 * 2 * B * L * k * D + 2 * 2 * B * L * (k + b) * D
         return {"flops": fwd * (1 if mode == "forward" else 3), "sines": 0, "bytes": _io_bytes(B, L, D, mode, bpv)}
 
 
@@ -145,7 +136,7 @@ def flash_attention_available(device: torch.device, dtype: torch.dtype | None) -
 
 
 def default_layers(d_model: int, n_atoms: int, kernel_size: int, n_heads: int, linformer_k: int, flash: bool,
-                   decoders=SDGM_DECODERS) -> dict[str, Callable[[int], nn.Module]]:
+                   decoders=SDGM_DECODERS, linformer_block_size: int = 32) -> dict[str, Callable[[int], nn.Module]]:
     """name -> factory(L) of the layers compared: SDGM per decoder implementation, attention, Linformer."""
     layers: dict[str, Callable[[int], nn.Module]] = {}
     for dec in decoders:
@@ -153,8 +144,8 @@ def default_layers(d_model: int, n_atoms: int, kernel_size: int, n_heads: int, l
             return SDGMMixingLayer(d_model, n_atoms, L, kernel_size, dec)
         sdgm.decoder = dec  # each entry of this layer records it (see spectral_decoder)
         layers[f"sdgm_{dec}"] = sdgm
-    layers["attention"] = lambda L: CausalAttentionLayer(d_model, n_heads, flash_only=flash)
-    layers["linformer"] = lambda L: LinformerLayer(d_model, n_heads, L, linformer_k)
+    layers["attention"] = lambda L: CausalAttentionLayer(d_model, n_heads, L, flash_only=flash)
+    layers["linformer"] = lambda L: LinformerLayer(d_model, n_heads, L, linformer_k, linformer_block_size)
     return layers
 
 
@@ -237,7 +228,7 @@ def fit_loglog_slope(lengths, values, min_length: int = 0) -> dict:
 
 def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch_size: int = 1, d_model: int = 512,
                       n_atoms: int = 256, kernel_size: int = 3, n_heads: int = 8, linformer_k: int = 256,
-                      decoders=SDGM_DECODERS, repeats: int = 3, warmup: int = 1, slope_min_length: int = 0,
+                      linformer_block_size: int = 32, decoders=SDGM_DECODERS, repeats: int = 3, warmup: int = 1, slope_min_length: int = 0,
                       device: str = "auto", precision: str = "auto",
                       layers: dict[str, Callable[[int], nn.Module]] | None = None, memory_cap_bytes: int | None = None,
                       rates: dict | None = None, clock: Callable[[], float] = time.perf_counter, seed: int = 0,
@@ -259,14 +250,16 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
     amp = autocast_dtype(TrainConfig(precision=precision), dev)
     flash, backend = flash_attention_available(dev, amp)
     if layers is None:
-        layers = default_layers(d_model, n_atoms, kernel_size, n_heads, linformer_k, flash, decoders)
+        layers = default_layers(d_model, n_atoms, kernel_size, n_heads, linformer_k, flash, decoders,
+                                linformer_block_size)
     skipped_layers = unavailable_layers(layers, dev)
     lengths = sorted(int(L) for L in lengths)
     batch_lengths = sorted(int(L) for L in batch_lengths)
     bpv = 2 if amp is not None else 4
     settings = {"lengths": lengths, "tokens_per_batch": tokens_per_batch, "batch_lengths": batch_lengths,
                 "batch_size": batch_size, "d_model": d_model, "n_atoms": n_atoms, "kernel_size": kernel_size,
-                "n_heads": n_heads, "linformer_k": linformer_k, "repeats": repeats, "warmup": warmup,
+                "n_heads": n_heads, "linformer_k": linformer_k,
+                "linformer_block_size": linformer_block_size, "repeats": repeats, "warmup": warmup,
                 "slope_min_length": slope_min_length, "precision": "bf16" if amp else "fp32",
                 "memory_cap_bytes": memory_cap_bytes, "models": list(layers)}
     if rates is None:
@@ -327,8 +320,11 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         "memory_method": CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD,
         "notes": {
             "views": f"tokens: B = {tokens_per_batch} // L; batch: B = {batch_size}.",
-            "linformer": "Linformer-style attention mixes all positions through its sequence projections: it is "
-                         "not causal as a layer and is measured for its cost only.",
+            "linformer": "the causal Linformer attention the Linformer baseline trains with: exact attention inside "
+                         "blocks of linformer_block_size positions, earlier blocks through linformer_k projected "
+                         "rows.",
+            "attention": "GPT-2's attention layer as the GPT-2 baseline trains it (transformers' GPT2Attention, "
+                         "SDPA, causal).",
             "sdgm": "SDGM's own encode + decode, one row per decoder implementation: naive materializes the atoms "
                     "S (L x K x D) once per call; chunked rebuilds them a block of positions at a time in forward "
                     "and backward; triton generates them in registers inside fused kernels.",
@@ -425,6 +421,7 @@ def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) ->
         sc["lengths"], sc["tokens_per_batch"], batch_lengths=bv.get("lengths", []),
         batch_size=bv.get("batch_size", 1), d_model=sc["d_model"], n_atoms=sc["n_atoms"],
         kernel_size=sc["kernel_size"], n_heads=sc["n_heads"], linformer_k=sc["linformer_k"],
+        linformer_block_size=sc.get("linformer_block_size", 32),
         decoders=sc.get("sdgm_decoders", SDGM_DECODERS), repeats=bench["repeats"], warmup=bench["warmup"],
         slope_min_length=sc["slope_min_length"], device=train.get("device", "auto"),
         precision=train.get("precision", "auto"), **kw)
@@ -441,7 +438,7 @@ def floor_table(rates: dict = H100_RATES, d_model: int = 512, n_atoms: int = 256
                 batch_lengths=(1024, 16384, 262144, 1048576), mode: str = "forward_backward") -> str:
     """A Markdown table of the floors of the SDGM layer (and its decoder alone) and of causal attention, bf16."""
     sdgm = SDGMMixingLayer(d_model, n_atoms, 2, kernel_size)
-    attn = CausalAttentionLayer(d_model, n_heads)
+    attn = CausalAttentionLayer(d_model, n_heads, 2)
     lines = ["| view | L | B | decoder floor (ms) | bound | SDGM layer floor (ms) | bound | attention floor (ms) "
              "| bound | attention / SDGM |", "|" + "---|" * 10]
     cases = [("tokens", L, tokens_per_batch // L) for L in lengths] + [("batch", L, 1) for L in batch_lengths]
