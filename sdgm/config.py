@@ -66,6 +66,12 @@ def check_model_options(config: dict, name: str) -> None:
     # config dataclass refuses them too, but only when its job starts. The schema requires these options in the
     # model's `models:` section, so the merged options hold both whenever the section exists.
     model = catalog.entry(exp["model"])
+    known = catalog.options(exp["model"])  # a plug-in's options, from its config dataclass (built-ins: the schema)
+    if known is not None:
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"{where(unknown[0])}: model {exp['model']!r} (package {model.package!r}) has no option "
+                              f"{unknown[0]!r}; its options: {sorted(known)}")
     for width, heads in model.divisible:
         if width in options and heads in options and options[width] % options[heads]:
             raise ConfigError(f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} "
@@ -79,8 +85,24 @@ def check_model_options(config: dict, name: str) -> None:
 
 def check_config(config: dict) -> None:
     validate_schema(config)
+    try:
+        _check(config)
+    except catalog.PluginError as e:  # a plug-in that does not follow the contract (sdgm.catalog names the package)
+        raise ConfigError(str(e)) from None
+
+
+def _check(config: dict) -> None:
+    for model in config["models"]:
+        try:
+            catalog.entry(model)
+        except KeyError as e:
+            raise ConfigError(f"models.{model}: {e.args[0]}") from None
     corpora = set(config["corpora"])
     for name, exp in config["experiments"].items():
+        try:
+            catalog.entry(exp["model"])
+        except KeyError as e:
+            raise ConfigError(f"experiments.{name}.model: {e.args[0]}") from None
         for c in exp.get("corpora", []):
             if c not in corpora:
                 raise ConfigError(f"experiments.{name}.corpora: unknown corpus {c!r}; defined: {sorted(corpora)}")
@@ -97,7 +119,7 @@ def check_config(config: dict) -> None:
         if name not in config["experiments"]:
             raise ConfigError(f"gmm.experiments: unknown experiment {name!r}; defined: {sorted(config['experiments'])}")
         model = config["experiments"][name]["model"]
-        if not catalog.entry(model).mixing_vectors:
+        if not catalog.has_mixing_vectors(model):
             raise ConfigError(f"gmm.experiments: {name!r} trains {model}, which has no mixing vectors to fit a GMM to")
     for name, exp in config["experiments"].items():
         ref = exp.get("ablation_of")

@@ -19,11 +19,12 @@ import torch
 
 from .atomic import write_json_atomic
 from .data import DataError, load_tokens, vocab_sha256
+from .interface import declared
 from .evaluate import causal_audit, evaluate, evaluate_streams
 from .bench.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
 from .reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
-from .registry import build_model, save_run
+from .registry import build_model, model_classes, save_run
 from .schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .train import NonFiniteLoss, TrainConfig, Trainer, thin
 
@@ -49,9 +50,12 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
                             f"perplexity needs at least 2")
     vocab_digest = vocab_sha256(vocab)
     tcfg = TrainConfig(**{**(train_overrides or {}), "seed": seed})
-    overrides = {"seq_len": tcfg.seq_len, **(model_overrides or {})}
-    if overrides["seq_len"] != tcfg.seq_len:
-        raise ValueError(f"model seq_len {overrides['seq_len']} differs from the shared context length {tcfg.seq_len}")
+    overrides = dict(model_overrides or {})
+    if "seq_len" in {f.name for f in dataclasses.fields(model_classes(model)[0])}:  # a model with a context length
+        overrides = {"seq_len": tcfg.seq_len, **overrides}
+        if overrides["seq_len"] != tcfg.seq_len:
+            raise ValueError(f"model seq_len {overrides['seq_len']} differs from the shared context length "
+                             f"{tcfg.seq_len}")
 
     seed_everything(seed)
     net = build_model(model, len(vocab), **overrides)
@@ -98,10 +102,13 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
               f"measured largest logit change {audit['max_logit_change']:.3g}", file=sys.stderr)
 
     na: dict[str, str] = {}
+    flops, flops_na = declared(net, "flops_per_token")
+    if flops_na:
+        na["flops_per_token"] = flops_na
     metrics = {
         "val_ppl": val["ppl"], "test_ppl": test["ppl"], "val_nll": val["nll"], "test_nll": test["nll"],
         "val_tokens": val["tokens"], "test_tokens": test["tokens"],
-        "params": net.num_params(), "flops_per_token": net.flops_per_token(),
+        "params": net.num_params(), "flops_per_token": flops,
         "train_tokens_per_s": trainer.tokens_per_second(), "train_seconds": state.train_seconds,
         "train_wall_s": wall, "steps": state.step, "epochs_completed": round(state.step / trainer.steps_per_epoch, 4),
         "best_step": state.best_step, "best_val_ppl_during_training": state.best_val_ppl, "stopped": state.stopped,

@@ -139,6 +139,15 @@ class LanguageModel(nn.Module):
         return torch.stack([self(idx[:, max(0, t - L + 1):t + 1])[:, -1] for t in range(idx.shape[1])], dim=1)
 
 
+def declared(model: LanguageModel, method: str) -> tuple[int | float | None, str | None]:
+    """(value, None) of an optional number a model declares (flops_per_token, state_bytes_per_sequence), or
+    (None, the reason) when it does not implement it: shown as "n/a (reason)", never a crash."""
+    try:
+        return getattr(model, method)(), None
+    except NotImplementedError:
+        return None, f"{type(model).__name__} does not implement {method}"
+
+
 def append_to_window(context: torch.Tensor, tokens: torch.Tensor, max_context: int) -> torch.Tensor:
     """context (B, n), tokens (B,) -> the last max_context tokens of both, (B, <= max_context)."""
     return torch.cat([context, tokens[:, None]], dim=1)[:, -max_context:]

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 
@@ -14,16 +13,14 @@ import torch
 
 from .interface import LanguageModel
 
-from .catalog import MODELS, entry
+from .catalog import MODELS, classes
 
 __all__ = ["MODELS", "build_model", "load_run", "model_classes", "model_config", "save_run"]
 
 
 def model_classes(name: str):
-    """(config dataclass, model class) of a registered model, imported now."""
-    e = entry(name)
-    mod = importlib.import_module(e.module)
-    return getattr(mod, e.config), getattr(mod, e.cls)
+    """(config dataclass, model class) of a model, built in or from an installed package (sdgm.catalog)."""
+    return classes(name)
 
 
 def model_config(name: str, vocab_size: int, **overrides):

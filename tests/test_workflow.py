@@ -53,7 +53,6 @@ BAD = [
     ("train.lr", "fast"),
     ("train.batch_size", 0),
     ("train.device", "tpu"),
-    ("experiments.sdgm.model", "gpt5"),
     ("experiments.sdgm.overrides", {"n_atoms": 0}),
     ("experiments.sdgm.overrides", {"no_such_option": 1}),
     ("models.sdgm.encoder_padding", "sideways"),
@@ -129,6 +128,12 @@ def test_cross_references_are_checked():
         check_config(mutate("experiments.sdgm.corpora", ["wikitext103"]))
     with pytest.raises(ConfigError, match="unknown experiment"):
         check_config(mutate("gmm.experiments", ["nope"]))
+    with pytest.raises(ConfigError, match=r"^experiments\.sdgm\.model: unknown model 'gpt5'; built in: sdgm, gpt2"):
+        check_config(mutate("experiments.sdgm.model", "gpt5"))
+    with pytest.raises(ConfigError, match=r"^models\.gtp2: unknown model 'gtp2'"):
+        check_config(mutate("models.gtp2", {"n_embd": 64}))
+    with pytest.raises(ConfigError, match=r"gmm\.experiments: 'gpt2' trains gpt2, which has no mixing vectors"):
+        check_config(mutate("gmm.experiments", ["gpt2"]))
     with pytest.raises(ConfigError, match=r"experiments\.gpt2\.train\.seq_len: the context length L is shared"):
         check_config(mutate("experiments.gpt2.train", {"seq_len": 32}))
 
@@ -170,7 +175,7 @@ def test_benchmark_cross_checks():
 @pytest.mark.parametrize("path,value,field", [
     ("models.sdgm.n_atoms", 0, "['models']['sdgm']['n_atoms']"),
     ("train.lr", -1e-3, "['train']['lr']"),
-    ("experiments.sdgm_beta0.model", "gpt5", "['experiments']['sdgm_beta0']['model']"),
+    ("experiments.sdgm_beta0.corpora", "ptb", "['experiments']['sdgm_beta0']['corpora']"),
     ("experiments.linformer.train", {"warmup_steps": -1}, "['experiments']['linformer']['train']['warmup_steps']"),
 ])
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path, path, value, field):

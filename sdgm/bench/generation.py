@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..interface import LanguageModel
+from ..interface import LanguageModel, declared
 from .nvml import NvmlSampler
 from .throughput import _vocab_size
 from .timing import free_memory, is_oom, synchronize, time_calls
@@ -252,7 +252,6 @@ PATH_WHAT = {
 def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..atomic import write_json_atomic
-    from .throughput import _flops
     from ..registry import load_run
     from ..train import TrainConfig, resolve_device
 
@@ -268,7 +267,8 @@ def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
                              context_multiple=settings["context_multiple"], repeats=settings["repeats"],
                              warmup=settings["warmup"], compile_options=settings["compile"],
                              sampler_interval_s=settings["sampler_interval_s"], seed=run["seed"])
-    fpt, fpt_na = _flops(model)
+    fpt, fpt_na = declared(model, "flops_per_token")
+    state_bytes, state_na = declared(model, "state_bytes_per_sequence")
     record = {
         "schema": SCHEMA_VERSION, "kind": "generation",
         "run_id": run["run_id"], "experiment": run["experiment"], "model": run["model"], "corpus": run["corpus"],
@@ -277,8 +277,8 @@ def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
         "provenance": provenance(resolve_device(tcfg.device)),
         **res,
         "params": model.num_params(), "flops_per_token": fpt,
-        "state_bytes_per_sequence_declared": model.state_bytes_per_sequence(),
-        "na": {} if fpt is not None else {"flops_per_token": fpt_na},
+        "state_bytes_per_sequence_declared": state_bytes,
+        "na": {k: v for k, v in (("flops_per_token", fpt_na), ("state_bytes_per_sequence_declared", state_na)) if v},
     }
     record = json.loads(json.dumps(record))
     write_json_atomic(out_path, record)

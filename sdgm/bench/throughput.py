@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..interface import declared
 from ..provenance import config_hash, provenance
 from ..reasons import NOT_MEASURED, OUT_OF_MEMORY
 from .nvml import NvmlSampler
@@ -61,11 +62,6 @@ def mfu(flops_per_token: float | None, tokens_per_s: float | None, peak: float |
 
 
 # ---- throughput of a trained model -------------------------------------------------------------------------------
-def _flops(model) -> tuple[float | None, str | None]:
-    try:
-        return float(model.flops_per_token()), None
-    except NotImplementedError:
-        return None, f"{type(model).__name__} does not implement flops_per_token"
 
 
 def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, score_batch_size: int = 32,
@@ -89,7 +85,7 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
     amp = autocast_dtype(train_cfg, device)
     dtype_name = "bf16" if amp == torch.bfloat16 else "fp32"
     peak, peak_na = peak_flops(device, dtype_name)
-    fpt, fpt_na = _flops(model)
+    fpt, fpt_na = declared(model, "flops_per_token")
     model = model.to(device)
     V, L, B = _vocab_size(model), train_cfg.seq_len, train_cfg.batch_size
     g = torch.Generator().manual_seed(seed)
@@ -251,7 +247,7 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
                              generate_batch_sizes=settings["generate_batch_sizes"],
                              sampler_interval_s=settings["sampler_interval_s"],
                              energy_min_s=settings["energy_min_s"], seed=run["seed"])
-    fpt, fpt_na = _flops(model)
+    fpt, fpt_na = declared(model, "flops_per_token")
     metrics, na = {"params": model.num_params(), "flops_per_token": fpt}, {}
     if fpt is None:
         na["flops_per_token"] = fpt_na
