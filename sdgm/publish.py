@@ -204,6 +204,19 @@ def _rel(path, start) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def _rebased(md_path, here) -> str:
+    """A Markdown file's text with its relative links rewritten to be relative to `here` (it is embedded there)."""
+    src = Path(md_path).parent
+
+    def fix(m):
+        target = m.group(1)
+        if re.match(r"^[a-z]+:|^#|^/", target):
+            return m.group(0)
+        return f"]({_rel(os.path.normpath(src / target), here)})"
+
+    return re.sub(r"\]\(([^)\s]+)\)", fix, Path(md_path).read_text(encoding="utf-8"))
+
+
 def _describe(name: str, known: dict) -> str:
     return known.get(name, "see the caption in the HTML report")
 
@@ -276,7 +289,7 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
         lead = ["# Results", "", out[2], "", f"What ran: {out[4][2:]}; {out[5][2:]}.", "",
                 "## Verdicts", "", f"From [`{_rel(claims_md, here)}`]({_rel(claims_md, here)}), where each verdict "
                 "has its reason and links to the files behind it; the rules are in docs/claims.md.", "",
-                Path(claims_md).read_text(encoding="utf-8").rstrip(), "",
+                _rebased(claims_md, here).rstrip(), "",
                 "## Main results", "", f"From [`{_rel(compact_md, here)}`]({_rel(compact_md, here)}); every column, "
                 f"with the paper's number and the difference, in [`{_rel(main_md, here)}`]({_rel(main_md, here)}).",
                 "", Path(compact_md).read_text(encoding="utf-8").rstrip(), ""]
