@@ -181,7 +181,10 @@ def test_slope_of_a_schema_1_record_is_its_tokens_view_and_a_missing_fit_is_not_
     assert row["verdict"] == C.CONTRADICTED and "the record has no batch view" in row["reason"]
     rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(None)}}})
     row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.NOT_MEASURED and "no tokens-view" in row["reason"]
+    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"
+    rec = scaling(tmp_path, {"batch": {"sdgm_chunked": {"forward": fit(1.0)}, "attention": {"forward": fit(2.0)}}})
+    row = C.judge(TOLS, {**SLOPE, "layers": ["sdgm_triton", "sdgm_chunked"]}, C.Evidence(scaling=rec))
+    assert row["verdict"] == C.REPRODUCED and row["reason"].split("(")[1].startswith("sdgm_chunked, fixed batch")
     assert C.judge(TOLS, SLOPE, C.Evidence())["reason"] == "no scaling record"
 
 

@@ -394,17 +394,22 @@ def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
     if rec is None:
         return _row(claim, reason="no scaling record")
     paths = [rec["_path"]]
+    found = None
     for view in claim["views"]:
-        ours, why = _slope(rec, view, claim["experiment"], claim["mode"], claim["metric"])
-        if ours is not None:
+        for layer in claim.get("layers") or [claim["experiment"]]:
+            ours, why = _slope(rec, view, layer, claim["mode"], claim["metric"])
+            if ours is not None:
+                found = view, layer
+                break
+        if found:
             break
     else:
-        return _row(claim, reason=why, evidence=paths)
+        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record", evidence=paths)
     theirs, why_t = _slope(rec, view, claim["than"][0], claim["mode"], claim["metric"])
     paper = float(claim["paper"])
     tol = _tolerance(claims, claim, paper)
     skipped = [v for v in claim["views"][:claim["views"].index(view)]]
-    where = f"{VIEW_WORDS.get(view, view)} view, {claim['mode']}" + (
+    where = f"{found[1]}, {VIEW_WORDS.get(view, view)} view, {claim['mode']}" + (
         f" (the record has no {', '.join(skipped)} view)" if skipped else "")
     if abs(ours - paper) <= tol:
         verdict = REPRODUCED
