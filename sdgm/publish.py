@@ -161,6 +161,10 @@ def table_html(csv_path: str | Path, html_path: str | Path, title: str) -> None:
 # --------------------------------------------------------------------------- results/README.md
 
 TABLES = {
+    "claims": "every claim of the paper with the paper's number, ours (mean and 95 % interval over seeds), the "
+              "verdict, its reason and the files behind it",
+    "compact": "the paper's main table: params, WikiText-2 and PTB perplexity, speed and memory, ours ± std "
+               "(paper)",
     "main": "one row per experiment and corpus (ablations in their own table): validation and test perplexity "
             "(mean ± std over seeds), parameters, reconstruction cosine, training tokens/s and peak memory, with "
             "the paper's number and the difference beside ours; `causal` says whether the trained model passed "
@@ -205,14 +209,29 @@ def _rel(path, start) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def _rebased(md_path, here) -> str:
+    """A Markdown file's text with its relative links rewritten to be relative to `here` (it is embedded there)."""
+    src = Path(md_path).parent
+
+    def fix(m):
+        target = m.group(1)
+        if re.match(r"^[a-z]+:|^#|^/", target):
+            return m.group(0)
+        return f"]({_rel(os.path.normpath(src / target), here)})"
+
+    return re.sub(r"\]\(([^)\s]+)\)", fix, Path(md_path).read_text(encoding="utf-8"))
+
+
 def _describe(name: str, known: dict) -> str:
     return known.get(name, "see the caption in the HTML report")
 
 
 def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_paths, gmm_paths,
-                   config_summary: dict) -> str:
+                   config_summary: dict, claims_md=None, compact_md=None) -> str:
     """Render results/README.md. tables/figures: paths (any extension; the name says which);
-    run_figures: [(corpus, run name, [png paths])]; metrics_paths/gmm_paths: the records the numbers come from."""
+    run_figures: [(corpus, run name, [png paths])]; metrics_paths/gmm_paths: the records the numbers come from.
+    claims_md/compact_md (sdgm.reporting.claims): given, the page leads with the verdicts and the compact table,
+    then the figures; the wide main table is linked, not embedded."""
     from .reporting import load_metrics
 
     here = Path(readme_path).parent
@@ -255,24 +274,35 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
     if gmm_paths:
         out += ["", "GMMs: " + ", ".join(f"[{Path(p).parent.parent.name}/{Path(p).parent.name}]({_rel(p, here)})"
                                         for p in gmm_paths)]
-    out += ["", "## Main table", "", f"From [`{_rel(main_md, here)}`]({_rel(main_md, here)}) ({TABLES['main']}).",
-            "", Path(main_md).read_text(encoding="utf-8").rstrip(), "", "## Tables", "",
-            "| table | what it shows |", "|---|---|"]
-    for t in tables:
+    table_list = ["## Tables", "", "| table | what it shows |", "|---|---|"]
+    for t in [*([claims_md, compact_md] if claims_md else []), *tables]:
         name = Path(t).stem
-        out.append(f"| [`{_rel(t, here)}`]({_rel(t, here)}) | {_describe(name, TABLES)} |")
-    out += ["", "## Figures", ""]
+        table_list.append(f"| [`{_rel(t, here)}`]({_rel(t, here)}) | {_describe(name, TABLES)} |")
+    figure_list = ["## Figures", ""]
     for f in figures:
         name = Path(f).stem
-        out += [f"**{name}**: {_describe(name, FIGURES)}.", "", f"![{name}]({_rel(f, here)})", ""]
+        figure_list += [f"**{name}**: {_describe(name, FIGURES)}.", "", f"![{name}]({_rel(f, here)})", ""]
     if run_figures:
-        out += ["## Interpretability (SDGM runs with a GMM)", ""]
+        figure_list += ["## Interpretability (SDGM runs with a GMM)", ""]
         for corpus, run, pngs in run_figures:
-            out += [f"### {corpus}/{run}", ""]
+            figure_list += [f"### {corpus}/{run}", ""]
             for f in pngs:
                 name = Path(f).stem
-                out += [f"**{name}**: {_describe(name, FIGURES)}.", "", f"![{corpus}/{run} {name}]({_rel(f, here)})",
-                        ""]
+                figure_list += [f"**{name}**: {_describe(name, FIGURES)}.", "",
+                                f"![{corpus}/{run} {name}]({_rel(f, here)})", ""]
+    if claims_md:
+        lead = ["# Results", "", out[2], "", f"What ran: {out[4][2:]}; {out[5][2:]}.", "",
+                "## Verdicts", "", f"From [`{_rel(claims_md, here)}`]({_rel(claims_md, here)}), where each verdict "
+                "has its reason and links to the files behind it; the rules are in docs/claims.md.", "",
+                _rebased(claims_md, here).rstrip(), "",
+                "## Main results", "", f"From [`{_rel(compact_md, here)}`]({_rel(compact_md, here)}); every column, "
+                f"with the paper's number and the difference, in [`{_rel(main_md, here)}`]({_rel(main_md, here)}).",
+                "", Path(compact_md).read_text(encoding="utf-8").rstrip(), ""]
+        out = lead + figure_list + table_list + [""] + out[7:]
+    else:
+        out += ["", "## Main table", "", f"From [`{_rel(main_md, here)}`]({_rel(main_md, here)}) "
+                f"({TABLES['main']}).", "", Path(main_md).read_text(encoding="utf-8").rstrip(), "", *table_list, "",
+                *figure_list]
     text = "\n".join(out).rstrip() + "\n"
     write_text_atomic(readme_path, text)
     return text

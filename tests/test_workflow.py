@@ -258,11 +258,11 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
     tables = 7  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
-    once = 7  # report, scaling, bench_report, generation_report, samples_table, results_readme, all
+    once = 8  # report, scaling, bench_report, generation_report, samples_table, claims, results_readme, all
     expected = per_run * n_runs + per_gmm_run * n_gmm + per_corpus * len(corpora) + tables + once
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
-    assert expected == 486
-    assert jobs_total(out) == expected == 486
+    assert expected == 487
+    assert jobs_total(out) == expected == 487
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run

@@ -13,4 +13,4 @@ per_run = len(pngs) // max(len(smk.params.run_figures), 1)
 run_figures = [(corpus, run, pngs[i * per_run:(i + 1) * per_run])
                for i, (corpus, run) in enumerate(smk.params.run_figures)]
 results_readme(smk.output[0], smk.input.main, smk.input.tables, smk.input.figures, run_figures, smk.input.metrics,
-               smk.input.gmm, smk.params.summary)
+               smk.input.gmm, smk.params.summary, claims_md=smk.input.claims, compact_md=smk.input.compact)

@@ -1,0 +1,14 @@
+"""The paper's claims judged from the records, and the compact main table (rule claims)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.reporting.claims import build_claims  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+written = build_claims(Path(smk.output.html).parent, metrics=smk.input.metrics, throughput=smk.input.throughput,
+                       generation=smk.input.generation, scaling=smk.input.scaling[0], gmm=smk.input.gmm,
+                       claims_path=smk.input.claims)
+print(written)
