@@ -175,10 +175,14 @@ def test_slope_claim(tmp_path, ours, attention, verdict):
     assert row["reason"].startswith("one benchmark run: no interval")
 
 
-def test_slope_of_a_schema_1_record_is_its_tokens_view_and_a_missing_fit_is_not_measured(tmp_path):
+def test_a_schema_1_record_judges_no_slope_and_a_missing_fit_is_not_measured(tmp_path):
+    """A schema-1 record timed the superseded einsum decoder: whatever its slope, it is not the model's cost."""
     rec = scaling(tmp_path, {"sdgm": {"forward": {"slope": 1.91}}, "attention": {"forward": {"slope": 1.75}}}, 1)
     row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.CONTRADICTED and "the record has no batch view" in row["reason"]
+    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == C.SUPERSEDED_SCALING
+    rec = scaling(tmp_path, {"tokens": {"sdgm": {"forward": fit(1.2)}, "attention": {"forward": fit(1.9)}}})
+    row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
+    assert row["verdict"] == C.NOT_REPRODUCED and "the record has no batch view" in row["reason"]
     rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(None)}}})
     row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
     assert row["verdict"] == C.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"

@@ -374,10 +374,15 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
 VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens per batch (B = tokens / L)"}
 
 
+# A schema-1 scaling record timed the einsum decoder, which materializes the atoms (L x K x D) on every call: it
+# measured that implementation, not the model's cost (docs/spectral-decoder.md), so it judges no claim.
+SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materializes the atoms "
+                      "(L x K x D) on every call, since replaced by the chunked and fused decoders; it measured that "
+                      "implementation, not the model (rerun the scaling benchmark)")
+
+
 def _slope(rec: dict, view: str, model: str, mode: str, what: str) -> tuple[float | None, str]:
     slopes = rec.get("slopes") or {}
-    if rec.get("schema") == 1:  # schema 1: one view (fixed tokens per batch), time slopes only
-        slopes = {"tokens": {m: {md: {"time": fit} for md, fit in modes.items()} for m, modes in slopes.items()}}
     fit = slopes.get(view, {}).get(model, {}).get(mode, {}).get(what)
     if fit is None:
         return None, f"no {view}-view {what} fit of {model} ({mode})"
@@ -394,6 +399,8 @@ def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
     if rec is None:
         return _row(claim, reason="no scaling record")
     paths = [rec["_path"]]
+    if rec.get("schema") == 1:
+        return _row(claim, reason=SUPERSEDED_SCALING, evidence=paths)
     found = None
     for view in claim["views"]:
         for layer in claim.get("layers") or [claim["experiment"]]:
