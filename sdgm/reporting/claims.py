@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..atomic import write_text_atomic
-from .records import ReportError, load_metrics, load_paper
+from .records import ReportError, load_metrics, load_paper, read_yaml_mapping
 from .render import to_latex, to_markdown
 
 CLAIMS_PATH = Path(__file__).resolve().parents[1] / "claims.yaml"
@@ -69,12 +68,7 @@ BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do
 def load_claims(path: str | Path | None = None) -> dict:
     """The claims file, validated: {"source", "tolerances", "claims", "compact"}. Errors name the file and claim."""
     path = Path(path) if path is not None else CLAIMS_PATH
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ReportError(f"{path}: cannot read the claims file ({e})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
-        raise ReportError(f"{path}: expected a mapping with a 'claims' list")
+    data = read_yaml_mapping(path, "claims", "the claims file")
     tolerances = data.get("tolerances") or {}
     for name, tol in tolerances.items():
         if not isinstance(tol, dict) or len({"rel", "abs"} & set(tol)) != 1 or not tol.get("why"):

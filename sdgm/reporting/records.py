@@ -106,15 +106,21 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
     return records
 
 
-def load_paper(path: str | Path | None = None) -> list[dict]:
-    """Rows of published numbers (default: ``paper_numbers.yaml`` next to this module)."""
-    path = Path(path) if path is not None else PAPER_PATH
+def read_yaml_mapping(path: Path, key: str, what: str) -> dict:
+    """A YAML file holding a mapping with a list under `key`; errors name the file and what it should hold."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
-        raise ReportError(f"{path}: cannot read paper numbers ({e})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise ReportError(f"{path}: expected a mapping with a 'rows' list")
+        raise ReportError(f"{path}: cannot read {what} ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ReportError(f"{path}: expected a mapping with a '{key}' list")
+    return data
+
+
+def load_paper(path: str | Path | None = None) -> list[dict]:
+    """Rows of published numbers (default: ``paper_numbers.yaml`` next to this module)."""
+    path = Path(path) if path is not None else PAPER_PATH
+    data = read_yaml_mapping(path, "rows", "paper numbers")
     seen = set()
     rows = []
     for i, row in enumerate(data["rows"]):
