@@ -48,17 +48,16 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     (the job's memory; on CUDA the GPU's free memory) is refused (sdgm.memory; `memory_check=False`: not checked).
     The run's lock, `ckpt_dir/lock`, is held throughout: a second process training the same run (another pipeline
     on the same results directory) stops with RunLocked (sdgm.runlock)."""
-    lock = run_lock(Path(ckpt_dir) / "lock", f"run {run_dir}") if rank_and_world()[0] == 0 else \
-        contextlib.nullcontext()
-    with lock:
+    with contextlib.ExitStack() as held:  # the run's lock, once the inputs are checked, until the end
         return _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, corpus=corpus, experiment=experiment,
                              model=model, model_overrides=model_overrides, train_overrides=train_overrides,
                              seed=seed, progress=progress, run_hash=run_hash, run_spec=run_spec, mem_mb=mem_mb,
-                             memory_check=memory_check)
+                             memory_check=memory_check, held=held)
 
 
 def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experiment, model, model_overrides,
-                  train_overrides, seed, progress, run_hash, run_spec, mem_mb, memory_check) -> dict | None:
+                  train_overrides, seed, progress, run_hash, run_spec, mem_mb, memory_check,
+                  held: contextlib.ExitStack) -> dict | None:
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
     splits, vocab = load_tokens(tokens_dir)
     data_stats = json.loads((tokens_dir / "stats.json").read_text())
@@ -84,6 +83,8 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
                           "vocab_sha256": vocab_digest}
     fingerprint = config_hash(fingerprint_source)
 
+    if rank_and_world()[0] == 0:  # rank 0 speaks for every process of the run
+        held.enter_context(run_lock(ckpt_dir / "lock", f"run {run_dir}"))
     trainer = Trainer(net, splits["train"], splits["valid"], tcfg, ckpt_dir, fingerprint=fingerprint,
                       progress=progress, fingerprint_source=json.loads(json.dumps(fingerprint_source)))
     if memory_check:  # before any step: refuse what the out-of-memory killer would end half-way
