@@ -3,11 +3,16 @@
 A crash or kill never leaves a half-written output that a later step (or Snakemake) could take as finished.
 A SIGKILL or power loss during a write can leave the temporary file (`NAME.part-XXXX`) behind; the next writer
 of NAME removes it with `remove_stale_temporaries`. No torch or pandas here, so every environment can use it.
+
+A full disk, an exceeded quota, a read-only file system or a denied permission while writing raises StorageError,
+one error naming the path and what happened; the temporary is removed and the previous file is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import hashlib
 import json
 import os
 import secrets
@@ -16,20 +21,88 @@ from typing import Any, BinaryIO, Iterator
 
 PathLike = str | os.PathLike
 
+# what the storage under a path can refuse, in words
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large for the file system or the process's file size limit",
+}
+
+
+class StorageError(OSError):
+    """The storage refused a write: full, over quota, read-only or not permitted. Names the path."""
+
+
+def storage_error(exc: OSError, path: PathLike, action: str = "writing") -> OSError:
+    """`exc` as a StorageError naming `path` if the storage refused the write, else `exc` itself."""
+    if isinstance(exc, StorageError) or exc.errno not in STORAGE_ERRORS:
+        return exc
+    err = StorageError(exc.errno, f"{STORAGE_ERRORS[exc.errno]} {action} {path}; nothing was replaced "
+                                  f"(free space or fix the permissions, then run the same command again)")
+    err.path = str(path)
+    return err
+
+
+@contextlib.contextmanager
+def storage_errors(path: PathLike, action: str = "writing") -> Iterator[None]:
+    """Turn a refused write in the block into a StorageError naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise storage_error(e, path, action) from e
+
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on any error removed."""
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on any error removed.
+    A write the storage refuses (full, read-only, ...) raises StorageError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.part-{secrets.token_hex(6)}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:  # on disk before the rename, so a power loss cannot leave an empty file
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a successful os.replace the temporary name no longer exists
+    with storage_errors(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            with open(tmp, "rb") as fh:  # on disk before the rename, so a power loss cannot leave an empty file
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):  # a read-only file system refuses even the unlink of nothing
+                tmp.unlink()  # after a successful os.replace the temporary name no longer exists
+
+
+class _RecordingWriter:
+    """A binary file's write(), remembering the OSError it raised: a library that writes through it (torch.save)
+    may turn that error into its own, which would lose the reason (a full disk)."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+@contextlib.contextmanager
+def atomic_writer(path: PathLike) -> Iterator[_RecordingWriter]:
+    """Like atomic_open, for writers such as torch.save that replace an OSError from write() by their own error:
+    the OSError is raised instead (a StorageError naming `path` when the storage refused the write)."""
+    with atomic_open(path) as fh:
+        rec = _RecordingWriter(fh)
+        try:
+            yield rec
+        except Exception as e:
+            if rec.error is not None and e is not rec.error:
+                raise rec.error from e
+            raise
 
 
 def remove_stale_temporaries(path: PathLike) -> list[Path]:
@@ -46,6 +119,15 @@ def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path` for binary writing; it replaces `path` only if the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, "xb") as fh:
         yield fh
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of the bytes of `path`, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:

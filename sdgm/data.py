@@ -23,7 +23,9 @@ import io
 import json
 import logging
 import lzma
+import math
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,7 +36,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .atomic import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: F401
+from .atomic import StorageError, atomic_open, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ CORPORA_DIR = Path(__file__).parent / "corpora"
 
 SOURCE_TYPES: tuple[str, ...] = ("shipped", "url", "hf")
 _CHUNK = 1 << 20  # bytes per read when streaming (1 MiB)
-_DEFAULT_TIMEOUT = 60.0  # seconds, for "url" sources
+_DEFAULT_TIMEOUT = 60.0  # seconds without data before a "url" download is given up (source.timeout)
+_DEFAULT_DEADLINE = 3600.0  # seconds for a whole "url" download, however it trickles (source.deadline)
+# what the text of a corpus may hold (the corpus's `check`); UTF-8 is always required, the tokenizer reads it
+CONTENT_CHECK: dict[str, Any] = {"nul": True, "max_line_bytes": 1_000_000, "max_token_chars": 1000}
 
 PathLike = str | os.PathLike[str]
 
@@ -56,6 +61,59 @@ class DataError(RuntimeError):
 
 class ChecksumError(DataError):
     """The SHA-256 of materialized text differs from the expected digest."""
+
+
+class ContentError(DataError):
+    """Text that is not a corpus: invalid UTF-8, a NUL byte, an absurdly long line or token."""
+
+
+class ContentChecker:
+    """Checks a split's text as it streams in, line by line: valid UTF-8, no NUL byte, no line longer than
+    max_line_bytes, no whitespace-separated token longer than max_token_chars (0: no limit). The first problem
+    raises ContentError naming the file, the line and the offending bytes."""
+
+    def __init__(self, name: str, check: dict[str, Any] | None = None) -> None:
+        unknown = set(check or {}) - set(CONTENT_CHECK)
+        if unknown:
+            raise DataError(f"unknown corpus check option(s) {sorted(unknown)}; options: {sorted(CONTENT_CHECK)}")
+        self.name, self.opts = name, {**CONTENT_CHECK, **(check or {})}
+        self.lineno, self.pending = 1, b""
+
+    def fail(self, what: str, line: bytes, at: int, bad: bytes) -> None:
+        context = line[max(0, at - 20):at + len(bad) + 20]
+        raise ContentError(f"{self.name}: line {self.lineno}, byte {at + 1}: {what}: {bad!r} in {context!r}")
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            self.line(line)
+            self.lineno += 1
+        limit = self.opts["max_line_bytes"]
+        if limit and len(self.pending) > limit:  # found before the whole line is in memory
+            self.line(self.pending)
+
+    def close(self) -> None:
+        if self.pending:
+            self.line(self.pending)
+
+    def line(self, line: bytes) -> None:
+        o = self.opts
+        if o["max_line_bytes"] and len(line) > o["max_line_bytes"]:
+            self.fail(f"line longer than {o['max_line_bytes']} bytes (check.max_line_bytes)", line,
+                      o["max_line_bytes"], line[o["max_line_bytes"]:o["max_line_bytes"] + 8])
+        if o["nul"] and b"\0" in line:
+            self.fail("NUL byte (check.nul: false allows it)", line, line.index(b"\0"), b"\0")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.fail(f"not valid UTF-8 ({e.reason})", line, e.start, line[e.start:e.end])
+        if o["max_token_chars"] and len(text) > o["max_token_chars"]:
+            for tok in text.split():
+                if len(tok) > o["max_token_chars"]:
+                    at = len(text[:text.index(tok)].encode("utf-8"))
+                    self.fail(f"token of {len(tok)} characters, more than {o['max_token_chars']} "
+                              f"(check.max_token_chars)", line, at, tok[:16].encode("utf-8"))
 
 
 # --------------------------------------------------------------------------
@@ -171,14 +229,24 @@ def _iter_shipped(split: str, source: dict[str, Any]) -> Iterator[bytes]:
 
 
 class _CountingReader:
-    """Wraps a response object and counts the raw (possibly compressed) bytes read."""
+    """Wraps a response object: counts the raw (possibly compressed) bytes read, and ends the download with a
+    DataError once its overall deadline has passed. Each read returns what has arrived (read1), so a server that
+    trickles bytes cannot keep one read, and the download, going for ever."""
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
+    def __init__(self, raw: BinaryIO, url: str = "", deadline: float = math.inf, seconds: float = math.inf,
+                 expected: int | None = None) -> None:
+        self.raw, self.url, self.deadline, self.seconds, self.expected = raw, url, deadline, seconds, expected
         self.count = 0
 
+    def of(self) -> str:
+        return f" of {self.expected}" if self.expected is not None else ""
+
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
+        if time.monotonic() > self.deadline:
+            raise DataError(f"download of {self.url} did not finish within its deadline of {self.seconds:g} s "
+                            f"(source.deadline): {self.count} bytes{self.of()} arrived; the server is too slow")
+        read1 = getattr(self.raw, "read1", None)
+        data = read1(size if size and size > 0 else _CHUNK) if read1 else self.raw.read(size)
         self.count += len(data)
         return data
 
@@ -189,6 +257,8 @@ def _iter_url(split: str, source: dict[str, Any]) -> Iterator[bytes]:
     if parsed.scheme not in ("http", "https", "file"):
         raise DataError(f"unsupported URL scheme in {url!r}; use http, https or file")
     timeout = float(source.get("timeout", _DEFAULT_TIMEOUT))
+    deadline = float(source.get("deadline", _DEFAULT_DEADLINE))
+    started = time.monotonic()
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -201,7 +271,7 @@ def _iter_url(split: str, source: dict[str, Any]) -> Iterator[bytes]:
     with resp:
         header = resp.headers.get("Content-Length")
         expected = int(header) if header and header.strip().isdigit() else None
-        raw = _CountingReader(resp)
+        raw = _CountingReader(resp, url, started + deadline, deadline, expected)
         # Decompress on the fly; the checksum is always of the decompressed text.
         stream: Any = raw
         if parsed.path.endswith(".xz"):
@@ -215,6 +285,9 @@ def _iter_url(split: str, source: dict[str, Any]) -> Iterator[bytes]:
         try:
             while chunk := stream.read(_CHUNK):
                 yield chunk
+        except TimeoutError as exc:  # the per-read timeout: nothing came for `timeout` seconds
+            raise DataError(f"download of {url} stalled: no data for {timeout:g} s (source.timeout) after "
+                            f"{raw.count} bytes{raw.of()}") from exc
         except (EOFError, http.client.IncompleteRead, lzma.LZMAError, zlib.error, OSError) as exc:
             # A short body usually surfaces as a decompression error (EOFError)
             # or IncompleteRead; report it as truncation when we can tell.
@@ -253,14 +326,16 @@ _SOURCE_READERS = {"shipped": _iter_shipped, "url": _iter_url, "hf": _iter_hf}
 
 
 def materialize(
-    split: str, source: dict[str, Any], dest: PathLike, sha256: str | None
+    split: str, source: dict[str, Any], dest: PathLike, sha256: str | None, check: dict[str, Any] | None = None
 ) -> str:
     """Write the text of ``split`` from ``source`` to ``dest``; return its SHA-256.
 
     The bytes are copied verbatim into a temporary file next to ``dest``, hashed,
     compared with ``sha256`` (skipped with a warning if it is None), and only then
     renamed onto ``dest``. On any failure the temporary file is deleted and
-    ``dest`` is neither created nor modified.
+    ``dest`` is neither created nor modified. The text is checked line by line
+    as it arrives (ContentChecker; ``check`` overrides CONTENT_CHECK), so a
+    corpus that is not text fails here, naming the line, not in a later step.
     """
     dest = Path(dest)
     _check_split(split)
@@ -270,18 +345,21 @@ def materialize(
         log.warning("no expected SHA-256 for %s (from %s); not verifying it", dest, location)
 
     hasher = hashlib.sha256()
+    content = ContentChecker(f"{dest} (from {location})", check)
     try:
         with atomic_open(dest) as fh:
             for chunk in _SOURCE_READERS[kind](split, source):
+                content.feed(chunk)
                 hasher.update(chunk)
                 fh.write(chunk)
+            content.close()
             actual = hasher.hexdigest()
             if sha256 is not None and actual != sha256.strip().lower():
                 raise ChecksumError(
                     f"SHA-256 mismatch for {dest} (from {location}): "
                     f"expected {sha256}, got {actual}"
                 )
-    except ChecksumError:
+    except (ChecksumError, ContentError, StorageError):
         raise
     except Exception as exc:
         raise DataError(f"failed to materialize {dest} (from {location}): {exc}") from exc

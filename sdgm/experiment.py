@@ -6,6 +6,7 @@ rank 0 alone evaluates the result and writes the run directory and metrics.json,
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,7 +27,8 @@ from .provenance import config_hash, provenance
 from .reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from .registry import build_model, model_classes, save_run
 from .schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
-from .train import NonFiniteLoss, TrainConfig, Trainer, thin
+from .runlock import run_lock
+from .train import NonFiniteLoss, TrainConfig, Trainer, rank_and_world, thin
 
 
 def seed_everything(seed: int) -> None:
@@ -38,9 +40,25 @@ def seed_everything(seed: int) -> None:
 def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,
                  corpus: str, experiment: str, model: str, model_overrides: dict | None = None,
                  train_overrides: dict | None = None, seed: int = 0, progress: bool = True,
-                 run_hash: str | None = None, run_spec: dict | None = None) -> dict | None:
+                 run_hash: str | None = None, run_spec: dict | None = None, mem_mb: int | None = None,
+                 memory_check: bool = True) -> dict | None:
     """Train, evaluate and write one run. `run_hash`/`run_spec` (sdgm.config.run_hash/run_spec: the run's identity
-    in the experiment matrix) are stored in run.json and metrics.json as given; None outside the workflow."""
+    in the experiment matrix) are stored in run.json and metrics.json as given; None outside the workflow.
+
+    Before the first step the training's peak memory is estimated and a training that would not fit in `mem_mb`
+    (the job's memory; on CUDA the GPU's free memory) is refused (sdgm.memory; `memory_check=False`: not checked).
+    The run's lock, `ckpt_dir/lock`, is held throughout: a second process training the same run (another pipeline
+    on the same results directory) stops with RunLocked (sdgm.runlock)."""
+    with contextlib.ExitStack() as held:  # the run's lock, once the inputs are checked, until the end
+        return _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, corpus=corpus, experiment=experiment,
+                             model=model, model_overrides=model_overrides, train_overrides=train_overrides,
+                             seed=seed, progress=progress, run_hash=run_hash, run_spec=run_spec, mem_mb=mem_mb,
+                             memory_check=memory_check, held=held)
+
+
+def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experiment, model, model_overrides,
+                  train_overrides, seed, progress, run_hash, run_spec, mem_mb, memory_check,
+                  held: contextlib.ExitStack) -> dict | None:
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
     splits, vocab = load_tokens(tokens_dir)
     data_stats = json.loads((tokens_dir / "stats.json").read_text())
@@ -69,8 +87,15 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
                           "vocab_sha256": vocab_digest}
     fingerprint = config_hash(fingerprint_source)
 
+    if rank_and_world()[0] == 0:  # rank 0 speaks for every process of the run
+        held.enter_context(run_lock(ckpt_dir / "lock", f"run {run_dir}"))
     trainer = Trainer(net, splits["train"], splits["valid"], tcfg, ckpt_dir, fingerprint=fingerprint,
                       progress=progress, fingerprint_source=json.loads(json.dumps(fingerprint_source)))
+    if memory_check:  # before any step: refuse what the out-of-memory killer would end half-way
+        mem = trainer.check_memory(mem_mb)
+        if trainer.rank == 0 and progress:
+            limit = f"{mem['limit_bytes'] / 2**20:.0f} MiB" if mem["limit_bytes"] else "no limit given"
+            print(f"estimated peak memory {mem['estimate_bytes'] / 2**20:.0f} MiB ({limit})", file=sys.stderr)
     resumed = trainer.try_resume()
     if resumed and trainer.rank == 0:
         print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)

@@ -44,19 +44,30 @@ RUN_FILE, WEIGHTS_FILE, VOCAB_FILE = "run.json", "model.pt", "vocab.json"
 
 
 def save_run(path: str | Path, name: str, model: LanguageModel, vocab: list[str], extra: dict | None = None) -> None:
-    """Write what load_run needs: run.json (model name + config), model.pt (weights), vocab.json (id -> token)."""
+    """Write what load_run needs: model.pt (weights), vocab.json (id -> token) and, last, run.json (model name,
+    config and the SHA-256 of the weights file, so that load_run and the tables know the run's own weights)."""
+    import hashlib
+    import io
+
     from .atomic import write_bytes_atomic, write_json_atomic
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.asdict(model.cfg)
-    write_json_atomic(path / RUN_FILE, {"model": name, "config": cfg, **(extra or {})})
-    write_json_atomic(path / VOCAB_FILE, vocab)
-    import io
-
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    write_bytes_atomic(path / WEIGHTS_FILE, buf.getvalue())
+    weights = buf.getvalue()
+    write_bytes_atomic(path / WEIGHTS_FILE, weights)
+    write_json_atomic(path / VOCAB_FILE, vocab)
+    cfg = dataclasses.asdict(model.cfg)
+    write_json_atomic(path / RUN_FILE, {"model": name, "config": cfg, **(extra or {}),
+                                        "weights_sha256": hashlib.sha256(weights).hexdigest()})
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a weights file, as save_run records it in run.json."""
+    from .atomic import sha256_file
+
+    return sha256_file(path)
 
 
 def _read_json(path: Path):
@@ -84,6 +95,9 @@ def load_run(path: str | Path, map_location: str = "cpu") -> tuple[LanguageModel
     if "vocab_sha256" in meta and meta["vocab_sha256"] != vocab_sha256(vocab_list):
         raise ValueError(f"{path / VOCAB_FILE} is not the vocabulary the model was trained with "
                          f"(its digest differs from the one in {RUN_FILE})")
+    if "weights_sha256" in meta and meta["weights_sha256"] != weights_sha256(path / WEIGHTS_FILE):
+        raise ValueError(f"{path / WEIGHTS_FILE} is not this run's weights: its SHA-256 differs from the one in "
+                         f"{path / RUN_FILE} (replaced or altered after training; train the run again)")
     model = build_model(meta["model"], vocab_size, **cfg)
     try:
         state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)

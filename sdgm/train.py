@@ -28,10 +28,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +39,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .atomic import atomic_path, remove_stale_temporaries
+from .atomic import remove_stale_temporaries, storage_errors
+from .checkpoint import CheckpointError, Checkpoints, Preempted, save_atomic
 from .evaluate import batchify, evaluate, evaluate_streams, stream_windows
 from .interface import LanguageModel, detach_state
+from .memory import check_memory, estimate_training_bytes
+
+__all__ = ["CheckpointError", "NonFiniteLoss", "Preempted", "TrainConfig", "TrainState", "Trainer", "thin"]
 
 
 @dataclass
@@ -97,20 +100,6 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed: unreadable, or written for another configuration or vocabulary."""
-
-
-def differences(old, new, prefix: str = "") -> list[str]:
-    """Dotted paths at which two JSON-like values differ, with both values (for error messages)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if old == new else [f"{prefix or 'value'}: {old!r} != {new!r}"]
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,15 +111,6 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def to_device(state, device):
-    """A carried model state (tensors in tuples and lists, or None) on `device`."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    return type(state)(to_device(s, device) for s in state)
 
 
 class TrainingLoss(torch.nn.Module):
@@ -151,11 +131,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, plateau_scale: float = 1.0) -> float:
@@ -194,7 +169,7 @@ class TrainState:
     history: dict = field(default_factory=lambda: {"train": [], "val": []})
 
 
-class Trainer:
+class Trainer(Checkpoints):
     """Trains `model` on splits["train"], early-stops on splits["valid"]; state in ckpt_dir survives crashes."""
 
     def __init__(self, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor, cfg: TrainConfig,
@@ -255,20 +230,6 @@ class Trainer:
         self.carry = None  # the model state carried between consecutive steps (data_order "streams")
         self._offsets = torch.arange(L + 1, device=self.device)
 
-    # ---- checkpoints ----------------------------------------------------------------------------------------
-    @property
-    def ckpt_path(self) -> Path:
-        return self.ckpt_dir / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.ckpt_dir / "best.pt"
-
-    def last_good(self) -> str:
-        if self.ckpt_step is None:
-            return "no checkpoint written yet"
-        return f"last good checkpoint: {self.ckpt_path} (step {self.ckpt_step})"
-
     def check_finite(self, weights: bool = False) -> None:
         """Raise NonFiniteLoss naming the first step since the last check whose loss was not finite (or, with
         `weights`, if a weight is not finite). Called at log intervals and, with `weights`, before every checkpoint."""
@@ -286,62 +247,14 @@ class Trainer:
         if weights and not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             raise NonFiniteLoss(f"non-finite weights after step {st.step}; {self.last_good()}")
 
-    def save_checkpoint(self) -> None:
-        self.check_finite(weights=True)  # never overwrite the last good checkpoint with a diverged state
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        ranks = None
-        if self.distributed:  # every rank's random state and carried model state, each resumes its own
-            ranks = [None] * self.world
-            dist.all_gather_object(ranks, {"rng": rng, "carry": to_device(self.carry, "cpu")})
-        if self.rank == 0:
-            save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                         "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
-                         "carry": self.carry, "processes": self.world, "ranks": ranks,
-                         "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
-                        self.ckpt_path)
-        self.ckpt_step = self.state.step
-
-    def try_resume(self) -> bool:
-        if not self.ckpt_path.exists():
-            return False
-        try:
-            ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-            if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "state", "rng"} <= set(ck):
-                raise ValueError("not a training checkpoint")
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable ({type(e).__name__}: {e}); "
-                                  f"delete it to start over") from e
-        if ck.get("fingerprint") != self.fingerprint:
-            what = differences(ck.get("fingerprint_source"), self.fingerprint_source)
-            what = "; ".join(what) if ck.get("fingerprint_source") and what else \
-                f"fingerprint {ck.get('fingerprint')} != {self.fingerprint}"
-            raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
-                                  f"({what}); delete {self.ckpt_dir} to start over")
-        written_by = ck.get("processes", 1)
-        if self.streams and written_by != self.world:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} was written by {written_by} training process(es) "
-                                  f"reading contiguous streams, each carrying the model state of its own streams; it "
-                                  f"resumes only with {written_by} (now {self.world}); delete {self.ckpt_dir} to "
-                                  f"start over")
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
-        self.state = TrainState(**ck["state"])
-        # this rank's random state and carried model state; a rank the checkpoint does not know (more processes
-        # than wrote it) keeps the fresh random stream it was given
-        per_rank = ck.get("ranks") or [{"rng": ck["rng"], "carry": ck.get("carry")}]
-        if self.rank < len(per_rank):
-            rng = per_rank[self.rank]["rng"]
-            self.carry = to_device(per_rank[self.rank]["carry"], self.device)
-            torch.set_rng_state(rng["torch"].cpu())  # map_location put it on the device; RNG states live on the CPU
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            if "cuda" in rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
-        self.ckpt_step = self.state.step
-        return True
+    def check_memory(self, mem_mb: int | None) -> dict:
+        """Estimate the peak memory of a training step (sdgm.memory) and refuse, before the first step, a training
+        that would not fit in `mem_mb` (CPU) or the GPU's free memory; returns the estimate and the limit."""
+        cfg = self.cfg
+        loss = self.model.training_loss_with_state if self.streams else self.model.training_loss
+        parts = estimate_training_bytes(self.model, loss, self.share, cfg.train_seq_len or cfg.seq_len,
+                                        self.model.cfg.vocab_size, cfg.optimizer, self.device, self.amp)
+        return {**check_memory(parts, self.device, mem_mb, f"training in {self.ckpt_dir}"), "parts": parts}
 
     # ---- pieces of the loop ---------------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -366,10 +279,17 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def log(self, event: dict) -> None:
+        """Append `event` to log.jsonl (closed at once, so a kill loses no logged line); a training or validation
+        event also goes to stderr as one flushed line when stderr is not a terminal (the job's log under
+        Snakemake), so the log shows the last step reached even after a SIGKILL."""
         if self.rank:  # rank 0 writes the log
             return
-        with open(self.log_path, "a") as f:
+        with storage_errors(self.log_path), open(self.log_path, "a") as f:
             f.write(json.dumps(event) + "\n")
+        if event.get("event") in ("train", "val") and self.progress and not sys.stderr.isatty():
+            values = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.items()
+                              if k not in ("event", "step", "epoch"))
+            print(f"{event['event']} step {event['step']}/{self.total_steps}: {values}", file=sys.stderr, flush=True)
 
     def validate(self) -> float:
         st, cfg = self.state, self.cfg
@@ -407,9 +327,16 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
+        """Train to the end (max_steps, epochs or early stop). A SIGTERM meanwhile ends it with Preempted after a
+        checkpoint of the current step (sdgm.checkpoint)."""
+        with self.stop_on_sigterm():
+            return self._fit()
+
+    def _fit(self) -> TrainState:
         cfg, st = self.cfg, self.state
-        bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress or self.rank > 0, unit="step",
-                   mininterval=0.5 if sys.stderr.isatty() else 15, dynamic_ncols=True, file=sys.stderr)
+        # a bar on a terminal; elsewhere (a job's log) one flushed line per logged step instead (Trainer.log)
+        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", mininterval=0.5, dynamic_ncols=True,
+                   disable=not self.progress or self.rank > 0 or not sys.stderr.isatty(), file=sys.stderr)
         self.model.train()
         acc, n_acc, t_window, tokens_window = {}, 0, time.perf_counter(), 0
         self._unchecked = []
@@ -472,6 +399,8 @@ class Trainer:
                     tokens_window = 0
                 if cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0:
                     self.save_checkpoint()
+                if self.stop_signal is not None:  # SIGTERM: checkpoint this step and exit (Preempted)
+                    self.stop_for_signal()
             self.sync()
             st.train_seconds += time.perf_counter() - t_epoch
             if st.batch_in_epoch >= self.steps_per_epoch:
@@ -485,9 +414,6 @@ class Trainer:
             self.save_checkpoint()
         bar.close()
         return st
-
-    def load_best(self) -> None:
-        self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
 
     def tokens_per_second(self) -> float:
         return self.state.train_tokens / max(self.state.train_seconds, 1e-9)

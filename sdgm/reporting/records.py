@@ -6,6 +6,7 @@ sdgm.reasons).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -87,6 +88,38 @@ def experiment_order(records: Iterable[dict]) -> dict[str, int]:
     return order
 
 
+def check_run_files(metrics_path: Path, rec: dict) -> None:
+    """The files of one run directory belong together: run.json (if there) has the metrics' fingerprint, model
+    and vocabulary digest, vocab.json that digest, and model.pt the weights digest run.json records."""
+    from ..atomic import sha256_file
+
+    run = metrics_path.parent
+    if not (run / "run.json").is_file():
+        return  # a metrics file on its own (no run directory around it): nothing to compare
+    try:
+        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        vocab = json.loads((run / "vocab.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{metrics_path}: its run directory is unreadable ({e})") from e
+    problems = [f"run.json {key} {meta.get(key)!r} != metrics.json {rec.get(key)!r}"
+                for key in ("model", "fingerprint", "seed") if key in meta and meta[key] != rec.get(key)]
+    want = rec.get("data", {}).get("vocab_sha256")
+    got = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+    if want and got != want:
+        problems.append("vocab.json is not the vocabulary of metrics.json (digest differs)")
+    if want and meta.get("vocab_sha256", want) != want:
+        problems.append("run.json's vocabulary digest differs from metrics.json's")
+    if "weights_sha256" in meta:
+        try:
+            if sha256_file(run / "model.pt") != meta["weights_sha256"]:
+                problems.append("model.pt is not the weights run.json records (digest differs)")
+        except OSError as e:
+            problems.append(f"model.pt is unreadable ({e})")
+    if problems:
+        raise ReportError(f"{metrics_path}: the files of run {run} do not belong together: " + "; ".join(problems)
+                          + "; train the run again")
+
+
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
     """Read and validate metrics.json files; each record gets ``"_path"``."""
     records = []
@@ -101,6 +134,7 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ReportError(f"{path}: not valid JSON ({e})") from e
         _validate_record(rec, path)
+        check_run_files(path, rec)
         rec["_path"] = str(path)
         records.append(rec)
     return records

@@ -19,5 +19,8 @@ rule train:
         ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}",
         # more than 1: DistributedDataParallel under torchrun, the job's threads shared among the processes
         processes=train_processes(config),
+        # the job's memory (what Slurm enforces), against which the training's estimated peak is checked first
+        mem_mb=job_res("train", "mem_mb"),
+        memory_check=job_res("train", "memory_check") is not False,
     script:
         "../scripts/train.py"

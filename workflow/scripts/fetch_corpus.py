@@ -1,4 +1,5 @@
-"""Materialize the three splits of one corpus, each verified against its SHA-256 (rule fetch_corpus)."""
+"""Materialize the three splits of one corpus, each verified against its SHA-256 and checked to be text (valid UTF-8,
+no NUL byte, no absurd line or token: the corpus's `check`) as it is written (rule fetch_corpus)."""
 import sys
 from pathlib import Path
 
@@ -13,5 +14,5 @@ if sha == "shipped":
     sha = shipped_sha256(spec["source"]["corpus"])
 for dest in snakemake.output:  # noqa: F821
     split = Path(dest).stem
-    digest = materialize(split, spec["source"], dest, None if sha is None else sha[split])
+    digest = materialize(split, spec["source"], dest, None if sha is None else sha[split], check=spec.get("check"))
     print(f"{dest}: sha256 {digest}")
