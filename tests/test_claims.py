@@ -11,6 +11,7 @@ import yaml
 
 from sdgm.reporting import ReportError, load_paper
 from sdgm.reporting import claims as C
+from sdgm.reporting import verdicts as V
 
 REPO = Path(__file__).resolve().parents[1]
 TOLS = {"tolerances": {"ppl": {"rel": 0.03, "why": "x"}, "abs01": {"abs": 0.1, "why": "x"},
@@ -39,7 +40,7 @@ def throughput(root: Path, exp: str, corpus: str, seed: int, tok_s: float | None
 
 
 def ev_of(paths, **kw):
-    return C.Evidence(metrics=paths, **kw)
+    return V.Evidence(metrics=paths, **kw)
 
 
 VALUE = {"id": "v", "claim": "c", "where": "w", "kind": "value", "corpus": "ptb", "source": "metrics",
@@ -48,45 +49,45 @@ VALUE = {"id": "v", "claim": "c", "where": "w", "kind": "value", "corpus": "ptb"
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423), (1000, 1.9623)])
 def test_t_quantile_matches_tables(df, expected):
-    assert C.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+    assert V.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
 
 
-@pytest.mark.parametrize("values,verdict", [([99.0, 101.0, 100.5], C.REPRODUCED),  # 100 inside the interval
-                                            ([110.0, 110.5, 111.0], C.NOT_REPRODUCED)])
+@pytest.mark.parametrize("values,verdict", [([99.0, 101.0, 100.5], V.REPRODUCED),  # 100 inside the interval
+                                            ([110.0, 110.5, 111.0], V.NOT_REPRODUCED)])
 def test_value_claim_is_judged_on_the_interval(tmp_path, values, verdict):
     paths = [metrics(tmp_path, "sdgm", "ptb", s, val_ppl=v) for s, v in enumerate(values)]
-    row = C.judge(TOLS, VALUE, ev_of(paths))
+    row = V.judge(TOLS, VALUE, ev_of(paths))
     assert row["verdict"] == verdict and row["n"] == 3
     assert row["ours_ci_low"] < row["ours_value"] < row["ours_ci_high"]
-    assert "95 % interval over 3 seeds" in row["reason"] and C.ONE_SEED not in row["reason"]
+    assert "95 % interval over 3 seeds" in row["reason"] and V.ONE_SEED not in row["reason"]
 
 
 def test_value_claim_with_a_tight_interval_excluding_the_paper_is_not_reproduced_even_within_tolerance(tmp_path):
     paths = [metrics(tmp_path, "sdgm", "ptb", s, val_ppl=v) for s, v in enumerate([102.0, 102.01, 102.02])]
-    assert C.judge(TOLS, VALUE, ev_of(paths))["verdict"] == C.NOT_REPRODUCED  # 2 % off: a value claim needs the CI
+    assert V.judge(TOLS, VALUE, ev_of(paths))["verdict"] == V.NOT_REPRODUCED  # 2 % off: a value claim needs the CI
 
 
-@pytest.mark.parametrize("value,verdict", [(102.9, C.REPRODUCED), (103.1, C.NOT_REPRODUCED)])
+@pytest.mark.parametrize("value,verdict", [(102.9, V.REPRODUCED), (103.1, V.NOT_REPRODUCED)])
 def test_one_seed_has_no_interval_and_the_tolerance_decides(tmp_path, value, verdict):
-    row = C.judge(TOLS, VALUE, ev_of([metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=value)]))
-    assert row["verdict"] == verdict and row["reason"].startswith(C.ONE_SEED)
+    row = V.judge(TOLS, VALUE, ev_of([metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=value)]))
+    assert row["verdict"] == verdict and row["reason"].startswith(V.ONE_SEED)
     assert math.isnan(row["ours_ci_low"]) and math.isnan(row["ours_ci_high"]) and row["tolerance"] == pytest.approx(3)
 
 
-@pytest.mark.parametrize("values,verdict", [([102.0, 102.01, 102.02], C.REPRODUCED),  # outside the CI, in tolerance
-                                            ([90.0, 120.0, 105.0], C.REPRODUCED),  # inside the wide CI
-                                            ([110.0, 110.01, 110.02], C.NOT_REPRODUCED)])
+@pytest.mark.parametrize("values,verdict", [([102.0, 102.01, 102.02], V.REPRODUCED),  # outside the CI, in tolerance
+                                            ([90.0, 120.0, 105.0], V.REPRODUCED),  # inside the wide CI
+                                            ([110.0, 110.01, 110.02], V.NOT_REPRODUCED)])
 def test_engineering_claim_is_reproduced_inside_the_interval_or_within_the_tolerance(tmp_path, values, verdict):
     paths = [metrics(tmp_path, "sdgm", "ptb", s, val_ppl=v) for s, v in enumerate(values)]
-    assert C.judge(TOLS, {**VALUE, "kind": "engineering"}, ev_of(paths))["verdict"] == verdict
+    assert V.judge(TOLS, {**VALUE, "kind": "engineering"}, ev_of(paths))["verdict"] == verdict
 
 
 def test_value_without_a_record_or_with_a_null_metric_is_not_measured_with_its_reason(tmp_path):
-    row = C.judge(TOLS, VALUE, ev_of([]))
-    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == "no metrics record of sdgm on ptb"
+    row = V.judge(TOLS, VALUE, ev_of([]))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no metrics record of sdgm on ptb"
     p = metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=None, na={"val_ppl": "training diverged"})
-    row = C.judge(TOLS, VALUE, ev_of([p]))
-    assert row["verdict"] == C.NOT_MEASURED and "training diverged" in row["reason"] and row["evidence"] == [str(p)]
+    row = V.judge(TOLS, VALUE, ev_of([p]))
+    assert row["verdict"] == V.NOT_MEASURED and "training diverged" in row["reason"] and row["evidence"] == [str(p)]
 
 
 DIRECTION = {"id": "d", "claim": "c", "where": "w", "kind": "direction", "corpus": "ptb", "source": "metrics",
@@ -95,58 +96,58 @@ DIRECTION = {"id": "d", "claim": "c", "where": "w", "kind": "direction", "corpus
 
 
 @pytest.mark.parametrize("ours,theirs,verdict", [
-    ([90.0, 91.0, 92.0], [100.0, 101.0, 102.0], C.REPRODUCED),
-    ([110.0, 111.0, 112.0], [100.0, 101.0, 102.0], C.CONTRADICTED),
-    ([95.0, 105.0, 100.0], [99.0, 101.0, 100.0], C.NOT_REPRODUCED),  # the interval of the difference contains 0
+    ([90.0, 91.0, 92.0], [100.0, 101.0, 102.0], V.REPRODUCED),
+    ([110.0, 111.0, 112.0], [100.0, 101.0, 102.0], V.CONTRADICTED),
+    ([95.0, 105.0, 100.0], [99.0, 101.0, 100.0], V.NOT_REPRODUCED),  # the interval of the difference contains 0
 ])
 def test_direction_claim_is_judged_on_the_interval_of_the_difference(tmp_path, ours, theirs, verdict):
     paths = [metrics(tmp_path, "sdgm", "ptb", s, val_ppl=v) for s, v in enumerate(ours)]
     paths += [metrics(tmp_path, "txl", "ptb", s, val_ppl=v) for s, v in enumerate(theirs)]
-    row = C.judge(TOLS, DIRECTION, ev_of(paths))
+    row = V.judge(TOLS, DIRECTION, ev_of(paths))
     assert row["verdict"] == verdict and row["compared_with"] == "txl"
     assert row["ours_value"] == pytest.approx(sum(ours) / 3 - sum(theirs) / 3)
     assert row["ours_ci_low"] < row["ours_value"] < row["ours_ci_high"]
 
 
-@pytest.mark.parametrize("ours,verdict", [(96.0, C.REPRODUCED), (98.0, C.NOT_REPRODUCED), (104.0, C.CONTRADICTED)])
+@pytest.mark.parametrize("ours,verdict", [(96.0, V.REPRODUCED), (98.0, V.NOT_REPRODUCED), (104.0, V.CONTRADICTED)])
 def test_direction_with_one_seed_uses_the_tolerance_of_the_compared_value(tmp_path, ours, verdict):
     paths = [metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=ours), metrics(tmp_path, "txl", "ptb", 0, val_ppl=100.0)]
-    row = C.judge(TOLS, DIRECTION, ev_of(paths))
-    assert row["verdict"] == verdict and row["reason"].startswith(C.ONE_SEED) and row["tolerance"] == pytest.approx(3)
+    row = V.judge(TOLS, DIRECTION, ev_of(paths))
+    assert row["verdict"] == verdict and row["reason"].startswith(V.ONE_SEED) and row["tolerance"] == pytest.approx(3)
 
 
 def test_direction_against_several_is_judged_against_the_best_and_higher_is_better_flips_the_sign(tmp_path):
     paths = [metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=50.0), metrics(tmp_path, "a", "ptb", 0, val_ppl=40.0),
              metrics(tmp_path, "b", "ptb", 0, val_ppl=60.0)]
     claim = {**DIRECTION, "than": ["a", "b"], "better": "higher"}
-    row = C.judge(TOLS, claim, ev_of(paths))
-    assert row["compared_with"] == "b" and row["ours_value"] == -10.0 and row["verdict"] == C.CONTRADICTED
-    row = C.judge(TOLS, {**claim, "better": "lower"}, ev_of(paths))
-    assert row["compared_with"] == "a" and row["verdict"] == C.CONTRADICTED
+    row = V.judge(TOLS, claim, ev_of(paths))
+    assert row["compared_with"] == "b" and row["ours_value"] == -10.0 and row["verdict"] == V.CONTRADICTED
+    row = V.judge(TOLS, {**claim, "better": "lower"}, ev_of(paths))
+    assert row["compared_with"] == "a" and row["verdict"] == V.CONTRADICTED
 
 
 def test_direction_with_a_missing_side_is_not_measured_naming_it(tmp_path):
-    row = C.judge(TOLS, DIRECTION, ev_of([metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=90.0)]))
-    assert row["verdict"] == C.NOT_MEASURED and row["reason"].startswith("no value for txl")
+    row = V.judge(TOLS, DIRECTION, ev_of([metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=90.0)]))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"].startswith("no value for txl")
 
 
 def test_a_claim_whose_evidence_leaks_is_never_reproduced(tmp_path):
     paths = [metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=1.1, leaks=True),
              metrics(tmp_path, "txl", "ptb", 0, val_ppl=100.0)]
-    row = C.judge(TOLS, DIRECTION, ev_of(paths))
-    assert row["verdict"] == C.NOT_MEASURED and "leaks future tokens" in row["reason"]
+    row = V.judge(TOLS, DIRECTION, ev_of(paths))
+    assert row["verdict"] == V.NOT_MEASURED and "leaks future tokens" in row["reason"]
     assert "would read: reproduced" in row["reason"]
-    row = C.judge(TOLS, {**VALUE, "paper": 1.1}, ev_of(paths))
-    assert row["verdict"] == C.NOT_MEASURED and "sdgm failed the causality audit" in row["reason"]
+    row = V.judge(TOLS, {**VALUE, "paper": 1.1}, ev_of(paths))
+    assert row["verdict"] == V.NOT_MEASURED and "sdgm failed the causality audit" in row["reason"]
 
 
 def test_engineering_value_from_a_benchmark_record_reads_its_reason(tmp_path):
     claim = {**VALUE, "kind": "engineering", "source": "throughput", "metric": "metrics.train_tokens_per_s",
              "paper": 1000.0}
-    ok = C.judge(TOLS, claim, C.Evidence(throughput=[throughput(tmp_path, "sdgm", "ptb", 0, 1020.0)]))
-    assert ok["verdict"] == C.REPRODUCED and ok["ours_value"] == 1020.0
-    oom = C.judge(TOLS, claim, C.Evidence(throughput=[throughput(tmp_path / "b", "sdgm", "ptb", 0, None)]))
-    assert oom["verdict"] == C.NOT_MEASURED and "out of memory" in oom["reason"]
+    ok = V.judge(TOLS, claim, V.Evidence(throughput=[throughput(tmp_path, "sdgm", "ptb", 0, 1020.0)]))
+    assert ok["verdict"] == V.REPRODUCED and ok["ours_value"] == 1020.0
+    oom = V.judge(TOLS, claim, V.Evidence(throughput=[throughput(tmp_path / "b", "sdgm", "ptb", 0, None)]))
+    assert oom["verdict"] == V.NOT_MEASURED and "out of memory" in oom["reason"]
 
 
 SLOPE = {"id": "s", "claim": "c", "where": "w", "kind": "slope", "corpus": "none", "source": "scaling",
@@ -165,12 +166,12 @@ def fit(slope):
                      **({} if slope is not None else {"na": {"slope": "fewer than 3 lengths ran"}})}}
 
 
-@pytest.mark.parametrize("ours,attention,verdict", [(1.05, 1.9, C.REPRODUCED), (1.5, 1.9, C.NOT_REPRODUCED),
-                                                    (2.2, 1.9, C.CONTRADICTED)])
+@pytest.mark.parametrize("ours,attention,verdict", [(1.05, 1.9, V.REPRODUCED), (1.5, 1.9, V.NOT_REPRODUCED),
+                                                    (2.2, 1.9, V.CONTRADICTED)])
 def test_slope_claim(tmp_path, ours, attention, verdict):
     rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(ours)}, "attention": {"forward": fit(attention)}},
                              "tokens": {"sdgm": {"forward": fit(9.0)}, "attention": {"forward": fit(2.0)}}})
-    row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
     assert row["verdict"] == verdict and row["ours_value"] == ours and "fixed batch" in row["reason"]
     assert row["reason"].startswith("one benchmark run: no interval")
 
@@ -178,18 +179,18 @@ def test_slope_claim(tmp_path, ours, attention, verdict):
 def test_a_schema_1_record_judges_no_slope_and_a_missing_fit_is_not_measured(tmp_path):
     """A schema-1 record timed the superseded einsum decoder: whatever its slope, it is not the model's cost."""
     rec = scaling(tmp_path, {"sdgm": {"forward": {"slope": 1.91}}, "attention": {"forward": {"slope": 1.75}}}, 1)
-    row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == C.SUPERSEDED_SCALING
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == V.SUPERSEDED_SCALING
     rec = scaling(tmp_path, {"tokens": {"sdgm": {"forward": fit(1.2)}, "attention": {"forward": fit(1.9)}}})
-    row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.NOT_REPRODUCED and "the record has no batch view" in row["reason"]
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_REPRODUCED and "the record has no batch view" in row["reason"]
     rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(None)}}})
-    row = C.judge(TOLS, SLOPE, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"
     rec = scaling(tmp_path, {"batch": {"sdgm_chunked": {"forward": fit(1.0)}, "attention": {"forward": fit(2.0)}}})
-    row = C.judge(TOLS, {**SLOPE, "layers": ["sdgm_triton", "sdgm_chunked"]}, C.Evidence(scaling=rec))
-    assert row["verdict"] == C.REPRODUCED and row["reason"].split("(")[1].startswith("sdgm_chunked, fixed batch")
-    assert C.judge(TOLS, SLOPE, C.Evidence())["reason"] == "no scaling record"
+    row = V.judge(TOLS, {**SLOPE, "layers": ["sdgm_triton", "sdgm_chunked"]}, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.REPRODUCED and row["reason"].split("(")[1].startswith("sdgm_chunked, fixed batch")
+    assert V.judge(TOLS, SLOPE, V.Evidence())["reason"] == "no scaling record"
 
 
 def gmm(tmp_path, corpus, converged: bool) -> Path:
@@ -201,19 +202,19 @@ def gmm(tmp_path, corpus, converged: bool) -> Path:
     return p
 
 
-@pytest.mark.parametrize("converged,verdict", [(True, C.REPRODUCED), (False, C.NOT_REPRODUCED)])
+@pytest.mark.parametrize("converged,verdict", [(True, V.REPRODUCED), (False, V.NOT_REPRODUCED)])
 def test_procedure_claim_on_the_gmm(tmp_path, converged, verdict):
     claim = {"id": "g", "claim": "c", "where": "w", "kind": "procedure", "corpus": "all", "source": "gmm",
              "experiment": "sdgm"}
-    row = C.judge(TOLS, claim, C.Evidence(gmm=[gmm(tmp_path, "ptb", converged)]))
+    row = V.judge(TOLS, claim, V.Evidence(gmm=[gmm(tmp_path, "ptb", converged)]))
     assert row["verdict"] == verdict and row["ours_value"] == 4.0 and "ptb/s0: 4" in row["reason"]
-    assert C.judge(TOLS, claim, C.Evidence())["verdict"] == C.NOT_MEASURED
+    assert V.judge(TOLS, claim, V.Evidence())["verdict"] == V.NOT_MEASURED
 
 
 def test_unmeasured_claim_gives_its_reason():
     claim = {"id": "u", "claim": "c", "where": "w", "kind": "unmeasured", "corpus": "all", "reason": "no  metric"}
-    row = C.judge(TOLS, claim, C.Evidence())
-    assert row["verdict"] == C.NOT_MEASURED and row["reason"] == "no metric"
+    row = V.judge(TOLS, claim, V.Evidence())
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no metric"
 
 
 def test_claims_and_compact_csvs_hold_numbers_in_numeric_columns(tmp_path):
@@ -225,11 +226,11 @@ def test_claims_and_compact_csvs_hold_numbers_in_numeric_columns(tmp_path):
     written = C.build_claims(tmp_path / "tables", metrics=paths,
                              throughput=[throughput(tmp_path, "sdgm", "wikitext2", 0, 2000.0)])
     claims = pd.read_csv(written["claims_csv"])
-    for col in C.NUMERIC_CLAIMS_COLUMNS:
+    for col in V.NUMERIC_CLAIMS_COLUMNS:
         assert pd.api.types.is_numeric_dtype(claims[col]), col
-    assert set(claims["verdict"]) <= set(C.VERDICTS) and claims["id"].is_unique
-    assert claims.set_index("id").loc["wt2-val-ppl", "verdict"] == C.REPRODUCED  # 31.2 inside [28.1, 34.4]
-    assert claims.set_index("id").loc["wt2-beats-txl", "verdict"] == C.REPRODUCED
+    assert set(claims["verdict"]) <= set(V.VERDICTS) and claims["id"].is_unique
+    assert claims.set_index("id").loc["wt2-val-ppl", "verdict"] == V.REPRODUCED  # 31.2 inside [28.1, 34.4]
+    assert claims.set_index("id").loc["wt2-beats-txl", "verdict"] == V.REPRODUCED
     compact = pd.read_csv(written["compact_csv"])
     numeric = [c for c in compact.columns if c not in ("experiment", "model", "leaks") and not c.endswith("_na")]
     for col in numeric:
@@ -248,10 +249,10 @@ def test_claims_file_errors_name_the_file_and_the_claim(tmp_path):
     bad = tmp_path / "claims.yaml"
     bad.write_text(yaml.safe_dump({**TOLS, "claims": [{**VALUE, "kind": "vibes"}]}))
     with pytest.raises(ReportError, match=r"claims.yaml: claim 0 \(v\): kind 'vibes'"):
-        C.load_claims(bad)
+        V.load_claims(bad)
     bad.write_text(yaml.safe_dump({**TOLS, "claims": [{**VALUE, "tolerance": "nope"}]}))
     with pytest.raises(ReportError, match="tolerance 'nope' is not defined"):
-        C.load_claims(bad)
+        V.load_claims(bad)
 
 
 PAPER_KEYS = {"val_ppl": "val_ppl", "params": "params_m", "cosine_val": "cosine", "peak_mem_bytes": "peak_mem_gb",
@@ -259,7 +260,7 @@ PAPER_KEYS = {"val_ppl": "val_ppl", "params": "params_m", "cosine_val": "cosine"
 
 
 def test_every_paper_number_of_the_claims_file_agrees_with_paper_numbers():
-    claims = C.load_claims()
+    claims = V.load_claims()
     paper = {(r["experiment"], r["corpus"]): r for r in load_paper()}
     checked = 0
     for c in claims["claims"]:
@@ -267,7 +268,7 @@ def test_every_paper_number_of_the_claims_file_agrees_with_paper_numbers():
             assert paper[(c["experiment"], c["corpus"])][PAPER_KEYS[c["metric"]]] == c["paper"], c["id"]
             checked += 1
     assert checked >= 9
-    assert {c["kind"] for c in claims["claims"]} == set(C.KINDS)
+    assert {c["kind"] for c in claims["claims"]} == set(V.KINDS)
 
 
 def test_committed_h100_claims_and_readme_section_are_what_the_code_renders(tmp_path, monkeypatch):
