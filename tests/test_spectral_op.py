@@ -17,6 +17,7 @@ from sdgm.model import SDGM, SDGMConfig, decode_reference
 from sdgm.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
+TRITON = pytest.param("triton", marks=pytest.mark.needs("triton"))  # a parameter that runs the Triton kernels
 
 
 def make_case(B, L, K, D, offset, seed):
@@ -66,6 +67,7 @@ def test_chunked_matches_float64(B, L, K, D):
     check_against_float64("chunked", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D, block=7)
 
 
+@pytest.mark.needs("triton")
 @pytest.mark.parametrize("B,L,K,D", GRID)
 def test_triton_matches_float64(B, L, K, D):
     check_against_float64("triton", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
@@ -81,13 +83,14 @@ def test_float64_chunked_equals_naive_exactly(impl):
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("impl", ["chunked", TRITON])
 @pytest.mark.parametrize("pos", [0, 1, 127, 1000])
 def test_decoding_offsets_one_position(impl, pos):
     """Decoding asks for one position at a time at any offset, as SDGM.decode_step does."""
     check_against_float64(impl, 2, 1, 7, 10, offset=pos, seed=pos)
 
 
+@pytest.mark.needs("triton")
 def test_triton_bf16_inputs_keep_their_dtype():
     """C in bf16 (autocast on a GPU) gives X_hat and dC in bf16 and fp32 parameter gradients."""
     inputs, positions, G = make_case(3, 20, 16, 32, 0, 1)
@@ -101,6 +104,7 @@ def test_triton_bf16_inputs_keep_their_dtype():
     assert rel_err(y.double(), ref.double()) < 2e-2
 
 
+@pytest.mark.needs("triton")
 def test_model_decode_matches_definition_for_every_decoder():
     for decoder in ("naive", "chunked", "triton"):
         torch.manual_seed(0)
@@ -166,6 +170,7 @@ def test_chunked_layer_memory_does_not_grow_with_l():
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
 
+@pytest.mark.needs("triton")
 def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     """Compile every launch config for an H100 (sm_90) without a GPU and read the SASS: the hardware sine (and the
     cosine in the parameter-gradient kernel), tensor-core MMAs for bf16, no local-memory spills, <= 255 registers."""
@@ -198,7 +203,7 @@ def params(K=4, D=6):
     return torch.randn(K, D), torch.rand(K, D), torch.rand(K, D)
 
 
-@pytest.mark.parametrize("impl", ["naive", "chunked", "triton"])
+@pytest.mark.parametrize("impl", ["naive", "chunked", TRITON])
 def test_shape_errors_name_the_argument(impl):
     A, F, P = params()
     with pytest.raises(SpectralOpError, match=r"C must be a \(B, L, K\)"):
@@ -215,6 +220,7 @@ def test_shape_errors_name_the_argument(impl):
         spectral_decode(torch.randn(2, 3, 4), A, F, P, torch.arange(3), 0, impl=impl)
 
 
+@pytest.mark.needs("triton")
 def test_triton_refuses_non_contiguous_and_float64():
     A, F, P = params()
     c = torch.randn(2, 4, 3).transpose(1, 2)  # (2, 3, 4), not contiguous
@@ -227,6 +233,7 @@ def test_triton_refuses_non_contiguous_and_float64():
         assert spectral_decode(c, A, F, P, torch.arange(3), PERIOD, impl=impl).shape == (2, 3, 6)
 
 
+@pytest.mark.needs("triton")  # without it, 'triton' is refused for that reason instead
 def test_unknown_decoder_and_triton_where_it_cannot_run(monkeypatch):
     with pytest.raises(SpectralOpError, match="decoder must be one of auto, naive, chunked, triton; got 'fast'"):
         resolve_impl("fast", torch.device("cpu"))
