@@ -18,8 +18,15 @@ import pytest
 # decoder "auto" never picks Triton on a CPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import torch  # noqa: E402
+
 from helpers import write_grammar_corpus, write_toy_corpus  # noqa: E402
 from sdgm.data import tokenize_corpus  # noqa: E402
+
+# One intra-op thread in the test process. The models here are tiny, so a second thread gains nothing, and on a
+# machine whose cores are busy with other work two threads that wait on each other made single tests 3-10x slower.
+# (Training jobs set their own count: job_resources.train.threads; subprocesses are not affected.)
+torch.set_num_threads(1)
 
 
 # ---- optional components -------------------------------------------------------------------------------------------

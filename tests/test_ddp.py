@@ -93,6 +93,7 @@ def max_logit_difference(run_a: Path, run_b: Path, tokens: Path) -> float:
         return (a(ids) - b(ids)).abs().max().item()
 
 
+@pytest.mark.e2e  # trains in two processes under torchrun
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_train_as_one_on_the_same_global_batch(tokens, tmp_path, case):
     one = one_process(run_kwargs(tokens, tmp_path / "one", case))
@@ -127,6 +128,7 @@ def cmdline(pid: str) -> str:
         return ""
 
 
+@pytest.mark.e2e  # trains in two processes under torchrun
 def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, tmp_path):
     """SIGKILL to torchrun and its workers part-way through training; the rerun resumes from the last checkpoint
     (every rank's RNG state in it) and ends bit-identical to the uninterrupted two-process run."""
@@ -256,6 +258,7 @@ def test_every_parameter_gets_a_gradient_from_the_training_loss(name):
             assert not missing and math.isfinite(loss.item()), (options, missing)
 
 
+@pytest.mark.e2e  # Snakemake's train job, in two processes under torchrun
 def test_snakemake_train_job_runs_in_two_processes(tmp_path):
     """The train rule with job_resources.train.processes: 2 trains through torchrun; both processes log to the job's
     log, and the run records that it trained in two."""

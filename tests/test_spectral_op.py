@@ -4,6 +4,7 @@ gradients, over awkward sizes; the sm_90 machine code of the Triton kernels; mem
 The Triton kernels run under TRITON_INTERPRET=1 here (set in conftest.py): fp32 dots and the library sine, so
 these tests check the kernels' indexing, masking, tiling and reductions, not the GPU's bf16 or hardware-sine error.
 """
+import itertools
 import json
 import math
 import os
@@ -67,8 +68,23 @@ def test_chunked_matches_float64(B, L, K, D):
     check_against_float64("chunked", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D, block=7)
 
 
+# The Triton kernels, interpreted on a CPU, take seconds per case: they are checked on a covering subset of GRID in
+# which every pair of sizes of two dimensions (B and L, L and K, ...) occurs at least once. Each dimension's sizes
+# sit on either side of the kernels' tile edges (batch tiles of 16 and 32, positions walked several per program,
+# 32 atoms and 64 output columns a tile), so every tail of every tile is still exercised, beside every other one.
+TRITON_GRID = [(1, 1, 1, 5), (1, 1, 7, 100), (1, 63, 64, 5), (1, 300, 1, 5), (3, 1, 7, 100), (3, 1, 64, 5),
+               (3, 63, 1, 100), (3, 300, 7, 5), (17, 1, 1, 100), (17, 1, 7, 5), (17, 1, 64, 100), (17, 63, 7, 5),
+               (17, 300, 64, 100)]
+
+
+def test_the_triton_grid_covers_every_pair_of_sizes():
+    assert set(TRITON_GRID) <= set(GRID)
+    for i, j in itertools.combinations(range(4), 2):
+        assert {(c[i], c[j]) for c in TRITON_GRID} == {(c[i], c[j]) for c in GRID}, (i, j)
+
+
 @pytest.mark.needs("triton")
-@pytest.mark.parametrize("B,L,K,D", GRID)
+@pytest.mark.parametrize("B,L,K,D", TRITON_GRID)
 def test_triton_matches_float64(B, L, K, D):
     check_against_float64("triton", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
 
@@ -156,6 +172,7 @@ print(peak_rss_bytes() - before)
     return int(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e  # three fresh processes, up to L = 16k (below that the process's own growth hides the difference)
 def test_chunked_layer_memory_does_not_grow_with_l():
     """Forward + backward at B = 1, D = 128, K = 64: the naive decoder holds several L x K x D fp32 tensors; the
     chunked one a block of positions at a time, so its memory stays flat as L grows 4x. (At the paper's D = 512,
@@ -170,6 +187,7 @@ def test_chunked_layer_memory_does_not_grow_with_l():
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
 
+@pytest.mark.e2e  # a compiler subprocess of about 20 s
 @pytest.mark.needs("triton")
 def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     """Compile every launch config for an H100 (sm_90) without a GPU and read the SASS: the hardware sine (and the

@@ -112,6 +112,7 @@ RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model="lstm", model_overrides={"d_
                                     "eval_every_steps": 30})
 
 
+@pytest.mark.e2e  # a training subprocess, killed with SIGKILL, and two runs beside it
 @pytest.mark.parametrize("kw", [RUN_KW, RUN_KW_LSTM], ids=["sdgm-shuffled", "lstm-streams"])
 def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw):
     RUN_KW = kw
