@@ -194,7 +194,7 @@ def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_pat
         trainer().try_resume()
 
 
-def test_a_batch_that_does_not_split_evenly_is_refused(tokens, tmp_path):
+def test_a_batch_that_does_not_split_evenly_is_refused():
     cfg = json.loads(json.dumps(QUICK))
     cfg["job_resources"]["train"]["processes"] = 2
     cfg["train"]["batch_size"] = 15
@@ -206,7 +206,11 @@ def test_a_batch_that_does_not_split_evenly_is_refused(tokens, tmp_path):
     cfg["experiments"]["lstm"]["train"]["batch_size"] = 9
     with pytest.raises(ConfigError, match=r"^experiments\.lstm\.train\.batch_size: 9 is not divisible"):
         check_config(cfg)
-    # and the trainer itself, in the processes, before any step
+
+
+@pytest.mark.e2e  # starts two processes under torchrun
+def test_a_batch_that_does_not_split_evenly_is_refused_by_the_trainer_in_its_processes(tokens, tmp_path):
+    """The trainer itself, in the processes, before any step."""
     kw = run_kwargs(tokens, tmp_path, "sdgm", batch_size=7)
     with pytest.raises(RuntimeError, match="training in 2 processes failed"):
         two_processes(kw)
