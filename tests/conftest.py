@@ -1,7 +1,17 @@
-"""Test-session setup and fixtures shared by several test files."""
-import os
+"""Test-session setup, the fixtures shared by several test files, and optional components.
 
-import numpy as np
+Plain helpers shared by the test files are in helpers.py. A test that needs an optional component (Triton, a
+Slurm installation) says so with `@pytest.mark.needs("triton")`: where the component is missing it is skipped
+with a reason naming what is missing and how to install it (listed by `-rs`, which pyproject.toml's addopts
+sets), unless the component's environment variable (SDGM_REQUIRE_TRITON, SDGM_REQUIRE_SLURM) is 1: then it
+fails with that reason, as in CI.
+"""
+import dataclasses
+import gc
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 # Triton reads this when it is imported: without a GPU its kernels then run on CPU tensors, so the fused spectral
@@ -9,17 +19,129 @@ import pytest
 # decoder "auto" never picks Triton on a CPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import torch  # noqa: E402
+
+from helpers import write_grammar_corpus, write_toy_corpus  # noqa: E402
 from sdgm.data import tokenize_corpus  # noqa: E402
+
+# One intra-op thread in the test process. The models here are tiny, so a second thread gains nothing, and on a
+# machine whose cores are busy with other work two threads that wait on each other made single tests 3-10x slower.
+# (Training jobs set their own count: job_resources.train.threads; subprocesses are not affected.)
+torch.set_num_threads(1)
+
+
+# ---- optional components -------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """An optional component: the Python modules and programs it consists of (a program counts as present on the
+    PATH or in /usr/sbin, where Debian puts daemons), whether it needs root, how to install it, and the environment
+    variable that turns its absence from a skip into a failure."""
+    name: str
+    install: str
+    env_var: str
+    modules: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
+    root: bool = False
+
+    def missing(self) -> list[str]:
+        out = []
+        for module in self.modules:
+            try:
+                __import__(module)
+            except ImportError as e:
+                out.append(f"Python module {module} ({e})")
+        out += [f"program {p}" for p in self.programs if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
+        if self.root and os.geteuid() != 0:
+            out.append("root (it runs as uid %d)" % os.geteuid())
+        return out
+
+
+REQUIREMENTS = {
+    "triton": Requirement(
+        "triton", modules=("triton",), env_var="SDGM_REQUIRE_TRITON",
+        install="pip install triton==3.7.1 (in the project's test extra: pip install -e '.[test]')"),
+    "slurm": Requirement(
+        "slurm", programs=("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct", "sbatch"), root=True,
+        env_var="SDGM_REQUIRE_SLURM",
+        install="as root: apt-get install slurm-wlm slurmdbd munge mariadb-server (what .ci/run does)"),
+}
+
+
+def absence(req: Requirement, environ=os.environ) -> tuple[str, bool] | None:
+    """None where every part of `req` is here; otherwise (the reason, naming what is missing and how to install it;
+    whether it is required: environ[req.env_var] is '1')."""
+    missing = req.missing()
+    if not missing:
+        return None
+    required = environ.get(req.env_var) == "1"
+    reason = f"needs {req.name}, but {', '.join(missing)} missing; install: {req.install}"
+    return (f"{reason} ({req.env_var}=1: {req.name} is required)" if required else
+            f"{reason} (set {req.env_var}=1 to fail instead of skipping)"), required
+
+
+def require(req: Requirement, environ=os.environ) -> None:
+    """Return where every part of `req` is here; otherwise skip the calling test naming what is missing and how to
+    install it, or fail it with that reason where environ[req.env_var] is '1'."""
+    found = absence(req, environ)
+    if found is None:
+        return
+    reason, required = found
+    if required:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_finish(session):
+    """Move the objects that live through the session (modules, collected tests) out of the garbage collector's
+    view: the benchmarks call gc.collect() before every case they measure (sdgm.bench.timing.free_memory), and
+    each full collection walked all of them, 0.2-0.4 s a call. Garbage made by the tests is collected as before."""
+    gc.freeze()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(name): needs an optional component of conftest.REQUIREMENTS "
+                                       "(skipped loudly where missing, failed where SDGM_REQUIRE_<NAME>=1)")
+
+
+def _needs(item) -> list[Requirement]:
+    return [REQUIREMENTS[name] for mark in item.iter_markers("needs") for name in mark.args]
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs a missing component is skipped (reported at the test, with the reason), unless the
+    component is required: that test fails when it runs (pytest_runtest_setup)."""
+    absent = {}
+    for item in items:
+        for req in _needs(item):
+            if req.name not in absent:
+                absent[req.name] = absence(req)
+            if absent[req.name] is not None and not absent[req.name][1]:
+                item.add_marker(pytest.mark.skip(reason=absent[req.name][0]))
+                break
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for req in _needs(item):  # before the test's fixtures are set up (a Slurm cluster is not started without Slurm)
+        found = absence(req)
+        if found is not None and found[1]:
+            pytest.fail(found[0], pytrace=False)
+
+
+# ---- shared fixtures -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def toy_tokens(tmp_path_factory):
+    """Token files of a toy corpus (helpers.write_toy_corpus: 30 words, 8 a line; 400 training lines, 40
+    validation, 40 test) for tiny training runs; returns the tokens directory (read-only for the tests)."""
+    root = write_toy_corpus(tmp_path_factory.mktemp("toy_corpus"))
+    tokenize_corpus(root, root / "tokens")
+    return root / "tokens"
 
 
 @pytest.fixture(scope="session")
-def toy_tokens(tmp_path_factory):
-    """Token files of a toy corpus (30 words, 8 a line; 400 training lines, 40 validation, 40 test) for tiny
-    training runs; returns the tokens directory (read-only for the tests)."""
-    root = tmp_path_factory.mktemp("toy_corpus")
-    words = [f"w{i}" for i in range(30)]
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("valid", 40), ("test", 40)):
-        (root / f"{split}.txt").write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(n)) + "\n")
+def grammar_tokens(tmp_path_factory):
+    """Token files of helpers.write_grammar_corpus (seed 0; 41 tokens with <eos>), a corpus a model learns from in
+    a few dozen steps; returns the tokens directory (read-only for the tests)."""
+    root = write_grammar_corpus(tmp_path_factory.mktemp("grammar_corpus"))
     tokenize_corpus(root, root / "tokens")
     return root / "tokens"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import random_ids
 from baselines.linformer import attention_reference
 from sdgm.registry import build_model, load_run, save_run
 
@@ -24,17 +25,14 @@ def small(name, seed=0, **kw):
     return build_model(name, V, seq_len=L, **{**SMALL[name], **kw})
 
 
-def tokens(B=3, n=L, seed=1):
-    return torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(seed))
-
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_forward_backward_shapes(name):
     m = small(name)
-    assert m(tokens()).shape == (3, L, V)
-    assert m(tokens(n=7)).shape == (3, 7, V)  # shorter windows work (last evaluation window)
+    assert m(random_ids(V, 3, L)).shape == (3, L, V)
+    assert m(random_ids(V, 3, 7)).shape == (3, 7, V)  # shorter windows work (last evaluation window)
     assert m.max_context == L
-    loss, stats = m.training_loss(tokens(), tokens(seed=2))
+    loss, stats = m.training_loss(random_ids(V, 3, L), random_ids(V, 3, L, seed=2))
     assert loss.ndim == 0 and torch.isfinite(loss) and set(stats) == {"nll"}
     loss.backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -44,7 +42,7 @@ def test_forward_backward_shapes(name):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_too_long_sequence_is_refused(name):
     with pytest.raises(ValueError, match="exceeds seq_len"):
-        small(name)(tokens(n=L + 1))
+        small(name)(random_ids(V, 3, L + 1))
 
 
 @pytest.mark.parametrize("name,bad,match", [
@@ -127,7 +125,7 @@ def test_noncausal_linformer_is_the_package_model():
     m = small("linformer_noncausal").eval()
     assert isinstance(m.lm, LinformerLM) and m.causal is False
     assert m.lm.linformer.net.layers[0][0].fn.k == 6
-    torch.testing.assert_close(m(tokens()), m.lm(tokens()))
+    torch.testing.assert_close(m(random_ids(V, 3, L)), m.lm(random_ids(V, 3, L)))
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -136,4 +134,4 @@ def test_save_and_load_roundtrip(name, tmp_path):
     save_run(tmp_path, name, m, [f"w{i}" for i in range(V)])
     back, vocab = load_run(tmp_path)
     assert type(back) is type(m) and len(vocab) == V
-    torch.testing.assert_close(back(tokens()), m(tokens()), rtol=0, atol=0)
+    torch.testing.assert_close(back(random_ids(V, 3, L)), m(random_ids(V, 3, L)), rtol=0, atol=0)

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from helpers import random_ids
 from sdgm import generation_report
 from sdgm.bench.generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
                                    measure_generation, measure_path, state_bytes)
@@ -28,10 +29,6 @@ def small(name):
     return build_model(name, V, seq_len=L, **SMALL[name]).eval()
 
 
-def ids(B, T, seed=1):
-    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
 def test_state_bytes_counts_every_storage_once():
     a = torch.zeros(4, 8)  # 128 bytes
     view = a[:2]  # same storage
@@ -39,7 +36,7 @@ def test_state_bytes_counts_every_storage_once():
     obj.inner = [torch.zeros(3, dtype=torch.float64), {"again": a}]  # 24 bytes, and a once more
     assert state_bytes({"a": a, "view": view, "obj": obj, "n": 3, "none": None, "name": "x"}) == 128 + 24
     m = small("gpt2")
-    _, state = m.prefill(ids(2, 5))
+    _, state = m.prefill(random_ids(V, 2, 5))
     D, n_layer = 16, 2
     # transformers' DynamicCache: keys and values of 5 positions per layer, plus the 5 tokens of the context
     assert state_bytes(state) == 2 * n_layer * 2 * 5 * D * 4 + 2 * 5 * 8
@@ -50,7 +47,7 @@ def test_window_recompute_is_the_generic_fallback():
     m = small("gpt2")
     slow = WindowRecompute(m)
     assert not slow.incremental_decoding and slow.decode_beyond_context == "window" and slow.max_context == L
-    idx = ids(2, 3 * L)
+    idx = random_ids(V, 2, 3 * L)
     logits, state = slow.prefill(idx[:, :1])
     out = [logits]
     for t in range(1, idx.shape[1]):
@@ -58,7 +55,7 @@ def test_window_recompute_is_the_generic_fallback():
         out.append(logits)
     assert list(state) == ["context"] and torch.equal(state["context"], idx[:, -L:])
     torch.testing.assert_close(torch.stack(out, dim=1), m.decode_reference(idx), rtol=1e-5, atol=1e-5)
-    prompt = ids(3, 2, seed=4)
+    prompt = random_ids(V, 3, 2, seed=4)
     assert torch.equal(sample_autoregressive(slow, prompt, 2 * L, seed=5), sample_autoregressive(m, prompt, 2 * L, seed=5))
 
 
@@ -74,7 +71,7 @@ def test_paths_of_each_model():
 def test_compiled_steps_decode_exactly_like_the_model(name):
     m = small(name)
     compiled = CompiledSteps(m, backend="eager")  # TorchDynamo's tracing without code generation
-    idx = ids(2, 2 * L)
+    idx = random_ids(V, 2, 2 * L)
     state, out = compiled.init_decode_state(2), []
     for t in range(idx.shape[1]):
         logits, state = compiled.decode_step(idx[:, t], state)

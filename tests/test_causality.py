@@ -6,7 +6,8 @@ metrics.json. Models that see later tokens on purpose must be caught, and must s
 import pytest
 import torch
 
-from sdgm.data import tokenize_corpus
+from helpers import SMALL as SMALL_MODELS
+from helpers import take_optimizer_steps
 from sdgm.evaluate import CAUSAL_TOLERANCE, causal_audit, causality_violation
 from sdgm.experiment import run_training
 from sdgm.registry import MODELS, build_model
@@ -14,14 +15,7 @@ from sdgm.registry import MODELS, build_model
 V, L = 50, 24
 
 # Small options per registered model; a model without an entry is audited at its default size.
-SMALL = {
-    "sdgm": {"d_model": 16, "n_atoms": 8},
-    "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 4},
-    "linformer": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6, "block_size": 5},
-    "linformer_noncausal": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6},
-    "transformer_xl": {"n_layer": 2, "n_head": 2, "d_model": 16, "d_head": 8, "d_inner": 32, "mem_len": 12},
-    "lstm": {"d_embed": 16, "d_hidden": 16},
-}
+SMALL = {**SMALL_MODELS, "transformer_xl": {**SMALL_MODELS["transformer_xl"], "mem_len": 12}}
 # Registered models that see later tokens by construction (kept to measure what leaking does).
 KNOWN_LEAKS = {"linformer_noncausal"}
 
@@ -56,16 +50,8 @@ def test_fresh_model(name, opts, leaks):
 def test_trained_model(name, opts, leaks):
     """A few optimizer steps (dropout on, as in training) must not open a path to later tokens."""
     m = fresh(name, opts)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(1)
-    m.train()
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    for _ in range(4):
-        span = torch.randint(0, V, (4, L + 1), generator=g)
-        loss, _ = m.training_loss(span[:, :-1], span[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    take_optimizer_steps(m, V, L, steps=4, seed=1)
     assert any(not torch.equal(before[n], p) for n, p in m.named_parameters())  # it did train
     audit = causal_audit(m, V, L, seed=7)
     assert m.training  # the audit restores the mode it found
@@ -74,24 +60,13 @@ def test_trained_model(name, opts, leaks):
         assert audit["max_logit_change"] > 1e-3
 
 
-@pytest.fixture(scope="module")
-def corpus_tokens(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    for split, n_lines in (("train", 300), ("valid", 30), ("test", 30)):
-        lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 30, (10,), generator=g)) for _ in range(n_lines)]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
-
-
 @pytest.mark.parametrize("name,opts,leaks", [
     ("linformer", SMALL["linformer"], False),
     ("linformer_noncausal", SMALL["linformer_noncausal"], True),
     ("sdgm", {**SMALL["sdgm"], "encoder_padding": "centered"}, True),
 ])
-def test_run_training_stores_the_audit_of_the_trained_model(corpus_tokens, tmp_path, name, opts, leaks):
-    rec = run_training(corpus_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json",
+def test_run_training_stores_the_audit_of_the_trained_model(toy_tokens, tmp_path, name, opts, leaks):
+    rec = run_training(toy_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json",
                        corpus="tiny", experiment=name, model=name, model_overrides=opts, seed=0, progress=False,
                        train_overrides={"seq_len": 16, "batch_size": 8, "max_steps": 6, "lr": 1e-2,
                                         "device": "cpu", "log_every_steps": 2})

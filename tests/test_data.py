@@ -340,12 +340,15 @@ def test_check_counts_mismatch() -> None:
         data.check_counts(stats, {"vocab_size": 11})
 
 
-def test_tokenize_empty_split(tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus"
+def write_splits(corpus: Path, **texts: str) -> Path:
     corpus.mkdir()
-    (corpus / "train.txt").write_text("a b\n", encoding="utf-8")
-    (corpus / "valid.txt").write_text("a\n", encoding="utf-8")
-    (corpus / "test.txt").write_text("", encoding="utf-8")
+    for split, text in texts.items():
+        (corpus / f"{split}.txt").write_text(text, encoding="utf-8")
+    return corpus
+
+
+def test_tokenize_empty_split(tmp_path: Path) -> None:
+    corpus = write_splits(tmp_path / "corpus", train="a b\n", valid="a\n", test="")
     out = tmp_path / "tokens"
     with pytest.raises(DataError, match="test.txt"):
         data.tokenize_corpus(corpus, out)
@@ -353,11 +356,7 @@ def test_tokenize_empty_split(tmp_path: Path) -> None:
 
 
 def test_tokenize_small_corpus_outputs(tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "train.txt").write_text("x <unk> y\n", encoding="utf-8")
-    (corpus / "valid.txt").write_text("y z\n", encoding="utf-8")
-    (corpus / "test.txt").write_text("x\n", encoding="utf-8")
+    corpus = write_splits(tmp_path / "corpus", train="x <unk> y\n", valid="y z\n", test="x\n")
     out = tmp_path / "tokens"
     stats = data.tokenize_corpus(corpus, out)
     assert leftovers(out) == ["stats.json", "test.pt", "train.pt", "valid.pt", "vocab.json"]

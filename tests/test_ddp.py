@@ -18,36 +18,19 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from helpers import (QUICK, REPO, kill_when, logged_steps, one_run_config, snakemake, write_config,
+                     write_grammar_corpus)
 from sdgm.config import ConfigError, check_config, runs, train_processes
-from sdgm.data import tokenize_corpus
 from sdgm.distributed import launch
 from sdgm.experiment import run_training
 from sdgm.registry import MODELS, build_model, load_run
-
-REPO = Path(__file__).resolve().parents[1]
-QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
 TOL = 1e-5  # largest absolute difference of a logged loss, a validation NLL or a weight, 1 vs 2 processes
 
 
-def write_corpus(root: Path) -> Path:
-    """A small corpus with structure (a repeating grammar): root/{train,valid,test}.txt."""
-    g = torch.Generator().manual_seed(0)
-    words = [f"w{i}" for i in range(40)]
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n_lines in (("train", 1500), ("valid", 120), ("test", 120)):
-        starts = torch.randint(0, 40, (n_lines,), generator=g).tolist()
-        lines = [" ".join(words[(s + 3 * j) % 40] for j in range(8)) for s in starts]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    root = write_corpus(tmp_path_factory.mktemp("corpus"))
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
+def tokens(grammar_tokens) -> Path:
+    return grammar_tokens
 
 
 TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 40, "lr": 1e-2, "eval_every_steps": 10,
@@ -110,6 +93,7 @@ def max_logit_difference(run_a: Path, run_b: Path, tokens: Path) -> float:
         return (a(ids) - b(ids)).abs().max().item()
 
 
+@pytest.mark.e2e  # trains in two processes under torchrun
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_train_as_one_on_the_same_global_batch(tokens, tmp_path, case):
     one = one_process(run_kwargs(tokens, tmp_path / "one", case))
@@ -144,6 +128,7 @@ def cmdline(pid: str) -> str:
         return ""
 
 
+@pytest.mark.e2e  # trains in two processes under torchrun
 def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, tmp_path):
     """SIGKILL to torchrun and its workers part-way through training; the rerun resumes from the last checkpoint
     (every rank's RNG state in it) and ends bit-identical to the uninterrupted two-process run."""
@@ -154,16 +139,14 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
     with open(tmp_path / "first.log", "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
-        killed_at, deadline = None, time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            steps = [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
-            if steps and steps[-1] >= 40:
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher, torchrun and both workers
-                killed_at = steps[-1]
-                break
-            time.sleep(0.01)
-        proc.wait()
-    assert killed_at is not None, "the run finished before it could be killed"
+        steps = []
+
+        def at_step_40() -> bool:
+            steps[:] = logged_steps(log)
+            return bool(steps) and steps[-1] >= 40
+
+        kill_when(proc, at_step_40, signal.SIGKILL, timeout=120)  # the launcher, torchrun and both workers
+    killed_at = steps[-1]
     time.sleep(0.5)
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(tmp_path / "ck") in cmdline(pid)]
     assert not left, f"processes of the killed run still alive: {left}"  # the workers died with torchrun
@@ -211,7 +194,7 @@ def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_pat
         trainer().try_resume()
 
 
-def test_a_batch_that_does_not_split_evenly_is_refused(tokens, tmp_path):
+def test_a_batch_that_does_not_split_evenly_is_refused():
     cfg = json.loads(json.dumps(QUICK))
     cfg["job_resources"]["train"]["processes"] = 2
     cfg["train"]["batch_size"] = 15
@@ -223,7 +206,11 @@ def test_a_batch_that_does_not_split_evenly_is_refused(tokens, tmp_path):
     cfg["experiments"]["lstm"]["train"]["batch_size"] = 9
     with pytest.raises(ConfigError, match=r"^experiments\.lstm\.train\.batch_size: 9 is not divisible"):
         check_config(cfg)
-    # and the trainer itself, in the processes, before any step
+
+
+@pytest.mark.e2e  # starts two processes under torchrun
+def test_a_batch_that_does_not_split_evenly_is_refused_by_the_trainer_in_its_processes(tokens, tmp_path):
+    """The trainer itself, in the processes, before any step."""
     kw = run_kwargs(tokens, tmp_path, "sdgm", batch_size=7)
     with pytest.raises(RuntimeError, match="training in 2 processes failed"):
         two_processes(kw)
@@ -275,26 +262,22 @@ def test_every_parameter_gets_a_gradient_from_the_training_loss(name):
             assert not missing and math.isfinite(loss.item()), (options, missing)
 
 
+@pytest.mark.e2e  # Snakemake's train job, in two processes under torchrun
 def test_snakemake_train_job_runs_in_two_processes(tmp_path):
     """The train rule with job_resources.train.processes: 2 trains through torchrun; both processes log to the job's
     log, and the run records that it trained in two."""
-    corpus = write_corpus(tmp_path / "corpus")
-    cfg = json.loads(json.dumps(QUICK))
+    corpus = write_grammar_corpus(tmp_path / "corpus")
+    cfg = one_run_config(d_model=16, n_atoms=8)
     cfg["corpora"] = {"tiny": {"source": {"type": "url", "urls": {s: f"file://{corpus}/{s}.txt"
                                                                    for s in ("train", "valid", "test")}},
                                "sha256": None}}
-    cfg["experiments"] = {"sdgm": {"model": "sdgm"}}
-    cfg["gmm"]["experiments"] = []
-    cfg["models"]["sdgm"].update(d_model=16, n_atoms=8)
     cfg["train"].update(seq_len=16, batch_size=8, max_steps=20, eval_every_steps=10, eval_max_windows=8,
                         log_every_steps=5, device="cpu")
     cfg["job_resources"]["train"].update(threads=2, processes=2, gpu=0)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, cfg)
     name = runs(cfg)[0].name  # sdgm-s0-<hash>
     target = f"results/runs/tiny/{name}/metrics.json"
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), target,
-                        "--cores", "2", "--configfile", "tiny.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300)
+    r = snakemake(target, "--cores", "2", "--configfile", "tiny.yaml", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     rec = json.loads((tmp_path / target).read_text())
     assert rec["metrics"]["train_processes"] == 2 and rec["metrics"]["steps"] == 20

@@ -3,6 +3,8 @@ the decoding state, and the sampler's output under a fixed seed."""
 import pytest
 import torch
 
+from helpers import SMALL as SMALL_MODELS
+from helpers import random_ids, take_optimizer_steps
 from sdgm.generate import _draw, sample_autoregressive
 from sdgm.interface import LanguageModel
 from sdgm.registry import MODELS, build_model
@@ -126,14 +128,7 @@ def test_empty_prompt_is_refused():
 
 # ---- every registered model -------------------------------------------------------------------------------------
 # Small options per model at L = 12; Transformer-XL's memory covers the window (mem_len >= L - 1).
-SMALL = {
-    "sdgm": {"d_model": D, "n_atoms": K},
-    "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 4},
-    "linformer": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6, "block_size": 5},  # blocks of 5, 5 and 2
-    "linformer_noncausal": {"d_model": 32, "n_layer": 2, "n_head": 4, "k": 6},
-    "transformer_xl": {"n_layer": 2, "n_head": 2, "d_model": 16, "d_head": 8, "d_inner": 32, "mem_len": L},
-    "lstm": {"d_embed": 16, "d_hidden": 16},
-}
+SMALL = {**SMALL_MODELS, "transformer_xl": {**SMALL_MODELS["transformer_xl"], "mem_len": L}}
 CACHED = ["gpt2", "linformer", "lstm", "sdgm", "transformer_xl"]  # every causal model decodes incrementally
 WINDOW = ["gpt2", "linformer", "sdgm"]  # beyond L: the forward over the last L tokens, exactly
 
@@ -143,21 +138,8 @@ def model(name, trained=False, seed=0, **kw):
     torch.manual_seed(seed)
     m = build_model(name, V, seq_len=L, **{**SMALL[name], **kw})
     if trained:
-        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-        g = torch.Generator().manual_seed(seed + 1)
-        m.train()
-        with torch.enable_grad():  # the tests run under no_grad
-            for _ in range(3):
-                span = torch.randint(0, V, (4, L + 1), generator=g)
-                loss, _ = m.training_loss(span[:, :-1], span[:, 1:])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        take_optimizer_steps(m, V, L, steps=3, seed=seed + 1)  # the tests run under no_grad: it enables grad
     return m.eval()
-
-
-def ids(B, T, seed=1):
-    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 def close(a, b):
@@ -181,7 +163,7 @@ def test_every_model_states_how_it_decodes():
 @torch.no_grad()
 def test_step_equals_the_full_forward_within_the_window(name, B, trained):
     m = model(name, trained)
-    idx = ids(B, L)
+    idx = random_ids(V, B, L)
     step = stepwise_logits(m, idx)
     for t in range(L):
         close(step[:, t], m(idx[:, :t + 1])[:, -1])
@@ -194,7 +176,7 @@ def test_step_equals_the_full_forward_within_the_window(name, B, trained):
 def test_window_models_slide_exactly(name, B, trained):
     """Beyond L the step equals the forward over the last L tokens (GPT-2 and Linformer recompute that window)."""
     m = model(name, trained)
-    idx = ids(B, 4 * L + 3)
+    idx = random_ids(V, B, 4 * L + 3)
     step = stepwise_logits(m, idx)
     for t in range(L, idx.shape[1]):
         close(step[:, t], m(idx[:, t - L + 1:t + 1])[:, -1])
@@ -205,7 +187,7 @@ def test_window_models_slide_exactly(name, B, trained):
 @torch.no_grad()
 def test_lstm_keeps_its_whole_history_beyond_the_window(B, trained):
     m = model("lstm", trained)
-    idx = ids(B, 4 * L + 3)
+    idx = random_ids(V, B, 4 * L + 3)
     step = stepwise_logits(m, idx)
     close(step, m(idx))  # the forward over the whole sequence from a zero state: O(1) per token, never forgets
     close(m.decode_reference(idx), step)
@@ -226,7 +208,7 @@ def chain_of_one_token_segments(m, idx):
 @torch.no_grad()
 def test_transformer_xl_memory_slides_beyond_the_window(mem_len, B, trained):
     m = model("transformer_xl", trained, mem_len=mem_len, init_std=0.3)  # at 0.02 distant tokens barely count
-    idx = ids(B, 4 * L + 3)
+    idx = random_ids(V, B, 4 * L + 3)
     step = stepwise_logits(m, idx)
     close(step, chain_of_one_token_segments(m, idx))
     close(m.decode_reference(idx), step)
@@ -241,7 +223,7 @@ def test_transformer_xl_memory_slides_beyond_the_window(mem_len, B, trained):
 def test_transformer_xl_with_a_short_memory_recomputes_the_window():
     m = model("transformer_xl", mem_len=L - 2)
     assert not m.incremental_decoding and m.decode_beyond_context == "window"
-    idx = ids(2, 2 * L + 1)
+    idx = random_ids(V, 2, 2 * L + 1)
     assert torch.equal(stepwise_logits(m, idx), full_forward_logits(m, idx))
 
 
@@ -255,7 +237,7 @@ PREFILL_CASES = [(name, kw) for name in sorted(MODELS) for kw in [{}]] + [
 @torch.no_grad()
 def test_prefill_then_steps_follow_the_contract(name, kw, P):
     m = model(name, trained=True, **kw)
-    idx = ids(2, 3 * L + 4)
+    idx = random_ids(V, 2, 3 * L + 4)
     ref = m.decode_reference(idx)  # (B, T, V)
     logits, state = m.prefill(idx[:, :P])
     out = [logits]
@@ -269,7 +251,7 @@ def test_prefill_then_steps_follow_the_contract(name, kw, P):
 def test_decoding_state_stops_growing():
     """What each model keeps per sequence: a window of keys and values (GPT-2, Linformer's summaries and block),
     a sliding memory (Transformer-XL), a fixed recurrent state (LSTM); beyond L, GPT-2 and Linformer keep tokens."""
-    idx = ids(2, 3 * L)
+    idx = random_ids(V, 2, 3 * L)
     sizes = {}
     for name in ("gpt2", "linformer", "transformer_xl", "lstm"):
         m = model(name)
@@ -306,7 +288,7 @@ def test_samples_for_a_fixed_seed_follow_the_contract(name, prompt_len, n_new):
     """Cached decoding changes no sample: within the window every model draws what the old window sampler drew;
     beyond it, what the model's contract gives (the window itself, except for the LSTM and Transformer-XL)."""
     m = model(name, trained=True)
-    prompt = ids(4, prompt_len, seed=3)
+    prompt = random_ids(V, 4, prompt_len, seed=3)
     new = sample_autoregressive(m, prompt, n_new, temperature=0.9, top_k=20, seed=7)
     expected = old_sampler(m, prompt, n_new, temperature=0.9, top_k=20, seed=7,
                            next_logits=lambda idx: m.decode_reference(idx)[:, -1])

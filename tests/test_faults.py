@@ -13,19 +13,16 @@ import dataclasses
 import json
 import lzma
 import math
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import typing
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,26 +39,15 @@ from sdgm.registry import build_model, load_run, model_config
 from sdgm.reporting import ReportError
 from sdgm.train import CheckpointError, NonFiniteLoss, TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+from helpers import (QUICK, REPO, kill_when, metrics_record, mutate, one_run_config, snakemake, snakemake_command,
+                     write_config, write_grammar_corpus)
 
 
 # ============================================================================ run_training level
 
-def write_corpus(root: Path, seed: int = 0, shuffle_train: bool = False) -> Path:
-    """A small corpus with structure (a repeating grammar), tokenized; returns the tokens directory."""
-    g = torch.Generator().manual_seed(seed)
-    words = [f"w{i}" for i in range(40)]
-    for split, n_lines in (("train", 1500), ("valid", 120), ("test", 120)):
-        lines = []
-        for _ in range(n_lines):
-            start = int(torch.randint(0, 40, (1,), generator=g))
-            lines.append(" ".join(words[(start + 3 * j) % 40] for j in range(8)))
-        if shuffle_train and split == "train":  # same words, another order of first appearance: another vocabulary
-            lines = lines[::-1]
-        root.mkdir(parents=True, exist_ok=True)
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+def write_corpus(root: Path, **kw) -> Path:
+    """helpers.write_grammar_corpus, tokenized; returns the tokens directory."""
+    write_grammar_corpus(root, **kw)
     tokenize_corpus(root, root / "tokens")
     return root / "tokens"
 
@@ -76,8 +62,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
+def tokens(grammar_tokens) -> Path:
+    return grammar_tokens
 
 
 TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 0, "checkpoint_every_steps": 10,
@@ -348,16 +334,6 @@ def test_truncated_shipped_file_is_named(shipped_copy, tmp_path):
 
 # ============================================================================ configuration
 
-def mutate(path: str, value) -> dict:
-    cfg = copy.deepcopy(QUICK)
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    node[last] = value
-    return cfg
-
-
 BAD = [  # values a plain JSON-schema check lets through, or that YAML makes easy to write by mistake
     ("train.seq_len", 64.0, "train.seq_len"),
     ("train.lr", float("nan"), "train.lr"),
@@ -382,7 +358,7 @@ def test_config_check_refuses_bad_values_naming_the_field(path, value, named):
 
 
 def test_snakemake_refuses_an_integer_written_as_a_float(tmp_path):
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(mutate("train.seq_len", 64.0)))
+    write_config(tmp_path, mutate("train.seq_len", 64.0), "bad.yaml")
     r = snakemake("-n", "--configfile", "bad.yaml", cwd=tmp_path, timeout=120)
     assert r.returncode != 0
     assert "invalid config at train.seq_len: 64.0 is not of type 'integer'" in r.stdout + r.stderr
@@ -505,14 +481,9 @@ def test_config_fuzz_accepts_only_configs_the_trainer_and_models_accept(mutation
 # ============================================================================ tables never lie
 
 def good_record() -> dict:
-    return {
-        "schema": 1, "run_id": "ptb/sdgm-s0", "experiment": "sdgm", "model": "sdgm", "corpus": "ptb", "seed": 0,
-        "provenance": {"git_commit": "abc123", "device": "cpu", "torch": "2.13.0"},
-        "metrics": {"val_ppl": 150.0, "test_ppl": 140.0, "params": 123456, "cosine_val": 0.4,
-                    "train_tokens_per_s": 1e4, "peak_mem_bytes": None},
-        "na": {"peak_mem_bytes": "no GPU (CPU run)"},
-        "history": {"train": [], "val": []},
-    }
+    rec = metrics_record("sdgm", "ptb", 0, 150.0, history={"train": [], "val": []})
+    rec["metrics"].update(test_ppl=140.0, params=123456, cosine_val=0.4, train_tokens_per_s=1e4)
+    return rec
 
 
 def broken(change):
@@ -623,32 +594,18 @@ def test_the_writer_check_finds_in_place_writes(tmp_path):
 
 # ============================================================================ the DAG: kills, resumption, divergence
 
-def snakemake(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 MAX_STEPS = 300
 
 
 def tiny_config(resources_dir: str = "resources", **train) -> dict:
     """One corpus (PTB, shipped), one small SDGM run, a checkpoint every 10 steps, one thread (bit-identical)."""
-    cfg = copy.deepcopy(QUICK)
+    cfg = one_run_config(d_model=32, n_atoms=16)
     cfg["resources_dir"] = resources_dir
-    cfg["corpora"] = {"ptb": QUICK["corpora"]["ptb"]}
-    cfg["experiments"] = {"sdgm": {"model": "sdgm"}}
-    cfg["gmm"]["experiments"] = []
-    cfg["models"]["sdgm"].update(d_model=32, n_atoms=16)
     cfg["train"].update(seq_len=32, batch_size=16, max_steps=MAX_STEPS, eval_every_steps=100, eval_max_windows=16,
                         checkpoint_every_steps=10, log_every_steps=1, device="cpu", **train)
     cfg["sampling"].update(n_samples=1, n_tokens=5)
     cfg["job_resources"]["train"] = {**cfg["job_resources"]["train"], "threads": 1}
     return cfg
-
-
-def write_config(workdir: Path, cfg: dict) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(cfg))
 
 
 NAME = runs(tiny_config())[0].name  # sdgm-s0-<hash of the tiny config>
@@ -697,20 +654,6 @@ def reference(tmp_path_factory) -> dict:
     return {"dir": work, "metrics": json.loads((work / "results" / RUN / "metrics.json").read_text())}
 
 
-def kill_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 300) -> None:
-    """Send `sig` to the whole process group (Snakemake and its jobs), as Ctrl-C or a crash would, once ready()."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"snakemake ended (rc {proc.returncode}) before it could be interrupted")
-        if ready():
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=60)
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for the moment to interrupt")
-
-
 def train_progress(work: Path) -> int:
     log = work / CKPT / "log.jsonl"
     if not (work / CKPT / "last.pt").exists() or not log.exists():
@@ -734,8 +677,8 @@ def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_
     with open(work / "first.log", "w") as log:
         # SIGINT back to its default in Snakemake and its jobs: a shell starts background commands (`cmd &`) with
         # SIGINT ignored, and a suite launched that way would see the interrupt ignored
-        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), TARGET, "--cores", "2",
-                                 "--configfile", "tiny.yaml"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(snakemake_command(TARGET, "--cores", "2", "--configfile", "tiny.yaml"), cwd=work,
+                                stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         kill_when(proc, lambda: train_progress(work) >= at_step, sig)
@@ -785,9 +728,8 @@ def test_dag_killed_during_tokenization_redoes_only_that(tmp_path):
     target = "resources/tokens/ptb/stats.json"
     started = work / "results/logs/tokenize/ptb.log"
     with open(work / "first.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), target, "--cores", "1",
-                                 "--configfile", "tiny.yaml"], cwd=work, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(snakemake_command(target, "--cores", "1", "--configfile", "tiny.yaml"), cwd=work,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         # the job's log appears once its script has imported torch, just before tokenizing (about a second of work)
         kill_when(proc, started.exists, signal.SIGKILL)
     assert not (work / target).exists()

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from helpers import random_ids
 from baselines.lstm import LSTMConfig
 from sdgm.evaluate import causality_violation
 from sdgm.registry import build_model
@@ -14,17 +15,14 @@ def small(**kw):
     return build_model("lstm", V, **{"seq_len": L, "d_embed": 16, "d_hidden": 16, **kw})
 
 
-def tokens(B=3, n=L, seed=1):
-    return torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(seed))
-
 
 def test_shapes_and_every_parameter_gets_a_gradient():
     m = small()
-    assert m(tokens()).shape == (3, L, V)
-    assert m(tokens(n=40)).shape == (3, 40, V)  # a recurrent model takes any length
-    logits, (h, c) = m.forward_with_state(tokens(), None)
+    assert m(random_ids(V, 3, L)).shape == (3, L, V)
+    assert m(random_ids(V, 3, 40)).shape == (3, 40, V)  # a recurrent model takes any length
+    logits, (h, c) = m.forward_with_state(random_ids(V, 3, L), None)
     assert logits.shape == (3, L, V) and h.shape == c.shape == (2, 3, 16)
-    loss, stats = m.training_loss(tokens(), tokens(seed=2))
+    loss, stats = m.training_loss(random_ids(V, 3, L), random_ids(V, 3, L, seed=2))
     loss.backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
@@ -38,7 +36,7 @@ def test_causal(t):
 
 def test_carried_state_equals_one_long_pass():
     m = small().eval()
-    idx = tokens(n=3 * L)
+    idx = random_ids(V, 3, 3 * L)
     full = m(idx)
     state, parts = None, []
     for i in range(3):

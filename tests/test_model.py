@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import random_ids
 from sdgm.evaluate import causality_violation
 from sdgm.losses import (diag_gmm_nll, diag_gmm_nll_reference, stft_loss, stft_magnitude,
                          stft_magnitude_reference)
@@ -19,19 +20,16 @@ def small(**kw) -> SDGM:
     return build_model("sdgm", V, d_model=D, n_atoms=K, seq_len=L, **kw)
 
 
-def tokens(B=3, n=L, seed=1):
-    return torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(seed))
-
 
 @pytest.mark.parametrize("head", ["linear", "pointer"])
 def test_shapes(head):
     m = small(head=head, delta=0.1)
-    idx = tokens()
+    idx = random_ids(V, 3, L)
     x, c, x_hat = m.parts(idx)
     assert x.shape == (3, L, D) and c.shape == (3, L, K) and x_hat.shape == (3, L, D)
     assert m(idx).shape == (3, L, V)
     assert m(idx[:, :5]).shape == (3, 5, V)  # shorter windows work (last evaluation window)
-    loss, stats = m.training_loss(idx, tokens(seed=2))
+    loss, stats = m.training_loss(idx, random_ids(V, 3, L, seed=2))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert set(stats) == {"nll", "mse", "stft", "prior"}
     loss.backward()
@@ -41,7 +39,7 @@ def test_shapes(head):
 
 def test_too_long_sequence_is_refused():
     with pytest.raises(ValueError, match="exceeds seq_len"):
-        small()(tokens(n=L + 1))
+        small()(random_ids(V, 3, L + 1))
 
 
 def test_config_rejects_bad_values():
@@ -116,7 +114,7 @@ def test_gmm_prior_matches_reference_values_and_gradients():
 
 def test_training_loss_is_the_weighted_sum_of_its_terms():
     m = small(alpha=0.5, beta=2.0, gamma=3.0, delta=0.25)
-    idx, tgt = tokens(), tokens(seed=5)
+    idx, tgt = random_ids(V, 3, L), random_ids(V, 3, L, seed=5)
     loss, st = m.training_loss(idx, tgt)
     x, c, x_hat = m.parts(idx)
     nll = F.cross_entropy(m(idx).flatten(0, 1), tgt.flatten())
@@ -130,7 +128,7 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
 
 
 def test_beta_zero_and_gamma_zero_drop_their_terms():
-    idx, tgt = tokens(), tokens(seed=5)
+    idx, tgt = random_ids(V, 3, L), random_ids(V, 3, L, seed=5)
     _, st = small(beta=0.0).training_loss(idx, tgt)
     assert "stft" not in st
     m = small(gamma=0.0)
@@ -146,7 +144,7 @@ def test_tied_head_shares_the_embedding():
 
 def test_pointer_head_outputs_a_distribution():
     m = small(head="pointer")
-    logp = m(tokens())
+    logp = m(random_ids(V, 3, L))
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3, L), rtol=1e-4, atol=1e-4)
 
 
@@ -167,7 +165,7 @@ def test_centered_encoder_is_detected_as_leaking(kernel_size):
 
 def test_diagnostics_cosine_is_a_mean_cosine():
     m = small()
-    idx = tokens()
+    idx = random_ids(V, 3, L)
     x, _, x_hat = m.parts(idx)
     expected = F.cosine_similarity(x_hat, x, dim=-1).mean().item()
     assert m.diagnostics(idx)["cosine"].item() == pytest.approx(expected, rel=1e-5)

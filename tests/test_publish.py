@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from helpers import metrics_record
 from sdgm import publish
 from sdgm.generate import write_samples
 from sdgm.gmm import collect_mixing_vectors, fit_gmm, save_gmm
@@ -11,15 +12,6 @@ from sdgm.registry import build_model, save_run
 
 V, L = 30, 16
 VOCAB = ["<eos>", "<unk>"] + [f"w{i}" for i in range(V - 2)]
-
-
-def _record(corpus, experiment, seed, *, model="sdgm", val_ppl=123.4, leaks=False):
-    return {"schema": 1, "run_id": f"{corpus}/{experiment}-s{seed}", "experiment": experiment, "model": model,
-            "corpus": corpus, "seed": seed,
-            "provenance": {"git_commit": "abc123", "device": "cpu", "timestamp": f"2026-01-0{seed + 1}T00:00:00Z"},
-            "metrics": {"val_ppl": val_ppl, "causal_audit": {"max_logit_change": 1.0 if leaks else 0.0,
-                                                             "passed": not leaks}},
-            "na": {}}
 
 
 def _run(root, corpus, experiment, seed, *, gmm=False, leaks=False):
@@ -38,7 +30,9 @@ def _run(root, corpus, experiment, seed, *, gmm=False, leaks=False):
     sample.parent.mkdir(parents=True, exist_ok=True)
     write_samples(run_dir, gmm_path, sample, prompt="w1", n_samples=3, n_tokens=12, seed=seed)
     metrics = run_dir / "metrics.json"
-    metrics.write_text(json.dumps(_record(corpus, experiment, seed, model="sdgm", leaks=leaks)))
+    metrics.write_text(json.dumps(metrics_record(experiment, corpus, seed, 123.4, model="sdgm",
+                                                 causal_change=1.0 if leaks else 0.0,
+                                                 timestamp=f"2026-01-0{seed + 1}T00:00:00Z")))
     return sample, metrics
 
 

@@ -7,79 +7,26 @@ import math
 from pathlib import Path
 
 import matplotlib.image
-import numpy as np
 import pandas as pd
 import pytest
 
 from sdgm import reporting as report
+from helpers import metrics_record, write_metrics
 from sdgm.reasons import LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, NOT_IN_PAPER, NOT_MEASURED, NO_RECONSTRUCTION, NO_STATE, na
 from sdgm.reporting import ReportError
-
-
-def _history(seed: int, final_ppl: float, n: int = 20) -> dict:
-    rng = np.random.default_rng(seed)
-    train = []
-    for i in range(1, n + 1):
-        step = 10 * i
-        loss = 7.5 * math.exp(-step / 120) + math.log(final_ppl) * (1 - math.exp(-step / 120))
-        loss += float(rng.normal(0, 0.05))
-        train.append({"step": step, "epoch": step / 1000, "loss": loss, "nll": loss - 0.1,
-                      "tokens_per_s": 11000.0})
-    val = []
-    for i in range(1, n // 5 + 1):
-        step = 50 * i
-        ppl = final_ppl * (1 + 4 * math.exp(-step / 60))
-        val.append({"step": step, "epoch": step / 1000, "ppl": ppl, "nll": math.log(ppl)})
-    return {"train": train, "val": val}
-
-
-def _record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: str | None = None,
-            cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None,
-            causal_change: float | None = 0.0, mem_ppl: float | None = None,
-            model_config: dict | None = None) -> dict:
-    audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
-    stateless = NO_STATE
-    return {
-        "schema": 1,
-        "run_id": f"{corpus}/{experiment}-s{seed}",
-        "experiment": experiment, "model": model or experiment, "corpus": corpus, "seed": seed,
-        "model_config": model_config or {"d_model": 64},
-        "train_config": {"lr": 0.001},
-        "data": {"vocab_size": 1000, "sha256": {"train": "a", "valid": "b", "test": "c"}},
-        "provenance": {"git_commit": "abc123", "device": "cpu", "torch": "2.13.0",
-                       "python": "3.11.7", "platform": "linux", "timestamp": "2026-11-24T10:00:00Z"},
-        "metrics": {"val_ppl": val_ppl, "test_ppl": val_ppl - 5, "val_nll": math.log(val_ppl),
-                    "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine, "cosine_test": cosine,
-                    "train_tokens_per_s": 12000.0 + 100 * seed, "train_wall_s": 60.2, "steps": 200,
-                    "epochs_completed": 0.2, "best_step": 200, "stopped": "max_steps",
-                    "peak_mem_bytes": None, "causal_audit": audit, "val_ppl_mem": mem_ppl,
-                    "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5},
-        "na": {"peak_mem_bytes": "no GPU (CPU run)",
-               **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", NOT_MEASURED)}),
-               **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}), **(na or {})},
-        "history": history if history is not None else _history(seed, val_ppl),
-    }
-
-
-def _write(tmp_path: Path, rec: dict) -> Path:
-    d = tmp_path / "runs" / rec["corpus"] / f"{rec['experiment']}-s{rec['seed']}"
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / "metrics.json"
-    p.write_text(json.dumps(rec, indent=1))
-    return p
 
 
 @pytest.fixture
 def metric_files(tmp_path) -> list[Path]:
     recs = [
-        _record("sdgm", "wikitext2", 0, 100.0),
-        _record("sdgm", "wikitext2", 1, 110.0),
-        _record("sdgm", "ptb", 0, 150.0),
-        _record("my_new_baseline", "wikitext2", 0, 120.0),
-        _record("lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25,
+        metrics_record("sdgm", "wikitext2", 0, 100.0),
+        metrics_record("sdgm", "wikitext2", 1, 110.0),
+        metrics_record("sdgm", "ptb", 0, 150.0),
+        metrics_record("my_new_baseline", "wikitext2", 0, 120.0),
+        metrics_record("lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25,
                 na={"cosine_val": NO_RECONSTRUCTION}),
     ]
-    return [_write(tmp_path, r) for r in recs]
+    return [write_metrics(tmp_path, r) for r in recs]
 
 
 @pytest.fixture
@@ -129,9 +76,9 @@ def test_invalid_json_names_file(tmp_path):
 
 
 def test_missing_provenance_names_file(tmp_path):
-    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     del rec["provenance"]
-    p = _write(tmp_path, rec)
+    p = write_metrics(tmp_path, rec)
     with pytest.raises(ReportError) as ei:
         report.load_metrics([p])
     assert str(p) in str(ei.value)
@@ -140,9 +87,9 @@ def test_missing_provenance_names_file(tmp_path):
 
 @pytest.mark.parametrize("key", ["git_commit", "device"])
 def test_missing_provenance_key_names_file(tmp_path, key):
-    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     del rec["provenance"][key]
-    p = _write(tmp_path, rec)
+    p = write_metrics(tmp_path, rec)
     with pytest.raises(ReportError, match=key) as ei:
         report.load_metrics([p])
     assert str(p) in str(ei.value)
@@ -150,9 +97,9 @@ def test_missing_provenance_key_names_file(tmp_path, key):
 
 @pytest.mark.parametrize("key", ["schema", "experiment", "corpus", "seed", "metrics"])
 def test_missing_required_key(tmp_path, key):
-    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     del rec[key]
-    p = _write(tmp_path, rec) if key not in ("experiment", "corpus", "seed") else None
+    p = write_metrics(tmp_path, rec) if key not in ("experiment", "corpus", "seed") else None
     if p is None:
         p = tmp_path / "x" / "metrics.json"
         p.parent.mkdir()
@@ -171,8 +118,8 @@ def test_load_paper_default():
 
 
 def test_duplicate_seed_rejected(tmp_path):
-    a = _write(tmp_path / "a", _record("sdgm", "wikitext2", 0, 100.0))
-    b = _write(tmp_path / "b", _record("sdgm", "wikitext2", 0, 101.0))
+    a = write_metrics(tmp_path / "a", metrics_record("sdgm", "wikitext2", 0, 100.0))
+    b = write_metrics(tmp_path / "b", metrics_record("sdgm", "wikitext2", 0, 101.0))
     recs = report.load_metrics([a, b])
     with pytest.raises(ReportError, match="duplicate"):
         report.main_table(recs, report.load_paper())
@@ -249,13 +196,13 @@ def test_missing_is_never_zero_or_blank(records):
 # --------------------------------------------------------------------------- causality
 
 def test_leaking_rows_are_marked_and_never_compared(tmp_path):
-    recs = [_record("sdgm", "wikitext2", 0, 100.0),
+    recs = [metrics_record("sdgm", "wikitext2", 0, 100.0),
             # a leaking run under a name that has a paper number: the number is shown, the difference is not
-            _record("transformer_xl", "wikitext2", 0, 20.0, causal_change=0.85),
-            _record("linformer_noncausal", "ptb", 0, 40.0, causal_change=0.5),
+            metrics_record("transformer_xl", "wikitext2", 0, 20.0, causal_change=0.85),
+            metrics_record("linformer_noncausal", "ptb", 0, 40.0, causal_change=0.5),
             # one leaking seed out of two marks the whole row
-            _record("mixed", "ptb", 0, 90.0), _record("mixed", "ptb", 1, 80.0, causal_change=2e-3)]
-    recs = report.load_metrics([_write(tmp_path, r) for r in recs])
+            metrics_record("mixed", "ptb", 0, 90.0), metrics_record("mixed", "ptb", 1, 80.0, causal_change=2e-3)]
+    recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
     paper = report.load_paper()
     df = report.main_table(recs, paper)
     assert _row(df, "sdgm", "wikitext2").causal == "yes"
@@ -278,7 +225,7 @@ def test_leaking_rows_are_marked_and_never_compared(tmp_path):
 
 
 def test_unaudited_runs_say_so(tmp_path):
-    recs = report.load_metrics([_write(tmp_path, _record("sdgm", "ptb", 0, 100.0, causal_change=None))])
+    recs = report.load_metrics([write_metrics(tmp_path, metrics_record("sdgm", "ptb", 0, 100.0, causal_change=None))])
     row = _row(report.main_table(recs, report.load_paper()), "sdgm", "ptb")
     assert row.causal == "n/a (not audited: 1 of 1 seeds)"
     assert row.val_ppl_diff == "+42.9"  # not known to leak: compared as usual
@@ -287,18 +234,18 @@ def test_unaudited_runs_say_so(tmp_path):
 @pytest.mark.parametrize("audit", [{"passed": "yes"}, {"max_logit_change": 0.0}, [0.0],
                                    {"passed": True, "max_logit_change": "0"}])
 def test_malformed_causal_audit_names_file(tmp_path, audit):
-    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     rec["metrics"]["causal_audit"] = audit
-    p = _write(tmp_path, rec)
+    p = write_metrics(tmp_path, rec)
     with pytest.raises(ReportError, match="causal_audit") as ei:
         report.load_metrics([p])
     assert str(p) in str(ei.value)
 
 
 def test_null_without_reason_is_not_measured(tmp_path):
-    rec = _record("sdgm", "wikitext2", 0, 100.0)
+    rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     rec["metrics"]["test_ppl"] = None
-    recs = report.load_metrics([_write(tmp_path, rec)])
+    recs = report.load_metrics([write_metrics(tmp_path, rec)])
     df = report.main_table(recs, report.load_paper())
     assert _row(df, "sdgm", "wikitext2").test_ppl == na(NOT_MEASURED)
 
@@ -370,9 +317,9 @@ def test_plot_training_curves(records, tmp_path):
 
 
 def test_plot_skips_empty_history(tmp_path):
-    recs = [_record("sdgm", "wikitext2", 0, 100.0),
-            _record("lstm", "wikitext2", 0, 130.0, history={"train": [], "val": []})]
-    recs = report.load_metrics([_write(tmp_path, r) for r in recs])
+    recs = [metrics_record("sdgm", "wikitext2", 0, 100.0),
+            metrics_record("lstm", "wikitext2", 0, 130.0, history={"train": [], "val": []})]
+    recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
     png, _ = report.plot_training_curves(recs, tmp_path / "f" / "tc")
     assert png.stat().st_size > 10_000
 
@@ -413,7 +360,7 @@ ABLATIONS = {"sdgm_beta0": "sdgm", "sdgm_gamma0": "sdgm", "sdgm_k32": "sdgm", "s
 
 
 def _sdgm(experiment, corpus, seed, val_ppl, cosine=0.41, **options):
-    return _record(experiment, corpus, seed, val_ppl, model="sdgm", cosine=cosine,
+    return metrics_record(experiment, corpus, seed, val_ppl, model="sdgm", cosine=cosine,
                    model_config={**SDGM, **options}, causal_change=0.3 if "encoder_padding" in options else 0.0)
 
 
@@ -429,11 +376,11 @@ def matrix(tmp_path):
                  _sdgm("sdgm_gamma0", "wikitext2", seed, gamma0, gamma=0.0),
                  _sdgm("sdgm_k32", "wikitext2", seed, k32, n_atoms=32),
                  _sdgm("sdgm_k64", "wikitext2", seed, k64, n_atoms=64),
-                 _record("gpt2", "wikitext2", seed, 90.0 + seed, cosine=None,
+                 metrics_record("gpt2", "wikitext2", seed, 90.0 + seed, cosine=None,
                          na={"cosine_val": report.NO_RECONSTRUCTION})]
     recs += [_sdgm("sdgm", "ptb", 0, 150.0), _sdgm("sdgm_centered", "ptb", 0, 20.0, encoder_padding="centered"),
              _sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32)]
-    return report.load_metrics([_write(tmp_path, r) for r in recs])
+    return report.load_metrics([write_metrics(tmp_path, r) for r in recs])
 
 
 def test_seeds_are_aggregated_exactly(matrix):
@@ -497,7 +444,7 @@ def test_ablation_table_missing_values_say_why(tmp_path):
             _sdgm("sdgm_beta0", "wikitext2", 2, 112.0, beta=0.0)]
     recs[-1]["metrics"]["val_ppl"] = None
     recs[-1]["na"]["val_ppl"] = "diverged"
-    recs = report.load_metrics([_write(tmp_path, r) for r in recs])
+    recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
     df = report.ablation_table(recs, report.load_paper(), ABLATIONS)
     orphan = _row(df, "sdgm_k32", "ptb")
     assert orphan.ablation == na(MAIN_RUN_NOT_IN_REPORT)
@@ -534,10 +481,10 @@ def test_seeds_of_one_row_must_share_a_configuration(tmp_path):
     a, b = _sdgm("sdgm", "ptb", 0, 100.0), _sdgm("sdgm", "ptb", 1, 101.0)
     a["run_spec"] = {"model": "sdgm", "model_overrides": {"n_atoms": 256}, "seed": 0}
     b["run_spec"] = {"model": "sdgm", "model_overrides": {"n_atoms": 256}, "seed": 1}
-    ok = report.load_metrics([_write(tmp_path / "ok", a), _write(tmp_path / "ok", b)])
+    ok = report.load_metrics([write_metrics(tmp_path / "ok", a), write_metrics(tmp_path / "ok", b)])
     assert _row(report.main_table(ok, report.load_paper()), "sdgm", "ptb").seeds == 2
     b["run_spec"]["model_overrides"]["n_atoms"] = 128
-    bad = report.load_metrics([_write(tmp_path / "bad", a), _write(tmp_path / "bad", b)])
+    bad = report.load_metrics([write_metrics(tmp_path / "bad", a), write_metrics(tmp_path / "bad", b)])
     with pytest.raises(ReportError, match="seeds of sdgm/ptb were run with different configurations"):
         report.main_table(bad, report.load_paper())
 

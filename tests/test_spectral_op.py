@@ -4,6 +4,7 @@ gradients, over awkward sizes; the sm_90 machine code of the Triton kernels; mem
 The Triton kernels run under TRITON_INTERPRET=1 here (set in conftest.py): fp32 dots and the library sine, so
 these tests check the kernels' indexing, masking, tiling and reductions, not the GPU's bf16 or hardware-sine error.
 """
+import itertools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from sdgm.model import SDGM, SDGMConfig, decode_reference
 from sdgm.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
+TRITON = pytest.param("triton", marks=pytest.mark.needs("triton"))  # a parameter that runs the Triton kernels
 
 
 def make_case(B, L, K, D, offset, seed):
@@ -66,7 +68,23 @@ def test_chunked_matches_float64(B, L, K, D):
     check_against_float64("chunked", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D, block=7)
 
 
-@pytest.mark.parametrize("B,L,K,D", GRID)
+# The Triton kernels, interpreted on a CPU, take seconds per case: they are checked on a covering subset of GRID in
+# which every pair of sizes of two dimensions (B and L, L and K, ...) occurs at least once. Each dimension's sizes
+# sit on either side of the kernels' tile edges (batch tiles of 16 and 32, positions walked several per program,
+# 32 atoms and 64 output columns a tile), so every tail of every tile is still exercised, beside every other one.
+TRITON_GRID = [(1, 1, 1, 5), (1, 1, 7, 100), (1, 63, 64, 5), (1, 300, 1, 5), (3, 1, 7, 100), (3, 1, 64, 5),
+               (3, 63, 1, 100), (3, 300, 7, 5), (17, 1, 1, 100), (17, 1, 7, 5), (17, 1, 64, 100), (17, 63, 7, 5),
+               (17, 300, 64, 100)]
+
+
+def test_the_triton_grid_covers_every_pair_of_sizes():
+    assert set(TRITON_GRID) <= set(GRID)
+    for i, j in itertools.combinations(range(4), 2):
+        assert {(c[i], c[j]) for c in TRITON_GRID} == {(c[i], c[j]) for c in GRID}, (i, j)
+
+
+@pytest.mark.needs("triton")
+@pytest.mark.parametrize("B,L,K,D", TRITON_GRID)
 def test_triton_matches_float64(B, L, K, D):
     check_against_float64("triton", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
 
@@ -81,13 +99,14 @@ def test_float64_chunked_equals_naive_exactly(impl):
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("impl", ["chunked", TRITON])
 @pytest.mark.parametrize("pos", [0, 1, 127, 1000])
 def test_decoding_offsets_one_position(impl, pos):
     """Decoding asks for one position at a time at any offset, as SDGM.decode_step does."""
     check_against_float64(impl, 2, 1, 7, 10, offset=pos, seed=pos)
 
 
+@pytest.mark.needs("triton")
 def test_triton_bf16_inputs_keep_their_dtype():
     """C in bf16 (autocast on a GPU) gives X_hat and dC in bf16 and fp32 parameter gradients."""
     inputs, positions, G = make_case(3, 20, 16, 32, 0, 1)
@@ -101,6 +120,7 @@ def test_triton_bf16_inputs_keep_their_dtype():
     assert rel_err(y.double(), ref.double()) < 2e-2
 
 
+@pytest.mark.needs("triton")
 def test_model_decode_matches_definition_for_every_decoder():
     for decoder in ("naive", "chunked", "triton"):
         torch.manual_seed(0)
@@ -152,6 +172,7 @@ print(peak_rss_bytes() - before)
     return int(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e  # three fresh processes, up to L = 16k (below that the process's own growth hides the difference)
 def test_chunked_layer_memory_does_not_grow_with_l():
     """Forward + backward at B = 1, D = 128, K = 64: the naive decoder holds several L x K x D fp32 tensors; the
     chunked one a block of positions at a time, so its memory stays flat as L grows 4x. (At the paper's D = 512,
@@ -166,6 +187,8 @@ def test_chunked_layer_memory_does_not_grow_with_l():
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
 
+@pytest.mark.e2e  # a compiler subprocess of about 20 s
+@pytest.mark.needs("triton")
 def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     """Compile every launch config for an H100 (sm_90) without a GPU and read the SASS: the hardware sine (and the
     cosine in the parameter-gradient kernel), tensor-core MMAs for bf16, no local-memory spills, <= 255 registers."""
@@ -198,7 +221,7 @@ def params(K=4, D=6):
     return torch.randn(K, D), torch.rand(K, D), torch.rand(K, D)
 
 
-@pytest.mark.parametrize("impl", ["naive", "chunked", "triton"])
+@pytest.mark.parametrize("impl", ["naive", "chunked", TRITON])
 def test_shape_errors_name_the_argument(impl):
     A, F, P = params()
     with pytest.raises(SpectralOpError, match=r"C must be a \(B, L, K\)"):
@@ -215,6 +238,7 @@ def test_shape_errors_name_the_argument(impl):
         spectral_decode(torch.randn(2, 3, 4), A, F, P, torch.arange(3), 0, impl=impl)
 
 
+@pytest.mark.needs("triton")
 def test_triton_refuses_non_contiguous_and_float64():
     A, F, P = params()
     c = torch.randn(2, 4, 3).transpose(1, 2)  # (2, 3, 4), not contiguous
@@ -227,6 +251,7 @@ def test_triton_refuses_non_contiguous_and_float64():
         assert spectral_decode(c, A, F, P, torch.arange(3), PERIOD, impl=impl).shape == (2, 3, 6)
 
 
+@pytest.mark.needs("triton")  # without it, 'triton' is refused for that reason instead
 def test_unknown_decoder_and_triton_where_it_cannot_run(monkeypatch):
     with pytest.raises(SpectralOpError, match="decoder must be one of auto, naive, chunked, triton; got 'fast'"):
         resolve_impl("fast", torch.device("cpu"))

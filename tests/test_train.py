@@ -5,37 +5,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sdgm.data import tokenize_corpus
+from helpers import REPO, kill_when, logged_steps
 from sdgm.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
 from sdgm.experiment import run_training
 from sdgm.interface import LanguageModel
 from sdgm.registry import build_model, load_run
 from sdgm.train import NonFiniteLoss, TrainConfig, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
+def tiny_corpus(grammar_tokens):
     """A small synthetic corpus with structure (a repeating grammar) so a model can learn something."""
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    words = [f"w{i}" for i in range(40)]
-    for split, n_lines in (("train", 1500), ("valid", 120), ("test", 120)):
-        lines = []
-        for _ in range(n_lines):
-            start = int(torch.randint(0, 40, (1,), generator=g))
-            lines.append(" ".join(words[(start + 3 * j) % 40] for j in range(8)))
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
+    return grammar_tokens
 
 
 class Bigram(LanguageModel):
@@ -125,6 +112,7 @@ RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model="lstm", model_overrides={"d_
                                     "eval_every_steps": 30})
 
 
+@pytest.mark.e2e  # a training subprocess, killed with SIGKILL, and two runs beside it
 @pytest.mark.parametrize("kw", [RUN_KW, RUN_KW_LSTM], ids=["sdgm-shuffled", "lstm-streams"])
 def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw):
     RUN_KW = kw
@@ -137,20 +125,10 @@ def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw)
             f"from sdgm.experiment import run_training\n"
             f"run_training({str(tiny_corpus)!r}, {str(run_dir)!r}, {str(ck)!r}, {str(run_dir / 'metrics.json')!r}, "
             f"**{RUN_KW!r})\n")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    log = ck / "log.jsonl"
-    killed_at = None
-    deadline = time.time() + 120
-    while time.time() < deadline and child.poll() is None:
-        if log.exists():
-            steps = [json.loads(l)["step"] for l in log.read_text().splitlines() if '"train"' in l]
-            if steps and steps[-1] >= 60:
-                child.send_signal(signal.SIGKILL)
-                killed_at = steps[-1]
-                break
-        time.sleep(0.01)
-    child.wait()
-    assert killed_at is not None and child.returncode == -signal.SIGKILL, "child finished before it could be killed"
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             start_new_session=True)
+    kill_when(child, lambda: (logged_steps(ck / "log.jsonl", "train") or [0])[-1] >= 60, signal.SIGKILL, timeout=120)
+    assert child.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
     assert (ck / "last.pt").exists()
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import random_ids
 from baselines.transformer_xl import TransformerXL, TransformerXLConfig, rel_shift, sinusoid
 from sdgm.evaluate import causality_violation
 from sdgm.registry import build_model
@@ -18,38 +19,35 @@ def small(**kw) -> TransformerXL:
     return build_model("transformer_xl", V, **{**SMALL, "mem_len": S, **kw})
 
 
-def tokens(B=3, n=S, seed=1):
-    return torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(seed))
-
 
 def test_shapes_and_every_parameter_gets_a_gradient():
     m = small(dropout=0.1, dropatt=0.1)
-    assert m(tokens()).shape == (3, S, V)
-    assert m(tokens(n=3)).shape == (3, 3, V)
-    loss, stats = m.training_loss(tokens(), tokens(seed=2))
+    assert m(random_ids(V, 3, S)).shape == (3, S, V)
+    assert m(random_ids(V, 3, 3)).shape == (3, 3, V)
+    loss, stats = m.training_loss(random_ids(V, 3, S), random_ids(V, 3, S, seed=2))
     loss.backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
     assert set(stats) == {"nll"}
-    logits, mems = m.forward_with_state(tokens(), None)
+    logits, mems = m.forward_with_state(random_ids(V, 3, S), None)
     assert logits.shape == (3, S, V)
     assert len(mems) == 2 and all(x.shape == (3, S, 16) and not x.requires_grad for x in mems)  # stop-gradient
 
 
 def test_memory_keeps_the_last_mem_len_states():
     m = small(mem_len=5).eval()
-    _, mems = m.forward_with_state(tokens(n=3), None)
+    _, mems = m.forward_with_state(random_ids(V, 3, 3), None)
     assert [x.shape[1] for x in mems] == [3, 3]            # fewer states than mem_len so far
-    _, mems2 = m.forward_with_state(tokens(n=4, seed=2), mems)
+    _, mems2 = m.forward_with_state(random_ids(V, 3, 4, seed=2), mems)
     assert [x.shape[1] for x in mems2] == [5, 5]
     torch.testing.assert_close(mems2[1][:, :1], mems[1][:, 2:])  # 3 + 4 states: the oldest 2 dropped
-    assert m.forward_with_state(tokens(), None)[1] is not None
-    assert small(mem_len=0).forward_with_state(tokens(), None)[1] is None
+    assert m.forward_with_state(random_ids(V, 3, S), None)[1] is not None
+    assert small(mem_len=0).forward_with_state(random_ids(V, 3, S), None)[1] is None
 
 
 def test_too_long_segment_is_refused():
     with pytest.raises(ValueError, match="exceeds seq_len"):
-        small(mem_len=2)(tokens(n=S + 3))
+        small(mem_len=2)(random_ids(V, 3, S + 3))
 
 
 def test_config_rejects_bad_values():
@@ -124,7 +122,7 @@ def test_causal(t):
 def test_memory_equals_one_long_pass_within_the_attention_span():
     """Two segments of S with mem_len >= S give the logits of a single pass over the 2S tokens."""
     full_model = small(init_std=0.3, mem_len=S).eval()
-    idx = tokens(n=2 * S)
+    idx = random_ids(V, 3, 2 * S)
     full = full_model(idx)  # (B, 2S, V), no memory
     for mem_len in (S, S + 3):
         m = small(init_std=0.3, mem_len=mem_len).eval()
@@ -143,10 +141,10 @@ def test_memory_equals_one_long_pass_within_the_attention_span():
 
 def test_loss_on_a_later_segment_sends_no_gradient_into_the_memory():
     m = small(dropout=0.0)
-    idx = tokens(n=2 * S)
+    idx = random_ids(V, 3, 2 * S)
     _, mems = m.forward_with_state(idx[:, :S], None)
     logits, _ = m.forward_with_state(idx[:, S:], mems)
-    F.cross_entropy(logits.flatten(0, 1), tokens(n=S, seed=9).flatten()).backward()
+    F.cross_entropy(logits.flatten(0, 1), random_ids(V, 3, S, seed=9).flatten()).backward()
     assert all(x.grad is None and not x.requires_grad for x in mems)
 
 

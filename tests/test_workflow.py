@@ -2,48 +2,23 @@
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from sdgm.config import (ConfigError, ablations, check_config, experiment_spec, run_hash, run_spec, runs,
                          validate_schema)
+from helpers import PAPER, QUICK, REPO, load_config, mutate, one_run_config, snakemake, write_config
 from sdgm.reasons import LEAKS_FUTURE, na
 from sdgm.registry import MODELS
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
-PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def snakemake(*args, cwd, timeout=900):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_both_configs_are_valid():
     for cfg in (PAPER, QUICK):
         validate_schema(cfg)
         check_config(cfg)
-
-
-def mutate(path: str, value):
-    cfg = json.loads(json.dumps(QUICK))
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
-    return cfg
 
 
 BAD = [
@@ -111,7 +86,7 @@ def test_schema_rejects_bad_values_naming_the_field(path, value):
 
 
 def test_lstm_crosscheck_config_is_valid():
-    cfg = yaml.safe_load((REPO / "config" / "lstm_crosscheck.yaml").read_text())
+    cfg = load_config("lstm_crosscheck")
     validate_schema(cfg)
     check_config(cfg)
 
@@ -179,7 +154,7 @@ def test_benchmark_cross_checks():
     ("experiments.linformer.train", {"warmup_steps": -1}, "['experiments']['linformer']['train']['warmup_steps']"),
 ])
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path, path, value, field):
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(mutate(path, value)))
+    write_config(tmp_path, mutate(path, value), "bad.yaml")
     r = snakemake("-n", "--configfile", "bad.yaml", cwd=tmp_path, timeout=120)
     assert r.returncode != 0
     out = r.stdout + r.stderr
@@ -268,15 +243,6 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
 
 
-def one_run_config(**sdgm) -> dict:
-    cfg = json.loads(json.dumps(QUICK))
-    cfg["corpora"] = {"ptb": QUICK["corpora"]["ptb"]}
-    cfg["experiments"] = {"sdgm": {"model": "sdgm"}}
-    cfg["gmm"]["experiments"] = []
-    cfg["models"]["sdgm"].update(sdgm)
-    return cfg
-
-
 def test_run_hash_covers_what_changes_a_result_and_nothing_else():
     base = one_run_config()
     h = run_hash(base, "ptb", "sdgm", 0)
@@ -339,7 +305,7 @@ def test_duplicate_and_dangling_ablations_are_refused():
 
 
 def dry_run(tmp_path: Path, cfg: dict, *targets: str) -> tuple[int, str]:
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, cfg, "c.yaml")
     r = snakemake("-n", *targets, "--configfile", "c.yaml", cwd=tmp_path, timeout=120)
     return r.returncode, r.stdout + r.stderr
 
