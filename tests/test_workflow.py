@@ -254,15 +254,18 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
-    per_run = 4  # train, sample, throughput, generation
+    per_run = 3  # train, sample, generation
+    n_models = {(e["model"], c) for e in exps.values() for c in e.get("corpora", list(corpora))}
+    per_model_corpus = 1  # throughput: once per model and corpus (benchmark.throughput.every_run: false)
     per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
     tables = 7  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
     once = 7  # report, scaling, bench_report, generation_report, samples_table, results_readme, all
-    expected = per_run * n_runs + per_gmm_run * n_gmm + per_corpus * len(corpora) + tables + once
+    expected = (per_run * n_runs + per_model_corpus * len(n_models) + per_gmm_run * n_gmm
+                + per_corpus * len(corpora) + tables + once)
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
-    assert expected == 486
-    assert jobs_total(out) == expected == 486
+    assert expected == 390
+    assert jobs_total(out) == expected == 390
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run

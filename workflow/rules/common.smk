@@ -19,7 +19,15 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-from sdgm.config import ablations, check_config, run_hash, run_spec, runs, train_processes  # noqa: E402
+from sdgm.config import (  # noqa: E402
+    ablations,
+    benchmarked_runs,
+    check_config,
+    run_hash,
+    run_spec,
+    runs,
+    train_processes,
+)
 
 check_config(config)
 
@@ -107,8 +115,20 @@ def sample_files(wildcards=None):
     return [f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS]
 
 
+# The throughput benchmark measures one run per model and corpus (sdgm.config.benchmarked_runs), every run with
+# benchmark.throughput.every_run: true.
+BENCH_RUNS = benchmarked_runs(config)
+
+
+def is_benchmarked(wildcards):
+    return any(
+        r.corpus == wildcards.corpus and r.name == f"{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
+        for r in BENCH_RUNS
+    )
+
+
 def throughput_files(wildcards=None):
-    return [f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in RUNS]
+    return [f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in BENCH_RUNS]
 
 
 def generation_files(wildcards=None):
