@@ -3,18 +3,6 @@
 # (sdgm/campaign.py) asks for these receipts in priority order; `snakemake --cores all` does not.
 
 
-def publish_inputs(wildcards):
-    name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
-    run = f"{OUT}/runs/{name}"
-    files = {"metrics": f"{run}/metrics.json", "samples": f"{OUT}/samples/{name}.txt"}
-    if has_gmm(wildcards):
-        files["gmm"] = f"{run}/gmm.json"
-        files["figures"] = [f"{OUT}/figures/{name}/{f}.png" for f in RUN_FIGURES]
-    if is_benchmarked(wildcards):
-        files["throughput"] = f"{OUT}/bench/throughput/{name}.json"
-    return files
-
-
 rule publish:
     input:
         unpack(publish_inputs),
@@ -27,7 +15,8 @@ rule publish:
     resources:
         **cluster_res("default"),
     params:
-        store=f"{OUT}/published",
+        # the store: {OUT}/published, above receipts/{corpus}/
+        store=lambda wildcards, output: str(Path(output[0]).parents[2]),
         run=resolved_run,
         config=config,
     script:
