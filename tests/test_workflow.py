@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from sdgm.config import (ConfigError, ablations, check_config, experiment_spec, run_hash, run_spec, runs,
-                         validate_schema)
+from sdgm.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash, run_spec,
+                         runs, validate_schema)
 from sdgm.reasons import LEAKS_FUTURE, na
 from sdgm.registry import MODELS
 
@@ -211,7 +211,7 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["train"] == n_runs and counts["sample"] == n_runs
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
-    assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
+    assert counts["throughput"] == len(scheduled) and counts["scaling"] == 1 and counts["bench_report"] == 1
     assert counts["generation"] == n_runs and counts["generation_report"] == 1
     assert counts["interpretability_figures"] == counts["fit_gmm"]
     assert counts["samples_table"] == 1 and counts["results_readme"] == 1
@@ -442,8 +442,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert gmm["components"] in QUICK["gmm"]["components"]
     assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / f"{main_ptb.name}.txt").read_text()
 
-    # benchmarks: a throughput record per run, the scaling record, their tables and figure
-    for run in quick_runs:
+    # benchmarks: a throughput record per model and corpus, the scaling record, their tables and figure
+    assert [r for r in quick_runs if (res / "bench" / "throughput" / r.corpus / f"{r.name}.json").exists()] == \
+        benchmarked_runs(QUICK)
+    for run in benchmarked_runs(QUICK):
         tp = json.loads((res / "bench" / "throughput" / run.corpus / f"{run.name}.json").read_text())
         assert tp["run_id"] == f"{run.corpus}/{run.name}" and tp["provenance"]["git_commit"]
         gen = [f"generate_b{b}_tokens_per_s" for b in QUICK["benchmark"]["throughput"]["generate_batch_sizes"]]
@@ -463,7 +465,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
     n_cases = len(qs["lengths"]) + len(qs["batch_view"]["lengths"])
     assert len(sc["ratios"]) == 2 * len(qs["sdgm_decoders"]) * n_cases
     tp_table = pd.read_csv(res / "tables" / "throughput.csv")
-    assert len(tp_table) == len(quick_runs)
+    assert len(tp_table) == len(benchmarked_runs(QUICK))
     for name in ("throughput", "scaling", "scaling_slopes", "generation"):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{name}.{ext}").stat().st_size > 200
