@@ -256,19 +256,25 @@ def _stop(proc: subprocess.Popen, grace_s: float = 60) -> None:
         proc.wait()
 
 
-def snakemake_wave(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
-                   deadline_s: float | None, store: Path, log, extra: list[str], device_label: str | None) -> int:
+def snakemake_command(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
+                      extra: list[str]) -> list[str]:
     threads = max(1, cores // parallel)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
-           "--configfile", str(config_path), "--cores", str(cores), "--resources", f"gpu={parallel}",
-           "--set-threads", f"train={threads}", "--keep-going", "--rerun-incomplete", *extra, "--", *targets]
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
+            "--configfile", str(config_path), "--cores", str(cores), "--resources", f"gpu={parallel}",
+            "--set-threads", f"train={threads}", "--keep-going", "--rerun-incomplete", *extra, "--", *targets]
+
+
+def snakemake_wave(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
+                   deadline_s: float | None, store: Path, log, extra: list[str], device_label: str | None) -> bool:
+    """One Snakemake call for a wave's targets; False when it was stopped at the deadline."""
+    cmd = snakemake_command(config_path, directory, targets, parallel, cores, extra)
     env = dict(os.environ)
     if device_label:
         env[DEVICE_ENV] = device_label
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    t0, seen = time.monotonic(), {d for d in record_dirs(store)}
+    t0, seen, finished = time.monotonic(), {d for d in record_dirs(store)}, True
     while proc.poll() is None:
         time.sleep(2)
         for d in sorted(set(record_dirs(store)) - seen):
@@ -277,10 +283,11 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
         if deadline_s is not None and time.monotonic() - t0 > deadline_s:
             print("  the time budget is spent: stopping Snakemake (published records stay)", flush=True)
             _stop(proc)
+            finished = False
             break
     for d in sorted(set(record_dirs(store)) - seen):
         print(f"  published {d.relative_to(store)}", flush=True)
-    return proc.returncode
+    return finished
 
 
 @contextlib.contextmanager
@@ -332,6 +339,7 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     failed: list[Run] = []
+    stopped: list[Run] = []
     with campaign_lock(store), open(logs / f"{stamp}.log", "a", buffering=1) as log:
         before = set(record_dirs(store))
         # a killed campaign leaves Snakemake's lock behind; no other campaign runs here (we hold the flock)
@@ -360,10 +368,13 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
                 print(f"  {e['run'].corpus}/{e['run'].name}: {e['tokens']['train'] + e['tokens']['eval']:,} tokens at "
                       f"{e['rate']:,.0f} tok/s ({e['rate_source']}), {e['seconds'] / 60:.1f} min", flush=True)
             deadline = None if clock.mode == "estimate" else max(remaining, 1.0)
-            snakemake_wave(config_path, directory, [receipt(config, e["run"]) for e in wave], parallel, cores,
-                           deadline, store, log, list(extra), device_label)
+            finished = snakemake_wave(config_path, directory, [receipt(config, e["run"]) for e in wave], parallel,
+                                      cores, deadline, store, log, list(extra), device_label)
             clock.waited(est)
             done = published_hashes(store)
+            if not finished:  # stopped at the deadline: what is unpublished is left for the next campaign
+                stopped.extend(e["run"] for e in wave if e["run"].cfg not in done)
+                break
             for e in wave:
                 if e["run"].cfg not in done:
                     failed.append(e["run"])
@@ -372,8 +383,8 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             if clock.mode == "wall" and clock.elapsed() >= budget:
                 break
         new = sorted(set(record_dirs(store)) - before)
-    print(f"campaign: {len(new)} record(s) published in this campaign, {len(failed)} run(s) not published",
-          flush=True)
+    print(f"campaign: {len(new)} record(s) published in this campaign, {len(failed)} run(s) failed, "
+          f"{len(stopped)} stopped at the deadline", flush=True)
     archive = None
     if new:
         label = device_slug("", device_label) if device_label or os.environ.get(DEVICE_ENV) else \
@@ -387,7 +398,7 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             print(f"campaign: {len(packed['left_out'])} record(s) did not fit {ARCHIVE_LIMIT:,} bytes; pack them "
                   f"with `python -m sdgm.campaign pack --store {store} --record DIR ...`: "
                   + ", ".join(str(d) for d in packed["left_out"]), flush=True)
-    return {"published": new, "failed": failed, "archive": archive}
+    return {"published": new, "failed": failed, "stopped": stopped, "archive": archive}
 
 
 # ---- archives ------------------------------------------------------------------------------------------------------

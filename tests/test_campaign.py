@@ -109,6 +109,17 @@ def math_ceil(x: float) -> int:
     return int(-(-x // 1))
 
 
+def test_a_wave_past_the_deadline_is_stopped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(campaign, "snakemake_command",
+                        lambda *a: [sys.executable, "-c", "import time; time.sleep(120)"])
+    t0 = time.monotonic()
+    with open(tmp_path / "log", "w") as log:
+        finished = campaign.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log,
+                                           [], None)
+    assert finished is False and time.monotonic() - t0 < 30
+    assert "the time budget is spent" in capsys.readouterr().out
+
+
 # ---- the store (no training): records from the committed H100 metrics --------------------------------------------
 
 def fake_run(tmp_path: Path, corpus="ptb", experiment="sdgm", seed=0, device="NVIDIA H100 80GB HBM3", val=None):
