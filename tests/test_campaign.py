@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdgm import campaign, store
+from sdgm import campaign, importguard, store
 from sdgm.config import benchmarked_runs, check_config, runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,10 +287,13 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
             "--overhead-min", "1", "--bench-min", "0", "--cores", "2"]
     st = work / "results" / "published"
     hashes = {(r.experiment, r.seed): r.cfg for r in runs(cfg)}
+    # every job may import only what its rule's environment provides (rule publish: the report environment)
+    (tmp_path / "import-plan.json").write_text(json.dumps(importguard.plan(REPO)))
+    guard = {importguard.ENV_VAR: str(tmp_path / "import-plan.json")}
     t0 = time.monotonic()
 
     # 1. a budget for one wave of two runs: seed 0 of both experiments is published, the rest waits
-    r = run_cli(["run", "--minutes", "1.5", "--parallel", "2", "--device-label", "gpu-a", *base], {})
+    r = run_cli(["run", "--minutes", "1.5", "--parallel", "2", "--device-label", "gpu-a", *base], guard)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "does not fit" in r.stdout
     mans = {(m["experiment"], m["seed"]): m for _, m in store.manifests(st)}
@@ -303,7 +306,7 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     print(f"campaign 1: {time.monotonic() - t0:.0f} s")
 
     # 2. a campaign killed (the allocation ends) as soon as it has published one record
-    env = {**os.environ, campaign.CLOCK_ENV: "estimate"}
+    env = {**os.environ, campaign.CLOCK_ENV: "estimate", **guard}
     proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign", "run", "--minutes", "10", "--parallel", "1",
                              "--device-label", "gpu-b", *base], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -327,7 +330,7 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     # 3. the next campaign publishes only what is left, and redoes nothing
     stamps = {p: p.stat().st_mtime_ns for p in [*work.glob("results/runs/*/*/metrics.json"),
                                                  *st.glob("*/runs/*/*/manifest.json")]}
-    r = run_cli(["run", "--minutes", "10", "--parallel", "2", "--device-label", "gpu-b", *base], {})
+    r = run_cli(["run", "--minutes", "10", "--parallel", "2", "--device-label", "gpu-b", *base], guard)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every run of the config is published" in r.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
