@@ -205,6 +205,21 @@ def runs(config: dict) -> list[Run]:
     return out
 
 
+def benchmarked_runs(config: dict) -> list[Run]:
+    """The runs the throughput benchmark measures: by default the first run of each model on each corpus in the
+    matrix's order (the lowest seed of the first experiment with that model, so a main run before its ablations);
+    every run with benchmark.throughput.every_run: true. Throughput depends on the model's shape and the device,
+    not on the seed, and an ablation changes a loss weight or one option of the same model."""
+    all_runs = runs(config)
+    if config["benchmark"]["throughput"].get("every_run", False):
+        return all_runs
+    first: dict[tuple[str, str], Run] = {}
+    for r in sorted(all_runs, key=lambda r: r.seed):  # stable: the config's order within a seed
+        first.setdefault((config["experiments"][r.experiment]["model"], r.corpus), r)
+    chosen = set(first.values())
+    return [r for r in all_runs if r in chosen]
+
+
 def ablations(config: dict) -> dict[str, str]:
     """{ablation experiment: the main experiment it is compared with} (`ablation_of` in the config)."""
     return {name: exp["ablation_of"] for name, exp in config["experiments"].items() if "ablation_of" in exp}

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sdgm.config import (ConfigError, ablations, check_config, experiment_spec, run_hash, run_spec, runs,
-                         validate_schema)
+from sdgm.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash, run_spec,
+                         runs, validate_schema)
 from helpers import PAPER, QUICK, REPO, load_config, mutate, one_run_config, snakemake, write_config
 from sdgm.reasons import LEAKS_FUTURE, na
 from sdgm.registry import MODELS
@@ -186,7 +186,7 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["train"] == n_runs and counts["sample"] == n_runs
     assert counts["fit_gmm"] == len([r for r in runs(PAPER) if r.experiment in PAPER["gmm"]["experiments"]])
     assert counts["report"] == 1
-    assert counts["throughput"] == n_runs and counts["scaling"] == 1 and counts["bench_report"] == 1
+    assert counts["throughput"] == len(scheduled) and counts["scaling"] == 1 and counts["bench_report"] == 1
     assert counts["generation"] == n_runs and counts["generation_report"] == 1
     assert counts["interpretability_figures"] == counts["fit_gmm"]
     assert counts["samples_table"] == 1 and counts["results_readme"] == 1
@@ -229,15 +229,18 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
-    per_run = 4  # train, sample, throughput, generation
+    per_run = 3  # train, sample, generation
+    n_models = {(e["model"], c) for e in exps.values() for c in e.get("corpora", list(corpora))}
+    per_model_corpus = 1  # throughput: once per model and corpus (benchmark.throughput.every_run: false)
     per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
     tables = 7  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
     once = 8  # report, scaling, bench_report, generation_report, samples_table, claims, results_readme, all
-    expected = per_run * n_runs + per_gmm_run * n_gmm + per_corpus * len(corpora) + tables + once
+    expected = (per_run * n_runs + per_model_corpus * len(n_models) + per_gmm_run * n_gmm
+                + per_corpus * len(corpora) + tables + once)
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
-    assert expected == 487
-    assert jobs_total(out) == expected == 487
+    assert expected == 391
+    assert jobs_total(out) == expected == 391
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
@@ -405,8 +408,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert gmm["components"] in QUICK["gmm"]["components"]
     assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / f"{main_ptb.name}.txt").read_text()
 
-    # benchmarks: a throughput record per run, the scaling record, their tables and figure
-    for run in quick_runs:
+    # benchmarks: a throughput record per model and corpus, the scaling record, their tables and figure
+    assert [r for r in quick_runs if (res / "bench" / "throughput" / r.corpus / f"{r.name}.json").exists()] == \
+        benchmarked_runs(QUICK)
+    for run in benchmarked_runs(QUICK):
         tp = json.loads((res / "bench" / "throughput" / run.corpus / f"{run.name}.json").read_text())
         assert tp["run_id"] == f"{run.corpus}/{run.name}" and tp["provenance"]["git_commit"]
         gen = [f"generate_b{b}_tokens_per_s" for b in QUICK["benchmark"]["throughput"]["generate_batch_sizes"]]
@@ -426,7 +431,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
     n_cases = len(qs["lengths"]) + len(qs["batch_view"]["lengths"])
     assert len(sc["ratios"]) == 2 * len(qs["sdgm_decoders"]) * n_cases
     tp_table = pd.read_csv(res / "tables" / "throughput.csv")
-    assert len(tp_table) == len(quick_runs)
+    assert len(tp_table) == len(benchmarked_runs(QUICK))
     for name in ("throughput", "scaling", "scaling_slopes", "generation"):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{name}.{ext}").stat().st_size > 200

@@ -19,7 +19,15 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-from sdgm.config import ablations, check_config, run_hash, run_spec, runs, train_processes  # noqa: E402
+from sdgm.config import (  # noqa: E402
+    ablations,
+    benchmarked_runs,
+    check_config,
+    run_hash,
+    run_spec,
+    runs,
+    train_processes,
+)
 
 check_config(config)
 
@@ -107,8 +115,20 @@ def sample_files(wildcards=None):
     return [f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS]
 
 
+# The throughput benchmark measures one run per model and corpus (sdgm.config.benchmarked_runs), every run with
+# benchmark.throughput.every_run: true.
+BENCH_RUNS = benchmarked_runs(config)
+
+
+def is_benchmarked(wildcards):
+    return any(
+        r.corpus == wildcards.corpus and r.name == f"{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
+        for r in BENCH_RUNS
+    )
+
+
 def throughput_files(wildcards=None):
-    return [f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in RUNS]
+    return [f"{OUT}/bench/throughput/{r.corpus}/{r.name}.json" for r in BENCH_RUNS]
 
 
 def generation_files(wildcards=None):
@@ -117,3 +137,16 @@ def generation_files(wildcards=None):
 
 def run_figure_files(wildcards=None):
     return [f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in GMM_RUNS for f in RUN_FIGURES]
+
+
+# What rule publish (rules/store.smk) copies into the published store for one run.
+def publish_inputs(wildcards):
+    name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
+    run = f"{OUT}/runs/{name}"
+    files = {"metrics": f"{run}/metrics.json", "samples": f"{OUT}/samples/{name}.txt"}
+    if has_gmm(wildcards):
+        files["gmm"] = f"{run}/gmm.json"
+        files["figures"] = [f"{OUT}/figures/{name}/{f}.png" for f in RUN_FIGURES]
+    if is_benchmarked(wildcards):
+        files["throughput"] = f"{OUT}/bench/throughput/{name}.json"
+    return files

@@ -1,0 +1,679 @@
+"""A campaign: one GPU allocation of a few minutes advances the paper-wide result, and the results accumulate.
+
+    python -m sdgm.campaign run --minutes 25 --configfile config/config.yaml   # train, evaluate, publish, pack
+    python -m sdgm.campaign import results/campaign-*.tar.gz                   # merge archives into the store
+    python -m sdgm.campaign render                                             # tables per device from the store
+    python -m sdgm.campaign plan|estimate|pack|verify ...                      # see --help
+
+`run` takes the runs of the config that no device has published yet (sdgm.store), highest priority first: seed 0
+of every experiment on every corpus (main experiments, then ablations), then seed 1, then seed 2. It estimates each
+run's time from its tokens and a measured training rate (the committed records under results/h100 and the
+store's own records, or a --rates table) and hands Snakemake waves of at most --parallel runs that fit the time
+left, with the runs' publish receipts as targets (rule publish, workflow/rules/store.smk). Snakemake trains them at
+once on the one GPU, finishes each run's GMM, samples and throughput, and publishes each record as it finishes. No
+run is started that the estimate says cannot finish; at the deadline Snakemake is stopped (what is published stays,
+the rest is redone by the next campaign). At the end the records new to the store are packed into one archive of
+at most 16 MiB. A second campaign with the same config continues where this one left off.
+
+For tests and planning, SDGM_CAMPAIGN_CLOCK=estimate makes the budget count the estimated time of each wave
+instead of the wall clock.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .atomic import atomic_path
+from .config import Run, ablations, benchmarked_runs, check_config, runs
+from .store import (DEVICE_ENV, MANIFEST, StoreError, device_slug, import_record, manifests,
+                    published_files, published_hashes, read_manifest, record_dirs, verify_store)
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+H100_RECORDS = REPO / "results" / "h100"
+ARCHIVE_LIMIT = 16 * 1024 * 1024
+ARCHIVE_INDEX = "ARCHIVE.json"
+CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
+# Trainings at once on one GPU. The one sharing measured: results/h100 step 2 trained 10 runs with --cores 16 and
+# 2 threads per training, so at most 8 at once (5 min 2 s; README there). Not tuned beyond that.
+DEFAULT_PARALLEL = 8
+DEFAULT_OVERHEAD_MIN = 1.0  # per run: process start, compile, GMM fit, samples (an assumption, not measured)
+DEFAULT_BENCH_MIN = 1.5  # per benchmarked run: the throughput job, alone on the device (an assumption)
+
+
+class CampaignError(RuntimeError):
+    pass
+
+
+# ---- priorities and cost ------------------------------------------------------------------------------------------
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise CampaignError(f"{path}: cannot read the config ({e})") from e
+    try:
+        check_config(config)
+    except ValueError as e:
+        raise CampaignError(f"{path}: {e}") from e
+    return config
+
+
+def priority_order(config: dict) -> list[Run]:
+    """Seed by seed (in the config's order); within a seed the main experiments, then the ablations, each in the
+    config's order and on every corpus."""
+    abl = ablations(config)
+    names = list(config["experiments"])
+    seeds = list(config["seeds"])
+    return sorted(runs(config), key=lambda r: (seeds.index(r.seed), r.experiment in abl, names.index(r.experiment)))
+
+
+def run_tokens(config: dict, run: Run) -> dict:
+    """Upper bounds of the tokens one run processes: training (every epoch, no early stop, or max_steps) and
+    evaluation (each validation, then the final validation and test), from the corpus's expected token counts."""
+    exp = config["experiments"][run.experiment]
+    t = {**config["train"], **exp.get("train", {})}
+    expected = config["corpora"][run.corpus].get("expected") or {}
+    for key in ("train_tokens", "valid_tokens", "test_tokens"):
+        if key not in expected:
+            raise CampaignError(f"corpora.{run.corpus}.expected.{key}: needed to estimate the run's time")
+    window = t.get("train_seq_len") or t["seq_len"]
+    steps_per_epoch = max(1, expected["train_tokens"] // (t["batch_size"] * window))
+    steps = steps_per_epoch * t["epochs"]
+    if t.get("max_steps"):
+        steps = min(steps, t["max_steps"])
+    train = steps * t["batch_size"] * window
+    per_eval = expected["valid_tokens"]
+    if t.get("eval_max_windows"):
+        per_eval = min(per_eval, t["eval_max_windows"] * t["seq_len"])
+    evals = steps // t["eval_every_steps"] if t.get("eval_every_steps") else math.ceil(steps / steps_per_epoch)
+    evaluation = evals * per_eval + expected["valid_tokens"] + expected["test_tokens"]
+    return {"train": train, "eval": evaluation, "steps": steps}
+
+
+@dataclass
+class Rates:
+    """Measured training rates (tokens/s): `shared` per (experiment, corpus), from runs that trained beside others
+    on the GPU; `alone` per (model, corpus), from throughput records with the device to itself; `given` per
+    (model, corpus) or (model, "*"), from a --rates table, used before anything else."""
+    shared: dict
+    alone: dict
+    given: dict
+    sources: list
+
+    def slowdown(self, config: dict) -> float:
+        """The largest measured ratio of a model's rate alone to the rate of one of its runs beside others (1 when
+        nothing was measured both ways)."""
+        ratios = [a / v for (m, c), a in self.alone.items() for (e, c2), v in self.shared.items()
+                  if c2 == c and config["experiments"].get(e, {}).get("model") == m]
+        return max(ratios, default=1.0)
+
+    def rate(self, config: dict, run: Run, parallel: int) -> tuple[float, str]:
+        model = config["experiments"][run.experiment]["model"]
+        for key in ((model, run.corpus), (model, "*")):
+            if key in self.given:
+                return self.given[key], f"given for {key[0]} on {key[1]}"
+        alone = self.alone.get((model, run.corpus)) or min(
+            [v for (m, _), v in self.alone.items() if m == model], default=None)
+        if parallel == 1 and alone:
+            return alone, f"{model} alone on the GPU"
+        if (run.experiment, run.corpus) in self.shared:
+            return self.shared[run.experiment, run.corpus], f"{run.experiment} on {run.corpus}, GPU shared"
+        same_model = [v for (e, c), v in self.shared.items()
+                      if c == run.corpus and config["experiments"].get(e, {}).get("model") == model]
+        if same_model:
+            return min(same_model), f"slowest {model} run on {run.corpus}, GPU shared"
+        if alone:
+            f = self.slowdown(config)
+            return alone / f, f"{model} alone / {f:.2f}, the largest measured slowdown beside other runs"
+        raise CampaignError(f"no measured training rate for model {model!r} (run {run.corpus}/{run.name}): give one "
+                            f"with --rates (CSV: model,corpus,tokens_per_s)")
+
+
+def _metrics_rates(paths, experiments: set | None = None) -> dict:
+    out: dict = {}
+    for p in paths:
+        try:
+            rec = json.loads(Path(p).read_text(encoding="utf-8"))
+            v = rec["metrics"].get("train_tokens_per_s")
+        except (OSError, ValueError, KeyError):
+            continue
+        if isinstance(v, (int, float)) and v > 0:
+            key = (rec["experiment"], rec["corpus"])
+            out[key] = min(v, out.get(key, v))  # the slowest measurement: estimates err on the long side
+    return out
+
+
+def measured_rates(records: str | Path | None = H100_RECORDS, store: str | Path | None = None,
+                   given: str | Path | None = None) -> Rates:
+    """Rates from committed records (`records`: runs/*/*/metrics.json and tables/throughput.csv, as results/h100),
+    the store's published metrics, and a --rates CSV (model,corpus,tokens_per_s; corpus * for any)."""
+    shared: dict = {}
+    alone: dict = {}
+    sources = []
+    if records is not None and Path(records).is_dir():
+        records = Path(records)
+        shared.update(_metrics_rates(sorted(records.glob("runs/*/*/metrics.json"))))
+        table = records / "tables" / "throughput.csv"
+        if table.is_file():
+            with open(table, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    with contextlib.suppress(KeyError, ValueError):
+                        alone[row["model"], row["corpus"]] = float(row["train_tok_s"])
+            sources.append(str(table))
+        sources.append(str(records / "runs"))
+    if store is not None:
+        for key, v in _metrics_rates([p for ps in published_files(store, "metrics").values() for p in ps]).items():
+            shared[key] = min(v, shared.get(key, v))
+        sources.append(str(store))
+    table = {}
+    if given is not None:
+        with open(given, newline="", encoding="utf-8") as fh:
+            for i, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    table[row["model"], row.get("corpus") or "*"] = float(row["tokens_per_s"])
+                except (KeyError, ValueError, TypeError) as e:
+                    raise CampaignError(f"{given}:{i}: need model,corpus,tokens_per_s ({e})") from e
+        sources.append(str(given))
+    return Rates(shared, alone, table, sources)
+
+
+def estimate_run(config: dict, run: Run, rates: Rates, parallel: int, overhead_min: float, bench_min: float,
+                 benchmarked: set) -> dict:
+    tokens = run_tokens(config, run)
+    rate, why = rates.rate(config, run, parallel)
+    bench = bench_min * 60 if run in benchmarked else 0.0
+    train_s = (tokens["train"] + tokens["eval"]) / rate + overhead_min * 60
+    return {"run": run, "tokens": tokens, "rate": rate, "rate_source": why, "train_s": train_s, "bench_s": bench,
+            "seconds": train_s + bench}
+
+
+def wave_seconds(estimates: list[dict]) -> float:
+    """Runs of a wave train at once; their throughput jobs run alone afterwards, one after the other."""
+    return max(e["train_s"] for e in estimates) + sum(e["bench_s"] for e in estimates) if estimates else 0.0
+
+
+def next_wave(todo: list[dict], remaining_s: float, parallel: int) -> list[dict]:
+    """The highest-priority runs, at most `parallel`, that finish together within `remaining_s`."""
+    wave: list[dict] = []
+    for e in todo:
+        if len(wave) < parallel and wave_seconds([*wave, e]) <= remaining_s:
+            wave.append(e)
+    return wave
+
+
+# ---- the run command ----------------------------------------------------------------------------------------------
+
+class Clock:
+    """Seconds since the start: the wall clock, or (SDGM_CAMPAIGN_CLOCK=estimate) the estimated time of the
+    waves so far, so that tests and plans do not depend on the machine's speed."""
+
+    def __init__(self, mode: str | None = None):
+        self.mode = mode or os.environ.get(CLOCK_ENV, "wall")
+        if self.mode not in ("wall", "estimate"):
+            raise CampaignError(f"${CLOCK_ENV}: {self.mode!r} is neither wall nor estimate")
+        self.start = time.monotonic()
+        self.estimated = 0.0
+
+    def elapsed(self) -> float:
+        return self.estimated if self.mode == "estimate" else time.monotonic() - self.start
+
+    def waited(self, seconds: float) -> None:
+        self.estimated += seconds
+
+
+def receipt(config: dict, run: Run) -> str:
+    return f"{config['results_dir']}/published/receipts/{run.corpus}/{run.name}.json"
+
+
+def store_of(config: dict, directory: Path) -> Path:
+    return (directory / config["results_dir"] / "published").resolve()
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 60) -> None:
+    """Ask Snakemake to stop (it ends its jobs and marks their outputs incomplete), then force it."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def snakemake_command(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
+                      extra: list[str]) -> list[str]:
+    threads = max(1, cores // parallel)
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
+            "--configfile", str(config_path), "--cores", str(cores), "--resources", f"gpu={parallel}",
+            "--set-threads", f"train={threads}", "--keep-going", "--rerun-incomplete", *extra, "--", *targets]
+
+
+def snakemake_wave(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
+                   deadline_s: float | None, store: Path, log, extra: list[str], device_label: str | None) -> bool:
+    """One Snakemake call for a wave's targets; False when it was stopped at the deadline."""
+    cmd = snakemake_command(config_path, directory, targets, parallel, cores, extra)
+    env = dict(os.environ)
+    if device_label:
+        env[DEVICE_ENV] = device_label
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    t0, seen, finished = time.monotonic(), {d for d in record_dirs(store)}, True
+    while proc.poll() is None:
+        time.sleep(2)
+        for d in sorted(set(record_dirs(store)) - seen):
+            seen.add(d)
+            print(f"  published {d.relative_to(store)}", flush=True)
+        if deadline_s is not None and time.monotonic() - t0 > deadline_s:
+            print("  the time budget is spent: stopping Snakemake (published records stay)", flush=True)
+            _stop(proc)
+            finished = False
+            break
+    for d in sorted(set(record_dirs(store)) - seen):
+        print(f"  published {d.relative_to(store)}", flush=True)
+    return finished
+
+
+@contextlib.contextmanager
+def campaign_lock(store: Path):
+    """One campaign per store at a time. The lock is the kernel's (flock): a killed campaign holds none."""
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / ".campaign.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CampaignError(f"{store}: another campaign is running on this store") from None
+        yield
+
+
+def plan(config: dict, store: Path, rates: Rates, parallel: int, overhead_min: float, bench_min: float,
+         minutes: float | None = None, wave_limit_min: float | None = None) -> dict:
+    """The waves a campaign of `minutes` would run (None: no limit), each at most `wave_limit_min` long."""
+    done = published_hashes(store)
+    bench = set(benchmarked_runs(config))
+    todo, finished = [], []
+    for r in priority_order(config):
+        (finished if r.cfg in done else todo).append(r)
+    ests = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench) for r in todo]
+    waves, left, remaining = [], list(ests), (minutes * 60 if minutes is not None else math.inf)
+    while left:
+        w = next_wave(left, min(remaining, wave_limit_min * 60 if wave_limit_min else math.inf), parallel)
+        if not w:
+            break
+        waves.append(w)
+        remaining -= wave_seconds(w)
+        left = [e for e in left if e not in w]
+    return {"finished": finished, "todo": ests, "waves": waves, "unplanned": left}
+
+
+def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Path = ".", parallel: int =
+                 DEFAULT_PARALLEL, cores: int | None = None, device_label: str | None = None, rates_path=None,
+                 records=H100_RECORDS, overhead_min: float = DEFAULT_OVERHEAD_MIN,
+                 bench_min: float = DEFAULT_BENCH_MIN, archive_dir: str | Path | None = None,
+                 extra: list[str] = ()) -> dict:
+    config_path, directory = Path(config_path).resolve(), Path(directory).resolve()
+    config = load_config(config_path)
+    store = store_of(config, directory)
+    cores = cores or os.cpu_count() or 1
+    clock = Clock()
+    budget = minutes * 60
+    rates = measured_rates(records, store, rates_path)
+    bench = set(benchmarked_runs(config))
+    logs = directory / config["results_dir"] / "logs" / "campaign"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    failed: list[Run] = []
+    stopped: list[Run] = []
+    with campaign_lock(store), open(logs / f"{stamp}.log", "a", buffering=1) as log:
+        before = set(record_dirs(store))
+        # a killed campaign leaves Snakemake's lock behind; no other campaign runs here (we hold the flock)
+        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
+                        "--configfile", str(config_path), "--unlock"], stdout=log, stderr=subprocess.STDOUT)
+        wave_no = 0
+        while True:
+            done = published_hashes(store)
+            todo = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
+                    for r in priority_order(config) if r.cfg not in done and r not in failed]
+            remaining = budget - clock.elapsed()
+            wave = next_wave(todo, remaining, parallel)
+            if not todo:
+                print("campaign: every run of the config is published", flush=True)
+                break
+            if not wave:
+                print(f"campaign: {len(todo)} run(s) left; the next ({todo[0]['run'].corpus}/{todo[0]['run'].name}, "
+                      f"{todo[0]['seconds'] / 60:.1f} min estimated) does not fit the {max(remaining, 0) / 60:.1f} "
+                      f"min left", flush=True)
+                break
+            wave_no += 1
+            est = wave_seconds(wave)
+            print(f"campaign: wave {wave_no}, {len(wave)} run(s), {est / 60:.1f} min estimated, "
+                  f"{remaining / 60:.1f} min left:", flush=True)
+            for e in wave:
+                print(f"  {e['run'].corpus}/{e['run'].name}: {e['tokens']['train'] + e['tokens']['eval']:,} tokens at "
+                      f"{e['rate']:,.0f} tok/s ({e['rate_source']}), {e['seconds'] / 60:.1f} min", flush=True)
+            deadline = None if clock.mode == "estimate" else max(remaining, 1.0)
+            finished = snakemake_wave(config_path, directory, [receipt(config, e["run"]) for e in wave], parallel,
+                                      cores, deadline, store, log, list(extra), device_label)
+            clock.waited(est)
+            done = published_hashes(store)
+            if not finished:  # stopped at the deadline: what is unpublished is left for the next campaign
+                stopped.extend(e["run"] for e in wave if e["run"].cfg not in done)
+                break
+            for e in wave:
+                if e["run"].cfg not in done:
+                    failed.append(e["run"])
+                    print(f"  not published: {e['run'].corpus}/{e['run'].name} (log: {logs / (stamp + '.log')})",
+                          flush=True)
+            if clock.mode == "wall" and clock.elapsed() >= budget:
+                break
+        new = sorted(set(record_dirs(store)) - before)
+    print(f"campaign: {len(new)} record(s) published in this campaign, {len(failed)} run(s) failed, "
+          f"{len(stopped)} stopped at the deadline", flush=True)
+    archive = None
+    if new:
+        label = device_slug("", device_label) if device_label or os.environ.get(DEVICE_ENV) else \
+            "-".join(sorted({read_manifest(d)["device_slug"] for d in new}))
+        out = Path(archive_dir).resolve() if archive_dir else directory / config["results_dir"]
+        archive = out / f"campaign-{label}-{stamp}.tar.gz"
+        packed = pack(store, new, archive)
+        print(f"campaign: packed {len(packed['records'])} record(s) into {archive} ({packed['bytes']:,} bytes)",
+              flush=True)
+        if packed["left_out"]:
+            print(f"campaign: {len(packed['left_out'])} record(s) did not fit {ARCHIVE_LIMIT:,} bytes; pack them "
+                  f"with `python -m sdgm.campaign pack --store {store} --record DIR ...`: "
+                  + ", ".join(str(d) for d in packed["left_out"]), flush=True)
+    return {"published": new, "failed": failed, "stopped": stopped, "archive": archive}
+
+
+# ---- archives ------------------------------------------------------------------------------------------------------
+
+def _write_archive(store: Path, recs: list[Path], path: Path) -> int:
+    index = [{"record": d.relative_to(store).as_posix(), **{k: read_manifest(d)[k] for k in
+                                                             ("run_id", "run_hash", "device_slug")}} for d in recs]
+    with atomic_path(path) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            data = json.dumps({"schema": 1, "records": index}, indent=2).encode()
+            info = tarfile.TarInfo(ARCHIVE_INDEX)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+            for d in recs:
+                for f in sorted(p for p in d.rglob("*") if p.is_file()):
+                    tar.add(f, arcname=f"published/{f.relative_to(store).as_posix()}", recursive=False)
+    return path.stat().st_size
+
+
+def pack(store: str | Path, recs, path: str | Path, limit: int = ARCHIVE_LIMIT) -> dict:
+    """Pack records (directories of the store) into one .tar.gz of at most `limit` bytes. Records are taken in the
+    given order; those that would push it over the limit are left out (and named)."""
+    store, path = Path(store).resolve(), Path(path)
+    recs = [Path(d).resolve() for d in recs]
+    for d in recs:
+        if not (d / MANIFEST).is_file() or store not in d.parents:
+            raise CampaignError(f"{d}: not a record of the store {store}")
+    take = list(recs)
+    while True:
+        size = _write_archive(store, take, path)
+        if size <= limit:
+            return {"records": take, "left_out": recs[len(take):], "bytes": size}
+        if len(take) <= 1:
+            path.unlink(missing_ok=True)
+            raise CampaignError(f"{take[0] if take else store}: one record alone packs to {size:,} bytes, over "
+                                f"the {limit:,}-byte limit")
+        take = take[:max(1, int(len(take) * limit / size))] if size > 2 * limit else take[:-1]
+
+
+def _safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    members = tar.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+            raise CampaignError(f"{archive}: refusing member {m.name!r} (absolute, '..', or not a plain file)")
+        if m.name != ARCHIVE_INDEX and parts[0] != "published":
+            raise CampaignError(f"{archive}: member {m.name!r} is outside published/")
+    return members
+
+
+def import_archives(archives, store: str | Path) -> dict:
+    """Merge archives into the store, record by record (each verified against its manifest; the same record again
+    is a no-op; a clash is refused, naming both). Returns {"new": [...], "same": [...], "refused": [messages]}."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    out: dict = {"new": [], "same": [], "refused": []}
+    for archive in archives:
+        archive = Path(archive)
+        try:
+            tar = tarfile.open(archive, "r:gz")
+        except (OSError, tarfile.TarError) as e:
+            raise CampaignError(f"{archive}: not a campaign archive ({e})") from e
+        with tar, tempfile.TemporaryDirectory(dir=store, prefix=".import-") as tmp:
+            members = _safe_members(tar, archive)
+            tar.extractall(tmp, members=members, filter="data")
+            root = Path(tmp) / "published"
+            for d in sorted(p.parent for p in root.glob(f"*/runs/*/*/{MANIFEST}")):
+                try:
+                    target, new = import_record(store, d)
+                except StoreError as e:
+                    out["refused"].append(f"{archive}: {str(e).replace(str(d), f'{archive}:{d.relative_to(tmp)}')}")
+                    continue
+                out["new" if new else "same"].append(target)
+    return out
+
+
+# ---- rendering from the store --------------------------------------------------------------------------------------
+
+def render_store(store: str | Path, out: str | Path | None = None) -> dict:
+    """Tables and figures of every device from the store's records, one folder per device (never one mean over
+    devices): OUT/<device>/tables/{main,ablations,reconstruction,throughput,samples}.* and OUT/<device>/figures/,
+    and OUT/README.md, the index of records by device. OUT defaults to the store."""
+    from .bench_report import load_record, throughput_table
+    from .publish import write_samples_pages
+    from .reporting import build_report, write_table
+
+    store = Path(store)
+    out = Path(out) if out is not None else store
+    metrics, samples = published_files(store, "metrics"), published_files(store, "samples")
+    throughput = published_files(store, "throughput")
+    written: dict = {}
+    lines = ["# Published records, by device", "",
+             "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). Tables "
+             "and figures are per device: runs of different devices are never averaged together.", "",
+             "| device | records | corpora | experiments | seeds | tables |", "|---|---|---|---|---|---|"]
+    for dev in sorted(metrics):
+        abl: dict = {}
+        for cfg in published_files(store, "config").get(dev, []):
+            abl.update(ablations(yaml.safe_load(cfg.read_text(encoding="utf-8"))))
+        tables, figures = out / dev / "tables", out / dev / "figures"
+        written[dev] = build_report(metrics[dev], tables, figures, ablations=abl)
+        if throughput.get(dev):
+            recs = [load_record(p, "throughput") for p in throughput[dev]]
+            written[dev]["throughput"] = write_table(throughput_table(recs), tables / "throughput",
+                                                     f"Throughput of the published runs on {dev}.")
+        sample_metrics = [p.parent / "metrics.json" for p in samples.get(dev, [])]
+        write_samples_pages(samples.get(dev, []), sample_metrics, tables / "samples.md", tables / "samples.html")
+        mans = [m for _, m in manifests(store) if m["device_slug"] == dev]
+        lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
+                     f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
+                     f" | [{dev}/tables/main.md]({dev}/tables/main.md) |")
+    with atomic_path(out / "README.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return written
+
+
+# ---- the whole matrix ----------------------------------------------------------------------------------------------
+
+def matrix_estimate(config: dict, rates: Rates, parallel: int = DEFAULT_PARALLEL,
+                    overhead_min: float = DEFAULT_OVERHEAD_MIN, bench_min: float = DEFAULT_BENCH_MIN,
+                    allocation_min: float = 25.0) -> dict:
+    """GPU-minutes of every run of `config` by part (main experiments, ablations; by seed rank), as the campaign
+    plans them, and the allocations of `allocation_min` minutes its waves need (a wave never spans two)."""
+    abl = ablations(config)
+    bench = set(benchmarked_runs(config))
+    parts: dict = {}
+    for r in priority_order(config):
+        e = estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
+        part = ("ablations" if r.experiment in abl else "main experiments", "seed 0" if r.seed == config["seeds"][0]
+                else "later seeds")
+        p = parts.setdefault(part, {"runs": 0, "tokens": 0, "gpu_min_shared": 0.0})
+        p["runs"] += 1
+        p["tokens"] += e["tokens"]["train"] + e["tokens"]["eval"]
+        p["gpu_min_shared"] += e["seconds"] / 60
+    empty = Path(tempfile.mkdtemp(prefix="sdgm-estimate-"))
+    try:
+        pl = plan(config, empty, rates, parallel, overhead_min, bench_min, wave_limit_min=allocation_min)
+    finally:
+        empty.rmdir()
+    waves = [wave_seconds(w) / 60 for w in pl["waves"]]
+    # runs too long for one allocation beside others: alone on the GPU (--parallel 1), one wave each
+    alone = [estimate_run(config, e["run"], rates, 1, overhead_min, bench_min, bench) for e in pl["unplanned"]]
+    allocations, left = 0, 0.0
+    for w in waves + [a["seconds"] / 60 for a in alone]:  # in order: a wave starts only if it ends in the allocation
+        if w > allocation_min:
+            raise CampaignError(f"{w:.1f} min: longer than one {allocation_min:g}-minute allocation even alone")
+        if allocations == 0 or w > left:
+            allocations, left = allocations + 1, allocation_min
+        left -= w
+    return {"parts": parts, "waves": waves, "wave_min_total": sum(waves), "allocations": allocations,
+            "alone_min_total": sum(a["seconds"] for a in alone) / 60,
+            "allocation_min": allocation_min, "parallel": parallel, "slowdown": rates.slowdown(config),
+            "too_long": [(e["run"], e["seconds"] / 60, a["seconds"] / 60) for e, a in zip(pl["unplanned"], alone)]}
+
+
+def format_estimate(est: dict) -> str:
+    lines = ["| part | runs | tokens (upper bound) | run-minutes at the shared rate |", "|---|---|---|---|"]
+    for (kind, seeds), p in sorted(est["parts"].items(), key=lambda kv: (kv[0][1] != "seed 0", kv[0][0])):
+        lines.append(f"| {kind}, {seeds} | {p['runs']} | {p['tokens']:,} | {p['gpu_min_shared']:.1f} |")
+    tot = {k: sum(p[k] for p in est["parts"].values()) for k in ("runs", "tokens", "gpu_min_shared")}
+    lines.append(f"| all | {tot['runs']} | {tot['tokens']:,} | {tot['gpu_min_shared']:.1f} |")
+    lines += ["", f"{len(est['waves'])} waves of at most {est['parallel']} runs at once: "
+                  f"{est['wave_min_total']:.1f} GPU-minutes (longest wave {max(est['waves'], default=0):.1f} min)."]
+    if est["too_long"]:
+        lines += ["", f"{len(est['too_long'])} run(s) do not fit one {est['allocation_min']:g}-minute allocation "
+                      f"beside others (minutes beside others; alone, --parallel 1):"]
+        lines += [f"- {r.corpus}/{r.name}: {shared:.1f}; alone {alone:.1f}" for r, shared, alone in est["too_long"]]
+        lines += ["", f"Alone, one after the other: {est['alone_min_total']:.1f} GPU-minutes."]
+    total = est["wave_min_total"] + est["alone_min_total"]
+    lines += ["", f"Whole matrix: {total:.1f} GPU-minutes in {est['allocations']} allocations of "
+                  f"{est['allocation_min']:g} minutes (a wave starts only if it ends inside its allocation)."]
+    lines += ["", f"Largest measured slowdown beside other runs: {est['slowdown']:.2f}."]
+    return "\n".join(lines)
+
+
+# ---- command line --------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdgm.campaign", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def planning(p):
+        p.add_argument("--configfile", required=True, type=Path)
+        p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
+                       help=f"trainings at once on the GPU (default {DEFAULT_PARALLEL}, docs/campaign.md)")
+        p.add_argument("--rates", type=Path, help="CSV model,corpus,tokens_per_s: rates used before the records")
+        p.add_argument("--records", type=Path, default=H100_RECORDS,
+                       help="committed records to take rates from (default results/h100)")
+        p.add_argument("--overhead-min", type=float, default=DEFAULT_OVERHEAD_MIN)
+        p.add_argument("--bench-min", type=float, default=DEFAULT_BENCH_MIN)
+        p.add_argument("--directory", type=Path, default=Path("."), help="the workflow's working directory")
+
+    r = sub.add_parser("run", help="train, evaluate and publish the highest-priority unfinished runs")
+    planning(r)
+    r.add_argument("--minutes", type=float, required=True, help="the allocation's time budget")
+    r.add_argument("--cores", type=int, default=None)
+    r.add_argument("--device-label", default=None, help=f"the store's device folder (default: ${DEVICE_ENV}, else "
+                                                        "the device the run trained on)")
+    r.add_argument("--archive-dir", type=Path, default=None, help="where the archive goes (default: results_dir)")
+    r.add_argument("snakemake_args", nargs="*", help="after --: more Snakemake options (e.g. --use-conda)")
+    p = sub.add_parser("plan", help="what a campaign would run, in order, with estimates")
+    planning(p)
+    p.add_argument("--minutes", type=float, default=None)
+    e = sub.add_parser("estimate", help="GPU-minutes of the whole matrix by part, and the allocations it needs")
+    planning(e)
+    e.add_argument("--allocation-min", type=float, default=25.0)
+    k = sub.add_parser("pack", help="pack store records into one archive of at most 16 MiB")
+    k.add_argument("--store", type=Path, default=Path("results/published"))
+    k.add_argument("--out", type=Path, required=True)
+    k.add_argument("--device", action="append", default=[], help="only this device's records (repeatable)")
+    k.add_argument("--record", action="append", type=Path, default=[], help="only these record directories")
+    i = sub.add_parser("import", help="merge archives into the store")
+    i.add_argument("archives", nargs="+", type=Path)
+    i.add_argument("--store", type=Path, default=Path("results/published"))
+    i.add_argument("--no-render", action="store_true", help="do not render the tables afterwards")
+    d = sub.add_parser("render", help="tables and figures per device from the store")
+    d.add_argument("--store", type=Path, default=Path("results/published"))
+    d.add_argument("--out", type=Path, default=None)
+    v = sub.add_parser("verify", help="check every record against its manifest")
+    v.add_argument("--store", type=Path, default=Path("results/published"))
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "run":
+            res = run_campaign(a.configfile, a.minutes, directory=a.directory, parallel=a.parallel, cores=a.cores,
+                               device_label=a.device_label, rates_path=a.rates, records=a.records,
+                               overhead_min=a.overhead_min, bench_min=a.bench_min, archive_dir=a.archive_dir,
+                               extra=a.snakemake_args)
+            return 1 if res["failed"] else 0
+        if a.cmd in ("plan", "estimate"):
+            config = load_config(a.configfile)
+            rates = measured_rates(a.records, None, a.rates)
+            if a.cmd == "estimate":
+                print(format_estimate(matrix_estimate(config, rates, a.parallel, a.overhead_min, a.bench_min,
+                                                      a.allocation_min)))
+                return 0
+            pl = plan(config, store_of(config, a.directory.resolve()), rates, a.parallel, a.overhead_min,
+                      a.bench_min, a.minutes)
+            print(f"{len(pl['finished'])} run(s) published, {len(pl['todo'])} to do")
+            for n, w in enumerate(pl["waves"], 1):
+                print(f"wave {n}: {wave_seconds(w) / 60:.1f} min: " + ", ".join(
+                    f"{e['run'].corpus}/{e['run'].name} ({e['seconds'] / 60:.1f})" for e in w))
+            if pl["unplanned"]:
+                print(f"not in this budget: {len(pl['unplanned'])} run(s)")
+            return 0
+        if a.cmd == "pack":
+            recs = a.record or [d for d in record_dirs(a.store) if not a.device or d.parents[2].name in a.device]
+            if not recs:
+                raise CampaignError(f"{a.store}: no records to pack")
+            res = pack(a.store, recs, a.out)
+            print(f"packed {len(res['records'])} record(s) into {a.out} ({res['bytes']:,} bytes)")
+            for d in res["left_out"]:
+                print(f"left out (over {ARCHIVE_LIMIT:,} bytes): {d}")
+            return 0
+        if a.cmd == "import":
+            res = import_archives(a.archives, a.store)
+            print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there")
+            for msg in res["refused"]:
+                print(f"refused: {msg}", file=sys.stderr)
+            if not a.no_render and not res["refused"]:
+                render_store(a.store)
+            return 1 if res["refused"] else 0
+        if a.cmd == "render":
+            render_store(a.store, a.out)
+            return 0
+        if a.cmd == "verify":
+            problems = verify_store(a.store)
+            for msg in problems:
+                print(msg, file=sys.stderr)
+            print(f"{len(record_dirs(a.store))} record(s), {len(problems)} problem(s)")
+            return 1 if problems else 0
+    except (CampaignError, StoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""Copy one finished run's weight-free files into the published store (rule publish)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.atomic import write_json_atomic  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+from sdgm.store import publish_run  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+inp = smk.input
+target, new = publish_run(smk.params.store, inp.metrics, smk.params.config, smk.params.run["hash"],
+                          samples=inp.samples, gmm=inp.get("gmm"), throughput=inp.get("throughput"),
+                          figures=list(inp.get("figures", [])))
+print(("published" if new else "already published (identical)"), target)
+write_json_atomic(smk.output[0], {"record": str(target), "new": new})
