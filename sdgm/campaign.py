@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text_atomic
 from .config import Run, ablations, benchmarked_runs, check_config, runs
 from .store import (DEVICE_ENV, MANIFEST, StoreError, device_slug, import_record, manifests,
                     published_files, published_hashes, read_manifest, record_dirs, verify_store)
@@ -294,7 +294,7 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
 def campaign_lock(store: Path):
     """One campaign per store at a time. The lock is the kernel's (flock): a killed campaign holds none."""
     store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".campaign.lock", "w") as fh:
+    with open(store / ".campaign.lock", "a") as fh:  # never truncated: the lock is the flock, not the content
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -510,8 +510,7 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
         lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
                      f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
                      f" | [{dev}/tables/main.md]({dev}/tables/main.md) |")
-    with atomic_path(out / "README.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
     return written
 
 
