@@ -66,7 +66,7 @@ def test_paths_of_each_model():
     assert list(paths) == ["cache", "recompute", "cache_compiled"] and isinstance(paths["cache_compiled"], CompiledSteps)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gpt2"])
+@pytest.mark.parametrize("name", ["lstm", pytest.param("gpt2", marks=pytest.mark.e2e)])  # gpt2: long torch.compile
 @torch.no_grad()
 def test_compiled_steps_decode_exactly_like_the_model(name):
     m = small(name)

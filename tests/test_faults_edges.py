@@ -247,6 +247,7 @@ def snakemake(*args, cwd, timeout=300) -> subprocess.CompletedProcess:
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.e2e  # two Snakemake runs
 def test_workflow_rerun_after_fixing_a_bad_corpus_needs_no_deletion(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -319,6 +320,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e  # long: a fresh process measures its peak memory
 def test_memory_estimate_is_close_to_the_measured_peak(tokens, tmp_path):
     """The estimate against the resident memory a few training steps really take (a fresh process)."""
     r = subprocess.run([sys.executable, "-c", MEASURE, str(tokens), str(tmp_path / "ck")], capture_output=True,
@@ -489,6 +491,7 @@ def uninterrupted(tokens, tmp_path_factory) -> dict:
     return train(tokens, root / "run", root / "ck", LONG)
 
 
+@pytest.mark.e2e  # training subprocesses
 def test_sigterm_checkpoints_the_current_step_and_the_rerun_loses_nothing(tokens, tmp_path, uninterrupted):
     proc = start_training(tokens, tmp_path, tmp_path / "first")
     wait_for_step(proc, tmp_path / "ck", 60)

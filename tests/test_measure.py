@@ -178,6 +178,7 @@ TINY = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4, repe
 LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_triton", "attention", "linformer")
 
 
+@pytest.mark.e2e  # long: every layer, both views, both modes (about 11 s)
 def test_scaling_benchmark_on_a_tiny_range(tmp_path):
     rec = scaling_benchmark([8, 16, 32], 64, batch_lengths=[16, 64], batch_size=2, **TINY)
     rec = json.loads(json.dumps(rec))
@@ -234,6 +235,7 @@ def test_device_rates_on_this_cpu_are_positive_and_say_how():
     assert "torch.sin" in r["sine_method"] and "copy" in r["bandwidth_method"]
 
 
+@pytest.mark.e2e  # long: memory of both decoders up to L = 2048 (about 10 s)
 def test_chunked_decoder_memory_grows_slower_than_naive():
     """At a fixed batch the naive decoder holds L x K x D atoms; the chunked one a block of them."""
     kw = {**TINY, "d_model": 128, "n_atoms": 128}  # chunked blocks of 256 positions

@@ -313,6 +313,7 @@ def dry_run(tmp_path: Path, cfg: dict, *targets: str) -> tuple[int, str]:
     return r.returncode, r.stdout + r.stderr
 
 
+@pytest.mark.e2e  # long: Snakemake builds the DAG of two configs
 def test_a_changed_parameter_is_a_new_run_directory_in_the_dag(tmp_path):
     def trained(out):  # the run directories the DAG would train
         return set(re.findall(r"^\s+output: results/runs/ptb/(sdgm-s0-[0-9a-f]{8})/metrics\.json", out, re.M))
