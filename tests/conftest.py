@@ -27,6 +27,7 @@ from sdgm.data import tokenize_corpus  # noqa: E402
 # One intra-op thread in the test process. The models here are tiny, so a second thread gains nothing, and on a
 # machine whose cores are busy with other work two threads that wait on each other made single tests 3-10x slower.
 # (Training jobs set their own count: job_resources.train.threads; subprocesses are not affected.)
+# One thread also makes CPU results bit-identical run to run, which the resume tests compare.
 torch.set_num_threads(1)
 
 

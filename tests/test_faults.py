@@ -52,15 +52,6 @@ def write_corpus(root: Path, **kw) -> Path:
     return root / "tokens"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bit-identical CPU results run to run (the workflow's train jobs use one thread for the same reason)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tokens(grammar_tokens) -> Path:
     return grammar_tokens

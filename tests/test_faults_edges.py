@@ -59,14 +59,6 @@ def tokens(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # 105 steps per epoch of the corpus above
 TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 0, "checkpoint_every_steps": 50,
          "log_every_steps": 1000, "device": "cpu", "patience": 50}
