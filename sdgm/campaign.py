@@ -479,21 +479,23 @@ def import_archives(archives, store: str | Path) -> dict:
 
 def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     """Tables and figures of every device from the store's records, one folder per device (never one mean over
-    devices): OUT/<device>/tables/{main,ablations,reconstruction,throughput,samples}.* and OUT/<device>/figures/,
+    devices): OUT/<device>/tables/{claims,compact,main,ablations,reconstruction,throughput,samples}.* and
+    OUT/<device>/figures/,
     and OUT/README.md, the index of records by device. OUT defaults to the store."""
     from .bench_report import load_record, throughput_table
     from .publish import write_samples_pages
     from .reporting import build_report, write_table
+    from .reporting.claims import build_claims
 
     store = Path(store)
     out = Path(out) if out is not None else store
     metrics, samples = published_files(store, "metrics"), published_files(store, "samples")
-    throughput = published_files(store, "throughput")
+    throughput, gmm = published_files(store, "throughput"), published_files(store, "gmm")
     written: dict = {}
     lines = ["# Published records, by device", "",
              "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). Tables "
              "and figures are per device: runs of different devices are never averaged together.", "",
-             "| device | records | corpora | experiments | seeds | tables |", "|---|---|---|---|---|---|"]
+             "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
     for dev in sorted(metrics):
         abl: dict = {}
         for cfg in published_files(store, "config").get(dev, []):
@@ -504,12 +506,14 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
             recs = [load_record(p, "throughput") for p in throughput[dev]]
             written[dev]["throughput"] = write_table(throughput_table(recs), tables / "throughput",
                                                      f"Throughput of the published runs on {dev}.")
+        written[dev]["claims"] = build_claims(tables, metrics=metrics[dev], throughput=throughput.get(dev, []),
+                                              gmm=gmm.get(dev, []))
         sample_metrics = [p.parent / "metrics.json" for p in samples.get(dev, [])]
         write_samples_pages(samples.get(dev, []), sample_metrics, tables / "samples.md", tables / "samples.html")
         mans = [m for _, m in manifests(store) if m["device_slug"] == dev]
         lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
                      f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
-                     f" | [{dev}/tables/main.md]({dev}/tables/main.md) |")
+                     f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
     write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
     return written
 

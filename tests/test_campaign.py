@@ -9,11 +9,13 @@ import tarfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from sdgm import campaign, importguard, store
 from sdgm.config import benchmarked_runs, check_config, runs
+from sdgm.reporting import claims as C
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "results" / "h100"
@@ -214,6 +216,12 @@ def test_two_devices_pack_import_and_render_grouped_by_device(tmp_path):
     a100 = (merged / "nvidia-a100-sxm4-40gb" / "tables" / "main.md").read_text()
     assert "1234.5" in a100 and "1234.5" not in h100  # never one mean over devices
     assert "nvidia-a100-sxm4-40gb" in (merged / "README.md").read_text()
+    # the claims judged per device, from the published records alone (no weights, no results folder)
+    claims = {d: pd.read_csv(merged / d / "tables" / "claims.csv") for d in by_dev}
+    a100_ppl = claims["nvidia-a100-sxm4-40gb"].set_index("id").loc["ptb-val-ppl", "ours_value"]
+    assert a100_ppl == 1234.5 and claims["nvidia-h100-80gb-hbm3"].set_index("id").loc["ptb-val-ppl",
+                                                                                        "ours_value"] != 1234.5
+    assert C.find_records(merged / "nvidia-a100-sxm4-40gb")["metrics"]  # a device folder is a --records folder
     assert store.verify_store(merged) == []
 
 

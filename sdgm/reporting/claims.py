@@ -257,11 +257,12 @@ def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=N
 
 
 def find_records(root: Path) -> dict:
-    """The records of one results folder, by the pipeline's layout."""
+    """The records of one results folder, by the pipeline's layout, or of one device of the published store
+    (results/published/<device>: each run's records, throughput.json included, in its run directory)."""
     root = Path(root)
     scaling = root / "bench" / "scaling.json"
     return {"metrics": sorted(root.glob("runs/*/*/metrics.json")),
-            "throughput": sorted(root.glob("bench/throughput/*/*.json")),
+            "throughput": sorted(root.glob("bench/throughput/*/*.json")) + sorted(root.glob("runs/*/*/throughput.json")),
             "generation": sorted(root.glob("bench/generation/*/*.json")),
             "scaling": scaling if scaling.exists() else None,
             "gmm": sorted(root.glob("runs/*/*/gmm.json"))}
