@@ -342,6 +342,23 @@ def test_a_changed_parameter_is_a_new_run_directory_in_the_dag(tmp_path):
     assert trained(out) == {new}
 
 
+def check_claims_outputs(res: Path) -> None:
+    """The claims and compact tables of a finished run of the workflow, and results/README.md leading with them."""
+    claims = pd.read_csv(res / "tables" / "claims.csv")
+    assert set(claims.verdict) <= {"reproduced", "not reproduced", "contradicted", "not measured"} and len(claims) > 15
+    for col in ("paper_value", "ours_value", "ours_ci_low", "ours_ci_high", "n", "tolerance"):
+        assert pd.api.types.is_numeric_dtype(claims[col]), col  # numbers only; reasons in their own column
+    assert claims.set_index("id").loc["ptb-val-ppl", "ours_value"] > 1
+    compact = pd.read_csv(res / "tables" / "compact.csv")
+    assert "sdgm" in set(compact.experiment)
+    for col in ("params_m", "ptb_val_ppl", "ptb_test_ppl", "train_tok_s"):
+        assert pd.api.types.is_numeric_dtype(compact[col]), col
+    readme = (res / "README.md").read_text()
+    assert readme.split("\n## ")[1].startswith("Verdicts")  # the page leads with the verdicts
+    for ext in ("csv", "md", "tex", "html"):
+        assert (res / "tables" / f"claims.{ext}").stat().st_size > 0 and (res / "tables" / f"compact.{ext}").exists()
+
+
 @pytest.mark.e2e
 def test_quick_pipeline_end_to_end(tmp_path):
     """The README's quick run, in a scratch directory: every output exists and holds measured numbers."""
@@ -480,6 +497,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert (res / "tables" / f"{table}.html").stat().st_size > 500
     readme = (res / "README.md").read_text()
     assert (res / "tables" / "main.md").read_text().strip() in readme
+    check_claims_outputs(res)
     for run in gmm_runs:
         assert f"](figures/{run.corpus}/{run.name}/gmm_pca.png)" in readme
     for fig in ("training_curves", "ablations", "ppl_vs_atoms", "scaling", "generation_latency"):
