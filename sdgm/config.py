@@ -20,6 +20,10 @@ from . import catalog
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SHIPPED_SUMS = Path(__file__).resolve().parent / "corpora" / "SHA256SUMS"
 HASH_CHARS = 8  # hex digits of the run hash in a run's directory name
+# The allocator settings of every workflow job (set by workflow/rules/common.smk, inherited by the jobs): glibc
+# returns big freed blocks to the OS and maps them again on the next step, which on a CPU costs as much as the
+# arithmetic for the logits of a 10k-33k vocabulary; with these it keeps them. sdgm.memory counts what that keeps.
+JOB_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
 class ConfigError(ValueError):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sdgm.config import runs
 from sdgm.importguard import ENV_VAR, plan, rule_environments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +138,8 @@ def test_every_script_imports_sdgm_first():
 @pytest.mark.e2e
 def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
-    the whole DAG runs with every job limited to the packages of its conda environment."""
+    the whole DAG, and the publishing of every run (sdgm.campaign asks for it), runs with every job limited to the
+    packages of its conda environment."""
     shutil.copytree(REPO / ".test" / "config", tmp_path / "config")
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
     r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)
@@ -146,6 +148,14 @@ def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
                        text=True, timeout=900)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
+    # then what a campaign asks for beside the DAG: every finished run published into the store
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    receipts = [f"results/published/receipts/{run.corpus}/{run.name}.json" for run in runs(cfg)]
+    r = subprocess.run([*base, "--cores", "2", "--show-failed-logs", *receipts], env=write_plan(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    out += r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert all((tmp_path / receipt).exists() for receipt in receipts)
     jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, flags=re.M)}
     assert set(rule_environments(REPO)) <= jobs, f"rules the test case does not run: {set(rule_environments(REPO)) - jobs}"
     assert (tmp_path / "results" / "README.md").stat().st_size > 0

@@ -28,6 +28,7 @@ import yaml
 
 from sdgm import data
 from sdgm.atomic import StorageError, write_json_atomic
+from sdgm.config import JOB_MALLOC_ENV
 from sdgm.data import ContentError, DataError, materialize, tokenize_corpus
 from sdgm.experiment import run_training
 from sdgm.memory import MemoryEstimateError, rss_bytes
@@ -275,7 +276,7 @@ def test_training_that_does_not_fit_is_refused_before_the_first_step(tokens, tmp
               mem_mb=limit)
     msg = str(e.value)
     assert re.search(rf"estimated peak memory \d+ MiB \(this process now \d+ MiB, plus gradients \d+ MiB, optimizer "
-                     rf"\d+ MiB, activations \d+ MiB, logits backward \d+ MiB\) exceeds the job's memory {limit} MiB "
+                     rf"\d+ MiB, activations \d+ MiB, logits backward \d+ MiB(, allocator kept \d+ MiB)?\) exceeds the job's memory {limit} MiB "
                      rf"\(job_resources.train.mem_mb\); raise job_resources.train.mem_mb", msg), msg
     assert "job_resources.train.memory_check: false" in msg
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "ck" / "last.pt").exists()
@@ -315,16 +316,22 @@ MEASURE = textwrap.dedent("""
 @pytest.mark.e2e  # long: a fresh process measures its peak memory
 def test_memory_estimate_is_close_to_the_measured_peak(tokens, tmp_path):
     """The estimate against the resident memory a few training steps really take (a fresh process)."""
-    r = subprocess.run([sys.executable, "-c", MEASURE, str(tokens), str(tmp_path / "ck")], capture_output=True,
-                       text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads(r.stdout.strip().splitlines()[-1])
-    p = m["parts"]
-    measured = m["peak"] - m["before"]  # what the steps added: gradients, Adam moments, activations, logits
-    estimated = m["estimate"] - p["parameters"]
-    print(f"estimated {estimated / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB, parts {p}")
-    assert p["logits_backward"] == 2 * 32 * 64 * 20000 * 4 and p["optimizer"] == 2 * p["parameters"]
-    assert 0.75 * measured <= estimated <= 1.5 * measured, (estimated, measured)
+    # with the allocator settings the workflow's jobs run with (freed big blocks kept), and without them
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    for env in (plain, {**plain, **JOB_MALLOC_ENV}):
+        r = subprocess.run([sys.executable, "-c", MEASURE, str(tokens), str(tmp_path / "ck")], capture_output=True,
+                           text=True, timeout=120, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        p = m["parts"]
+        measured = m["peak"] - m["before"]  # what the steps added: gradients, Adam moments, activations, logits
+        estimated = m["estimate"] - p["parameters"]
+        print(f"estimated {estimated / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB, parts {p}")
+        assert p["logits_backward"] == 2 * 32 * 64 * 20000 * 4 and p["optimizer"] == 2 * p["parameters"]
+        assert p["allocator_kept"] == (p["logits_backward"] if "MALLOC_MMAP_THRESHOLD_" in env else 0)
+        # the measured peak itself varies from run to run (540-690 MiB without, 680-800 MiB with the kept blocks,
+        # seen on a 2-core CPU, busy or idle): the band is wider than that spread, not tuned to one run
+        assert 0.65 * measured <= estimated <= 1.5 * measured, (estimated, measured, "MALLOC_MMAP_THRESHOLD_" in env)
 
 
 # ============================================================================ 4. integrity of trained runs

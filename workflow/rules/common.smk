@@ -20,6 +20,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
 from sdgm.config import (  # noqa: E402
+    JOB_MALLOC_ENV,
     ablations,
     benchmarked_runs,
     check_config,
@@ -31,10 +32,10 @@ from sdgm.config import (  # noqa: E402
 
 check_config(config)
 
-# glibc returns big freed blocks to the OS and maps them again on the next step; on CPU that costs as much
-# as the arithmetic for the logits of a 10k-33k vocabulary. Keep them (jobs inherit this environment).
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4294967296")
-os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
+# glibc keeps big freed blocks instead of returning them to the OS and mapping them again on every step (see
+# sdgm.config.JOB_MALLOC_ENV; jobs inherit this environment).
+for _name, _value in JOB_MALLOC_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 RES = config["resources_dir"]
 OUT = config["results_dir"]
