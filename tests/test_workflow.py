@@ -496,8 +496,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
                   "samples"):
         assert (res / "tables" / f"{table}.html").stat().st_size > 500
     readme = (res / "README.md").read_text()
-    assert (res / "tables" / "main.md").read_text().strip() in readme
-    check_claims_outputs(res)
+    check_claims_outputs(res)  # the page leads with the verdicts, then the compact table
+    compact_rows = [line for line in (res / "tables" / "compact.md").read_text().splitlines() if line.startswith("|")]
+    assert compact_rows and all(row in readme for row in compact_rows[2:])
+    assert "](tables/main.md)" in readme and readme.index("## Main results") < readme.index("## Figures")
     for run in gmm_runs:
         assert f"](figures/{run.corpus}/{run.name}/gmm_pca.png)" in readme
     for fig in ("training_curves", "ablations", "ppl_vs_atoms", "scaling", "generation_latency"):
