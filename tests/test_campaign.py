@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sdgm import campaign, importguard, store
+from sdgm import campaign, costs, importguard, store
 from sdgm.config import benchmarked_runs, check_config, runs
 from sdgm.reporting import claims as C
 
@@ -36,7 +36,7 @@ def tiny_config() -> dict:
 # ---- priorities, estimates, waves (no training) ------------------------------------------------------------------
 
 def test_priority_is_seed_0_of_everything_first_main_before_ablations():
-    order = campaign.priority_order(PAPER)
+    order = costs.priority_order(PAPER)
     assert len(order) == 108
     assert [r.seed for r in order] == sorted(r.seed for r in order)
     first = order[:36]
@@ -59,7 +59,7 @@ def test_throughput_is_benchmarked_once_per_model_and_corpus_unless_asked():
 
 
 def test_rates_come_from_the_committed_h100_records():
-    rates = campaign.measured_rates(H100)
+    rates = costs.measured_rates(H100)
     sdgm_ptb = json.loads((H100 / "runs/ptb/sdgm-s0/metrics.json").read_text())["metrics"]["train_tokens_per_s"]
     run = next(r for r in runs(PAPER) if (r.experiment, r.corpus, r.seed) == ("sdgm", "ptb", 0))
     assert rates.rate(PAPER, run, 8) == (sdgm_ptb, "sdgm on ptb, GPU shared")
@@ -72,12 +72,12 @@ def test_rates_come_from_the_committed_h100_records():
 
 def test_run_tokens_are_epochs_of_the_corpus_or_max_steps():
     run = next(r for r in runs(PAPER) if (r.experiment, r.corpus, r.seed) == ("sdgm", "ptb", 0))
-    t = campaign.run_tokens(PAPER, run)
+    t = costs.run_tokens(PAPER, run)
     steps_per_epoch = 929589 // (32 * 128)
     assert t["train"] == steps_per_epoch * 10 * 32 * 128
     assert t["eval"] == 10 * 73760 + 73760 + 82430
     cfg = tiny_config()
-    t = campaign.run_tokens(cfg, runs(cfg)[0])
+    t = costs.run_tokens(cfg, runs(cfg)[0])
     assert t["train"] == 6 * 8 * 32 and t["eval"] == 1 * 8 * 32 + 73760 + 82430
 
 
@@ -90,21 +90,21 @@ def fake_rates(tmp_path):
 
 def test_plan_fills_waves_in_priority_order_within_the_budget(tmp_path):
     cfg = tiny_config()
-    rates = campaign.measured_rates(None, None, fake_rates(tmp_path))
-    pl = campaign.plan(cfg, tmp_path / "store", rates, parallel=2, overhead_min=1.0, bench_min=0.0, minutes=1.5)
+    rates = costs.measured_rates(None, None, fake_rates(tmp_path))
+    pl = costs.plan(cfg, set(), rates, parallel=2, overhead_min=1.0, bench_min=0.0, minutes=1.5)
     assert [[(e["run"].experiment, e["run"].seed) for e in w] for w in pl["waves"]] == [[("sdgm", 0), ("gpt2", 0)]]
     assert [(e["run"].experiment, e["run"].seed) for e in pl["unplanned"]] == [("sdgm", 1), ("gpt2", 1)]
     # a throughput job runs alone after the trainings: it counts once per benchmarked run
-    pl = campaign.plan(cfg, tmp_path / "store", rates, parallel=2, overhead_min=1.0, bench_min=1.0, minutes=2.5)
+    pl = costs.plan(cfg, set(), rates, parallel=2, overhead_min=1.0, bench_min=1.0, minutes=2.5)
     assert [[(e["run"].experiment, e["run"].seed) for e in w] for w in pl["waves"]] == [[("sdgm", 0), ("sdgm", 1)]]
 
 
 def test_matrix_estimate_covers_every_run():
-    est = campaign.matrix_estimate(PAPER, campaign.measured_rates(H100))
+    est = costs.matrix_estimate(PAPER, costs.measured_rates(H100))
     assert sum(p["runs"] for p in est["parts"].values()) == 108
     assert est["allocations"] >= math_ceil((est["wave_min_total"] + est["alone_min_total"]) / 25)
     assert all(w <= 25 for w in est["waves"])
-    assert "Whole matrix" in campaign.format_estimate(est)
+    assert "Whole matrix" in costs.format_estimate(est)
 
 
 def math_ceil(x: float) -> int:
