@@ -100,6 +100,17 @@ def test_float64_chunked_equals_naive_exactly(impl):
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
 
 
+def test_chunked_gradients_of_non_contiguous_parameters():
+    """Parameters that are transposed views (strides (1, K)) get the same gradients as contiguous ones."""
+    (c, A, F, P), positions, G = make_case(2, 20, 6, 9, 0, 1)
+    views = [t.t().contiguous().t() for t in (A, F, P)]  # same values, column-major
+    assert not views[0].is_contiguous()
+    ref = run("naive", (c, A, F, P), positions, G, torch.float64)
+    out = run("chunked", (c, *views), positions, G, torch.float64, block=3)
+    for name, o, r in zip(NAMES, out, ref):
+        torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize("impl", ["chunked", TRITON])
 @pytest.mark.parametrize("pos", [0, 1, 127, 1000])
 def test_decoding_offsets_one_position(impl, pos):

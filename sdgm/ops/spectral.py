@@ -30,7 +30,9 @@ import os
 import torch
 
 IMPLEMENTATIONS = ("auto", "naive", "chunked", "triton")
-DEFAULT_BLOCK_ELEMENTS = 1 << 22  # chunked: positions per block = this // (K * D), at least 1 (16 MiB of fp32 atoms)
+# chunked: positions per block = this // (K * D), at least 1. On a CPU a block's tensors should stay near the core's
+# L2 cache (2**20 fp32 values = 4 MiB); on a GPU larger blocks keep the kernel launches few (16 MiB).
+DEFAULT_BLOCK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 22}
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ class SpectralOpError(ValueError):
 
 
 def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
-    """positions (T,) -> (theta (T, K, D) = 2 pi F p / P + Phi, p / P (T, 1, 1)) in the parameters' dtype."""
-    t = positions.to(frequency.dtype)[:, None, None]  # (T, 1, 1)
-    return 2 * math.pi * frequency[None] * t / period + phase[None], t / period
+    """positions (T,) -> (theta (T, K, D) = Phi + F * w, w (T,) = 2 pi p / P) in the parameters' dtype.
+
+    One fused pass (addcmul) for theta: every implementation on the torch side forms the angle this way."""
+    w = positions.to(frequency.dtype) * (2 * math.pi / period)  # (T,)
+    return torch.addcmul(phase, frequency, w[:, None, None]), w
 
 
 def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
@@ -140,7 +144,8 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
     if impl == "chunked":
         K, D = amplitude.shape
         if block is None:
-            block = max(1, DEFAULT_BLOCK_ELEMENTS // (K * D))
+            elements = DEFAULT_BLOCK_ELEMENTS["cpu" if c.device.type == "cpu" else "other"]
+            block = max(1, elements // (K * D))
         if block < 1:
             raise SpectralOpError(f"block must be at least 1; got {block}")
         return ChunkedSpectralDecode.apply(c, amplitude, frequency, phase, positions, float(period), int(block))
@@ -165,7 +170,7 @@ class ChunkedSpectralDecode(torch.autograd.Function):
         with _no_autocast(c.device), torch.no_grad():
             for s in range(0, L, block):
                 e = min(L, s + block)
-                S = spectral_atoms(positions[s:e], amplitude, frequency, phase, period)  # (T, K, D)
+                S = spectral_angles(positions[s:e], frequency, phase, period)[0].sin_().mul_(amplitude)  # (T, K, D)
                 out[:, s:e] = torch.einsum("btk,tkd->btd", c[:, s:e], S.to(c.dtype))
         ctx.save_for_backward(c, amplitude, frequency, phase, positions)
         ctx.period, ctx.block = period, block
@@ -179,27 +184,29 @@ class ChunkedSpectralDecode(torch.autograd.Function):
         need_c, need_a, need_f, need_p = ctx.needs_input_grad[:4]
         dc = torch.empty_like(c) if need_c else None
         da = torch.zeros_like(amplitude) if need_a else None
-        df = torch.zeros_like(frequency) if need_f else None
-        dp = torch.zeros_like(phase) if need_p else None
+        df = torch.zeros_like(frequency, memory_format=torch.contiguous_format) if need_f else None  # flat views below
+        dp = torch.zeros_like(phase, memory_format=torch.contiguous_format) if need_p else None
         grad = grad.to(c.dtype)
+        # every (T, K, D) tensor below is made once and then updated in place: passes over memory, not the sines,
+        # bound this loop on a CPU otherwise
         with _no_autocast(c.device), torch.no_grad():
             for s in range(0, L, block):
                 e = min(L, s + block)
-                theta, tp = spectral_angles(positions[s:e], frequency, phase, period)  # (T, K, D), (T, 1, 1)
+                theta, w = spectral_angles(positions[s:e], frequency, phase, period)  # (T, K, D), (T,)
                 sin = torch.sin(theta)
                 g = grad[:, s:e]  # (B, T, D)
                 if need_c:
-                    dc[:, s:e] = torch.einsum("btd,tkd->btk", g, (amplitude[None] * sin).to(c.dtype))
+                    dc[:, s:e] = torch.einsum("btd,tkd->btk", g, (sin * amplitude).to(c.dtype))
                 if need_a or need_f or need_p:
                     q = torch.einsum("btk,btd->tkd", c[:, s:e], g).to(amplitude.dtype)  # (T, K, D)
                     if need_a:
                         da += (q * sin).sum(0)
                     if need_f or need_p:
-                        qcos = q * torch.cos(theta)  # (T, K, D)
+                        qcos = q.mul_(theta.cos_()).reshape(e - s, -1)  # (T, K * D)
                         if need_p:
-                            dp += qcos.sum(0)
+                            dp.view(-1).add_(qcos.sum(0))
                         if need_f:
-                            df += (qcos * (2 * math.pi * tp)).sum(0)
+                            df.view(-1).addmv_(qcos.t(), w)
             if need_p:
                 dp *= amplitude
             if need_f:
