@@ -303,6 +303,46 @@ def test_a_real_out_of_memory_is_recorded_not_raised():
     assert rec["ratios"] == []  # no attention in this run
 
 
+def test_predicted_peak_extrapolates_log_log_with_a_clamped_exponent():
+    from sdgm.bench.scaling import predicted_peak
+
+    assert predicted_peak([], 64) is None
+    assert predicted_peak([(8, 100)], 16) == (400, "quadratic from L = 8")  # one point: the worst case here
+    assert predicted_peak([(8, 100), (16, 200)], 64)[0] == 800  # linear
+    assert predicted_peak([(8, 100), (16, 150)], 64)[0] == 600  # flatter than linear: linear assumed
+    assert predicted_peak([(8, 100), (16, 1600)], 32)[0] == 6400  # steeper than quadratic: quadratic assumed
+    assert "exponent 1.00 from L = 8 and 16" in predicted_peak([(8, 100), (16, 200)], 64)[1]
+
+
+class Growing(torch.nn.Module):
+    """Holds an (L, L) buffer per call: its peak grows quadratically."""
+
+    def __init__(self, L):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.w + torch.ones(x.shape[1], x.shape[1]).sum() * 0
+
+
+def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
+    """A CPU allocator does not refuse: the case would get the process killed. The benchmark extrapolates each
+    layer's measured peaks and records a case that would not fit as oom (predicted) without running it."""
+    from sdgm.bench import scaling
+
+    runs = []
+    real_case = scaling._case
+    monkeypatch.setattr(scaling, "_case", lambda f, L, *a: runs.append(L) or real_case(f, L, *a))
+    monkeypatch.setattr(scaling, "available_host_memory", lambda: 3 * 64 * 64 * 4)  # room for (64, 64) fp32 x 3
+    rec = scaling_benchmark([], 1, batch_lengths=[32, 64, 256, 512], layers={"growing": Growing}, **TINY)
+    by_l = {r["L"]: r for r in rec["results"] if r["mode"] == "forward"}
+    assert by_l[32]["status"] == by_l[64]["status"] == "ok"
+    assert by_l[256]["status"] == "oom" and by_l[256]["predicted"] is True
+    assert "predicted peak" in by_l[256]["error"] and "from L = 32 and 64" in by_l[256]["error"]
+    assert by_l[512]["status"] == "skipped"
+    assert 256 not in runs and 512 not in runs
+
+
 # ---- throughput of a trained run, and its table -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, toy_tokens):

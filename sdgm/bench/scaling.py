@@ -209,6 +209,33 @@ def floor_of(cost: dict, rates: dict) -> dict:
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------------------
+def available_host_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def predicted_peak(history: list[tuple[int, int]], L: int) -> tuple[int, str] | None:
+    """Peak memory of a layer at length L extrapolated from its measured (L, peak) points in one view and mode:
+    log-log from the last two points, the exponent clamped to [1, 2]; from one point, quadratic (the worst a layer
+    here does). None without points."""
+    if not history:
+        return None
+    L2, p2 = history[-1]
+    e, how = 2.0, f"quadratic from L = {L2:,}"
+    if len(history) > 1 and history[-2][1] > 0 and L2 > history[-2][0]:
+        L1, p1 = history[-2]
+        e = min(2.0, max(1.0, float(np.log(p2 / p1) / np.log(L2 / L1))))
+        how = f"exponent {e:.2f} from L = {L1:,} and {L2:,}"
+    return int(p2 * (L / L2) ** e), how
+
+
 def fit_loglog_slope(lengths, values, min_length: int = 0) -> dict:
     """Least-squares fit log(value) = slope * log(L) + c over the points with L >= min_length (numpy lstsq)."""
     pts = [(L, t) for L, t in zip(lengths, values) if L >= min_length and t is not None and t > 0]
@@ -275,7 +302,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
     cases = [("tokens", L, tokens_per_batch // L) for L in lengths] + [("batch", L, batch_size) for L in batch_lengths]
-    results, failed = [], set()
+    results, failed, peaks = [], set(), {}
     load_start = load_average()
     try:
         for view, L, B in cases:  # every model at one L before the next L: slow drifts of the machine hit all alike
@@ -289,6 +316,10 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                         entry.update({"status": "skipped", "reason": f"tokens_per_batch {tokens_per_batch} < L"})
                     elif (view, name, mode) in failed:
                         entry.update({"status": "skipped", "reason": "out of memory at a shorter length"})
+                    elif (why := _beyond_host_memory(dev, peaks.get((view, name, mode), []), L)) is not None:
+                        # a CPU has no allocator that refuses: a case past the memory would get the process killed
+                        entry.update({"status": "oom", "error": why, "predicted": True})
+                        failed.add((view, name, mode))
                     else:
                         try:
                             entry.update(_case(factory, L, B, d_model, mode, dev, autocast, repeats, warmup,
@@ -299,6 +330,8 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                             entry.update({"status": "oom", "error": str(e).splitlines()[0][:500]})
                             failed.add((view, name, mode))
                         free_memory(dev)
+                    if entry.get("peak_mem_bytes"):
+                        peaks.setdefault((view, name, mode), []).append((L, entry["peak_mem_bytes"]))
                     results.append(entry)
                     ok = entry["status"] == "ok"
                     log(f"scaling {view:6s} {name:12s} L={L:8d} B={B:5d} {mode:16s} {entry['status']:7s} "
@@ -338,6 +371,17 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         "results": results, "slopes": slopes, "ratios": _ratios(results, layers),
     }
     return json.loads(json.dumps(record))
+
+
+def _beyond_host_memory(dev: torch.device, history, L: int) -> str | None:
+    """On a CPU: why the case at L would not fit in the host's available memory, or None."""
+    if dev.type != "cpu":
+        return None
+    guess, available = predicted_peak(history, L), available_host_memory()
+    if guess is None or available is None or guess[0] <= 0.9 * available:
+        return None
+    return (f"not run: predicted peak {guess[0] / 2 ** 30:.1f} GiB ({guess[1]}) is more than 90% of the "
+            f"{available / 2 ** 30:.1f} GiB the host has available")
 
 
 def _case(factory, L, B, D, mode, dev, autocast, repeats, warmup, memory_cap_bytes, clock, seed, rates, bpv) -> dict:
