@@ -42,11 +42,14 @@ class SpectralOpError(ValueError):
 
 
 def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
-    """positions (T,) -> (theta (T, K, D) = Phi + F * w, w (T,) = 2 pi p / P) in the parameters' dtype.
+    """positions (T,) -> (theta (T, K, D), w (T,) = 2 pi p / P) in the parameters' dtype.
 
-    One fused pass (addcmul) for theta: every implementation on the torch side forms the angle this way."""
-    w = positions.to(frequency.dtype) * (2 * math.pi / period)  # (T,)
-    return torch.addcmul(phase, frequency, w[:, None, None]), w
+    theta = 2 pi frac(F p / P + Phi / 2 pi): the angle 2 pi F p / P + Phi reduced to (-2 pi, 2 pi) in turns before
+    any sine sees it, as the Triton kernels do. F runs to L / 2 cycles per window, so unreduced angles reach pi L;
+    past about 1e4 radians a CPU's vectorized sine falls back to a slower argument reduction (6x slower at 1e5)."""
+    turns = positions.to(frequency.dtype) / period  # (T,)
+    u = torch.addcmul(phase / (2 * math.pi), frequency, turns[:, None, None])  # (T, K, D), in turns
+    return u.frac_().mul_(2 * math.pi), turns * (2 * math.pi)
 
 
 def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
