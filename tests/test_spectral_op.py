@@ -100,6 +100,33 @@ def test_float64_chunked_equals_naive_exactly(impl):
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
 
 
+def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_size():
+    """spectral_angles with and without the reduction in turns give the same sines (float64, angles to 1e5 rad);
+    on a CPU the reduction is taken only where the angles can pass REDUCE_ABOVE_RADIANS."""
+    from sdgm.ops.spectral import REDUCE_ABOVE_RADIANS, angles_need_reduction, spectral_angles
+
+    g = torch.Generator().manual_seed(3)
+    F = torch.rand(4, 6, generator=g, dtype=torch.float64) * 16384  # up to Nyquist at L = 32,768
+    P = torch.rand(4, 6, generator=g, dtype=torch.float64) * 2 * math.pi
+    pos = torch.tensor([0, 1, 777, 32767])
+    plain, w = spectral_angles(pos, F, P, 32768.0, reduce=False)
+    reduced, w2 = spectral_angles(pos, F, P, 32768.0, reduce=True)
+    assert plain.abs().max() > 5e4 and reduced.abs().max() < 2 * math.pi and torch.equal(w, w2)
+    torch.testing.assert_close(torch.sin(reduced), torch.sin(plain), rtol=0, atol=1e-9)
+    assert angles_need_reduction(pos, F, P, 32768.0)
+    assert not angles_need_reduction(pos, F / 1000, P, 32768.0)  # at most about 100 rad
+    assert not angles_need_reduction(pos[:0], F, P, 32768.0)
+    small = 2 * math.pi * (F / 1000).abs().max() * 32767 / 32768 + P.abs().max()
+    assert small < REDUCE_ABOVE_RADIANS
+    assert angles_need_reduction(pos.to("meta"), F.to("meta"), P.to("meta"), 32768.0)  # off the CPU: always
+
+
+@pytest.mark.parametrize("impl", ["chunked", TRITON])
+def test_large_angles_match_float64(impl):
+    """Positions far past the period (angles near 1e5 rad): the reduced path of every implementation."""
+    check_against_float64(impl, 3, 63, 7, 5, offset=30000, seed=11, **({"block": 7} if impl == "chunked" else {}))
+
+
 def test_chunked_gradients_of_non_contiguous_parameters():
     """Parameters that are transposed views (strides (1, K)) get the same gradients as contiguous ones."""
     (c, A, F, P), positions, G = make_case(2, 20, 6, 9, 0, 1)
