@@ -209,25 +209,21 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
     return save_figure(fig, out_stem)
 
 
-def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) -> dict:
+def build_scaling_report(scaling_path, tables_dir, figures_dir) -> dict:
+    """The scaling table, its slopes and its figure from one scaling record."""
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
-    tp = [load_record(p, "throughput") for p in throughput_paths]
     sc = load_record(scaling_path, "scaling")
-    devices = sorted({r["provenance"].get("device", r["device"]) for r in tp})
-    written = {
-        "throughput": write_table(throughput_table(tp), tables_dir / "throughput",
-                                  "Throughput of the trained models (median of timed repeats after warmup), on "
-                                  + "; ".join(devices) + ". MFU = model FLOPs per token x tokens/s / device peak."),
+    st, load = sc["settings"], sc.get("load_average") or {}
+    return {
         "scaling": write_table(scaling_table(sc), tables_dir / "scaling",
-                               f"One mixing layer at D = {sc['settings']['d_model']}, K = {sc['settings']['n_atoms']}; "
-                               f"view 'tokens': {sc['settings']['tokens_per_batch']} tokens per batch (B = tokens / L), "
-                               f"view 'batch': B = {sc['settings'].get('batch_size', 1)}; on "
+                               f"One mixing layer at D = {st['d_model']}, K = {st['n_atoms']}; "
+                               f"view 'tokens': {st['tokens_per_batch']} tokens per batch (B = tokens / L), "
+                               f"view 'batch': B = {st.get('batch_size', 1)}; on "
                                f"{sc['provenance'].get('device', sc['device'])}; attention backend: "
                                f"{sc['attention_backend']}; host load average at start and end "
-                               f"{(sc.get('load_average') or {}).get('start')}, {(sc.get('load_average') or {}).get('end')}"
-                               f" ({(sc.get('load_average') or {}).get('cpu_count')} cores). "
-                               "Linformer is not causal as a layer. floor = max(FLOPs / matmul rate, sines / sine "
-                               "rate, bytes / bandwidth) at the rates measured on the device: "
+                               f"{load.get('start')}, {load.get('end')} ({load.get('cpu_count')} cores). "
+                               "Every layer is causal, as its baseline trains it. floor = max(FLOPs / matmul rate, "
+                               "sines / sine rate, bytes / bandwidth) at the rates measured on the device: "
                                + ", ".join(f"{k} {v:.3g}" for k, v in sc["rates"].items() if isinstance(v, float))
                                + "."),
         "slopes": write_table(slopes_table(sc), tables_dir / "scaling_slopes",
@@ -235,4 +231,15 @@ def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) 
                               "L >= min_length, per view."),
         "figure": plot_scaling(sc, figures_dir / "scaling"),
     }
-    return written
+
+
+def build_bench_report(throughput_paths, scaling_path, tables_dir, figures_dir) -> dict:
+    tables_dir = Path(tables_dir)
+    tp = [load_record(p, "throughput") for p in throughput_paths]
+    devices = sorted({r["provenance"].get("device", r["device"]) for r in tp})
+    return {
+        "throughput": write_table(throughput_table(tp), tables_dir / "throughput",
+                                  "Throughput of the trained models (median of timed repeats after warmup), on "
+                                  + "; ".join(devices) + ". MFU = model FLOPs per token x tokens/s / device peak."),
+        **build_scaling_report(scaling_path, tables_dir, figures_dir),
+    }

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from helpers import REPO
 from sdgm import bench_report
 from sdgm.experiment import run_training
 from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, floor_of, scaling_benchmark,
@@ -223,6 +224,29 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
     assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000
 
 
+def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsys):
+    """python -m sdgm.bench.scaling: the floor table without arguments; with --configfile and --out the record,
+    tables and figure of rule scaling, the flags overriding the config's lengths, batch and decoders."""
+    from sdgm.bench.scaling_cli import main
+
+    assert main([]) == 0
+    assert "| tokens | 2,048 | 32 | 0.224 | sines |" in capsys.readouterr().out  # the floors in the docs
+    assert main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path), "--lengths", "16,32",
+                 "--tokens-per-batch", "64", "--batch-lengths", "32", "--decoders", "chunked", "--repeats", "1",
+                 "--warmup", "0", "--device", "cpu"]) == 0
+    rec = json.loads((tmp_path / "bench/scaling.json").read_text())
+    st = rec["settings"]
+    assert (st["lengths"], st["tokens_per_batch"], st["batch_lengths"], st["repeats"], st["warmup"]) == \
+        ([16, 32], 64, [32], 1, 0)
+    assert st["models"] == ["sdgm_chunked", "attention", "linformer"] and rec["device"] == "cpu"
+    for name in ("tables/scaling.md", "tables/scaling_slopes.csv", "figures/scaling.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    for bad in (["--out", str(tmp_path)], ["--configfile", "config/quick.yaml"], ["--lengths", "a,b"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
+
+
 def test_floor_picks_the_bound_that_takes_longest():
     fl = floor_of({"flops": 4e10, "sines": 1e8, "bytes": 5e10}, RATES)
     assert fl["parts_s"] == {"flops": 4.0, "sines": 1.0, "bytes": 5.0}
@@ -306,12 +330,15 @@ def test_a_real_out_of_memory_is_recorded_not_raised():
 def test_predicted_peak_extrapolates_log_log_with_a_clamped_exponent():
     from sdgm.bench.scaling import predicted_peak
 
-    assert predicted_peak([], 64) is None
-    assert predicted_peak([(8, 100)], 16) == (400, "quadratic from L = 8")  # one point: the worst case here
-    assert predicted_peak([(8, 100), (16, 200)], 64)[0] == 800  # linear
-    assert predicted_peak([(8, 100), (16, 150)], 64)[0] == 600  # flatter than linear: linear assumed
-    assert predicted_peak([(8, 100), (16, 1600)], 32)[0] == 6400  # steeper than quadratic: quadratic assumed
-    assert "exponent 1.00 from L = 8 and 16" in predicted_peak([(8, 100), (16, 200)], 64)[1]
+    assert predicted_peak([], 64, 1) is None
+    assert predicted_peak([(8, 1, 100)], 16, 1) == (400, "quadratic in L from L = 8")  # one point: the worst case
+    assert predicted_peak([(8, 1, 100), (16, 1, 200)], 64, 1)[0] == 800  # linear
+    assert predicted_peak([(8, 1, 100), (16, 1, 150)], 64, 1)[0] == 600  # flatter than linear: linear assumed
+    assert predicted_peak([(8, 1, 100), (16, 1, 1600)], 32, 1)[0] == 6400  # steeper than quadratic: quadratic
+    assert "B * L^1.00 from L = 8 and 16" in predicted_peak([(8, 1, 100), (16, 1, 200)], 64, 1)[1]
+    # fixed tokens per batch (B * L constant): linear per sequence is flat per batch, quadratic is linear
+    assert predicted_peak([(8, 8, 100), (16, 4, 100)], 64, 1)[0] == 100
+    assert predicted_peak([(8, 8, 100)], 64, 1)[0] == 800
 
 
 class Growing(torch.nn.Module):

@@ -221,19 +221,19 @@ def available_host_memory() -> int | None:
     return None
 
 
-def predicted_peak(history: list[tuple[int, int]], L: int) -> tuple[int, str] | None:
-    """Peak memory of a layer at length L extrapolated from its measured (L, peak) points in one view and mode:
-    log-log from the last two points, the exponent clamped to [1, 2]; from one point, quadratic (the worst a layer
-    here does). None without points."""
+def predicted_peak(history: list[tuple[int, int, int]], L: int, B: int) -> tuple[int, str] | None:
+    """Peak memory of a layer at (L, B) extrapolated from its measured (L, B, peak) points in one view and mode,
+    as peak ~ B * L**e: e from the last two points, clamped to [1, 2]; from one point e = 2 (the worst a layer here
+    does). None without points."""
     if not history:
         return None
-    L2, p2 = history[-1]
-    e, how = 2.0, f"quadratic from L = {L2:,}"
-    if len(history) > 1 and history[-2][1] > 0 and L2 > history[-2][0]:
-        L1, p1 = history[-2]
-        e = min(2.0, max(1.0, float(np.log(p2 / p1) / np.log(L2 / L1))))
-        how = f"exponent {e:.2f} from L = {L1:,} and {L2:,}"
-    return int(p2 * (L / L2) ** e), how
+    L2, B2, p2 = history[-1]
+    e, how = 2.0, f"quadratic in L from L = {L2:,}"
+    if len(history) > 1 and history[-2][2] > 0 and L2 > history[-2][0]:
+        L1, B1, p1 = history[-2]
+        e = min(2.0, max(1.0, float(np.log((p2 / B2) / (p1 / B1)) / np.log(L2 / L1))))
+        how = f"B * L^{e:.2f} from L = {L1:,} and {L2:,}"
+    return int(p2 * (B / B2) * (L / L2) ** e), how
 
 
 def fit_loglog_slope(lengths, values, min_length: int = 0) -> dict:
@@ -316,7 +316,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                         entry.update({"status": "skipped", "reason": f"tokens_per_batch {tokens_per_batch} < L"})
                     elif (view, name, mode) in failed:
                         entry.update({"status": "skipped", "reason": "out of memory at a shorter length"})
-                    elif (why := _beyond_host_memory(dev, peaks.get((view, name, mode), []), L)) is not None:
+                    elif (why := _beyond_host_memory(dev, peaks.get((view, name, mode), []), L, B)) is not None:
                         # a CPU has no allocator that refuses: a case past the memory would get the process killed
                         entry.update({"status": "oom", "error": why, "predicted": True})
                         failed.add((view, name, mode))
@@ -331,7 +331,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                             failed.add((view, name, mode))
                         free_memory(dev)
                     if entry.get("peak_mem_bytes"):
-                        peaks.setdefault((view, name, mode), []).append((L, entry["peak_mem_bytes"]))
+                        peaks.setdefault((view, name, mode), []).append((L, B, entry["peak_mem_bytes"]))
                     results.append(entry)
                     ok = entry["status"] == "ok"
                     log(f"scaling {view:6s} {name:12s} L={L:8d} B={B:5d} {mode:16s} {entry['status']:7s} "
@@ -373,11 +373,11 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
     return json.loads(json.dumps(record))
 
 
-def _beyond_host_memory(dev: torch.device, history, L: int) -> str | None:
-    """On a CPU: why the case at L would not fit in the host's available memory, or None."""
+def _beyond_host_memory(dev: torch.device, history, L: int, B: int) -> str | None:
+    """On a CPU: why the case at (L, B) would not fit in the host's available memory, or None."""
     if dev.type != "cpu":
         return None
-    guess, available = predicted_peak(history, L), available_host_memory()
+    guess, available = predicted_peak(history, L, B), available_host_memory()
     if guess is None or available is None or guess[0] <= 0.9 * available:
         return None
     return (f"not run: predicted peak {guess[0] / 2 ** 30:.1f} GiB ({guess[1]}) is more than 90% of the "
@@ -473,28 +473,7 @@ def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) ->
     return record
 
 
-# ---- the floors on paper, for the docs -------------------------------------------------------------------------------
-H100_RATES = {"matmul_flops_per_s": 8.0e14, "sines_per_s": 3.6e12, "bytes_per_s": 3.0e12}  # bf16 dense, MUFU, copy
-
-
-def floor_table(rates: dict = H100_RATES, d_model: int = 512, n_atoms: int = 256, kernel_size: int = 3,
-                n_heads: int = 8, tokens_per_batch: int = 65536, lengths=(128, 512, 2048, 8192, 32768, 65536),
-                batch_lengths=(1024, 16384, 262144, 1048576), mode: str = "forward_backward") -> str:
-    """A Markdown table of the floors of the SDGM layer (and its decoder alone) and of causal attention, bf16."""
-    sdgm = SDGMMixingLayer(d_model, n_atoms, 2, kernel_size)
-    attn = CausalAttentionLayer(d_model, n_heads, 2)
-    lines = ["| view | L | B | decoder floor (ms) | bound | SDGM layer floor (ms) | bound | attention floor (ms) "
-             "| bound | attention / SDGM |", "|" + "---|" * 10]
-    cases = [("tokens", L, tokens_per_batch // L) for L in lengths] + [("batch", L, 1) for L in batch_lengths]
-    for view, L, B in cases:
-        dec = floor_of(spectral_cost(B, L, n_atoms, d_model, mode, 2), rates)
-        lay = floor_of(sdgm.cost(B, L, mode, 2), rates)
-        att = floor_of(attn.cost(B, L, mode, 2), rates)
-        lines.append(f"| {view} | {L:,} | {B} | {dec['time_s'] * 1e3:.3f} | {dec['bound']} | {lay['time_s'] * 1e3:.3f} "
-                     f"| {lay['bound']} | {att['time_s'] * 1e3:.3f} | {att['bound']} | "
-                     f"{att['time_s'] / lay['time_s']:.2f} |")
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
-    print(floor_table())
+    from .scaling_cli import main
+
+    raise SystemExit(main())
