@@ -185,7 +185,8 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
                 for r in rows:
                     if r["status"] == "oom":
                         ax.axvline(r["L"], color=color, linestyle=":", alpha=0.6)
-                        ax.annotate(f"{model} OOM", (r["L"], 0.98), xycoords=("data", "axes fraction"),
+                        ax.annotate(f"{model} OOM" + (" (predicted)" if r.get("predicted") else ""), (r["L"], 0.98),
+                                    xycoords=("data", "axes fraction"),
                                     rotation=90, va="top", fontsize=7, color=color)
         if ax_f in drawn:
             ax_f.axhline(1.0, color="black", linewidth=0.8)
