@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from helpers import REPO
 from sdgm import bench_report
@@ -245,6 +246,30 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
         with pytest.raises(SystemExit) as e:
             main(bad)
         assert e.value.code == 2
+
+
+def test_fresh_throughput_command_times_each_variant_and_refuses_bad_options(tmp_path):
+    """python -m sdgm.bench.fresh: the training step of a fresh model per option variant, with provenance."""
+    from sdgm.bench.fresh import main, parse_variant
+
+    assert parse_variant("decoder=naive,n_atoms=16") == {"decoder": "naive", "n_atoms": 16}
+    out = tmp_path / "fresh.json"
+    assert main(["--configfile", str(REPO / "config/quick.yaml"), "--model", "sdgm", "--vocab-size", "50",
+                 "--variant", "decoder=chunked", "--variant", "decoder=naive", "--compile", "eager", "--repeats", "1",
+                 "--warmup", "0", "--device", "cpu", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert [(c["options"], c["compile"]) for c in rec["cases"]] == [({"decoder": "chunked"}, False),
+                                                                     ({"decoder": "naive"}, False)]
+    assert all(c["train_tokens_per_s"] > 0 and c["score_tokens_per_s"] > 0 for c in rec["cases"])
+    quick = yaml.safe_load((REPO / "config/quick.yaml").read_text())
+    assert rec["settings"]["model_options"]["seq_len"] == quick["train"]["seq_len"]
+    assert rec["settings"]["train"]["batch_size"] == quick["train"]["batch_size"] and rec["provenance"]["git_commit"]
+    for bad in (["--model", "nosuch"], ["--model", "sdgm", "--variant", "colour=red"],
+                ["--model", "sdgm", "--variant", "decoder=bogus"], ["--model", "sdgm", "--variant", "decoder"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path / "x.json"), *bad])
+        assert e.value.code == 2, bad
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_floor_picks_the_bound_that_takes_longest():
