@@ -36,7 +36,8 @@ from pathlib import Path
 import yaml
 
 from .atomic import atomic_path, write_text_atomic
-from .config import Run, ablations, benchmarked_runs, check_config
+from . import config as config_module
+from .config import Run, ablations, benchmarked_runs
 from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
                     estimate_run, format_estimate, matrix_estimate, measured_rates, next_wave, plan, priority_order,
                     wave_seconds)
@@ -51,16 +52,10 @@ CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
 # ---- the run command ----------------------------------------------------------------------------------------------
 
 def load_config(path: str | Path) -> dict:
-    path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise CampaignError(f"{path}: cannot read the config ({e})") from e
-    try:
-        check_config(config)
+        return config_module.load_config(path)
     except ValueError as e:
-        raise CampaignError(f"{path}: {e}") from e
-    return config
+        raise CampaignError(str(e)) from e
 
 
 class Clock:

@@ -87,6 +87,20 @@ def check_model_options(config: dict, name: str) -> None:
                               f"{options[a]} ({where(a)}) and {options[b]}")
 
 
+def load_config(path: str | Path) -> dict:
+    """A config file read and checked (check_config); ConfigError names the file and what is wrong."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e})") from e
+    try:
+        check_config(config)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return config
+
+
 def check_config(config: dict) -> None:
     validate_schema(config)
     try:

@@ -94,14 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     args = ap.parse_args(argv)
     from ..atomic import write_json_atomic
-    from ..config import check_config
+    from ..config import load_config
     from ..registry import model_classes
 
     try:
-        config = yaml.safe_load(args.configfile.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        ap.error(f"{args.configfile}: cannot read the config ({e})")
-    check_config(config)
+        config = load_config(args.configfile)
+    except ValueError as e:  # unreadable, or not a valid config: the message names the file and the field
+        ap.error(str(e))
     try:
         model_classes(args.model)
         record = fresh_throughput(config, args.model, args.vocab_size, args.variant, COMPILE_MODES[args.compile],

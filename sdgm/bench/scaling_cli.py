@@ -16,8 +16,6 @@ import argparse
 import copy
 from pathlib import Path
 
-import yaml
-
 from ..ops.spectral import spectral_cost
 from .scaling import CausalAttentionLayer, SDGMMixingLayer, floor_of, scaling_from_config
 
@@ -72,13 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.configfile is None:
         ap.error("--out needs --configfile (config/config.yaml has the paper's layer sizes)")
     from ..bench_report import build_scaling_report
-    from ..config import check_config
+    from ..config import load_config
 
     try:
-        config = yaml.safe_load(args.configfile.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        ap.error(f"{args.configfile}: cannot read the config ({e})")
-    check_config(config)
+        config = load_config(args.configfile)
+    except ValueError as e:  # unreadable, or not a valid config: the message names the file and the field
+        ap.error(str(e))
     bench, train = copy.deepcopy(config["benchmark"]), dict(config["train"])
     sc = bench["scaling"]
     for key, value in (("lengths", args.lengths), ("tokens_per_batch", args.tokens_per_batch),
