@@ -119,6 +119,16 @@ def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_
     small = 2 * math.pi * (F / 1000).abs().max() * 32767 / 32768 + P.abs().max()
     assert small < REDUCE_ABOVE_RADIANS
     assert angles_need_reduction(pos.to("meta"), F.to("meta"), P.to("meta"), 32768.0)  # off the CPU: always
+    # the parameters' maxima are kept between calls, and an in-place update (an optimizer step) renews them
+    small_F = (F / 1000).requires_grad_()
+    assert not angles_need_reduction(pos, small_F, P, 32768.0)
+    opt = torch.optim.SGD([small_F], lr=1.0)
+    small_F.grad = -999 * small_F.detach()  # one step multiplies F by 1000
+    opt.step()
+    assert angles_need_reduction(pos, small_F, P, 32768.0)
+    with torch.no_grad():
+        small_F.div_(1000)
+    assert not angles_need_reduction(pos, small_F, P, 32768.0)
 
 
 @pytest.mark.parametrize("impl", ["chunked", TRITON])

@@ -55,9 +55,22 @@ def angles_need_reduction(positions: torch.Tensor, frequency: torch.Tensor, phas
         return True
     if positions.numel() == 0:
         return False
-    with torch.no_grad():
-        bound = (2 * math.pi * frequency.abs().amax() * positions.abs().amax() / period + phase.abs().amax()).item()
+    bound = 2 * math.pi * _max_abs(frequency) * positions.abs().amax().item() / period + _max_abs(phase)
     return bound > REDUCE_ABOVE_RADIANS
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    """max |t|, kept on the tensor until it changes: the decoder asks on every call (each generated token too), and
+    between optimizer steps the parameters do not change. Keyed on the version counter, which in-place updates
+    advance, and the storage address. (A fused optimizer step does not advance it; the trainer fuses on CUDA only,
+    where this is not asked. A stale value could only pick the slower of two forms that agree to rounding.)"""
+    key = (t._version, t.data_ptr())
+    cached = getattr(t, "_spectral_max_abs", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = float(t.detach().abs().amax())
+    t._spectral_max_abs = (key, value)
+    return value
 
 
 def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float,
