@@ -56,7 +56,7 @@ class SDGMConfig:
     recon_target_grad: bool = False  # let the MSE/STFT targets X pull on the embeddings (collapse-prone)
     stft_n_fft: int = 256
     stft_hop: int = 64
-    decoder: str = "auto"        # implementation of X_hat = C S: auto | naive | chunked | triton (sdgm/ops/spectral.py)
+    decoder: str = "auto"        # X_hat = C S by: auto | naive | chunked | rotation | triton (sdgm/ops/spectral.py)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:

@@ -231,7 +231,7 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
     from sdgm.bench.scaling_cli import main
 
     assert main([]) == 0
-    assert "| tokens | 2,048 | 32 | 0.224 | sines |" in capsys.readouterr().out  # the floors in the docs
+    assert "| tokens | 8,192 | 8 | 0.895 | sines | 0.339 | vector_flops |" in capsys.readouterr().out  # as in the docs
     assert main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path), "--lengths", "16,32",
                  "--tokens-per-batch", "64", "--batch-lengths", "32", "--decoders", "chunked", "--repeats", "1",
                  "--warmup", "0", "--device", "cpu"]) == 0

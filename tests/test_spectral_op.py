@@ -1,5 +1,5 @@
-"""The spectral decoder op: chunked and triton against the naive einsum and against float64, values and all four
-gradients, over awkward sizes; the sm_90 machine code of the Triton kernels; memory; bad input.
+"""The spectral decoder op: chunked, rotation and triton against the naive einsum and against float64, values and
+all four gradients, over awkward sizes; the sm_90 machine code of the Triton kernels; memory; bad input.
 
 The Triton kernels run under TRITON_INTERPRET=1 here (set in conftest.py): fp32 dots and the library sine, so
 these tests check the kernels' indexing, masking, tiling and reductions, not the GPU's bf16 or hardware-sine error.
@@ -68,6 +68,64 @@ def test_chunked_matches_float64(B, L, K, D):
     check_against_float64("chunked", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D, block=7)
 
 
+@pytest.mark.parametrize("B,L,K,D", GRID)
+def test_rotation_matches_float64(B, L, K, D):
+    """B = 17 takes the blocked path (atoms by rotation, mixing by BLAS), B = 1 and 3 the fused kernels; L = 63 and
+    300 cross anchors (every 32 positions) and segments (every 256)."""
+    check_against_float64("rotation", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
+
+
+@pytest.mark.parametrize("impl", ["rotation", "chunked"])
+@pytest.mark.parametrize("L,offset", [(65536, 0), (300, 10**6)])
+def test_long_sequences_and_far_positions_at_b1(impl, L, offset):
+    """B = 1 at L = 65,536 (2,048 anchors advanced in float64) and positions a million periods on (angles near
+    5e7 rad, where the fp32 einsum's own angle is off by several hundredths of a turn)."""
+    check_against_float64(impl, 1, L, 3, 8, offset=offset, seed=L + offset)
+
+
+def test_rotation_is_far_more_accurate_than_the_fp32_einsum_at_long_l():
+    """The rotation's error does not grow with the angle (float64 anchors, steps reduced in turns): at L = 4,096
+    it stays at a few fp32 roundings while the fp32 einsum's grows with F t / P."""
+    inputs, positions, G = make_case(1, 4096, 4, 16, 0, 5)
+    inputs = [x.float().double() for x in inputs]  # fp32 values exactly: the errors below are the arithmetic's
+    exact = run("naive", inputs, positions, G, torch.float64)
+    naive32 = run("naive", inputs, positions, G, torch.float32)
+    ours = run("rotation", inputs, positions, G, torch.float32)
+    for name, o, n, e in zip(NAMES, ours, naive32, exact):
+        assert rel_err(o, e) < 1e-5 and rel_err(o, e) < rel_err(n, e) / 4, (name, rel_err(o, e), rel_err(n, e))
+
+
+def test_rotation_takes_the_chunked_path_where_it_does_not_apply():
+    """float64 C (a float64 answer is asked for) and positions without a constant step (no single rotation) are
+    computed by the chunked implementation: exact in float64, correct for any positions."""
+    inputs, positions, G = make_case(2, 40, 5, 7, 0, 2)
+    ref = run("naive", inputs, positions, G, torch.float64)
+    for name, o, r in zip(NAMES, run("rotation", inputs, positions, G, torch.float64), ref):
+        torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
+    uneven = torch.cat([torch.arange(20), torch.arange(30, 50)])
+    ref = run("naive", inputs, uneven, G, torch.float32)
+    for name, o, r in zip(NAMES, run("rotation", inputs, uneven, G, torch.float32), ref):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_rotation_with_strided_positions_and_bf16_c():
+    """Positions with a step other than one (every other position) and C in bf16: X_hat and dC keep bf16, the
+    parameters' gradients fp32, all close to the fp32 definition."""
+    inputs, _, G = make_case(2, 70, 6, 9, 0, 4)
+    positions = torch.arange(5, 145, 2)
+    check_against_float64("rotation", 2, 70, 6, 9, offset=0, seed=4)  # unit steps, for contrast
+    ref = run("naive", inputs, positions, G, torch.float64)
+    out32 = run("rotation", inputs, positions, G, torch.float32)
+    for name, o, r in zip(NAMES, out32, ref):
+        assert rel_err(o, r) < 2e-5, name
+    c, A, F, P = [x.float().requires_grad_() for x in inputs]
+    cb = c.detach().bfloat16().requires_grad_()
+    y = spectral_decode(cb, A, F, P, positions, PERIOD, impl="rotation")
+    (y.float() * G.float()).sum().backward()
+    assert y.dtype == torch.bfloat16 and cb.grad.dtype == torch.bfloat16 and A.grad.dtype == torch.float32
+    assert rel_err(y.double(), ref[0]) < 2e-2 and rel_err(A.grad.double(), ref[2]) < 2e-2
+
+
 # The Triton kernels, interpreted on a CPU, take seconds per case: they are checked on a covering subset of GRID in
 # which every pair of sizes of two dimensions (B and L, L and K, ...) occurs at least once. Each dimension's sizes
 # sit on either side of the kernels' tile edges (batch tiles of 16 and 32, positions walked several per program,
@@ -131,7 +189,7 @@ def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_
     assert not angles_need_reduction(pos, small_F, P, 32768.0)
 
 
-@pytest.mark.parametrize("impl", ["chunked", TRITON])
+@pytest.mark.parametrize("impl", ["chunked", "rotation", TRITON])
 def test_large_angles_match_float64(impl):
     """Positions far past the period (angles near 1e5 rad): the reduced path of every implementation."""
     check_against_float64(impl, 3, 63, 7, 5, offset=30000, seed=11, **({"block": 7} if impl == "chunked" else {}))
@@ -148,7 +206,7 @@ def test_chunked_gradients_of_non_contiguous_parameters():
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("impl", ["chunked", TRITON])
+@pytest.mark.parametrize("impl", ["chunked", "rotation", TRITON])
 @pytest.mark.parametrize("pos", [0, 1, 127, 1000])
 def test_decoding_offsets_one_position(impl, pos):
     """Decoding asks for one position at a time at any offset, as SDGM.decode_step does."""
@@ -171,18 +229,18 @@ def test_triton_bf16_inputs_keep_their_dtype():
 
 @pytest.mark.needs("triton")
 def test_model_decode_matches_definition_for_every_decoder():
-    for decoder in ("naive", "chunked", "triton"):
+    for decoder in ("naive", "chunked", "rotation", "triton"):
         torch.manual_seed(0)
         m = SDGM(SDGMConfig(vocab_size=20, d_model=12, n_atoms=5, seq_len=16, decoder=decoder))
         c = torch.randn(2, 16, 5)
         torch.testing.assert_close(m.decode(c).double(), decode_reference(c, m.atoms), rtol=1e-5, atol=1e-5)
 
 
-def test_model_trains_the_same_with_chunked_and_naive():
-    """Two training steps: the chunked decoder's gradients move the model exactly as the einsum's do."""
+def test_model_trains_the_same_with_every_cpu_decoder():
+    """Two training steps: the chunked and rotation decoders' gradients move the model as the einsum's do."""
     idx = torch.randint(0, 30, (4, 16), generator=torch.Generator().manual_seed(0))
     losses = {}
-    for decoder in ("naive", "chunked"):
+    for decoder in ("naive", "chunked", "rotation"):
         torch.manual_seed(0)
         m = SDGM(SDGMConfig(vocab_size=30, d_model=16, n_atoms=8, seq_len=16, decoder=decoder, stft_n_fft=8,
                             stft_hop=4))
@@ -195,9 +253,10 @@ def test_model_trains_the_same_with_chunked_and_naive():
             opt.step()
             out.append(loss.item())
         losses[decoder] = (out, [p.detach().clone() for p in m.parameters()])
-    assert losses["naive"][0] == pytest.approx(losses["chunked"][0], rel=1e-6)
-    for a, b in zip(losses["naive"][1], losses["chunked"][1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for decoder in ("chunked", "rotation"):
+        assert losses["naive"][0] == pytest.approx(losses[decoder][0], rel=1e-6)
+        for a, b in zip(losses["naive"][1], losses[decoder][1]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def rss_growth_of_layer(decoder: str, L: int, D: int, K: int) -> int:
@@ -257,12 +316,39 @@ def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
 
 def test_cost_model():
     fwd = spectral_cost(2, 8, 4, 16, "forward")
-    assert fwd == {"flops": 2 * 2 * 8 * 4 * 16, "sines": 8 * 4 * 16, "bytes": 2 * 2 * 8 * (4 + 16)}
+    assert fwd == {"flops": 2 * 2 * 8 * 4 * 16, "vector_flops": 0, "sines": 8 * 4 * 16, "bytes": 2 * 2 * 8 * (4 + 16)}
     both = spectral_cost(2, 8, 4, 16, "forward_backward", bytes_per_value=4)
     assert both["flops"] == 3 * fwd["flops"] and both["sines"] == 3 * fwd["sines"]
     assert both["bytes"] == 4 * 2 * 8 * (4 + 16 + 2 * 4 + 16)
     with pytest.raises(ValueError, match="mode"):
         spectral_cost(1, 1, 1, 1, "backward")
+    with pytest.raises(ValueError, match="algorithm"):
+        spectral_cost(1, 1, 1, 1, "forward", algorithm="table")
+
+
+def test_cost_model_of_the_rotation():
+    """The rotation forms the atoms with 6 FLOPs per (t, k, d) (once forward, again backward) plus 6 for the three
+    sums of backward, and evaluates a sine and a cosine per anchor each time: 33 positions need 2 anchors."""
+    from sdgm.ops.spectral import ROTATION_ANCHOR
+
+    L, K, D = ROTATION_ANCHOR + 1, 4, 16
+    fwd = spectral_cost(2, L, K, D, "forward", algorithm="rotation")
+    assert fwd["vector_flops"] == 6 * L * K * D and fwd["sines"] == 2 * 2 * K * D
+    both = spectral_cost(2, L, K, D, "forward_backward", algorithm="rotation")
+    assert both["vector_flops"] == 18 * L * K * D and both["sines"] == 2 * fwd["sines"]
+    direct = spectral_cost(2, L, K, D, "forward_backward")
+    assert both["flops"] == direct["flops"] and both["bytes"] == direct["bytes"]
+
+
+def test_floor_table_moves_the_b1_crossover_with_attention():
+    """At an H100's rates the rotation's floor meets attention's at B = 1 about three times sooner than the direct
+    sines' (docs/spectral-decoder.md): one sine at 16 a clock per SM against 4 multiply-adds at 128."""
+    from sdgm.bench.scaling_cli import crossover_length, floor_table
+
+    direct, rotation = crossover_length(algorithm="direct"), crossover_length(algorithm="rotation")
+    assert 20_000 < direct < 32_000 and 6_000 < rotation < 12_000
+    table = floor_table(lengths=(8192,), batch_lengths=())
+    assert "| tokens | 8,192 | 8 |" in table and "vector_flops" in table and "sines" in table
 
 
 # ---- bad input: one clear error each -------------------------------------------------------------------------------
@@ -270,7 +356,7 @@ def params(K=4, D=6):
     return torch.randn(K, D), torch.rand(K, D), torch.rand(K, D)
 
 
-@pytest.mark.parametrize("impl", ["naive", "chunked", TRITON])
+@pytest.mark.parametrize("impl", ["naive", "chunked", "rotation", TRITON])
 def test_shape_errors_name_the_argument(impl):
     A, F, P = params()
     with pytest.raises(SpectralOpError, match=r"C must be a \(B, L, K\)"):
@@ -295,21 +381,47 @@ def test_triton_refuses_non_contiguous_and_float64():
         spectral_decode(c, A, F, P, torch.arange(3), PERIOD, impl="triton")
     with pytest.raises(SpectralOpError, match="float32, bfloat16 or float16"):
         spectral_decode(c.contiguous().double(), A, F, P, torch.arange(3), PERIOD, impl="triton")
-    # naive and chunked take any layout
-    for impl in ("naive", "chunked"):
+    # naive, chunked and rotation take any layout
+    for impl in ("naive", "chunked", "rotation"):
         assert spectral_decode(c, A, F, P, torch.arange(3), PERIOD, impl=impl).shape == (2, 3, 6)
 
 
 @pytest.mark.needs("triton")  # without it, 'triton' is refused for that reason instead
 def test_unknown_decoder_and_triton_where_it_cannot_run(monkeypatch):
-    with pytest.raises(SpectralOpError, match="decoder must be one of auto, naive, chunked, triton; got 'fast'"):
+    with pytest.raises(SpectralOpError, match="decoder must be one of auto, naive, chunked, rotation, triton; got 'fast'"):
         resolve_impl("fast", torch.device("cpu"))
     with pytest.raises(ValueError, match="decoder must be one of"):
         SDGMConfig(decoder="einsum")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(SpectralOpError, match="decoder 'triton' cannot run here: Triton kernels need a CUDA device"):
         resolve_impl("triton", torch.device("cpu"))
-    assert resolve_impl("auto", torch.device("cpu")) == "chunked"  # auto never picks Triton on a CPU
+    assert resolve_impl("auto", torch.device("cpu")) == "rotation"  # auto never picks Triton on a CPU
+    with pytest.raises(SpectralOpError, match="decoder 'rotation' cannot run here: the rotation kernels run on CPU"):
+        resolve_impl("rotation", torch.device("meta"))
+
+
+def test_without_numba_auto_takes_the_chunked_path_and_says_why():
+    """A process where numba cannot be imported: 'auto' on a CPU resolves to chunked, logs one line naming the
+    reason, and the decoder still gives the definition's values; 'rotation' asked for by name is refused."""
+    code = """
+import logging, sys, torch
+sys.modules["numba"] = None  # import numba now raises ImportError, as where it is not installed
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from sdgm.ops.spectral import SpectralOpError, resolve_impl, spectral_decode
+assert resolve_impl("auto", torch.device("cpu")) == "chunked"
+c, A = torch.randn(2, 5, 3), torch.randn(3, 4)
+y = spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
+assert torch.allclose(y, spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0, impl="naive"), atol=1e-5)
+try:
+    resolve_impl("rotation", torch.device("cpu"))
+except SpectralOpError as e:
+    print("refused:", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if "spectral decoder 'auto'" in line]
+    assert len(lines) == 1 and "chunked (rotation unavailable:" in lines[0] and "numba" in lines[0], out.stderr
+    assert "refused: decoder 'rotation' cannot run here" in out.stdout and "pip install numba" in out.stdout
 
 
 def test_chunked_refuses_a_bad_block():

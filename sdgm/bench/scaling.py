@@ -11,7 +11,8 @@ attention where the device has it) and the causal Linformer attention, each exac
 with their projections.
 
 Every measured case carries its floor: the time the device needs at least for the case's arithmetic, from the
-measured rates -- max(FLOPs / matmul rate, sines / sine rate, bytes / copy bandwidth) -- and measured / floor.
+measured rates -- max(FLOPs / matmul rate, elementwise FLOPs / vector rate, sines / sine rate, bytes / bandwidth)
+-- and measured / floor.
 Log-log slopes of time per sequence and of peak memory against L are fitted per view, layer and mode.
 Timing and memory follow sdgm.bench.timing (warmup, synchronized repeats, median; allocator peak above the inputs).
 """
@@ -31,13 +32,13 @@ import torch.nn.functional as F
 
 from .timing import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average, peak_call_memory,
                      time_calls)
-from ..ops.spectral import spectral_cost, triton_status
+from ..ops.spectral import ALGORITHMS, rotation_status, spectral_cost, triton_status
 from ..provenance import config_hash, provenance
 
 SCHEMA_VERSION = 2
 MODES = ("forward", "forward_backward")
 VIEWS = ("tokens", "batch")
-SDGM_DECODERS = ("naive", "chunked", "triton")
+SDGM_DECODERS = ("naive", "chunked", "rotation", "triton")
 
 
 # ---- the layers ------------------------------------------------------------------------------------------------
@@ -117,9 +118,9 @@ class SDGMMixingLayer(nn.Module):
         cfg = self.sdgm.cfg
         D, K = cfg.d_model, cfg.n_atoms
         enc = 2 * B * L * cfg.kernel_size * D * K * (1 if mode == "forward" else 3)
-        dec = spectral_cost(B, L, K, D, mode, bpv)  # C and X_hat (and backward G and dC) once each
+        dec = spectral_cost(B, L, K, D, mode, bpv, ALGORITHMS.get(cfg.decoder, "direct"))  # the algorithm it runs
         x_io = bpv * B * L * D * (1 if mode == "forward" else 2)  # the layer's input, and its gradient
-        return {"flops": enc + dec["flops"], "sines": dec["sines"], "bytes": dec["bytes"] + x_io}
+        return {**dec, "flops": enc + dec["flops"], "bytes": dec["bytes"] + x_io}
 
 
 def flash_attention_available(device: torch.device, dtype: torch.dtype | None) -> tuple[bool, str]:
@@ -155,14 +156,21 @@ def spectral_decoder(factory) -> str | None:
 
 
 def unavailable_layers(layers: dict, device: torch.device) -> dict[str, str]:
-    """name -> why the layer is not measured on this device (the Triton decoder times only on CUDA)."""
+    """name -> why the layer is not measured on this device (the Triton decoder times only on CUDA, the rotation
+    decoder only on a CPU)."""
     out = {}
-    ok, why = triton_status(device)
     for name, factory in layers.items():
-        if spectral_decoder(factory) == "triton" and (device.type != "cuda" or not ok):
-            out[name] = why if not ok and device.type == "cuda" else (
-                "the Triton kernels are timed on CUDA devices only (on a CPU they run in Triton's interpreter, "
-                "which is for tests)")
+        decoder = spectral_decoder(factory)
+        if decoder == "triton":
+            ok, why = triton_status(device)
+            if device.type != "cuda" or not ok:
+                out[name] = why if not ok and device.type == "cuda" else (
+                    "the Triton kernels are timed on CUDA devices only (on a CPU they run in Triton's interpreter, "
+                    "which is for tests)")
+        elif decoder == "rotation":
+            ok, why = rotation_status(device)
+            if not ok:
+                out[name] = why
     return out
 
 
@@ -184,10 +192,15 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
     if cuda and triton_status(device)[0]:
-        from ..ops.spectral_triton import hardware_sine_rate
+        from ..ops.spectral_triton import hardware_sine_rate, vector_flops_rate
 
         rates["sines_per_s"], rates["sine_method"] = hardware_sine_rate(device), "Triton kernel, hardware sine"
+        rates["vector_flops_per_s"] = vector_flops_rate(device)
+        rates["vector_method"] = "Triton kernel, independent fp32 multiply-add chains in registers"
     else:
+        # a CPU's matrix product runs on the same vector multiply-add units as elementwise arithmetic
+        rates["vector_flops_per_s"] = rates["matmul_flops_per_s"]
+        rates["vector_method"] = "the matmul's rate (a CPU multiplies matrices on its vector units)"
         x = torch.rand(1 << 20, device=device)
         y = torch.empty_like(x)
         rates["sines_per_s"] = _median_rate(lambda: torch.sin(x, out=y), x.numel(), device, repeats=21)
@@ -204,6 +217,8 @@ def floor_of(cost: dict, rates: dict) -> dict:
     """{time_s, bound, parts}: the least time of `cost` at `rates`, and which part bounds it."""
     parts = {"flops": cost["flops"] / rates["matmul_flops_per_s"], "sines": cost["sines"] / rates["sines_per_s"],
              "bytes": cost["bytes"] / rates["bytes_per_s"]}
+    if cost.get("vector_flops"):  # elementwise arithmetic (the rotation decoder's): the vector rate, else the matmul's
+        parts["vector_flops"] = cost["vector_flops"] / rates.get("vector_flops_per_s", rates["matmul_flops_per_s"])
     bound = max(parts, key=parts.get)
     return {**cost, "time_s": parts[bound], "bound": bound, "parts_s": parts}
 
@@ -360,8 +375,10 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                          "SDPA, causal).",
             "sdgm": "SDGM's own encode + decode, one row per decoder implementation: naive materializes the atoms "
                     "S (L x K x D) once per call; chunked rebuilds them a block of positions at a time in forward "
-                    "and backward; triton generates them in registers inside fused kernels.",
-            "floor": "max(FLOPs / matmul rate, sines / sine rate, bytes / copy bandwidth) with the rates measured "
+                    "and backward; rotation (CPU) advances them from position to position by a rotation inside "
+                    "fused numba kernels; triton generates them in registers inside fused kernels.",
+            "floor": "max(FLOPs / matmul rate, elementwise FLOPs / vector rate, sines / sine rate, bytes / copy "
+                     "bandwidth) with the rates measured "
                      "on this device at the start ('rates'); FLOPs and bytes of a layer are its least arithmetic and "
                      "traffic (sdgm.bench.scaling: cost methods), not what an implementation happens to do.",
             "timing": "median of `repeats` calls after `warmup`, each between two device synchronizations; "

@@ -8,9 +8,12 @@
 naive    S materialized for all L positions (L x K x D fp32), then one einsum: the reference. Memory O(L K D).
 chunked  a torch.autograd.Function that saves only C and the parameters; forward and backward rebuild S for
          `block` positions at a time. Memory O(block K D); runs on any device.
+rotation CPU kernels compiled with numba (sdgm/ops/spectral_cpu.py): S advanced from one position to the next by
+         a rotation (four multiply-adds instead of a sine), re-anchored every 32 positions. fp32 arithmetic; float64
+         C, or positions that do not advance by a constant step, take the chunked path.
 triton   fused kernels (sdgm/ops/spectral_triton.py): each S tile is generated in registers and fed to tl.dot;
          the parameter gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
-auto     triton on CUDA where Triton imports, chunked elsewhere.
+auto     triton on CUDA where Triton imports; rotation on a CPU where numba compiles it; chunked elsewhere.
 
 Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
     dC[b, t, k] = sum_d G[b, t, d] S[t, k, d]
@@ -29,7 +32,7 @@ import os
 
 import torch
 
-IMPLEMENTATIONS = ("auto", "naive", "chunked", "triton")
+IMPLEMENTATIONS = ("auto", "naive", "chunked", "rotation", "triton")
 # chunked: positions per block = this // (K * D), at least 1. On a CPU a block's tensors should stay near the core's
 # L2 cache (2**20 fp32 values = 4 MiB); on a GPU larger blocks keep the kernel launches few (16 MiB).
 DEFAULT_BLOCK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 22}
@@ -123,27 +126,40 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
                    f"imported); got {device.type} tensors")
 
 
+@torch.compiler.disable  # its first call compiles the kernels: never traced, and the op is a graph break anyway
+def rotation_status(device: torch.device) -> tuple[bool, str]:
+    """(can the rotation implementation run on `device`, why not)."""
+    if device.type != "cpu":
+        return False, f"the rotation kernels run on CPU tensors; got {device.type} tensors"
+    from .spectral_cpu import cpu_status
+
+    ok, why = cpu_status()  # tried once per process
+    return ok, ("" if ok else f"its numba kernels are not available ({why}); pip install numba")
+
+
 _announced: set[tuple[str, str]] = set()
 
 
 def resolve_impl(impl: str, device: torch.device) -> str:
     """The implementation `impl` means on `device` ('auto' resolved); a clear error for a name that does not exist
-    or for 'triton' where it cannot run."""
+    or for 'triton' / 'rotation' where it cannot run."""
     if impl not in IMPLEMENTATIONS:
         raise SpectralOpError(f"decoder must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
     device = torch.device(device)
     if impl == "auto":
-        ok, why = triton_status(device) if device.type == "cuda" else (False, "")
-        chosen = "triton" if ok else "chunked"
+        fast = {"cuda": ("triton", triton_status), "cpu": ("rotation", rotation_status)}.get(device.type)
+        ok, why = fast[1](device) if fast else (False, "")
+        chosen = fast[0] if ok else "chunked"
         if (device.type, chosen) not in _announced:  # logged once per device: the choice is part of the method
             _announced.add((device.type, chosen))
             log.info("spectral decoder 'auto' on %s: %s%s", device.type, chosen,
-                     "" if chosen == "triton" or device.type != "cuda" else f" ({why})")
+                     f" ({fast[0]} unavailable: {why})" if fast and not ok else "")
         return chosen
-    if impl == "triton":
-        ok, why = triton_status(device)
-        if not ok:
-            raise SpectralOpError(f"decoder 'triton' cannot run here: {why}")
+    for name, status in (("triton", triton_status), ("rotation", rotation_status)):
+        if impl == name:
+            ok, why = status(device)
+            if not ok:
+                raise SpectralOpError(f"decoder {name!r} cannot run here: {why}")
     return impl
 
 
@@ -181,6 +197,12 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
     if impl == "naive":
         S = spectral_atoms(positions, amplitude, frequency, phase, period)  # (L, K, D)
         return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
+    if impl == "rotation":
+        from .spectral_cpu import rotation_spectral_decode, uniform_step
+
+        if c.dtype != torch.float64 and uniform_step(positions) is not None:
+            return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period))
+        impl = "chunked"  # float64 asks for float64 arithmetic; arbitrary positions have no single rotation
     if impl == "chunked":
         K, D = amplitude.shape
         if block is None:
@@ -257,19 +279,40 @@ class ChunkedSpectralDecode(torch.autograd.Function):
 
 
 # ---- the cost of the op: what the hardware must do at least --------------------------------------------------------
-def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2) -> dict:
-    """Work of the fused op, per call. mode "forward" or "forward_backward".
+# The algorithm each implementation runs: one sine per (t, k, d) ("direct"), or atoms advanced by rotation from an
+# anchor every ROTATION_ANCHOR positions ("rotation"; sdgm/ops/spectral_cpu.py, and the Triton kernels).
+ALGORITHMS = {"naive": "direct", "chunked": "direct", "rotation": "rotation", "triton": "rotation"}
+ROTATION_ANCHOR = 32
 
-    flops:  tensor-core multiply-adds of the mixing (2 B L K D forward; backward adds dC and the Q = C^T G products)
-    sines:  sine/cosine evaluations, shared by the batch: forward 1 per (t, k, d); backward 2 (sin for dC and dA,
-            cos for dF and dPhi). The triton kernels evaluate 3 in backward (dC has its own kernel) and repeat the
-            atoms once per batch tile; the floor counts the least the arithmetic needs.
-    bytes:  C and X_hat once each forward; backward reads C, G, writes dC (parameters are negligible)
+
+def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2,
+                  algorithm: str = "direct") -> dict:
+    """Work of the fused op, per call. mode "forward" or "forward_backward"; algorithm "direct" or "rotation".
+
+    flops:         matrix multiply-adds of the mixing (2 B L K D forward; backward adds dC and the Q = C^T G
+                   products), at the matmul rate
+    vector_flops:  elementwise fp32 arithmetic shared by the batch, at the vector rate: the rotation (4 multiply-
+                   adds = 6 FLOPs per (t, k, d)) each time the atoms are formed, and in backward the three sums
+                   Q sin, Q cos, Q cos w (6 FLOPs per (t, k, d)); none for "direct", whose sines are counted below
+    sines:         sine/cosine evaluations, shared by the batch. direct: forward 1 per (t, k, d); backward 2 (sin
+                   for dC and dA, cos for dF and dPhi). rotation: a sine and a cosine per anchor (every
+                   ROTATION_ANCHOR positions) each time the atoms are formed (the CPU kernels advance their anchors
+                   in float64 instead, cheaper still). The triton kernels evaluate 3 in backward (dC has its own
+                   kernel) and repeat the atoms once per batch tile; the floor counts the least the arithmetic needs.
+    bytes:         C and X_hat once each forward; backward reads C, G, writes dC (parameters are negligible)
     """
     if mode not in ("forward", "forward_backward"):
         raise ValueError(f"mode must be 'forward' or 'forward_backward'; got {mode!r}")
+    if algorithm not in ("direct", "rotation"):
+        raise ValueError(f"algorithm must be 'direct' or 'rotation'; got {algorithm!r}")
     mix = 2 * B * L * K * D
-    if mode == "forward":
-        return {"flops": mix, "sines": L * K * D, "bytes": bytes_per_value * B * L * (K + D)}
-    return {"flops": 3 * mix, "sines": 3 * L * K * D,
-            "bytes": bytes_per_value * B * L * ((K + D) + (2 * K + D))}
+    passes = 1 if mode == "forward" else 2  # times the atoms are formed: forward, and again in backward
+    if algorithm == "direct":
+        vector, sines = 0, L * K * D * (1 if mode == "forward" else 3)
+    else:
+        anchors = -(-L // ROTATION_ANCHOR) * K * D
+        vector = 6 * L * K * D * passes + (6 * L * K * D if mode == "forward_backward" else 0)
+        sines = 2 * anchors * passes
+    io = (K + D) if mode == "forward" else (K + D) + (2 * K + D)
+    return {"flops": mix * (1 if mode == "forward" else 3), "vector_flops": vector, "sines": sines,
+            "bytes": bytes_per_value * B * L * io}

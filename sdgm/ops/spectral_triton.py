@@ -278,3 +278,31 @@ def hardware_sine_rate(device: torch.device, n_iter: int = 4096, repeats: int = 
     timing = time_calls(lambda: _sine_rate_kernel[(programs,)](x, out, n_iter, BLOCK=block), repeats=repeats,
                         warmup=1, device=device)
     return 4 * n_iter * programs * block / timing["median_s"]
+
+
+@triton.jit
+def _fma_rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a = tl.load(X + offs)
+    b = a + 0.25
+    c = a + 0.5
+    d = a + 0.75
+    for _ in range(N_ITER):  # four independent chains of fp32 multiply-adds in registers
+        a = a * 0.999 + 0.001
+        b = b * 0.999 + 0.001
+        c = c * 0.999 + 0.001
+        d = d * 0.999 + 0.001
+    tl.store(OUT + offs, a + b + c + d)
+
+
+def vector_flops_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
+    """fp32 FLOP/s of elementwise multiply-adds on a CUDA device's cores (not its tensor cores), median of launches."""
+    from ..bench.timing import time_calls
+
+    block = 1024
+    programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    x = torch.rand(programs * block, device=device)
+    out = torch.empty_like(x)
+    timing = time_calls(lambda: _fma_rate_kernel[(programs,)](x, out, n_iter, BLOCK=block), repeats=repeats,
+                        warmup=1, device=device)
+    return 2 * 4 * n_iter * programs * block / timing["median_s"]
