@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
-from .ops.spectral import IMPLEMENTATIONS, spectral_atoms, spectral_decode
+from .ops.spectral import IMPLEMENTATIONS, AtomStream, spectral_atoms, spectral_decode
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -231,7 +231,14 @@ class SDGM(LanguageModel):
             device = self.embed.weight.device
         k, D = self.cfg.kernel_size, self.cfg.d_model
         # the last k - 1 embeddings, oldest first; zeros before the first token (the encoder's left padding)
-        return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device)}
+        return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device),
+                "atoms": self.atom_stream()}
+
+    def atom_stream(self) -> AtomStream | None:
+        """The atoms position by position for decode_step (a rotation per step instead of K x D sines); None with
+        decoder "naive", whose steps evaluate the definition."""
+        a = self.atoms
+        return None if self.cfg.decoder == "naive" else AtomStream(a.amplitude, a.frequency, a.phase, self.cfg.seq_len)
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """tokens (B,) -> logits (B, V): O(k D K + K D + D V) per token, whatever the position."""
@@ -245,10 +252,13 @@ class SDGM(LanguageModel):
         if k > L:  # the full forward's window of L tokens pads what lies before it with zeros
             window = torch.cat([torch.zeros_like(recent[:, :k - L]), recent[:, k - L:]], dim=1)
         c = ACTIVATIONS[self.cfg.activation](self.encoder(window.transpose(1, 2)))  # (B, K, 1)
-        pos = torch.tensor([min(t, L - 1)], device=x.device)
-        x_hat = self.decode(c.transpose(1, 2), pos)  # (B, 1, D)
+        stream = state.get("atoms")
+        if stream is None:
+            x_hat = self.decode(c.transpose(1, 2), torch.tensor([min(t, L - 1)], device=x.device))  # (B, 1, D)
+        else:
+            x_hat = (c[..., 0].to(torch.float32) @ stream.at(min(t, L - 1)))[:, None].to(c.dtype)  # (B, 1, D)
         logits = self.head(x_hat, tokens[:, None])[:, 0]  # (B, V)
-        return logits, {"t": t + 1, "emb": recent[:, 1:]}
+        return logits, {"t": t + 1, "emb": recent[:, 1:], "atoms": stream}
 
     def prefill(self, prompt: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         """prompt (B, P) -> (logits (B, V) after its last token, state): one forward over the last L tokens, and the
@@ -261,7 +271,7 @@ class SDGM(LanguageModel):
         logits = self.head(x_hat[:, -1:], prompt[:, -1:])[:, 0]  # (B, V): the head at the last position only
         emb = self.embed(prompt[:, max(0, P - keep):])  # (B, <= k - 1, D)
         emb = torch.cat([emb.new_zeros(B, keep - emb.shape[1], emb.shape[2]), emb], dim=1)  # (B, k - 1, D)
-        return logits, {"t": P, "emb": emb}
+        return logits, {"t": P, "emb": emb, "atoms": self.atom_stream()}
 
     def flops_per_token(self) -> int:
         cfg = self.cfg
@@ -275,5 +285,6 @@ class SDGM(LanguageModel):
         return flops
 
     def state_bytes_per_sequence(self) -> int:
-        # incremental decoding keeps the last kernel_size - 1 embeddings (fp32); the atoms are shared
+        # incremental decoding keeps the last kernel_size - 1 embeddings (fp32); the atom stream (sin, cos and atoms
+        # at the current position, one rotation step: 5 K D fp32) is shared by every sequence of the batch
         return (self.cfg.kernel_size - 1) * self.cfg.d_model * 4

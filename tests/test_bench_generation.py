@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn as nn
 
 from helpers import random_ids
 from sdgm import generation_report
@@ -35,6 +36,8 @@ def test_state_bytes_counts_every_storage_once():
     obj = type("Holder", (), {})()
     obj.inner = [torch.zeros(3, dtype=torch.float64), {"again": a}]  # 24 bytes, and a once more
     assert state_bytes({"a": a, "view": view, "obj": obj, "n": 3, "none": None, "name": "x"}) == 128 + 24
+    obj.weights = nn.Parameter(torch.zeros(100))  # a model's parameter held by the state is the model's, not state
+    assert state_bytes({"obj": obj}) == 128 + 24
     m = small("gpt2")
     _, state = m.prefill(random_ids(V, 2, 5))
     D, n_layer = 16, 2

@@ -428,3 +428,21 @@ def test_chunked_refuses_a_bad_block():
     A, F, P = params()
     with pytest.raises(SpectralOpError, match="block must be at least 1"):
         spectral_decode(torch.randn(1, 3, 4), A, F, P, torch.arange(3), PERIOD, impl="chunked", block=0)
+
+
+def test_atom_stream_follows_the_definition_step_by_step():
+    """Incremental decoding's atoms: 300 successive positions (rotations between anchors every 32), a repeated
+    position, a jump back; each within fp32 rounding of the float64 definition. An in-place parameter update is
+    noticed."""
+    from sdgm.ops.spectral import AtomStream, spectral_atoms
+
+    (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 8)
+    A, F, P = A.float(), F.float(), P.float()
+    stream = AtomStream(A, F, P, PERIOD)
+    exact = spectral_atoms(torch.arange(1000), A.double(), F.double(), P.double(), PERIOD)  # (1000, K, D)
+    for p in [*range(300), 299, 299, 17, 18, 999]:
+        err = (stream.at(p).double() - exact[p]).abs().max().item()
+        assert err < 2e-5 * A.abs().max().item(), (p, err)
+    with torch.no_grad():
+        A.mul_(2)
+    torch.testing.assert_close(stream.at(999).double(), 2 * exact[999], rtol=0, atol=4e-5 * A.abs().max().item())

@@ -94,12 +94,13 @@ def decoding_paths(model: LanguageModel, compile_options: dict | None = None) ->
 
 def state_bytes(state) -> int:
     """Bytes of every tensor storage reachable from `state` (dicts, lists, tuples and the attributes of objects
-    such as transformers' cache), each storage counted once: what the decoding state holds in memory."""
+    such as transformers' cache), each storage counted once: what the decoding state holds in memory. A model's
+    parameters that the state refers to (SDGM's atom stream watches them) belong to the model and are not counted."""
     storages, seen, total = set(), set(), 0
     todo = [state]
     while todo:
         x = todo.pop()
-        if id(x) in seen or isinstance(x, (type, nn.Module, str, bytes, int, float, bool)) or x is None:
+        if id(x) in seen or isinstance(x, (type, nn.Module, nn.Parameter, str, bytes, int, float, bool)) or x is None:
             continue
         seen.add(id(x))
         if isinstance(x, torch.Tensor):

@@ -37,6 +37,8 @@ IMPLEMENTATIONS = ("auto", "naive", "chunked", "rotation", "triton")
 # L2 cache (2**20 fp32 values = 4 MiB); on a GPU larger blocks keep the kernel launches few (16 MiB).
 DEFAULT_BLOCK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 22}
 
+ROTATION_ANCHOR = 32  # positions between exact anchors where atoms are advanced by rotation (spectral_cpu.ANCHOR)
+
 log = logging.getLogger(__name__)
 
 
@@ -96,6 +98,44 @@ def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: 
     """positions (T,) -> S (T, K, D) in the parameters' dtype (fp32 in the model)."""
     reduce = angles_need_reduction(positions, frequency, phase, period)
     return amplitude[None] * torch.sin(spectral_angles(positions, frequency, phase, period, reduce)[0])
+
+
+class AtomStream:
+    """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D), at the successive positions of incremental decoding.
+
+    Each next position is a rotation of the last (four multiply-adds per element, as the rotation decoder does),
+    restarted every ROTATION_ANCHOR positions and at any jump from an exact anchor: the angle reduced in turns in
+    float64, then one fp32 sine and cosine. Asking again for the same position (decoding past the window, where
+    the position stays at L - 1) costs nothing. A change of the parameters (in-place, as an optimizer step makes
+    it) is noticed and restarts the stream. Shared by every sequence of a batch: they decode at one position."""
+
+    def __init__(self, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
+        self.params, self.period = (amplitude, frequency, phase), float(period)
+        self.key = None  # the parameters' versions the tables below belong to
+        self.p = None  # the position of sin, cos and S
+
+    def at(self, p: int) -> torch.Tensor:
+        amplitude, frequency, phase = self.params
+        key = tuple((t._version, t.data_ptr()) for t in self.params)
+        with torch.no_grad():
+            if key != self.key:
+                w = (frequency.detach().double() * (1.0 / self.period)).frac_().mul_(2 * math.pi)  # one step
+                self.cw, self.sw = torch.cos(w).float(), torch.sin(w).float()  # (K, D)
+                self.key, self.p = key, None
+            if p == self.p:
+                return self.S
+            if self.p is not None and p == self.p + 1 and p % ROTATION_ANCHOR:
+                s, c = self.sin, self.cos
+                self.sin = torch.addcmul(s * self.cw, c, self.sw)
+                self.cos = torch.addcmul(c * self.cw, s, self.sw, value=-1.0)
+            else:
+                u = torch.add(phase.detach().double() / (2 * math.pi), frequency.detach().double(),
+                              alpha=p / self.period)  # (K, D) turns
+                theta = u.frac_().float().mul_(2 * math.pi)
+                self.sin, self.cos = torch.sin(theta), torch.cos(theta)
+            self.p = p
+            self.S = amplitude.detach() * self.sin  # (K, D)
+        return self.S
 
 
 # ---- choosing an implementation ------------------------------------------------------------------------------
@@ -282,7 +322,6 @@ class ChunkedSpectralDecode(torch.autograd.Function):
 # The algorithm each implementation runs: one sine per (t, k, d) ("direct"), or atoms advanced by rotation from an
 # anchor every ROTATION_ANCHOR positions ("rotation"; sdgm/ops/spectral_cpu.py, and the Triton kernels).
 ALGORITHMS = {"naive": "direct", "chunked": "direct", "rotation": "rotation", "triton": "rotation"}
-ROTATION_ANCHOR = 32
 
 
 def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2,

@@ -31,7 +31,8 @@ import math
 import numpy as np
 import torch
 
-ANCHOR = 32  # positions between float64 anchors: the fp32 rotation's drift stays at a direct fp32 sine's level
+from .spectral import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
+# stays at a direct fp32 sine's level
 SEGMENT_ANCHORS = 8  # anchors computed per segment: (8, K, D) fp32 sin and cos, 8 MiB at K = 256, D = 512
 D_TILE = 64  # output columns per forward work item: an ANCHOR x 64 fp32 tile per sequence (8 KiB) stays in L1
 
