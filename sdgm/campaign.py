@@ -26,6 +26,7 @@ import fcntl
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -49,6 +50,7 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 ARCHIVE_LIMIT = 16 * 1024 * 1024
 ARCHIVE_INDEX = "ARCHIVE.json"
 CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
+STOP_GRACE_S = 60.0  # at the deadline: seconds between TERM and KILL of Snakemake and its jobs
 # ---- the run command ----------------------------------------------------------------------------------------------
 
 def load_config(path: str | Path) -> dict:
@@ -84,14 +86,43 @@ def store_of(config: dict, directory: Path) -> Path:
     return (directory / config["results_dir"] / "published").resolve()
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 60) -> None:
-    """Ask Snakemake to stop (it ends its jobs and marks their outputs incomplete), then force it."""
-    proc.terminate()
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # ended members not yet reaped (zombies) count as gone
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return not Path("/proc/self/stat").exists()
+
+
+def _stop(proc: subprocess.Popen, grace_s: float | None = None) -> None:
+    """Stop Snakemake and every job it started (they share its process group, started in a session of its own):
+    TERM to the group (Snakemake marks its jobs' outputs incomplete; a training checkpoints its step and exits),
+    then KILL to whatever of the group is left after `grace_s`. No training outlives the campaign holding its lock."""
+    grace_s = STOP_GRACE_S if grace_s is None else grace_s
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        proc.poll()
+        if not _group_alive(proc.pid):
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < end:  # KILL is delivered at once, the exit takes a moment
+        time.sleep(0.05)
 
 
 def snakemake_command(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
@@ -111,7 +142,7 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
         env[DEVICE_ENV] = device_label
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     t0, seen, finished = time.monotonic(), {d for d in record_dirs(store)}, True
     while proc.poll() is None:
         time.sleep(2)
@@ -171,7 +202,9 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             remaining = budget - clock.elapsed()
             wave = next_wave(todo, remaining, parallel)
             if not todo:
-                print("campaign: every run of the config is published", flush=True)
+                print("campaign: every run of the config is published" if not failed else
+                      f"campaign: every run of the config is published except {len(failed)} that failed in this "
+                      f"campaign: " + ", ".join(f"{r.corpus}/{r.name}" for r in failed), flush=True)
                 break
             if not wave:
                 print(f"campaign: {len(todo)} run(s) left; the next ({todo[0]['run'].corpus}/{todo[0]['run'].name}, "
