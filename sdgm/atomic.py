@@ -17,7 +17,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 PathLike = str | os.PathLike
 
@@ -56,9 +56,10 @@ def storage_errors(path: PathLike, action: str = "writing") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, before_replace: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`, on any error removed.
-    A write the storage refuses (full, read-only, ...) raises StorageError naming `path`."""
+    A write the storage refuses (full, read-only, ...) raises StorageError naming `path`. `before_replace`, if
+    given, is called with the complete temporary just before the rename (to record its digest elsewhere)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.part-{secrets.token_hex(6)}")
     with storage_errors(path):
@@ -67,6 +68,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             yield tmp
             with open(tmp, "rb") as fh:  # on disk before the rename, so a power loss cannot leave an empty file
                 os.fsync(fh.fileno())
+            if before_replace is not None:
+                before_replace(tmp)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(OSError):  # a read-only file system refuses even the unlink of nothing
@@ -92,10 +95,11 @@ class _RecordingWriter:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike) -> Iterator[_RecordingWriter]:
+def atomic_writer(path: PathLike, before_replace: Callable[[Path], None] | None = None
+                  ) -> Iterator[_RecordingWriter]:
     """Like atomic_open, for writers such as torch.save that replace an OSError from write() by their own error:
     the OSError is raised instead (a StorageError naming `path` when the storage refused the write)."""
-    with atomic_open(path) as fh:
+    with atomic_open(path, before_replace) as fh:
         rec = _RecordingWriter(fh)
         try:
             yield rec
@@ -115,10 +119,11 @@ def remove_stale_temporaries(path: PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+def atomic_open(path: PathLike, before_replace: Callable[[Path], None] | None = None) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path` for binary writing; it replaces `path` only if the block succeeds."""
-    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
-        yield fh
+    with atomic_path(path, before_replace) as tmp:
+        with open(tmp, "xb") as fh:
+            yield fh
 
 
 def sha256_file(path: PathLike) -> str:

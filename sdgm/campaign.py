@@ -22,31 +22,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import yaml
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import StorageError, atomic_path, storage_error, write_text_atomic
 from . import config as config_module
 from .config import Run, ablations, benchmarked_runs
 from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
                     estimate_run, format_estimate, matrix_estimate, measured_rates, next_wave, plan, priority_order,
                     wave_seconds)
-from .store import (DEVICE_ENV, MANIFEST, StoreError, device_slug, import_record, manifests,
-                    published_files, published_hashes, read_manifest, record_dirs, verify_store)
+from .store import (DEVICE_ENV, MANIFEST, StoreError, check_contents, check_manifest, device_slug, import_record,
+                    published_files, published_hashes, read_manifest, record_dirs,
+                    remove_stale_temporaries, store_lock, temp_name, verify_record, verify_store)
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 ARCHIVE_LIMIT = 16 * 1024 * 1024
+# what an import unpacks at most: the records of one archive, uncompressed (text compresses about 4-10 times; the
+# figures are PNGs, already compressed)
+UNPACK_LIMIT = 16 * ARCHIVE_LIMIT
+MANIFEST_LIMIT = 1024 * 1024  # one manifest's bytes at most
+IMPORT_TEMP = ".import"  # STORE/.import.part-<host>-<pid>-<random>: an archive being unpacked
+STOP_GRACE_S = 60.0  # at the deadline: seconds between TERM and KILL of Snakemake and its jobs
 ARCHIVE_INDEX = "ARCHIVE.json"
 CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
 # ---- the run command ----------------------------------------------------------------------------------------------
@@ -84,14 +92,43 @@ def store_of(config: dict, directory: Path) -> Path:
     return (directory / config["results_dir"] / "published").resolve()
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 60) -> None:
-    """Ask Snakemake to stop (it ends its jobs and marks their outputs incomplete), then force it."""
-    proc.terminate()
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # ended members not yet reaped (zombies) count as gone
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return not Path("/proc/self/stat").exists()
+
+
+def _stop(proc: subprocess.Popen, grace_s: float | None = None) -> None:
+    """Stop Snakemake and every job it started (they share its process group, started in a session of its own):
+    TERM to the group (Snakemake marks its jobs' outputs incomplete; a training checkpoints its step and exits),
+    then KILL to whatever of the group is left after `grace_s`. No training outlives the campaign holding its lock."""
+    grace_s = STOP_GRACE_S if grace_s is None else grace_s
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        proc.poll()
+        if not _group_alive(proc.pid):
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < end:  # KILL is delivered at once, the exit takes a moment
+        time.sleep(0.05)
 
 
 def snakemake_command(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
@@ -111,7 +148,7 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
         env[DEVICE_ENV] = device_label
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     t0, seen, finished = time.monotonic(), {d for d in record_dirs(store)}, True
     while proc.poll() is None:
         time.sleep(2)
@@ -130,14 +167,15 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
 
 @contextlib.contextmanager
 def campaign_lock(store: Path):
-    """One campaign per store at a time. The lock is the kernel's (flock): a killed campaign holds none."""
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".campaign.lock", "a") as fh:  # never truncated: the lock is the flock, not the content
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CampaignError(f"{store}: another campaign is running on this store") from None
-        yield
+    """One campaign or import per store at a time (sdgm.store.store_lock). The lock is the kernel's (flock): a
+    killed campaign holds none."""
+    try:
+        with store_lock(store, "this campaign"):
+            yield
+    except StoreError as e:
+        if "the store is in use" not in str(e):
+            raise
+        raise CampaignError(str(e)) from None
 
 
 def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Path = ".", parallel: int =
@@ -171,7 +209,9 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             remaining = budget - clock.elapsed()
             wave = next_wave(todo, remaining, parallel)
             if not todo:
-                print("campaign: every run of the config is published", flush=True)
+                print("campaign: every run of the config is published" if not failed else
+                      f"campaign: every run of the config is published except {len(failed)} that failed in this "
+                      f"campaign: " + ", ".join(f"{r.corpus}/{r.name}" for r in failed), flush=True)
                 break
             if not wave:
                 print(f"campaign: {len(todo)} run(s) left; the next ({todo[0]['run'].corpus}/{todo[0]['run'].name}, "
@@ -267,72 +307,179 @@ def _safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     return members
 
 
-def import_archives(archives, store: str | Path) -> dict:
-    """Merge archives into the store, record by record (each verified against its manifest; the same record again
-    is a no-op; a clash is refused, naming both). Returns {"new": [...], "same": [...], "refused": [messages]}."""
+class Refused(Exception):
+    """One archive that cannot be imported; the message names it (the other archives go on)."""
+
+
+def _check_sizes(tar: tarfile.TarFile, members: list[tarfile.TarInfo], archive: Path, limit: int) -> None:
+    """Before anything is unpacked: the members' sizes (from the archive's headers) add up to at most `limit`, each
+    manifest is small, and each record file has the size its record's manifest lists."""
+    total = sum(m.size for m in members if m.isfile())
+    if total > limit:
+        raise Refused(f"{archive}: would unpack to {total:,} bytes, over the {limit:,}-byte limit of an import "
+                      f"({limit // ARCHIVE_LIMIT} times the {ARCHIVE_LIMIT:,}-byte archive limit); nothing unpacked")
+    sizes: dict[tuple, dict] = {}
+    for m in members:
+        parts = Path(m.name).parts
+        if m.isfile() and parts[-1] == MANIFEST and len(parts) == 6:
+            if m.size > MANIFEST_LIMIT:
+                raise Refused(f"{archive}: {m.name} is {m.size:,} bytes, not a manifest; nothing unpacked")
+            try:
+                man = check_manifest(json.loads(tar.extractfile(m).read()), f"{archive}:{m.name}")
+            except (ValueError, StoreError) as e:
+                raise Refused(f"{archive}: {e}") from e
+            sizes[parts[:5]] = man.get("sizes") or {}
+    for m in members:
+        parts = Path(m.name).parts
+        if not m.isfile() or len(parts) < 6 or parts[-1] == MANIFEST:
+            continue
+        want = sizes.get(parts[:5], {}).get("/".join(parts[5:]))
+        if want is not None and m.size != want:
+            raise Refused(f"{archive}: {m.name} is {m.size:,} bytes, its manifest says {want:,}; nothing unpacked")
+
+
+def _failure(e: OSError, store: Path, action: str) -> str:
+    """An OSError in words: the storage's refusal naming the store (a full disk), else the error."""
+    err = storage_error(e, store, action)
+    return err.strerror if isinstance(err, StorageError) else f"{type(e).__name__}: {e}"
+
+
+def _import_archive(archive: Path, store: Path, out: dict, limit: int) -> None:
+    try:
+        tar = tarfile.open(archive, "r:gz")
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as e:
+        raise Refused(f"{archive}: not a campaign archive ({e})") from e
+    tmp = store / temp_name(IMPORT_TEMP)
+    try:
+        with tar:
+            try:
+                members = _safe_members(tar, archive)
+                _check_sizes(tar, members, archive, limit)
+                tmp.mkdir()
+                tar.extractall(tmp, members=members, filter="data")
+            except (tarfile.TarError, EOFError, zlib.error) as e:
+                raise Refused(f"{archive}: truncated or damaged ({type(e).__name__}: {e or 'unexpected end'}); "
+                              f"nothing of it was imported") from e
+            except OSError as e:
+                raise Refused(f"{archive}: {_failure(e, store, 'unpacking into')}; nothing of it was imported") from e
+        root = tmp / "published"
+        for d in sorted(p.parent for p in root.glob(f"*/runs/*/*/{MANIFEST}")):
+            where = f"{archive}:{d.relative_to(tmp)}"
+            try:
+                m = verify_record(d)
+                placed = Path(m["device_slug"], "runs", m["corpus"], f"{m['experiment']}-s{m['seed']}")
+                if d.relative_to(root) != placed:
+                    raise StoreError(f"{d}: its manifest places it at {placed.as_posix()}")
+                check_contents(d)
+                target, status = import_record(store, d)
+            except StoreError as e:
+                out["refused"].append(f"{archive}: {str(e).replace(str(d), where)}")
+                continue
+            except OSError as e:
+                out["refused"].append(f"{where}: {_failure(e, store, 'copying into')}")
+                continue
+            out[status].append(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def import_archives(archives, store: str | Path, unpack_limit: int | None = None) -> dict:
+    """Merge archives into the store, record by record, holding the store's lock. Each archive is checked before
+    it is unpacked (member names, total and per-file sizes), each record before it is installed (its manifest's
+    names, its files against the manifest, its metrics against the schema and physical bounds, its destination
+    inside the store); the same record again is a no-op, a published copy of it with files missing is repaired, a
+    clash is refused naming both. An archive that is truncated or cannot be unpacked (a full disk) is refused in
+    one line and the others go on; an unsafe member name stops the import (CampaignError).
+    Returns {"new": [...], "same": [...], "repaired": [...], "refused": [messages]}."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    out: dict = {"new": [], "same": [], "refused": []}
-    for archive in archives:
-        archive = Path(archive)
-        try:
-            tar = tarfile.open(archive, "r:gz")
-        except (OSError, tarfile.TarError) as e:
-            raise CampaignError(f"{archive}: not a campaign archive ({e})") from e
-        with tar, tempfile.TemporaryDirectory(dir=store, prefix=".import-") as tmp:
-            members = _safe_members(tar, archive)
-            tar.extractall(tmp, members=members, filter="data")
-            root = Path(tmp) / "published"
-            for d in sorted(p.parent for p in root.glob(f"*/runs/*/*/{MANIFEST}")):
+    out: dict = {"new": [], "same": [], "repaired": [], "refused": []}
+    try:
+        with store_lock(store, "this import"):
+            remove_stale_temporaries(store, IMPORT_TEMP)  # what a killed import left
+            for archive in archives:
                 try:
-                    target, new = import_record(store, d)
-                except StoreError as e:
-                    out["refused"].append(f"{archive}: {str(e).replace(str(d), f'{archive}:{d.relative_to(tmp)}')}")
-                    continue
-                out["new" if new else "same"].append(target)
+                    _import_archive(Path(archive), store, out, unpack_limit or UNPACK_LIMIT)
+                except Refused as e:
+                    out["refused"].append(str(e))
+    except StoreError as e:
+        if "the store is in use" not in str(e):
+            raise
+        raise CampaignError(str(e)) from None
     return out
 
 
 # ---- rendering from the store --------------------------------------------------------------------------------------
 
+def usable_records(store: str | Path) -> tuple[list[Path], list[str]]:
+    """The store's records that match their manifests and hold possible values, and one line for each other."""
+    good, problems = [], []
+    for d in record_dirs(store):
+        try:
+            verify_record(d)
+            check_contents(d)
+            good.append(d)
+        except (StoreError, OSError) as e:
+            problems.append(f"left out {d}: {e}")
+    return good, problems
+
+
 def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     """Tables and figures of every device from the store's records, one folder per device (never one mean over
     devices): OUT/<device>/tables/{claims,compact,main,ablations,reconstruction,throughput,samples}.* and
     OUT/<device>/figures/,
-    and OUT/README.md, the index of records by device. OUT defaults to the store."""
+    and OUT/README.md, the index of records by device. OUT defaults to the store.
+    A record that does not match its manifest (a file missing or altered) or holds impossible values is left out,
+    and a device whose tables cannot be built is skipped: each is one line in written["problems"] (the caller
+    prints them), and the rest is rendered. Returns {device: tables written, "problems": [lines]}."""
+    from .bench_report import BenchReportError
+    from .reporting import ReportError
+
+    store = Path(store)
+    out = Path(out) if out is not None else store
+    good, problems = usable_records(store)
+    only = set(good)
+    files = {kind: published_files(store, kind, only) for kind in ("metrics", "samples", "throughput", "gmm",
+                                                                    "config")}
+    written: dict = {"problems": problems}
+    lines = ["# Published records, by device", "",
+             "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). Tables "
+             "and figures are per device: runs of different devices are never averaged together.", "",
+             "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
+    for dev in sorted(files["metrics"]):
+        try:
+            written[dev] = _render_device(dev, out / dev, {kind: f.get(dev, []) for kind, f in files.items()})
+        except (ReportError, BenchReportError, StoreError, OSError, ValueError) as e:
+            problems.append(f"device {dev}: tables not rendered ({type(e).__name__}: {e})")
+            continue
+        mans = [read_manifest(d) for d in good if d.parents[2].name == dev]
+        lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
+                     f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
+                     f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
+    write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
+    return written
+
+
+def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
+    """One device's tables and figures into `out` from its records' files, by kind."""
     from .bench_report import load_record, throughput_table
     from .publish import write_samples_pages
     from .reporting import build_report, write_table
     from .reporting.claims import build_claims
 
-    store = Path(store)
-    out = Path(out) if out is not None else store
-    metrics, samples = published_files(store, "metrics"), published_files(store, "samples")
-    throughput, gmm = published_files(store, "throughput"), published_files(store, "gmm")
-    written: dict = {}
-    lines = ["# Published records, by device", "",
-             "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). Tables "
-             "and figures are per device: runs of different devices are never averaged together.", "",
-             "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
-    for dev in sorted(metrics):
-        abl: dict = {}
-        for cfg in published_files(store, "config").get(dev, []):
-            abl.update(ablations(yaml.safe_load(cfg.read_text(encoding="utf-8"))))
-        tables, figures = out / dev / "tables", out / dev / "figures"
-        written[dev] = build_report(metrics[dev], tables, figures, ablations=abl)
-        if throughput.get(dev):
-            recs = [load_record(p, "throughput") for p in throughput[dev]]
-            written[dev]["throughput"] = write_table(throughput_table(recs), tables / "throughput",
-                                                     f"Throughput of the published runs on {dev}.")
-        written[dev]["claims"] = build_claims(tables, metrics=metrics[dev], throughput=throughput.get(dev, []),
-                                              gmm=gmm.get(dev, []))
-        sample_metrics = [p.parent / "metrics.json" for p in samples.get(dev, [])]
-        write_samples_pages(samples.get(dev, []), sample_metrics, tables / "samples.md", tables / "samples.html")
-        mans = [m for _, m in manifests(store) if m["device_slug"] == dev]
-        lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
-                     f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
-                     f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
-    write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
+    abl: dict = {}
+    for cfg in files["config"]:
+        abl.update(ablations(yaml.safe_load(cfg.read_text(encoding="utf-8"))))
+    tables, figures = out / "tables", out / "figures"
+    written = build_report(files["metrics"], tables, figures, ablations=abl)
+    if files["throughput"]:
+        recs = [load_record(p, "throughput") for p in files["throughput"]]
+        written["throughput"] = write_table(throughput_table(recs), tables / "throughput",
+                                            f"Throughput of the published runs on {dev}.")
+    written["claims"] = build_claims(tables, metrics=files["metrics"], throughput=files["throughput"],
+                                     gmm=files["gmm"])
+    sample_metrics = [p.parent / "metrics.json" for p in files["samples"]]
+    write_samples_pages(files["samples"], sample_metrics, tables / "samples.md", tables / "samples.html")
     return written
 
 
@@ -416,15 +563,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "import":
             res = import_archives(a.archives, a.store)
-            print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there")
+            print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there"
+                  + (f", {len(res['repaired'])} repaired" if res["repaired"] else ""))
             for msg in res["refused"]:
                 print(f"refused: {msg}", file=sys.stderr)
-            if not a.no_render and not res["refused"]:
-                render_store(a.store)
-            return 1 if res["refused"] else 0
+            problems = [] if a.no_render else render_store(a.store)["problems"]
+            for msg in problems:
+                print(f"render: {msg}", file=sys.stderr)
+            return 1 if res["refused"] or problems else 0
         if a.cmd == "render":
-            render_store(a.store, a.out)
-            return 0
+            problems = render_store(a.store, a.out)["problems"]
+            for msg in problems:
+                print(f"render: {msg}", file=sys.stderr)
+            return 1 if problems else 0
         if a.cmd == "verify":
             problems = verify_store(a.store)
             for msg in problems:

@@ -6,6 +6,12 @@ fingerprint of what it was trained on; a checkpoint of another configuration or 
 CheckpointError naming what differs. A write the storage refuses (full, read-only) raises sdgm.atomic.StorageError
 naming the file, and the previous checkpoint stays as it was.
 
+A checkpoint may sit on a shared results directory, so resuming trusts nothing in it before checking it: beside
+last.pt, last.pt.json records the SHA-256 of the checkpoint (and of the one before it, for a kill between the two
+writes) and its fingerprint. Resuming compares both before loading, then loads with torch's weights-only unpickler,
+which builds tensors and plain containers only, plus exactly the numpy types of numpy's random state
+(RESUME_GLOBALS): a checkpoint that carries code is refused, never run.
+
 SIGTERM (what Slurm sends at a time limit, ahead of it with `--signal`, or on preemption) does not kill a training
 in one process: the step in progress finishes, a checkpoint of that step is written, and the job exits with
 Preempted (status 143, 128 + SIGTERM), so that Snakemake does not take it as finished and the next attempt resumes
@@ -15,6 +21,7 @@ last periodic checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import sys
@@ -27,9 +34,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .atomic import atomic_writer
+from .atomic import atomic_writer, sha256_file, write_json_atomic
 
 EXIT_PREEMPTED = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+# what a checkpoint holds beyond tensors and plain containers: numpy's random state (np.random.get_state())
+_np_core = getattr(np, "_core", None) or np.core
+RESUME_GLOBALS = [_np_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class CheckpointError(ValueError):
@@ -66,8 +78,8 @@ def to_device(state, device):
     return type(state)(to_device(s, device) for s in state)
 
 
-def save_atomic(obj, path: Path) -> None:
-    with atomic_writer(path) as tmp:  # a full disk is named as such, not as torch's "file write failed"
+def save_atomic(obj, path: Path, before_replace=None) -> None:
+    with atomic_writer(path, before_replace) as tmp:  # a full disk is named as such, not as torch's "file write failed"
         torch.save(obj, tmp)
 
 
@@ -76,10 +88,15 @@ class Checkpoints:
     optimizer, scheduler, state, device and ranks)."""
 
     stop_signal: int | None = None  # set by the SIGTERM handler; the loop checks it after every step
+    ckpt_digest: str | None = None  # SHA-256 of last.pt as last written or resumed from
 
     @property
     def ckpt_path(self) -> Path:
         return self.ckpt_dir / "last.pt"
+
+    @property
+    def ckpt_meta_path(self) -> Path:
+        return self.ckpt_dir / "last.pt.json"
 
     @property
     def best_path(self) -> Path:
@@ -100,29 +117,60 @@ class Checkpoints:
             ranks = [None] * self.world
             dist.all_gather_object(ranks, {"rng": rng, "carry": to_device(self.carry, "cpu")})
         if self.rank == 0:
+            previous = [self.ckpt_digest] if self.ckpt_digest else []
+
+            def record(tmp: Path) -> None:  # before the rename: last.pt is always one of the digests recorded
+                self.ckpt_digest = sha256_file(tmp)
+                write_json_atomic(self.ckpt_meta_path, {
+                    "sha256": [self.ckpt_digest, *previous], "step": self.state.step,
+                    "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source})
+
             save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                          "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
                          "carry": self.carry, "processes": self.world, "ranks": ranks,
                          "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
-                        self.ckpt_path)
+                        self.ckpt_path, record)
         self.ckpt_step = self.state.step
+
+    def _check_fingerprint(self, fingerprint, source) -> None:
+        if fingerprint != self.fingerprint:
+            what = differences(source, self.fingerprint_source)
+            what = "; ".join(what) if source and what else f"fingerprint {fingerprint} != {self.fingerprint}"
+            raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
+                                  f"({what}); delete {self.ckpt_dir} to start over")
+
+    def _check_digest(self) -> None:
+        """Before anything of last.pt is loaded: its SHA-256 is one last.pt.json records, and its fingerprint
+        this run's. A checkpoint without last.pt.json (written before it existed) is checked after loading."""
+        if not self.ckpt_meta_path.exists():
+            return
+        try:
+            meta = json.loads(self.ckpt_meta_path.read_text(encoding="utf-8"))
+            digests = list(meta["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable: its record {self.ckpt_meta_path} "
+                                  f"is ({type(e).__name__}: {e}); delete {self.ckpt_dir} to start over") from e
+        digest = sha256_file(self.ckpt_path)
+        if digest not in digests:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable: its SHA-256 {digest[:12]} is not the "
+                                  f"one {self.ckpt_meta_path} records (the file was replaced or damaged); it was not "
+                                  f"loaded; delete {self.ckpt_dir} to start over")
+        self._check_fingerprint(meta.get("fingerprint"), meta.get("fingerprint_source"))
+        self.ckpt_digest = digest
 
     def try_resume(self) -> bool:
         if not self.ckpt_path.exists():
             return False
+        self._check_digest()
         try:
-            ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+            with torch.serialization.safe_globals(RESUME_GLOBALS):
+                ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
             if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "state", "rng"} <= set(ck):
                 raise ValueError("not a training checkpoint")
         except Exception as e:
             raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable ({type(e).__name__}: {e}); "
                                   f"delete it to start over") from e
-        if ck.get("fingerprint") != self.fingerprint:
-            what = differences(ck.get("fingerprint_source"), self.fingerprint_source)
-            what = "; ".join(what) if ck.get("fingerprint_source") and what else \
-                f"fingerprint {ck.get('fingerprint')} != {self.fingerprint}"
-            raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
-                                  f"({what}); delete {self.ckpt_dir} to start over")
+        self._check_fingerprint(ck.get("fingerprint"), ck.get("fingerprint_source"))
         written_by = ck.get("processes", 1)
         if self.streams and written_by != self.world:
             raise CheckpointError(f"checkpoint {self.ckpt_path} was written by {written_by} training process(es) "
