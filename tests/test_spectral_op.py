@@ -75,8 +75,9 @@ def test_rotation_matches_float64(B, L, K, D):
     check_against_float64("rotation", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
 
 
-@pytest.mark.parametrize("impl", ["rotation", "chunked"])
-@pytest.mark.parametrize("L,offset", [(65536, 0), (300, 10**6)])
+@pytest.mark.parametrize("impl,L,offset", [("rotation", 65536, 0), ("chunked", 65536, 0), ("rotation", 300, 10**6),
+                                           ("chunked", 300, 10**6),
+                                           pytest.param("triton", 70, 10**6, marks=pytest.mark.needs("triton"))])
 def test_long_sequences_and_far_positions_at_b1(impl, L, offset):
     """B = 1 at L = 65,536 (2,048 anchors advanced in float64) and positions a million periods on (angles near
     5e7 rad, where the fp32 einsum's own angle is off by several hundredths of a turn)."""
@@ -102,9 +103,16 @@ def test_rotation_takes_the_chunked_path_where_it_does_not_apply():
     ref = run("naive", inputs, positions, G, torch.float64)
     for name, o, r in zip(NAMES, run("rotation", inputs, positions, G, torch.float64), ref):
         torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("impl", ["rotation", TRITON])
+def test_positions_without_a_constant_step(impl):
+    """No single rotation carries such atoms from one position to the next: rotation takes the chunked path,
+    triton its kernels with a sine per position."""
+    inputs, _, G = make_case(2, 40, 5, 7, 0, 2)
     uneven = torch.cat([torch.arange(20), torch.arange(30, 50)])
     ref = run("naive", inputs, uneven, G, torch.float32)
-    for name, o, r in zip(NAMES, run("rotation", inputs, uneven, G, torch.float32), ref):
+    for name, o, r in zip(NAMES, run(impl, inputs, uneven, G, torch.float32), ref):
         torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4, msg=name)
 
 
@@ -299,19 +307,23 @@ def test_chunked_layer_memory_does_not_grow_with_l():
 @pytest.mark.needs("triton")
 def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     """Compile every launch config for an H100 (sm_90) without a GPU and read the SASS: the hardware sine (and the
-    cosine in the parameter-gradient kernel), tensor-core MMAs for bf16, no local-memory spills, <= 255 registers."""
+    cosine in the parameter-gradient kernel and at the rotation's anchors), tensor-core MMAs for bf16, no
+    local-memory spills, <= 255 registers; the rotation kernels evaluate a small fraction of the direct ones' sines
+    per tile."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile for real, not interpret
     code = "import json; from sdgm.ops.sm90 import report; print(json.dumps(report('bf16') + report('fp16')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(rows) == 10
+    assert len(rows) == 18
     for r in rows:
         assert r["mufu_sin"] > 0, r
-        if r["kernel"].startswith("param"):
+        if r["kernel"].startswith(("param", "mix rot")):
             assert r["mufu_cos"] > 0, r
         assert r["stack"] == 0 and r["stl"] == 0 and r["ldl"] == 0, r
         assert r["regs"] <= 255 and r["mma"] > 0, r
+    sines = {r["kernel"].split(" B<=")[0]: r["sines_per_32_positions"] for r in rows}
+    assert sines["mix rot"] * 32 <= sines["mix direct"] and sines["param rot"] * 16 <= sines["param direct"]
 
 
 def test_cost_model():

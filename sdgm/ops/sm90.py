@@ -6,7 +6,9 @@ Triton compiles without a GPU when given the target; the cuobjdump shipped insid
 SASS and the resource usage. What a row says: `regs` registers per thread (255 is the hardware limit), `stack`
 bytes of local memory per thread and `stl`/`ldl` the spill stores and loads (all 0 means nothing spills),
 `mufu_sin`/`mufu_cos` the hardware sine and cosine instructions (the library sine would show none), `mma` the
-tensor-core instructions (HGMMA is Hopper's warpgroup MMA, HMMA the older warp MMA), `instructions` the SASS count.
+tensor-core instructions (HGMMA is Hopper's warpgroup MMA, HMMA the older warp MMA), `instructions` the SASS count,
+`sines_per_32_positions` the sines and cosines one program's tile evaluates over 32 positions (at R = 256 atom
+rows for the mix kernels): the static MUFU count says only that the hardware sine is used, this one how often.
 """
 from __future__ import annotations
 
@@ -32,23 +34,51 @@ def _mix_signature(dtype: str) -> dict:
     return sig
 
 
+def _mix_rot_signature(dtype: str) -> dict:
+    p = _PTR[dtype]
+    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp32", "OUT": p}
+    sig.update({n: "i32" for n in ("B", "L", "R", "O", "s_ar", "s_ao", "T_PER_PROG")})
+    sig.update({n: "constexpr" for n in ("BLOCK_B", "R_PAD", "BLOCK_O", "FAST", "DOT_FP32", "PRECISION")})
+    return sig
+
+
 def _param_signature(dtype: str) -> dict:
     p = _PTR[dtype]
-    sig = {"C": p, "G": p, "F": "*fp32", "PH": "*fp32", "TP": "*fp32", "PART": "*fp32"}
+    sig = {"C": p, "G": p, "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp32", "PART": "*fp32"}
     sig.update({n: "i32" for n in ("B", "L", "K", "D", "T_PER_PROG")})
-    sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_K", "BLOCK_D", "FAST", "DOT_FP32", "PRECISION")})
+    sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_K", "BLOCK_D", "FAST", "DOT_FP32", "PRECISION", "ROTATE",
+                                         "ANCHOR")})
     return sig
 
 
 def kernel_variants(dtype: str = "bf16"):
-    """(name, kernel, signature, constexprs, num_warps) of every launch config the op uses on a GPU for `dtype`."""
+    """(name, kernel, signature, constexprs, num_warps) of every launch config the op uses on a GPU for `dtype`:
+    the kernels with a sine per atom element ("direct", for positions without a constant step and, in the mix
+    kernel, batches above 16) and with atoms advanced by rotation ("rot")."""
     common = {"FAST": True, "DOT_FP32": dtype == "fp32", "PRECISION": "ieee"}
     for largest, bb, br, bo, warps in st.MIX_CONFIGS:
-        yield (f"mix B<={largest or 'any'}", st._mix_kernel, _mix_signature(dtype),
+        yield (f"mix direct B<={largest or 'any'}", st._mix_kernel, _mix_signature(dtype),
                {"BLOCK_B": bb, "BLOCK_R": br, "BLOCK_O": bo, **common}, warps)
-    for largest, bb, bk, bd, warps in st.PARAM_CONFIGS:
-        yield (f"param B<={largest or 'any'}", st._param_kernel, _param_signature(dtype),
-               {"BLOCK_B": bb, "BLOCK_K": bk, "BLOCK_D": bd, **common}, warps)
+    for largest, bb, bo, warps in st.MIX_ROT_CONFIGS if dtype != "fp32" else ():  # fp32 keeps the direct kernel
+        yield (f"mix rot B<={st.MIX_ROT_MAX_B} R<={largest}", st._mix_rot_kernel, _mix_rot_signature(dtype),
+               {"BLOCK_B": bb, "R_PAD": largest, "BLOCK_O": bo, **common}, warps)
+    for rotate in (False, True):
+        for largest, bb, bk, bd, warps in st.PARAM_CONFIGS:
+            yield (f"param {'rot' if rotate else 'direct'} B<={largest or 'any'}", st._param_kernel,
+                   _param_signature(dtype), {"BLOCK_B": bb, "BLOCK_K": bk, "BLOCK_D": bd, **common,
+                                             "ROTATE": rotate, "ANCHOR": st.ROTATION_ANCHOR}, warps)
+
+
+def sines_per_tile(name: str, constexprs: dict, positions: int = st.ROTATION_ANCHOR, R: int = 256) -> int:
+    """Sines and cosines one program evaluates for `positions` positions of its output tile (R atom rows for the
+    mix kernels): what the kernel's loops do, counted from its tile sizes, beside the SASS's static MUFU count."""
+    c = constexprs
+    if name.startswith("mix direct"):
+        return positions * R * c["BLOCK_O"]  # a sine per atom element at every position
+    if name.startswith("mix rot"):
+        return 2 * R * c["BLOCK_O"]  # sine and cosine once, at the program's first position (its anchor)
+    per_anchor = 2 * c["BLOCK_K"] * c["BLOCK_D"]
+    return per_anchor * (-(-positions // st.ROTATION_ANCHOR) if c["ROTATE"] else positions)
 
 
 def _tool(name: str) -> str:
@@ -93,14 +123,15 @@ def report(dtype: str = "bf16", arch: int = 90) -> list[dict]:
     for name, kernel, sig, cst, warps in kernel_variants(dtype):
         compiled = compile_variant(kernel, sig, cst, warps, arch)
         rows.append({"kernel": name, "dtype": dtype, "num_warps": warps,
-                     "tile": "x".join(str(v) for k, v in cst.items() if k.startswith("BLOCK")),
+                     "tile": "x".join(str(v) for k, v in cst.items() if k.startswith(("BLOCK", "R_PAD"))),
+                     "sines_per_32_positions": sines_per_tile(name, cst),
                      **inspect_cubin(compiled.asm["cubin"])})
     return rows
 
 
 def main() -> None:
     cols = ("kernel", "dtype", "tile", "num_warps", "regs", "stack", "stl", "ldl", "mufu_sin", "mufu_cos", "mma",
-            "mma_kind", "instructions")
+            "mma_kind", "instructions", "sines_per_32_positions")
     print(f"Triton {triton.__version__}, target sm_90")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

@@ -100,6 +100,27 @@ def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: 
     return amplitude[None] * torch.sin(spectral_angles(positions, frequency, phase, period, reduce)[0])
 
 
+def uniform_step(positions: torch.Tensor) -> float | None:
+    """The constant step of positions (0.0 for a single one), or None if they do not advance by one step (then no
+    single rotation carries the atoms from one position to the next)."""
+    L = positions.shape[0]
+    if L == 0:
+        return None
+    if L == 1:
+        return 0.0
+    p = positions.to(torch.float64)
+    step = float(p[1] - p[0])
+    expected = p[0] + step * torch.arange(L, dtype=torch.float64, device=p.device)
+    return step if torch.equal(p, expected) else None
+
+
+def rotation_step(frequency: torch.Tensor, turns: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos w, sin w), fp32 (K, D), of the rotation by w = 2 pi F turns (one step of `turns` periods), computed in
+    float64 with w reduced in turns: the rotation's own error is one fp32 rounding."""
+    w = (frequency.detach().to(torch.float64) * turns).frac_().mul_(2 * math.pi)
+    return torch.cos(w).float().contiguous(), torch.sin(w).float().contiguous()
+
+
 class AtomStream:
     """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D), at the successive positions of incremental decoding.
 
@@ -119,8 +140,7 @@ class AtomStream:
         key = tuple((t._version, t.data_ptr()) for t in self.params)
         with torch.no_grad():
             if key != self.key:
-                w = (frequency.detach().double() * (1.0 / self.period)).frac_().mul_(2 * math.pi)  # one step
-                self.cw, self.sw = torch.cos(w).float(), torch.sin(w).float()  # (K, D)
+                self.cw, self.sw = rotation_step(frequency, 1.0 / self.period)  # (K, D): one position on
                 self.key, self.p = key, None
             if p == self.p:
                 return self.S
@@ -238,7 +258,7 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
         S = spectral_atoms(positions, amplitude, frequency, phase, period)  # (L, K, D)
         return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
     if impl == "rotation":
-        from .spectral_cpu import rotation_spectral_decode, uniform_step
+        from .spectral_cpu import rotation_spectral_decode
 
         if c.dtype != torch.float64 and uniform_step(positions) is not None:
             return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period))

@@ -33,6 +33,7 @@ import torch
 
 from .spectral import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
 # stays at a direct fp32 sine's level
+from .spectral import rotation_step, uniform_step
 SEGMENT_ANCHORS = 8  # anchors computed per segment: (8, K, D) fp32 sin and cos, 8 MiB at K = 256, D = 512
 D_TILE = 64  # output columns per forward work item: an ANCHOR x 64 fp32 tile per sequence (8 KiB) stays in L1
 
@@ -254,19 +255,6 @@ def cpu_status() -> tuple[bool, str]:
     return True, "numba"
 
 
-def uniform_step(positions: torch.Tensor) -> float | None:
-    """The constant step of positions (0.0 for a single one), or None if they do not advance by one step."""
-    L = positions.shape[0]
-    if L == 0:
-        return None
-    if L == 1:
-        return 0.0
-    p = positions.to(torch.float64)
-    step = float(p[1] - p[0])
-    expected = p[0] + step * torch.arange(L, dtype=torch.float64)
-    return step if torch.equal(p, expected) else None
-
-
 class Rotation:
     """Per call: the float64 anchor state at the first position, the fp32 rotation by one step and the float64
     rotation by ANCHOR steps, all (K, D). Angles are taken in turns and reduced before any sine."""
@@ -277,8 +265,7 @@ class Rotation:
                                                                                             dtype=torch.float64))
         theta0 = u0.frac_().mul_(2 * math.pi)
         self.sin0, self.cos0 = torch.sin(theta0), torch.cos(theta0)  # (K, D) float64
-        w1 = (f * (step / period)).frac_().mul_(2 * math.pi)
-        self.cw, self.sw = torch.cos(w1).float(), torch.sin(w1).float()  # (K, D) fp32: one step
+        self.cw, self.sw = rotation_step(frequency, step / period)  # (K, D) fp32: one step
         wj = (f * (step * ANCHOR / period)).frac_().mul_(2 * math.pi)
         self.cj, self.sj = torch.cos(wj).numpy(), torch.sin(wj).numpy()  # (K, D) float64: ANCHOR steps
 

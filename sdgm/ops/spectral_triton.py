@@ -4,12 +4,18 @@ _mix_kernel     OUT[b, t, o] = sum_r IN[b, t, r] * A[r, o] * sin(2 pi (F[r, o] t
                 forward: IN = C and (r, o) = (k, d); dC: IN = G with the parameters read transposed, (r, o) = (d, k).
                 A program owns a (BLOCK_B rows, BLOCK_O columns) output tile and walks T_PER_PROG positions; at each
                 position it generates the atom tile (BLOCK_R, BLOCK_O) in registers and feeds it to tl.dot (bf16
-                operands, fp32 accumulation). Batches below 16 pad the dot's rows with masked zeros: the tensor cores
-                do 16 rows of work for free next to the sines, which bound that regime.
+                operands, fp32 accumulation): a sine per atom element per position. Used for batches above 16,
+                where the batch shares the sines, and for positions without a constant step.
+_mix_rot_kernel the same product for batches up to 16 (where the sines bound the work) with the atoms advanced by
+                rotation: a program holds A sin and A cos of all R rows of a 16-column tile in registers, evaluates
+                them with the hardware sine at its first position (the anchor) and after each of its (at most
+                ROTATION_ANCHOR) positions rotates them by one step: sin(x + w) = sin x cos w + cos x sin w, with
+                cos w, sin w computed once per call in float64 (spectral.rotation_step). 4 FMAs instead of a sine.
 _param_kernel   for a (BLOCK_K, BLOCK_D) tile and a range of positions: Q_t = C_t^T G_t (tl.dot over the batch),
-                then sum_t Q_t sin, sum_t Q_t cos, sum_t Q_t cos tp_t in registers. Each range writes its partial
-                sums to its own slot; the slots are added in a fixed order afterwards, so the result is deterministic
-                (no atomics).
+                then sum_t Q_t sin, sum_t Q_t cos, sum_t Q_t cos tp_t in registers; with ROTATE, sin and cos are
+                advanced by the same rotation and re-anchored with the hardware sine every ANCHOR positions. Each
+                range writes its partial sums to its own slot; the slots are added in a fixed order afterwards, so
+                the result is deterministic (no atomics).
 
 The angle is taken in turns and reduced to [-1/2, 1/2] before the sine: u = F tp + PH / 2 pi, u -= floor(u + 1/2).
 On a GPU the reduced angle goes to the hardware sine and cosine (libdevice fast_sinf / fast_cosf, MUFU.SIN and
@@ -26,7 +32,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from .spectral import SpectralOpError, triton_interpreting
+from .spectral import ROTATION_ANCHOR, SpectralOpError, rotation_step, triton_interpreting, uniform_step
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -94,9 +100,52 @@ def _mix_kernel(IN, A, F, PH, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
 
 
 @triton.jit
-def _param_kernel(C, G, F, PH, TP, PART, B, L, K, D, T_PER_PROG,
+def _mix_rot_kernel(IN, A, F, PH, CW, SW, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
+                    BLOCK_B: tl.constexpr, R_PAD: tl.constexpr, BLOCK_O: tl.constexpr,
+                    FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """_mix_kernel for small batches with the atoms advanced by rotation: a program holds A sin and A cos of all R
+    rows of its BLOCK_O columns in registers, evaluates them with the hardware sine once (the anchor, at its first
+    position) and walks T_PER_PROG <= ROTATION_ANCHOR positions, rotating them by (CW, SW) after each."""
+    pid_t = tl.program_id(0)
+    pid_o = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)  # (BLOCK_O,)
+    offs_r = tl.arange(0, R_PAD)  # (R_PAD,): every row at once
+    mask_b = offs_b < B
+    mask_o = offs_o < O
+    mask_r = offs_r < R
+    pmask = mask_r[:, None] & mask_o[None, :]
+    poff = offs_r[:, None] * s_ar + offs_o[None, :] * s_ao  # (R_PAD, BLOCK_O)
+    a = tl.load(A + poff, mask=pmask, other=0.0)
+    cw = tl.load(CW + poff, mask=pmask, other=1.0)
+    sw = tl.load(SW + poff, mask=pmask, other=0.0)
+    t0 = pid_t * T_PER_PROG
+    x = _angle(tl.load(F + poff, mask=pmask, other=0.0), tl.load(PH + poff, mask=pmask, other=0.0), tl.load(TP + t0))
+    s = a * _wave(x, FAST, False)  # (R_PAD, BLOCK_O): A sin, A cos at t0 (a rotation keeps the factor A)
+    c = a * _wave(x, FAST, True)
+    row_in = offs_b.to(tl.int64) * L * R  # (BLOCK_B,) start of each sequence in IN
+    row_out = offs_b.to(tl.int64) * L * O
+    for i in range(tl.minimum(T_PER_PROG, L - t0)):
+        t64 = (t0 + i).to(tl.int64)
+        xin = tl.load(IN + row_in[:, None] + t64 * R + offs_r[None, :],
+                      mask=mask_b[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_B, R_PAD)
+        if DOT_FP32:
+            acc = tl.dot(xin.to(tl.float32), s, input_precision=PRECISION)
+        else:
+            acc = tl.dot(xin, s.to(xin.dtype))
+        tl.store(OUT + row_out[:, None] + t64 * O + offs_o[None, :], acc.to(OUT.dtype.element_ty),
+                 mask=mask_b[:, None] & mask_o[None, :])
+        s_next = s * cw + c * sw
+        c = c * cw - s * sw
+        s = s_next
+
+
+@triton.jit
+def _param_kernel(C, G, F, PH, CW, SW, TP, PART, B, L, K, D, T_PER_PROG,
                   BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                  FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+                  FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+                  ROTATE: tl.constexpr, ANCHOR: tl.constexpr):
     pid_k = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -112,28 +161,45 @@ def _param_kernel(C, G, F, PH, TP, PART, B, L, K, D, T_PER_PROG,
     acc_sin = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
     acc_cos = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
     acc_cos_tp = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
-    for i in range(T_PER_PROG):
-        t = pid_s * T_PER_PROG + i
-        if t < L:
-            tp = tl.load(TP + t)
-            t64 = t.to(tl.int64)
-            q = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
-            for b0 in range(0, B, BLOCK_B):
-                bb = b0 + offs_b
-                mask_b = bb < B
-                ct = tl.load(C + bb[None, :].to(tl.int64) * L * K + t64 * K + offs_k[:, None],
-                             mask=mask_k[:, None] & mask_b[None, :], other=0.0)  # (BLOCK_K, BLOCK_B) = C_t^T
-                g = tl.load(G + bb[:, None].to(tl.int64) * L * D + t64 * D + offs_d[None, :],
-                            mask=mask_b[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_B, BLOCK_D)
-                if DOT_FP32:
-                    q += tl.dot(ct.to(tl.float32), g.to(tl.float32), input_precision=PRECISION)
-                else:
-                    q += tl.dot(ct, g)
+    sn = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)  # sin and cos at position t
+    cs = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
+    if ROTATE:  # the rotation by one step; the hardware sine only at anchors, every ANCHOR positions
+        cw = tl.load(CW + poff, mask=pmask, other=1.0)
+        sw = tl.load(SW + poff, mask=pmask, other=0.0)
+    t_begin = pid_s * T_PER_PROG
+    for i in range(tl.minimum(T_PER_PROG, L - t_begin)):
+        t = t_begin + i
+        tp = tl.load(TP + t)
+        t64 = t.to(tl.int64)
+        q = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float32)
+        for b0 in range(0, B, BLOCK_B):
+            bb = b0 + offs_b
+            mask_b = bb < B
+            ct = tl.load(C + bb[None, :].to(tl.int64) * L * K + t64 * K + offs_k[:, None],
+                         mask=mask_k[:, None] & mask_b[None, :], other=0.0)  # (BLOCK_K, BLOCK_B) = C_t^T
+            g = tl.load(G + bb[:, None].to(tl.int64) * L * D + t64 * D + offs_d[None, :],
+                        mask=mask_b[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_B, BLOCK_D)
+            if DOT_FP32:
+                q += tl.dot(ct.to(tl.float32), g.to(tl.float32), input_precision=PRECISION)
+            else:
+                q += tl.dot(ct, g)
+        if ROTATE:
+            if i % ANCHOR == 0:
+                x = _angle(f, ph, tp)
+                sn = _wave(x, FAST, False)
+                cs = _wave(x, FAST, True)
+        else:
             x = _angle(f, ph, tp)
-            acc_sin += q * _wave(x, FAST, False)
-            q_cos = q * _wave(x, FAST, True)
-            acc_cos += q_cos
-            acc_cos_tp += q_cos * tp
+            sn = _wave(x, FAST, False)
+            cs = _wave(x, FAST, True)
+        acc_sin += q * sn
+        q_cos = q * cs
+        acc_cos += q_cos
+        acc_cos_tp += q_cos * tp
+        if ROTATE:
+            sn_next = sn * cw + cs * sw
+            cs = cs * cw - sn * sw
+            sn = sn_next
     out = PART + pid_s.to(tl.int64) * 3 * K * D + poff
     tl.store(out, acc_sin, mask=pmask)
     tl.store(out + K * D, acc_cos, mask=pmask)
@@ -148,8 +214,16 @@ MIX_CONFIGS = [  # (largest B, BLOCK_B, BLOCK_R, BLOCK_O, num_warps)
     (32, 32, 32, 64, 8),
     (None, 64, 32, 64, 8),
 ]
+# Batches up to 16 with positions a constant step apart: _mix_rot_kernel, a program per (16 sequences, 16 columns,
+# up to ROTATION_ANCHOR positions) holding all R rows of atoms (R <= MIX_ROT_MAX_R); warps by R.
+MIX_ROT_CONFIGS = [  # (largest R, BLOCK_B, BLOCK_O, num_warps)
+    (256, 16, 16, 4),
+    (512, 16, 16, 8),
+]
+MIX_ROT_MAX_B = 16
+MIX_ROT_MAX_R = MIX_ROT_CONFIGS[-1][0]
 PARAM_CONFIGS = [  # (largest B, BLOCK_B, BLOCK_K, BLOCK_D, num_warps)
-    (16, 16, 32, 64, 4),
+    (16, 16, 32, 64, 8),  # 8 warps: with 4, the rotation's state (sin, cos and the step) spilled
     (None, 64, 32, 64, 8),
 ]
 NUM_STAGES = 1
@@ -176,10 +250,25 @@ def _target_programs(device: torch.device) -> int:
     return 1
 
 
-def _mix(inp: torch.Tensor, A, F, PH, tp, strides, out_cols: int) -> torch.Tensor:
-    """OUT (B, L, out_cols) = sum_r IN[b, t, r] atoms[t, r, o]; strides: the parameters' (r, o) strides."""
+def _mix(inp: torch.Tensor, A, F, PH, tp, strides, out_cols: int, rot=None) -> torch.Tensor:
+    """OUT (B, L, out_cols) = sum_r IN[b, t, r] atoms[t, r, o]; strides: the parameters' (r, o) strides; rot: the
+    one-step rotation (CW, SW) (K, D) where positions advance by a constant step, else None."""
     B, L, R = inp.shape
     out = torch.empty(B, L, out_cols, dtype=inp.dtype, device=inp.device)
+    # the rotation kernel's register tile needs tensor-core dots: fp32 operands on a GPU spill it (python -m
+    # sdgm.ops.sm90), so they keep the direct kernel; the interpreter runs it in any dtype
+    if rot is not None and B <= MIX_ROT_MAX_B and R <= MIX_ROT_MAX_R and (
+            inp.dtype != torch.float32 or triton_interpreting()):
+        r_pad = max(16, triton.next_power_of_2(R))
+        block_b, block_o, warps = pick_config(MIX_ROT_CONFIGS, r_pad)
+        n_o, n_b = triton.cdiv(out_cols, block_o), triton.cdiv(B, block_b)
+        # up to an anchor's worth of positions per program, fewer while that leaves the device short of programs
+        t_per = max(1, min(ROTATION_ANCHOR, (L * n_o * n_b) // max(1, 4 * _target_programs(inp.device))))
+        grid = (triton.cdiv(L, t_per), n_o, n_b)
+        _mix_rot_kernel[grid](inp, A, F, PH, rot[0], rot[1], tp, out, B, L, R, out_cols, strides[0], strides[1],
+                              t_per, BLOCK_B=block_b, R_PAD=r_pad, BLOCK_O=block_o, num_warps=warps,
+                              **_settings(inp.dtype))
+        return out
     block_b, block_r, block_o, warps = pick_config(MIX_CONFIGS, B)
     n_o, n_b = triton.cdiv(out_cols, block_o), triton.cdiv(B, block_b)
     # a few positions per program once there are plenty of programs (fewer launches of tiny work)
@@ -190,8 +279,9 @@ def _mix(inp: torch.Tensor, A, F, PH, tp, strides, out_cols: int) -> torch.Tenso
     return out
 
 
-def _param_partials(c: torch.Tensor, g: torch.Tensor, F, PH, tp) -> torch.Tensor:
-    """(3, K, D): sum_t Q sin, sum_t Q cos, sum_t Q cos tp, reduced over position ranges in a fixed order."""
+def _param_partials(c: torch.Tensor, g: torch.Tensor, F, PH, tp, rot=None) -> torch.Tensor:
+    """(3, K, D): sum_t Q sin, sum_t Q cos, sum_t Q cos tp, reduced over position ranges in a fixed order; rot as
+    in _mix (None: a sine and a cosine at every position)."""
     B, L, K = c.shape
     D = F.shape[1]
     block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS, B)
@@ -200,9 +290,10 @@ def _param_partials(c: torch.Tensor, g: torch.Tensor, F, PH, tp) -> torch.Tensor
     t_per = triton.cdiv(L, splits)
     splits = triton.cdiv(L, t_per)
     part = torch.empty(splits, 3, K, D, dtype=torch.float32, device=c.device)
-    _param_kernel[(n_k, n_d, splits)](c, g, F, PH, tp, part, B, L, K, D, t_per,
+    cw, sw = rot if rot is not None else (F, F)  # not read without ROTATE
+    _param_kernel[(n_k, n_d, splits)](c, g, F, PH, cw, sw, tp, part, B, L, K, D, t_per,
                                       BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d, num_warps=warps,
-                                      **_settings(c.dtype))
+                                      ROTATE=rot is not None, ANCHOR=ROTATION_ANCHOR, **_settings(c.dtype))
     return part.sum(0)
 
 
@@ -222,8 +313,11 @@ class TritonSpectralDecode(torch.autograd.Function):
     def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
         K, D = amplitude.shape
         tp = (positions.to(torch.float64) / period).to(torch.float32).contiguous()  # (L,) positions in periods
-        out = _mix(c, amplitude, frequency, phase, tp, (D, 1), D)  # (B, L, D)
+        step = uniform_step(positions)
+        rot = None if step is None else rotation_step(frequency, step / period)  # (K, D) cos, sin of one step
+        out = _mix(c, amplitude, frequency, phase, tp, (D, 1), D, rot)  # (B, L, D)
         ctx.save_for_backward(c, amplitude, frequency, phase, tp)
+        ctx.rot = rot
         return out
 
     @staticmethod
@@ -233,9 +327,9 @@ class TritonSpectralDecode(torch.autograd.Function):
         g = grad.to(c.dtype).contiguous()  # (B, L, D)
         dc = da = df = dp = None
         if ctx.needs_input_grad[0]:
-            dc = _mix(g, amplitude, frequency, phase, tp, (1, D), K)  # (B, L, K): atoms read as (d, k)
+            dc = _mix(g, amplitude, frequency, phase, tp, (1, D), K, ctx.rot)  # (B, L, K): atoms read as (d, k)
         if any(ctx.needs_input_grad[1:4]):
-            q_sin, q_cos, q_cos_tp = _param_partials(c, g, frequency, phase, tp)  # each (K, D)
+            q_sin, q_cos, q_cos_tp = _param_partials(c, g, frequency, phase, tp, ctx.rot)  # each (K, D)
             da = q_sin
             dp = amplitude * q_cos
             df = amplitude * q_cos_tp * (2 * math.pi)
