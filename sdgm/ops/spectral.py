@@ -257,12 +257,12 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
     if impl == "naive":
         S = spectral_atoms(positions, amplitude, frequency, phase, period)  # (L, K, D)
         return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
-    if impl == "rotation":
-        from .spectral_cpu import rotation_spectral_decode
+    if impl == "rotation":  # float64 C asks for float64 arithmetic, and other positions have no single rotation:
+        from .spectral_cpu import rotation_spectral_decode  # both take the chunked path
 
-        if c.dtype != torch.float64 and uniform_step(positions) is not None:
-            return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period))
-        impl = "chunked"  # float64 asks for float64 arithmetic; arbitrary positions have no single rotation
+        return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period),
+                                        lambda: spectral_decode(c, amplitude, frequency, phase, positions, period,
+                                                                "chunked", block))
     if impl == "chunked":
         K, D = amplitude.shape
         if block is None:

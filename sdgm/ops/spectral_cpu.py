@@ -399,8 +399,11 @@ class RotationSpectralDecode(torch.autograd.Function):
 
 
 @torch.compiler.disable  # a graph break around the kernels: they are already fused; nothing for Inductor to add
-def rotation_spectral_decode(c, amplitude, frequency, phase, positions, period: float) -> torch.Tensor:
-    """C (B, L, K), parameters (K, D), positions (L,) advancing by a constant step -> X_hat (B, L, D), C's dtype."""
+def rotation_spectral_decode(c, amplitude, frequency, phase, positions, period: float, otherwise) -> torch.Tensor:
+    """C (B, L, K), parameters (K, D), positions (L,) -> X_hat (B, L, D) in C's dtype; `otherwise()` where the
+    rotation does not apply (float64 C, positions without a constant step)."""
+    if c.dtype == torch.float64 or uniform_step(positions) is None:
+        return otherwise()
     if c.shape[0] == 0 or c.shape[1] == 0:
         return torch.zeros(*c.shape[:2], amplitude.shape[1], dtype=c.dtype)
     with torch.autocast("cpu", enabled=False):
