@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -298,8 +299,8 @@ def score_run(samples_path, continuations_path, train_path, heldout_path, metric
               "sampling": settings,
               "reference_model": {"kind": "interpolated Kneser-Ney", "order": ORDER, "discount": lm.discount,
                                   "formula": "nltk 3.10.4 KneserNeyInterpolated, from count tables",
-                                  "train": str(train_path), "train_tokens": lm.n_tokens, "vocab": lm.V},
-              "heldout": str(heldout_path),
+                                  "train": os.path.relpath(train_path), "train_tokens": lm.n_tokens, "vocab": lm.V},
+              "heldout": os.path.relpath(heldout_path),
               "bootstrap": {"resamples": RESAMPLES, "seed": BOOT_SEED, "level": 0.95, "over": "sequences"},
               "sets": scored}
     write_json_atomic(out_path, record)
@@ -330,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     from .reporting.quality import build_quality_report
 
     print(build_quality_report(written, root / "tables", root / "figures"))
+    from .publish import table_html
+
+    table_html(root / "tables" / "generation_quality.csv", root / "tables" / "generation_quality.html",
+               "Table: generation_quality")
     return 0
 
 

@@ -201,3 +201,12 @@ def test_table_and_figure_from_scored_records(tmp_path, ptb):
     csv = (tmp_path / "tables" / "generation_quality.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 + 2 and csv[0].startswith("corpus,experiment,seed,set")
     assert all(Path(p).stat().st_size > 0 for p in out["figure"])
+
+
+def test_committed_h100_generation_quality_table_is_what_the_records_render(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    records = sorted(Path("results/h100/quality").glob("*/*.json"))
+    assert len(records) == 15
+    build_quality_report(records, tmp_path, tmp_path)
+    for name in ("generation_quality.csv", "generation_quality.md"):
+        assert (tmp_path / name).read_text() == (REPO / "results/h100/tables" / name).read_text(), name
