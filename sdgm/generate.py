@@ -104,3 +104,45 @@ def write_samples(run_dir, gmm_path, out_path, prompt: str = "", n_samples: int 
     text = "\n".join(lines) + "\n"
     write_bytes_atomic(out_path, text.encode())
     return text
+
+
+def prompt_starts(n_tokens: int, prompts: int, prompt_tokens: int, new_tokens: int) -> list[int]:
+    """Evenly spaced starts of `prompts` windows of prompt_tokens + new_tokens tokens in a split of n_tokens."""
+    last = n_tokens - prompt_tokens - new_tokens
+    if prompts < 1 or last < 0:
+        raise ValueError(f"{prompts} prompts of {prompt_tokens} + {new_tokens} tokens do not fit {n_tokens} tokens")
+    return [int(s) for s in np.linspace(0, last, prompts).round()]
+
+
+def write_continuations(run_dir, gmm_path, tokens_dir, out_path, prompts: int = 32, prompt_tokens: int = 32,
+                        new_tokens: int = 128, temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> dict:
+    """Continue `prompts` prompts of the validation split (evenly spaced windows of prompt_tokens tokens) by
+    new_tokens tokens, autoregressively and, with a GMM, from GMM-drawn coefficients; write the prompts, the
+    continuations, the true continuations and every setting to out_path (JSON, words)."""
+    from .atomic import write_json_atomic
+    from .data import load_tokens
+    from .gmm import load_gmm
+    from .registry import load_run
+
+    model, stoi = load_run(run_dir)
+    splits, vocab = load_tokens(tokens_dir)
+    if vocab != sorted(stoi, key=stoi.get):
+        raise ValueError(f"{run_dir} was trained with another vocabulary than the tokens in {tokens_dir}")
+    valid = splits["valid"]
+    starts = prompt_starts(len(valid), prompts, prompt_tokens, new_tokens)
+    ids = torch.stack([valid[s:s + prompt_tokens] for s in starts])
+    kw = dict(temperature=temperature, top_k=top_k or None, seed=seed)
+    outputs = {"autoregressive": sample_autoregressive(model, ids, new_tokens, **kw)}
+    if gmm_path:
+        gmm_file = gmm_path[0] if isinstance(gmm_path, (list, tuple)) else gmm_path
+        outputs["gmm_coefficients"] = sample_gmm_coefficients(model, load_gmm(gmm_file), ids, new_tokens, **kw)
+    words = lambda row: [vocab[i] for i in row]  # noqa: E731
+    data = {"settings": {"split": "valid", "prompts": prompts, "prompt_tokens": prompt_tokens,
+                         "new_tokens": new_tokens, "temperature": temperature, "top_k": top_k, "seed": seed,
+                         "starts": starts},
+            "prompts": [{"start": s, "prompt": words(valid[s:s + prompt_tokens].tolist()),
+                         "true": words(valid[s + prompt_tokens:s + prompt_tokens + new_tokens].tolist()),
+                         **{mode: words(out[i, prompt_tokens:].tolist()) for mode, out in outputs.items()}}
+                        for i, s in enumerate(starts)]}
+    write_json_atomic(out_path, data)
+    return data

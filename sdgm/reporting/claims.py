@@ -57,7 +57,7 @@ def ours_cell(r) -> str:
     v = _fmt(r["ours_value"])
     if r["kind"] == "procedure":
         v = f"{r['ours_value']:g} {r['unit']}"
-    if r["kind"] == "direction":
+    if r["kind"] in ("direction", "competitive"):
         sign = "+" if r["ours_value"] > 0 else ""
         v = sign + _fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
     if _is_number(r["ours_ci_low"]) and _is_number(r["ours_ci_high"]):
@@ -239,12 +239,12 @@ def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
 
 # ---- the whole step ----------------------------------------------------------------------------------------------
 
-def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), claims_path=None,
-                 paper_path=None) -> dict:
+def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
+                 claims_path=None, paper_path=None) -> dict:
     """Write claims.* and compact.* to tables_dir; returns {"<name>_<ext>": path}. Everything is computed before
     anything is written: a bad input leaves no partial table."""
     claims = load_claims(claims_path)
-    ev = Evidence(metrics, throughput, generation, scaling, gmm)
+    ev = Evidence(metrics, throughput, generation, scaling, gmm, quality)
     df = claims_table(claims, ev)
     compact = compact_table(claims, ev, load_paper(paper_path))
     tables = Path(tables_dir)
@@ -265,7 +265,8 @@ def find_records(root: Path) -> dict:
             "throughput": sorted(root.glob("bench/throughput/*/*.json")) + sorted(root.glob("runs/*/*/throughput.json")),
             "generation": sorted(root.glob("bench/generation/*/*.json")),
             "scaling": scaling if scaling.exists() else None,
-            "gmm": sorted(root.glob("runs/*/*/gmm.json"))}
+            "gmm": sorted(root.glob("runs/*/*/gmm.json")),
+            "quality": sorted(root.glob("quality/*/*.json"))}
 
 
 def readme_section(tables_dir: Path, readme: Path, metrics_paths) -> str:
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
         root = args.records
         figures = sorted((root / "figures").glob("*.png"))
-        names = [t for t in ("main", "ablations", "reconstruction", "throughput", "generation", "scaling",
+        names = [t for t in ("main", "ablations", "reconstruction", "throughput", "generation", "generation_quality",
+                             "scaling",
                              "scaling_slopes", "samples") if (tables / f"{t}.md").exists()]
         recs = load_metrics(rec["metrics"])
         summary = {"experiments": sorted({r["experiment"] for r in recs}),

@@ -24,14 +24,15 @@ NOT_MEASURED = "not measured"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONTRADICTED, NOT_MEASURED)
 
 ONE_SEED = "one seed: no interval"
-KINDS = ("value", "engineering", "direction", "slope", "procedure", "unmeasured")
-SOURCES = ("metrics", "throughput", "generation", "scaling", "gmm")
+KINDS = ("value", "engineering", "direction", "slope", "procedure", "competitive", "unmeasured")
+SOURCES = ("metrics", "throughput", "generation", "scaling", "gmm", "quality")
 NEEDS = {  # fields each kind must have, beyond id, claim, where, kind, corpus
     "value": ("source", "metric", "experiment", "paper", "tolerance"),
     "engineering": ("source", "metric", "experiment", "paper", "tolerance"),
     "direction": ("source", "metric", "experiment", "than", "better", "tolerance"),
     "slope": ("source", "metric", "experiment", "than", "views", "mode", "paper", "tolerance"),
     "procedure": ("source", "experiment"),
+    "competitive": ("source", "metric", "sets", "experiment", "than", "tolerance"),
     "unmeasured": ("reason",),
 }
 
@@ -149,10 +150,11 @@ def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, f
 class Evidence:
     """Every record a verdict may use, indexed by (source, corpus, experiment)."""
 
-    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=()):
+    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=()):
         self.metrics = load_metrics(list(metrics))
         self.bench = {"throughput": [_load_bench(p, "throughput") for p in throughput],
-                      "generation": [_load_bench(p, "generation") for p in generation]}
+                      "generation": [_load_bench(p, "generation") for p in generation],
+                      "quality": [_load_bench(p, "quality") for p in quality]}
         self.scaling = _load_bench(scaling, "scaling") if scaling else None
         self.gmm = [_load_gmm(p) for p in gmm]
 
@@ -428,8 +430,79 @@ def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
                 evidence=[g["_path"] for g in recs])
 
 
+def _ppl_parts(entry: dict) -> tuple[np.ndarray, np.ndarray]:
+    per = entry["per_sequence"]
+    return np.asarray(per["nll"], dtype=float), np.asarray(per["scored"], dtype=float)
+
+
+def _distance(model: tuple, real: tuple, idx: np.ndarray) -> np.ndarray:
+    """|ln(P_model / P_real)| over the sequences of each row of idx: ln P = sum NLL / sum tokens."""
+    (nm, tm), (nr, tr) = model, real
+    return np.abs(nm[idx].sum(-1) / tm[idx].sum(-1) - nr[idx].sum(-1) / tr[idx].sum(-1))
+
+
+def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
+    """competitive (generation quality): D = |ln(P / P_real)|, P the reference perplexity of a model's samples
+    and P_real that of its yardstick (the true continuations, else held-out text); the best of `than` has the
+    smallest D. dD = D(experiment) - D(best), 95 % interval from a paired bootstrap over sequences. Reproduced when
+    the interval lies at or below ln(1 + tolerance), contradicted when above it, not reproduced when it contains it.
+    Judged on the first of `sets` that every compared record has, at the lowest seed they share."""
+    from ..genquality import resample_indices
+
+    names = [claim["experiment"], *claim["than"]]
+    recs = {e: ev.records("quality", claim["corpus"], e) for e in names}
+    paths = [r["_path"] for rs in recs.values() for r in rs]
+    absent = [e for e in names if not recs[e]]
+    if absent:
+        return _row(claim, reason=f"no quality record of {', '.join(absent)} on {claim['corpus']}", evidence=paths)
+    seeds = sorted(set.intersection(*({r["seed"] for r in rs} for rs in recs.values())))
+    if not seeds:
+        return _row(claim, reason="no seed that every compared model has", evidence=paths)
+    run = {e: next(r for r in recs[e] if r["seed"] == seeds[0]) for e in names}
+    sets = [s for s in claim["sets"] if all(s in run[e]["sets"] for e in names)]
+    if not sets:
+        return _row(claim, reason=f"no set of samples among {', '.join(claim['sets'])} that every compared record "
+                                  f"has", evidence=paths)
+    name = sets[0]
+    entries = {e: run[e]["sets"][name] for e in names}
+    yard = "true_continuations" if all("true_continuations" in x["yardsticks"] for x in entries.values()) \
+        else "heldout"
+    sizes = {e: (x["n"], x["yardsticks"][yard]["n"]) for e, x in entries.items()}
+    if len({n for pair in sizes.values() for n in pair}) != 1:
+        return _row(claim, reason=f"the sets differ in size (sequences: {sizes}): no paired comparison",
+                    evidence=paths)
+    n = entries[claim["experiment"]]["n"]
+    if n < 2:
+        return _row(claim, reason="one sequence: no interval", evidence=paths)
+    parts = {e: (_ppl_parts(x), _ppl_parts(x["yardsticks"][yard])) for e, x in entries.items()}
+    point = np.arange(n)[None, :]
+    dist = {e: float(_distance(*parts[e], point)[0]) for e in names}
+    best = min(claim["than"], key=lambda e: dist[e])
+    idx = resample_indices(n)
+    boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
+    d = dist[claim["experiment"]] - dist[best]
+    lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    tol = math.log1p(float(claims["tolerances"][claim["tolerance"]]["rel"]))
+    verdict = REPRODUCED if hi <= tol else CONTRADICTED if lo > tol else NOT_REPRODUCED
+
+    def ppl(e: str) -> str:
+        (nm, tm), (nr, tr) = parts[e]
+        return f"P {math.exp(nm.sum() / tm.sum()):.4g} vs {math.exp(nr.sum() / tr.sum()):.4g}"
+
+    what = {"true_continuations": "the true continuations", "heldout": "held-out text"}[yard]
+    reason = (f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
+              f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
+              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % paired bootstrap interval "
+              f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
+              f"{tol:.3f}")
+    reason += {REPRODUCED: ": the interval lies at or below it", CONTRADICTED: ": the interval lies above it",
+               NOT_REPRODUCED: ": the interval contains it, not established either way"}[verdict]
+    return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
+                verdict=verdict, reason=reason, evidence=paths)
+
+
 JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_direction, "slope": judge_slope,
-          "procedure": judge_procedure,
+          "procedure": judge_procedure, "competitive": judge_competitive,
           "unmeasured": lambda claims, claim, ev: _row(claim, reason=" ".join(str(claim["reason"]).split()))}
 
 

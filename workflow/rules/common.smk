@@ -116,6 +116,10 @@ def sample_files(wildcards=None):
     return [f"{OUT}/samples/{r.corpus}/{r.name}.txt" for r in RUNS]
 
 
+def quality_files(wildcards=None):
+    return [f"{OUT}/quality/{r.corpus}/{r.name}.json" for r in RUNS]
+
+
 # The throughput benchmark measures one run per model and corpus (sdgm.config.benchmarked_runs), every run with
 # benchmark.throughput.every_run: true.
 BENCH_RUNS = benchmarked_runs(config)

@@ -6,7 +6,12 @@
 # HTML page)
 TABLES = [
     Path(f).stem
-    for f in [*rules.report.output.tables, *rules.bench_report.output.tables, *rules.generation_report.output.tables]
+    for f in [
+        *rules.report.output.tables,
+        *rules.bench_report.output.tables,
+        *rules.generation_report.output.tables,
+        *rules.generation_quality.output.tables,
+    ]
     if f.endswith(".csv")
 ]
 FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{cfg}
@@ -109,6 +114,9 @@ rule results_readme:
             report(
                 f"{OUT}/figures/generation_latency.png", caption="../report/generation_latency.rst", category="Figures"
             ),
+            report(
+                f"{OUT}/figures/generation_quality.png", caption="../report/generation_quality.rst", category="Figures"
+            ),
         ],
         run_figures=run_figure_files,
         html=[f"{OUT}/tables/{t}.html" for t in TABLES],
@@ -145,6 +153,7 @@ rule claims:
         generation=generation_files,
         scaling=rules.scaling.output,
         gmm=gmm_files,
+        quality=quality_files,
         claims=str(REPO / "sdgm" / "claims.yaml"),
     output:
         tables=expand("{out}/tables/{name}.{ext}", out=OUT, name=["claims", "compact"], ext=["csv", "md", "tex"]),

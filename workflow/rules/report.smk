@@ -24,3 +24,20 @@ rule report:
         ablations=ablations(config),  # which experiments are ablations of which main run (table layout only)
     script:
         "../scripts/report.py"
+
+
+# The generation-quality table and figure, from the quality records only (rule score_samples).
+rule generation_quality:
+    input:
+        quality=quality_files,
+    output:
+        tables=expand("{out}/tables/generation_quality.{ext}", out=OUT, ext=["csv", "md", "tex"]),
+        figures=expand("{out}/figures/generation_quality.{ext}", out=OUT, ext=["png", "pdf"]),
+    log:
+        f"{OUT}/logs/generation_quality.log",
+    conda:
+        "../envs/report.yaml"
+    resources:
+        **cluster_res("default"),
+    script:
+        "../scripts/generation_quality.py"

@@ -10,5 +10,5 @@ smk = snakemake  # noqa: F821
 setup(smk)
 written = build_claims(Path(smk.output.html).parent, metrics=smk.input.metrics, throughput=smk.input.throughput,
                        generation=smk.input.generation, scaling=smk.input.scaling[0], gmm=smk.input.gmm,
-                       claims_path=smk.input.claims)
+                       quality=smk.input.quality, claims_path=smk.input.claims)
 print(written)

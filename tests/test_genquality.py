@@ -1,0 +1,212 @@
+"""Generation quality: the Kneser-Ney reference model against NLTK's, the statistics on text whose values are known
+(a repeated sentence, one word, held-out text, the same text shuffled), every branch of the "competitive" rule on
+synthetic records, and the table and figure from records."""
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdgm import genquality as G
+from sdgm.reporting import verdicts as V
+from sdgm.reporting.quality import build_quality_report
+
+REPO = Path(__file__).resolve().parents[1]
+PTB = REPO / "sdgm" / "corpora" / "ptb"
+
+
+@pytest.fixture(scope="module")
+def ptb():
+    """The Penn Treebank reference model (training split) and 32 held-out sequences of 128 tokens (validation)."""
+    lm = G.KneserNey(G.read_tokens(PTB / "train.txt.xz"))
+    return lm, G.heldout_sequences(G.read_tokens(PTB / "valid.txt.xz"), [128] * 32)
+
+
+def test_eos_is_the_tokenizers():
+    from sdgm.data import EOS
+
+    assert G.EOS == EOS
+
+
+def test_kneser_ney_is_nltks_formula_token_by_token():
+    from nltk.lm import KneserNeyInterpolated
+    from nltk.util import everygrams
+
+    tokens = G.read_tokens(PTB / "train.txt.xz")
+    start = tokens.index(G.EOS)  # the stream starts with a word that recurs (NLTK divides by zero otherwise)
+    train = tokens[start:start + 4000]
+    ref = KneserNeyInterpolated(3, discount=0.75)
+    ref.fit([list(everygrams(train, max_len=3))], vocabulary_text=train)
+    ours = G.KneserNey(train)
+    query = G.read_tokens(PTB / "valid.txt.xz")[:150] + train[100:150]  # unseen contexts and words, and seen ones
+    u, v, w = (ours.ids(query[i:len(query) - 2 + i]) for i in range(3))
+    p = ours.prob(u, v, w)
+    expected = [ref.score(query[j + 2], query[j:j + 2]) for j in range(len(query) - 2)]
+    assert p == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (p == 0).sum() > 0 and (p > 0).sum() > 100  # both unknown words and scored ones were compared
+    p1 = ours.prob(np.full(len(w), -1), v, w)  # a one-word context
+    assert p1 == pytest.approx([ref.score(query[j + 2], query[j + 1:j + 2]) for j in range(len(query) - 2)],
+                               rel=1e-9, abs=1e-15)
+
+
+def test_heldout_text_itself_and_shuffled(ptb):
+    lm, held = ptb
+    real = G.score_sequences(lm, held)["stats"]
+    assert 100 < real["reference_ppl"]["value"] < 400  # a trigram model of 930 k tokens on Penn Treebank
+    lo, hi = real["reference_ppl"]["low"], real["reference_ppl"]["high"]
+    assert lo < real["reference_ppl"]["value"] < hi
+    assert real["seq_rep_4"]["value"] < 0.05 and real["distinct_3"]["value"] > 0.95
+    assert 0.6 < real["zipf"]["low"] < real["zipf"]["value"] < real["zipf"]["high"] < 1.2
+    rng = random.Random(0)
+    shuffled = G.score_sequences(lm, [(c, rng.sample(t, len(t))) for c, t in held])["stats"]
+    # the same words in each sequence and the same pooled counts: distinct-1 and Zipf do not move
+    assert shuffled["distinct_1"]["value"] == pytest.approx(real["distinct_1"]["value"])
+    assert shuffled["zipf"]["value"] == pytest.approx(real["zipf"]["value"])
+    # word order gone: the reference model sees it, and so do the higher n-grams
+    assert shuffled["reference_ppl"]["low"] > 3 * real["reference_ppl"]["high"]
+    assert shuffled["distinct_2"]["value"] > real["distinct_2"]["value"] - 0.02
+
+
+def test_a_repeated_sentence(ptb):
+    lm, _ = ptb
+    sentence = "the company said it expects to report a loss <eos>".split()  # 10 distinct words
+    seq = (sentence * 13)[:128]
+    stats = G.score_sequences(lm, [([G.EOS], seq)] * 32)["stats"]
+    assert stats["distinct_1"]["value"] == pytest.approx(10 / 128)
+    assert stats["distinct_2"]["value"] == pytest.approx(10 / 127)
+    assert stats["seq_rep_4"]["value"] == pytest.approx(1 - 10 / 125)
+    assert stats["self_bleu"]["value"] == pytest.approx(100.0)
+    assert stats["distinct_1"]["low"] == stats["distinct_1"]["high"] == stats["distinct_1"]["value"]
+    assert stats["reference_ppl"]["value"] < 50  # repetitive text reads as likely: why the rule uses a distance
+
+
+def test_a_corpus_of_one_word(ptb):
+    lm, _ = ptb
+    stats = G.score_sequences(lm, [([G.EOS], ["the"] * 128)] * 4)["stats"]
+    assert stats["distinct_1"]["value"] == pytest.approx(1 / 128)
+    assert stats["distinct_3"]["value"] == pytest.approx(1 / 126)
+    assert stats["seq_rep_4"]["value"] == pytest.approx(1 - 1 / 125)
+    assert stats["zipf"] == {"value": None, "low": None, "high": None, "na": "one word type: no rank-frequency slope"}
+    one = G.score_sequences(lm, [([G.EOS], ["the", "company"])])
+    assert one["stats"]["self_bleu"]["na"] == "one sequence: no other to compare with"
+    assert one["stats"]["reference_ppl"]["na"] == "one sequence: no interval"
+    assert one["stats"]["seq_rep_4"]["na"] == "every sequence is shorter than 4 tokens"
+    oov = G.score_sequences(lm, [([G.EOS], ["qwertyuiop", "the"])] * 2)
+    assert oov["oov"] == 2 and oov["stats"]["reference_ppl"]["value"] is not None
+
+
+def test_free_samples_are_read_with_their_prompt_as_context():
+    sets = G.free_sequences(REPO / "results/h100/samples/ptb/sdgm-s0.txt")
+    assert set(sets) == {"free", "free_gmm"} and len(sets["free"]) == 3
+    assert all(c == ["the"] and len(t) == 100 for c, t in sets["free"])
+
+
+# ---- the rule ----------------------------------------------------------------------------------------------------
+
+CLAIM = {"id": "q", "claim": "c", "where": "w", "kind": "competitive", "corpus": "ptb", "source": "quality",
+         "metric": "reference_ppl", "sets": ["continuations", "free"], "experiment": "sdgm",
+         "than": ["gpt2", "linformer"], "tolerance": "gen"}
+TOLS = {"tolerances": {"gen": {"rel": 0.10, "why": "x"}}}
+NOISE = np.random.default_rng(1).normal(0.0, 1.0, 32)
+
+
+def entry(ln_ppl: np.ndarray, tokens: int = 100) -> dict:
+    return {"n": len(ln_ppl), "per_sequence": {"nll": list(ln_ppl * tokens), "scored": [tokens] * len(ln_ppl)}}
+
+
+def quality(root: Path, exp: str, offset: float, noise: float = 0.02, n: int = 32, seed: int = 0,
+            sets=("continuations",)) -> Path:
+    """A quality record whose sets' ln-perplexity per sequence is the real text's (5 + noise) plus `offset`."""
+    real = 5.0 + 0.3 * NOISE[:n]
+    body = {}
+    for name in sets:
+        e = entry(real + offset + noise * NOISE[::-1][:n])
+        e["yardsticks"] = {"heldout": entry(real[::-1])}
+        if name == "continuations":
+            e["yardsticks"]["true_continuations"] = entry(real)
+        body[name] = e
+    p = root / "quality" / "ptb" / f"{exp}-s{seed}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": seed, "sets": body}))
+    return p
+
+
+def judge(paths):
+    return V.judge(TOLS, CLAIM, V.Evidence(quality=paths))
+
+
+@pytest.mark.parametrize("sdgm,verdict", [(0.0, V.REPRODUCED), (0.5, V.CONTRADICTED), (-0.5, V.CONTRADICTED),
+                                          (0.3 + math.log(1.1), V.NOT_REPRODUCED)])
+def test_competitive_rule_on_the_paired_interval(tmp_path, sdgm, verdict):
+    noise = 0.5 if verdict == V.NOT_REPRODUCED else 0.02  # a wide interval around the tolerance
+    paths = [quality(tmp_path, "sdgm", sdgm, noise), quality(tmp_path, "gpt2", 0.3), quality(tmp_path, "linformer", 0.9)]
+    row = judge(paths)
+    assert row["verdict"] == verdict, row["reason"]
+    assert row["compared_with"] == "gpt2" and row["n"] == 32
+    assert row["ours_ci_low"] <= row["ours_value"] <= row["ours_ci_high"]
+    assert row["tolerance"] == pytest.approx(math.log(1.1))
+
+
+def test_the_best_baseline_is_the_closest_to_real_text_not_the_lowest(tmp_path):
+    # linformer's samples score a lower perplexity than real text (repetitive), gpt2's a higher one but closer
+    paths = [quality(tmp_path, "sdgm", 0.25), quality(tmp_path, "gpt2", 0.2), quality(tmp_path, "linformer", -1.0)]
+    row = judge(paths)
+    assert row["compared_with"] == "gpt2" and row["verdict"] == V.REPRODUCED and "true continuations" in row["reason"]
+
+
+def test_free_samples_are_judged_against_heldout_text_when_a_record_has_no_continuations(tmp_path):
+    paths = [quality(tmp_path, "sdgm", 0.0, sets=("continuations", "free")), quality(tmp_path, "gpt2", 0.0,
+             sets=("free",)), quality(tmp_path, "linformer", 0.0, sets=("free",))]
+    row = judge(paths)
+    assert row["reason"].startswith("free,") and "held-out text" in row["reason"]
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("absent", "no quality record of linformer on ptb"),
+    ("seeds", "no seed that every compared model has"),
+    ("sets", "no set of samples among continuations, free"),
+    ("sizes", "the sets differ in size"),
+    ("one", "one sequence: no interval"),
+])
+def test_competitive_rule_is_not_measured_without_a_comparison(tmp_path, case, reason):
+    paths = [quality(tmp_path, "sdgm", 0.0, n=1 if case == "one" else 32,
+                     sets=("gmm_continuations",) if case == "sets" else ("continuations",)),
+             quality(tmp_path, "gpt2", 0.0, n=1 if case == "one" else 16 if case == "sizes" else 32,
+                     seed=1 if case == "seeds" else 0)]
+    if case != "absent":
+        paths.append(quality(tmp_path, "linformer", 0.0, n=1 if case == "one" else 32))
+    row = judge(paths)
+    assert row["verdict"] == V.NOT_MEASURED and reason in row["reason"], row["reason"]
+
+
+# ---- the table and figure ----------------------------------------------------------------------------------------
+
+def test_table_and_figure_from_scored_records(tmp_path, ptb):
+    lm, held = ptb
+    recs = []
+    for exp, seqs in (("sdgm", [([G.EOS], ["the"] * 20)] * 4), ("gpt2", [(c, t[:20]) for c, t in held[:4]])):
+        e = G.score_sequences(lm, seqs)
+        e["yardsticks"] = {"heldout": G.score_sequences(lm, held[4:8]),
+                           "true_continuations": G.score_sequences(lm, held[8:12])}
+        p = tmp_path / "quality" / "ptb" / f"{exp}-s0.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": 0, "device": "cpu",
+                                 "sets": {"continuations": e}}))
+        recs.append(p)
+    out = build_quality_report(recs, tmp_path / "tables", tmp_path / "figures")
+    md = (tmp_path / "tables" / "generation_quality.md").read_text()
+    assert "true continuations" in md and "held-out text" in md and "n/a (one word type" in md
+    csv = (tmp_path / "tables" / "generation_quality.csv").read_text().splitlines()
+    assert len(csv) == 1 + 2 + 2 and csv[0].startswith("corpus,experiment,seed,set")
+    assert all(Path(p).stat().st_size > 0 for p in out["figure"])
+
+
+def test_committed_h100_generation_quality_table_is_what_the_records_render(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    records = sorted(Path("results/h100/quality").glob("*/*.json"))
+    assert len(records) == 15
+    build_quality_report(records, tmp_path, tmp_path)
+    for name in ("generation_quality.csv", "generation_quality.md"):
+        assert (tmp_path / name).read_text() == (REPO / "results/h100/tables" / name).read_text(), name

@@ -1,0 +1,11 @@
+"""The generation-quality table and figure from the quality records only (rule generation_quality)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.reporting.quality import build_quality_report  # noqa: E402
+from sdgm.snake import setup  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+print(build_quality_report(smk.input.quality, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent))
