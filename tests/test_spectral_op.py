@@ -288,17 +288,19 @@ print(peak_rss_bytes() - before)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.e2e  # three fresh processes, up to L = 16k (below that the process's own growth hides the difference)
-def test_chunked_layer_memory_does_not_grow_with_l():
+@pytest.mark.e2e  # five fresh processes, up to L = 16k (below that the process's own growth hides the difference)
+def test_chunked_and_rotation_layer_memory_does_not_grow_with_l():
     """Forward + backward at B = 1, D = 128, K = 64: the naive decoder holds several L x K x D fp32 tensors; the
-    chunked one a block of positions at a time, so its memory stays flat as L grows 4x. (At the paper's D = 512,
-    K = 256 and L = 8,192: 0.4 GB against about 22 GB, docs/spectral-decoder.md.)"""
+    chunked one a block of positions at a time, the rotation one (K, D) states and a segment of anchors, so their
+    memory stays flat as L grows 4x. (At the paper's D = 512, K = 256 and L = 8,192: 0.4 GB against about 22 GB,
+    docs/spectral-decoder.md.)"""
     D, K = 128, 64
     atoms = {L: L * K * D * 4 for L in (4096, 16384)}  # bytes of one L x K x D fp32 tensor
-    short, long = rss_growth_of_layer("chunked", 4096, D, K), rss_growth_of_layer("chunked", 16384, D, K)
-    # the activations (B, L, D) and (B, L, K) grow with L, a few MB each; naive atoms would add 403 MB per tensor
-    assert long < atoms[16384] and long - short < atoms[16384] / 2, \
-        f"chunked grew {short / 1e6:.0f} MB at 4k, {long / 1e6:.0f} MB at 16k"
+    for decoder in ("chunked", "rotation"):
+        short, long = rss_growth_of_layer(decoder, 4096, D, K), rss_growth_of_layer(decoder, 16384, D, K)
+        # the activations (B, L, D) and (B, L, K) grow with L, a few MB each; naive atoms add 403 MB per tensor
+        assert long < atoms[16384] and long - short < atoms[16384] / 2, \
+            f"{decoder} grew {short / 1e6:.0f} MB at 4k, {long / 1e6:.0f} MB at 16k"
     naive = rss_growth_of_layer("naive", 4096, D, K)
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
