@@ -444,15 +444,23 @@ def test_chunked_refuses_a_bad_block():
         spectral_decode(torch.randn(1, 3, 4), A, F, P, torch.arange(3), PERIOD, impl="chunked", block=0)
 
 
-def test_atom_stream_follows_the_definition_step_by_step():
+@pytest.mark.parametrize("fused", [True, False])
+def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     """Incremental decoding's atoms: 300 successive positions (rotations between anchors every 32), a repeated
     position, a jump back; each within fp32 rounding of the float64 definition. An in-place parameter update is
-    noticed."""
+    noticed. fused: the CPU's one-pass kernel; else the torch operations a GPU runs."""
+    from sdgm.ops import spectral, spectral_cpu
     from sdgm.ops.spectral import AtomStream, spectral_atoms
+
+    spectral_cpu.cpu_status.cache_clear()  # asked first under torch.no_grad, as inference asks it
+    if not fused:
+        monkeypatch.setattr(spectral, "rotation_status", lambda device: (False, "torch path under test"))
 
     (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 8)
     A, F, P = A.float(), F.float(), P.float()
     stream = AtomStream(A, F, P, PERIOD)
+    stream.at(0)
+    assert (stream.fused is not None) == fused
     exact = spectral_atoms(torch.arange(1000), A.double(), F.double(), P.double(), PERIOD)  # (1000, K, D)
     for p in [*range(300), 299, 299, 17, 18, 999]:
         err = (stream.at(p).double() - exact[p]).abs().max().item()

@@ -133,7 +133,8 @@ class AtomStream:
     def __init__(self, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
         self.params, self.period = (amplitude, frequency, phase), float(period)
         self.key = None  # the parameters' versions the tables below belong to
-        self.p = None  # the position of sin, cos and S
+        self.p = None  # the position of S; sin and cos are one position on
+        self.fused = None  # on a CPU with the rotation kernels: S and the next step in one pass
 
     def at(self, p: int) -> torch.Tensor:
         amplitude, frequency, phase = self.params
@@ -142,20 +143,33 @@ class AtomStream:
             if key != self.key:
                 self.cw, self.sw = rotation_step(frequency, 1.0 / self.period)  # (K, D): one position on
                 self.key, self.p = key, None
+                self.S = torch.empty_like(self.cw)
+                cpu = amplitude.device.type == "cpu" and amplitude.dtype == torch.float32
+                self.fused = _cpu_rotate_block() if cpu and rotation_status(amplitude.device)[0] else None
             if p == self.p:
                 return self.S
-            if self.p is not None and p == self.p + 1 and p % ROTATION_ANCHOR:
-                s, c = self.sin, self.cos
-                self.sin = torch.addcmul(s * self.cw, c, self.sw)
-                self.cos = torch.addcmul(c * self.cw, s, self.sw, value=-1.0)
-            else:
+            if self.p is None or p != self.p + 1 or p % ROTATION_ANCHOR == 0:  # an exact anchor at p
                 u = torch.add(phase.detach().double() / (2 * math.pi), frequency.detach().double(),
                               alpha=p / self.period)  # (K, D) turns
                 theta = u.frac_().float().mul_(2 * math.pi)
                 self.sin, self.cos = torch.sin(theta), torch.cos(theta)
+            a = amplitude.detach()
+            if self.fused is not None:  # S = A sin, then sin and cos rotated one step, in one pass
+                self.fused(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
+                           self.sw.numpy(), 1, self.S.numpy()[None])
+            else:
+                torch.mul(a, self.sin, out=self.S)
+                s, c = self.sin, self.cos
+                self.sin = torch.addcmul(s * self.cw, c, self.sw)
+                self.cos = torch.addcmul(c * self.cw, s, self.sw, value=-1.0)
             self.p = p
-            self.S = amplitude.detach() * self.sin  # (K, D)
         return self.S
+
+
+def _cpu_rotate_block():
+    from .spectral_cpu import _kernels
+
+    return _kernels()[4]
 
 
 # ---- choosing an implementation ------------------------------------------------------------------------------
