@@ -247,9 +247,12 @@ def cpu_status() -> tuple[bool, str]:
     """(can the rotation kernels run here, why not): numba imports and the kernels compile and run on a tiny case."""
     try:
         _kernels()
-        c = torch.rand(1, 3, 2, requires_grad=True)
-        p = torch.rand(2, 5, requires_grad=True)
-        RotationSpectralDecode.apply(c, p, p, p, torch.arange(3), 3.0).sum().backward()
+        # gradients on, whatever the caller's mode: the first decoder call of a process may come under no_grad
+        # (generation, scoring), and its answer is kept for the whole process
+        with torch.inference_mode(False), torch.enable_grad():
+            c = torch.rand(1, 3, 2, requires_grad=True)
+            p = torch.rand(2, 5, requires_grad=True)
+            RotationSpectralDecode.apply(c, p, p, p, torch.arange(3), 3.0).sum().backward()
     except Exception as e:  # noqa: BLE001 -- any failure to build means: use the torch implementation
         return False, f"{type(e).__name__}: {e}".splitlines()[0]
     return True, "numba"
