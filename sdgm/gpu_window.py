@@ -352,13 +352,21 @@ def part_env(out: Path, device: str) -> dict:
     from .train import resolve_device
 
     dev = resolve_device(device)
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {}
     for name in ("triton", "numba", "nvidia-ml-py", "transformers"):
-        from importlib.metadata import PackageNotFoundError, version
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
+    missing = []  # the project's requirements (without torch and Triton) not installed here: `install` adds them
+    for req in project_requirements():
+        name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]
+        try:
+            version(name)
+        except PackageNotFoundError:
+            missing.append(req)
     auto = resolve_impl("auto", dev)  # on CUDA: the kernel check runs here, once
     smi = None
     if dev.type == "cuda":
@@ -370,10 +378,11 @@ def part_env(out: Path, device: str) -> dict:
            "cuda_available": torch.cuda.is_available(), "device_count": torch.cuda.device_count(),
            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
            "capability": list(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
-           "decoder_auto": auto, "python_executable": sys.executable, "machine": platform.machine(),
+           "decoder_auto": auto, "missing_requirements": missing, "python_executable": sys.executable,
+           "machine": platform.machine(),
            "nvidia_smi": smi}
     write_json_atomic(out / "env.json", rec)
-    print(json.dumps({k: rec[k] for k in ("decoder_auto", "versions")}), flush=True)
+    print(json.dumps({k: rec[k] for k in ("decoder_auto", "versions", "missing_requirements")}), flush=True)
     print(f"torch {rec['provenance']['torch']} on {rec['provenance']['device']}", flush=True)
     return rec
 
