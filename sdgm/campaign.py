@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,8 +43,8 @@ from .config import Run, ablations, benchmarked_runs
 from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
                     estimate_run, format_estimate, matrix_estimate, measured_rates, next_wave, plan, priority_order,
                     wave_seconds)
-from .store import (DEVICE_ENV, MANIFEST, StoreError, check_contents, check_manifest, device_slug, import_record,
-                    published_files, published_hashes, read_manifest, record_dirs,
+from .store import (DEVICE_ENV, MANIFEST, SLUG, StoreError, check_contents, check_manifest, device_slug, import_record,
+                    inside, published_files, published_hashes, read_manifest, record_dirs,
                     remove_stale_temporaries, store_lock, temp_name, verify_record, verify_store)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,8 @@ MANIFEST_LIMIT = 1024 * 1024  # one manifest's bytes at most
 IMPORT_TEMP = ".import"  # STORE/.import.part-<host>-<pid>-<random>: an archive being unpacked
 STOP_GRACE_S = 60.0  # at the deadline: seconds between TERM and KILL of Snakemake and its jobs
 ARCHIVE_INDEX = "ARCHIVE.json"
+WINDOW_SUMMARY = "window.json"  # a GPU window's folder in an archive: window/<device>/<stamp>/window.json
+WINDOW_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
 # ---- the run command ----------------------------------------------------------------------------------------------
 
@@ -302,8 +305,8 @@ def _safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
         parts = Path(m.name).parts
         if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
             raise CampaignError(f"{archive}: refusing member {m.name!r} (absolute, '..', or not a plain file)")
-        if m.name != ARCHIVE_INDEX and parts[0] != "published":
-            raise CampaignError(f"{archive}: member {m.name!r} is outside published/")
+        if m.name != ARCHIVE_INDEX and parts[0] not in ("published", "window"):
+            raise CampaignError(f"{archive}: member {m.name!r} is outside published/ and window/")
     return members
 
 
@@ -379,8 +382,68 @@ def _import_archive(archive: Path, store: Path, out: dict, limit: int) -> None:
                 out["refused"].append(f"{where}: {_failure(e, store, 'copying into')}")
                 continue
             out[status].append(target)
+        for d in sorted(p.parent for p in (tmp / "window").glob(f"*/*/{WINDOW_SUMMARY}")):
+            try:
+                out["windows"].append(_import_window(d, store))
+            except (StoreError, OSError, ValueError) as e:
+                out["refused"].append(f"{archive}: window {d.relative_to(tmp).as_posix()}: {e}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _import_window(d: Path, store: Path) -> Path:
+    """A GPU window's folder (sdgm.gpu_window) into STORE/<device>/windows/<stamp>/, whole or not at all; the same
+    window again is a no-op. Its names must be a device slug and a time stamp, its summary a window's."""
+    device, stamp = d.parent.name, d.name
+    if not SLUG.fullmatch(device) or not WINDOW_STAMP.fullmatch(stamp):
+        raise StoreError(f"names {device!r}/{stamp!r} are not a device slug and a UTC time stamp")
+    summary = json.loads((d / WINDOW_SUMMARY).read_text())
+    if not isinstance(summary, dict) or summary.get("kind") != "gpu_window" or summary.get("stamp") != stamp:
+        raise StoreError(f"{WINDOW_SUMMARY} is not the summary of window {stamp}")
+    target = inside(store, store / device / "windows" / stamp)
+    if target.exists():
+        return target
+    staging = target.parent / temp_name(stamp)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(d, staging)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def render_windows(store: Path, out: Path) -> list[str]:
+    """OUT/<device>/windows.md for each device with GPU windows in the store: per window, the environment, what
+    decoder 'auto' resolved to and why, and every part's status, seconds and reason. Returns index lines."""
+    lines = []
+    for dev_dir in sorted(p for p in store.iterdir() if p.is_dir() and (p / "windows").is_dir()):
+        page = [f"# GPU windows on {dev_dir.name}", "",
+                "Each window's parts in the order they ran (`python -m sdgm.gpu_window`, docs/campaign.md); the "
+                "benchmark records and logs are beside each window's window.json.", ""]
+        wins = sorted(p for p in (dev_dir / "windows").iterdir() if (p / WINDOW_SUMMARY).is_file())
+        for w in wins:
+            summary = json.loads((w / WINDOW_SUMMARY).read_text())
+            try:
+                env = json.loads((w / "env" / "env.json").read_text())
+                prov = env["provenance"]
+                decoders = "; ".join(f"{r['requested']} -> {r['used']} ({r['reason']})"
+                                     for r in prov.get("spectral_decoder") or []) or "none resolved"
+                about = (f"{prov['device']}, torch {prov['torch']}, CUDA {prov.get('cuda')}, driver "
+                         f"{prov.get('driver')}, Triton {env['versions'].get('triton')}, commit "
+                         f"{prov.get('git_commit')}; spectral decoder: {decoders}")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                about = f"no environment record ({type(e).__name__})"
+            page += [f"## {w.name} ({summary.get('minutes')} min, config {summary.get('configfile')})", "", about, "",
+                     "| part | status | seconds | deadline (s) | reason |", "|---|---|---|---|---|"]
+            for p in summary.get("parts", []):
+                reason = str(p.get("reason", "")).replace("|", "/").replace("\n", " ")
+                page.append(f"| {p.get('part')} | {p.get('status')} | {p.get('seconds', '')} | "
+                            f"{p.get('deadline_s', '')} | {reason} |")
+            page.append("")
+        write_text_atomic(out / dev_dir.name / "windows.md", "\n".join(page))
+        lines.append(f"| {dev_dir.name} | {len(wins)} | [{dev_dir.name}/windows.md]({dev_dir.name}/windows.md) |")
+    return lines
 
 
 def import_archives(archives, store: str | Path, unpack_limit: int | None = None) -> dict:
@@ -390,10 +453,12 @@ def import_archives(archives, store: str | Path, unpack_limit: int | None = None
     inside the store); the same record again is a no-op, a published copy of it with files missing is repaired, a
     clash is refused naming both. An archive that is truncated or cannot be unpacked (a full disk) is refused in
     one line and the others go on; an unsafe member name stops the import (CampaignError).
-    Returns {"new": [...], "same": [...], "repaired": [...], "refused": [messages]}."""
+    A GPU window's archive also holds the window's own folder (window/<device>/<stamp>/: its parts' statuses,
+    environment, benchmark records and logs), installed whole as STORE/<device>/windows/<stamp>/.
+    Returns {"new": [...], "same": [...], "repaired": [...], "refused": [messages], "windows": [folders]}."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    out: dict = {"new": [], "same": [], "repaired": [], "refused": []}
+    out: dict = {"new": [], "same": [], "repaired": [], "refused": [], "windows": []}
     try:
         with store_lock(store, "this import"):
             remove_stale_temporaries(store, IMPORT_TEMP)  # what a killed import left
@@ -456,6 +521,10 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
         lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
                      f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
                      f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
+    windows = render_windows(store, out) if store.is_dir() else []
+    if windows:
+        lines += ["", "GPU windows (`python -m sdgm.gpu_window`): each part's status, the environment and the decoder "
+                      "used.", "", "| device | windows | page |", "|---|---|---|", *windows]
     write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
     return written
 
@@ -564,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "import":
             res = import_archives(a.archives, a.store)
             print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there"
-                  + (f", {len(res['repaired'])} repaired" if res["repaired"] else ""))
+                  + (f", {len(res['repaired'])} repaired" if res["repaired"] else "")
+                  + (f", {len(res['windows'])} GPU window(s)" if res["windows"] else ""))
             for msg in res["refused"]:
                 print(f"refused: {msg}", file=sys.stderr)
             problems = [] if a.no_render else render_store(a.store)["problems"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .ops.spectral import decoder_record
 from .reasons import na
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,9 @@ def provenance(device: torch.device | str = "cpu") -> dict:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # the spectral decoder each request of this process ran with, and why ('auto' on CUDA: Triton only after
+        # its kernels passed their check on the device); empty where no spectral decoder ran
+        "spectral_decoder": decoder_record(),
     }
     if device.type == "cuda":
         try:

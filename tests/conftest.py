@@ -4,7 +4,8 @@ Plain helpers shared by the test files are in helpers.py. A test that needs an o
 Slurm installation) says so with `@pytest.mark.needs("triton")`: where the component is missing it is skipped
 with a reason naming what is missing and how to install it (listed by `-rs`, which pyproject.toml's addopts
 sets), unless the component's environment variable (SDGM_REQUIRE_TRITON, SDGM_REQUIRE_SLURM) is 1: then it
-fails with that reason, as in CI.
+fails with that reason, as in CI. A test marked `gpu` (the GPU tier) needs a CUDA device the same way
+(SDGM_REQUIRE_GPU=1 on a GPU machine turns its skip into a failure).
 """
 import dataclasses
 import gc
@@ -43,6 +44,7 @@ class Requirement:
     modules: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
     root: bool = False
+    cuda: bool = False
 
     def missing(self) -> list[str]:
         out = []
@@ -52,6 +54,11 @@ class Requirement:
             except ImportError as e:
                 out.append(f"Python module {module} ({e})")
         out += [f"program {p}" for p in self.programs if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
+        if self.cuda and not out:
+            import torch
+
+            if not torch.cuda.is_available():
+                out.append(f"a CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)")
         if self.root and os.geteuid() != 0:
             out.append("root (it runs as uid %d)" % os.geteuid())
         return out
@@ -61,6 +68,10 @@ REQUIREMENTS = {
     "triton": Requirement(
         "triton", modules=("triton",), env_var="SDGM_REQUIRE_TRITON",
         install="pip install triton==3.7.1 (in the project's test extra: pip install -e '.[test]')"),
+    # the GPU tier (tests marked gpu: tests/test_gpu.py), run by `python -m pytest -m gpu` on a GPU machine
+    "gpu": Requirement(
+        "gpu", cuda=True, env_var="SDGM_REQUIRE_GPU",
+        install="a machine with an NVIDIA GPU and a CUDA build of torch (docs/campaign.md: a GPU window)"),
     "slurm": Requirement(
         "slurm", programs=("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct", "sbatch"), root=True,
         env_var="SDGM_REQUIRE_SLURM",
@@ -105,7 +116,11 @@ def pytest_configure(config):
 
 
 def _needs(item) -> list[Requirement]:
-    return [REQUIREMENTS[name] for mark in item.iter_markers("needs") for name in mark.args]
+    """The requirements of a test: its needs(...) marks, and the GPU for a test marked gpu."""
+    names = [name for mark in item.iter_markers("needs") for name in mark.args]
+    if item.get_closest_marker("gpu") is not None:
+        names.insert(0, "gpu")
+    return [REQUIREMENTS[name] for name in dict.fromkeys(names)]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -468,3 +468,17 @@ def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     with torch.no_grad():
         A.mul_(2)
     torch.testing.assert_close(stream.at(999).double(), 2 * exact[999], rtol=0, atol=4e-5 * A.abs().max().item())
+
+
+def test_auto_takes_rotation_even_when_first_asked_under_no_grad():
+    """The rotation kernels' self-test runs a backward; a process whose first decoder call comes under no_grad or
+    inference_mode (generation, scoring) must still find them, not fall back to chunked for good."""
+    code = """
+import torch
+from sdgm.ops.spectral import decoder_record, resolve_impl
+with torch.inference_mode():
+    print(resolve_impl("auto", torch.device("cpu")), decoder_record()[0]["reason"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "rotation auto on cpu", out.stdout

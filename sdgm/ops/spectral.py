@@ -13,7 +13,10 @@ rotation CPU kernels compiled with numba (sdgm/ops/spectral_cpu.py): S advanced 
          C, or positions that do not advance by a constant step, take the chunked path.
 triton   fused kernels (sdgm/ops/spectral_triton.py): each S tile is generated in registers and fed to tl.dot;
          the parameter gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
-auto     triton on CUDA where Triton imports; rotation on a CPU where numba compiles it; chunked elsewhere.
+auto     triton on CUDA where Triton imports and its kernels pass a check on the device (check_kernels: small
+         problems against chunked, values and gradients, once per process and device; on a mismatch or any
+         compile or launch error, chunked, said in one log line); rotation on a CPU where numba compiles it;
+         chunked elsewhere. decoder_record() lists what each request resolved to and why (records' provenance).
 
 Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
     dC[b, t, k] = sum_d G[b, t, d] S[t, k, d]
@@ -29,6 +32,7 @@ import functools
 import logging
 import math
 import os
+import time
 
 import torch
 
@@ -211,29 +215,120 @@ def rotation_status(device: torch.device) -> tuple[bool, str]:
     return ok, ("" if ok else f"its numba kernels are not available ({why}); pip install numba")
 
 
+# what 'auto' takes where its fast implementation can run; on CUDA the Triton kernels are checked first
+AUTO = {"cuda": "triton", "cpu": "rotation"}
+STATUS = {"triton": triton_status, "rotation": rotation_status}
+# the on-device check (check_kernels): relative error allowed against float64, by the dtype of C. Correct kernels
+# stay near 1e-3 (bf16 operands, TF32 or the hardware sine); a wrong index, mask or reduction gives O(1).
+CHECK_TOLERANCE = {torch.float32: 2e-2, torch.bfloat16: 5e-2}
+# (B, L, K, D, first position, dtype): the rotation kernels (B <= 16) and the direct ones, bf16 and fp32, with an
+# offset and sizes that are not multiples of a tile
+CHECK_CASES = ((3, 96, 16, 24, 7, torch.bfloat16), (20, 40, 16, 24, 0, torch.bfloat16), (2, 70, 16, 24, 3, torch.float32))
+
 _announced: set[tuple[str, str]] = set()
+_kernel_checks: dict[tuple[str, str], tuple[bool, str]] = {}  # (device, impl) -> (passed, what was found)
+_resolutions: dict[tuple[str, str], dict] = {}  # (device, requested) -> what decoder_record() reports
+
+
+def _device_key(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+@torch.compiler.disable  # runs kernels of its own: never traced
+def check_kernels(device: torch.device | str, impl: str = "triton") -> tuple[bool, str]:
+    """Run `impl` on `device` on small problems (CHECK_CASES) against the chunked op in float64: the output and the
+    gradients of C, A, F and Phi. (True, what was found) where every relative error is within CHECK_TOLERANCE;
+    (False, why) on a larger error, a non-finite value, or any error compiling or launching the kernels. Not
+    cached: resolve_impl asks once per process and device."""
+    device = torch.device(device)
+    start = time.perf_counter()
+    worst = 0.0
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            for n, (B, L, K, D, first, dtype) in enumerate(CHECK_CASES):
+                g = torch.Generator().manual_seed(n)
+                c, G = torch.randn(B, L, K, generator=g), torch.randn(B, L, D, generator=g)
+                params = (torch.randn(K, D, generator=g) / math.sqrt(K), torch.rand(K, D, generator=g) * 64,
+                          torch.rand(K, D, generator=g) * 2 * math.pi)
+                c = c.to(dtype).float()  # the values the low-precision run sees, exactly
+                positions = torch.arange(first, first + L)
+                results = []
+                for run_impl, run_dtype, where in ((impl, dtype, device), ("chunked", torch.float64, torch.device("cpu"))):
+                    param_dtype = torch.float64 if run_dtype == torch.float64 else torch.float32
+                    leaves = [t.to(where, run_dtype if i == 0 else param_dtype, copy=True).requires_grad_()
+                              for i, t in enumerate((c, *params))]
+                    args = (*leaves, positions.to(where), 128.0)
+                    _check(*args)
+                    y = _decode(*args, run_impl, None)  # not resolve_impl: the check is not a use of the decoder
+                    (y * G.to(where, y.dtype)).sum().backward()
+                    results.append([t.detach().double().cpu() for t in (y, *(x.grad for x in leaves))])
+                for name, got, want in zip(("output", "dC", "dA", "dF", "dPhi"), *results):
+                    if not torch.isfinite(got).all():
+                        return False, (f"{impl} gave non-finite values of {name} (B={B}, L={L}, K={K}, D={D}, "
+                                       f"{str(dtype).removeprefix('torch.')})")
+                    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+                    worst = max(worst, err / CHECK_TOLERANCE[dtype])
+                    if err > CHECK_TOLERANCE[dtype]:
+                        return False, (f"{impl} differs from chunked in {name} by {err:.2g} (relative; tolerance "
+                                       f"{CHECK_TOLERANCE[dtype]:g}) at B={B}, L={L}, K={K}, D={D}, "
+                                       f"{str(dtype).removeprefix('torch.')}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as e:  # any compile or launch error: the kernels cannot be trusted here
+        return False, f"{impl} failed to run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+    return True, (f"{impl} matched chunked on {len(CHECK_CASES)} problems (worst error {worst:.2g} of the "
+                  f"tolerance) in {time.perf_counter() - start:.1f} s")
+
+
+def kernel_check(device: torch.device, impl: str = "triton") -> tuple[bool, str]:
+    """check_kernels once per process, device and implementation; the answer is kept."""
+    key = (_device_key(device), impl)
+    if key not in _kernel_checks:
+        _kernel_checks[key] = check_kernels(device, impl)
+    return _kernel_checks[key]
+
+
+def decoder_record() -> list[dict]:
+    """Every decoder this process resolved so far: [{device, requested, used, reason}], in the order first asked
+    (the provenance of every record names the decoder a number came from)."""
+    return [dict(r) for r in _resolutions.values()]
 
 
 def resolve_impl(impl: str, device: torch.device) -> str:
     """The implementation `impl` means on `device` ('auto' resolved); a clear error for a name that does not exist
-    or for 'triton' / 'rotation' where it cannot run."""
+    or for 'triton' / 'rotation' where it cannot run. 'auto' takes Triton only once the kernels have passed their
+    check on this device (kernel_check, once per process); otherwise chunked, said in one log line."""
     if impl not in IMPLEMENTATIONS:
         raise SpectralOpError(f"decoder must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
     device = torch.device(device)
     if impl == "auto":
-        fast = {"cuda": ("triton", triton_status), "cpu": ("rotation", rotation_status)}.get(device.type)
-        ok, why = fast[1](device) if fast else (False, "")
-        chosen = fast[0] if ok else "chunked"
+        fast = AUTO.get(device.type)
+        ok, why = STATUS[fast](device) if fast else (False, "")
+        if ok and fast == "triton":
+            ok, found = kernel_check(device, fast)
+            why = "" if ok else f"the Triton kernels failed their on-device check: {found}"
+        chosen = fast if ok else "chunked"
         if (device.type, chosen) not in _announced:  # logged once per device: the choice is part of the method
             _announced.add((device.type, chosen))
-            log.info("spectral decoder 'auto' on %s: %s%s", device.type, chosen,
-                     f" ({fast[0]} unavailable: {why})" if fast and not ok else "")
+            (log.warning if fast == "triton" and not ok else log.info)(
+                "spectral decoder 'auto' on %s: %s%s", device.type, chosen,
+                f" ({fast} unavailable: {why})" if fast and not ok else "")
+        key = (_device_key(device), impl)
+        if key not in _resolutions:
+            reason = (f"{fast} unavailable: {why}" if fast and not ok else
+                      f"auto on {device.type}" + (f"; {_kernel_checks[(key[0], fast)][1]}" if fast == "triton" else ""))
+            _resolutions[key] = {"device": key[0], "requested": "auto", "used": chosen, "reason": reason}
         return chosen
-    for name, status in (("triton", triton_status), ("rotation", rotation_status)):
+    for name, status in STATUS.items():
         if impl == name:
             ok, why = status(device)
             if not ok:
                 raise SpectralOpError(f"decoder {name!r} cannot run here: {why}")
+    key = (_device_key(device), impl)
+    if key not in _resolutions:
+        _resolutions[key] = {"device": key[0], "requested": impl, "used": impl, "reason": "asked for by name"}
     return impl
 
 
@@ -267,7 +362,11 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
 
     `block` (chunked only): positions per block; default DEFAULT_BLOCK_ELEMENTS // (K * D)."""
     _check(c, amplitude, frequency, phase, positions, period)
-    impl = resolve_impl(impl, c.device)
+    return _decode(c, amplitude, frequency, phase, positions, period, resolve_impl(impl, c.device), block)
+
+
+def _decode(c, amplitude, frequency, phase, positions, period, impl: str, block: int | None) -> torch.Tensor:
+    """spectral_decode by the resolved implementation `impl`, inputs already checked."""
     if impl == "naive":
         S = spectral_atoms(positions, amplitude, frequency, phase, period)  # (L, K, D)
         return torch.einsum("blk,lkd->bld", c, S.to(c.dtype))
@@ -275,8 +374,8 @@ def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.T
         from .spectral_cpu import rotation_spectral_decode  # both take the chunked path
 
         return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period),
-                                        lambda: spectral_decode(c, amplitude, frequency, phase, positions, period,
-                                                                "chunked", block))
+                                        lambda: _decode(c, amplitude, frequency, phase, positions, period,
+                                                        "chunked", block))
     if impl == "chunked":
         K, D = amplitude.shape
         if block is None:

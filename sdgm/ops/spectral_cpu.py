@@ -247,7 +247,9 @@ def cpu_status() -> tuple[bool, str]:
     """(can the rotation kernels run here, why not): numba imports and the kernels compile and run on a tiny case."""
     try:
         _kernels()
-        with torch.enable_grad():  # the first call may come from inference (torch.no_grad)
+        # gradients on, whatever the caller's mode: the first decoder call of a process may come under no_grad
+        # (generation, scoring), and its answer is kept for the whole process
+        with torch.inference_mode(False), torch.enable_grad():
             for B in (1, FUSED_MAX_BATCH + 1):  # the fused and the blocked kernels
                 c = torch.rand(B, 3, 2, requires_grad=True)
                 p = torch.rand(2, 5, requires_grad=True)
