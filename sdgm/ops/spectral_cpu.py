@@ -34,7 +34,7 @@ import torch
 from .spectral import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
 # stays at a direct fp32 sine's level
 from .spectral import rotation_step, uniform_step
-SEGMENT_ANCHORS = 8  # anchors computed per segment: (8, K, D) fp32 sin and cos, 8 MiB at K = 256, D = 512
+SEGMENT_ANCHORS = 2  # anchors computed per segment: (2, K, D) fp32 sin and cos, 2 MiB at K = 256, D = 512
 D_TILE = 64  # output columns per forward work item: an ANCHOR x 64 fp32 tile per sequence (8 KiB) stays in L1
 
 
@@ -268,7 +268,9 @@ class Rotation:
         u0 = torch.addcmul(phase.detach().to(torch.float64) / (2 * math.pi), f, torch.tensor(p0 / period,
                                                                                             dtype=torch.float64))
         theta0 = u0.frac_().mul_(2 * math.pi)
-        self.sin0, self.cos0 = torch.sin(theta0), torch.cos(theta0)  # (K, D) float64
+        # (K, D) kept in fp32 between forward and backward (an fp32 rounding of the start, ~6e-8, that the float64
+        # anchors carry unchanged), advanced in float64
+        self.sin0, self.cos0 = torch.sin(theta0).float(), torch.cos(theta0).float()
         self.cw, self.sw = rotation_step(frequency, step / period)  # (K, D) fp32: one step
         wj = (f * (step * ANCHOR / period)).frac_().mul_(2 * math.pi)
         self.cj, self.sj = torch.cos(wj).numpy(), torch.sin(wj).numpy()  # (K, D) float64: ANCHOR steps
@@ -276,7 +278,7 @@ class Rotation:
     def segments(self, L: int):
         """Yields (t0, n, anc_s, anc_c) over [0, L): anchors (nb, K, D) fp32 at t0, t0 + ANCHOR, ..."""
         anchors = _kernels()[1]
-        sd, cd = self.sin0.numpy().copy(), self.cos0.numpy().copy()  # advanced in place, segment by segment
+        sd, cd = self.sin0.double().numpy(), self.cos0.double().numpy()  # advanced in place, segment by segment
         K, D = sd.shape
         seg = ANCHOR * SEGMENT_ANCHORS
         buf_s = np.empty((SEGMENT_ANCHORS, K, D), np.float32)
