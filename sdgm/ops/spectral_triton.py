@@ -347,56 +347,47 @@ def triton_spectral_decode(c, amplitude, frequency, phase, positions, period: fl
 
 # ---- the hardware sine's rate, for the benchmarks' floors -------------------------------------------------------------
 @triton.jit
-def _sine_rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr):
+def _chain(x, SINE: tl.constexpr):
+    if SINE:
+        y = libdevice.fast_sinf(x) * 1.5
+    else:
+        y = x * 0.999 + 0.001
+    return y
+
+
+@triton.jit
+def _rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr, SINE: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     a = tl.load(X + offs)
     b = a + 0.25
     c = a + 0.5
     d = a + 0.75
-    for _ in range(N_ITER):  # four independent chains keep the special-function unit busy
-        a = libdevice.fast_sinf(a) * 1.5
-        b = libdevice.fast_sinf(b) * 1.5
-        c = libdevice.fast_sinf(c) * 1.5
-        d = libdevice.fast_sinf(d) * 1.5
+    for _ in range(N_ITER):  # four independent chains (hardware sines, or fp32 multiply-adds) in registers
+        a = _chain(a, SINE)
+        b = _chain(b, SINE)
+        c = _chain(c, SINE)
+        d = _chain(d, SINE)
     tl.store(OUT + offs, a + b + c + d)
 
 
-def hardware_sine_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
-    """Sines per second of the hardware sine on a CUDA device (median of `repeats` launches)."""
+def _chain_rate(device: torch.device, sine: bool, n_iter: int, repeats: int) -> float:
+    """Chain steps per second of _rate_kernel on a CUDA device, every SM busy (median of `repeats` launches)."""
     from ..bench.timing import time_calls
 
     block = 1024
     programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count
     x = torch.rand(programs * block, device=device)
     out = torch.empty_like(x)
-    timing = time_calls(lambda: _sine_rate_kernel[(programs,)](x, out, n_iter, BLOCK=block), repeats=repeats,
+    timing = time_calls(lambda: _rate_kernel[(programs,)](x, out, n_iter, BLOCK=block, SINE=sine), repeats=repeats,
                         warmup=1, device=device)
     return 4 * n_iter * programs * block / timing["median_s"]
 
 
-@triton.jit
-def _fma_rate_kernel(X, OUT, N_ITER, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    a = tl.load(X + offs)
-    b = a + 0.25
-    c = a + 0.5
-    d = a + 0.75
-    for _ in range(N_ITER):  # four independent chains of fp32 multiply-adds in registers
-        a = a * 0.999 + 0.001
-        b = b * 0.999 + 0.001
-        c = c * 0.999 + 0.001
-        d = d * 0.999 + 0.001
-    tl.store(OUT + offs, a + b + c + d)
+def hardware_sine_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
+    """Sines per second of the hardware sine on a CUDA device."""
+    return _chain_rate(device, True, n_iter, repeats)
 
 
 def vector_flops_rate(device: torch.device, n_iter: int = 4096, repeats: int = 5) -> float:
-    """fp32 FLOP/s of elementwise multiply-adds on a CUDA device's cores (not its tensor cores), median of launches."""
-    from ..bench.timing import time_calls
-
-    block = 1024
-    programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count
-    x = torch.rand(programs * block, device=device)
-    out = torch.empty_like(x)
-    timing = time_calls(lambda: _fma_rate_kernel[(programs,)](x, out, n_iter, BLOCK=block), repeats=repeats,
-                        warmup=1, device=device)
-    return 2 * 4 * n_iter * programs * block / timing["median_s"]
+    """fp32 FLOP/s of elementwise multiply-adds on a CUDA device's cores (not its tensor cores)."""
+    return 2 * _chain_rate(device, False, n_iter, repeats)
