@@ -357,7 +357,7 @@ def ran_line(metrics_paths, root: Path | None = None) -> str:
         prov = rec.get("provenance") or {}
         return (f"benchmarks of freshly initialized models at the paper's sizes (no training), on "
                 f"{prov.get('device')}, commit {str(prov.get('git_commit'))[:7]}, "
-                f"{str(prov.get('timestamp'))[:10]}: {rec.get('command', '')}")
+                f"{str(prov.get('timestamp'))[:10]}, {rec['wall_s']['total_s'] / 60:.0f} minutes")
     if not recs:
         return "no records"
     seeds = sorted({r["seed"] for r in recs})

@@ -603,9 +603,8 @@ def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
     devices = sorted({str((r.get("provenance") or {}).get("device") or r.get("device") or "an unnamed device")
                       for r in recs})
     reason = (f"the paper names no device, precision or software for its {claim['paper']:,g} "
-              f"{claim.get('unit', '')}; ours ({_fmt(mean)}) is of {', '.join(devices)}: an absolute number of one "
-              f"device is no evidence about another; judged relatively on one device instead: "
-              f"{claim['judged_by']}")
+              f"{claim.get('unit', '')}; ours is of {', '.join(devices)}; judged against the baselines on one "
+              f"device instead: {claim['judged_by']}")
     return _row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, verdict=NOT_COMPARABLE,
                 reason=reason, evidence=paths)
 
