@@ -226,10 +226,10 @@ def build_scaling_report(scaling_path, tables_dir, figures_dir) -> dict:
                                "Every layer is causal, as its baseline trains it. floor = max(FLOPs / matmul rate, "
                                "sines / sine rate, bytes / bandwidth) at the rates measured on the device: "
                                + ", ".join(f"{k} {v:.3g}" for k, v in sc["rates"].items() if isinstance(v, float))
-                               + "."),
+                               + ".", footnotes=True),
         "slopes": write_table(slopes_table(sc), tables_dir / "scaling_slopes",
                               "Least-squares slopes of log(time per sequence) and log(peak memory) against log(L), "
-                              "L >= min_length, per view."),
+                              "L >= min_length, per view.", footnotes=True),
         "figure": plot_scaling(sc, figures_dir / "scaling"),
     }
 

@@ -2,6 +2,7 @@
 committed renderings (results/h100/tables/claims.*, README.md's section) equal to what the code renders now."""
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_engineering_claim_is_reproduced_inside_the_interval_or_within_the_toler
 
 
 def test_value_without_a_record_or_with_a_null_metric_is_not_measured_with_its_reason(tmp_path):
-    row = V.judge(TOLS, VALUE, ev_of([]))
+    row = V.judge(TOLS, VALUE, ev_of([metrics(tmp_path / "other", "sdgm", "wikitext2", 0, val_ppl=30.0)]))
     assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no metrics record of sdgm on ptb"
     p = metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=None, na={"val_ppl": "training diverged"})
     row = V.judge(TOLS, VALUE, ev_of([p]))
@@ -190,7 +191,8 @@ def test_a_schema_1_record_judges_no_slope_and_a_missing_fit_is_not_measured(tmp
     rec = scaling(tmp_path, {"batch": {"sdgm_chunked": {"forward": fit(1.0)}, "attention": {"forward": fit(2.0)}}})
     row = V.judge(TOLS, {**SLOPE, "layers": ["sdgm_triton", "sdgm_chunked"]}, V.Evidence(scaling=rec))
     assert row["verdict"] == V.REPRODUCED and row["reason"].split("(")[1].startswith("sdgm_chunked, fixed batch")
-    assert V.judge(TOLS, SLOPE, V.Evidence())["reason"] == "no scaling record"
+    assert V.judge(TOLS, SLOPE, V.Evidence(metrics=[metrics(tmp_path, "sdgm", "ptb", 0)]))["reason"] == \
+        f"{V.NOT_ON_DEVICE}: no scaling record in this folder"
 
 
 def gmm(tmp_path, corpus, converged: bool) -> Path:
@@ -264,25 +266,163 @@ def test_every_paper_number_of_the_claims_file_agrees_with_paper_numbers():
     paper = {(r["experiment"], r["corpus"]): r for r in load_paper()}
     checked = 0
     for c in claims["claims"]:
-        if c["kind"] in ("value", "engineering") and c["metric"] in PAPER_KEYS:
-            assert paper[(c["experiment"], c["corpus"])][PAPER_KEYS[c["metric"]]] == c["paper"], c["id"]
+        metric = c.get("metric") or (c.get("measures") or [{}])[0].get("metric")
+        if c["kind"] in ("value", "engineering", "unstated_device") and metric in PAPER_KEYS:
+            assert paper[(c["experiment"], c["corpus"])][PAPER_KEYS[metric]] == c["paper"], c["id"]
             checked += 1
     assert checked >= 9
     assert {c["kind"] for c in claims["claims"]} == set(V.KINDS)
 
 
-def test_committed_h100_claims_and_readme_section_are_what_the_code_renders(tmp_path, monkeypatch):
+def test_committed_claims_of_each_device_and_the_readme_section_are_what_the_code_renders(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     rec = C.find_records(Path("results/h100"))
     out = tmp_path / "tables"
     C.build_claims(out, **rec)
     for name in ("claims.csv", "compact.csv", "compact.md"):
         assert (out / name).read_text() == (REPO / "results/h100/tables" / name).read_text(), name
-    assert C.main(["--records", "results/h100", "--readme", "README.md", "--check"]) == 0
+    rec = C.find_records(Path("results/cpu"))
+    out = tmp_path / "cpu_tables"
+    C.build_claims(out, **rec)
+    assert (out / "claims.csv").read_text() == (REPO / "results/cpu/tables/claims.csv").read_text()
+    devices = ["--records", "results/h100", "--records", "results/cpu"]
+    assert C.main([*devices, "--readme", "README.md", "--check"]) == 0
     assert C.main(["--records", "results/h100", "--readme", "results/h100/README.md", "--check"]) == 0
     shutil.copy(REPO / "README.md", tmp_path / "README.md")
     stale = (tmp_path / "README.md").read_text().replace("**contradicted**", "**reproduced**", 1)
     (tmp_path / "README.md").write_text(stale)
-    assert C.main(["--records", "results/h100", "--readme", str(tmp_path / "README.md"), "--check"]) == 1
+    assert C.main([*devices, "--readme", str(tmp_path / "README.md"), "--check"]) == 1
     with pytest.raises(ReportError, match="needs exactly one"):
         C.replace_section("no markers", "x", Path("README.md"))
+
+
+# ---- relative efficiency (factor), absolute numbers of an unstated device, measures, devices --------------------
+
+FTOLS = {"tolerances": {"tenth": {"rel": 0.1, "why": "x"}}}
+FACTOR = {"id": "f", "claim": "c", "where": "w", "kind": "factor", "corpus": "wikitext2", "source": "throughput",
+          "metric": "metrics.train_tokens_per_s", "experiment": "sdgm", "than": ["a", "b"], "better": "lower", "paper": 10.0,
+          "paper_baselines": [20.0, 40.0], "tolerance": "tenth"}  # paper: x2.0 to x4.0 fewer
+
+
+def factor_ev(tmp_path, sdgm, a, b):
+    return V.Evidence(throughput=[throughput(tmp_path, e, "wikitext2", 0, v)
+                                  for e, v in (("sdgm", sdgm), ("a", a), ("b", b)) if v is not None])
+
+
+@pytest.mark.parametrize("a,b,verdict,words", [
+    (30.0, 45.0, V.REPRODUCED, "inside the paper's range"),       # closest a: x3.0
+    (50.0, 60.0, V.REPRODUCED, "beyond the paper's range"),       # x5.0 > x4.0
+    (19.0, 60.0, V.REPRODUCED, "within the tolerance of the paper's smallest factor"),  # x1.9 >= 2.0 / 1.1
+    (15.0, 60.0, V.NOT_REPRODUCED, "by less than the paper's factor"),                  # x1.5
+    (10.5, 60.0, V.NOT_REPRODUCED, "no difference established"),                        # x1.05 < 1.1
+    (8.0, 60.0, V.CONTRADICTED, "the other way: a is better by x1.25"),                  # x0.8 < 1 / 1.1
+])
+def test_factor_claim_is_judged_on_the_closest_baseline_against_the_papers_smallest_factor(tmp_path, a, b, verdict,
+                                                                                           words):
+    row = V.judge(FTOLS, FACTOR, factor_ev(tmp_path, 10.0, a, b))
+    assert row["verdict"] == verdict and words in row["reason"], row["reason"]
+    assert row["compared_with"] == "a" and row["ours_value"] == pytest.approx(a / 10.0)
+    assert row["paper_value"] == pytest.approx(2.0) and row["paper_text"].startswith("x2.00-4.00")
+    assert row["tolerance"] == pytest.approx(0.1) and "x1.82" in row["reason"]  # 2.0 / 1.1
+
+
+def test_factor_claim_where_higher_is_better_divides_the_other_way(tmp_path):
+    claim = {**FACTOR, "better": "higher", "paper": 2100.0, "paper_baselines": [1200.0, 1800.0]}  # x1.17 to x1.75
+    row = V.judge(FTOLS, claim, factor_ev(tmp_path, 3000.0, 2000.0, 1000.0))
+    assert row["compared_with"] == "a" and row["ours_value"] == pytest.approx(1.5)
+    assert row["verdict"] == V.REPRODUCED and row["paper_value"] == pytest.approx(2100 / 1800)
+    row = V.judge(FTOLS, claim, factor_ev(tmp_path / "2", 1000.0, 2000.0, 1000.0))
+    assert row["verdict"] == V.CONTRADICTED and row["ours_value"] == pytest.approx(0.5)
+
+
+def test_factor_claim_without_a_value_or_with_a_zero_is_not_measured(tmp_path):
+    row = V.judge(FTOLS, FACTOR, factor_ev(tmp_path, 10.0, 30.0, None))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"].startswith("no value for b")
+    assert row["paper_text"] == "x2.00-4.00" and math.isnan(row["ours_value"])  # the paper's range all the same
+    row = V.judge(FTOLS, FACTOR, factor_ev(tmp_path / "2", 0.0, 30.0, 40.0))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"].startswith("a value <= 0")
+
+
+UNSTATED_DEVICE = {"id": "u", "claim": "c", "where": "w", "kind": "unstated_device", "corpus": "wikitext2",
+                   "source": "metrics", "metric": "peak_mem_bytes", "scale": 1e-9, "unit": "GB",
+                   "experiment": "sdgm", "paper": 6.5, "reading": "r", "judged_by": "claim f"}
+
+
+def test_an_absolute_number_of_an_unstated_device_is_not_comparable_and_names_our_device(tmp_path):
+    row = V.judge(FTOLS, UNSTATED_DEVICE, ev_of([metrics(tmp_path, "sdgm", "wikitext2", 0, peak_mem_bytes=2 * 10**9)]))
+    assert row["verdict"] == V.NOT_COMPARABLE and row["ours_value"] == pytest.approx(2.0)
+    assert "ours is of cpu;" in row["reason"] and row["reason"].endswith("claim f")
+    row = V.judge(FTOLS, UNSTATED_DEVICE, ev_of([metrics(tmp_path / "2", "a", "wikitext2", 0, peak_mem_bytes=10**9)]))
+    assert row["verdict"] == V.NOT_MEASURED and "no metrics record of sdgm" in row["reason"]
+
+
+def test_measures_take_the_first_under_which_every_model_has_a_value(tmp_path):
+    claim = {k: v for k, v in FACTOR.items() if k not in ("source", "metric")}
+    claim["measures"] = [{"source": "metrics", "metric": "params"},
+                         {"source": "throughput", "metric": "metrics.train_tokens_per_s"}]
+    tp = [throughput(tmp_path, e, "wikitext2", 0, v) for e, v in (("sdgm", 10.0), ("a", 30.0), ("b", 40.0))]
+    both = V.Evidence(metrics=[metrics(tmp_path, e, "wikitext2", 0, params=v)
+                               for e, v in (("sdgm", 10), ("a", 15), ("b", 40))], throughput=tp)
+    row = V.judge(FTOLS, claim, both)  # metrics complete: first measure
+    assert row["ours_value"] == pytest.approx(1.5) and row["reason"].startswith("measure: metrics params; ")
+    partial = V.Evidence(metrics=[metrics(tmp_path / "p", "sdgm", "wikitext2", 0, params=10)], throughput=tp)
+    row = V.judge(FTOLS, claim, partial)  # metrics lacks a and b: the throughput records decide
+    assert row["ours_value"] == pytest.approx(3.0) and row["metric"] == "metrics.train_tokens_per_s"
+    assert row["reason"].startswith("measure: throughput metrics.train_tokens_per_s; ")
+    neither = V.Evidence(metrics=[metrics(tmp_path / "n", "sdgm", "wikitext2", 0, params=10),
+                                  metrics(tmp_path / "n", "a", "wikitext2", 0, params=30)])
+    row = V.judge(FTOLS, claim, neither)  # none complete: the one with the most values gives the reason
+    assert row["verdict"] == V.NOT_MEASURED and "no value for b" in row["reason"]
+
+
+def test_a_claim_without_any_record_of_its_source_in_the_folder_is_not_measured_on_this_device(tmp_path):
+    tp = [throughput(tmp_path, "sdgm", "wikitext2", 0, 10.0)]
+    row = V.judge(TOLS, {**VALUE, "corpus": "wikitext2"}, V.Evidence(throughput=tp))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == f"{V.NOT_ON_DEVICE}: no metrics record in this folder"
+    assert V.judge(TOLS, SLOPE, V.Evidence())["reason"] == f"{V.NOT_ON_DEVICE}: no scaling record in this folder"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"paper_baselines": [20.0]}, "paper_baselines must be"),
+    ({"tolerance": "abs01"}, "needs a relative tolerance"),
+    ({"measures": [{"source": "nowhere", "metric": "x"}]}, "each measure needs a source"),
+    ({"source": None, "metric": None}, "a factor claim needs source, metric"),
+])
+def test_factor_claim_file_errors(tmp_path, change, message):
+    bad = tmp_path / "claims.yaml"
+    claim = {k: v for k, v in {**FACTOR, "tolerance": "ppl", **change}.items() if v is not None}
+    bad.write_text(yaml.safe_dump({**TOLS, "claims": [claim]}))
+    with pytest.raises(ReportError, match=message):
+        V.load_claims(bad)
+
+
+def test_factor_claims_agree_with_the_papers_baseline_ranges():
+    ranges = yaml.safe_load((REPO / "sdgm" / "paper_numbers.yaml").read_text())["baseline_ranges"]
+    keys = {"params_m": "fewer-params", "peak_mem_gb": "less-train-memory", "train_tokens_per_s": "faster-training"}
+    claims = {c["id"]: c for c in V.load_claims()["claims"]}
+    sdgm = next(r for r in load_paper() if r["experiment"] == "sdgm" and r["corpus"] == "wikitext2")
+    for key, cid in keys.items():
+        assert claims[cid]["paper_baselines"] == ranges[key] and claims[cid]["paper"] == sdgm[key], cid
+
+
+def test_readme_section_has_one_column_per_device_never_averaged(tmp_path):
+    for name, value in (("gpu", 30.0), ("cpu", 12.0)):
+        root = tmp_path / name
+        paths = [metrics(root, e, "wikitext2", 0, params=int(v * 1e6), val_ppl=31.2)
+                 for e, v in (("sdgm", 10.0), ("gpt2", value), ("linformer", 40.0), ("transformer_xl", 50.0))]
+        C.build_claims(root / "tables", metrics=paths)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{C.BEGIN}\nold\n{C.END}\nrest\n")
+    assert C.main(["--records", str(tmp_path / "gpu"), "--records", str(tmp_path / "cpu"), "--readme",
+                   str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "\nold\n" not in text
+    head = next(line for line in text.splitlines() if line.startswith("| claim |"))
+    assert head == "| claim | corpus | paper | gpu | cpu |"
+    row = next(line for line in text.splitlines() if line.startswith("| SDGM has fewer parameters"))
+    assert "x3.00 over gpt2 **reproduced**" in row and "x1.20 over gpt2 **not reproduced**" in row
+    speed = next(line for line in text.splitlines() if line.startswith("| SDGM processes 2,100"))
+    marks = re.findall(r"\*\*not measured\*\* (\[[a-z]+\])", speed)
+    assert len(marks) == 2 and marks[0] == marks[1]  # the same reason once, as a footnote
+    assert f"- {marks[0]} {V.NOT_ON_DEVICE}: no throughput record in this folder\n" in text
+    assert "- gpu: 4 runs, seed(s) 0, on cpu" in text and "- cpu: " in text

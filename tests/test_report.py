@@ -521,3 +521,19 @@ def test_build_report_with_ablations(matrix, tmp_path):
     assert "sdgm\\_beta0" in written["ablations_tex"].read_text() and "$\\pm$" in written["ablations_tex"].read_text()
     assert "| sdgm_beta0 | wikitext2 | beta = 0.0 | sdgm | 3 | yes | 113.0 ± 3.6 | 33.5 | +79.5 | +9.0 | +2.3 |" \
         in written["ablations_md"].read_text()
+
+
+def test_write_table_with_footnotes_numbers_each_reason_once_and_keeps_the_csv_whole(tmp_path):
+    from sdgm.reporting.render import write_table
+
+    long = "not run: predicted peak 19.6 GiB is more than 90% of the memory the host has"
+    df = pd.DataFrame({"L": [128, 8192, 8192], "ms": ["1.0", f"n/a ({long})", "n/a (oom)"],
+                       "mb": ["2.0", f"n/a ({long})", "n/a (oom)"]})
+    csv, md, tex = write_table(df, tmp_path / "t", "cap", footnotes=True)
+    assert pd.read_csv(csv)["ms"].tolist() == df["ms"].tolist()
+    text = md.read_text()
+    assert "| 8192 | n/a [1] | n/a [1] |" in text and "| 8192 | n/a [2] | n/a [2] |" in text
+    assert text.endswith(f"\n1. {long}\n2. oom\n") and text.count(long) == 1
+    assert "[1] not run" in tex.read_text()
+    _, md2, _ = write_table(df, tmp_path / "u", "cap")
+    assert f"n/a ({long})" in md2.read_text()  # without footnotes: as before

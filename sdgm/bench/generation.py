@@ -214,9 +214,10 @@ def state_growth(model, idx: torch.Tensor, device, autocast) -> dict:
 
 def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), new_tokens: int = 128,
                        context_multiple: int = 4, repeats: int = 5, warmup: int = 2, compile_options: dict | None = None,
-                       sampler_interval_s: float = 0.05, seed: int = 0,
+                       sampler_interval_s: float = 0.05, seed: int = 0, only_own_path: bool = False,
                        clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring)."""
+    """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring);
+    only_own_path: the model's own path alone (its cache, else the window recompute), the one claims read."""
     from ..train import autocast_dtype, resolve_device
 
     device = resolve_device(train_cfg.device)
@@ -227,7 +228,10 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
         return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
 
     paths = {}
+    own = "cache" if model.incremental_decoding else "recompute"
     for name, path_model in decoding_paths(model, compile_options).items():
+        if only_own_path and name != own:
+            continue
         compiled = name.endswith("_compiled")
         what = PATH_WHAT[name.removesuffix("_compiled")]
         torch.manual_seed(seed)
@@ -239,7 +243,7 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
                                       allow_errors=compiled)}
         free_memory(device)
     return {"device": str(device), "precision": "bf16" if amp == torch.bfloat16 else "fp32", "paths": paths,
-            "own_path": "cache" if model.incremental_decoding else "recompute",
+            "own_path": own,
             "incremental_decoding": bool(model.incremental_decoding),
             "decode_beyond_context": model.decode_beyond_context, "max_context": model.max_context}
 

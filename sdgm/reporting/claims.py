@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import math
 import os
 from pathlib import Path
@@ -46,6 +47,8 @@ def _rel(path: str, here: Path | None) -> str:
 
 def paper_cell(r) -> str:
     text = r["paper_text"] or ""
+    if r["kind"] == "factor":
+        return text
     if _is_number(r["paper_value"]):
         return f"{r['paper_value']:,g}" + (f" ({text})" if text else "")
     return text or "–"
@@ -57,6 +60,8 @@ def ours_cell(r) -> str:
     v = _fmt(r["ours_value"])
     if r["kind"] == "procedure":
         v = f"{r['ours_value']:g} {r['unit']}"
+    if r["kind"] == "factor":
+        return f"x{r['ours_value']:.2f} over {r['compared_with']}"
     if r["kind"] in ("direction", "competitive"):
         sign = "+" if r["ours_value"] > 0 else ""
         v = sign + _fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
@@ -269,39 +274,98 @@ def find_records(root: Path) -> dict:
             "quality": sorted(root.glob("quality/*/*.json"))}
 
 
-def readme_section(tables_dir: Path, readme: Path, metrics_paths) -> str:
-    """The verdict section of a README: what ran, the verdicts (claim, paper, ours, verdict), the compact table,
-    links to the full tables. Rendered from the CSVs of tables_dir and the runs' provenance."""
-    tables_dir, here = Path(tables_dir), Path(readme).parent
+def read_claims_csv(path: Path) -> pd.DataFrame:
     text = {c: str for c in CLAIMS_COLUMNS if c not in NUMERIC_CLAIMS_COLUMNS}
-    df = pd.read_csv(tables_dir / "claims.csv", dtype=text, keep_default_na=False,
-                     converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS})
+    return pd.read_csv(path, dtype=text, keep_default_na=False,
+                       converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS})
+
+
+FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the README gives as a footnote
+
+
+def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """claim, corpus, paper and one column per device folder (ours and the verdict; a "not measured" or "not
+    comparable" verdict with its reason as a lettered footnote), the claims in the first folder's order. Never
+    averaged: each cell is that folder's own verdict."""
+    notes: list[str] = []
+
+    def note(text: str) -> str:
+        if text not in notes:
+            notes.append(text)
+        return device_columns_marker(notes.index(text))
+
+    first = next(iter(frames.values()))
+    disp = claims_display(first, evidence=False, readings=False)[["claim", "corpus", "paper"]]
+    for name, df in frames.items():
+        rows = df.set_index("id")
+        cells = []
+        for cid in first["id"]:
+            if cid not in rows.index:
+                cells.append("**not measured** " + note(f"{name}: the claim is not in this folder's table"))
+                continue
+            r = rows.loc[cid]
+            ours = ours_cell(r)
+            cell = ("" if ours == "–" else ours + " ") + f"**{r['verdict']}**"
+            if r["verdict"] in FOOTNOTED and r["reason"]:
+                cell += " " + note(r["reason"])
+            cells.append(cell)
+        disp[name] = cells
+    return disp, notes
+
+
+def readme_section(tables_dirs, readme: Path) -> str:
+    """The verdict section of a README: what ran on each device, the verdicts (claim, paper, one column per device
+    folder), the compact table of the first folder, links to the full tables. Rendered from each folder's
+    tables/claims.csv and its records' provenance; `tables_dirs` is one tables folder or several (one per device,
+    named by its results folder)."""
+    dirs = [Path(tables_dirs)] if isinstance(tables_dirs, (str, Path)) else [Path(d) for d in tables_dirs]
+    here = Path(readme).parent
+    frames = {d.parent.name: read_claims_csv(d / "claims.csv") for d in dirs}
+    tables_dir = dirs[0]
     na_cols = {f"{c}_na": str for c, *_ in COMPACT_COLUMNS}
     compact = pd.read_csv(tables_dir / "compact.csv", dtype={"model": str, "experiment": str, **na_cols})
     compact["leaks"] = compact["leaks"].astype(bool)
     for c in na_cols:
         compact[c] = compact[c].astype(object).where(compact[c].notna(), "")
-    disp = claims_display(df, here, evidence=False, readings=False)[["claim", "corpus", "paper", "ours",
-                                                                     "verdict"]]
+    disp, vnotes = device_columns(frames)
     cdisp, notes = compact_display(compact)
-    claims_md = _rel(str(tables_dir / "claims.md"), here)
-    return "\n".join([BEGIN, "", ran_line(metrics_paths), "",
-                      f"Verdicts: {_summary(df)}. Reasons and evidence: [{claims_md}]({claims_md}); rules: "
-                      f"[docs/claims.md]"
-                      f"({_rel('docs/claims.md', here)}).", "", to_markdown(disp).rstrip(), "", UNSTATED, "",
-                      to_markdown(cdisp).rstrip(), ""] + [f"{i + 1}. {n}" for i, n in enumerate(notes)]
-                     + ["", END])
+    ran = [f"- {d.parent.name}: {ran_line(find_records(d.parent)['metrics'], d.parent)}" for d in dirs]
+    verdicts = []
+    for d in dirs:
+        md = _rel(str(d / "claims.md"), here)
+        verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
+    letters = [device_columns_marker(i) for i in range(len(vnotes))]
+    return "\n".join([BEGIN, "", "What ran:", "", *ran, "", "Verdicts:", "", *verdicts, "",
+                      f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
+                      f"averaged.", "", to_markdown(disp).rstrip(), ""]
+                     + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
+                     + ["", UNSTATED, "", f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
+                     + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])
 
 
-def ran_line(metrics_paths) -> str:
-    """One line: what ran (runs, seeds, device, commit, dates), from the runs' records."""
+def device_columns_marker(i: int) -> str:
+    return f"[{chr(ord('a') + i % 26) * (1 + i // 26)}]"
+
+
+def ran_line(metrics_paths, root: Path | None = None) -> str:
+    """One line: what ran (runs, seeds, device, commit, dates), from the runs' records; a folder without runs: the
+    device benchmark's record (bench/device.json)."""
     recs = load_metrics(list(metrics_paths))
+    device = Path(root) / "bench" / "device.json" if root is not None else None
+    if not recs and device is not None and device.exists():
+        rec = json.loads(device.read_text(encoding="utf-8"))
+        prov = rec.get("provenance") or {}
+        return (f"benchmarks of freshly initialized models at the paper's sizes (no training), on "
+                f"{prov.get('device')}, commit {str(prov.get('git_commit'))[:7]}, "
+                f"{str(prov.get('timestamp'))[:10]}, {rec['wall_s']['total_s'] / 60:.0f} minutes")
+    if not recs:
+        return "no records"
     seeds = sorted({r["seed"] for r in recs})
     devices = sorted({str(r["provenance"].get("device")) for r in recs})
     commits = sorted({str(r["provenance"].get("git_commit"))[:7] for r in recs})
     stamps = sorted(str(r["provenance"]["timestamp"])[:10] for r in recs if r["provenance"].get("timestamp"))
     dates = (stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}") if stamps else "date unknown"
-    return (f"What ran: {len(recs)} runs, seed(s) {', '.join(map(str, seeds))}, on {', '.join(devices)}, commit "
+    return (f"{len(recs)} runs, seed(s) {', '.join(map(str, seeds))}, on {', '.join(devices)}, commit "
             f"{', '.join(commits)}, {dates}.")
 
 
@@ -313,20 +377,24 @@ def replace_section(text: str, section: str, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Judge the paper's claims from a results folder's records.")
-    ap.add_argument("--records", type=Path, required=True, help="a results folder (runs/, bench/)")
+    ap.add_argument("--records", type=Path, action="append", required=True,
+                    help="a results folder (runs/, bench/), one per device; repeat for a column per device (the "
+                         "first gives the main table and --results-readme)")
     ap.add_argument("--readme", type=Path, default=None, help="a README whose claims section to render")
     ap.add_argument("--results-readme", type=Path, default=None,
                     help="render this results page (sdgm.publish.results_readme) from the folder's tables")
     ap.add_argument("--check", action="store_true", help="only check that --readme is up to date (exit 1 if not)")
     args = ap.parse_args(argv)
-    rec = find_records(args.records)
-    tables = args.records / "tables"
     if not args.check:
-        for name, p in build_claims(tables, **rec).items():
-            print(f"{name}: {p}")
+        for root in args.records:
+            for name, p in build_claims(root / "tables", **find_records(root)).items():
+                print(f"{name}: {p}")
+    rec = find_records(args.records[0])
+    tables = args.records[0] / "tables"
     if args.readme is not None:
         text = args.readme.read_text(encoding="utf-8")
-        new = replace_section(text, readme_section(tables, args.readme, rec["metrics"]), args.readme)
+        new = replace_section(text, readme_section([r / "tables" for r in args.records], args.readme),
+                              args.readme)
         if args.check:
             return 0 if new == text else 1
         write_text_atomic(args.readme, new)
@@ -334,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results_readme is not None and not args.check:
         from ..publish import results_readme
 
-        root = args.records
+        root = args.records[0]
         figures = sorted((root / "figures").glob("*.png"))
         names = [t for t in ("main", "ablations", "reconstruction", "throughput", "generation", "generation_quality",
                              "scaling",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,36 @@ def to_latex(df: pd.DataFrame, caption: str, label: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_table(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` atomically; returns the paths."""
+NA_CELL = re.compile(r"n/a \((.*)\)", re.S)
+
+
+def footnote_na(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every cell "n/a (reason)" as "n/a [k]", each reason numbered once: a table whose rows repeat one long
+    reason stays readable. Returns the frame to show and the reasons in the order of their numbers."""
+    notes: list[str] = []
+
+    def cell(v):
+        m = NA_CELL.fullmatch(v) if isinstance(v, str) else None
+        if m is None:
+            return v
+        if m.group(1) not in notes:
+            notes.append(m.group(1))
+        return f"n/a [{notes.index(m.group(1)) + 1}]"
+
+    return df.map(cell), notes
+
+
+def write_table(df: pd.DataFrame, stem: Path, caption: str, footnotes: bool = False) -> list[Path]:
+    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` atomically; returns the paths. footnotes: the Markdown and
+    LaTeX show each "n/a (reason)" as a numbered marker with the reasons below (the CSV keeps every cell whole)."""
     stem = Path(stem)
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    shown, notes = footnote_na(df) if footnotes else (df, [])
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths[1], to_markdown(df))
-    write_text_atomic(paths[2], to_latex(df, caption, label=f"tab:{stem.name}"))
+    write_text_atomic(paths[1], to_markdown(shown) + "".join(f"\n{i + 1}. {n}" for i, n in enumerate(notes))
+                      + ("\n" if notes else ""))
+    write_text_atomic(paths[2], to_latex(shown, caption + "".join(f" [{i + 1}] {n}." for i, n in enumerate(notes)),
+                                         label=f"tab:{stem.name}"))
     return paths
 
 

@@ -21,10 +21,12 @@ REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 CONTRADICTED = "contradicted"
 NOT_MEASURED = "not measured"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONTRADICTED, NOT_MEASURED)
+NOT_COMPARABLE = "not comparable"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURED)
 
 ONE_SEED = "one seed: no interval"
-KINDS = ("value", "engineering", "direction", "slope", "procedure", "competitive", "unmeasured")
+KINDS = ("value", "engineering", "direction", "slope", "procedure", "competitive", "unmeasured", "factor",
+         "unstated_device")
 SOURCES = ("metrics", "throughput", "generation", "scaling", "gmm", "quality")
 NEEDS = {  # fields each kind must have, beyond id, claim, where, kind, corpus
     "value": ("source", "metric", "experiment", "paper", "tolerance"),
@@ -34,7 +36,10 @@ NEEDS = {  # fields each kind must have, beyond id, claim, where, kind, corpus
     "procedure": ("source", "experiment"),
     "competitive": ("source", "metric", "sets", "experiment", "than", "tolerance"),
     "unmeasured": ("reason",),
+    "factor": ("source", "metric", "experiment", "than", "better", "paper", "paper_baselines", "tolerance"),
+    "unstated_device": ("source", "metric", "experiment", "paper", "reading", "judged_by"),
 }
+NOT_ON_DEVICE = "not measured on this device"
 
 CLAIMS_COLUMNS = ["id", "claim", "reading", "where", "kind", "corpus", "corpus_stated", "metric", "unit", "experiment",
                   "compared_with", "paper_value", "paper_text", "ours_value", "ours_ci_low", "ours_ci_high", "n",
@@ -68,7 +73,10 @@ def load_claims(path: str | Path | None = None) -> dict:
         seen.add(c["id"])
         if c["kind"] not in KINDS:
             raise ReportError(f"{where}: kind {c['kind']!r} is not one of {', '.join(KINDS)}")
-        missing = [k for k in NEEDS[c["kind"]] if c.get(k) is None]
+        if "measures" in c:
+            _check_measures(c["measures"], where)
+        given = {**c, **({"source": "measures", "metric": "measures"} if "measures" in c else {})}
+        missing = [k for k in NEEDS[c["kind"]] if given.get(k) is None]
         if missing:
             raise ReportError(f"{where}: a {c['kind']} claim needs {', '.join(missing)}")
         if "source" in c and c["source"] not in SOURCES:
@@ -81,8 +89,22 @@ def load_claims(path: str | Path | None = None) -> dict:
             raise ReportError(f"{where}: paper must be a number or null, got {c['paper']!r}")
         if "than" in c and (not isinstance(c["than"], list) or not c["than"]):
             raise ReportError(f"{where}: than must be a non-empty list of experiments")
+        pb = c.get("paper_baselines")
+        if c["kind"] == "factor" and "rel" not in tolerances.get(c.get("tolerance"), {}):
+            raise ReportError(f"{where}: a factor claim needs a relative tolerance ('rel')")
+        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(_is_number(v) and v > 0
+                                                                                   for v in pb)):
+            raise ReportError(f"{where}: paper_baselines must be [lowest, highest], two positive numbers")
     return {"source": data.get("source", "the SDGM paper"), "tolerances": tolerances, "claims": data["claims"],
             "compact": data.get("compact") or {"rows": [], "engineering_corpus": None}}
+
+
+def _check_measures(measures, where: str) -> None:
+    if not isinstance(measures, list) or not measures:
+        raise ReportError(f"{where}: measures must be a non-empty list of {{source, metric}}")
+    for m in measures:
+        if not isinstance(m, dict) or m.get("source") not in SOURCES or not m.get("metric"):
+            raise ReportError(f"{where}: each measure needs a source (one of {', '.join(SOURCES)}) and a metric")
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------------
@@ -162,6 +184,14 @@ class Evidence:
         recs = self.metrics if source == "metrics" else self.bench[source]
         return sorted((r for r in recs if r["corpus"] == corpus and r["experiment"] == experiment),
                       key=lambda r: r["seed"])
+
+    def has(self, source: str) -> bool:
+        """Does this folder hold any record of `source`?"""
+        if source == "scaling":
+            return self.scaling is not None
+        if source == "gmm":
+            return bool(self.gmm)
+        return bool(self.metrics if source == "metrics" else self.bench[source])
 
     def leaking(self, experiments, corpus: str | None = None) -> list[str]:
         """The experiments (of `corpus`, or any) with a run that failed the causality audit."""
@@ -501,8 +531,87 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
                 verdict=verdict, reason=reason, evidence=paths)
 
 
+def _means(ev: Evidence, claim: dict, names: list[str]):
+    """({experiment: mean}, reasons, evidence paths, fewest records) or ({}, reason, paths, 0) when one lacks a
+    value."""
+    vals, missing, paths = {}, [], []
+    for e in names:
+        v, miss, p = _values(ev, claim, e)
+        vals[e], missing, paths = v, missing + miss, paths + p
+    absent = [e for e in names if not vals[e]]
+    if absent:
+        return {}, f"no value for {', '.join(absent)}: " + "; ".join(missing), paths, 0
+    return {e: float(np.mean(v)) for e, v in vals.items()}, "; ".join(missing), paths, min(map(len, vals.values()))
+
+
+def paper_factors(claim: dict) -> tuple[float, float]:
+    """(smallest, largest) factor by which the paper has SDGM better than its baselines: its number against the
+    range of theirs (`paper_baselines`), lower-is-better claims as theirs / ours, higher-is-better as ours / theirs."""
+    paper, (lo, hi) = float(claim["paper"]), sorted(float(v) for v in claim["paper_baselines"])
+    return (lo / paper, hi / paper) if claim["better"] == "lower" else (paper / hi, paper / lo)
+
+
+def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
+    """factor (relative efficiency on one device): f_m = value(m) / value(experiment) where lower is better, the
+    inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= f_paper / (1 +
+    tol), f_paper the paper's smallest factor; contradicted when f < 1 / (1 + tol); otherwise not reproduced."""
+    names = [claim["experiment"], *claim["than"]]
+    lo, hi = paper_factors(claim)
+    paper = {"paper_value": lo, "paper_text": f"x{lo:.2f}-{hi:.2f}, {claim.get('paper_text', '')}".rstrip(", ")}
+    means, notes, paths, n = _means(ev, claim, names)
+    if not means:
+        return _row(claim, reason=notes, evidence=paths, **paper)
+    if min(means.values()) <= 0:
+        return _row(claim, reason="a value <= 0: no ratio ("
+                    + ", ".join(f"{e} {means[e]:.4g}" for e in names) + ")", evidence=paths, **paper)
+    ours = means[claim["experiment"]]
+    lower = claim["better"] == "lower"
+    f = {m: means[m] / ours if lower else ours / means[m] for m in claim["than"]}
+    closest = min(f, key=f.get)
+    fc = f[closest]
+    rel = float(claims["tolerances"][claim["tolerance"]]["rel"])
+    need, worse = lo / (1 + rel), 1 / (1 + rel)
+    verdict = REPRODUCED if fc >= need else CONTRADICTED if fc < worse else NOT_REPRODUCED
+    each = ", ".join(f"{m} x{f[m]:.3g}" for m in claim["than"])
+    word = "lower" if lower else "higher"
+    reason = (f"one record per model: no interval; {claim['experiment']} {ours:.4g} {claim.get('unit', '')}, "
+              f"{word} is better; factor over each baseline: {each}; closest: {closest} x{fc:.3g}; paper "
+              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (x{lo:.3g} / (1 + {rel:g}), {claim['tolerance']})")
+    if verdict == REPRODUCED:
+        reason += (": inside the paper's range" if fc <= hi else ": beyond the paper's range") if fc >= lo else \
+            ": within the tolerance of the paper's smallest factor"
+    elif verdict == CONTRADICTED:
+        reason += f"; the other way: {closest} is better by x{1 / fc:.3g}"
+    elif fc < 1 + rel:
+        reason += f": within x{1 + rel:g} of {closest}, no difference established"
+    else:
+        reason += ": better than every baseline, by less than the paper's factor"
+    if notes:
+        reason += f"; {notes}"
+    return _row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict, reason=reason,
+                evidence=paths, **paper)
+
+
+def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
+    """unstated_device (an absolute speed or memory of a device the paper does not name): our value beside the
+    paper's, always "not comparable", with our device and the claim that judges it relatively."""
+    values, missing, paths = _values(ev, claim, claim["experiment"])
+    if not values:
+        return _row(claim, reason="; ".join(missing), evidence=paths)
+    mean, lo, hi, n = interval(values)
+    recs = ev.records(claim["source"], claim["corpus"], claim["experiment"])
+    devices = sorted({str((r.get("provenance") or {}).get("device") or r.get("device") or "an unnamed device")
+                      for r in recs})
+    reason = (f"the paper names no device, precision or software for its {claim['paper']:,g} "
+              f"{claim.get('unit', '')}; ours is of {', '.join(devices)}; judged against the baselines on one "
+              f"device instead: {claim['judged_by']}")
+    return _row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, verdict=NOT_COMPARABLE,
+                reason=reason, evidence=paths)
+
+
 JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_direction, "slope": judge_slope,
-          "procedure": judge_procedure, "competitive": judge_competitive,
+          "procedure": judge_procedure, "competitive": judge_competitive, "factor": judge_factor,
+          "unstated_device": judge_unstated_device,
           "unmeasured": lambda claims, claim, ev: _row(claim, reason=" ".join(str(claim["reason"]).split()))}
 
 
@@ -510,9 +619,33 @@ def _experiments(claim: dict) -> list[str]:
     return [e for e in [claim.get("experiment"), *claim.get("than", [])] if e]
 
 
+def choose_measure(claim: dict, ev: Evidence) -> tuple[dict, str]:
+    """The claim with the source and metric of its first measure under which every experiment it compares has a
+    value (else the measure with the most), and a note naming it; a claim without `measures` as it is."""
+    if "measures" not in claim:
+        return claim, ""
+    best = None
+    for m in claim["measures"]:
+        c = {**claim, **m}
+        have = sum(bool(_values(ev, c, e)[0]) for e in _experiments(c))
+        if best is None or have > best[0]:
+            best = have, c
+        if have == len(_experiments(c)):
+            break
+    c = best[1]
+    return c, f"measure: {c['source']} {c['metric']}"
+
+
 def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
-    """One claim's row. Evidence from a run that leaks future tokens turns any verdict into "not measured"."""
+    """One claim's row. Evidence from a run that leaks future tokens turns any verdict into "not measured"; a claim
+    whose source has no record at all in the folder reads "not measured on this device"."""
+    sources = [m["source"] for m in claim.get("measures", [])] or [claim.get("source")]
+    claim, note = choose_measure(claim, ev)
     row = JUDGES[claim["kind"]](claims, claim, ev)
+    if row["verdict"] == NOT_MEASURED and claim["kind"] != "unmeasured" and not any(ev.has(s) for s in sources):
+        row["reason"] = f"{NOT_ON_DEVICE}: no {' or '.join(sources)} record in this folder"
+    elif note and len(claim.get("measures", [])) > 1:
+        row["reason"] = f"{note}; {row['reason']}"
     if claim["kind"] not in ("slope", "unmeasured"):
         corpus = None if claim["corpus"] == "all" else claim["corpus"]
         leaking = ev.leaking(_experiments(claim), corpus)
