@@ -112,7 +112,7 @@ def state_bytes(state) -> int:
             todo.extend(x.values())
         elif isinstance(x, (list, tuple)):
             todo.extend(x)
-        elif hasattr(x, "__dict__"):
+        elif isinstance(getattr(x, "__dict__", None), dict):  # objects (a cache); not compiled functions' wrappers
             todo.extend(vars(x).values())
     return total
 

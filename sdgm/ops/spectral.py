@@ -138,7 +138,7 @@ class AtomStream:
         self.params, self.period = (amplitude, frequency, phase), float(period)
         self.key = None  # the parameters' versions the tables below belong to
         self.p = None  # the position of S; sin and cos are one position on
-        self.fused = None  # on a CPU with the rotation kernels: S and the next step in one pass
+        self.fused = False  # on a CPU with the rotation kernels: S and the next step in one pass
 
     def at(self, p: int) -> torch.Tensor:
         amplitude, frequency, phase = self.params
@@ -149,7 +149,7 @@ class AtomStream:
                 self.key, self.p = key, None
                 self.S = torch.empty_like(self.cw)
                 cpu = amplitude.device.type == "cpu" and amplitude.dtype == torch.float32
-                self.fused = _cpu_rotate_block() if cpu and rotation_status(amplitude.device)[0] else None
+                self.fused = cpu and rotation_status(amplitude.device)[0]
             if p == self.p:
                 return self.S
             if self.p is None or p != self.p + 1 or p % ROTATION_ANCHOR == 0:  # an exact anchor at p
@@ -158,8 +158,8 @@ class AtomStream:
                 theta = u.frac_().float().mul_(2 * math.pi)
                 self.sin, self.cos = torch.sin(theta), torch.cos(theta)
             a = amplitude.detach()
-            if self.fused is not None:  # S = A sin, then sin and cos rotated one step, in one pass
-                self.fused(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
+            if self.fused:  # S = A sin, then sin and cos rotated one step, in one pass
+                _cpu_rotate_block()(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
                            self.sw.numpy(), 1, self.S.numpy()[None])
             else:
                 torch.mul(a, self.sin, out=self.S)
