@@ -173,6 +173,7 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
 
 def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_path):
     """Each process carries the state of its own streams: another number of processes cannot continue them."""
+    from sdgm.checkpoint import sha256_file
     from sdgm.data import load_tokens
     from sdgm.train import CheckpointError, TrainConfig, Trainer
 
@@ -189,6 +190,8 @@ def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_pat
     ck = torch.load(tmp_path / "last.pt", weights_only=False)
     assert ck["processes"] == 1 and ck["carry"] is not None
     torch.save({**ck, "processes": 2, "ranks": [{"rng": ck["rng"], "carry": ck["carry"]}] * 2}, tmp_path / "last.pt")
+    meta = json.loads((tmp_path / "last.pt.json").read_text())  # as two processes would have recorded it
+    (tmp_path / "last.pt.json").write_text(json.dumps({**meta, "sha256": [sha256_file(tmp_path / "last.pt")]}))
     with pytest.raises(CheckpointError, match=r"written by 2 training process\(es\) reading contiguous streams.*"
                                               r"resumes only with 2 \(now 1\)"):
         trainer().try_resume()

@@ -177,7 +177,7 @@ def test_slope_fit_uses_lengths_from_min_length_only():
 RATES = {"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10}
 TINY = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4, repeats=1, warmup=0, slope_min_length=8,
             device="cpu", rates=RATES, log=lambda *a: None)
-LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_triton", "attention", "linformer")
+LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_rotation", "sdgm_triton", "attention", "linformer")
 
 
 @pytest.mark.e2e  # long: every layer, both views, both modes (about 11 s)
@@ -195,16 +195,17 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
         assert r["time_per_sequence_s"] == pytest.approx(r["time_per_batch_s"] / r["B"])
         assert r["peak_mem_bytes"] > 0
         fl = r["floor"]
-        assert fl["time_s"] == max(fl["parts_s"].values()) and fl["bound"] in ("flops", "sines", "bytes")
+        assert fl["time_s"] == max(fl["parts_s"].values())
+        assert fl["bound"] in ("flops", "sines", "bytes") + (("vector_flops",) if r["model"] == "sdgm_rotation" else ())
         assert r["over_floor"] == pytest.approx(r["time_per_batch_s"] / fl["time_s"])
     for view in ("tokens", "batch"):
-        for model in ("sdgm_naive", "sdgm_chunked", "attention", "linformer"):
+        for model in ("sdgm_naive", "sdgm_chunked", "sdgm_rotation", "attention", "linformer"):
             for mode in ("forward", "forward_backward"):
                 fits = rec["slopes"][view][model][mode]
                 assert math.isfinite(fits["time"]["slope"]) and math.isfinite(fits["memory"]["slope"])
         assert rec["slopes"][view]["sdgm_triton"]["forward"]["time"]["slope"] is None
     # each SDGM implementation against attention, per view, length and mode
-    assert len(rec["ratios"]) == 3 * 2 * (3 + 2)
+    assert len(rec["ratios"]) == 4 * 2 * (3 + 2)
     assert all(r["over_attention_time"] > 0 for r in rec["ratios"] if r["model"] != "sdgm_triton")
     assert "Linformer baseline trains" in rec["notes"]["linformer"] and "GPT2Attention" in rec["notes"]["attention"]
     assert rec["rates"] == RATES
@@ -218,7 +219,7 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
     assert (naive["over_attention_time"] != "–").all()
     assert table[table.model == "sdgm_triton"]["ms_per_batch"].str.startswith("n/a (").all()
     slopes = bench_report.slopes_table(rec)
-    assert {"time_slope", "memory_slope"} <= set(slopes.columns) and len(slopes) == 2 * 5 * 2
+    assert {"time_slope", "memory_slope"} <= set(slopes.columns) and len(slopes) == 2 * 6 * 2
     paths = bench_report.write_table(table, tmp_path / "scaling", "x")
     assert all(p.stat().st_size > 100 for p in paths)
     png, pdf = bench_report.plot_scaling(rec, tmp_path / "scaling")

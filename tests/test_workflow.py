@@ -190,7 +190,9 @@ def test_default_config_schedules_the_full_paper_dag():
     assert counts["generation"] == n_runs and counts["generation_report"] == 1
     assert counts["interpretability_figures"] == counts["fit_gmm"]
     assert counts["samples_table"] == 1 and counts["results_readme"] == 1
-    assert counts["table_html"] == 7  # main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
+    assert counts["score_samples"] == n_runs and counts["generation_quality"] == 1
+    # main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation, generation_quality
+    assert counts["table_html"] == 8
 
 
 # ---------------------------------------------------------------------------------------- the experiment matrix
@@ -229,18 +231,20 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
-    per_run = 3  # train, sample, generation
+    per_run = 4  # train, sample, generation, score_samples
     n_models = {(e["model"], c) for e in exps.values() for c in e.get("corpora", list(corpora))}
     per_model_corpus = 1  # throughput: once per model and corpus (benchmark.throughput.every_run: false)
     per_gmm_run = 2  # fit_gmm, interpretability_figures
     per_corpus = 2  # fetch_corpus, tokenize
-    tables = 7  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation
-    once = 8  # report, scaling, bench_report, generation_report, samples_table, claims, results_readme, all
+    tables = 8  # table_html: main, ablations, reconstruction, throughput, scaling, scaling_slopes, generation,
+    # generation_quality
+    once = 9  # report, scaling, bench_report, generation_report, generation_quality, samples_table, claims,
+    # results_readme, all
     expected = (per_run * n_runs + per_model_corpus * len(n_models) + per_gmm_run * n_gmm
                 + per_corpus * len(corpora) + tables + once)
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
-    assert expected == 391
-    assert jobs_total(out) == expected == 391
+    assert expected == 501
+    assert jobs_total(out) == expected == 501
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
         assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
