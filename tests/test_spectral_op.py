@@ -482,3 +482,16 @@ with torch.inference_mode():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "rotation auto on cpu", out.stdout
+
+
+def test_the_rotation_check_leaves_the_global_random_stream_alone():
+    """A process's first decoder call runs the kernels' self-check; a training run that resumes in another process
+    (where the check already ran, or not) must draw the same random numbers, so the check uses its own generator."""
+    from sdgm.ops import spectral_cpu
+
+    spectral_cpu.cpu_status.cache_clear()
+    torch.manual_seed(5)
+    assert spectral_cpu.cpu_status()[0]
+    after_check = torch.rand(3)
+    torch.manual_seed(5)
+    torch.testing.assert_close(torch.rand(3), after_check, rtol=0, atol=0)

@@ -349,7 +349,8 @@ def test_a_changed_parameter_is_a_new_run_directory_in_the_dag(tmp_path):
 def check_claims_outputs(res: Path) -> None:
     """The claims and compact tables of a finished run of the workflow, and results/README.md leading with them."""
     claims = pd.read_csv(res / "tables" / "claims.csv")
-    assert set(claims.verdict) <= {"reproduced", "not reproduced", "contradicted", "not measured"} and len(claims) > 15
+    verdicts = {"reproduced", "not reproduced", "contradicted", "not measured", "not comparable"}
+    assert set(claims.verdict) <= verdicts and len(claims) > 15
     for col in ("paper_value", "ours_value", "ours_ci_low", "ours_ci_high", "n", "tolerance"):
         assert pd.api.types.is_numeric_dtype(claims[col]), col  # numbers only; reasons in their own column
     assert claims.set_index("id").loc["ptb-val-ppl", "ours_value"] > 1

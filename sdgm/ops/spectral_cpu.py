@@ -250,9 +250,10 @@ def cpu_status() -> tuple[bool, str]:
         # gradients on, whatever the caller's mode: the first decoder call of a process may come under no_grad
         # (generation, scoring), and its answer is kept for the whole process
         with torch.inference_mode(False), torch.enable_grad():
+            g = torch.Generator().manual_seed(0)  # its own: the training's random stream must not see this check
             for B in (1, FUSED_MAX_BATCH + 1):  # the fused and the blocked kernels
-                c = torch.rand(B, 3, 2, requires_grad=True)
-                p = torch.rand(2, 5, requires_grad=True)
+                c = torch.rand(B, 3, 2, generator=g).requires_grad_()
+                p = torch.rand(2, 5, generator=g).requires_grad_()
                 RotationSpectralDecode.apply(c, p, p, p, torch.arange(3), 3.0).sum().backward()
     except Exception as e:  # noqa: BLE001 -- any failure to build means: use the torch implementation
         return False, f"{type(e).__name__}: {e}".splitlines()[0]
