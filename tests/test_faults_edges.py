@@ -287,7 +287,8 @@ def test_training_that_does_not_fit_is_refused_before_the_first_step(tokens, tmp
 
 
 MEASURE = textwrap.dedent("""
-    import json, resource, sys, torch
+    import json, sys, torch
+    from sdgm.bench.timing import peak_rss_bytes
     from sdgm.data import load_tokens
     from sdgm.memory import rss_bytes
     from sdgm.registry import build_model
@@ -311,7 +312,9 @@ MEASURE = textwrap.dedent("""
         t.opt.zero_grad()
         loss.backward()
         t.opt.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not getrusage's ru_maxrss: that one starts at the parent's peak at the fork (the pytest process, which
+    # has grown past this child's peak by the time the whole suite reaches here)
+    peak = peak_rss_bytes()
     print(json.dumps({"estimate": est["estimate_bytes"], "parts": est["parts"], "before": before, "peak": peak}))
 """)
 
