@@ -378,14 +378,14 @@ class RotationSpectralDecode(torch.autograd.Function):
             _forward_fused(cf, amp, rot, out)
         else:
             _forward_blocked(cf, amp, rot, out, _block(K, D))
-        ctx.save_for_backward(c, amplitude, positions)
-        ctx.rot, ctx.period = rot, period
+        ctx.save_for_backward(c, amplitude, frequency, phase, positions)
+        ctx.p0, ctx.step, ctx.period = p0, step, period
         return out.to(c.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         _threads(_kernels()[0])
-        c, amplitude, positions = ctx.saved_tensors
+        c, amplitude, frequency, phase, positions = ctx.saved_tensors
         B, L, K = c.shape
         D = amplitude.shape[1]
         need_c, need_a, need_f, need_p = ctx.needs_input_grad[:4]
@@ -395,13 +395,14 @@ class RotationSpectralDecode(torch.autograd.Function):
         amp = amplitude.detach().to(torch.float32).contiguous()
         grads = (torch.zeros(B, L, K), torch.zeros(K, D), torch.zeros(K, D), torch.zeros(K, D))  # dC, dA, dPc, dFc
         wpos = (positions.to(torch.float64) * (2 * math.pi / ctx.period)).to(torch.float32).contiguous()  # (L,)
+        rot = Rotation(frequency, phase, ctx.p0, ctx.step, ctx.period)
         if B <= FUSED_MAX_BATCH:
-            _backward_fused(cf, g, amp, ctx.rot, wpos, grads, need_c, need_params)
+            _backward_fused(cf, g, amp, rot, wpos, grads, need_c, need_params)
         else:
-            _backward_blocked(cf, g, amp, ctx.rot, wpos, grads, need_c, need_params, _block(K, D))
+            _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, _block(K, D))
         dc, da, dpc, dfc = grads
         return (dc.to(c.dtype) if need_c else None, da.to(amplitude.dtype) if need_a else None,
-                (dfc * amp).to(amplitude.dtype) if need_f else None, (dpc * amp).to(amplitude.dtype) if need_p else None,
+                dfc.mul_(amp).to(amplitude.dtype) if need_f else None, dpc.mul_(amp).to(amplitude.dtype) if need_p else None,
                 None, None)
 
 
