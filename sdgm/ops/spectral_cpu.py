@@ -261,17 +261,18 @@ def cpu_status() -> tuple[bool, str]:
 
 
 class Rotation:
-    """Per call: the float64 anchor state at the first position, the fp32 rotation by one step and the float64
-    rotation by ANCHOR steps, all (K, D). Angles are taken in turns and reduced before any sine."""
+    """One pass over the positions: the float64 anchor state at the first position, the fp32 rotation by one step
+    and the float64 rotation by ANCHOR steps, all (K, D). Angles are taken in turns and reduced before any sine."""
 
     def __init__(self, frequency: torch.Tensor, phase: torch.Tensor, p0: float, step: float, period: float):
         f = frequency.detach().to(torch.float64)
         u0 = torch.addcmul(phase.detach().to(torch.float64) / (2 * math.pi), f, torch.tensor(p0 / period,
                                                                                             dtype=torch.float64))
         theta0 = u0.frac_().mul_(2 * math.pi)
-        # (K, D) kept in fp32 between forward and backward (an fp32 rounding of the start, ~6e-8, that the float64
-        # anchors carry unchanged), advanced in float64
-        self.sin0, self.cos0 = torch.sin(theta0).float(), torch.cos(theta0).float()
+        # (K, D) float64, advanced in place by segments(): a Rotation serves one pass over the positions (forward and
+        # backward build their own, from the same inputs, so they walk the same anchors)
+        self.sd, self.cd = torch.sin(theta0).numpy(), torch.cos(theta0).numpy()
+        del u0, theta0
         self.cw, self.sw = rotation_step(frequency, step / period)  # (K, D) fp32: one step
         wj = (f * (step * ANCHOR / period)).frac_().mul_(2 * math.pi)
         self.cj, self.sj = torch.cos(wj).numpy(), torch.sin(wj).numpy()  # (K, D) float64: ANCHOR steps
@@ -279,7 +280,7 @@ class Rotation:
     def segments(self, L: int):
         """Yields (t0, n, anc_s, anc_c) over [0, L): anchors (nb, K, D) fp32 at t0, t0 + ANCHOR, ..."""
         anchors = _kernels()[1]
-        sd, cd = self.sin0.double().numpy(), self.cos0.double().numpy()  # advanced in place, segment by segment
+        sd, cd = self.sd, self.cd  # advanced in place, segment by segment
         K, D = sd.shape
         seg = ANCHOR * SEGMENT_ANCHORS
         buf_s = np.empty((SEGMENT_ANCHORS, K, D), np.float32)
@@ -358,8 +359,9 @@ def _block(K: int, D: int) -> int:
 
 
 class RotationSpectralDecode(torch.autograd.Function):
-    """X_hat = C S with S advanced by rotation. Saves C, the parameters and the (K, D) rotation tables; all
-    arithmetic in fp32 (the output has C's dtype)."""
+    """X_hat = C S with S advanced by rotation. Saves C and the parameters; forward and backward each build the
+    (K, D) rotation tables (a few K D float64 sines, next to the B L K D of the pass); all arithmetic in fp32 (the
+    output has C's dtype)."""
 
     @staticmethod
     def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
