@@ -438,6 +438,24 @@ except SpectralOpError as e:
     assert "refused: decoder 'rotation' cannot run here" in out.stdout and "pip install numba" in out.stdout
 
 
+def test_the_rotation_kernels_leave_torch_its_thread_count():
+    """numba's OpenMP layer, when it starts, sets the process's OpenMP thread count, torch's too: a fresh process
+    that asked torch for 1 thread keeps 1 (and 2 keeps 2) through the kernels' first load and use."""
+    code = """
+import sys, torch
+n = int(sys.argv[1])
+torch.set_num_threads(n)
+from sdgm.ops.spectral import spectral_decode
+c, A = torch.randn(5, 40, 3, requires_grad=True), torch.randn(3, 4)
+spectral_decode(c, A, A.abs(), A, torch.arange(40), 8.0, impl="rotation").sum().backward()
+print(torch.get_num_threads())
+"""
+    for n in (1, 2):
+        out = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.split()[-1] == str(n), (n, out.stdout)
+
+
 def test_chunked_refuses_a_bad_block():
     A, F, P = params()
     with pytest.raises(SpectralOpError, match="block must be at least 1"):

@@ -99,11 +99,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_corpus, tmp_path):
         other.try_resume()
 
 
-# decoder chunked: the rotation decoder's results were seen to differ by ~1e-7 between a fresh process and one that
-# had run other decoder sizes first (an open defect, docs/spectral-decoder.md); exact resume is the trainer's
-# property under test here
-RUN_KW = dict(corpus="tiny", experiment="sdgm", model="sdgm",
-              model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "chunked"},
+RUN_KW = dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
               train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 40,
                                "checkpoint_every_steps": 7, "log_every_steps": 1, "device": "cpu", "patience": 50},
               seed=3, progress=False)

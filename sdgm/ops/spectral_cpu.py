@@ -239,6 +239,14 @@ def _kernels():
                     sr[d] = x * cwr[d] + y * swr[d]
                     cr[d] = y * cwr[d] - x * swr[d]
 
+    # numba's threading layer starts at its first set_num_threads or parallel call, and its OpenMP layer then sets
+    # the OpenMP thread count of the whole process, which is torch's intra-op count too (1 became the core count,
+    # with numba 0.68 and torch 2.13): a job's thread setting was lost, and a process whose first decoder call came
+    # later than another's computed the rest of its run with other reduction orders. Start it here, once, and give
+    # torch its count back.
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(threads)
     return numba, anchors, forward, backward, rotate_block, param_sums
 
 
