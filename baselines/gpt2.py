@@ -7,7 +7,7 @@
 `GPT2LMHeadModel` built from a `GPT2Config` (no pretrained weights, no GPT-2 tokenizer): our vocabulary, our
 context length (n_positions = seq_len), attention through torch's scaled_dot_product_attention
 (attn_implementation="sdpa"), which applies GPT-2's causal mask. transformers is imported when a model is built,
-so importing sdgm.registry stays light.
+so importing sdgm.models.registry stays light.
 
 Generation uses transformers' own key/value cache (`past_key_values`, a `DynamicCache`): a prompt of P < L tokens
 is one forward that fills the cache, then each new token is one forward of that token at position t against the
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from sdgm.interface import LanguageModel, append_to_window
+from sdgm.models.interface import LanguageModel, append_to_window
 
 
 @dataclass

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sdgm.interface import LanguageModel, append_to_window
+from sdgm.models.interface import LanguageModel, append_to_window
 
 
 @dataclass

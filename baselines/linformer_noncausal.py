@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdgm.interface import LanguageModel
+from sdgm.models.interface import LanguageModel
 
 
 @dataclass

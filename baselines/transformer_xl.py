@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sdgm.interface import LanguageModel
+from sdgm.models.interface import LanguageModel
 
 
 @dataclass

@@ -1,23 +1,33 @@
-"""sdgm-bench: the Spectral Dictionary Generative Model and the harness that benchmarks it.
+"""sdgm-bench: the Spectral Dictionary Generative Model and the harness that benchmarks it, in parts, each
+importing only parts listed before it (its docstring names which; tests/test_layout.py checks the directions):
 
-`build_model` and `load_run` are imported lazily, so that light modules (sdgm.config, used by Snakemake while it
-parses the workflow) do not pull in torch.
+    common      atomic writes, reasons, schemas, timing, the workflow-script preamble, the import guard
+    data        corpora: sources, content checks, tokenization
+    reporting   every table, figure and page made from the records (no torch)
+    models      the model contract and the catalog: interface, contract checks, catalog, registry
+    spectral    SDGM itself: model, losses, GMM prior, spectral decoder ops, interpretability figures
+    harness     what trains and evaluates any model: config, train, checkpoint, evaluate, experiment, generate, ...
+    bench       the benchmarks
+    published   the published store, campaigns and GPU windows
+
+`build_model` and `load_run` (sdgm.models.registry) are imported lazily, so that light modules (sdgm.harness.config,
+used by Snakemake while it parses the workflow) do not pull in torch.
 """
 
 import os as _os
 
 __all__ = ["build_model", "load_run"]
 
-# Tests run every workflow job with only its conda environment's packages importable (sdgm/importguard.py).
+# Tests run every workflow job with only its conda environment's packages importable (sdgm/common/importguard.py).
 if _os.environ.get("SDGM_IMPORT_GUARD"):
-    from .importguard import install as _install_import_guard
+    from .common.importguard import install as _install_import_guard
 
     _install_import_guard(_os.environ["SDGM_IMPORT_GUARD"])
 
 
 def __getattr__(name):
     if name in __all__:
-        from . import registry
+        from .models import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module 'sdgm' has no attribute {name!r}")

@@ -23,7 +23,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 
 from helpers import write_grammar_corpus, write_toy_corpus  # noqa: E402
-from sdgm.data import tokenize_corpus  # noqa: E402
+from sdgm.data.tokens import tokenize_corpus  # noqa: E402
 
 # One intra-op thread in the test process. The models here are tiny, so a second thread gains nothing, and on a
 # machine whose cores are busy with other work two threads that wait on each other made single tests 3-10x slower.
@@ -105,7 +105,7 @@ def require(req: Requirement, environ=os.environ) -> None:
 
 def pytest_collection_finish(session):
     """Move the objects that live through the session (modules, collected tests) out of the garbage collector's
-    view: the benchmarks call gc.collect() before every case they measure (sdgm.bench.timing.free_memory), and
+    view: the benchmarks call gc.collect() before every case they measure (sdgm.common.timing.free_memory), and
     each full collection walked all of them, 0.2-0.4 s a call. Garbage made by the tests is collected as before."""
     gc.freeze()
 

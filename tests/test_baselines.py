@@ -9,7 +9,7 @@ import torch
 
 from helpers import random_ids
 from baselines.linformer import attention_reference
-from sdgm.registry import build_model, load_run, save_run
+from sdgm.models.registry import build_model, load_run, save_run
 
 REPO = Path(__file__).resolve().parents[1]
 V, L = 50, 24
@@ -62,7 +62,7 @@ def test_unknown_option_is_refused(name):
 
 
 def test_importing_the_registry_loads_no_baseline_library():
-    code = "import sys, sdgm.registry; print(sorted({'transformers', 'linformer'} & set(sys.modules)))"
+    code = "import sys, sdgm.models.registry; print(sorted({'transformers', 'linformer'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

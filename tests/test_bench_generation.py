@@ -8,13 +8,13 @@ import torch
 import torch.nn as nn
 
 from helpers import random_ids
-from sdgm import generation_report
+from sdgm.reporting import generation_report
 from sdgm.bench.generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
                                    measure_generation, measure_path, state_bytes)
-from sdgm.experiment import run_training
-from sdgm.generate import sample_autoregressive
-from sdgm.registry import build_model
-from sdgm.train import TrainConfig
+from sdgm.harness.experiment import run_training
+from sdgm.harness.generate import sample_autoregressive
+from sdgm.harness.train import TrainConfig
+from sdgm.models.registry import build_model
 
 V, L = 40, 8
 SMALL = {
@@ -177,7 +177,7 @@ def test_generation_record_table_and_figure(trained_runs, tmp_path):
 def test_state_bytes_of_sdgm_counts_its_atom_stream():
     """SDGM's decoding state holds the atom stream (sin, cos, S and one rotation step: 5 K x D fp32, shared by the
     batch) beside the last kernel_size - 1 embeddings; its parameters and compiled kernels are not state."""
-    from sdgm.model import SDGM, SDGMConfig
+    from sdgm.spectral.model import SDGM, SDGMConfig
 
     m = SDGM(SDGMConfig(vocab_size=V, d_model=16, n_atoms=8, seq_len=L)).eval()
     state = m.init_decode_state(1)

@@ -8,9 +8,9 @@ import torch
 
 from helpers import SMALL as SMALL_MODELS
 from helpers import take_optimizer_steps
-from sdgm.evaluate import CAUSAL_TOLERANCE, causal_audit, causality_violation
-from sdgm.experiment import run_training
-from sdgm.registry import MODELS, build_model
+from sdgm.harness.experiment import run_training
+from sdgm.models.contract import CAUSAL_TOLERANCE, causal_audit, causality_violation
+from sdgm.models.registry import MODELS, build_model
 
 V, L = 50, 24
 

@@ -397,7 +397,7 @@ def test_factor_claim_file_errors(tmp_path, change, message):
 
 
 def test_factor_claims_agree_with_the_papers_baseline_ranges():
-    ranges = yaml.safe_load((REPO / "sdgm" / "paper_numbers.yaml").read_text())["baseline_ranges"]
+    ranges = yaml.safe_load((REPO / "sdgm" / "reporting" / "paper_numbers.yaml").read_text())["baseline_ranges"]
     keys = {"params_m": "fewer-params", "peak_mem_gb": "less-train-memory", "train_tokens_per_s": "faster-training"}
     claims = {c["id"]: c for c in V.load_claims()["claims"]}
     sdgm = next(r for r in load_paper() if r["experiment"] == "sdgm" and r["corpus"] == "wikitext2")

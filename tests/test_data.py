@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdgm import data
-from sdgm.data import ChecksumError, DataError
+from sdgm.data import sources, tokens
+from sdgm.data.checks import ChecksumError, DataError
 
 # Verified counts (tokens include one <eos> per line).
 EXPECTED = {
@@ -36,12 +36,12 @@ def leftovers(directory: Path) -> list[str]:
 def _prepare(corpus: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp(corpus)
     text_dir, tok_dir = root / "text", root / "tokens"
-    expected_sha = data.shipped_sha256(corpus)
+    expected_sha = sources.shipped_sha256(corpus)
     digests = {
-        split: data.materialize(split, {"type": "shipped", "corpus": corpus}, text_dir / f"{split}.txt", expected_sha[split])
-        for split in data.SPLITS
+        split: sources.materialize(split, {"type": "shipped", "corpus": corpus}, text_dir / f"{split}.txt", expected_sha[split])
+        for split in sources.SPLITS
     }
-    stats = data.tokenize_corpus(text_dir, tok_dir)
+    stats = tokens.tokenize_corpus(text_dir, tok_dir)
     return {"text_dir": text_dir, "tok_dir": tok_dir, "digests": digests, "stats": stats}
 
 
@@ -58,12 +58,12 @@ def ptb(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.parametrize("corpus", ["wikitext2", "ptb"])
 def test_shipped_corpus_digests_and_counts(corpus: str, request: pytest.FixtureRequest) -> None:
     prepared = request.getfixturevalue(corpus)
-    shipped = data.shipped_sha256(corpus)
-    assert set(shipped) == set(data.SPLITS)
+    shipped = sources.shipped_sha256(corpus)
+    assert set(shipped) == set(sources.SPLITS)
     assert prepared["digests"] == shipped
-    for split in data.SPLITS:
+    for split in sources.SPLITS:
         path = prepared["text_dir"] / f"{split}.txt"
-        assert data.sha256_file(path) == shipped[split]
+        assert sources.sha256_file(path) == shipped[split]
         assert prepared["stats"]["splits"][split]["sha256"] == shipped[split]
     # no temporary files left behind
     assert leftovers(prepared["text_dir"]) == ["test.txt", "train.txt", "valid.txt"]
@@ -71,9 +71,9 @@ def test_shipped_corpus_digests_and_counts(corpus: str, request: pytest.FixtureR
     stats = prepared["stats"]
     exp = EXPECTED[corpus]
     assert stats["vocab_size"] == exp["vocab_size"]
-    for split in data.SPLITS:
+    for split in sources.SPLITS:
         assert stats["splits"][split]["tokens"] == exp[f"{split}_tokens"]
-    data.check_counts(stats, exp)  # must not raise
+    tokens.check_counts(stats, exp)  # must not raise
 
     # stats.json on disk equals the returned dict
     assert json.loads((prepared["tok_dir"] / "stats.json").read_text()) == stats
@@ -82,49 +82,49 @@ def test_shipped_corpus_digests_and_counts(corpus: str, request: pytest.FixtureR
 @pytest.mark.parametrize("corpus", ["wikitext2", "ptb"])
 def test_load_tokens_roundtrip(corpus: str, request: pytest.FixtureRequest) -> None:
     prepared = request.getfixturevalue(corpus)
-    splits, vocab = data.load_tokens(prepared["tok_dir"])
+    splits, vocab = tokens.load_tokens(prepared["tok_dir"])
     assert len(vocab) == EXPECTED[corpus]["vocab_size"]
-    assert data.EOS in vocab
-    for split in data.SPLITS:
+    assert tokens.EOS in vocab
+    for split in sources.SPLITS:
         ids = splits[split]
         assert ids.dtype == torch.int64 and ids.dim() == 1
         assert ids.numel() == EXPECTED[corpus][f"{split}_tokens"]
     # id 0 is the first word of train; lines end in <eos>
     first_line = (prepared["text_dir"] / "train.txt").read_text(encoding="utf-8").split("\n", 1)[0]
-    first_tokens = first_line.split() + [data.EOS]
+    first_tokens = first_line.split() + [tokens.EOS]
     assert [vocab[i] for i in splits["train"][: len(first_tokens)].tolist()] == first_tokens
     assert vocab[0] == first_tokens[0]
-    assert sum(1 for i in splits["train"].tolist() if vocab[i] == data.EOS) == prepared["stats"]["splits"]["train"]["lines"]
+    assert sum(1 for i in splits["train"].tolist() if vocab[i] == tokens.EOS) == prepared["stats"]["splits"]["train"]["lines"]
 
 
 def test_ptb_unk_count(ptb: dict) -> None:
     # PTB uses literal <unk> in all splits; every id-<unk> is counted.
-    splits, vocab = data.load_tokens(ptb["tok_dir"])
-    unk_id = vocab.index(data.UNK)
-    for split in data.SPLITS:
+    splits, vocab = tokens.load_tokens(ptb["tok_dir"])
+    unk_id = vocab.index(tokens.UNK)
+    for split in sources.SPLITS:
         assert ptb["stats"]["splits"][split]["unk"] == int((splits[split] == unk_id).sum()) > 0
 
 
 def test_load_tokens_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="vocab.json"):
-        data.load_tokens(tmp_path)
+        tokens.load_tokens(tmp_path)
 
 
 def test_shipped_sha256_unknown_corpus() -> None:
     with pytest.raises(DataError) as exc:
-        data.shipped_sha256("nope")
+        sources.shipped_sha256("nope")
     assert "ptb" in str(exc.value) and "wikitext2" in str(exc.value)
 
 
 def test_shipped_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nope"):
-        data.materialize("train", {"type": "shipped", "corpus": "nope"}, tmp_path / "x.txt", None)
+        sources.materialize("train", {"type": "shipped", "corpus": "nope"}, tmp_path / "x.txt", None)
     assert leftovers(tmp_path) == []
 
 
 def test_unknown_source_type(tmp_path: Path) -> None:
     with pytest.raises(DataError) as exc:
-        data.materialize("train", {"type": "ftp"}, tmp_path / "x.txt", None)
+        sources.materialize("train", {"type": "ftp"}, tmp_path / "x.txt", None)
     for kind in ("shipped", "url", "hf"):
         assert kind in str(exc.value)
     assert leftovers(tmp_path) == []
@@ -133,9 +133,9 @@ def test_unknown_source_type(tmp_path: Path) -> None:
 def test_wrong_checksum_leaves_nothing(tmp_path: Path) -> None:
     dest = tmp_path / "valid.txt"
     wrong = "0" * 64
-    right = data.shipped_sha256("ptb")["valid"]
+    right = sources.shipped_sha256("ptb")["valid"]
     with pytest.raises(ChecksumError) as exc:
-        data.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, wrong)
+        sources.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, wrong)
     msg = str(exc.value)
     assert dest.name in msg and wrong in msg and right in msg
     assert "valid.txt.xz" in msg  # source location
@@ -146,16 +146,16 @@ def test_failed_materialize_keeps_existing_dest(tmp_path: Path) -> None:
     dest = tmp_path / "valid.txt"
     dest.write_bytes(b"old contents\n")
     with pytest.raises(ChecksumError):
-        data.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, "f" * 64)
+        sources.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, "f" * 64)
     assert dest.read_bytes() == b"old contents\n"
     assert leftovers(tmp_path) == ["valid.txt"]
 
 
 def test_no_checksum_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     dest = tmp_path / "test.txt"
-    with caplog.at_level(logging.WARNING, logger="sdgm.data"):
-        digest = data.materialize("test", {"type": "shipped", "corpus": "ptb"}, dest, None)
-    assert digest == data.shipped_sha256("ptb")["test"] == data.sha256_file(dest)
+    with caplog.at_level(logging.WARNING, logger="sdgm.data.sources"):
+        digest = sources.materialize("test", {"type": "shipped", "corpus": "ptb"}, dest, None)
+    assert digest == sources.shipped_sha256("ptb")["test"] == sources.sha256_file(dest)
     assert any(r.levelno == logging.WARNING and "test.txt" in r.getMessage() for r in caplog.records)
 
 
@@ -211,7 +211,7 @@ def url_source(url: str) -> dict:
 
 def test_url_good(server: str, tmp_path: Path) -> None:
     dest = tmp_path / "train.txt"
-    assert data.materialize("train", url_source(server + "/good.txt"), dest, GOOD_SHA) == GOOD_SHA
+    assert sources.materialize("train", url_source(server + "/good.txt"), dest, GOOD_SHA) == GOOD_SHA
     assert dest.read_bytes() == GOOD
     assert leftovers(tmp_path) == ["train.txt"]
 
@@ -219,7 +219,7 @@ def test_url_good(server: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".xz", ".gz"])
 def test_url_compressed_is_decompressed(server: str, tmp_path: Path, suffix: str) -> None:
     dest = tmp_path / "train.txt"
-    assert data.materialize("train", url_source(server + "/good.txt" + suffix), dest, GOOD_SHA) == GOOD_SHA
+    assert sources.materialize("train", url_source(server + "/good.txt" + suffix), dest, GOOD_SHA) == GOOD_SHA
     assert dest.read_bytes() == GOOD
 
 
@@ -227,7 +227,7 @@ def test_url_corrupt(server: str, tmp_path: Path) -> None:
     dest = tmp_path / "train.txt"
     url = server + "/corrupt.txt"
     with pytest.raises(ChecksumError) as exc:
-        data.materialize("train", url_source(url), dest, GOOD_SHA)
+        sources.materialize("train", url_source(url), dest, GOOD_SHA)
     msg = str(exc.value)
     assert url in msg and "train.txt" in msg and GOOD_SHA in msg
     assert leftovers(tmp_path) == []
@@ -237,7 +237,7 @@ def test_url_corrupt(server: str, tmp_path: Path) -> None:
 def test_url_truncated(server: str, tmp_path: Path, path: str) -> None:
     dest = tmp_path / "train.txt"
     with pytest.raises(DataError) as exc:
-        data.materialize("train", url_source(server + path), dest, GOOD_SHA)
+        sources.materialize("train", url_source(server + path), dest, GOOD_SHA)
     msg = str(exc.value)
     assert not isinstance(exc.value, ChecksumError)
     assert "truncated" in msg and f"of {_Handler.routes[path][1]} bytes" in msg
@@ -248,7 +248,7 @@ def test_url_truncated(server: str, tmp_path: Path, path: str) -> None:
 def test_url_404(server: str, tmp_path: Path) -> None:
     url = server + "/missing.txt"
     with pytest.raises(DataError) as exc:
-        data.materialize("train", url_source(url), tmp_path / "train.txt", GOOD_SHA)
+        sources.materialize("train", url_source(url), tmp_path / "train.txt", GOOD_SHA)
     assert url in str(exc.value) and "404" in str(exc.value)
     assert leftovers(tmp_path) == []
 
@@ -258,13 +258,13 @@ def test_url_file_scheme(tmp_path: Path) -> None:
     src.parent.mkdir()
     src.write_bytes(GOOD)
     dest = tmp_path / "out" / "train.txt"
-    assert data.materialize("train", url_source(src.as_uri()), dest, GOOD_SHA) == GOOD_SHA
+    assert sources.materialize("train", url_source(src.as_uri()), dest, GOOD_SHA) == GOOD_SHA
     assert dest.read_bytes() == GOOD
 
 
 def test_url_missing_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="valid"):
-        data.materialize("valid", url_source("http://127.0.0.1:1/x"), tmp_path / "v.txt", None)
+        sources.materialize("valid", url_source("http://127.0.0.1:1/x"), tmp_path / "v.txt", None)
 
 
 # --------------------------------------------------------------------------
@@ -289,10 +289,10 @@ def test_hf_text_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     }
     out_dir = tmp_path / "out"
     dest = out_dir / "train.txt"
-    digest = data.materialize("train", source, dest, data.sha256_file(src))
+    digest = sources.materialize("train", source, dest, sources.sha256_file(src))
     assert dest.read_text(encoding="utf-8").split("\n")[:-1] == lines
     assert dest.read_bytes() == src.read_bytes()
-    assert digest == data.sha256_file(src)
+    assert digest == sources.sha256_file(src)
     assert leftovers(out_dir) == ["train.txt"]
 
 
@@ -304,19 +304,19 @@ def test_hf_text_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_vocab_order_and_encode(tmp_path: Path) -> None:
     train = tmp_path / "train.txt"
     train.write_text("b a b\n\nc\n", encoding="utf-8")
-    vocab = data.build_vocab(train)
-    assert vocab == ["b", "a", data.EOS, "c"]
+    vocab = tokens.build_vocab(train)
+    assert vocab == ["b", "a", tokens.EOS, "c"]
     stoi = {t: i for i, t in enumerate(vocab)}
-    ids = data.encode(train, stoi)
+    ids = tokens.encode(train, stoi)
     assert ids.dtype == torch.int64 and ids.tolist() == [0, 1, 0, 2, 2, 3, 2]
 
 
 def test_encode_oov_without_unk(tmp_path: Path) -> None:
     path = tmp_path / "valid.txt"
     path.write_text("a b\na zebra\n", encoding="utf-8")
-    stoi = {"a": 0, "b": 1, data.EOS: 2}
+    stoi = {"a": 0, "b": 1, tokens.EOS: 2}
     with pytest.raises(DataError) as exc:
-        data.encode(path, stoi)
+        tokens.encode(path, stoi)
     msg = str(exc.value)
     assert "zebra" in msg and "valid.txt" in msg and ":2" in msg
 
@@ -324,20 +324,20 @@ def test_encode_oov_without_unk(tmp_path: Path) -> None:
 def test_encode_oov_with_unk(tmp_path: Path) -> None:
     path = tmp_path / "valid.txt"
     path.write_text("a zebra\n", encoding="utf-8")
-    stoi = {"a": 0, data.UNK: 1, data.EOS: 2}
-    assert data.encode(path, stoi).tolist() == [0, 1, 2]
+    stoi = {"a": 0, tokens.UNK: 1, tokens.EOS: 2}
+    assert tokens.encode(path, stoi).tolist() == [0, 1, 2]
 
 
 def test_check_counts_mismatch() -> None:
-    stats = {"vocab_size": 10, "splits": {s: {"tokens": 100} for s in data.SPLITS}}
-    data.check_counts(stats, {"vocab_size": 10, "valid_tokens": 100})
+    stats = {"vocab_size": 10, "splits": {s: {"tokens": 100} for s in sources.SPLITS}}
+    tokens.check_counts(stats, {"vocab_size": 10, "valid_tokens": 100})
     with pytest.raises(DataError) as exc:
-        data.check_counts(stats, {"vocab_size": 10, "train_tokens": 123})
+        tokens.check_counts(stats, {"vocab_size": 10, "train_tokens": 123})
     msg = str(exc.value)
     assert "train_tokens" in msg and "123" in msg and "100" in msg
     assert "vocab_size" not in msg
     with pytest.raises(DataError, match="vocab_size"):
-        data.check_counts(stats, {"vocab_size": 11})
+        tokens.check_counts(stats, {"vocab_size": 11})
 
 
 def write_splits(corpus: Path, **texts: str) -> Path:
@@ -351,16 +351,16 @@ def test_tokenize_empty_split(tmp_path: Path) -> None:
     corpus = write_splits(tmp_path / "corpus", train="a b\n", valid="a\n", test="")
     out = tmp_path / "tokens"
     with pytest.raises(DataError, match="test.txt"):
-        data.tokenize_corpus(corpus, out)
+        tokens.tokenize_corpus(corpus, out)
     assert not out.exists() or leftovers(out) == []
 
 
 def test_tokenize_small_corpus_outputs(tmp_path: Path) -> None:
     corpus = write_splits(tmp_path / "corpus", train="x <unk> y\n", valid="y z\n", test="x\n")
     out = tmp_path / "tokens"
-    stats = data.tokenize_corpus(corpus, out)
+    stats = tokens.tokenize_corpus(corpus, out)
     assert leftovers(out) == ["stats.json", "test.pt", "train.pt", "valid.pt", "vocab.json"]
-    assert json.loads((out / "vocab.json").read_text()) == ["x", data.UNK, "y", data.EOS]
-    assert stats["splits"]["train"] == {"tokens": 4, "lines": 1, "unk": 1, "sha256": data.sha256_file(corpus / "train.txt")}
+    assert json.loads((out / "vocab.json").read_text()) == ["x", tokens.UNK, "y", tokens.EOS]
+    assert stats["splits"]["train"] == {"tokens": 4, "lines": 1, "unk": 1, "sha256": sources.sha256_file(corpus / "train.txt")}
     assert stats["splits"]["valid"]["unk"] == 1  # "z" is OOV -> <unk>
     assert torch.load(out / "valid.pt", weights_only=True).tolist() == [2, 1, 3]

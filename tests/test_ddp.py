@@ -1,8 +1,8 @@
 """Training in several processes (DistributedDataParallel under torchrun, gloo on CPU) is the one-process run.
 
 Every comparison trains the same global batches with one process (in this process) and with two (spawned for
-real through sdgm.distributed.launch, as the train rule does), dropout 0 and one thread per process, and asks for
-the same training-loss curve, validations and final weights within TOL: the two differ only in the order of
+real through sdgm.harness.distributed.launch, as the train rule does), dropout 0 and one thread per process, and asks
+for the same training-loss curve, validations and final weights within TOL: the two differ only in the order of
 floating-point sums (the mean of two half-batch means, DDP's all-reduce). Two runs with two processes, one of
 them killed and resumed, must agree exactly.
 """
@@ -21,10 +21,10 @@ import torch
 
 from helpers import (QUICK, REPO, kill_when, logged_steps, one_run_config, snakemake, write_config,
                      write_grammar_corpus)
-from sdgm.config import ConfigError, check_config, runs, train_processes
-from sdgm.distributed import launch
-from sdgm.experiment import run_training
-from sdgm.registry import MODELS, build_model, load_run
+from sdgm.harness.config import ConfigError, check_config, runs, train_processes
+from sdgm.harness.distributed import launch
+from sdgm.harness.experiment import run_training
+from sdgm.models.registry import MODELS, build_model, load_run
 TOL = 1e-5  # largest absolute difference of a logged loss, a validation NLL or a weight, 1 vs 2 processes
 
 
@@ -134,7 +134,7 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
     (every rank's RNG state in it) and ends bit-identical to the uninterrupted two-process run."""
     kw = run_kwargs(tokens, tmp_path, "sdgm", max_steps=0, epochs=1, log_every_steps=5)
     ref = two_processes(run_kwargs(tokens, tmp_path / "ref", "sdgm", max_steps=0, epochs=1, log_every_steps=5))
-    code = f"from sdgm.distributed import launch; launch(2, {kw!r}, threads=1)"
+    code = f"from sdgm.harness.distributed import launch; launch(2, {kw!r}, threads=1)"
     log = Path(kw["ckpt_dir"]) / "log.jsonl"
     with open(tmp_path / "first.log", "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
@@ -173,9 +173,9 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
 
 def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_path):
     """Each process carries the state of its own streams: another number of processes cannot continue them."""
-    from sdgm.checkpoint import sha256_file
-    from sdgm.data import load_tokens
-    from sdgm.train import CheckpointError, TrainConfig, Trainer
+    from sdgm.data.tokens import load_tokens
+    from sdgm.harness.checkpoint import sha256_file
+    from sdgm.harness.train import CheckpointError, TrainConfig, Trainer
 
     splits, vocab = load_tokens(tokens)
     model, options, own = CASES["lstm-streams"]

@@ -1,13 +1,13 @@
-"""Incremental decoding of every model against the contract of sdgm.interface (window and beyond it), prefill,
+"""Incremental decoding of every model against the contract of sdgm.models.interface (window and beyond it), prefill,
 the decoding state, and the sampler's output under a fixed seed."""
 import pytest
 import torch
 
 from helpers import SMALL as SMALL_MODELS
 from helpers import random_ids, take_optimizer_steps
-from sdgm.generate import _draw, sample_autoregressive
-from sdgm.interface import LanguageModel
-from sdgm.registry import MODELS, build_model
+from sdgm.harness.generate import _draw, sample_autoregressive
+from sdgm.models.interface import LanguageModel
+from sdgm.models.registry import MODELS, build_model
 
 V, D, K, L = 50, 16, 8, 12
 

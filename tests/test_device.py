@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sdgm.bench import device as D
-from sdgm.config import load_config
+from sdgm.harness.config import load_config
 from sdgm.reporting import verdicts as V
 
 REPO = Path(__file__).resolve().parents[1]

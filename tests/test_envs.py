@@ -3,7 +3,7 @@
 No conda channel is reachable in CI, so `--use-conda` itself cannot run here; everything short of solving is
 checked: every rule has an environment file that exists and parses, each file pins python, every version pinned in
 an environment equals the pin in pyproject.toml (and vice versa for the packages that file lists), and every job of
-the workflow's test case (.test/) runs with only its environment's packages importable (sdgm/importguard.py).
+the workflow's test case (.test/) runs with only its environment's packages importable (sdgm/common/importguard.py).
 """
 import ast
 import json
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdgm.config import runs
-from sdgm.importguard import ENV_VAR, plan, rule_environments
+from sdgm.common.importguard import ENV_VAR, plan, rule_environments
+from sdgm.harness.config import runs
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((REPO / "workflow" / "envs").glob("*.yaml")) + [REPO / "environment.yml"]
@@ -138,8 +138,8 @@ def test_every_script_imports_sdgm_first():
 @pytest.mark.e2e
 def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
-    the whole DAG, and the publishing of every run (sdgm.campaign asks for it), runs with every job limited to the
-    packages of its conda environment."""
+    the whole DAG, and the publishing of every run (sdgm.published.campaign asks for it), runs with every job limited to
+    the packages of its conda environment."""
     shutil.copytree(REPO / ".test" / "config", tmp_path / "config")
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
     r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)

@@ -26,18 +26,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdgm import data
 from sdgm import reporting as report
-from sdgm.atomic import remove_stale_temporaries
-from sdgm.config import ConfigError, check_config, experiment_spec, runs, validate_schema
-from sdgm.data import ChecksumError, DataError, tokenize_corpus
-from sdgm.evaluate import evaluate
-from sdgm.experiment import run_training
-from sdgm.interface import LanguageModel
-from sdgm.reasons import NO_RECONSTRUCTION, na
-from sdgm.registry import build_model, load_run, model_config
+from sdgm.common.atomic import remove_stale_temporaries
+from sdgm.common.reasons import NO_RECONSTRUCTION, na
+from sdgm.data import sources as data_sources, tokens as data_tokens
+from sdgm.data.checks import ChecksumError, DataError
+from sdgm.data.tokens import tokenize_corpus
+from sdgm.harness.config import ConfigError, check_config, experiment_spec, runs, validate_schema
+from sdgm.harness.evaluate import evaluate
+from sdgm.harness.experiment import run_training
+from sdgm.harness.train import CheckpointError, NonFiniteLoss, TrainConfig
+from sdgm.models.interface import LanguageModel
+from sdgm.models.registry import build_model, load_run, model_config
 from sdgm.reporting import ReportError
-from sdgm.train import CheckpointError, NonFiniteLoss, TrainConfig
 
 from helpers import (QUICK, REPO, kill_when, metrics_record, mutate, one_run_config, snakemake, snakemake_command,
                      write_config, write_grammar_corpus)
@@ -113,10 +114,10 @@ def test_checkpoint_holds_everything_exact_resume_needs(tokens, diverged):
     assert ck["scheduler"]["last_epoch"] == step  # the learning-rate schedule position
     params = [i for g in ck["optimizer"]["param_groups"] for i in g["params"]]
     assert all({"exp_avg", "exp_avg_sq"} <= set(ck["optimizer"]["state"][i]) for i in params)  # Adam moments
-    splits, vocab = data.load_tokens(tokens)
+    splits, vocab = data_tokens.load_tokens(tokens)
     steps_per_epoch = (len(splits["train"]) - 1) // TRAIN["seq_len"] // TRAIN["batch_size"]
     assert state["epoch"] * steps_per_epoch + state["batch_in_epoch"] == step  # the data position
-    assert ck["fingerprint_source"]["vocab_sha256"] == data.vocab_sha256(vocab)
+    assert ck["fingerprint_source"]["vocab_sha256"] == data_tokens.vocab_sha256(vocab)
 
 
 def copy_checkpoint(diverged, tmp_path: Path) -> Path:
@@ -287,18 +288,19 @@ def shipped_copy(tmp_path, monkeypatch) -> Path:
     """A copy of the shipped PTB validation split and the checksum list, used as the shipped corpora."""
     root = tmp_path / "corpora"
     (root / "ptb").mkdir(parents=True)
-    shutil.copy(data.CORPORA_DIR / "SHA256SUMS", root / "SHA256SUMS")
-    shutil.copy(data.CORPORA_DIR / "ptb" / "valid.txt.xz", root / "ptb" / "valid.txt.xz")
-    monkeypatch.setattr(data, "CORPORA_DIR", root)
+    shutil.copy(data_sources.CORPORA_DIR / "SHA256SUMS", root / "SHA256SUMS")
+    shutil.copy(data_sources.CORPORA_DIR / "ptb" / "valid.txt.xz", root / "ptb" / "valid.txt.xz")
+    monkeypatch.setattr(data_sources, "CORPORA_DIR", root)
     return root / "ptb" / "valid.txt.xz"
 
 
 def materialize_valid(dest: Path) -> str:
-    return data.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, data.shipped_sha256("ptb")["valid"])
+    return data_sources.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest,
+                                    data_sources.shipped_sha256("ptb")["valid"])
 
 
 def test_shipped_copy_is_intact(shipped_copy, tmp_path):
-    assert materialize_valid(tmp_path / "out" / "valid.txt") == data.shipped_sha256("ptb")["valid"]
+    assert materialize_valid(tmp_path / "out" / "valid.txt") == data_sources.shipped_sha256("ptb")["valid"]
 
 
 def test_missing_shipped_file_is_named(shipped_copy, tmp_path):

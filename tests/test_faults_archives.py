@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdgm import campaign, data, store
-from sdgm.registry import build_model
-from sdgm.runlock import run_lock
-from sdgm.train import CheckpointError, TrainConfig, Trainer
+from sdgm.data import tokens as data_tokens
+from sdgm.harness.runlock import run_lock
+from sdgm.harness.train import CheckpointError, TrainConfig, Trainer
+from sdgm.models.registry import build_model
+from sdgm.published import campaign, store
 
 from test_campaign import fake_rates, fake_run, publish, tiny_config
 from test_faults_edges import disk  # noqa: F401 (a fixture: a tmpfs of a given size)
@@ -130,7 +131,7 @@ TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 6, "lr": 3e-3
 
 
 def trainer(tokens: Path, ck: Path) -> Trainer:
-    splits, vocab = data.load_tokens(tokens)
+    splits, vocab = data_tokens.load_tokens(tokens)
     torch.manual_seed(0)
     net = build_model("sdgm", len(vocab), seq_len=16, d_model=16, n_atoms=8)
     return Trainer(net, splits["train"], splits["valid"], TrainConfig(**TRAIN), ck, progress=False)
@@ -181,7 +182,7 @@ def test_an_import_refuses_a_store_a_campaign_holds(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm import campaign\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.published import campaign\n"
                                f"with campaign.campaign_lock(Path({str(dest)!r})):\n"
                                "    print('held', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -242,7 +243,7 @@ WAVE = """
 import os, signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", '''
 import signal, sys, time
-from sdgm.runlock import run_lock
+from sdgm.harness.runlock import run_lock
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a job slow to stop: only KILL ends it
 with run_lock(sys.argv[1], "run x"):
     open(sys.argv[2], "w").write("locked")
@@ -267,7 +268,7 @@ def test_the_deadline_stops_every_process_of_the_wave(tmp_path, monkeypatch):
 
 LEFT = """
 import os, sys, time
-from sdgm.runlock import run_lock
+from sdgm.harness.runlock import run_lock
 with run_lock(sys.argv[1], "run x"):
     pid = os.fork()  # a worker that inherits the lock's open file
     if pid == 0:
@@ -294,7 +295,7 @@ def test_a_run_lock_whose_holder_is_gone_is_named_and_cleared(tmp_path, capfd):
         os.kill(worker, signal.SIGKILL)
     # a lock whose holder runs is still refused, naming it
     with run_lock(lock, "run x"):
-        r = subprocess.run([sys.executable, "-c", f"from sdgm.runlock import run_lock\n"
+        r = subprocess.run([sys.executable, "-c", f"from sdgm.harness.runlock import run_lock\n"
                                                   f"with run_lock({str(lock)!r}, 'run x'): pass"],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and f"run x is being trained by pid {os.getpid()}" in r.stderr
@@ -430,7 +431,7 @@ def test_a_record_missing_a_file_is_one_line_on_render_and_the_tables_are_rebuil
 
 KILLED = """
 import os, sys
-from sdgm import campaign, store
+from sdgm.published import campaign, store
 store.import_record = lambda *a, **k: os._exit(9)  # killed once the archive is unpacked
 campaign.import_record = store.import_record
 campaign.import_archives([sys.argv[1]], sys.argv[2])

@@ -26,16 +26,18 @@ import pytest
 import torch
 import yaml
 
-from sdgm import data
-from sdgm.atomic import StorageError, write_json_atomic
-from sdgm.config import JOB_MALLOC_ENV
-from sdgm.data import ContentError, DataError, materialize, tokenize_corpus
-from sdgm.experiment import run_training
-from sdgm.memory import MemoryEstimateError, rss_bytes
-from sdgm.registry import build_model, load_run
+from sdgm.common.atomic import StorageError, write_json_atomic
+from sdgm.data import sources as data_sources, tokens as data_tokens
+from sdgm.data.checks import ContentError, DataError
+from sdgm.data.sources import materialize
+from sdgm.data.tokens import tokenize_corpus
+from sdgm.harness.config import JOB_MALLOC_ENV
+from sdgm.harness.experiment import run_training
+from sdgm.harness.memory import MemoryEstimateError, rss_bytes
+from sdgm.harness.runlock import RunLocked
+from sdgm.harness.train import TrainConfig, Trainer
+from sdgm.models.registry import build_model, load_run
 from sdgm.reporting import ReportError, build_report
-from sdgm.runlock import RunLocked
-from sdgm.train import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,7 +149,7 @@ def test_read_only_disk_is_named(disk):
 def test_corpus_copy_on_a_full_disk_then_rerun(disk):
     d = disk(64 * 1024)  # the PTB validation split is 400 kB
     dest = d.path / "corpora" / "ptb" / "valid.txt"
-    want = data.shipped_sha256("ptb")["valid"]
+    want = data_sources.shipped_sha256("ptb")["valid"]
     with pytest.raises(StorageError, match=f"no space left on device writing {re.escape(str(dest))}"):
         materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest, want)
     assert list(dest.parent.iterdir()) == []
@@ -157,7 +159,7 @@ def test_corpus_copy_on_a_full_disk_then_rerun(disk):
 
 def checkpoint_size(tokens: Path, tmp: Path) -> int:
     """Size of a checkpoint of the run below (model, Adam moments, state), written by a Trainer elsewhere."""
-    splits, vocab = data.load_tokens(tokens)
+    splits, vocab = data_tokens.load_tokens(tokens)
     torch.manual_seed(0)
     net = build_model("sdgm", len(vocab), seq_len=16, **MODEL)
     t = Trainer(net, splits["train"], splits["valid"], TrainConfig(**{**TRAIN, "max_steps": 50}), tmp / "measure",
@@ -288,11 +290,11 @@ def test_training_that_does_not_fit_is_refused_before_the_first_step(tokens, tmp
 
 MEASURE = textwrap.dedent("""
     import json, sys, torch
-    from sdgm.bench.timing import peak_rss_bytes
-    from sdgm.data import load_tokens
-    from sdgm.memory import rss_bytes
-    from sdgm.registry import build_model
-    from sdgm.train import TrainConfig, Trainer
+    from sdgm.common.timing import peak_rss_bytes
+    from sdgm.data.tokens import load_tokens
+    from sdgm.harness.memory import rss_bytes
+    from sdgm.harness.train import TrainConfig, Trainer
+    from sdgm.models.registry import build_model
     torch.set_num_threads(1)
     splits, vocab = load_tokens(sys.argv[1])
     vocab = 20000  # a realistic vocabulary: the logits dominate, as in a real run
@@ -303,7 +305,7 @@ MEASURE = textwrap.dedent("""
     t = Trainer(net, ids, splits["valid"], cfg, sys.argv[2], progress=False)
     est = t.check_memory(None)
     # the decoder's compiled CPU kernels loaded first: like torch's import, a fixed cost of the process, not of a step
-    from sdgm.ops.spectral import resolve_impl
+    from sdgm.spectral.ops.spectral import resolve_impl
     resolve_impl("auto", t.device)
     before = rss_bytes()
     for _ in range(3):
@@ -362,7 +364,7 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 def test_run_json_records_the_weights_digest(two_runs):
     meta = json.loads((two_runs[0] / "run.json").read_text())
-    assert meta["weights_sha256"] == data.sha256_file(two_runs[0] / "model.pt")
+    assert meta["weights_sha256"] == data_sources.sha256_file(two_runs[0] / "model.pt")
     model, vocab = load_run(two_runs[0])
     assert len(vocab) == 41
 
@@ -458,7 +460,7 @@ def test_slow_server_ends_in_one_error_and_leaves_nothing(tmp_path, behaviour, m
 
 TRAINING = textwrap.dedent("""
     import json, sys, torch
-    from sdgm.experiment import run_training
+    from sdgm.harness.experiment import run_training
     torch.set_num_threads(1)
     tokens, run, ck, train = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     run_training(tokens, run, ck, run + "/metrics.json", corpus="tiny", experiment="sdgm", model="sdgm",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdgm import figures
-from sdgm.gmm import fit_gmm, fit_run_gmm, load_gmm
-from sdgm.registry import build_model, save_run
+from sdgm.models.registry import build_model, save_run
+from sdgm.spectral import figures
+from sdgm.spectral.gmm import fit_gmm, fit_run_gmm, load_gmm
 
 V, L, D, K = 40, 16, 8, 6
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdgm import genquality as G
+from sdgm.reporting import genquality as G
 from sdgm.reporting import verdicts as V
 from sdgm.reporting.quality import build_quality_report
 
 REPO = Path(__file__).resolve().parents[1]
-PTB = REPO / "sdgm" / "corpora" / "ptb"
+PTB = REPO / "sdgm" / "data" / "corpora" / "ptb"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def ptb():
 
 
 def test_eos_is_the_tokenizers():
-    from sdgm.data import EOS
+    from sdgm.data.tokens import EOS
 
     assert G.EOS == EOS
 

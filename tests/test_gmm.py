@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdgm.generate import decode_ids, sample_autoregressive, sample_gmm_coefficients
-from sdgm.gmm import collect_mixing_vectors, fit_gmm, load_gmm, sample_gmm, save_gmm
-from sdgm.registry import build_model
+from sdgm.harness.generate import decode_ids, sample_autoregressive, sample_gmm_coefficients
+from sdgm.models.registry import build_model
+from sdgm.spectral.gmm import collect_mixing_vectors, fit_gmm, load_gmm, sample_gmm, save_gmm
 
 
 def three_clusters(n=600, k=4, seed=0):

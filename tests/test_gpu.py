@@ -5,7 +5,7 @@ and its checkpoint/resume; each model's decode_step against its forward; the Tri
 in fp32 and bf16 (values and all four gradients; B < 16, B = 1 at L = 65,536, position offsets) and the on-device
 kernel check; the NVML sampler; torch.compile of SDGM with the Triton op inside; DDP with NCCL at world size one;
 one tiny campaign wave. Without CUDA every test here is skipped with its reason (SDGM_REQUIRE_GPU=1: failed).
-`python -m sdgm.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
+`python -m sdgm.published.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
 """
 import json
 import math
@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from helpers import REPO, SMALL, random_ids
-from sdgm.registry import MODELS, build_model
+from sdgm.models.registry import MODELS, build_model
 
 pytestmark = pytest.mark.gpu
 
@@ -26,8 +26,8 @@ V, L = 50, 12
 
 # ---- training, checkpoint and resume ------------------------------------------------------------------------------
 def trainer(name, tokens, ckpt_dir, **train):
-    from sdgm.data import load_tokens
-    from sdgm.train import TrainConfig, Trainer
+    from sdgm.data.tokens import load_tokens
+    from sdgm.harness.train import TrainConfig, Trainer
 
     splits, vocab = load_tokens(tokens)
     torch.manual_seed(0)
@@ -41,7 +41,7 @@ def trainer(name, tokens, ckpt_dir, **train):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_trains_on_cuda_with_the_fast_settings_and_resumes(name, grammar_tokens, tmp_path):
-    from sdgm.train import autocast_dtype
+    from sdgm.harness.train import autocast_dtype
 
     tr = trainer(name, grammar_tokens, tmp_path)
     assert autocast_dtype(tr.cfg, tr.device) == torch.bfloat16  # precision auto on CUDA
@@ -83,7 +83,7 @@ TOLERANCE = {torch.float32: 5e-3, torch.bfloat16: 5e-2}  # relative to the large
 
 
 def _decode_with_grads(impl, c, params, positions, G):
-    from sdgm.ops.spectral import spectral_decode
+    from sdgm.spectral.ops.spectral import spectral_decode
 
     leaves = [c.detach().clone().requires_grad_()] + [p.detach().clone().requires_grad_() for p in params]
     y = spectral_decode(*leaves, positions, 128.0, impl=impl)
@@ -117,7 +117,7 @@ def test_triton_matches_chunked_on_cuda(B, Lk, K, D, first, dtype):
 
 @pytest.mark.needs("triton")
 def test_the_kernel_check_passes_on_this_device_within_seconds():
-    from sdgm.ops.spectral import check_kernels, decoder_record, resolve_impl
+    from sdgm.spectral.ops.spectral import check_kernels, decoder_record, resolve_impl
 
     assert resolve_impl("auto", CUDA) == "triton"
     rec = [r for r in decoder_record() if r["requested"] == "auto" and r["device"].startswith("cuda")]
@@ -159,7 +159,7 @@ def test_torch_compile_of_sdgm_with_the_triton_op_inside():
 
 
 def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
-    from sdgm.distributed import launch
+    from sdgm.harness.distributed import launch
 
     kw = dict(tokens_dir=str(grammar_tokens), run_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "ck"),
               metrics_path=str(tmp_path / "run" / "metrics.json"), corpus="tiny", experiment="sdgm", model="sdgm",
@@ -176,7 +176,7 @@ def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
 
 # ---- one campaign wave -----------------------------------------------------------------------------------------------
 def test_one_tiny_campaign_wave_on_cuda(tmp_path):
-    from sdgm import campaign, store
+    from sdgm.published import campaign, store
 
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["experiments"] = {"sdgm": cfg["experiments"]["sdgm"]}

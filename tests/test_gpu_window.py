@@ -1,5 +1,5 @@
-"""The GPU window (python -m sdgm.gpu_window) on a CPU: its plan, the GPU tier's skip, installing onto the machine's
-own torch, the archive's import, a window killed midway, and (e2e) a whole window on the quick config in a
+"""The GPU window (python -m sdgm.published.gpu_window) on a CPU: its plan, the GPU tier's skip, installing onto the
+machine's own torch, the archive's import, a window killed midway, and (e2e) a whole window on the quick config in a
 3-minute budget whose archive holds every part or the part's reason."""
 import io
 import json
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers import REPO
-from sdgm import campaign, gpu_window
+from sdgm.published import campaign, gpu_window
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
 
@@ -48,7 +48,7 @@ def test_the_plan_runs_the_verdict_first_and_gives_the_campaign_the_rest():
     assert rows[1]["budget_s"] == 180 and rows[-1]["budget_s"] > 150
     text = gpu_window.format_plan(rows, 10)
     assert "6 parts in this order" in text and "campaign" in text.splitlines()[-1]
-    out = run(["-m", "sdgm.gpu_window", "--minutes", "10", "--plan"], timeout=60)
+    out = run(["-m", "sdgm.published.gpu_window", "--minutes", "10", "--plan"], timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == text
 
 
@@ -57,7 +57,7 @@ def test_install_keeps_the_machines_torch():
     reqs = gpu_window.project_requirements()
     names = {r.split("=")[0].split(">")[0] for r in reqs}
     assert "numpy" in names and "snakemake" in names and not names & {"torch", "triton"}
-    out = run(["-m", "sdgm.gpu_window", "install", "--offline", "--dry-run"], timeout=300)
+    out = run(["-m", "sdgm.published.gpu_window", "install", "--offline", "--dry-run"], timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"keeping torch=={torch.__version__}" in out.stdout
     would = [line for line in out.stdout.splitlines() if line.startswith("Would install")]
@@ -107,7 +107,7 @@ def read_window(archive: Path) -> dict:
 @pytest.mark.e2e
 def test_a_window_killed_midway_leaves_the_archive_of_what_finished(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.gpu_window", "--minutes", "3", "--configfile",
+    proc = subprocess.Popen([sys.executable, "-m", "sdgm.published.gpu_window", "--minutes", "3", "--configfile",
                              str(REPO / "config" / "quick.yaml"), "--directory", str(tmp_path), "--out", str(out),
                              "--device", "cpu", "--parts", "env,scaling"], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
@@ -150,7 +150,7 @@ def test_a_window_on_cpu_archives_every_part_or_its_reason(tmp_path):
     that did not finish with its reason; the GPU tier skipped for want of CUDA. Imported, it renders a page."""
     out = tmp_path / "out"
     t0 = time.monotonic()
-    r = run(["-m", "sdgm.gpu_window", "--minutes", "3", "--configfile", str(REPO / "config" / "quick.yaml"),
+    r = run(["-m", "sdgm.published.gpu_window", "--minutes", "3", "--configfile", str(REPO / "config" / "quick.yaml"),
              "--directory", str(tmp_path), "--out", str(out), "--device", "cpu"], timeout=300)
     seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -175,7 +175,7 @@ def test_a_window_on_cpu_archives_every_part_or_its_reason(tmp_path):
     if parts["scaling"]["status"] == "ok":
         assert any(n.endswith("/scaling/bench/scaling.json") for n in names)
     st = tmp_path / "merged"
-    imp = run(["-m", "sdgm.campaign", "import", str(archive), "--store", str(st)], timeout=120)
+    imp = run(["-m", "sdgm.published.campaign", "import", str(archive), "--store", str(st)], timeout=120)
     assert imp.returncode == 0 and "1 GPU window(s)" in imp.stdout, imp.stdout + imp.stderr
     (page,) = st.glob("*/windows.md")
     assert "| gpu_tier | skipped |" in page.read_text() or torch.cuda.is_available()

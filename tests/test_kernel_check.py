@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from sdgm.ops import spectral
-from sdgm.ops.spectral import check_kernels, decoder_record, resolve_impl
+from sdgm.spectral.ops import spectral
+from sdgm.spectral.ops.spectral import check_kernels, decoder_record, resolve_impl
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.needs("triton")
@@ -26,7 +26,7 @@ def triton_auto(monkeypatch):
 @pytest.fixture
 def wrong_kernels(monkeypatch):
     """The Triton entry point gives the right shape and dtype with wrong values (its atoms' phase shifted)."""
-    from sdgm.ops import spectral_triton
+    from sdgm.spectral.ops import spectral_triton
 
     real = spectral_triton.triton_spectral_decode
 
@@ -51,7 +51,7 @@ def test_wrong_values_fail_the_check_naming_what_differs(wrong_kernels):
 
 
 def test_auto_takes_chunked_when_the_check_fails_and_says_so_once(triton_auto, wrong_kernels, caplog, monkeypatch):
-    caplog.set_level(logging.INFO, logger="sdgm.ops.spectral")
+    caplog.set_level(logging.INFO, logger="sdgm.spectral.ops.spectral")
     calls = []
     real = spectral.check_kernels
     monkeypatch.setattr(spectral, "check_kernels", lambda *a: calls.append(a) or real(*a))  # counts the checks
@@ -72,7 +72,7 @@ def test_auto_takes_chunked_when_the_check_fails_and_says_so_once(triton_auto, w
 
 
 def test_a_kernel_error_also_falls_back(triton_auto, monkeypatch):
-    from sdgm.ops import spectral_triton
+    from sdgm.spectral.ops import spectral_triton
 
     def broken(*args):
         raise RuntimeError("PTX JIT compilation failed\nmore detail")
@@ -96,9 +96,9 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     benchmark record of this process says the same."""
     from helpers import REPO
     from sdgm.bench.fresh import fresh_throughput
-    from sdgm.config import load_config
-    from sdgm.experiment import run_training
-    from sdgm.schema import check_metrics
+    from sdgm.common.schema import check_metrics
+    from sdgm.harness.config import load_config
+    from sdgm.harness.experiment import run_training
 
     run_training(grammar_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="tiny",
                  experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
@@ -116,7 +116,7 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
 
 
 def test_a_bad_decoder_entry_in_metrics_is_refused_by_the_schema():
-    from sdgm.schema import SchemaViolation, check_metrics
+    from sdgm.common.schema import SchemaViolation, check_metrics
 
     doc = {"schema": 1, "experiment": "x", "corpus": "c", "seed": 0, "metrics": {},
            "provenance": {"git_commit": None, "device": "cpu",

@@ -1,5 +1,7 @@
-"""The snakemake-workflows standard layout: formatting, the catalog file, the test case and the config's documentation.
+"""The layout: the snakemake-workflows standard (formatting, the catalog file, the test case and the config's
+documentation), and the package sdgm as a handful of parts that import one another in one direction only.
 (The test case itself runs in tests/test_envs.py, under the import guard.)"""
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +47,160 @@ def test_test_case_config_is_small_and_complete():
     assert cfg["train"]["max_steps"] <= 50 and cfg["seeds"] == [0] and len(cfg["corpora"]) == 1
     assert cfg["gmm"]["experiments"], "the test case must fit a GMM (rules fit_gmm, interpretability_figures)"
     assert any("ablation_of" in e for e in cfg["experiments"].values()), "the test case must build the ablation table"
+
+
+# ---- the package: sdgm's parts and the directions they import in --------------------------------------------------
+SDGM = REPO / "sdgm"
+# each part of sdgm and the parts it may import (sdgm/__init__.py lists the parts, each part's __init__.py says why)
+ALLOWED = {
+    "common": set(),
+    "data": {"common"},
+    "reporting": {"common"},
+    "models": {"common", "data"},
+    "spectral": {"common", "data", "models", "reporting"},
+    "harness": {"common", "data", "models", "spectral"},
+    "bench": {"common", "data", "models", "spectral", "harness", "reporting"},
+    "published": {"common", "data", "models", "spectral", "harness", "bench", "reporting"},
+}
+# the model code's libraries, which the report environment (workflow/envs/report.yaml) does not hold
+MODEL_LIBRARIES = {"torch", "triton", "numba", "sklearn", "transformers", "linformer"}
+# modules Snakemake imports while it parses the workflow, in an environment that may hold Snakemake alone
+LIGHT = ("sdgm.harness.config", "sdgm.models.catalog")
+
+
+def module_of(path: Path, root: Path = REPO) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def is_module(name: str, root: Path = REPO) -> bool:
+    p = root.joinpath(*name.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def imports(path: Path, root: Path = REPO) -> list[tuple[int, str, bool]]:
+    """(line, absolute module name, imported when the module is) of every import in a file, those inside functions
+    included; `from P import name` counts P.name too where that is a module (from ..models import catalog)."""
+    name = module_of(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+
+    def visit(node, module_level: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                found.extend((child.lineno, a.name, module_level) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - child.level + 1] + ([base] if base else []))
+                found.append((child.lineno, base, module_level))
+                found.extend((child.lineno, f"{base}.{a.name}", module_level) for a in child.names
+                             if is_module(f"{base}.{a.name}", root))
+            visit(child, module_level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), True)
+    return found
+
+
+def part_of(module: str) -> str | None:
+    """The part of sdgm a module belongs to; None outside sdgm and for the package itself (sdgm/__init__.py)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "sdgm" and len(parts) > 1 else None
+
+
+def forbidden_imports(root: Path = REPO) -> list[str]:
+    bad = []
+    for path in sorted((root / "sdgm").rglob("*.py")):
+        own = part_of(module_of(path, root))
+        for line, module, _ in imports(path, root) if own else ():
+            other = part_of(module)
+            if other is not None and other != own and other not in ALLOWED.get(own, ()):
+                bad.append(f"{path.relative_to(root)}:{line}: imports {module}, but sdgm.{own} may import "
+                           f"{', '.join(f'sdgm.{p}' for p in sorted(ALLOWED.get(own, ()))) or 'no other part'}")
+    return bad
+
+
+def graph(root: Path = REPO, module_level_only: bool = False) -> dict[str, set[str]]:
+    """Every module of sdgm -> the modules (of sdgm or not) it imports."""
+    return {module_of(p, root): {m for _, m, top in imports(p, root) if top or not module_level_only}
+            for p in (root / "sdgm").rglob("*.py")}
+
+
+def reached(start: str, edges: dict[str, set[str]], packages: bool = True) -> dict[str, str]:
+    """Every module imported from `start`, directly or through modules of sdgm -> the chain of imports to it (with
+    `packages`, a module's packages too: importing a module runs their __init__ first)."""
+    chains, todo = {start: start}, [start]
+    while todo:
+        m = todo.pop()
+        package = m.rpartition(".")[0]
+        for n in edges.get(m, set()) | ({package} if packages and package in edges else set()):
+            if n not in chains:
+                chains[n] = f"{chains[m]} -> {n}"
+                todo += [n] if n in edges else []
+    return chains
+
+
+def test_sdgm_is_a_handful_of_parts_each_saying_what_it_holds():
+    assert [p.name for p in SDGM.glob("*.py")] == ["__init__.py"], "every module of sdgm belongs to a part"
+    parts = {p.name for p in SDGM.iterdir() if (p / "__init__.py").is_file()}
+    assert parts == set(ALLOWED), f"parts {sorted(parts)}; tests/test_layout.py knows {sorted(ALLOWED)}"
+    for name in parts:
+        doc = ast.get_docstring(ast.parse((SDGM / name / "__init__.py").read_text(encoding="utf-8"))) or ""
+        assert "import" in doc, f"sdgm/{name}/__init__.py: its docstring must say what it holds and may import"
+
+
+def test_parts_import_only_the_parts_below_them():
+    """The harness never imports the benchmarks, the reporting or the store; the reporting and the data only the
+    common utilities; the model contract never a model (the catalog names them); and so on: ALLOWED."""
+    bad = forbidden_imports()
+    assert not bad, "imports against the layering of sdgm (ALLOWED in tests/test_layout.py):\n" + "\n".join(bad)
+
+
+def test_reporting_never_imports_the_model_code():
+    """The report environment has no torch: no reporting module imports torch or the model code's libraries,
+    directly, inside a function, or through another module of sdgm."""
+    edges = graph()
+    bad = []
+    for module in sorted(m for m in edges if part_of(m) == "reporting"):
+        bad += [chain for m, chain in reached(module, edges, False).items() if m.split(".")[0] in MODEL_LIBRARIES]
+    assert not bad, "reporting imports the model code's libraries:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_snakemake_parses_the_workflow_without_torch():
+    edges = graph(module_level_only=True)
+    for module in LIGHT:
+        heavy = [chain for m, chain in reached(module, edges).items() if m.split(".")[0] in MODEL_LIBRARIES]
+        assert not heavy, f"importing {module} imports the model code's libraries: {heavy}"
+
+
+def test_no_import_circles():
+    """No module of sdgm imports, directly or through others, a module that imports it back (imports inside
+    functions count: they run when called)."""
+    everything = graph()
+    edges = {m: (ns & set(everything)) - {m} for m, ns in everything.items()}  # a package naming itself: no circle
+    circles = sorted({" <-> ".join(sorted([m, n])) for m in edges for n in edges[m] if m in reached(n, edges, False)})
+    assert not circles, "import circles (each through the modules between them):\n" + "\n".join(circles)
+
+
+def test_the_layering_check_sees_every_import(tmp_path):
+    """Relative and absolute imports, at module level and inside functions, each named with its file and line."""
+    for part in ALLOWED:
+        (tmp_path / "sdgm" / part).mkdir(parents=True)
+        (tmp_path / "sdgm" / part / "__init__.py").write_text("")
+    (tmp_path / "sdgm" / "__init__.py").write_text("")
+    (tmp_path / "sdgm" / "reporting" / "tables.py").write_text("import torch\n")
+    (tmp_path / "sdgm" / "harness" / "train.py").write_text(
+        "from ..common import atomic\nfrom . import evaluate\n\n\ndef f():\n    from ..reporting import tables\n"
+        "    import sdgm.published.store\n")
+    assert forbidden_imports(tmp_path) == [
+        "sdgm/harness/train.py:6: imports sdgm.reporting, but sdgm.harness may import sdgm.common, sdgm.data, "
+        "sdgm.models, sdgm.spectral",
+        "sdgm/harness/train.py:6: imports sdgm.reporting.tables, but sdgm.harness may import sdgm.common, sdgm.data, "
+        "sdgm.models, sdgm.spectral",
+        "sdgm/harness/train.py:7: imports sdgm.published.store, but sdgm.harness may import sdgm.common, sdgm.data, "
+        "sdgm.models, sdgm.spectral"]
+    edges = graph(tmp_path)
+    assert "torch" in reached("sdgm.reporting.tables", edges)
+    assert "sdgm.reporting.tables" in reached("sdgm.harness.train", edges)
+    assert "sdgm.reporting.tables" not in reached("sdgm.harness.train", graph(tmp_path, module_level_only=True))

@@ -4,8 +4,8 @@ import torch
 
 from helpers import random_ids
 from baselines.lstm import LSTMConfig
-from sdgm.evaluate import causality_violation
-from sdgm.registry import build_model
+from sdgm.models.contract import causality_violation
+from sdgm.models.registry import build_model
 
 V, L = 50, 12
 

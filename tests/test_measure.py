@@ -10,16 +10,16 @@ import torch
 import yaml
 
 from helpers import REPO
-from sdgm import bench_report
-from sdgm.experiment import run_training
+from sdgm.harness.experiment import run_training
+from sdgm.reporting import bench_report
 from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, floor_of, scaling_benchmark,
                                 scaling_from_config)
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
-from sdgm.bench.timing import peak_call_memory, time_calls, tokens_per_second
-from sdgm.reasons import OUT_OF_MEMORY, na
-from sdgm.registry import build_model
-from sdgm.train import TrainConfig
+from sdgm.common.reasons import OUT_OF_MEMORY, na
+from sdgm.common.timing import peak_call_memory, time_calls, tokens_per_second
+from sdgm.harness.train import TrainConfig
+from sdgm.models.registry import build_model
 
 
 # ---- sampler -----------------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_peak_rss_is_this_process_own_not_its_parents():
     ru_maxrss in a forked child starts at the parent's peak; VmHWM starts afresh at exec."""
     ballast = bytearray(1_500_000_000)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: the parent's RSS is now > 1.5 GB
-    code = "from sdgm.bench.timing import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from sdgm.common.timing import peak_rss_bytes; print(peak_rss_bytes())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     child = int(out.stdout.strip().splitlines()[-1])
     assert 10e6 < child < 1.0e9, child  # the child imports torch, a few hundred MB: below the parent's 1.5 GB
@@ -229,7 +229,7 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
 def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsys):
     """python -m sdgm.bench.scaling: the floor table without arguments; with --configfile and --out the record,
     tables and figure of rule scaling, the flags overriding the config's lengths, batch and decoders."""
-    from sdgm.bench.scaling_cli import main
+    from sdgm.bench.scaling.cli import main
 
     assert main([]) == 0
     assert "| tokens | 8,192 | 8 | 0.895 | sines | 0.339 | vector_flops |" in capsys.readouterr().out  # as in the docs

@@ -1,5 +1,5 @@
-"""metrics.json follows sdgm/schemas/metrics.schema.json: the writer checks a record before writing it, the report
-refuses a file that breaks it, and either names the field."""
+"""metrics.json follows sdgm/common/schemas/metrics.schema.json: the writer checks a record before writing it, the
+report refuses a file that breaks it, and either names the field."""
 from __future__ import annotations
 
 import copy
@@ -9,10 +9,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from sdgm import experiment
-from sdgm.experiment import run_training
+from sdgm.harness import experiment
+from sdgm.harness.experiment import run_training
 from sdgm.reporting import ReportError, load_metrics
-from sdgm.schema import METRICS_SCHEMA_PATH, METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics, metrics_schema
+from sdgm.common.schema import (METRICS_SCHEMA_PATH, METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics,
+                                metrics_schema)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(REPO.glob("results/*/runs/*/*/metrics.json"))

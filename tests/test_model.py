@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import random_ids
-from sdgm.evaluate import causality_violation
-from sdgm.losses import (diag_gmm_nll, diag_gmm_nll_reference, stft_loss, stft_magnitude,
-                         stft_magnitude_reference)
-from sdgm.model import SDGM, SDGMConfig, decode_reference
-from sdgm.registry import build_model
+from sdgm.models.contract import causality_violation
+from sdgm.spectral.losses import (diag_gmm_nll, diag_gmm_nll_reference, stft_loss, stft_magnitude,
+                                  stft_magnitude_reference)
+from sdgm.models.registry import build_model
+from sdgm.spectral.model import SDGM, SDGMConfig, decode_reference
 
 V, D, K, L = 50, 16, 8, 24
 
@@ -197,12 +197,12 @@ def test_compiled_loss_keeps_the_complex_stft_out_of_the_graph():
 
 
 def test_catalog_declares_what_each_model_class_does():
-    """sdgm.catalog answers capability questions without importing torch; here each answer is checked against the
+    """sdgm.models.catalog answers capability questions without importing torch; here each answer is checked against the
     class itself, and the config dataclass holds the options the catalog names."""
     import dataclasses
 
-    from sdgm.catalog import MODELS
-    from sdgm.registry import model_classes
+    from sdgm.models.catalog import MODELS
+    from sdgm.models.registry import model_classes
 
     for name, entry in MODELS.items():
         cfg_cls, cls = model_classes(name)

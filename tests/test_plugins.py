@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdgm import catalog
-from sdgm.config import ConfigError, check_config
-from sdgm.contract import ContractError, check_model
-from sdgm.experiment import run_training
+from sdgm.harness.config import ConfigError, check_config
+from sdgm.harness.experiment import run_training
+from sdgm.models import catalog
+from sdgm.models.contract import ContractError, check_model
 from sdgm.reporting import build_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,8 +87,8 @@ def test_config_takes_a_plugin_and_checks_its_options(example):
 @pytest.mark.parametrize("entries,modules,message", [
     ({"sdgm": "ema_mixer:EMAMixer"}, {}, r"package 'clash' registers model 'sdgm' .* is a built-in model"),
     ({"plain": "plain:Plain"}, {"plain": "import torch\nclass Plain(torch.nn.Module):\n    pass\n"},
-     r"model 'plain' \(from package 'clash'\): plain:Plain is not a subclass of sdgm.interface.LanguageModel"),
-    ({"noconf": "noconf:NoConf"}, {"noconf": "from sdgm.interface import LanguageModel\n"
+     r"model 'plain' \(from package 'clash'\): plain:Plain is not a subclass of sdgm.models.interface.LanguageModel"),
+    ({"noconf": "noconf:NoConf"}, {"noconf": "from sdgm.models.interface import LanguageModel\n"
                                              "class NoConf(LanguageModel):\n    pass\n"},
      r"model 'noconf' \(from package 'clash'\): noconf:NoConf has no class attribute `Config`"),
     ({"broken": "ema_mixer"}, {}, r"package 'clash' registers model 'broken' .*: the entry must be 'module:Class'"),

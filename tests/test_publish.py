@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers import metrics_record
-from sdgm import publish
-from sdgm.generate import write_samples
-from sdgm.gmm import collect_mixing_vectors, fit_gmm, save_gmm
-from sdgm.registry import build_model, save_run
+from sdgm.harness.generate import write_samples
+from sdgm.models.registry import build_model, save_run
+from sdgm.reporting import publish
+from sdgm.spectral.gmm import collect_mixing_vectors, fit_gmm, save_gmm
 
 V, L = 30, 16
 VOCAB = ["<eos>", "<unk>"] + [f"w{i}" for i in range(V - 2)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, logged_steps, one_run_config, snakemake, snakemake_command, write_config
-from sdgm.config import runs
+from sdgm.harness.config import runs
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 pytestmark = [pytest.mark.slurm, pytest.mark.needs("slurm")]  # its programs, and root: the cluster starts as root

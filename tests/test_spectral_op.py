@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from sdgm.model import SDGM, SDGMConfig, decode_reference
-from sdgm.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
+from sdgm.spectral.model import SDGM, SDGMConfig, decode_reference
+from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
 TRITON = pytest.param("triton", marks=pytest.mark.needs("triton"))  # a parameter that runs the Triton kernels
@@ -169,7 +169,7 @@ def test_float64_chunked_equals_naive_exactly(impl):
 def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_size():
     """spectral_angles with and without the reduction in turns give the same sines (float64, angles to 1e5 rad);
     on a CPU the reduction is taken only where the angles can pass REDUCE_ABOVE_RADIANS."""
-    from sdgm.ops.spectral import REDUCE_ABOVE_RADIANS, angles_need_reduction, spectral_angles
+    from sdgm.spectral.ops.spectral import REDUCE_ABOVE_RADIANS, angles_need_reduction, spectral_angles
 
     g = torch.Generator().manual_seed(3)
     F = torch.rand(4, 6, generator=g, dtype=torch.float64) * 16384  # up to Nyquist at L = 32,768
@@ -273,8 +273,8 @@ def rss_growth_of_layer(decoder: str, L: int, D: int, K: int) -> int:
     code = f"""
 import torch
 torch.set_num_threads(1)
-from sdgm.bench.timing import peak_rss_bytes
-from sdgm.model import SDGM, SDGMConfig
+from sdgm.common.timing import peak_rss_bytes
+from sdgm.spectral.model import SDGM, SDGMConfig
 m = SDGM(SDGMConfig(vocab_size=1, d_model={D}, n_atoms={K}, seq_len={L}, decoder="{decoder}"))
 x = torch.randn(1, {L}, {D}, requires_grad=True)
 m.decode(m.encode(x[:, :8])).sum().backward()  # allocator and kernels warm, at a negligible size
@@ -313,7 +313,7 @@ def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     local-memory spills, <= 255 registers; the rotation kernels evaluate a small fraction of the direct ones' sines
     per tile."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile for real, not interpret
-    code = "import json; from sdgm.ops.sm90 import report; print(json.dumps(report('bf16') + report('fp16')))"
+    code = "import json; from sdgm.spectral.ops.sm90 import report; print(json.dumps(report('bf16') + report('fp16')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
@@ -343,7 +343,7 @@ def test_cost_model():
 def test_cost_model_of_the_rotation():
     """The rotation forms the atoms with 6 FLOPs per (t, k, d) (once forward, again backward) plus 6 for the three
     sums of backward, and evaluates a sine and a cosine per anchor each time: 33 positions need 2 anchors."""
-    from sdgm.ops.spectral import ROTATION_ANCHOR
+    from sdgm.spectral.ops.spectral import ROTATION_ANCHOR
 
     L, K, D = ROTATION_ANCHOR + 1, 4, 16
     fwd = spectral_cost(2, L, K, D, "forward", algorithm="rotation")
@@ -357,7 +357,7 @@ def test_cost_model_of_the_rotation():
 def test_floor_table_moves_the_b1_crossover_with_attention():
     """At an H100's rates the rotation's floor meets attention's at B = 1 about three times sooner than the direct
     sines' (docs/spectral-decoder.md): one sine at 16 a clock per SM against 4 multiply-adds at 128."""
-    from sdgm.bench.scaling_cli import crossover_length, floor_table
+    from sdgm.bench.scaling.cli import crossover_length, floor_table
 
     direct, rotation = crossover_length(algorithm="direct"), crossover_length(algorithm="rotation")
     assert 20_000 < direct < 32_000 and 6_000 < rotation < 12_000
@@ -421,7 +421,7 @@ def test_without_numba_auto_takes_the_chunked_path_and_says_why():
 import logging, sys, torch
 sys.modules["numba"] = None  # import numba now raises ImportError, as where it is not installed
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from sdgm.ops.spectral import SpectralOpError, resolve_impl, spectral_decode
+from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_decode
 assert resolve_impl("auto", torch.device("cpu")) == "chunked"
 c, A = torch.randn(2, 5, 3), torch.randn(3, 4)
 y = spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
@@ -445,7 +445,7 @@ def test_the_rotation_kernels_leave_torch_its_thread_count():
 import sys, torch
 n = int(sys.argv[1])
 torch.set_num_threads(n)
-from sdgm.ops.spectral import spectral_decode
+from sdgm.spectral.ops.spectral import spectral_decode
 c, A = torch.randn(5, 40, 3, requires_grad=True), torch.randn(3, 4)
 spectral_decode(c, A, A.abs(), A, torch.arange(40), 8.0, impl="rotation").sum().backward()
 print(torch.get_num_threads())
@@ -467,8 +467,8 @@ def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     """Incremental decoding's atoms: 300 successive positions (rotations between anchors every 32), a repeated
     position, a jump back; each within fp32 rounding of the float64 definition. An in-place parameter update is
     noticed. fused: the CPU's one-pass kernel; else the torch operations a GPU runs."""
-    from sdgm.ops import spectral, spectral_cpu
-    from sdgm.ops.spectral import AtomStream, spectral_atoms
+    from sdgm.spectral.ops import spectral, spectral_cpu
+    from sdgm.spectral.ops.spectral import AtomStream, spectral_atoms
 
     spectral_cpu.cpu_status.cache_clear()  # asked first under torch.no_grad, as inference asks it
     if not fused:
@@ -493,7 +493,7 @@ def test_auto_takes_rotation_even_when_first_asked_under_no_grad():
     inference_mode (generation, scoring) must still find them, not fall back to chunked for good."""
     code = """
 import torch
-from sdgm.ops.spectral import decoder_record, resolve_impl
+from sdgm.spectral.ops.spectral import decoder_record, resolve_impl
 with torch.inference_mode():
     print(resolve_impl("auto", torch.device("cpu")), decoder_record()[0]["reason"])
 """
@@ -505,7 +505,7 @@ with torch.inference_mode():
 def test_the_rotation_check_leaves_the_global_random_stream_alone():
     """A process's first decoder call runs the kernels' self-check; a training run that resumes in another process
     (where the check already ran, or not) must draw the same random numbers, so the check uses its own generator."""
-    from sdgm.ops import spectral_cpu
+    from sdgm.spectral.ops import spectral_cpu
 
     spectral_cpu.cpu_status.cache_clear()
     torch.manual_seed(5)

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import REPO, kill_when, logged_steps
-from sdgm.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
-from sdgm.experiment import run_training
-from sdgm.interface import LanguageModel
-from sdgm.registry import build_model, load_run
-from sdgm.train import NonFiniteLoss, TrainConfig, Trainer
+from sdgm.harness.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
+from sdgm.harness.experiment import run_training
+from sdgm.harness.train import NonFiniteLoss, TrainConfig, Trainer
+from sdgm.models.interface import LanguageModel
+from sdgm.models.registry import build_model, load_run
 
 
 
@@ -55,7 +55,7 @@ def test_perplexity_is_exp_mean_nll_over_all_predicted_tokens():
 
 
 def make_trainer(tokens_dir, ckpt_dir, **kw):
-    from sdgm.data import load_tokens
+    from sdgm.data.tokens import load_tokens
 
     splits, vocab = load_tokens(tokens_dir)
     torch.manual_seed(0)
@@ -122,7 +122,7 @@ def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw)
     # the same run in a child process, killed with SIGKILL part-way through training
     run_dir, ck = tmp_path / "run", tmp_path / "ck"
     code = (f"import torch; torch.set_num_threads(1)\n"
-            f"from sdgm.experiment import run_training\n"
+            f"from sdgm.harness.experiment import run_training\n"
             f"run_training({str(tiny_corpus)!r}, {str(run_dir)!r}, {str(ck)!r}, {str(run_dir / 'metrics.json')!r}, "
             f"**{RUN_KW!r})\n")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -201,7 +201,7 @@ def test_batchify_and_stream_windows_follow_the_example():
 
 
 def test_streams_training_carries_state_across_consecutive_windows(tiny_corpus, tmp_path):
-    from sdgm.data import load_tokens
+    from sdgm.data.tokens import load_tokens
 
     splits, vocab = load_tokens(tiny_corpus)
     torch.manual_seed(0)
@@ -255,7 +255,7 @@ def test_stateful_run_records_both_perplexities(tiny_corpus, tmp_path):
     rec = run_training(tiny_corpus, tmp_path / "r", tmp_path / "c", tmp_path / "r" / "metrics.json", **kw)
     m = rec["metrics"]
     model, _ = load_run(tmp_path / "r")
-    from sdgm.data import load_tokens
+    from sdgm.data.tokens import load_tokens
 
     splits, _ = load_tokens(tiny_corpus)
     assert m["val_ppl"] == pytest.approx(evaluate(model, splits["valid"], L=16)["ppl"], rel=1e-6)

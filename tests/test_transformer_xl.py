@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from helpers import random_ids
 from baselines.transformer_xl import TransformerXL, TransformerXLConfig, rel_shift, sinusoid
-from sdgm.evaluate import causality_violation
-from sdgm.registry import build_model
+from sdgm.models.contract import causality_violation
+from sdgm.models.registry import build_model
 
 V, S = 50, 8
 SMALL = dict(seq_len=S, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32)

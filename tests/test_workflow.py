@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sdgm.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash, run_spec,
-                         runs, validate_schema)
+from sdgm.harness.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash,
+                                 run_spec, runs, validate_schema)
 from helpers import PAPER, QUICK, REPO, load_config, mutate, one_run_config, snakemake, write_config
-from sdgm.reasons import LEAKS_FUTURE, na
-from sdgm.registry import MODELS
+from sdgm.common.reasons import LEAKS_FUTURE, na
+from sdgm.models.registry import MODELS
 
 
 def test_both_configs_are_valid():
@@ -227,7 +227,7 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     r = snakemake("-n", "--forceall", cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    # derived from the config, independently of sdgm.config.runs: each experiment on its corpora, per seed
+    # derived from the config, independently of sdgm.harness.config.runs: each experiment on its corpora, per seed
     seeds, corpora, exps = PAPER["seeds"], PAPER["corpora"], PAPER["experiments"]
     n_runs = sum(len(e.get("corpora", list(corpora))) for e in exps.values()) * len(seeds)
     n_gmm = sum(len(exps[e].get("corpora", list(corpora))) for e in PAPER["gmm"]["experiments"]) * len(seeds)
@@ -286,7 +286,7 @@ def test_run_hash_covers_what_changes_a_result_and_nothing_else():
     assert changed(lambda c: c["seeds"].append(7)) == h
     assert changed(lambda c: c["experiments"].update(other={"model": "lstm"})) == h  # another experiment
     # "shipped" means the digests in SHA256SUMS: writing them out is the same corpus
-    from sdgm.data import shipped_sha256
+    from sdgm.data.sources import shipped_sha256
 
     assert changed(lambda c: c["corpora"]["ptb"].update(sha256=shipped_sha256("ptb"))) == h
     # the hash is of the resolved spec that run_spec returns (and metrics.json stores)
@@ -477,7 +477,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert row["decoding"] == ("cache" if cached else "recompute window")
 
     # a finished run loads back, ready to score text
-    from sdgm.registry import load_run
+    from sdgm.models.registry import load_run
 
     for run in quick_runs:
         if run.corpus != "ptb" or run.experiment not in ("sdgm", "gpt2", "linformer", "transformer_xl", "lstm"):

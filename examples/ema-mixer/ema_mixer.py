@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from sdgm.interface import LanguageModel
+from sdgm.models.interface import LanguageModel
 
 
 @dataclass

@@ -41,9 +41,9 @@ MEMORY_MODES = ("train", "score")
 
 def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple[str, dict, dict]:
     """(model name, model options, TrainConfig fields) of an experiment as the trainer builds it."""
-    from ..config import experiment_spec
-    from ..registry import model_classes
-    from ..train import TrainConfig
+    from ..harness.config import experiment_spec
+    from ..models.registry import model_classes
+    from ..harness.train import TrainConfig
 
     spec = experiment_spec(config, experiment)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -64,9 +64,9 @@ def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, devi
     import torch
     import torch.nn.functional as F
 
-    from ..registry import build_model
-    from ..train import TrainConfig, autocast_dtype, make_optimizer, resolve_device
-    from .timing import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_call_memory
+    from ..models.registry import build_model
+    from ..harness.train import TrainConfig, autocast_dtype, make_optimizer, resolve_device
+    from ..common.timing import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_call_memory
 
     model_name, options, train = experiment_setup(config, experiment, device)
     tcfg = TrainConfig(**train)
@@ -132,14 +132,14 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
                      scaling_args: list[str], command: str, log=print) -> dict:
     import torch
 
-    from ..atomic import write_json_atomic
-    from ..interface import declared
-    from ..provenance import config_hash, provenance
-    from ..registry import build_model
-    from ..train import TrainConfig, resolve_device
+    from ..common.atomic import write_json_atomic
+    from ..models.interface import declared
+    from ..harness.provenance import config_hash, provenance
+    from ..models.registry import build_model
+    from ..harness.train import TrainConfig, resolve_device
     from .generation import measure_generation
     from .throughput import measure_throughput
-    from .timing import load_average
+    from ..common.timing import load_average
 
     vocab_size = int(config["corpora"][corpus]["expected"]["vocab_size"])
     settings = {"corpus": corpus, "vocab_size": vocab_size, "experiments": experiments, "repeats": repeats,
@@ -204,10 +204,10 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
         if scaling_from.resolve() != record_path.resolve():
             record_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(scaling_from, record_path)
-        from ..bench_report import build_scaling_report
+        from ..reporting.bench_report import build_scaling_report
         build_scaling_report(record_path, out / "tables", out / "figures")
     else:
-        from . import scaling_cli
+        from .scaling import cli as scaling_cli
         scaling_cli.main(["--configfile", str(configfile), "--out", str(out), *scaling_args]
                          + (["--device", device] if device else []))
     steps["scaling_s"] = time.perf_counter() - t_scaling
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--probe", nargs=2, metavar=("EXPERIMENT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from ..config import load_config
+    from ..harness.config import load_config
 
     try:
         config = load_config(args.configfile)

@@ -38,9 +38,9 @@ def fresh_throughput(config: dict, model: str, vocab_size: int, variants: list[d
     """{settings, provenance, cases: [{options, compile, train_tokens_per_s, ...}]} for each variant x mode."""
     import torch
 
-    from ..provenance import config_hash, provenance
-    from ..registry import build_model, model_classes, model_config
-    from ..train import TrainConfig, resolve_device
+    from ..harness.provenance import config_hash, provenance
+    from ..models.registry import build_model, model_classes, model_config
+    from ..harness.train import TrainConfig, resolve_device
     from .throughput import measure_throughput
 
     train = {k: v for k, v in config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, help="untimed steps first (default: benchmark.warmup; compiled: one more)")
     ap.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     args = ap.parse_args(argv)
-    from ..atomic import write_json_atomic
-    from ..config import load_config
-    from ..registry import model_classes
+    from ..common.atomic import write_json_atomic
+    from ..harness.config import load_config
+    from ..models.registry import model_classes
 
     try:
         config = load_config(args.configfile)

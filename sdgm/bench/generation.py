@@ -12,13 +12,13 @@ Each model is measured along its decoding paths:
                  for (e.g. {"mode": "reduce-overhead"}, which captures CUDA graphs on a GPU): measured for every
                  model alike, so that a table shows where it helps rather than assuming it
 and for each path:
-    generate     tokens/s of sdgm.generate.sample_autoregressive from a 1-token prompt, `new_tokens` new tokens
+    generate     tokens/s of sdgm.harness.generate.sample_autoregressive from a 1-token prompt, `new_tokens` new tokens
                  per sequence, at each batch size (the sampler and its draws are the same for every path)
     prefill      time of model.prefill over a full window of max_context tokens, at each batch size
     latency      time of one decode_step at each position 1 .. context_multiple x max_context, batch 1
     state        bytes of every tensor the decoding state of one sequence holds (state_bytes), batch 1: after
                  max_context tokens, after the last position, and the peak
-Timings follow sdgm.bench.timing: warmup excluded, each call between two device synchronizations, the median of
+Timings follow sdgm.common.timing: warmup excluded, each call between two device synchronizations, the median of
 `repeats`, every raw time kept (the latency curve keeps the median per position). An out-of-memory is recorded
 as null with its reason, and a compiled path that fails to compile records the error, never a number.
 """
@@ -33,11 +33,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..interface import LanguageModel, declared
+from ..models.interface import LanguageModel, declared
 from .nvml import NvmlSampler
 from .throughput import _vocab_size
-from .timing import free_memory, is_oom, synchronize, time_calls
-from ..provenance import config_hash, provenance
+from ..common.timing import free_memory, is_oom, synchronize, time_calls
+from ..harness.provenance import config_hash, provenance
 
 SCHEMA_VERSION = 1
 
@@ -135,7 +135,7 @@ def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, bat
                  context_multiple: int, repeats: int, warmup: int, seed: int, sampler_interval_s: float = 0.05,
                  clock: Callable[[], float] = time.perf_counter, allow_errors: bool = False) -> dict:
     """Tokens/s, prefill time, latency per position and state bytes of one decoding path (module docstring)."""
-    from ..generate import sample_autoregressive
+    from ..harness.generate import sample_autoregressive
 
     model.eval()
     L = model.max_context
@@ -218,7 +218,7 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
                        clock: Callable[[], float] = time.perf_counter) -> dict:
     """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring);
     only_own_path: the model's own path alone (its cache, else the window recompute), the one claims read."""
-    from ..train import autocast_dtype, resolve_device
+    from ..harness.train import autocast_dtype, resolve_device
 
     device = resolve_device(train_cfg.device)
     amp = autocast_dtype(train_cfg, device)
@@ -256,9 +256,9 @@ PATH_WHAT = {
 
 def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
-    from ..atomic import write_json_atomic
-    from ..registry import load_run
-    from ..train import TrainConfig, resolve_device
+    from ..common.atomic import write_json_atomic
+    from ..models.registry import load_run
+    from ..harness.train import TrainConfig, resolve_device
 
     run = json.loads(Path(metrics_path).read_text())
     model, _ = load_run(Path(run_dir))

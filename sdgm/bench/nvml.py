@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..reasons import NOT_MEASURED
-from .timing import current_rss_bytes, load_average, peak_rss_bytes
+from ..common.reasons import NOT_MEASURED
+from ..common.timing import current_rss_bytes, load_average, peak_rss_bytes
 
 GPU_FIELDS = ("process_gpu_mem_peak_bytes", "device_mem_used_peak_bytes", "device_mem_total_bytes",
               "power_mean_w", "power_max_w", "energy_j", "torch_max_memory_allocated_bytes",

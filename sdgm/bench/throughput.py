@@ -2,7 +2,7 @@
 
     record = throughput_for_run(run_dir, metrics_json, out_json, bench)
 
-Everything is written against sdgm.interface.LanguageModel only; no model is named here. Every record carries
+Everything is written against sdgm.models.interface.LanguageModel only; no model is named here. Every record carries
 provenance (git commit, device, driver, torch, CUDA) and a hash of its settings.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..interface import declared
-from ..provenance import config_hash, provenance
-from ..reasons import NOT_MEASURED, OUT_OF_MEMORY
+from ..models.interface import declared
+from ..harness.provenance import config_hash, provenance
+from ..common.reasons import NOT_MEASURED, OUT_OF_MEMORY
 from .nvml import NvmlSampler
-from .timing import free_memory, is_oom, synchronize, time_calls, tokens_per_second
+from ..common.timing import free_memory, is_oom, synchronize, time_calls, tokens_per_second
 
 SCHEMA_VERSION = 1
 
@@ -72,14 +72,14 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
 
     train:    forward + backward + optimizer step on (batch_size, seq_len), the trainer's optimizer and clipping
     score:    next-token NLL of (score_batch_size, seq_len), no gradients
-    generate: sdgm.generate.sample_autoregressive from a 1-token prompt, `generate_new_tokens` new tokens per
+    generate: sdgm.harness.generate.sample_autoregressive from a 1-token prompt, `generate_new_tokens` new tokens per
               sequence, at each batch size in `generate_batch_sizes`
     Inputs are random token ids: the cost of these models does not depend on the ids.
     Energy comes from a separate window of at least `energy_min_s` seconds of back-to-back calls (see
     energy_per_token): NVML's energy counter advances in steps too coarse for a few timed calls.
     """
-    from ..generate import sample_autoregressive
-    from ..train import autocast_dtype, make_optimizer, resolve_device
+    from ..harness.generate import sample_autoregressive
+    from ..harness.train import autocast_dtype, make_optimizer, resolve_device
 
     device = resolve_device(train_cfg.device)
     amp = autocast_dtype(train_cfg, device)
@@ -227,9 +227,9 @@ SUMMARY = [  # (metrics key, mode, field in the mode's record)
 
 def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Throughput record of one finished run (its run directory and metrics.json), written to out_path."""
-    from ..atomic import write_json_atomic
-    from ..registry import load_run
-    from ..train import TrainConfig, resolve_device
+    from ..common.atomic import write_json_atomic
+    from ..models.registry import load_run
+    from ..harness.train import TrainConfig, resolve_device
 
     run_dir = Path(run_dir)
     run = json.loads(Path(metrics_path).read_text())

@@ -1,4 +1,8 @@
-"""Tables and figures for sdgm-bench (rule report): records -> tables -> render, and plots.
+"""Every table, figure and page made from the records, in the report environment: the results tables and figures
+(this module, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
+generation_report), the weight-free generation quality (genquality, quality), the paper's claims judged (verdicts,
+claims; claims.yaml, paper_numbers.yaml) and the pages beside the tables (publish: samples, HTML tables,
+results/README.md). It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 
 The report reads ONLY the per-run ``metrics.json`` files written by the trainer
 and the paper's published numbers (``paper_numbers.yaml`` next to this file).
@@ -35,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
-from ..reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
+from ..common.reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NON_CAUSAL_SUFFIX, PAPER_PATH,
                       RECONSTRUCTION_COLUMNS, ReportError, load_metrics, load_paper)
 from .render import latex_escape, to_latex, to_markdown, write_table
@@ -113,7 +117,7 @@ def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
                  ablations: dict[str, str] | None = None) -> dict:
     """Write the tables ``main``, ``ablations`` and ``reconstruction`` (.csv, .md, .tex) to ``tables_dir`` and the
     figures ``training_curves`` (main runs), ``ablations`` and ``ppl_vs_atoms`` (.png, .pdf) to ``figures_dir``.
-    ``ablations``: {ablation experiment: its main experiment} (sdgm.config.ablations); None: no ablations.
+    ``ablations``: {ablation experiment: its main experiment} (sdgm.harness.config.ablations); None: no ablations.
     Returns {"<name>_<ext>": path}."""
     paper_path = Path(paper_path) if paper_path is not None else PAPER_PATH
     ablations = dict(ablations or {})

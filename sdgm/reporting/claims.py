@@ -1,4 +1,5 @@
-"""The paper's claims, judged: one verdict per claim of sdgm/claims.yaml, computed from the pipeline's records.
+"""The paper's claims, judged: one verdict per claim of sdgm/reporting/claims.yaml, computed from the pipeline's
+records.
 
 In: the claims file, the runs' metrics.json (and gmm.json) and the benchmark records (throughput, generation,
 scaling). Out: tables/claims.{csv,md,tex,html} (claim, paper, ours, verdict, reason, evidence) and
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_text_atomic
+from ..common.atomic import write_text_atomic
 from .records import ReportError, load_metrics, load_paper
 from .verdicts import (CLAIMS_COLUMNS, NUMERIC_CLAIMS_COLUMNS, VERDICTS, Evidence, _fmt, _is_number, _values,
                        claims_table, load_claims)
@@ -111,7 +112,7 @@ def _summary(df: pd.DataFrame) -> str:
 
 
 def _page(title: str, intro: str, table_html: str, notes: list[str]) -> str:
-    from ..publish import PAGE
+    from .publish import PAGE
 
     body = f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>\n{table_html}"
     if notes:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                          "first gives the main table and --results-readme)")
     ap.add_argument("--readme", type=Path, default=None, help="a README whose claims section to render")
     ap.add_argument("--results-readme", type=Path, default=None,
-                    help="render this results page (sdgm.publish.results_readme) from the folder's tables")
+                    help="render this results page (sdgm.reporting.publish.results_readme) from the folder's tables")
     ap.add_argument("--check", action="store_true", help="only check that --readme is up to date (exit 1 if not)")
     args = ap.parse_args(argv)
     if not args.check:
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(args.readme, new)
         print(f"readme: {args.readme}")
     if args.results_readme is not None and not args.check:
-        from ..publish import results_readme
+        from .publish import results_readme
 
         root = args.records[0]
         figures = sorted((root / "figures").glob("*.png"))

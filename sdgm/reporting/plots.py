@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
+from ..common.atomic import atomic_path  # noqa: E402
 from .records import NON_CAUSAL_SUFFIX, _is_number, experiment_order  # noqa: E402
 from .tables import _group, _metric_value, _paper_index, ablation_label, aggregate, leaks, setting_diff  # noqa: E402
 

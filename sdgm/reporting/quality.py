@@ -1,9 +1,11 @@
 """The generation-quality table and figure, from the quality records only (rule generation_quality).
 
-Reads quality/{corpus}/{run}.json (sdgm.genquality.score_run) and writes tables/generation_quality.{csv,md,tex}
-(the CSV numeric: value, _low, _high per statistic; Markdown and LaTeX "value [low, high]") and
-figures/generation_quality.{png,pdf}. One row per run and set of sequences, then per corpus and set the yardsticks:
-the prompts' true continuations and held-out text of the same lengths.
+Reads quality/{corpus}/{run}.json (sdgm.reporting.genquality.score_run) and writes
+tables/generation_quality.{csv,md,tex} (the CSV numeric: value, _low, _high per statistic; Markdown and LaTeX "value
+[low, high]") and figures/generation_quality.{png,pdf}. One row per run and set of sequences, then per corpus and set
+the yardsticks: the prompts' true continuations and held-out text of the same lengths.
+
+    python -m sdgm.reporting.quality --records results/h100   # score a results folder's samples, then draw them
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..atomic import write_text_atomic  # noqa: E402
-from ..genquality import STATS  # noqa: E402
-from ..reasons import na  # noqa: E402
+from ..common.atomic import write_text_atomic  # noqa: E402
+from .genquality import STATS, score_run  # noqa: E402
+from ..common.reasons import na  # noqa: E402
 from .plots import save_figure  # noqa: E402
 from .records import ReportError  # noqa: E402
 from .render import to_latex, to_markdown  # noqa: E402
@@ -137,3 +139,36 @@ def build_quality_report(quality_paths, tables_dir, figures_dir) -> dict:
     write_text_atomic(paths[1], f"{caption}\n\n{to_markdown(disp)}")
     write_text_atomic(paths[2], to_latex(disp, caption, label="tab:generation_quality"))
     return {"table": paths, "figure": plot_quality(df, Path(figures_dir) / "generation_quality")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score the samples of a results folder (samples/{corpus}/{run}.txt, and {run}.continuations.json where
+    there) into quality/{corpus}/{run}.json, then draw its generation-quality table and figure."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Score a results folder's samples without model weights.")
+    ap.add_argument("--records", type=Path, required=True, help="a results folder (runs/, samples/)")
+    ap.add_argument("--corpora", type=Path, default=Path(__file__).parents[1] / "data" / "corpora",
+                    help="a folder with {corpus}/train.txt[.xz] and test.txt[.xz] (default: the shipped corpora)")
+    args = ap.parse_args(argv)
+    root, written = args.records, []
+    for samples in sorted(root.glob("samples/*/*.txt")):
+        corpus, run = samples.parent.name, samples.stem
+        split = {s: next(p for p in (args.corpora / corpus / f"{s}.txt", args.corpora / corpus / f"{s}.txt.xz")
+                         if p.exists()) for s in ("train", "test")}
+        cont = samples.with_name(f"{run}.continuations.json")
+        out = root / "quality" / corpus / f"{run}.json"
+        score_run(samples, cont if cont.exists() else None, split["train"], split["test"],
+                  root / "runs" / corpus / run / "metrics.json", out)
+        written.append(out)
+        print(f"quality: {out}")
+    print(build_quality_report(written, root / "tables", root / "figures"))
+    from .publish import table_html
+
+    table_html(root / "tables" / "generation_quality.csv", root / "tables" / "generation_quality.html",
+               "Table: generation_quality")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
-"""Loading the inputs of the report: the per-run metrics.json files (checked against sdgm/schemas/metrics.schema.json)
-and the paper's numbers.
+"""Loading the inputs of the report: the per-run metrics.json files (checked against
+sdgm/common/schemas/metrics.schema.json) and the paper's numbers.
 
 Constants shared by every table: the causal labels and the columns of each table (the "n/a" reasons are in
-sdgm.reasons).
+sdgm.common.reasons).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from ..schema import SchemaViolation, check_metrics
+from ..common.schema import SchemaViolation, check_metrics
 
-PAPER_PATH = Path(__file__).resolve().parents[1] / "paper_numbers.yaml"
+PAPER_PATH = Path(__file__).resolve().parent / "paper_numbers.yaml"
 
 CAUSAL_YES = "yes"
 LEAKS = "LEAKS future tokens"
@@ -71,7 +71,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _validate_record(rec: Any, path: Path) -> None:
-    """The record follows sdgm/schemas/metrics.schema.json (types, required keys, possible values)."""
+    """The record follows sdgm/common/schemas/metrics.schema.json (types, required keys, possible values)."""
     try:
         check_metrics(rec)
     except SchemaViolation as e:
@@ -80,7 +80,7 @@ def _validate_record(rec: Any, path: Path) -> None:
 
 def experiment_order(records: Iterable[dict]) -> dict[str, int]:
     """{experiment: rank} in the order the experiments first appear among the records. The workflow passes the
-    metrics files in the config's order (sdgm.config.runs), so rows follow the order experiments appear in the
+    metrics files in the config's order (sdgm.harness.config.runs), so rows follow the order experiments appear in the
     config."""
     order: dict[str, int] = {}
     for r in records:
@@ -91,7 +91,7 @@ def experiment_order(records: Iterable[dict]) -> dict[str, int]:
 def check_run_files(metrics_path: Path, rec: dict) -> None:
     """The files of one run directory belong together: run.json (if there) has the metrics' fingerprint, model
     and vocabulary digest, vocab.json that digest, and model.pt the weights digest run.json records."""
-    from ..atomic import sha256_file
+    from ..common.atomic import sha256_file
 
     run = metrics_path.parent
     if not (run / "run.json").is_file():

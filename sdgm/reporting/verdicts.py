@@ -15,7 +15,7 @@ import pandas as pd
 
 from .records import ReportError, load_metrics, read_yaml_mapping
 
-CLAIMS_PATH = Path(__file__).resolve().parents[1] / "claims.yaml"
+CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -477,7 +477,7 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     smallest D. dD = D(experiment) - D(best), 95 % interval from a paired bootstrap over sequences. Reproduced when
     the interval lies at or below ln(1 + tolerance), contradicted when above it, not reproduced when it contains it.
     Judged on the first of `sets` that every compared record has, at the lowest seed they share."""
-    from ..genquality import resample_indices
+    from .genquality import resample_indices
 
     names = [claim["experiment"], *claim["than"]]
     recs = {e: ev.records("quality", claim["corpus"], e) for e in names}

@@ -19,7 +19,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-from sdgm.config import (  # noqa: E402
+from sdgm.harness.config import (  # noqa: E402
     JOB_MALLOC_ENV,
     ablations,
     benchmarked_runs,
@@ -33,7 +33,7 @@ from sdgm.config import (  # noqa: E402
 check_config(config)
 
 # glibc keeps big freed blocks instead of returning them to the OS and mapping them again on every step (see
-# sdgm.config.JOB_MALLOC_ENV; jobs inherit this environment).
+# sdgm.harness.config.JOB_MALLOC_ENV; jobs inherit this environment).
 for _name, _value in JOB_MALLOC_ENV.items():
     os.environ.setdefault(_name, _value)
 
@@ -71,8 +71,8 @@ def cluster_res(kind):
     return {res: job_res(kind, key) for key, res in names.items() if job_res(kind, key) is not None}
 
 
-# One run: results/runs/{corpus}/{experiment}-s{seed}-{cfg}, where {cfg} is the run hash (sdgm.config.run_hash) of
-# everything in the config that changes its result. Every per-run rule carries the four wildcards.
+# One run: results/runs/{corpus}/{experiment}-s{seed}-{cfg}, where {cfg} is the run hash (sdgm.harness.config.run_hash)
+# of everything in the config that changes its result. Every per-run rule carries the four wildcards.
 RUN = "{corpus}/{experiment}-s{seed}-{cfg}"
 
 
@@ -120,7 +120,7 @@ def quality_files(wildcards=None):
     return [f"{OUT}/quality/{r.corpus}/{r.name}.json" for r in RUNS]
 
 
-# The throughput benchmark measures one run per model and corpus (sdgm.config.benchmarked_runs), every run with
+# The throughput benchmark measures one run per model and corpus (sdgm.harness.config.benchmarked_runs), every run with
 # benchmark.throughput.every_run: true.
 BENCH_RUNS = benchmarked_runs(config)
 

@@ -1,4 +1,4 @@
-# Benchmarks: throughput of one run per model and corpus (sdgm.config.benchmarked_runs), generation of every
+# Benchmarks: throughput of one run per model and corpus (sdgm.harness.config.benchmarked_runs), generation of every
 # trained run, the scaling of one mixing layer with L, and their tables/figures.
 # A benchmark job claims every core Snakemake was given (threads: workflow.cores), so no other job runs beside
 # it and disturbs its timings.

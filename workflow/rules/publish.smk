@@ -144,8 +144,8 @@ rule results_readme:
         "../scripts/results_readme.py"
 
 
-# The paper's claims judged from every record (sdgm/claims.yaml, docs/claims.md), and the compact main table in the
-# paper's shape. Its HTML page leads the report (category "Claims").
+# The paper's claims judged from every record (sdgm/reporting/claims.yaml, docs/claims.md), and the compact main table
+# in the paper's shape. Its HTML page leads the report (category "Claims").
 rule claims:
     input:
         metrics=metrics_files,
@@ -154,7 +154,7 @@ rule claims:
         scaling=rules.scaling.output,
         gmm=gmm_files,
         quality=quality_files,
-        claims=str(REPO / "sdgm" / "claims.yaml"),
+        claims=str(REPO / "sdgm" / "reporting" / "claims.yaml"),
     output:
         tables=expand("{out}/tables/{name}.{ext}", out=OUT, name=["claims", "compact"], ext=["csv", "md", "tex"]),
         html=report(f"{OUT}/tables/claims.html", caption="../report/claims.rst", category="Claims"),

@@ -1,15 +1,15 @@
 """Train one (corpus, experiment, seed), evaluate it, write its run directory and metrics.json (rule train).
 With job_resources.train.processes > 1 the training runs in that many processes under torchrun
-(sdgm.distributed), all writing to this job's log.
+(sdgm.harness.distributed), all writing to this job's log.
 A SIGTERM (a Slurm time limit or preemption) ends a one-process training with a checkpoint of the current step
-and exit status 143 (sdgm.checkpoint.Preempted); the job's next attempt resumes there."""
+and exit status 143 (sdgm.harness.checkpoint.Preempted); the job's next attempt resumes there."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.distributed import launch  # noqa: E402
-from sdgm.experiment import run_training  # noqa: E402
-from sdgm.snake import setup  # noqa: E402
+from sdgm.common.snake import setup  # noqa: E402
+from sdgm.harness.distributed import launch  # noqa: E402
+from sdgm.harness.experiment import run_training  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)

@@ -1,0 +1,552 @@
+"""One command for a short GPU window: the verdict first, then as much of the campaign as the minutes allow.
+
+    python -m sdgm.published.gpu_window --minutes 10                         # the paper config, on the default device
+    python -m sdgm.published.gpu_window --minutes 3 --configfile config/quick.yaml --directory /tmp/w --out /tmp/w
+    python -m sdgm.published.gpu_window install [--offline] [--dry-run]      # the project onto the machine's own torch
+    python -m sdgm.published.campaign import results/windows/window-*.tar.gz  # back home: merge and render per device
+
+It prints its plan, then runs each part in a process (group) of its own under its own deadline, in this order:
+
+    env         the environment: GPU, driver, torch, Triton, CUDA, commit; the on-device check of the Triton
+                kernels (sdgm.spectral.ops.spectral.check_kernels) and what decoder 'auto' resolved to
+    gpu_tier    pytest -m gpu (tests/test_gpu.py): every model on the device, the kernels, NVML, compile, NCCL
+    scaling     the scaling benchmark at the config's sizes (python -m sdgm.bench.scaling): both views, the B = 1
+                tail as far as memory goes (an out-of-memory is recorded, not fatal)
+    generation  each main model's own decoding and the window recompute, fresh weights, the config's sizes
+    memory      each main model's training and scoring throughput and peak memory, fresh weights
+    campaign    python -m sdgm.published.campaign run for the minutes left: seed 0 of every experiment before seeds 1, 2
+
+The order is what each part adds to the verdict per minute: the environment and the kernel check decide whether
+the rest can be trusted; the GPU tier finds a regression in three minutes; the benchmarks judge claims that no
+training can (the scaling, generation and memory claims), in a minute or two each; training runs advance the
+perplexity claims only by whole runs. A part's deadline is its share of the window plus whatever the parts before
+it left unused. A part that fails or passes its deadline is recorded with its error and the window goes on; a part
+that no longer fits is recorded as skipped.
+
+Everything goes into one archive (OUT/window-<stamp>.tar.gz, at most 16 MiB), rewritten whole (atomically) after
+every part: ARCHIVE.json, window/<device>/<stamp>/window.json (the plan and every part's status, seconds and
+reason), each part's files under window/<device>/<stamp>/<part>/ (logs cut to their last 256 KiB), and the
+campaign's new records under published/. A window killed at any point leaves the archive of what had finished.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..common.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+REPO = Path(__file__).resolve().parents[2]
+ARCHIVE_LIMIT = 16 * 1024 * 1024  # as a campaign archive's (sdgm.published.campaign.ARCHIVE_LIMIT)
+LOG_TAIL = 256 * 1024  # bytes of each log kept in the archive (the end, where the error is)
+PACK_RESERVE_S = 10.0  # seconds kept at the end of the window for the last archive
+STOP_GRACE_S = 10.0  # TERM, then KILL this much later, to a part past its deadline
+CAMPAIGN_STOP_S = 75.0  # the campaign is given this much less than its deadline: it stops Snakemake itself
+WINDOW_SCHEMA = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    name: str
+    share: float  # of the window's minutes
+    min_s: float  # not started with less time than this
+    what: str
+
+
+PARTS = (  # share of the window, and the least a part is started with
+    Part("env", 0.03, 45, "environment record and the on-device check of the Triton kernels"),
+    Part("gpu_tier", 0.30, 30, "pytest -m gpu: models, kernels, NVML, torch.compile, NCCL, one campaign wave"),
+    Part("scaling", 0.15, 20, "scaling benchmark at the config's sizes (tokens and batch views)"),
+    Part("generation", 0.10, 20, "generation benchmark of every main model (fresh weights)"),
+    Part("memory", 0.10, 20, "training and inference throughput and peak memory of every main model"),
+    Part("campaign", 1.0, CAMPAIGN_STOP_S + 15, "the campaign for the minutes left (seed 0 of every experiment "
+                                                 "first)"),
+)
+
+
+class WindowError(RuntimeError):
+    pass
+
+
+# ---- the plan --------------------------------------------------------------------------------------------------
+def plan(minutes: float) -> list[dict]:
+    """Each part with its budget in seconds: its share of the window, at least its minimum (the campaign: all that
+    is left); printed before anything runs. The actual deadlines add what earlier parts left unused."""
+    total = minutes * 60 - PACK_RESERVE_S
+    out, used = [], 0.0
+    for p in PARTS:
+        budget = total - used if p.name == "campaign" else max(p.share * minutes * 60, p.min_s)
+        budget = max(0.0, min(budget, total - used))
+        out.append({"part": p.name, "what": p.what, "budget_s": round(budget, 1), "min_s": p.min_s})
+        used += budget
+    return out
+
+
+def format_plan(rows: list[dict], minutes: float) -> str:
+    lines = [f"gpu window: {minutes:g} min, {len(rows)} parts in this order (each under its own deadline; what a "
+             f"part leaves unused goes to the next):"]
+    lines += [f"  {n}. {r['part']:<10} {r['budget_s'] / 60:5.1f} min  {r['what']}" for n, r in enumerate(rows, 1)]
+    return "\n".join(lines)
+
+
+# ---- running a part ----------------------------------------------------------------------------------------------
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
+def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO) -> tuple[int | None, float]:
+    """Run `cmd` in a session of its own, output to log_path; past deadline_s TERM its group, KILL it
+    STOP_GRACE_S later. (exit status, or None where it was stopped at the deadline; seconds)."""
+    from .campaign import _stop
+    from ..harness.distributed import die_with_parent
+
+    t0, me = time.monotonic(), os.getpid()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=lambda: die_with_parent(me))
+        try:
+            rc = proc.wait(timeout=max(1.0, deadline_s))
+        except subprocess.TimeoutExpired:
+            _stop(proc, STOP_GRACE_S)
+            rc = None
+        except BaseException:  # the window itself is stopped: take the part down with it
+            _stop(proc, STOP_GRACE_S)
+            raise
+    return rc, time.monotonic() - t0
+
+
+def tail(path: Path, n: int = 12) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def junit_summary(path: Path) -> dict:
+    """{tests, failures, errors, skipped, skip_reasons} of a pytest JUnit XML file."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    out = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    reasons = sorted({(sk.get("message") or "").strip() for sk in root.iter("skipped")} - {""})
+    out["skip_reasons"] = reasons[:5]
+    return out
+
+
+class Window:
+    """One window: its folder, the parts' statuses, and the archive rewritten after each change."""
+
+    def __init__(self, minutes: float, configfile: Path, out: Path, directory: Path, device: str,
+                 device_label: str | None, parts: tuple[str, ...] | None = None):
+        self.minutes, self.configfile, self.device = minutes, configfile.resolve(), device
+        self.directory, self.device_label = directory.resolve(), device_label
+        self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.out = out.resolve()
+        self.dir = self.out / f"window-{self.stamp}"  # the parts' files; window.json
+        self.archive = self.out / f"window-{self.stamp}.tar.gz"
+        self.plan = [r for r in plan(minutes) if parts is None or r["part"] in parts]
+        self.status = {r["part"]: {"status": "not run", "reason": "the window ended before it"} for r in self.plan}
+        self.start = time.monotonic()
+        self.records: list[Path] = []  # the campaign's new records
+        self.left_out: list[str] = []
+        from .campaign import load_config, store_of
+
+        self._store = store_of(load_config(self.configfile), self.directory)  # a bad config stops it here
+
+    # -- the record of the window --
+    def device_slug(self) -> str:
+        from .store import device_slug
+
+        if self.device_label:
+            return device_slug("", self.device_label)
+        try:
+            return device_slug(json.loads((self.dir / "env" / "env.json").read_text())["provenance"]["device"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "unknown-device"
+
+    def summary(self) -> dict:
+        return {"schema": WINDOW_SCHEMA, "kind": "gpu_window", "stamp": self.stamp, "device": self.device_slug(),
+                "minutes": self.minutes, "configfile": self.configfile.name, "requested_device": self.device,
+                "elapsed_s": round(time.monotonic() - self.start, 1), "plan": self.plan,
+                "parts": [{"part": r["part"], **self.status[r["part"]]} for r in self.plan],
+                "campaign_records": [d.relative_to(self.store()).as_posix() for d in self.records],
+                "campaign_records_left_out": self.left_out}
+
+    def store(self) -> Path:
+        return self._store
+
+    def write(self) -> None:
+        """window.json, then the archive of everything so far (atomically: a kill leaves the last one whole)."""
+        write_json_atomic(self.dir / "window.json", self.summary())
+        write_archive(self, ARCHIVE_LIMIT)
+
+    # -- the parts --
+    def command(self, name: str, part_dir: Path, seconds: float) -> tuple[list[str], Path] | str:
+        """The part's command and working directory, or why it cannot run here."""
+        py, cfg = sys.executable, str(self.configfile)
+        if name == "env":
+            return [py, "-m", "sdgm.published.gpu_window", "part", "env", "--out", str(part_dir), "--device",
+                    self.device], REPO
+        if name == "gpu_tier":
+            tests = REPO / "tests" / "test_gpu.py"
+            if not tests.is_file():
+                return f"{tests.relative_to(REPO)} is not in this checkout"
+            return [py, "-m", "pytest", str(tests), "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
+                    f"--junitxml={part_dir / 'junit.xml'}", f"--rootdir={REPO}"], REPO
+        if name == "scaling":
+            return [py, "-m", "sdgm.bench.scaling", "--configfile", cfg, "--out", str(part_dir),
+                    "--device", self.device], REPO
+        if name in ("generation", "memory"):
+            return [py, "-m", "sdgm.published.gpu_window", "part", name, "--configfile", cfg, "--out", str(part_dir),
+                    "--device", self.device], REPO
+        if name == "campaign":
+            minutes = (seconds - CAMPAIGN_STOP_S) / 60
+            if minutes <= 0.2:
+                return f"{seconds:.0f} s left: too little for the campaign to stop by itself at its deadline"
+            cmd = [py, "-m", "sdgm.published.campaign", "run", "--configfile", cfg, "--minutes", f"{minutes:.2f}",
+                   "--directory", str(self.directory), "--archive-dir", str(part_dir)]
+            return cmd + (["--device-label", self.device_label] if self.device_label else []), self.directory
+        raise WindowError(f"unknown part {name!r}")
+
+    def left(self) -> float:
+        return self.minutes * 60 - PACK_RESERVE_S - (time.monotonic() - self.start)
+
+    def run(self) -> dict:
+        from .store import record_dirs
+
+        print(format_plan(self.plan, self.minutes), flush=True)
+        # TERM (the machine is taken back) stops the running part like a deadline does (run_part); the archive of
+        # what finished was written after the last part
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write()
+        carried = 0.0  # seconds the parts so far left unused
+        for row in self.plan:
+            name = row["part"]
+            # its budget and what the parts before it left unused; the campaign: all that is left
+            budget = self.left() if name == "campaign" else min(row["budget_s"] + carried, self.left())
+            if budget < row["min_s"]:
+                self.status[name] = {"status": "skipped", "reason": f"{max(budget, 0):.0f} s left, the part needs "
+                                                                    f"at least {row['min_s']:.0f} s"}
+                print(f"gpu window: {name}: skipped ({self.status[name]['reason']})", flush=True)
+                self.write()
+                continue
+            part_dir = self.dir / name
+            part_dir.mkdir(parents=True, exist_ok=True)
+            cmd = self.command(name, part_dir, budget)
+            if isinstance(cmd, str):
+                self.status[name] = {"status": "skipped", "reason": cmd}
+                print(f"gpu window: {name}: skipped ({cmd})", flush=True)
+                self.write()
+                continue
+            self.status[name] = {"status": "running", "reason": "started; the window ended before it finished",
+                                 "deadline_s": round(budget, 1)}
+            self.write()
+            before = set(record_dirs(self.store())) if name == "campaign" else set()
+            print(f"gpu window: {name}: up to {budget:.0f} s: {' '.join(cmd[0][2:])}", flush=True)
+            rc, seconds = run_part(cmd[0], part_dir / "log.txt", budget, cmd[1])
+            self.status[name] = self.judge(name, rc, seconds, budget, part_dir)
+            if name == "campaign":
+                # in the order they were published, which is the campaign's priority order
+                self.records = sorted(set(record_dirs(self.store())) - before,
+                                      key=lambda d: ((d / "manifest.json").stat().st_mtime_ns, d))
+                self.status[name]["records"] = len(self.records)
+            carried = max(0.0, budget - seconds)
+            print(f"gpu window: {name}: {self.status[name]['status']} in {seconds:.0f} s"
+                  + (f" ({self.status[name]['reason']})" if self.status[name].get("reason") else ""), flush=True)
+            self.write()
+        print(f"gpu window: archive {self.archive} ({self.archive.stat().st_size:,} bytes); import it with "
+              f"`python -m sdgm.published.campaign import {self.archive}`", flush=True)
+        return self.summary()
+
+    def judge(self, name: str, rc: int | None, seconds: float, budget: float, part_dir: Path) -> dict:
+        out = {"seconds": round(seconds, 1), "deadline_s": round(budget, 1), "exit_status": rc}
+        if rc is None:
+            return {**out, "status": "stopped", "reason": f"stopped at its deadline of {budget:.0f} s",
+                    "log_tail": tail(part_dir / "log.txt")}
+        if name == "gpu_tier" and (part_dir / "junit.xml").is_file():
+            s = junit_summary(part_dir / "junit.xml")
+            out["tests"] = s
+            if rc == 0 and s["tests"] and s["skipped"] == s["tests"]:
+                return {**out, "status": "skipped", "reason": "; ".join(s["skip_reasons"]) or "every test skipped"}
+        if rc != 0:
+            return {**out, "status": "failed", "reason": f"exit status {rc}", "log_tail": tail(part_dir / "log.txt")}
+        return {**out, "status": "ok"}
+
+
+# ---- the archive -------------------------------------------------------------------------------------------------
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write(window: Window, recs: list[Path], path: Path) -> int:
+    from .store import read_manifest
+
+    store = window.store() if recs else None
+    root = f"window/{window.device_slug()}/{window.stamp}"
+    index = [{"record": d.relative_to(store).as_posix(), **{k: read_manifest(d)[k] for k in
+                                                             ("run_id", "run_hash", "device_slug")}} for d in recs]
+    with atomic_path(path) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            _add_bytes(tar, "ARCHIVE.json", json.dumps({"schema": 1, "records": index, "window": root},
+                                                        indent=2).encode())
+            for f in sorted(p for p in window.dir.rglob("*") if p.is_file() and ".part-" not in p.name):
+                name = f"{root}/{f.relative_to(window.dir).as_posix()}"
+                try:
+                    if f.suffix in (".txt", ".log") and f.stat().st_size > LOG_TAIL:
+                        with open(f, "rb") as fh:
+                            fh.seek(-LOG_TAIL, os.SEEK_END)
+                            _add_bytes(tar, name, b"[... cut to its last 256 KiB ...]\n" + fh.read())
+                    elif f.suffix != ".gz":  # not the campaign's own archive: its records come in as published/
+                        tar.add(f, arcname=name, recursive=False)
+                except FileNotFoundError:  # a running part's temporary, gone since the listing
+                    continue
+            for d in recs:
+                for f in sorted(p for p in d.rglob("*") if p.is_file()):
+                    tar.add(f, arcname=f"published/{f.relative_to(store).as_posix()}", recursive=False)
+    return path.stat().st_size
+
+
+def write_archive(window: Window, limit: int = ARCHIVE_LIMIT) -> dict:
+    """The window's archive with as many of the campaign's records (in priority order) as fit `limit`."""
+    take = list(window.records)
+    while True:
+        size = _write(window, take, window.archive)
+        if size <= limit or not take:
+            window.left_out = [d.name for d in window.records[len(take):]]
+            if size > limit:
+                raise WindowError(f"{window.archive}: {size:,} bytes without any record, over {limit:,}")
+            return {"bytes": size, "records": take}
+        take = take[:-1]
+
+
+# ---- the parts that run inside this module -------------------------------------------------------------------------
+def main_models(config: dict) -> list[str]:
+    """The models of the config's main experiments (not ablations), in the config's order."""
+    out = []
+    for exp in config["experiments"].values():
+        if "ablation_of" not in exp and exp["model"] not in out:
+            out.append(exp["model"])
+    return out
+
+
+def part_env(out: Path, device: str) -> dict:
+    import platform
+
+    import torch
+
+    from ..spectral.ops.spectral import resolve_impl
+    from ..harness.provenance import provenance
+    from ..harness.train import resolve_device
+
+    dev = resolve_device(device)
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("triton", "numba", "nvidia-ml-py", "transformers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    missing = []  # the project's requirements (without torch and Triton) not installed here: `install` adds them
+    for req in project_requirements():
+        name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]
+        try:
+            version(name)
+        except PackageNotFoundError:
+            missing.append(req)
+    auto = resolve_impl("auto", dev)  # on CUDA: the kernel check runs here, once
+    smi = None
+    if dev.type == "cuda":
+        try:
+            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            smi = f"nvidia-smi: {type(e).__name__}: {e}"
+    rec = {"kind": "window_env", "provenance": provenance(dev), "versions": versions,
+           "cuda_available": torch.cuda.is_available(), "device_count": torch.cuda.device_count(),
+           "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+           "capability": list(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
+           "decoder_auto": auto, "missing_requirements": missing, "python_executable": sys.executable,
+           "machine": platform.machine(),
+           "nvidia_smi": smi}
+    write_json_atomic(out / "env.json", rec)
+    print(json.dumps({k: rec[k] for k in ("decoder_auto", "versions", "missing_requirements")}), flush=True)
+    print(f"torch {rec['provenance']['torch']} on {rec['provenance']['device']}", flush=True)
+    return rec
+
+
+def part_generation(config: dict, out: Path, device: str, vocab_size: int = 10000) -> None:
+    """Each main model with fresh weights at the config's sizes: measure_generation with benchmark.generation; one
+    record per model, written as it finishes."""
+    import torch
+
+    from ..bench.generation import measure_generation
+    from ..harness.provenance import config_hash, provenance
+    from ..models.registry import build_model
+    from ..harness.train import TrainConfig, resolve_device
+
+    bench = config["benchmark"]
+    gen = bench["generation"]
+    train = {k: v for k, v in config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    train["device"] = device
+    for model in main_models(config):
+        settings = {"model": model, "vocab_size": vocab_size, "options": config["models"].get(model) or {},
+                    "batch_sizes": list(gen["batch_sizes"]), "new_tokens": gen["new_tokens"],
+                    "context_multiple": gen["context_multiple"], "repeats": bench["repeats"],
+                    "warmup": bench["warmup"], "compile": gen["compile"]}
+        opts = dict(settings["options"])
+        if _takes_seq_len(model):  # the config's L, as sdgm.bench.fresh builds its models
+            opts["seq_len"] = train.get("seq_len", TrainConfig().seq_len)
+        torch.manual_seed(0)
+        net = build_model(model, vocab_size, **opts)
+        t0 = time.monotonic()
+        res = measure_generation(net, TrainConfig(**train), batch_sizes=settings["batch_sizes"],
+                                 new_tokens=settings["new_tokens"], context_multiple=settings["context_multiple"],
+                                 repeats=settings["repeats"], warmup=settings["warmup"],
+                                 compile_options=settings["compile"],
+                                 sampler_interval_s=bench["sampler_interval_s"])
+        rec = {"kind": "generation_fresh", "model": model, "settings": settings, "config_hash": config_hash(settings),
+               "provenance": provenance(resolve_device(device)), **res}
+        write_json_atomic(out / f"generation_{model}.json", json.loads(json.dumps(rec, default=str)))
+        print(f"generation {model}: {time.monotonic() - t0:.1f} s", flush=True)
+        del net
+
+
+def _takes_seq_len(model: str) -> bool:
+    from ..models.registry import model_classes
+
+    return "seq_len" in {f.name for f in dataclasses.fields(model_classes(model)[0])}
+
+
+def part_memory(config: dict, out: Path, device: str, vocab_size: int = 10000) -> None:
+    """Each main model with fresh weights: training and scoring throughput and peak memory (sdgm.bench.fresh),
+    eager; one record per model, written as it finishes."""
+    from ..bench.fresh import fresh_throughput
+
+    for model in main_models(config):
+        t0 = time.monotonic()
+        rec = fresh_throughput(config, model, vocab_size, [], compile_modes=(False,), device=device)
+        write_json_atomic(out / f"fresh_{model}.json", rec)
+        print(f"memory {model}: {time.monotonic() - t0:.1f} s", flush=True)
+
+
+# ---- installing onto the machine's own torch ------------------------------------------------------------------------
+KEEP = ("torch", "triton")  # the machine's CUDA build brings these two; never replaced
+
+
+def project_requirements(extras=("workflow", "test")) -> list[str]:
+    """The project's requirements and those of `extras` from pyproject.toml, without torch and triton."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += project.get("optional-dependencies", {}).get(extra, [])
+    out = []
+    for r in reqs:
+        name = re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower()
+        if name not in KEEP and r not in out:
+            out.append(r)
+    return out
+
+
+def install(offline: bool = False, dry_run: bool = False, extras=("workflow", "test")) -> int:
+    """pip-install the project (editable) onto the torch and Triton already here: the project itself without its
+    dependencies, then its other requirements under a constraint that pins torch and Triton to the installed
+    versions (so nothing may replace them). offline: no index (--no-index): only what is here counts."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in KEEP:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            if name == "torch":
+                print("install: torch is not installed here; install the machine's CUDA build of torch first",
+                      file=sys.stderr)
+                return 2
+    print("install: keeping " + ", ".join(pins), flush=True)
+    with tempfile.TemporaryDirectory(prefix="sdgm-install-") as tmp:
+        constraints, reqs = Path(tmp, "constraints.txt"), Path(tmp, "requirements.txt")
+        write_text_atomic(constraints, "\n".join(pins) + "\n")
+        write_text_atomic(reqs, "\n".join(project_requirements(extras)) + "\n")
+        common = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + \
+            (["--no-index"] if offline else []) + (["--dry-run"] if dry_run else [])
+        for cmd in (common + ["--no-deps", "--no-build-isolation", "-e", str(REPO)],
+                    common + ["-c", str(constraints), "-r", str(reqs)]):
+            print("install: " + " ".join(cmd[2:]), flush=True)
+            rc = subprocess.run(cmd).returncode
+            if rc != 0:
+                print(f"install: pip exited with status {rc}" + (" (offline: a requirement above is not installed "
+                                                                  "here and there is no index)" if offline else ""),
+                      file=sys.stderr)
+                return rc
+    return 0
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["install"]:
+        ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window install", description=install.__doc__)
+        ap.add_argument("--offline", action="store_true", help="no package index: install only from what is here")
+        ap.add_argument("--dry-run", action="store_true", help="say what pip would do")
+        a = ap.parse_args(argv[1:])
+        return install(a.offline, a.dry_run)
+    if argv[:1] == ["part"]:
+        ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window part")
+        ap.add_argument("name", choices=("env", "generation", "memory"))
+        ap.add_argument("--out", type=Path, required=True)
+        ap.add_argument("--device", default="auto")
+        ap.add_argument("--configfile", type=Path)
+        a = ap.parse_args(argv[1:])
+        a.out.mkdir(parents=True, exist_ok=True)
+        if a.name == "env":
+            part_env(a.out, a.device)
+            return 0
+        from ..harness.config import load_config
+
+        config = load_config(a.configfile)
+        (part_generation if a.name == "generation" else part_memory)(config, a.out, a.device)
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="subcommand: install [--offline] [--dry-run] (see docs/campaign.md)")
+    ap.add_argument("--minutes", type=float, required=True, help="the window's compute time")
+    ap.add_argument("--configfile", type=Path, default=REPO / "config" / "config.yaml")
+    ap.add_argument("--out", type=Path, default=Path("results/windows"), help="where the window's folder and "
+                                                                              "archive go")
+    ap.add_argument("--directory", type=Path, default=Path("."), help="the campaign's workflow directory")
+    ap.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")
+    ap.add_argument("--device-label", default=None, help="the store's device folder (default: the GPU's name)")
+    ap.add_argument("--parts", type=lambda t: tuple(t.split(",")), default=None,
+                    help="only these parts (comma-separated): " + ",".join(p.name for p in PARTS))
+    ap.add_argument("--plan", action="store_true", help="print the plan and stop")
+    a = ap.parse_args(argv)
+    if a.minutes <= 0:
+        ap.error("--minutes must be positive")
+    if a.parts and set(a.parts) - {p.name for p in PARTS}:
+        ap.error(f"unknown part(s): {', '.join(sorted(set(a.parts) - {p.name for p in PARTS}))}")
+    if a.plan:
+        print(format_plan([r for r in plan(a.minutes) if not a.parts or r["part"] in a.parts], a.minutes))
+        return 0
+    w = Window(a.minutes, a.configfile, a.out, a.directory, a.device, a.device_label, a.parts)
+    summary = w.run()
+    return 1 if any(p["status"] == "failed" for p in summary["parts"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,429 @@
+"""The spectral decoder on a CPU with few sines: atoms advanced by rotation, compiled with numba.
+
+For each atom element the angle advances by the same step w = 2 pi F dp / P from one position to the next, so
+
+    sin(theta + w) = sin(theta) cos(w) + cos(theta) sin(w),    cos(theta + w) = cos(theta) cos(w) - sin(theta) sin(w)
+
+and the atoms at t + 1 are a rotation of those at t: four multiply-adds per (t, k, d) instead of a sine. The fp32
+rotation drifts by about one rounding per step, so it restarts every ANCHOR positions from an anchor that is
+itself advanced in float64 by the rotation of ANCHOR steps (drift ~1e-16 per anchor). The only transcendental
+functions are float64 sin/cos over (K, D) per call: of the first angle (reduced in turns), of one step and of
+ANCHOR steps. Accuracy: about ANCHOR roundings of fp32, i.e. the level of a direct fp32 sine (tests compare with
+float64); the plain fp32 angle of the einsum reference loses more at large F p / P.
+
+Kernels (all parallel over threads with numba's prange, vectorized over D by LLVM):
+    _anchors   (nb, K, D) fp32 sin and cos at every ANCHOR-th position of a segment, from the float64 anchor
+               state, which it advances to the next segment in place
+    _forward   OUT[b, t, d] = sum_k C[b, t, k] A[k, d] sin(...): a thread owns a (block of ANCHOR positions,
+               D tile) output tile, kept in cache while it walks k, rotating that tile's atoms along t
+    _backward  dC[b, t, k] = sum_d G A sin; Q = sum_b C G; dA += Q sin, dPc += Q cos, dFc += Q cos w_t: a thread
+               owns a set of k (rows of dA, dPc, dFc and columns of dC); no two threads write one value
+
+Positions must advance by a constant step (every caller's positions are p0, p0 + 1, ...); other positions go to
+the chunked torch implementation. If numba is missing or a kernel fails to compile, `cpu_status` says why, the
+caller logs it once and uses the chunked implementation.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .base import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
+# stays at a direct fp32 sine's level
+from .base import rotation_step, uniform_step
+SEGMENT_ANCHORS = 2  # anchors computed per segment: (2, K, D) fp32 sin and cos, 2 MiB at K = 256, D = 512
+D_TILE = 64  # output columns per forward work item: an ANCHOR x 64 fp32 tile per sequence (8 KiB) stays in L1
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    """Compile (or load from numba's cache) the kernels; raises ImportError or a numba error."""
+    import numba
+    from numba import njit, prange
+
+    opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+
+    @njit(**opts)
+    def anchors(sd, cd, cj, sj, nb, out_s, out_c):
+        K, D = sd.shape
+        for k in prange(K):
+            sdr = sd[k]
+            cdr = cd[k]
+            cjr = cj[k]
+            sjr = sj[k]
+            for j in range(nb):
+                osr = out_s[j, k]
+                ocr = out_c[j, k]
+                for d in range(D):
+                    x = sdr[d]
+                    y = cdr[d]
+                    osr[d] = x
+                    ocr[d] = y
+                    sdr[d] = x * cjr[d] + y * sjr[d]
+                    cdr[d] = y * cjr[d] - x * sjr[d]
+
+    @njit(**opts)
+    def forward(c, amp, cw, sw, anc_s, anc_c, t0, n, out):
+        # rows are taken as 1-D views (x[k, a:b]) so that LLVM sees unit-stride loops and vectorizes them
+        B, L, K = c.shape
+        D = amp.shape[1]
+        nb = (n + ANCHOR - 1) // ANCHOR
+        ntile = (D + D_TILE - 1) // D_TILE
+        for job in prange(nb * ntile):
+            j = job // ntile
+            d0 = (job % ntile) * D_TILE
+            d1 = min(D, d0 + D_TILE)
+            w = d1 - d0
+            ta = t0 + j * ANCHOR
+            tb = min(t0 + n, ta + ANCHOR)
+            s = np.empty(w, np.float32)  # A sin, A cos of this tile's atoms at position t
+            co = np.empty(w, np.float32)
+            for b in range(B):
+                for t in range(ta, tb):
+                    orow = out[b, t, d0:d1]
+                    for i in range(w):
+                        orow[i] = 0.0
+            for k in range(K):
+                ar = amp[k, d0:d1]
+                sr = anc_s[j, k, d0:d1]
+                cr = anc_c[j, k, d0:d1]
+                cwr = cw[k, d0:d1]
+                swr = sw[k, d0:d1]
+                for i in range(w):
+                    s[i] = ar[i] * sr[i]
+                    co[i] = ar[i] * cr[i]
+                for t in range(ta, tb):
+                    if B == 1:
+                        cv = c[0, t, k]
+                        orow = out[0, t, d0:d1]
+                        for i in range(w):
+                            x = s[i]
+                            y = co[i]
+                            orow[i] += cv * x
+                            s[i] = x * cwr[i] + y * swr[i]
+                            co[i] = y * cwr[i] - x * swr[i]
+                    else:
+                        for b in range(B):
+                            cv = c[b, t, k]
+                            orow = out[b, t, d0:d1]
+                            for i in range(w):
+                                orow[i] += cv * s[i]
+                        for i in range(w):
+                            x = s[i]
+                            y = co[i]
+                            s[i] = x * cwr[i] + y * swr[i]
+                            co[i] = y * cwr[i] - x * swr[i]
+
+    @njit(**opts)
+    def backward(c, g, amp, cw, sw, anc_s, anc_c, wpos, t0, n, dc, da, dpc, dfc, need_c, need_p):
+        B, L, K = c.shape
+        D = amp.shape[1]
+        nb = (n + ANCHOR - 1) // ANCHOR
+        for k in prange(K):
+            ar = amp[k]
+            cwr = cw[k]
+            swr = sw[k]
+            dar = da[k]
+            dpr = dpc[k]
+            dfr = dfc[k]
+            s = np.empty(D, np.float32)  # sin, cos of row k's atoms at position t (without A)
+            co = np.empty(D, np.float32)
+            q = np.empty(D, np.float32)  # Q[t, k, :] = sum_b C[b, t, k] G[b, t, :]
+            for j in range(nb):
+                ta = t0 + j * ANCHOR
+                tb = min(t0 + n, ta + ANCHOR)
+                sr = anc_s[j, k]
+                cr = anc_c[j, k]
+                for d in range(D):
+                    s[d] = sr[d]
+                    co[d] = cr[d]
+                for t in range(ta, tb):
+                    wt = wpos[t]
+                    if B == 1 and need_p:  # one pass: dC, Q and the three sums, then the rotation
+                        cv = c[0, t, k]
+                        grow = g[0, t]
+                        acc = np.float32(0.0)
+                        for d in range(D):
+                            x = s[d]
+                            y = co[d]
+                            gd = grow[d]
+                            acc += gd * ar[d] * x
+                            qd = cv * gd
+                            dar[d] += qd * x
+                            qc = qd * y
+                            dpr[d] += qc
+                            dfr[d] += qc * wt
+                            s[d] = x * cwr[d] + y * swr[d]
+                            co[d] = y * cwr[d] - x * swr[d]
+                        if need_c:
+                            dc[0, t, k] = acc
+                        continue
+                    if need_c:
+                        for b in range(B):
+                            grow = g[b, t]
+                            acc = np.float32(0.0)
+                            for d in range(D):
+                                acc += grow[d] * ar[d] * s[d]
+                            dc[b, t, k] = acc
+                    if need_p:
+                        cv = c[0, t, k]
+                        grow = g[0, t]
+                        for d in range(D):
+                            q[d] = cv * grow[d]
+                        for b in range(1, B):
+                            cv = c[b, t, k]
+                            grow = g[b, t]
+                            for d in range(D):
+                                q[d] += cv * grow[d]
+                        for d in range(D):
+                            x = s[d]
+                            y = co[d]
+                            dar[d] += q[d] * x
+                            qc = q[d] * y
+                            dpr[d] += qc
+                            dfr[d] += qc * wt
+                            s[d] = x * cwr[d] + y * swr[d]
+                            co[d] = y * cwr[d] - x * swr[d]
+                    else:
+                        for d in range(D):
+                            x = s[d]
+                            y = co[d]
+                            s[d] = x * cwr[d] + y * swr[d]
+                            co[d] = y * cwr[d] - x * swr[d]
+
+    @njit(**opts)
+    def rotate_block(s, co, amp, cw, sw, n, out_s):
+        # out_s[t, k, :] = A sin at the state's position + t, for t < n; the state (s, co) ends n steps on
+        K, D = s.shape
+        for k in prange(K):
+            sr = s[k]
+            cr = co[k]
+            ar = amp[k]
+            cwr = cw[k]
+            swr = sw[k]
+            for t in range(n):
+                orow = out_s[t, k]
+                for d in range(D):
+                    x = sr[d]
+                    y = cr[d]
+                    orow[d] = ar[d] * x
+                    sr[d] = x * cwr[d] + y * swr[d]
+                    cr[d] = y * cwr[d] - x * swr[d]
+
+    @njit(**opts)
+    def param_sums(q, s, co, cw, sw, wpos, t0, da, dpc, dfc):
+        # da += sum_t Q sin, dpc += sum_t Q cos, dfc += sum_t Q cos w_t over q (n, K, D); the state ends n steps on
+        n, K, D = q.shape
+        for k in prange(K):
+            sr = s[k]
+            cr = co[k]
+            cwr = cw[k]
+            swr = sw[k]
+            dar = da[k]
+            dpr = dpc[k]
+            dfr = dfc[k]
+            for t in range(n):
+                qr = q[t, k]
+                wt = wpos[t0 + t]
+                for d in range(D):
+                    x = sr[d]
+                    y = cr[d]
+                    qd = qr[d]
+                    dar[d] += qd * x
+                    qc = qd * y
+                    dpr[d] += qc
+                    dfr[d] += qc * wt
+                    sr[d] = x * cwr[d] + y * swr[d]
+                    cr[d] = y * cwr[d] - x * swr[d]
+
+    # numba's threading layer starts at its first set_num_threads or parallel call, and its OpenMP layer then sets
+    # the OpenMP thread count of the whole process, which is torch's intra-op count too (1 became the core count,
+    # with numba 0.68 and torch 2.13): a job's thread setting was lost, and a process whose first decoder call came
+    # later than another's computed the rest of its run with other reduction orders. Start it here, once, and give
+    # torch its count back.
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(threads)
+    return numba, anchors, forward, backward, rotate_block, param_sums
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_status() -> tuple[bool, str]:
+    """(can the rotation kernels run here, why not): numba imports and the kernels compile and run on a tiny case."""
+    try:
+        _kernels()
+        # gradients on, whatever the caller's mode: the first decoder call of a process may come under no_grad
+        # (generation, scoring), and its answer is kept for the whole process
+        with torch.inference_mode(False), torch.enable_grad():
+            g = torch.Generator().manual_seed(0)  # its own: the training's random stream must not see this check
+            for B in (1, FUSED_MAX_BATCH + 1):  # the fused and the blocked kernels
+                c = torch.rand(B, 3, 2, generator=g).requires_grad_()
+                p = torch.rand(2, 5, generator=g).requires_grad_()
+                RotationSpectralDecode.apply(c, p, p, p, torch.arange(3), 3.0).sum().backward()
+    except Exception as e:  # noqa: BLE001 -- any failure to build means: use the torch implementation
+        return False, f"{type(e).__name__}: {e}".splitlines()[0]
+    return True, "numba"
+
+
+class Rotation:
+    """One pass over the positions: the float64 anchor state at the first position, the fp32 rotation by one step
+    and the float64 rotation by ANCHOR steps, all (K, D). Angles are taken in turns and reduced before any sine."""
+
+    def __init__(self, frequency: torch.Tensor, phase: torch.Tensor, p0: float, step: float, period: float):
+        f = frequency.detach().to(torch.float64)
+        u0 = torch.addcmul(phase.detach().to(torch.float64) / (2 * math.pi), f, torch.tensor(p0 / period,
+                                                                                            dtype=torch.float64))
+        theta0 = u0.frac_().mul_(2 * math.pi)
+        # (K, D) float64, advanced in place by segments(): a Rotation serves one pass over the positions (forward and
+        # backward build their own, from the same inputs, so they walk the same anchors)
+        self.sd, self.cd = torch.sin(theta0).numpy(), torch.cos(theta0).numpy()
+        del u0, theta0
+        self.cw, self.sw = rotation_step(frequency, step / period)  # (K, D) fp32: one step
+        wj = (f * (step * ANCHOR / period)).frac_().mul_(2 * math.pi)
+        self.cj, self.sj = torch.cos(wj).numpy(), torch.sin(wj).numpy()  # (K, D) float64: ANCHOR steps
+
+    def segments(self, L: int):
+        """Yields (t0, n, anc_s, anc_c) over [0, L): anchors (nb, K, D) fp32 at t0, t0 + ANCHOR, ..."""
+        anchors = _kernels()[1]
+        sd, cd = self.sd, self.cd  # advanced in place, segment by segment
+        K, D = sd.shape
+        seg = ANCHOR * SEGMENT_ANCHORS
+        buf_s = np.empty((SEGMENT_ANCHORS, K, D), np.float32)
+        buf_c = np.empty((SEGMENT_ANCHORS, K, D), np.float32)
+        for t0 in range(0, L, seg):
+            n = min(seg, L - t0)
+            nb = (n + ANCHOR - 1) // ANCHOR
+            anchors(sd, cd, self.cj, self.sj, nb, buf_s, buf_c)
+            yield t0, n, buf_s, buf_c
+
+
+def _threads(numba) -> None:
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _sub_blocks(rot: Rotation, L: int, block: int):
+    """Yields (u, m, s, co) over [0, L) in blocks of at most `block` positions that never cross an anchor; (s, co)
+    (K, D) fp32 is the unscaled sin / cos state at u, reset from the anchor at each anchor, which the kernels that
+    consume a block advance by m steps in place."""
+    for t0, n, anc_s, anc_c in rot.segments(L):
+        for j in range((n + ANCHOR - 1) // ANCHOR):
+            ta, tb = t0 + j * ANCHOR, min(t0 + n, t0 + (j + 1) * ANCHOR)
+            s, co = anc_s[j].copy(), anc_c[j].copy()
+            for u in range(ta, tb, block):
+                yield u, min(block, tb - u), s, co
+
+
+def _forward_fused(cf, amp, rot, out):
+    forward = _kernels()[2]
+    cw, sw = rot.cw.numpy(), rot.sw.numpy()
+    for t0, n, anc_s, anc_c in rot.segments(cf.shape[1]):
+        forward(cf.numpy(), amp.numpy(), cw, sw, anc_s, anc_c, t0, n, out.numpy())
+
+
+def _forward_blocked(cf, amp, rot, out, block):
+    rotate_block = _kernels()[4]
+    K, D = amp.shape
+    S = torch.empty(block, K, D)  # (T, K, D) atoms of one block
+    for u, m, s, co in _sub_blocks(rot, cf.shape[1], block):
+        rotate_block(s, co, amp.numpy(), rot.cw.numpy(), rot.sw.numpy(), m, S.numpy())
+        out[:, u:u + m] = torch.einsum("btk,tkd->btd", cf[:, u:u + m], S[:m])
+
+
+def _backward_fused(cf, g, amp, rot, wpos, grads, need_c, need_params):
+    backward = _kernels()[3]
+    dc, da, dpc, dfc = (x.numpy() for x in grads)
+    cw, sw = rot.cw.numpy(), rot.sw.numpy()
+    for t0, n, anc_s, anc_c in rot.segments(cf.shape[1]):
+        backward(cf.numpy(), g.numpy(), amp.numpy(), cw, sw, anc_s, anc_c, wpos.numpy(), t0, n, dc, da, dpc, dfc,
+                 need_c, need_params)
+
+
+def _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, block):
+    _, _, _, _, rotate_block, param_sums = _kernels()
+    dc, da, dpc, dfc = grads
+    K, D = amp.shape
+    cw, sw = rot.cw.numpy(), rot.sw.numpy()
+    S = torch.empty(block, K, D)
+    for u, m, s, co in _sub_blocks(rot, cf.shape[1], block):
+        s2, co2 = (s.copy(), co.copy()) if need_c and need_params else (s, co)  # each consumer advances its own
+        if need_c:
+            rotate_block(s2, co2, amp.numpy(), cw, sw, m, S.numpy())
+            dc[:, u:u + m] = torch.einsum("btd,tkd->btk", g[:, u:u + m], S[:m])
+        if need_params:
+            q = torch.einsum("btk,btd->tkd", cf[:, u:u + m], g[:, u:u + m]).contiguous()  # (m, K, D)
+            param_sums(q.numpy(), s, co, cw, sw, wpos.numpy(), u, da.numpy(), dpc.numpy(), dfc.numpy())
+
+
+# Batches up to this size run the fused kernels (the sines' replacement bounds them); larger ones form each block's
+# atoms by rotation and leave the mixing to BLAS, which reuses each atom B times from registers.
+FUSED_MAX_BATCH = 4
+
+
+def _block(K: int, D: int) -> int:
+    return max(1, (1 << 20) // (K * D))  # as the chunked implementation: a block's (T, K, D) tensor near L2
+
+
+class RotationSpectralDecode(torch.autograd.Function):
+    """X_hat = C S with S advanced by rotation. Saves C and the parameters; forward and backward each build the
+    (K, D) rotation tables (a few K D float64 sines, next to the B L K D of the pass); all arithmetic in fp32 (the
+    output has C's dtype)."""
+
+    @staticmethod
+    def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
+        _threads(_kernels()[0])
+        B, L, K = c.shape
+        D = amplitude.shape[1]
+        step = uniform_step(positions)
+        if step is None:
+            raise ValueError("the rotation decoder needs positions that advance by a constant step")
+        p0 = float(positions[0]) if L else 0.0
+        cf = c.detach().to(torch.float32).contiguous()  # (B, L, K)
+        amp = amplitude.detach().to(torch.float32).contiguous()  # (K, D)
+        rot = Rotation(frequency, phase, p0, step, period)
+        out = torch.empty(B, L, D, dtype=torch.float32)  # (B, L, D)
+        if B <= FUSED_MAX_BATCH:
+            _forward_fused(cf, amp, rot, out)
+        else:
+            _forward_blocked(cf, amp, rot, out, _block(K, D))
+        ctx.save_for_backward(c, amplitude, frequency, phase, positions)
+        ctx.p0, ctx.step, ctx.period = p0, step, period
+        return out.to(c.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _threads(_kernels()[0])
+        c, amplitude, frequency, phase, positions = ctx.saved_tensors
+        B, L, K = c.shape
+        D = amplitude.shape[1]
+        need_c, need_a, need_f, need_p = ctx.needs_input_grad[:4]
+        need_params = need_a or need_f or need_p
+        cf = c.detach().to(torch.float32).contiguous()
+        g = grad.detach().to(torch.float32).contiguous()  # (B, L, D)
+        amp = amplitude.detach().to(torch.float32).contiguous()
+        grads = (torch.zeros(B, L, K), torch.zeros(K, D), torch.zeros(K, D), torch.zeros(K, D))  # dC, dA, dPc, dFc
+        wpos = (positions.to(torch.float64) * (2 * math.pi / ctx.period)).to(torch.float32).contiguous()  # (L,)
+        rot = Rotation(frequency, phase, ctx.p0, ctx.step, ctx.period)
+        if B <= FUSED_MAX_BATCH:
+            _backward_fused(cf, g, amp, rot, wpos, grads, need_c, need_params)
+        else:
+            _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, _block(K, D))
+        dc, da, dpc, dfc = grads
+        return (dc.to(c.dtype) if need_c else None, da.to(amplitude.dtype) if need_a else None,
+                dfc.mul_(amp).to(amplitude.dtype) if need_f else None, dpc.mul_(amp).to(amplitude.dtype) if need_p else None,
+                None, None)
+
+
+@torch.compiler.disable  # a graph break around the kernels: they are already fused; nothing for Inductor to add
+def rotation_spectral_decode(c, amplitude, frequency, phase, positions, period: float, otherwise) -> torch.Tensor:
+    """C (B, L, K), parameters (K, D), positions (L,) -> X_hat (B, L, D) in C's dtype; `otherwise()` where the
+    rotation does not apply (float64 C, positions without a constant step)."""
+    if c.dtype == torch.float64 or uniform_step(positions) is None:
+        return otherwise()
+    if c.shape[0] == 0 or c.shape[1] == 0:
+        return torch.zeros(*c.shape[:2], amplitude.shape[1], dtype=c.dtype)
+    with torch.autocast("cpu", enabled=False):
+        return RotationSpectralDecode.apply(c, amplitude, frequency, phase, positions, period)
+
