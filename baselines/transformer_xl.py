@@ -53,6 +53,9 @@ class TransformerXLConfig:
     dropatt: float = 0.0     # on the attention probabilities
     tie_weights: bool = True
     init_std: float = 0.02   # N(0, init_std) for weights, embeddings and u, v (authors' default init)
+    # evaluation options of the authors' published protocol (their eval scripts: --clamp_len 400 --same_length)
+    clamp_len: int = -1      # relative distances above clamp_len use clamp_len's encoding; -1: no clamp
+    same_length: bool = False  # every query attends to the same number of keys: its last mem_len positions
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "n_layer", "n_head", "d_model", "d_head", "d_inner"):
@@ -60,6 +63,10 @@ class TransformerXLConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mem_len < 0:
             raise ValueError(f"mem_len must be >= 0, got {self.mem_len}")
+        if self.clamp_len < -1:
+            raise ValueError(f"clamp_len must be >= 0, or -1 for no clamp, got {self.clamp_len}")
+        if self.same_length and self.mem_len == 0:
+            raise ValueError("same_length needs mem_len > 0: each query attends to its last mem_len positions")
         for name in ("dropout", "dropatt"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -202,9 +209,15 @@ class TransformerXL(LanguageModel):
             raise ValueError(f"segment of {L} tokens exceeds seq_len + mem_len = {cfg.seq_len + cfg.mem_len}")
         x = self.drop(self.embed(idx) * math.sqrt(cfg.d_model))                  # (B, L, D)
         K = M + L
-        pos = self.drop(sinusoid(torch.arange(K - 1, -1, -1.0, device=idx.device), cfg.d_model).to(x.dtype))
+        distances = torch.arange(K - 1, -1, -1.0, device=idx.device)
+        if cfg.clamp_len >= 0:
+            distances = distances.clamp(max=cfg.clamp_len)
+        pos = self.drop(sinusoid(distances, cfg.d_model).to(x.dtype))
         # query t sits at position M + t of [memory ; segment]: it may see keys j <= M + t
-        mask = torch.ones(L, K, dtype=torch.bool, device=idx.device).triu(M + 1)  # (L, K)
+        ones = torch.ones(L, K, dtype=torch.bool, device=idx.device)
+        mask = ones.triu(M + 1)  # (L, K)
+        if cfg.same_length:  # and only keys j > M + t - mem_len: its last mem_len positions, itself included
+            mask |= ones.tril(M - cfg.mem_len)
         hidden = []
         for layer, mem in zip(self.layers, mems):
             hidden.append(x)
@@ -225,7 +238,9 @@ class TransformerXL(LanguageModel):
     # "r": per layer W_r R for distances mem_len ... 0 (H, mem_len + 1, d_head), shared by the batch} ------------
     @property
     def incremental_decoding(self) -> bool:
-        return self.cfg.mem_len >= max(1, self.cfg.seq_len - 1)  # the memory covers the window
+        # the memory covers the window; the evaluation options (clamp, same length) decode by the window recompute
+        cfg = self.cfg
+        return cfg.mem_len >= max(1, cfg.seq_len - 1) and cfg.clamp_len < 0 and not cfg.same_length
 
     @property
     def decode_beyond_context(self) -> str:

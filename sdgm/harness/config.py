@@ -166,6 +166,8 @@ def _check(config: dict) -> None:
                                   f"{other} on {corpus} (a duplicate run; reuse {other!r} instead)")
             seen[spec, corpus] = name
     check_processes(config)
+    if "readings" in config:
+        check_readings(config)
     if not runs(config):
         raise ConfigError("the configuration selects no runs")
     sc = config["benchmark"]["scaling"]
@@ -174,6 +176,22 @@ def _check(config: dict) -> None:
                           f"{max(sc['lengths'])}: that batch would hold no sequence")
     if sc["d_model"] % sc["n_heads"]:
         raise ConfigError(f"benchmark.scaling.d_model {sc['d_model']} is not divisible by n_heads {sc['n_heads']}")
+
+
+def check_readings(config: dict) -> None:
+    """The readings section (docs/readings.md) names experiments and corpora that exist."""
+    r, exps = config["readings"], config["experiments"]
+    for key in ("default", "reference"):
+        if r[key] not in exps:
+            raise ConfigError(f"readings.{key}: unknown experiment {r[key]!r}; defined: {sorted(exps)}")
+    if exps[r["default"]]["model"] != "sdgm":
+        raise ConfigError(f"readings.default: {r['default']!r} trains {exps[r['default']]['model']}, not sdgm")
+    for name, ev in r.get("evaluations", {}).items():
+        if ev["experiment"] not in exps:
+            raise ConfigError(f"readings.evaluations.{name}.experiment: unknown experiment {ev['experiment']!r}")
+    for corpus in r.get("parameters", {}).get("corpora", []):
+        if "vocab_size" not in config["corpora"].get(corpus, {}).get("expected", {}):
+            raise ConfigError(f"readings.parameters.corpora: {corpus!r} is not a corpus with an expected vocab_size")
 
 
 def train_gpus(config: dict) -> int:

@@ -24,6 +24,7 @@ from sdgm.harness.config import (  # noqa: E402
     ablations,
     benchmarked_runs,
     check_config,
+    experiment_spec,
     run_hash,
     run_spec,
     runs,
@@ -155,3 +156,11 @@ def publish_inputs(wildcards):
     if is_benchmarked(wildcards):
         files["throughput"] = f"{OUT}/bench/throughput/{name}.json"
     return files
+
+
+# The readings study (rules/readings.smk, docs/readings.md): config/readings.yaml's `readings:` section, {} elsewhere.
+READINGS = config.get("readings", {})
+
+
+def readings_files(wildcards=None):
+    return [f"{OUT}/readings/{r.corpus}/{r.name}.json" for r in RUNS]

@@ -1,0 +1,14 @@
+"""The readings tables and figure from the runs' metrics.json and the readings records only (rule readings_report)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
+from sdgm.common.snake import setup  # noqa: E402
+from sdgm.reporting.readings import build_readings_report  # noqa: E402
+
+smk = snakemake  # noqa: F821
+setup(smk)
+written = build_readings_report(smk.input.metrics, smk.input.readings, smk.input.parameters[0],
+                                Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent,
+                                default=smk.params.default, reference=smk.params.reference)
+print(written)
