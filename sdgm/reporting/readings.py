@@ -78,6 +78,7 @@ class Entry:
     params: int
     train_tokens: float
     steps: int
+    best_step: int     # the evaluated weights: the best of the training's validations (the trainer keeps the best)
     wall_s: float
 
 
@@ -118,7 +119,7 @@ class ReadingsData:
             data.valid[exp], data.changed[exp] = valid, changed
             tokens = m["train_tokens_per_s"] * m["train_seconds"]
             common = dict(experiment=exp, model=rec["model"], changed=changed, valid=valid, params=m["params"],
-                          train_tokens=tokens, steps=m["steps"], wall_s=m["train_wall_s"])
+                          train_tokens=tokens, steps=m["steps"], best_step=m["best_step"], wall_s=m["train_wall_s"])
             data.entries.append(Entry(name=exp, protocol=WINDOWS, val_ppl=m["val_ppl"], **common))
             if m.get("val_ppl_mem") is not None:
                 data.entries.append(Entry(name=f"{exp} ({MEMORY})", protocol=MEMORY, val_ppl=m["val_ppl_mem"],
@@ -162,7 +163,7 @@ def readings_table(data: ReadingsData) -> pd.DataFrame:
         for r in refs:
             row[f"ratio to {r.name}"] = e.val_ppl / r.val_ppl
         row.update({"params_m": e.params / 1e6, "audit": PASSED if e.valid else LEAKS,
-                    "train_tokens": e.train_tokens, "steps": e.steps, "wall_s": e.wall_s})
+                    "train_tokens": e.train_tokens, "steps": e.steps, "best_step": e.best_step, "wall_s": e.wall_s})
         rows.append(row)
     return pd.DataFrame(rows)
 
