@@ -215,7 +215,8 @@ def test_every_not_reproduced_claim_gets_one_line_and_no_other(tmp_path):
     assert "transformer_xl_published" in lines["txl"] and "no protocol reading closes the gap" in lines["txl"]
     assert lines["params"] == ("closest reading, outside ±2 % of 22.8 M: the default: 17.86 M (-21.7 %); 0 of 4 "
                                "architecture readings lie within; no reading explains the gap")
-    assert "sdgm, cosine next/raw/pooled (target/vectors/pooling) = 0.910" in lines["cosine"] and "it closes the gap" in lines["cosine"]
+    assert "sdgm, cosine next/raw/pooled (target/vectors/pooling) = 0.910" in lines["cosine"]
+    assert "it closes the gap" in lines["cosine"]
     assert lines["memory"].startswith("no reading measures this claim")
 
 
@@ -235,3 +236,13 @@ def test_the_parameter_explanation_prefers_the_reading_with_fewest_changes(tmp_p
                          "params": 22_799_000}]
     line = explain_claim(claim("params", metric="params", paper_value=22.8, kind="engineering"), data)
     assert line.startswith("fewest-change reading within ±2 % of 22.8 M: head pointer, kernel_size 127: 22.69 M")
+
+
+def test_a_malformed_readings_record_is_refused_naming_the_file(tmp_path):
+    from sdgm.reporting.records import ReportError
+    metrics, readings, params = synthetic(tmp_path)
+    readings[0].write_text(json.dumps({"kind": "readings_run", "run_id": "ptb/sdgm-s0", "experiment": "sdgm",
+                                       "cosine": {"current/raw/mean": "0.92"}, "evaluations": {}}))
+    with pytest.raises(ReportError, match=f"{readings[0]}: 'cosine' must be null or a mapping of numbers"):
+        build_readings_report(metrics, readings, params, tmp_path / "t", tmp_path / "f", default="sdgm",
+                              reference="transformer_xl")

@@ -46,8 +46,32 @@ POOLING = ("mean", "pooled")
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _problem(rec: dict, kind: str) -> str | None:
+    """What makes a readings record unusable, or None."""
+    if kind == "readings_parameters":
+        rows = rec.get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("corpus"), str)
+                                                 and _number(r.get("params")) for r in rows):
+            return "'rows' must be a list of {corpus, options..., params}"
+        return None
+    if not (isinstance(rec.get("run_id"), str) and isinstance(rec.get("experiment"), str)):
+        return "'run_id' and 'experiment' must be strings"
+    cosine = rec.get("cosine")
+    if cosine is not None and not (isinstance(cosine, dict) and all(_number(v) for v in cosine.values())):
+        return "'cosine' must be null or a mapping of numbers"
+    evs = rec.get("evaluations")
+    if not isinstance(evs, dict) or not all(isinstance(e, dict) and isinstance(e.get("options"), dict)
+                                            and _number(e.get("val_ppl")) for e in evs.values()):
+        return "'evaluations' must map names to {options, val_ppl, ...}"
+    return None
+
+
 def load_json_records(paths, kind: str) -> list[dict]:
-    """Readings records of one kind; errors name the file."""
+    """Readings records of one kind, checked before use; errors name the file."""
     out = []
     for p in paths:
         try:
@@ -56,6 +80,9 @@ def load_json_records(paths, kind: str) -> list[dict]:
             raise ReportError(f"{p}: cannot read the readings record ({e})") from e
         if not isinstance(rec, dict) or rec.get("kind") != kind:
             raise ReportError(f"{p}: not a {kind} record")
+        problem = _problem(rec, kind)
+        if problem:
+            raise ReportError(f"{p}: {problem}")
         out.append(rec)
     return out
 
@@ -101,6 +128,10 @@ class ReadingsData:
         data = cls(default=default, reference=reference, records=metrics,
                    parameters=(parameters or {}).get("rows", []))
         by_exp = {r["experiment"]: r for r in metrics}
+        if len(by_exp) < len(metrics):
+            twice = sorted({r["experiment"] for r in metrics if sum(q["experiment"] == r["experiment"]
+                                                                    for q in metrics) > 1})
+            raise ReportError(f"the readings compare one run per experiment; several runs of {', '.join(twice)}")
         if default not in by_exp:
             raise ReportError(f"no metrics record of the default run {default!r}")
         if reference not in by_exp:
@@ -290,7 +321,6 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
         metric = (claims.get(claim["id"], {}).get("measures") or [{}])[0].get("metric", "")
     where = "" if corpus == data.corpus else f" (readings on {data.corpus})"
     sdgm_model = next((e.model for e in data.entries if e.experiment == data.default), "sdgm")
-    sdgm_exps = {e.experiment for e in data.entries if e.model == sdgm_model}
 
     between_readings = claim.get("kind") == "direction" and other not in ("", "nan", data.reference)
     if metric in ("val_ppl", "val_ppl_mem", "cosine_val") and between_readings:  # e.g. the STFT loss lowers the PPL
