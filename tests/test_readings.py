@@ -124,9 +124,10 @@ SDGM_CONFIG = {"d_model": 512, "n_atoms": 256, "kernel_size": 3, "tie_weights": 
 
 def synthetic(tmp_path, centered_ppl=6.0, leaks=True):
     """Metrics, readings and parameter records of four runs: the default, kernel 127, the centered encoder (leaking
-    unless told otherwise) and Transformer-XL, on PTB."""
+    unless told otherwise; leaks=None: no audit recorded) and Transformer-XL, on PTB."""
     specs = [("sdgm", 400.0, {}, 0.0), ("sdgm_kernel127", 300.0, {"kernel_size": 127}, 0.0),
-             ("sdgm_centered", centered_ppl, {"encoder_padding": "centered"}, 0.8 if leaks else 0.0),
+             ("sdgm_centered", centered_ppl, {"encoder_padding": "centered"},
+              None if leaks is None else 0.8 * leaks),
              ("transformer_xl", 150.0, None, 0.0)]
     metrics, readings = [], []
     for exp, ppl, cfg, change in specs:
@@ -224,6 +225,9 @@ def test_no_valid_reading_says_so(tmp_path):
     data = data_of(tmp_path)
     data.entries = [e for e in data.entries if e.experiment in ("sdgm_centered", "transformer_xl")]
     assert explain_claim(claim("ptb-val-ppl"), data) == "no valid SDGM reading was measured"
+    unaudited = data_of(tmp_path / "unaudited", centered_ppl=146.0, leaks=None)  # no audit: never valid either
+    assert unaudited.entries[2].audit == "not audited"
+    assert explain_claim(claim("ptb-val-ppl"), unaudited).startswith("closest valid reading: sdgm_kernel127")
     assert isinstance(data, ReadingsData)
 
 

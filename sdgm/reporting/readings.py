@@ -36,6 +36,7 @@ from .tables import ablation_label
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 PASSED = "passed"
+NOT_AUDITED = "not audited"
 WINDOWS = "windows of L"       # val_ppl: every window starts without context, the same rule for every model
 MEMORY = "state carried"       # val_ppl_mem: a stateful model's state carried across windows
 EXPLAINED_VERDICTS = ("not reproduced", "contradicted")
@@ -101,7 +102,8 @@ class Entry:
     protocol: str
     changed: str       # what the run changed from the default run (its recorded configuration)
     val_ppl: float
-    valid: bool        # the run's causality audit passed
+    valid: bool        # the run's causality audit passed (a run without one is never valid)
+    audit: str         # PASSED, LEAKS or NOT_AUDITED
     params: int
     train_tokens: float
     steps: int
@@ -140,7 +142,9 @@ class ReadingsData:
         measured = {m["run_id"]: m for m in measures}
         for rec in metrics:
             exp, m = rec["experiment"], rec["metrics"]
-            valid = bool(m["causal_audit"]["passed"])
+            audit = m.get("causal_audit")
+            valid = bool(audit and audit.get("passed"))
+            verdict = NOT_AUDITED if not audit else PASSED if valid else LEAKS
             if exp == default:
                 changed = "default"
             elif rec["model"] == by_exp[default]["model"]:
@@ -149,7 +153,8 @@ class ReadingsData:
                 changed = f"baseline: {rec['model']}"
             data.valid[exp], data.changed[exp] = valid, changed
             tokens = m["train_tokens_per_s"] * m["train_seconds"]
-            common = dict(experiment=exp, model=rec["model"], changed=changed, valid=valid, params=m["params"],
+            common = dict(experiment=exp, model=rec["model"], changed=changed, valid=valid, audit=verdict,
+                          params=m["params"],
                           train_tokens=tokens, steps=m["steps"], best_step=m["best_step"], wall_s=m["train_wall_s"])
             data.entries.append(Entry(name=exp, protocol=WINDOWS, val_ppl=m["val_ppl"], **common))
             if m.get("val_ppl_mem") is not None:
@@ -193,7 +198,7 @@ def readings_table(data: ReadingsData) -> pd.DataFrame:
         row = {"reading": e.name, "changed": e.changed, "protocol": e.protocol, "val_ppl": e.val_ppl}
         for r in refs:
             row[f"ratio to {r.name}"] = e.val_ppl / r.val_ppl
-        row.update({"params_m": e.params / 1e6, "audit": PASSED if e.valid else LEAKS,
+        row.update({"params_m": e.params / 1e6, "audit": e.audit,
                     "train_tokens": e.train_tokens, "steps": e.steps, "best_step": e.best_step, "wall_s": e.wall_s})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -219,7 +224,8 @@ def cosine_table(data: ReadingsData) -> pd.DataFrame:
         exp = rec["experiment"]
         if exp not in data.cosine:
             continue
-        row = {"reading": exp, "changed": data.changed[exp], "audit": PASSED if data.valid[exp] else LEAKS,
+        audit = next(e.audit for e in data.entries if e.experiment == exp)
+        row = {"reading": exp, "changed": data.changed[exp], "audit": audit,
                "cosine_val (record)": rec["metrics"].get("cosine_val")}
         row.update({k: data.cosine[exp][k] for k in _cosine_keys()})
         rows.append(row)
