@@ -54,7 +54,7 @@ def ci_pins() -> dict[str, str]:
     return pinned(REPO / "constraints.txt")
 
 
-@pytest.mark.parametrize("versions", ["constraints.txt"])
+@pytest.mark.parametrize("versions", ["constraints.txt", ".ci/window-machine.txt", "window-wheels.txt"])
 def test_pinned_versions_meet_pyprojects_lower_bounds(versions):
     """Every version CI (constraints.txt), the window rehearsal's GPU-machine environment or the window's carried
     wheels install is one pyproject.toml allows, so the lower bounds are versions something here runs with."""
