@@ -103,8 +103,17 @@ def test_the_window_still_takes_install():
 
 
 # ---- Triton's interpreter --------------------------------------------------------------------------------------------
-def test_the_interpreter_only_without_a_gpu():
+def test_the_interpreter_only_without_a_gpu(monkeypatch):
+    """TRITON_INTERPRET=1 only without CUDA; a kernel test on CPU tensors (needs("triton"), not marked gpu) needs the
+    interpreter and is skipped without it, naming why."""
+    from conftest import REQUIREMENTS, absence
+
     assert (os.environ.get("TRITON_INTERPRET") == "1") == (not torch.cuda.is_available())
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # as on a CUDA machine
+    reason, required = absence(REQUIREMENTS["triton-interpreter"], {})
+    assert not required and "Triton's interpreter (TRITON_INTERPRET=1" in reason and "-m gpu" in reason
+    compiled = absence(REQUIREMENTS["triton"], {})  # a test marked gpu: the compiled kernels, no interpreter asked
+    assert compiled is None or "Python module triton" in compiled[0]
 
 
 @pytest.mark.parametrize("triton_v,numpy_v,interpreting,broken", [
