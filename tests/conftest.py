@@ -5,7 +5,8 @@ Slurm installation) says so with `@pytest.mark.needs("triton")`: where the compo
 with a reason naming what is missing and how to install it (listed by `-rs`, which pyproject.toml's addopts
 sets), unless the component's environment variable (SDGM_REQUIRE_TRITON, SDGM_REQUIRE_SLURM) is 1: then it
 fails with that reason, as in CI. A test marked `gpu` (the GPU tier) needs a CUDA device the same way
-(SDGM_REQUIRE_GPU=1 on a GPU machine turns its skip into a failure).
+(SDGM_REQUIRE_GPU=1 on a GPU machine turns its skip into a failure). `needs("triton")` means Triton's compiled kernels
+on a test marked gpu, and Triton's interpreter (set up here only where there is no CUDA device) on any other.
 """
 import dataclasses
 import gc
@@ -14,13 +15,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
-# Triton reads this when it is imported: without a GPU its kernels then run on CPU tensors, so the fused spectral
-# decoder's kernels are tested here too (tests/test_spectral_op.py). Nothing else in the project uses Triton, and
-# decoder "auto" never picks Triton on a CPU.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import torch  # noqa: E402
+# Triton reads this when it is imported: without a GPU its kernels then run on CPU tensors by its interpreter, so
+# the fused spectral decoder's kernels are tested here too (tests/test_spectral_op.py). With a CUDA device the
+# kernels are compiled and the GPU tier tests those, never the interpreter. Nothing else in the project uses Triton,
+# and decoder "auto" never picks Triton on a CPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from helpers import write_grammar_corpus, write_toy_corpus  # noqa: E402
 from sdgm.data.tokens import tokenize_corpus  # noqa: E402
@@ -37,7 +39,8 @@ torch.set_num_threads(1)
 class Requirement:
     """An optional component: the Python modules and programs it consists of (a program counts as present on the
     PATH or in /usr/sbin, where Debian puts daemons), whether it needs root, how to install it, and the environment
-    variable that turns its absence from a skip into a failure."""
+    variable that turns its absence from a skip into a failure. interpreter: Triton's interpreter must be what runs
+    the kernels (TRITON_INTERPRET=1) and must work."""
     name: str
     install: str
     env_var: str
@@ -45,6 +48,7 @@ class Requirement:
     programs: tuple[str, ...] = ()
     root: bool = False
     cuda: bool = False
+    interpreter: bool = False
 
     def missing(self) -> list[str]:
         out = []
@@ -53,6 +57,16 @@ class Requirement:
                 __import__(module)
             except ImportError as e:
                 out.append(f"Python module {module} ({e})")
+        if self.interpreter and not out:
+            import numpy
+            import triton
+
+            if os.environ.get("TRITON_INTERPRET") != "1":
+                out.append("Triton's interpreter (TRITON_INTERPRET=1, which conftest.py sets only where there is no "
+                           "CUDA device: here the kernels are compiled, and the GPU tier, -m gpu, tests them)")
+            else:
+                defect = triton_interpreter_defect(triton.__version__, numpy.__version__, True)
+                out += [defect] if defect else []
         out += [f"program {p}" for p in self.programs if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
         if self.cuda and not out:
             import torch
@@ -64,10 +78,28 @@ class Requirement:
         return out
 
 
+def triton_interpreter_defect(triton_version: str, numpy_version: str, interpreting: bool) -> str | None:
+    """Where Triton's kernels run in its interpreter (TRITON_INTERPRET=1: no GPU), the interpreter of Triton before
+    3.7 with numpy 2.4 or later raises TypeError at `range(tl.minimum(...))` ('only 0-dimensional arrays can be
+    converted to Python scalars'; seen with triton 3.6.0 and numpy 2.4.6, not with triton 3.7.1): a defect of that
+    pair, not of the kernels. A kernel test would fail for it there, so that pair counts as Triton missing (this
+    text says why); None where the kernels can be tested."""
+    from packaging.version import Version
+
+    if interpreting and Version(triton_version) < Version("3.7") and Version(numpy_version) >= Version("2.4"):
+        return (f"a Triton interpreter that runs with numpy {numpy_version} (that of triton {triton_version} raises "
+                f"TypeError at range(tl.minimum(...)) with numpy >= 2.4; triton >= 3.7 does not)")
+    return None
+
+
+TRITON_INSTALL = "pip install triton==3.7.1 (CI's, in the test extra: pip install -c constraints.txt -e '.[test]')"
 REQUIREMENTS = {
-    "triton": Requirement(
-        "triton", modules=("triton",), env_var="SDGM_REQUIRE_TRITON",
-        install="pip install triton==3.7.1 (in the project's test extra: pip install -e '.[test]')"),
+    # needs("triton") on a test marked gpu: Triton's compiled kernels
+    "triton": Requirement("triton", modules=("triton",), env_var="SDGM_REQUIRE_TRITON", install=TRITON_INSTALL),
+    # needs("triton") on any other test: the kernels on CPU tensors, run by Triton's interpreter (_needs)
+    "triton-interpreter": Requirement(
+        "triton-interpreter", modules=("triton",), env_var="SDGM_REQUIRE_TRITON", interpreter=True,
+        install=TRITON_INSTALL + ", on a machine without a CUDA device"),
     # the GPU tier (tests marked gpu: tests/test_gpu.py), run by `python -m pytest -m gpu` on a GPU machine
     "gpu": Requirement(
         "gpu", cuda=True, env_var="SDGM_REQUIRE_GPU",
@@ -116,10 +148,13 @@ def pytest_configure(config):
 
 
 def _needs(item) -> list[Requirement]:
-    """The requirements of a test: its needs(...) marks, and the GPU for a test marked gpu."""
+    """The requirements of a test: its needs(...) marks, and the GPU for a test marked gpu. needs("triton") means
+    the compiled kernels on a test marked gpu and Triton's interpreter on any other."""
     names = [name for mark in item.iter_markers("needs") for name in mark.args]
     if item.get_closest_marker("gpu") is not None:
         names.insert(0, "gpu")
+    else:
+        names = ["triton-interpreter" if name == "triton" else name for name in names]
     return [REQUIREMENTS[name] for name in dict.fromkeys(names)]
 
 

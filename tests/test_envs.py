@@ -1,8 +1,9 @@
-"""The conda environments agree with pyproject.toml: same versions wherever a package is pinned.
+"""The environments agree: pyproject.toml's lower bounds, the exact versions of constraints.txt (CI) and the conda
+environments' pins, and the GPU machine's versions that the window rehearsal uses (.ci/window-machine.txt).
 
 No conda channel is reachable in CI, so `--use-conda` itself cannot run here; everything short of solving is
 checked: every rule has an environment file that exists and parses, each file pins python, every version pinned in
-an environment equals the pin in pyproject.toml (and vice versa for the packages that file lists), and every job of
+an environment equals the pin in constraints.txt (and vice versa for the packages that file lists), and every job of
 the workflow's test case (.test/) runs with only its environment's packages importable (sdgm/common/importguard.py).
 """
 import ast
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from sdgm.common.importguard import ENV_VAR, plan, rule_environments
 from sdgm.harness.config import runs
@@ -25,16 +28,55 @@ REPO = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((REPO / "workflow" / "envs").glob("*.yaml")) + [REPO / "environment.yml"]
 
 
-def pyproject_pins() -> dict[str, str]:
+def pyproject_requirements() -> list[Requirement]:
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     reqs = list(meta["dependencies"]) + [r for extra in meta.get("optional-dependencies", {}).values() for r in extra]
+    return [Requirement(r) for r in reqs]
+
+
+def pinned(path: Path) -> dict[str, str]:
+    """name -> version of a requirements or constraints file whose every line is `name==version` (a comment, a
+    blank line or a --hash aside)."""
     pins = {}
-    for req in reqs:
-        m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^;\s]+)\s*", req)
-        if m:
-            name, ver = m.group(1).lower(), m.group(2)
-            assert pins.setdefault(name, ver) == ver, f"pyproject pins {name} twice, differently"
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].split(" --hash", 1)[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
+            assert m, f"{path.name}: {line!r} is not name==version"
+            name = canonicalize_name(m.group(1))
+            assert name not in pins, f"{path.name} pins {name} twice"
+            pins[name] = m.group(2)
     return pins
+
+
+def ci_pins() -> dict[str, str]:
+    """The exact versions CI installs (constraints.txt)."""
+    return pinned(REPO / "constraints.txt")
+
+
+@pytest.mark.parametrize("versions", ["constraints.txt", ".ci/window-machine.txt", "window-wheels.txt"])
+def test_pinned_versions_meet_pyprojects_lower_bounds(versions):
+    """Every version CI (constraints.txt), the window rehearsal's GPU-machine environment or the window's carried
+    wheels install is one pyproject.toml allows, so the lower bounds are versions something here runs with."""
+    pins = pinned(REPO / versions)
+    checked = 0
+    for req in pyproject_requirements():
+        name = canonicalize_name(req.name)
+        if name in pins:
+            assert req.specifier.contains(pins[name], prereleases=True), \
+                f"{versions} has {name}=={pins[name]}, outside pyproject's {req}"
+            checked += 1
+    assert checked, f"{versions} pins none of pyproject's requirements"
+
+
+def test_pyproject_states_lower_bounds_and_ci_pins_each_one():
+    """pyproject.toml pins nothing exactly (the GPU machine's own versions must satisfy it), and constraints.txt
+    pins every requirement that had a tested exact version."""
+    pins = ci_pins()
+    for req in pyproject_requirements():
+        assert all(s.operator == ">=" for s in req.specifier), f"pyproject: {req} is not a lower bound"
+        if canonicalize_name(req.name) not in ("numpy", "pyyaml", "pytest", "hypothesis"):  # never pinned
+            assert canonicalize_name(req.name) in pins, f"constraints.txt does not pin {req.name}"
 
 
 def env_pins(path: Path) -> dict[str, str | None]:
@@ -58,14 +100,14 @@ def env_pins(path: Path) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
 def test_environment_pins_agree_with_pyproject(path):
-    pins = pyproject_pins()
+    pins = ci_pins()
     env = env_pins(path)
     assert env.get("python", "").startswith("3.11"), f"{path.name} must pin python 3.11"
     for name, ver in env.items():
         if name in pins:
-            assert ver == pins[name], f"{path.name}: {name} {ver} != pyproject {pins[name]}"
+            assert ver == pins[name], f"{path.name}: {name} {ver} != constraints.txt {pins[name]}"
         elif ver is not None and name not in ("python",):
-            pytest.fail(f"{path.name} pins {name}={ver}, which pyproject.toml does not pin")
+            pytest.fail(f"{path.name} pins {name}={ver}, which constraints.txt does not pin")
 
 
 def test_every_rule_has_an_existing_environment():

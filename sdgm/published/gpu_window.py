@@ -443,69 +443,15 @@ def part_memory(config: dict, out: Path, device: str, vocab_size: int = 10000) -
         print(f"memory {model}: {time.monotonic() - t0:.1f} s", flush=True)
 
 
-# ---- installing onto the machine's own torch ------------------------------------------------------------------------
-KEEP = ("torch", "triton")  # the machine's CUDA build brings these two; never replaced
-
-
-def project_requirements(extras=("workflow", "test")) -> list[str]:
-    """The project's requirements and those of `extras` from pyproject.toml, without torch and triton."""
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"])
-    for extra in extras:
-        reqs += project.get("optional-dependencies", {}).get(extra, [])
-    out = []
-    for r in reqs:
-        name = re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower()
-        if name not in KEEP and r not in out:
-            out.append(r)
-    return out
-
-
-def install(offline: bool = False, dry_run: bool = False, extras=("workflow", "test")) -> int:
-    """pip-install the project (editable) onto the torch and Triton already here: the project itself without its
-    dependencies, then its other requirements under a constraint that pins torch and Triton to the installed
-    versions (so nothing may replace them). offline: no index (--no-index): only what is here counts."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for name in KEEP:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            if name == "torch":
-                print("install: torch is not installed here; install the machine's CUDA build of torch first",
-                      file=sys.stderr)
-                return 2
-    print("install: keeping " + ", ".join(pins), flush=True)
-    with tempfile.TemporaryDirectory(prefix="sdgm-install-") as tmp:
-        constraints, reqs = Path(tmp, "constraints.txt"), Path(tmp, "requirements.txt")
-        write_text_atomic(constraints, "\n".join(pins) + "\n")
-        write_text_atomic(reqs, "\n".join(project_requirements(extras)) + "\n")
-        common = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + \
-            (["--no-index"] if offline else []) + (["--dry-run"] if dry_run else [])
-        for cmd in (common + ["--no-deps", "--no-build-isolation", "-e", str(REPO)],
-                    common + ["-c", str(constraints), "-r", str(reqs)]):
-            print("install: " + " ".join(cmd[2:]), flush=True)
-            rc = subprocess.run(cmd).returncode
-            if rc != 0:
-                print(f"install: pip exited with status {rc}" + (" (offline: a requirement above is not installed "
-                                                                  "here and there is no index)" if offline else ""),
-                      file=sys.stderr)
-                return rc
-    return 0
+# ---- installing onto the machine's own torch: sdgm.published.window_env ---------------------------------------------
+from .window_env import KEEP, install, install_main, project_requirements  # noqa: E402,F401  (part_env; `install`)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["install"]:
-        ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window install", description=install.__doc__)
-        ap.add_argument("--offline", action="store_true", help="no package index: install only from what is here")
-        ap.add_argument("--dry-run", action="store_true", help="say what pip would do")
-        a = ap.parse_args(argv[1:])
-        return install(a.offline, a.dry_run)
+    if argv[:1] == ["install"]:  # an alias of `python -m sdgm.published.window_env install`
+        return install_main(argv[1:])
     if argv[:1] == ["part"]:
         ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window part")
         ap.add_argument("name", choices=("env", "generation", "memory"))
