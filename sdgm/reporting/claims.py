@@ -25,6 +25,7 @@ import html
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ import pandas as pd
 
 from ..common.atomic import write_text_atomic
 from .records import ReportError, load_metrics, load_paper
-from .verdicts import (CLAIMS_COLUMNS, NUMERIC_CLAIMS_COLUMNS, VERDICTS, Evidence, _fmt, _is_number, _values,
-                       claims_table, load_claims)
+from .verdicts import (CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, Evidence, _fmt, _is_number,
+                       _values, claims_table, load_claims)
 from .render import to_latex, to_markdown
 
 BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->", "<!-- CLAIMS_END -->"
@@ -58,6 +59,8 @@ def paper_cell(r) -> str:
 def ours_cell(r) -> str:
     if not _is_number(r["ours_value"]):
         return "–"
+    if r.get("shown"):
+        return r["shown"]
     v = _fmt(r["ours_value"])
     if r["kind"] == "procedure":
         v = f"{r['ours_value']:g} {r['unit']}"
@@ -97,13 +100,14 @@ def claims_display(df: pd.DataFrame, here: Path | None = None, evidence: bool = 
         "reason": list(df["reason"]),
     })
     if evidence:
+        out["commits"] = [c or "–" for c in df["commits"]]
         out["evidence"] = [" ".join(_evidence_links(p, here, markdown)) or "–" for p in df["evidence"]]
     return out
 
 
 CLAIMS_CAPTION = ("The paper's claims ({source}), judged from this pipeline's records: ours is the mean over seeds "
-                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); direction "
-                  "claims show the difference to the compared model. Rules: docs/claims.md.")
+                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); factor and "
+                  "one-seed direction claims show the ratio with both values, SDGM's first. Rules: docs/claims.md.")
 
 
 def _summary(df: pd.DataFrame) -> str:
@@ -284,6 +288,14 @@ def read_claims_csv(path: Path) -> pd.DataFrame:
 FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the README gives as a footnote
 
 
+def short_reason(reason: str) -> str:
+    """A reason without the measure's name and what it would read: the README's footnote (claims.md has all)."""
+    kept = "; ".join(s for s in reason.split("; ") if not s.startswith(("measure: ", "would read: ")))
+    kept = re.sub(r" \([a-z0-9_, ]+\)(?=,|;|$)", "", kept) if kept.startswith("stale: ") else kept
+    return re.sub(rf"^{NOT_ON_DEVICE}: no [a-z]+( or [a-z]+)* record in this folder$",
+                  f"{NOT_ON_DEVICE}: no record of the claim's source in this folder", kept)
+
+
 def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
     """claim, corpus, paper and one column per device folder (ours and the verdict; a "not measured" or "not
     comparable" verdict with its reason as a lettered footnote), the claims in the first folder's order. Never
@@ -308,7 +320,9 @@ def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[
             ours = ours_cell(r)
             cell = ("" if ours == "–" else ours + " ") + f"**{r['verdict']}**"
             if r["verdict"] in FOOTNOTED and r["reason"]:
-                cell += " " + note(r["reason"])
+                cell += " " + note(short_reason(r["reason"]))
+            if r.get("commits"):
+                cell += f" @{r['commits'].replace(' (dirty)', '+')}"
             cells.append(cell)
         disp[name] = cells
     return disp, notes
@@ -336,9 +350,10 @@ def readme_section(tables_dirs, readme: Path) -> str:
         md = _rel(str(d / "claims.md"), here)
         verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
     letters = [device_columns_marker(i) for i in range(len(vnotes))]
-    return "\n".join([BEGIN, "", "What ran:", "", *ran, "", "Verdicts:", "", *verdicts, "",
+    return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
                       f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
-                      f"averaged.", "", to_markdown(disp).rstrip(), ""]
+                      f"averaged; @: the evidence's commit (+: uncommitted changes).", "",
+                      to_markdown(disp).rstrip(), ""]
                      + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
                      + ["", UNSTATED, "", f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
                      + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])

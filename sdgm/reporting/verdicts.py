@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from .protocol import PROTOCOL_FIELDS, History, protocol_mismatch, record_protocol
 from .records import ReportError, load_metrics, read_yaml_mapping
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
@@ -43,7 +45,7 @@ NOT_ON_DEVICE = "not measured on this device"
 
 CLAIMS_COLUMNS = ["id", "claim", "reading", "where", "kind", "corpus", "corpus_stated", "metric", "unit", "experiment",
                   "compared_with", "paper_value", "paper_text", "ours_value", "ours_ci_low", "ours_ci_high", "n",
-                  "tolerance", "verdict", "reason", "evidence"]
+                  "tolerance", "verdict", "reason", "evidence", "shown", "commits"]
 NUMERIC_CLAIMS_COLUMNS = ["paper_value", "ours_value", "ours_ci_low", "ours_ci_high", "n", "tolerance"]
 
 
@@ -113,31 +115,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _t_cdf(t: float, df: float) -> float:
-    """Student-t CDF by Simpson integration of the density from 0 (no scipy in the report environment)."""
-    if t < 0:
-        return 1.0 - _t_cdf(-t, df)
-    logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    # substitute x = t * u on [0, 1]; the density is smooth there, 2000 panels are exact to ~1e-9
-    n = 2000
-    h = 1.0 / n
-    total = 0.0
-    for i in range(n + 1):
-        x = t * i * h
-        w = 1 if i in (0, n) else (4 if i % 2 else 2)
-        total += w * math.exp(logc - (df + 1) / 2 * math.log1p(x * x / df))
-    return 0.5 + total * h * t / 3
-
-
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with df degrees of freedom (p in (0.5, 1)), by bisection."""
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
+    """The p-quantile of Student's t with df degrees of freedom."""
+    return float(stats.t.ppf(p, df))
 
 
 def interval(values: list[float]) -> tuple[float, float, float, int]:
@@ -172,7 +152,9 @@ def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, f
 class Evidence:
     """Every record a verdict may use, indexed by (source, corpus, experiment)."""
 
-    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=()):
+    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
+                 history: History | None = None):
+        self.history = history if history is not None else History()
         self.metrics = load_metrics(list(metrics))
         self.bench = {"throughput": [_load_bench(p, "throughput") for p in throughput],
                       "generation": [_load_bench(p, "generation") for p in generation],
@@ -247,11 +229,16 @@ def _lookup(rec: dict, claim: dict) -> tuple[float | None, str]:
     parts = claim["metric"].format(own_path=rec.get("own_path", "")).split(".")
     why = str((rec.get("na") or {}).get(parts[-1]) or f"{claim['metric']} not in the record")
     for part in parts:
+        index = re.fullmatch(r"(.+)\[(-?\d+)\]", part)  # name[i]: the i-th element of a list
+        part = index.group(1) if index else part
         if isinstance(node, dict) and node.get("status") not in (None, "ok"):
             why = str(node.get("error") or node["status"])
         if isinstance(node, dict) and isinstance(node.get("na"), dict) and part in node["na"]:
             why = str(node["na"][part])
         node = node.get(part) if isinstance(node, dict) else None
+        if index:
+            i = int(index.group(2))
+            node = node[i] if isinstance(node, list) and -len(node) <= i < len(node) else None
     if _is_number(node):
         return float(node) * scale, ""
     return None, why
@@ -259,7 +246,7 @@ def _lookup(rec: dict, claim: dict) -> tuple[float | None, str]:
 
 def _values(ev: Evidence, claim: dict, experiment: str) -> tuple[list[float], list[str], list[str]]:
     """(values over seeds, reasons for the seeds without one, evidence paths)."""
-    recs = ev.records(claim["source"], claim["corpus"], experiment)
+    recs = _used(ev, claim, experiment)
     values, reasons = [], []
     for r in recs:
         v, why = _lookup(r, claim)
@@ -270,6 +257,70 @@ def _values(ev: Evidence, claim: dict, experiment: str) -> tuple[list[float], li
     if not recs:
         reasons.append(f"no {claim['source']} record of {experiment} on {claim['corpus']}")
     return values, reasons, [r["_path"] for r in recs]
+
+
+def _used(ev: Evidence, claim: dict, experiment: str) -> list[dict]:
+    """The records of one experiment a claim reads (the scaling record for a slope claim)."""
+    if claim["source"] == "scaling":
+        return [ev.scaling] if ev.scaling is not None and experiment == claim["experiment"] else []
+    if claim["source"] == "gmm":
+        return [g for g in ev.gmm if g["experiment"] == experiment and claim["corpus"] in ("all", g["corpus"])]
+    return ev.records(claim["source"], claim["corpus"], experiment)
+
+
+def _commit(rec: dict) -> tuple[str | None, str | None, bool]:
+    prov = rec.get("provenance") or {}
+    return prov.get("git_commit") or None, prov.get("timestamp") or None, bool(prov.get("git_dirty"))
+
+
+def commits_of(ev: Evidence, claim: dict) -> str:
+    """The commits of a claim's evidence, short, "(dirty)" where a record says its tree had uncommitted changes."""
+    seen: dict[str, bool] = {}
+    for e in _experiments(claim):
+        for r in _used(ev, claim, e):
+            c, _, dirty = _commit(r)
+            if c:
+                seen[c[:7]] = seen.get(c[:7], False) or dirty
+    return ", ".join(c + (" (dirty)" if d else "") for c, d in sorted(seen.items()))
+
+
+def check_evidence(ev: Evidence, claim: dict) -> tuple[str, str]:
+    """("", note) when the records a claim compares may judge it, else (reason, note): staleness against the
+    claim's `components` (a record without commit or date, or of a commit this history lacks, judges nothing) and
+    one protocol (`protocol`) across the compared records. The note says where staleness was not checked."""
+    comps = claim.get("components") or {}
+    note = ""
+    problems: dict[str, list[str]] = {}
+    if comps:
+        for e in _experiments(claim):
+            paths = list(comps.get(e, [])) + list(comps.get("all", []))
+            for r in _used(ev, claim, e) if paths else []:
+                commit, stamp, _ = _commit(r)
+                if not commit or not stamp:
+                    problems.setdefault("no commit or date in the record: judges nothing", []).append(e)
+                elif not ev.history.available:
+                    note = "staleness not checked (no git history)"
+                else:
+                    state, why = ev.history.stale(commit, paths)
+                    if state != "fresh":
+                        problems.setdefault(why, []).append(e)
+    stale: dict[str, dict[str, list[str]]] = {}  # measured at -> changed at -> experiments
+    for why in [w for w in problems if w.startswith("stale: ")]:
+        measured, changed = re.fullmatch(r"stale: measured at (\w+), changed at (\w+)", why).groups()
+        stale.setdefault(measured, {})[changed] = problems.pop(why)
+    reasons = [f"stale: measured at {m}, changed at " + ", ".join(f"{c} ({', '.join(sorted(set(es)))})"
+                                                                for c, es in by.items()) for m, by in stale.items()]
+    reasons += [f"{why} ({', '.join(sorted(set(es)))})" for why, es in problems.items()]
+    fields = claim.get("protocol") or []
+    if fields:
+        protocols = {}
+        for e in _experiments(claim):
+            for r in _used(ev, claim, e):
+                key = e if len(_used(ev, claim, e)) == 1 else f"{e} s{r['seed']}"
+                protocols[key] = record_protocol(r, claim["source"], claim.get("at"))
+        if len(protocols) > 1 and protocol_mismatch(protocols, fields):
+            reasons.append(protocol_mismatch(protocols, fields))
+    return "; ".join(reasons), note
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------------------
@@ -287,7 +338,8 @@ def _row(claim: dict, **kw) -> dict:
            "metric": claim.get("metric", ""), "unit": claim.get("unit", ""), "experiment": claim.get("experiment", ""),
            "compared_with": "", "paper_value": claim.get("paper"), "paper_text": claim.get("paper_text", ""),
            "ours_value": math.nan, "ours_ci_low": math.nan, "ours_ci_high": math.nan, "n": 0,
-           "tolerance": math.nan, "verdict": NOT_MEASURED, "reason": "", "evidence": []}
+           "tolerance": math.nan, "verdict": NOT_MEASURED, "reason": "", "evidence": [], "shown": "",
+           "commits": ""}
     row.update(kw)
     if row["paper_value"] is None:
         row["paper_value"] = math.nan
@@ -348,7 +400,7 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
         others[exp] = vals
     absent = [e for e in [claim["experiment"], *claim["than"]] if not (a if e == claim["experiment"] else others[e])]
     if absent:
-        return _row(claim, reason=f"no value for {', '.join(absent)}: " + "; ".join(missing), evidence=paths)
+        return _row(claim, reason=f"no value for {', '.join(absent)}: " + grouped(missing), evidence=paths)
     pick = min if claim["better"] == "lower" else max
     best = pick(others, key=lambda e: float(np.mean(others[e])))
     b = others[best]
@@ -358,7 +410,27 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     what = (f"{claim['experiment']} - {best} = {d:+.4g} {claim.get('unit', '')}".rstrip()
             + ("" if len(claim["than"]) == 1 else f" ({best}: the {claim['better']} of {', '.join(claim['than'])})"))
     n = min(len(a), len(b))
-    if len(a) < 2 or len(b) < 2:
+    spec = claims["tolerances"][claim["tolerance"]]
+    unit = claim.get("unit", "")
+    shown = f"{'+' if d > 0 else ''}{_fmt(d)} {unit} vs {best}".replace("  ", " ")
+    ma = float(np.mean(a))
+    if (len(a) < 2 or len(b) < 2) and "rel" in spec and ma > 0 and float(np.mean(b)) > 0:
+        rel = float(spec["rel"])
+        mb = float(np.mean(b))
+        f = mb / ma if claim["better"] == "lower" else ma / mb
+        fb = {e: (float(np.mean(v)) / ma if claim["better"] == "lower" else ma / float(np.mean(v)))
+              for e, v in others.items()}
+        tied = ties(fb, best, rel)
+        verdict = REPRODUCED if f >= 1 + rel else CONTRADICTED if f < 1 / (1 + rel) else NOT_REPRODUCED
+        reason = (f"{ONE_SEED}; {what}; ratio x{f:.3g} ({claim['better']} is better), reproduced from "
+                  f"x{1 + rel:g}, contradicted below x{1 / (1 + rel):.3g} ({claim['tolerance']})")
+        if tied:
+            reason += f"; {best} tied with {', '.join(tied)}"
+        if verdict == NOT_REPRODUCED:
+            reason += ": no difference established"
+        shown = ratio_text(f, ma, mb, unit) + " = ".join([best, *tied]) + ")"
+        tol = rel
+    elif len(a) < 2 or len(b) < 2:
         e = sign * d
         verdict = REPRODUCED if e > tol else CONTRADICTED if e < -tol else NOT_REPRODUCED
         reason = f"{ONE_SEED}; {what}; tolerance ±{tol:.4g} ({claim['tolerance']})"
@@ -372,7 +444,7 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     if verdict == CONTRADICTED:
         reason += f"; the other way: {claim['experiment']} is the {'higher' if sign < 0 else 'lower'}"
     return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths)
+                verdict=verdict, reason=reason, evidence=paths, shown=shown)
 
 
 VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens per batch (B = tokens / L)"}
@@ -380,61 +452,90 @@ VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens
 
 # A schema-1 scaling record timed the einsum decoder, which materializes the atoms (L x K x D) on every call: it
 # measured that implementation, not the model's cost (docs/spectral-decoder.md), so it judges no claim.
-SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materializes the atoms "
-                      "(L x K x D) on every call, since replaced by the chunked and fused decoders; it measured that "
-                      "implementation, not the model (rerun the scaling benchmark)")
+SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materialized the atoms "
+                      "(L x K x D), since replaced: that implementation, not the model")
 
 
-def _slope(rec: dict, view: str, model: str, mode: str, what: str) -> tuple[float | None, str]:
-    slopes = rec.get("slopes") or {}
-    fit = slopes.get(view, {}).get(model, {}).get(mode, {}).get(what)
-    if fit is None:
-        return None, f"no {view}-view {what} fit of {model} ({mode})"
-    if _is_number(fit.get("slope")):
-        return float(fit["slope"]), ""
-    return None, str((fit.get("na") or {}).get("slope") or "no slope")
+MIN_SEQUENCES = 20  # sequences a generation-quality verdict needs (docs/claims.md: small samples)
+MIN_LENGTHS = 4  # lengths a slope is fitted on before it judges anything (docs/claims.md: slopes)
+
+
+def fit_slope(rec: dict, view: str, model: str, mode: str) -> dict:
+    """The log-log least-squares slope of the time per sequence against L of one layer in one view, refitted from
+    the record's points (L >= its slope_min_length) with scipy.stats.linregress: {"slope", "low", "high", "n"} (95 %
+    t interval on n - 2 degrees of freedom; NaN bounds below 3 points), or {"na": reason}."""
+    floor = (rec.get("settings") or {}).get("slope_min_length") or 0
+    pts = sorted((r["L"], r["time_per_sequence_s"]) for r in rec.get("results") or []
+                 if r.get("view") == view and r.get("model") == model and r.get("mode") == mode
+                 and r.get("status", "ok") == "ok" and _is_number(r.get("time_per_sequence_s"))
+                 and r["time_per_sequence_s"] > 0 and r.get("L", 0) >= floor)
+    if len(pts) < 2:
+        return {"na": f"{model}: {len(pts)} measured length(s) in the {view} view", "n": len(pts)}
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    res = stats.linregress(x, y)
+    n = len(pts)
+    half = t_quantile(0.975, n - 2) * res.stderr if n > 2 else math.nan
+    return {"slope": float(res.slope), "low": float(res.slope - half), "high": float(res.slope + half), "n": n}
 
 
 def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
-    """slope: the log-log slope of the experiment's cost against L, in the first view of `views` the record has.
-    Reproduced within the tolerance of the paper's slope; contradicted when it exceeds the slope of the layer it is
-    claimed to beat (`than`) by more than the tolerance; otherwise not reproduced. One benchmark run: no interval."""
+    """slope: the log-log slope of the experiment's cost against L. A view judges when every compared layer is fitted
+    on >= MIN_LENGTHS lengths and the linear control of the same run (`control`) reads linear within the tolerance;
+    there: reproduced within the tolerance of the paper's slope, contradicted when the slope exceeds that of the layer
+    it is claimed to beat (`than`) by more than the tolerance, else not reproduced. The views that judge must agree
+    (else not reproduced); none judges: not measured. One benchmark run; the fit's 95 % interval is shown."""
     rec = ev.scaling
     if rec is None:
         return _row(claim, reason="no scaling record")
     paths = [rec["_path"]]
     if rec.get("schema") == 1:
         return _row(claim, reason=SUPERSEDED_SCALING, evidence=paths)
-    found = None
-    for view in claim["views"]:
-        for layer in claim.get("layers") or [claim["experiment"]]:
-            ours, why = _slope(rec, view, layer, claim["mode"], claim["metric"])
-            if ours is not None:
-                found = view, layer
-                break
-        if found:
-            break
-    else:
-        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record", evidence=paths)
-    theirs, why_t = _slope(rec, view, claim["than"][0], claim["mode"], claim["metric"])
     paper = float(claim["paper"])
     tol = _tolerance(claims, claim, paper)
-    skipped = [v for v in claim["views"][:claim["views"].index(view)]]
-    where = f"{found[1]}, {VIEW_WORDS.get(view, view)} view, {claim['mode']}" + (
-        f" (the record has no {', '.join(skipped)} view)" if skipped else "")
-    if abs(ours - paper) <= tol:
-        verdict = REPRODUCED
-    elif theirs is not None and ours - theirs > tol:
-        verdict = CONTRADICTED
-    else:
-        verdict = NOT_REPRODUCED
-    vs = f"{claim['than'][0]} {theirs:.3g}" if theirs is not None else f"{claim['than'][0]}: {why_t}"
-    reason = (f"one benchmark run: no interval; slope {ours:.3g} ({where}) against {vs}; tolerance ±{tol:.3g} "
-              f"({claim['tolerance']})")
-    if verdict == CONTRADICTED:
-        reason += f"; the other way: it grows faster with L than {claim['than'][0]}"
-    return _row(claim, compared_with=claim["than"][0], ours_value=ours, n=1, tolerance=tol, verdict=verdict,
-                reason=reason, evidence=paths)
+    control, rival = claim.get("control"), claim["than"][0]
+    judged, skipped, first = {}, [], None
+    for view in claim["views"]:
+        layer = next((x for x in claim.get("layers") or [claim["experiment"]]
+                      if "slope" in fit_slope(rec, view, x, claim["mode"])), None)
+        if layer is None:
+            skipped.append(f"{view}: no fit of {claim['experiment']}")
+            continue
+        fits = {name: fit_slope(rec, view, name, claim["mode"]) for name in (layer, rival, control) if name}
+        ours = fits[layer]
+        first = first or (view, layer, ours)
+        short = [m for m, f in fits.items() if f["n"] < MIN_LENGTHS]
+        if short:
+            fewest = min(fits[m]["n"] for m in short)
+            skipped.append(f"{view}: {', '.join(short)} on {fewest} lengths, fewer than {MIN_LENGTHS}")
+            continue
+        if control and abs(fits[control]["slope"] - 1.0) > tol:
+            skipped.append(f"{view}: the linear control {control} reads {fits[control]['slope']:.2f}")
+            continue
+        s, a = ours["slope"], fits[rival]["slope"]
+        verdict = REPRODUCED if abs(s - paper) <= tol else CONTRADICTED if s - a > tol else NOT_REPRODUCED
+        judged[view] = (verdict, layer, ours, a, fits.get(control, {}).get("slope"))
+    if first is None:
+        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record",
+                    evidence=paths)
+
+    def text(view, layer, fit):
+        return f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view}, {layer}, n = {fit['n']})"
+
+    if not judged:
+        view, layer, fit = first
+        return _row(claim, compared_with=rival, evidence=paths, tolerance=tol, n=1,
+                    reason=f"no view judges: {'; '.join(skipped)}; slope {text(view, layer, fit)}")
+    verdicts = {v[0] for v in judged.values()}
+    verdict = verdicts.pop() if len(verdicts) == 1 else NOT_REPRODUCED
+    parts = [f"{text(view, layer, fit)} against {rival} {a:.2f}" + (f", control {control} {c:.2f}" if c else "")
+             + f": {v}" for view, (v, layer, fit, a, c) in judged.items()]
+    reason = (f"one benchmark run, 95 % interval of the fit; {'; '.join(parts)}; tolerance ±{tol:.3g} "
+              f"({claim['tolerance']})" + (f"; judging nothing: {'; '.join(skipped)}" if skipped else "")
+              + ("; the views disagree" if len(judged) > 1 and len({v[0] for v in judged.values()}) > 1 else ""))
+    view, (_, layer, fit, _, _) = next(iter(judged.items()))
+    return _row(claim, compared_with=rival, ours_value=fit["slope"], ours_ci_low=fit["low"], ours_ci_high=fit["high"],
+                n=1, tolerance=tol, verdict=verdict, reason=reason, evidence=paths,
+                shown=f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view} view)")
 
 
 def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -508,12 +609,23 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     point = np.arange(n)[None, :]
     dist = {e: float(_distance(*parts[e], point)[0]) for e in names}
     best = min(claim["than"], key=lambda e: dist[e])
-    idx = resample_indices(n)
-    boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
     d = dist[claim["experiment"]] - dist[best]
-    lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    if n >= MIN_SEQUENCES:
+        idx = resample_indices(n)
+        boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
+        lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+        how = "paired bootstrap interval"
+    else:  # too few sequences for a bootstrap: Student's t on the per-sequence paired differences
+        each = np.arange(n)[:, None]
+        pair = _distance(*parts[claim["experiment"]], each) - _distance(*parts[best], each)
+        half = t_quantile(0.975, n - 1) * float(np.std(pair, ddof=1)) / math.sqrt(n)
+        lo, hi = float(pair.mean() - half), float(pair.mean() + half)
+        how = "t interval on the per-sequence paired differences"
     tol = math.log1p(float(claims["tolerances"][claim["tolerance"]]["rel"]))
     verdict = REPRODUCED if hi <= tol else CONTRADICTED if lo > tol else NOT_REPRODUCED
+    few = n < MIN_SEQUENCES and verdict != NOT_REPRODUCED
+    if few:
+        verdict = NOT_REPRODUCED
 
     def ppl(e: str) -> str:
         (nm, tm), (nr, tr) = parts[e]
@@ -522,13 +634,19 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     what = {"true_continuations": "the true continuations", "heldout": "held-out text"}[yard]
     reason = (f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
               f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
-              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % paired bootstrap interval "
+              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % {how} "
               f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
               f"{tol:.3f}")
     reason += {REPRODUCED: ": the interval lies at or below it", CONTRADICTED: ": the interval lies above it",
                NOT_REPRODUCED: ": the interval contains it, not established either way"}[verdict]
+    if few:
+        reason = reason.rsplit(":", 1)[0] + f": fewer than {MIN_SEQUENCES} sequences, no verdict either way"
     return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths)
+                verdict=verdict, reason=reason, evidence=paths,
+                shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n}",
+                **({"reading": f"what ran: the reference perplexity (Kneser-Ney trigram of the training split) of "
+                               f"{n} free samples per model against {what} of the same lengths; no continuations "
+                               f"of validation prompts"} if name == "free" else {}))
 
 
 def _means(ev: Evidence, claim: dict, names: list[str]):
@@ -540,8 +658,19 @@ def _means(ev: Evidence, claim: dict, names: list[str]):
         vals[e], missing, paths = v, missing + miss, paths + p
     absent = [e for e in names if not vals[e]]
     if absent:
-        return {}, f"no value for {', '.join(absent)}: " + "; ".join(missing), paths, 0
+        return {}, f"no value for {', '.join(absent)}: " + grouped(missing), paths, 0
     return {e: float(np.mean(v)) for e, v in vals.items()}, "; ".join(missing), paths, min(map(len, vals.values()))
+
+
+def grouped(reasons: list[str]) -> str:
+    """"a seed 0: why; b seed 0: why" as "a, b seed 0: why": one reason once."""
+    by: dict[str, list[str]] = {}
+    for r in reasons:
+        who, _, why = r.partition(": ")
+        by.setdefault(why, []).append(who)
+    if len(by) == 1 and next(iter(by)):  # one reason for every record: said once
+        return next(iter(by))
+    return "; ".join(f"{', '.join(who)}: {why}" if why else ", ".join(who) for why, who in by.items())
 
 
 def paper_factors(claim: dict) -> tuple[float, float]:
@@ -551,10 +680,21 @@ def paper_factors(claim: dict) -> tuple[float, float]:
     return (lo / paper, hi / paper) if claim["better"] == "lower" else (paper / hi, paper / lo)
 
 
+def ratio_text(f: float, ours: float, theirs: float, unit: str) -> str:
+    """"x2.03 (7.71 vs 15.7 ms)": the factor, then ours and theirs in the claim's unit."""
+    return f"x{f:.3g} ({_fmt(ours)} vs {_fmt(theirs)} {unit}".rstrip() + ", "
+
+
+def ties(f: dict[str, float], closest: str, rel: float) -> list[str]:
+    """The baselines tied with the closest: their factor within (1 + tol) of its."""
+    return [m for m in f if m != closest and f[m] <= f[closest] * (1 + rel)]
+
+
 def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     """factor (relative efficiency on one device): f_m = value(m) / value(experiment) where lower is better, the
-    inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= f_paper / (1 +
-    tol), f_paper the paper's smallest factor; contradicted when f < 1 / (1 + tol); otherwise not reproduced."""
+    inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= max(f_paper /
+    (1 + tol), 1 + tol), f_paper the paper's smallest factor; contradicted when f < 1 / (1 + tol); otherwise not
+    reproduced. Baselines within the tolerance of the closest are named with it."""
     names = [claim["experiment"], *claim["than"]]
     lo, hi = paper_factors(claim)
     paper = {"paper_value": lo, "paper_text": f"x{lo:.2f}-{hi:.2f}, {claim.get('paper_text', '')}".rstrip(", ")}
@@ -570,13 +710,20 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     closest = min(f, key=f.get)
     fc = f[closest]
     rel = float(claims["tolerances"][claim["tolerance"]]["rel"])
-    need, worse = lo / (1 + rel), 1 / (1 + rel)
-    verdict = REPRODUCED if fc >= need else CONTRADICTED if fc < worse else NOT_REPRODUCED
+    need, worse = max(lo / (1 + rel), 1 + rel), 1 / (1 + rel)
+
+    def verdict_of(x: float) -> str:
+        return REPRODUCED if x >= need else CONTRADICTED if x < worse else NOT_REPRODUCED
+
+    verdict = verdict_of(fc)
+    unit = claim.get("unit", "")
+    tied = ties(f, closest, rel)
     each = ", ".join(f"{m} x{f[m]:.3g}" for m in claim["than"])
     word = "lower" if lower else "higher"
-    reason = (f"one record per model: no interval; {claim['experiment']} {ours:.4g} {claim.get('unit', '')}, "
-              f"{word} is better; factor over each baseline: {each}; closest: {closest} x{fc:.3g}; paper "
-              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (x{lo:.3g} / (1 + {rel:g}), {claim['tolerance']})")
+    reason = (f"one record per model: no interval; {word} is better; factor over each baseline: {each}; closest: "
+              f"{closest}" + (f", tied with {', '.join(tied)}" if tied else "") + f" x{fc:.3g}; paper "
+              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (max(x{lo:.3g} / (1 + {rel:g}), 1 + {rel:g}), "
+              f"{claim['tolerance']})")
     if verdict == REPRODUCED:
         reason += (": inside the paper's range" if fc <= hi else ": beyond the paper's range") if fc >= lo else \
             ": within the tolerance of the paper's smallest factor"
@@ -586,10 +733,16 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
         reason += f": within x{1 + rel:g} of {closest}, no difference established"
     else:
         reason += ": better than every baseline, by less than the paper's factor"
+    if claim.get("also_at_paper"):
+        fp = means[closest] / float(claim["paper"]) if lower else float(claim["paper"]) / means[closest]
+        change = "the same verdict" if verdict_of(fp) == verdict else f"{verdict_of(fp)}"
+        reason += (f"; rests on our {claim['experiment']}'s {_fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
+                   f"{unit}: x{fp:.2f}, {change}")
     if notes:
         reason += f"; {notes}"
     return _row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict, reason=reason,
-                evidence=paths, **paper)
+                evidence=paths, shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")",
+                **paper)
 
 
 def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -628,11 +781,13 @@ def choose_measure(claim: dict, ev: Evidence) -> tuple[dict, str]:
     for m in claim["measures"]:
         c = {**claim, **m}
         have = sum(bool(_values(ev, c, e)[0]) for e in _experiments(c))
-        if best is None or have > best[0]:
-            best = have, c
-        if have == len(_experiments(c)):
+        full = have == len(_experiments(c))
+        alike = full and not check_evidence(ev, c)[0]
+        if best is None or (have, alike) > best[:2]:
+            best = have, alike, c
+        if alike:
             break
-    c = best[1]
+    c = best[2]
     return c, f"measure: {c['source']} {c['metric']}"
 
 
@@ -642,6 +797,15 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
     sources = [m["source"] for m in claim.get("measures", [])] or [claim.get("source")]
     claim, note = choose_measure(claim, ev)
     row = JUDGES[claim["kind"]](claims, claim, ev)
+    if claim["kind"] != "unmeasured":
+        row["commits"] = commits_of(ev, claim)
+        blocked, unchecked = check_evidence(ev, claim)
+        if blocked and row["verdict"] != NOT_MEASURED:
+            row["reason"] = f"{blocked}; would read: {row['verdict']}, {row['shown'] or _fmt(row['ours_value'])}"
+            row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan,
+                       ours_ci_high=math.nan)
+        elif unchecked:
+            row["reason"] = f"{row['reason']}; {unchecked}"
     if row["verdict"] == NOT_MEASURED and claim["kind"] != "unmeasured" and not any(ev.has(s) for s in sources):
         row["reason"] = f"{NOT_ON_DEVICE}: no {' or '.join(sources)} record in this folder"
     elif note and len(claim.get("measures", [])) > 1:
