@@ -13,19 +13,23 @@ NOT_RECORDED = "not recorded"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _node(rec: dict, at: str | None) -> dict:
+def _nodes(rec: dict, at: str | None) -> list[dict]:
+    """The nodes along the path `at` into the record, deepest first (the record itself not included)."""
     node: Any = rec
+    out = []
     for part in (at.format(own_path=rec.get("own_path", "")).split(".") if at else []):
         node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else {}
+        out.append(node if isinstance(node, dict) else {})
+    return out[::-1] or [{}]
 
 
 def record_protocol(rec: dict, source: str, at: str | None = None) -> dict[str, Any]:
-    """{field: value or NOT_RECORDED} for one record: from the node `at` the number comes from, else the record's
-    top level, else its settings, else (a training or throughput record) its train_config; device from its
-    provenance. A trained run's peak is over its whole run, in its training process."""
-    node = _node(rec, at)
-    layers = [node, rec, rec.get("settings") or {}]
+    """{field: value or NOT_RECORDED} for one record: from the node `at` the number comes from, else the nodes above
+    it, else the record's top level, else its settings, else (a training or throughput record) its train_config;
+    device from its provenance. A trained run's peak is over its whole run, in its training process."""
+    nodes = _nodes(rec, at)
+    node = nodes[0]
+    layers = [*nodes, rec, rec.get("settings") or {}]
     if source in ("metrics", "throughput"):
         layers.append(rec.get("train_config") or {})
     out: dict[str, Any] = {}
