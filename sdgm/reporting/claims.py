@@ -290,7 +290,7 @@ FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the READ
 
 def short_reason(reason: str) -> str:
     """A reason without the measure's name and what it would read: the README's footnote (claims.md has all)."""
-    kept = "; ".join(s for s in reason.split("; ") if not s.startswith(("measure: ", "would read: ")))
+    kept = "; ".join(s for s in reason.split("; would read: ")[0].split("; ") if not s.startswith("measure: "))
     kept = re.sub(r" \([a-z0-9_, ]+\)(?=,|;|$)", "", kept) if kept.startswith("stale: ") else kept
     return re.sub(rf"^{NOT_ON_DEVICE}: no [a-z]+( or [a-z]+)* record in this folder$",
                   f"{NOT_ON_DEVICE}: no record of the claim's source in this folder", kept)

@@ -801,7 +801,8 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
         row["commits"] = commits_of(ev, claim)
         blocked, unchecked = check_evidence(ev, claim)
         if blocked and row["verdict"] != NOT_MEASURED:
-            row["reason"] = f"{blocked}; would read: {row['verdict']}, {row['shown'] or _fmt(row['ours_value'])}"
+            row["reason"] = (f"{blocked}; would read: {row['verdict']}, {row['shown'] or _fmt(row['ours_value'])}"
+                             f" ({row['reason']})")
             row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan,
                        ours_ci_high=math.nan)
         elif unchecked:
