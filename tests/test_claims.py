@@ -119,7 +119,7 @@ def test_direction_with_one_seed_is_judged_on_the_ratio_in_the_factor_rules_band
     row = V.judge(TOLS, DIRECTION, ev_of(paths))
     assert row["verdict"] == verdict and row["reason"].startswith(V.ONE_SEED)
     assert row["tolerance"] == pytest.approx(0.03)
-    assert row["shown"] == f"x{100 / ours:.3g} ({V._fmt(ours)} vs 100.0, txl)"  # the ratio with both values
+    assert row["shown"] == f"x{100 / ours:.3g} ({V.fmt(ours)} vs 100.0, txl)"  # the ratio with both values
 
 
 def test_direction_names_the_baselines_tied_with_the_best(tmp_path):

@@ -34,8 +34,9 @@ import pandas as pd
 
 from ..common.atomic import write_text_atomic
 from .records import ReportError, load_metrics, load_paper
-from .verdicts import (CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, Evidence, _fmt, _is_number,
-                       _values, claims_table, load_claims)
+from .evidence import Evidence, values_of
+from .statistics import is_number
+from .verdicts import CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, claims_table, fmt, load_claims
 from .render import to_latex, to_markdown
 
 BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->", "<!-- CLAIMS_END -->"
@@ -51,26 +52,26 @@ def paper_cell(r) -> str:
     text = r["paper_text"] or ""
     if r["kind"] == "factor":
         return text
-    if _is_number(r["paper_value"]):
+    if is_number(r["paper_value"]):
         return f"{r['paper_value']:,g}" + (f" ({text})" if text else "")
     return text or "–"
 
 
 def ours_cell(r) -> str:
-    if not _is_number(r["ours_value"]):
+    if not is_number(r["ours_value"]):
         return "–"
     if r.get("shown"):
         return r["shown"]
-    v = _fmt(r["ours_value"])
+    v = fmt(r["ours_value"])
     if r["kind"] == "procedure":
         v = f"{r['ours_value']:g} {r['unit']}"
     if r["kind"] == "factor":
         return f"x{r['ours_value']:.2f} over {r['compared_with']}"
     if r["kind"] in ("direction", "competitive"):
         sign = "+" if r["ours_value"] > 0 else ""
-        v = sign + _fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
-    if _is_number(r["ours_ci_low"]) and _is_number(r["ours_ci_high"]):
-        v += f" [{_fmt(r['ours_ci_low'])}, {_fmt(r['ours_ci_high'])}]"
+        v = sign + fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
+    if is_number(r["ours_ci_low"]) and is_number(r["ours_ci_high"]):
+        v += f" [{fmt(r['ours_ci_low'])}, {fmt(r['ours_ci_high'])}]"
     return v
 
 
@@ -181,7 +182,7 @@ def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame
         for col, source, corpus, key, scale, pkey, _ in COMPACT_COLUMNS:
             corpus = corpus or eng
             claim = {"source": source, "metric": key, "scale": scale, "corpus": corpus}
-            vals, missing, _ = _values(ev, claim, exp) if corpus else ([], ["no corpus named"], [])
+            vals, missing, _ = values_of(ev, claim, exp) if corpus else ([], ["no corpus named"], [])
             arr = np.asarray(vals, dtype=float)
             row[col] = float(arr.mean()) if arr.size else math.nan
             row[f"{col}_std"] = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
@@ -212,11 +213,11 @@ def compact_display(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for _, r in df.iterrows():
         row = {"model": r["model"] + (f" (non-causal) {note(LEAK_NOTE)}" if r["leaks"] else "")}
         for col, *_, dec in COMPACT_COLUMNS:
-            if _is_number(r[col]):
+            if is_number(r[col]):
                 cell = f"{r[col]:,.{dec}f}"
-                if _is_number(r[f"{col}_std"]):
+                if is_number(r[f"{col}_std"]):
                     cell += f" ± {r[f'{col}_std']:,.{dec}f}"
-                if _is_number(r[f"{col}_paper"]):
+                if is_number(r[f"{col}_paper"]):
                     cell += f" ({r[f'{col}_paper']:,g})"
             else:
                 cell = "– " + note(r[f"{col}_na"] or "not measured")

@@ -1,21 +1,18 @@
-"""The verdict rules of the claims ledger: the claims file, the statistics, the evidence (the records a claim is
-judged from) and one judge per kind of claim. sdgm.reporting.claims builds the tables and pages from them; the
-rules are written out in docs/claims.md.
+"""The verdict rules of the claims ledger: the claims file and one judge per kind of claim. The statistics are in
+sdgm.reporting.statistics, the evidence (the records a claim is judged from) in sdgm.reporting.evidence;
+sdgm.reporting.claims builds the tables and pages from them; the rules are written out in docs/claims.md.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .protocol import PROTOCOL_FIELDS, History, protocol_mismatch, record_protocol
-from .records import ReportError, load_metrics, read_yaml_mapping
+from .evidence import Evidence, check_evidence, choose_measure, commits_of, experiments_of, values_of
+from .records import ReportError, read_yaml_mapping
+from .statistics import difference_interval, fit_slope, interval, is_number, t_quantile
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 
@@ -60,7 +57,7 @@ def load_claims(path: str | Path | None = None) -> dict:
         if not isinstance(tol, dict) or len({"rel", "abs"} & set(tol)) != 1 or not tol.get("why"):
             raise ReportError(f"{path}: tolerance {name!r} needs exactly one of 'rel'/'abs' and a 'why'")
         value = tol.get("rel", tol.get("abs"))
-        if not _is_number(value) or value < 0:
+        if not is_number(value) or value < 0:
             raise ReportError(f"{path}: tolerance {name!r} must be a number >= 0, got {value!r}")
     seen = set()
     for i, c in enumerate(data["claims"]):
@@ -87,14 +84,14 @@ def load_claims(path: str | Path | None = None) -> dict:
             raise ReportError(f"{where}: tolerance {c['tolerance']!r} is not defined under 'tolerances'")
         if c.get("better") not in (None, "lower", "higher"):
             raise ReportError(f"{where}: better must be 'lower' or 'higher', got {c['better']!r}")
-        if c.get("paper") is not None and not _is_number(c["paper"]):
+        if c.get("paper") is not None and not is_number(c["paper"]):
             raise ReportError(f"{where}: paper must be a number or null, got {c['paper']!r}")
         if "than" in c and (not isinstance(c["than"], list) or not c["than"]):
             raise ReportError(f"{where}: than must be a non-empty list of experiments")
         pb = c.get("paper_baselines")
         if c["kind"] == "factor" and "rel" not in tolerances.get(c.get("tolerance"), {}):
             raise ReportError(f"{where}: a factor claim needs a relative tolerance ('rel')")
-        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(_is_number(v) and v > 0
+        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(is_number(v) and v > 0
                                                                                    for v in pb)):
             raise ReportError(f"{where}: paper_baselines must be [lowest, highest], two positive numbers")
     return {"source": data.get("source", "the SDGM paper"), "tolerances": tolerances, "claims": data["claims"],
@@ -108,219 +105,6 @@ def _check_measures(measures, where: str) -> None:
         if not isinstance(m, dict) or m.get("source") not in SOURCES or not m.get("metric"):
             raise ReportError(f"{where}: each measure needs a source (one of {', '.join(SOURCES)}) and a metric")
 
-
-# ---- statistics ----------------------------------------------------------------------------------------------------
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with df degrees of freedom."""
-    return float(stats.t.ppf(p, df))
-
-
-def interval(values: list[float]) -> tuple[float, float, float, int]:
-    """(mean, 95 % low, 95 % high, n); low and high are NaN when n < 2 (one seed: no interval)."""
-    arr = np.asarray(values, dtype=float)
-    n = int(arr.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(arr.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, n
-    half = t_quantile(0.975, n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
-    return mean, mean - half, mean + half, n
-
-
-def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) - mean(b) with Welch's 95 % interval; NaN bounds when either side has fewer than two values."""
-    d = float(np.mean(a)) - float(np.mean(b))
-    if len(a) < 2 or len(b) < 2:
-        return d, math.nan, math.nan
-    va, vb = float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return d, d, d
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = t_quantile(0.975, df) * se
-    return d, d - half, d + half
-
-
-# ---- evidence ----------------------------------------------------------------------------------------------------
-
-class Evidence:
-    """Every record a verdict may use, indexed by (source, corpus, experiment)."""
-
-    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
-                 history: History | None = None):
-        self.history = history if history is not None else History()
-        self.metrics = load_metrics(list(metrics))
-        self.bench = {"throughput": [_load_bench(p, "throughput") for p in throughput],
-                      "generation": [_load_bench(p, "generation") for p in generation],
-                      "quality": [_load_bench(p, "quality") for p in quality]}
-        self.scaling = _load_bench(scaling, "scaling") if scaling else None
-        self.gmm = [_load_gmm(p) for p in gmm]
-
-    def records(self, source: str, corpus: str, experiment: str) -> list[dict]:
-        recs = self.metrics if source == "metrics" else self.bench[source]
-        return sorted((r for r in recs if r["corpus"] == corpus and r["experiment"] == experiment),
-                      key=lambda r: r["seed"])
-
-    def has(self, source: str) -> bool:
-        """Does this folder hold any record of `source`?"""
-        if source == "scaling":
-            return self.scaling is not None
-        if source == "gmm":
-            return bool(self.gmm)
-        return bool(self.metrics if source == "metrics" else self.bench[source])
-
-    def leaking(self, experiments, corpus: str | None = None) -> list[str]:
-        """The experiments (of `corpus`, or any) with a run that failed the causality audit."""
-        out = []
-        for r in self.metrics:
-            audit = r["metrics"].get("causal_audit")
-            if (r["experiment"] in experiments and (corpus is None or r["corpus"] == corpus)
-                    and isinstance(audit, dict) and audit.get("passed") is False):
-                out.append(r["experiment"])
-        return sorted(set(out))
-
-
-def _load_bench(path, kind: str) -> dict:
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read benchmark record ({e})") from e
-    if not isinstance(rec, dict) or rec.get("kind") != kind:
-        raise ReportError(f"{path}: not a {kind!r} benchmark record")
-    if kind != "scaling":
-        for key in ("experiment", "corpus", "seed"):
-            if key not in rec:
-                raise ReportError(f"{path}: missing {key!r}")
-    rec["_path"] = str(path)
-    return rec
-
-
-def _load_gmm(path) -> dict:
-    """A gmm.json, with corpus and experiment from its run directory (runs/{corpus}/{experiment}-s{seed}[-cfg])."""
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read GMM summary ({e})") from e
-    m = re.fullmatch(r"(?P<experiment>[a-z0-9_]+)-s(?P<seed>\d+)(?:-[0-9a-f]{8})?", path.parent.name)
-    if not isinstance(rec, dict) or m is None or "components" not in rec:
-        raise ReportError(f"{path}: not a GMM summary in a run directory (runs/CORPUS/EXPERIMENT-sSEED-CFG)")
-    rec.update(_path=str(path), corpus=path.parent.parent.name, experiment=m.group("experiment"),
-               seed=int(m.group("seed")))
-    return rec
-
-
-def _lookup(rec: dict, claim: dict) -> tuple[float | None, str]:
-    """(value in the claim's unit, "") or (None, reason) for one record."""
-    scale = float(claim.get("scale", 1.0))
-    if claim["source"] == "metrics":
-        v = rec["metrics"].get(claim["metric"])
-        if _is_number(v):
-            return float(v) * scale, ""
-        return None, str((rec.get("na") or {}).get(claim["metric"]) or "not measured")
-    node: Any = rec
-    parts = claim["metric"].format(own_path=rec.get("own_path", "")).split(".")
-    why = str((rec.get("na") or {}).get(parts[-1]) or f"{claim['metric']} not in the record")
-    for part in parts:
-        index = re.fullmatch(r"(.+)\[(-?\d+)\]", part)  # name[i]: the i-th element of a list
-        part = index.group(1) if index else part
-        if isinstance(node, dict) and node.get("status") not in (None, "ok"):
-            why = str(node.get("error") or node["status"])
-        if isinstance(node, dict) and isinstance(node.get("na"), dict) and part in node["na"]:
-            why = str(node["na"][part])
-        node = node.get(part) if isinstance(node, dict) else None
-        if index:
-            i = int(index.group(2))
-            node = node[i] if isinstance(node, list) and -len(node) <= i < len(node) else None
-    if _is_number(node):
-        return float(node) * scale, ""
-    return None, why
-
-
-def _values(ev: Evidence, claim: dict, experiment: str) -> tuple[list[float], list[str], list[str]]:
-    """(values over seeds, reasons for the seeds without one, evidence paths)."""
-    recs = _used(ev, claim, experiment)
-    values, reasons = [], []
-    for r in recs:
-        v, why = _lookup(r, claim)
-        if v is None:
-            reasons.append(f"{experiment} seed {r['seed']}: {why}")
-        else:
-            values.append(v)
-    if not recs:
-        reasons.append(f"no {claim['source']} record of {experiment} on {claim['corpus']}")
-    return values, reasons, [r["_path"] for r in recs]
-
-
-def _used(ev: Evidence, claim: dict, experiment: str) -> list[dict]:
-    """The records of one experiment a claim reads (the scaling record for a slope claim)."""
-    if claim["source"] == "scaling":
-        return [ev.scaling] if ev.scaling is not None and experiment == claim["experiment"] else []
-    if claim["source"] == "gmm":
-        return [g for g in ev.gmm if g["experiment"] == experiment and claim["corpus"] in ("all", g["corpus"])]
-    return ev.records(claim["source"], claim["corpus"], experiment)
-
-
-def _commit(rec: dict) -> tuple[str | None, str | None, bool]:
-    prov = rec.get("provenance") or {}
-    return prov.get("git_commit") or None, prov.get("timestamp") or None, bool(prov.get("git_dirty"))
-
-
-def commits_of(ev: Evidence, claim: dict) -> str:
-    """The commits of a claim's evidence, short, "(dirty)" where a record says its tree had uncommitted changes."""
-    seen: dict[str, bool] = {}
-    for e in _experiments(claim):
-        for r in _used(ev, claim, e):
-            c, _, dirty = _commit(r)
-            if c:
-                seen[c[:7]] = seen.get(c[:7], False) or dirty
-    return ", ".join(c + (" (dirty)" if d else "") for c, d in sorted(seen.items()))
-
-
-def check_evidence(ev: Evidence, claim: dict) -> tuple[str, str]:
-    """("", note) when the records a claim compares may judge it, else (reason, note): staleness against the
-    claim's `components` (a record without commit or date, or of a commit this history lacks, judges nothing) and
-    one protocol (`protocol`) across the compared records. The note says where staleness was not checked."""
-    comps = claim.get("components") or {}
-    note = ""
-    problems: dict[str, list[str]] = {}
-    if comps:
-        for e in _experiments(claim):
-            paths = list(comps.get(e, [])) + list(comps.get("all", []))
-            for r in _used(ev, claim, e) if paths else []:
-                commit, stamp, _ = _commit(r)
-                if not commit or not stamp:
-                    problems.setdefault("no commit or date in the record: judges nothing", []).append(e)
-                elif not ev.history.available:
-                    note = "staleness not checked (no git history)"
-                else:
-                    state, why = ev.history.stale(commit, paths)
-                    if state != "fresh":
-                        problems.setdefault(why, []).append(e)
-    stale: dict[str, dict[str, list[str]]] = {}  # measured at -> changed at -> experiments
-    for why in [w for w in problems if w.startswith("stale: ")]:
-        measured, changed = re.fullmatch(r"stale: measured at (\w+), changed at (\w+)", why).groups()
-        stale.setdefault(measured, {})[changed] = problems.pop(why)
-    reasons = [f"stale: measured at {m}, changed at " + ", ".join(f"{c} ({', '.join(sorted(set(es)))})"
-                                                                for c, es in by.items()) for m, by in stale.items()]
-    reasons += [f"{why} ({', '.join(sorted(set(es)))})" for why, es in problems.items()]
-    fields = claim.get("protocol") or []
-    if fields:
-        protocols = {}
-        for e in _experiments(claim):
-            for r in _used(ev, claim, e):
-                key = e if len(_used(ev, claim, e)) == 1 else f"{e} s{r['seed']}"
-                protocols[key] = record_protocol(r, claim["source"], claim.get("at"))
-        if len(protocols) > 1 and protocol_mismatch(protocols, fields):
-            reasons.append(protocol_mismatch(protocols, fields))
-    return "; ".join(reasons), note
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------------------
@@ -346,8 +130,8 @@ def _row(claim: dict, **kw) -> dict:
     return row
 
 
-def _fmt(v: float) -> str:
-    if not _is_number(v):
+def fmt(v: float) -> str:
+    if not is_number(v):
         return "–"
     a = abs(v)
     if a >= 1000:
@@ -362,7 +146,7 @@ def _fmt(v: float) -> str:
 def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
     """value: reproduced when the paper's number lies inside our 95 % interval over seeds; with one seed, when it
     lies within the tolerance. engineering: reproduced when it lies inside the interval or within the tolerance."""
-    values, missing, paths = _values(ev, claim, claim["experiment"])
+    values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
         return _row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
@@ -391,10 +175,10 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     """direction: the difference d = ours(experiment) - ours(best of `than`), signed so that the claim says e > 0.
     Reproduced when its 95 % (Welch) interval lies above 0, contradicted when below 0, not reproduced when it
     contains 0. With one seed on either side: the tolerance (of the compared value) replaces the interval."""
-    a, missing, paths = _values(ev, claim, claim["experiment"])
+    a, missing, paths = values_of(ev, claim, claim["experiment"])
     others = {}
     for exp in claim["than"]:
-        vals, miss, p = _values(ev, claim, exp)
+        vals, miss, p = values_of(ev, claim, exp)
         paths += p
         missing += miss
         others[exp] = vals
@@ -412,7 +196,7 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     n = min(len(a), len(b))
     spec = claims["tolerances"][claim["tolerance"]]
     unit = claim.get("unit", "")
-    shown = f"{'+' if d > 0 else ''}{_fmt(d)} {unit} vs {best}".replace("  ", " ")
+    shown = f"{'+' if d > 0 else ''}{fmt(d)} {unit} vs {best}".replace("  ", " ")
     ma = float(np.mean(a))
     if (len(a) < 2 or len(b) < 2) and "rel" in spec and ma > 0 and float(np.mean(b)) > 0:
         rel = float(spec["rel"])
@@ -458,24 +242,6 @@ SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decod
 
 MIN_SEQUENCES = 20  # sequences a generation-quality verdict needs (docs/claims.md: small samples)
 MIN_LENGTHS = 4  # lengths a slope is fitted on before it judges anything (docs/claims.md: slopes)
-
-
-def fit_slope(rec: dict, view: str, model: str, mode: str) -> dict:
-    """The log-log least-squares slope of the time per sequence against L of one layer in one view, refitted from
-    the record's points (L >= its slope_min_length) with scipy.stats.linregress: {"slope", "low", "high", "n"} (95 %
-    t interval on n - 2 degrees of freedom; NaN bounds below 3 points), or {"na": reason}."""
-    floor = (rec.get("settings") or {}).get("slope_min_length") or 0
-    pts = sorted((r["L"], r["time_per_sequence_s"]) for r in rec.get("results") or []
-                 if r.get("view") == view and r.get("model") == model and r.get("mode") == mode
-                 and r.get("status", "ok") == "ok" and _is_number(r.get("time_per_sequence_s"))
-                 and r["time_per_sequence_s"] > 0 and r.get("L", 0) >= floor)
-    if len(pts) < 2:
-        return {"na": f"{model}: {len(pts)} measured length(s) in the {view} view", "n": len(pts)}
-    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    res = stats.linregress(x, y)
-    n = len(pts)
-    half = t_quantile(0.975, n - 2) * res.stderr if n > 2 else math.nan
-    return {"slope": float(res.slope), "low": float(res.slope - half), "high": float(res.slope + half), "n": n}
 
 
 def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -654,7 +420,7 @@ def _means(ev: Evidence, claim: dict, names: list[str]):
     value."""
     vals, missing, paths = {}, [], []
     for e in names:
-        v, miss, p = _values(ev, claim, e)
+        v, miss, p = values_of(ev, claim, e)
         vals[e], missing, paths = v, missing + miss, paths + p
     absent = [e for e in names if not vals[e]]
     if absent:
@@ -682,7 +448,7 @@ def paper_factors(claim: dict) -> tuple[float, float]:
 
 def ratio_text(f: float, ours: float, theirs: float, unit: str) -> str:
     """"x2.03 (7.71 vs 15.7 ms)": the factor, then ours and theirs in the claim's unit."""
-    return f"x{f:.3g} ({_fmt(ours)} vs {_fmt(theirs)} {unit}".rstrip() + ", "
+    return f"x{f:.3g} ({fmt(ours)} vs {fmt(theirs)} {unit}".rstrip() + ", "
 
 
 def ties(f: dict[str, float], closest: str, rel: float) -> list[str]:
@@ -736,7 +502,7 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     if claim.get("also_at_paper"):
         fp = means[closest] / float(claim["paper"]) if lower else float(claim["paper"]) / means[closest]
         change = "the same verdict" if verdict_of(fp) == verdict else f"{verdict_of(fp)}"
-        reason += (f"; rests on our {claim['experiment']}'s {_fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
+        reason += (f"; rests on our {claim['experiment']}'s {fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
                    f"{unit}: x{fp:.2f}, {change}")
     if notes:
         reason += f"; {notes}"
@@ -748,7 +514,7 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
 def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
     """unstated_device (an absolute speed or memory of a device the paper does not name): our value beside the
     paper's, always "not comparable", with our device and the claim that judges it relatively."""
-    values, missing, paths = _values(ev, claim, claim["experiment"])
+    values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
         return _row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
@@ -768,29 +534,6 @@ JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_d
           "unmeasured": lambda claims, claim, ev: _row(claim, reason=" ".join(str(claim["reason"]).split()))}
 
 
-def _experiments(claim: dict) -> list[str]:
-    return [e for e in [claim.get("experiment"), *claim.get("than", [])] if e]
-
-
-def choose_measure(claim: dict, ev: Evidence) -> tuple[dict, str]:
-    """The claim with the source and metric of its first measure under which every experiment it compares has a
-    value (else the measure with the most), and a note naming it; a claim without `measures` as it is."""
-    if "measures" not in claim:
-        return claim, ""
-    best = None
-    for m in claim["measures"]:
-        c = {**claim, **m}
-        have = sum(bool(_values(ev, c, e)[0]) for e in _experiments(c))
-        full = have == len(_experiments(c))
-        alike = full and not check_evidence(ev, c)[0]
-        if best is None or (have, alike) > best[:2]:
-            best = have, alike, c
-        if alike:
-            break
-    c = best[2]
-    return c, f"measure: {c['source']} {c['metric']}"
-
-
 def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
     """One claim's row. Evidence from a run that leaks future tokens turns any verdict into "not measured"; a claim
     whose source has no record at all in the folder reads "not measured on this device"."""
@@ -801,7 +544,7 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
         row["commits"] = commits_of(ev, claim)
         blocked, unchecked = check_evidence(ev, claim)
         if blocked and row["verdict"] != NOT_MEASURED:
-            row["reason"] = (f"{blocked}; would read: {row['verdict']}, {row['shown'] or _fmt(row['ours_value'])}"
+            row["reason"] = (f"{blocked}; would read: {row['verdict']}, {row['shown'] or fmt(row['ours_value'])}"
                              f" ({row['reason']})")
             row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan,
                        ours_ci_high=math.nan)
@@ -813,7 +556,7 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
         row["reason"] = f"{note}; {row['reason']}"
     if claim["kind"] not in ("slope", "unmeasured"):
         corpus = None if claim["corpus"] == "all" else claim["corpus"]
-        leaking = ev.leaking(_experiments(claim), corpus)
+        leaking = ev.leaking(experiments_of(claim), corpus)
         if leaking:
             row["reason"] = (f"evidence leaks future tokens ({', '.join(leaking)} failed the causality audit), "
                              f"so it is never judged reproduced; would read: {row['verdict']}; {row['reason']}")
