@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from helpers import random_ids
 from sdgm.reporting import generation_report
+from sdgm.reporting.protocol import NOT_RECORDED, record_protocol
 from sdgm.bench.generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
                                    measure_generation, measure_path, state_bytes)
 from sdgm.harness.experiment import run_training
@@ -102,7 +103,14 @@ def test_tokens_per_second_and_latency_on_a_fake_clock():
     # the storage of all L + 1
     kv = 2 * (L + 1) * 16 * 4
     r = (L + 1) * 16 * 4  # W_r R for distances 0 .. L, shared by the batch
-    assert cache["b1"]["after_last_bytes"] == cache["b1"]["peak_bytes"] == kv + r and list(cache) == ["b1"]
+    assert cache["b1"]["after_last_bytes"] == cache["b1"]["peak_bytes"] == kv + r and list(cache) == ["b1", "b3"]
+    # the inference-memory measure: the state after a context of L plus one step's activations, above the weights
+    assert cache["b1"]["step_peak_bytes"] >= kv + r and cache["b3"]["step_peak_bytes"] > cache["b1"]["step_peak_bytes"]
+    assert cache["b3"]["context"] == L and cache["b3"]["fresh_process"] is False and cache["b3"]["steps"] == 1
+    assert res["paths"]["cache"]["compile"] is False and res["paths"]["cache"]["fresh_process"] is False
+    rec = {**res, "provenance": {"device": "cpu"}}  # the protocol the verdicts compare, every field recorded
+    for at in ("paths.{own_path}.state.b3", "paths.{own_path}.latency"):
+        assert NOT_RECORDED not in record_protocol(rec, "generation", at).values(), at
     # the window of L tokens (int64), past L a view of the L + 1 tokens it was cut from
     assert window["b1"]["after_max_context_bytes"] == L * 8 and window["b1"]["after_last_bytes"] == (L + 1) * 8
     assert window["b1"]["peak_bytes"] == (L + 1) * 8 and window["b1"]["peak_at_position"] == L + 1

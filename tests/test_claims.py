@@ -4,6 +4,7 @@ import json
 import math
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -19,13 +20,14 @@ TOLS = {"tolerances": {"ppl": {"rel": 0.03, "why": "x"}, "abs01": {"abs": 0.1, "
                        "slope": {"abs": 0.15, "why": "x"}}}
 
 
-def metrics(root: Path, exp: str, corpus: str, seed: int, leaks: bool = False, na: dict | None = None, **values):
+def metrics(root: Path, exp: str, corpus: str, seed: int, leaks: bool = False, na: dict | None = None,
+            commit: str = "abc1234def", **values):
     d = root / "runs" / corpus / f"{exp}-s{seed}-0123abcd"
     d.mkdir(parents=True, exist_ok=True)
     rec = {"schema": 1, "experiment": exp, "model": exp, "corpus": corpus, "seed": seed,
            "metrics": {**values, "causal_audit": {"passed": not leaks, "max_logit_change": 1.0 if leaks else 0.0}},
            "na": na or {}, "train_config": {"seq_len": 16},
-           "provenance": {"git_commit": "abc1234def", "device": "cpu", "timestamp": f"2026-01-0{seed + 1}T00:00:00Z"}}
+           "provenance": {"git_commit": commit, "device": "cpu", "timestamp": f"2026-01-0{seed + 1}T00:00:00Z"}}
     (d / "metrics.json").write_text(json.dumps(rec))
     return d / "metrics.json"
 
@@ -110,11 +112,21 @@ def test_direction_claim_is_judged_on_the_interval_of_the_difference(tmp_path, o
     assert row["ours_ci_low"] < row["ours_value"] < row["ours_ci_high"]
 
 
-@pytest.mark.parametrize("ours,verdict", [(96.0, V.REPRODUCED), (98.0, V.NOT_REPRODUCED), (104.0, V.CONTRADICTED)])
-def test_direction_with_one_seed_uses_the_tolerance_of_the_compared_value(tmp_path, ours, verdict):
+@pytest.mark.parametrize("ours,verdict", [(96.0, V.REPRODUCED), (97.0, V.REPRODUCED),  # x1.031 >= 1.03
+                                          (98.0, V.NOT_REPRODUCED), (104.0, V.CONTRADICTED)])
+def test_direction_with_one_seed_is_judged_on_the_ratio_in_the_factor_rules_band(tmp_path, ours, verdict):
     paths = [metrics(tmp_path, "sdgm", "ptb", 0, val_ppl=ours), metrics(tmp_path, "txl", "ptb", 0, val_ppl=100.0)]
     row = V.judge(TOLS, DIRECTION, ev_of(paths))
-    assert row["verdict"] == verdict and row["reason"].startswith(V.ONE_SEED) and row["tolerance"] == pytest.approx(3)
+    assert row["verdict"] == verdict and row["reason"].startswith(V.ONE_SEED)
+    assert row["tolerance"] == pytest.approx(0.03)
+    assert row["shown"] == f"x{100 / ours:.3g} ({V.fmt(ours)} vs 100.0, txl)"  # the ratio with both values
+
+
+def test_direction_names_the_baselines_tied_with_the_best(tmp_path):
+    paths = [metrics(tmp_path, e, "ptb", 0, val_ppl=v) for e, v in (("sdgm", 50.0), ("a", 100.0), ("b", 102.0))]
+    row = V.judge(TOLS, {**DIRECTION, "than": ["a", "b"], "unit": "ms"}, ev_of(paths))
+    assert row["verdict"] == V.REPRODUCED and row["shown"] == "x2 (50.00 vs 100.0 ms, a = b)"
+    assert "a tied with b" in row["reason"]
 
 
 def test_direction_against_several_is_judged_against_the_best_and_higher_is_better_flips_the_sign(tmp_path):
@@ -152,45 +164,65 @@ def test_engineering_value_from_a_benchmark_record_reads_its_reason(tmp_path):
 
 
 SLOPE = {"id": "s", "claim": "c", "where": "w", "kind": "slope", "corpus": "none", "source": "scaling",
-         "metric": "time", "experiment": "sdgm", "than": ["attention"], "views": ["batch", "tokens"],
-         "mode": "forward", "paper": 1.0, "better": "lower", "tolerance": "slope"}
+         "metric": "time", "experiment": "sdgm", "than": ["attention"], "control": "linformer",
+         "views": ["batch", "tokens"], "mode": "forward", "paper": 1.0, "better": "lower", "tolerance": "slope"}
+LENGTHS = [1024, 2048, 4096, 8192, 16384]
 
 
-def scaling(tmp_path, slopes: dict, schema: int = 2) -> Path:
+def scaling(tmp_path, views: dict, schema: int = 2, lengths=LENGTHS) -> Path:
+    """A scaling record whose points follow time = L^slope (x 1 +- 1 %, so the fit has an interval) per view and
+    layer: views = {view: {layer: slope}} (a layer's slope None: no point), fitted from L >= 1024."""
+    results = [{"view": view, "model": m, "mode": "forward", "L": L, "status": "ok",
+                "time_per_sequence_s": 1e-6 * L ** s * (1.01 if i % 2 else 0.99)}
+               for view, layers in views.items() for m, s in layers.items() if s is not None
+               for i, L in enumerate(lengths)]
     p = tmp_path / f"scaling{schema}.json"
-    p.write_text(json.dumps({"schema": schema, "kind": "scaling", "slopes": slopes}))
+    p.write_text(json.dumps({"schema": schema, "kind": "scaling", "settings": {"slope_min_length": 1024},
+                             "results": results, "slopes": {}}))
     return p
-
-
-def fit(slope):
-    return {"time": {"slope": slope, "n_points": 5, "min_length": 1024,
-                     **({} if slope is not None else {"na": {"slope": "fewer than 3 lengths ran"}})}}
 
 
 @pytest.mark.parametrize("ours,attention,verdict", [(1.05, 1.9, V.REPRODUCED), (1.5, 1.9, V.NOT_REPRODUCED),
                                                     (2.2, 1.9, V.CONTRADICTED)])
-def test_slope_claim(tmp_path, ours, attention, verdict):
-    rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(ours)}, "attention": {"forward": fit(attention)}},
-                             "tokens": {"sdgm": {"forward": fit(9.0)}, "attention": {"forward": fit(2.0)}}})
+def test_slope_claim_in_the_views_that_judge(tmp_path, ours, attention, verdict):
+    rec = scaling(tmp_path, {"batch": {"sdgm": ours, "attention": attention, "linformer": 1.0}})
     row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
-    assert row["verdict"] == verdict and row["ours_value"] == ours and "fixed batch" in row["reason"]
-    assert row["reason"].startswith("one benchmark run: no interval")
+    assert row["verdict"] == verdict and row["ours_value"] == pytest.approx(ours, abs=0.02)
+    assert row["ours_ci_low"] < row["ours_value"] < row["ours_ci_high"]  # the fit's 95 % t interval, shown
+    assert row["reason"].startswith("one benchmark run, 95 % interval of the fit") and "(batch, sdgm, n = 5)" in row[
+        "reason"] and "tokens: no fit of sdgm" in row["reason"]
+
+
+def test_a_slope_view_judges_nothing_on_fewer_than_four_lengths_or_where_the_linear_control_is_not_linear(tmp_path):
+    rec = scaling(tmp_path, {"batch": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.31},
+                             "tokens": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.0}}, lengths=LENGTHS[:3])
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"].startswith("no view judges")
+    assert "batch: sdgm, attention, linformer on 3 lengths, fewer than 4" in row["reason"]
+    rec = scaling(tmp_path, {"batch": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.31}})
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_MEASURED and "the linear control linformer reads 1.31" in row["reason"]
+
+
+def test_slope_views_that_disagree_read_not_reproduced(tmp_path):
+    rec = scaling(tmp_path, {"batch": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.0},
+                             "tokens": {"sdgm": 1.5, "attention": 1.9, "linformer": 1.0}})
+    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
+    assert row["verdict"] == V.NOT_REPRODUCED and row["reason"].endswith("the views disagree")
+    assert ": reproduced" in row["reason"] and ": not reproduced" in row["reason"]
 
 
 def test_a_schema_1_record_judges_no_slope_and_a_missing_fit_is_not_measured(tmp_path):
     """A schema-1 record timed the superseded einsum decoder: whatever its slope, it is not the model's cost."""
-    rec = scaling(tmp_path, {"sdgm": {"forward": {"slope": 1.91}}, "attention": {"forward": {"slope": 1.75}}}, 1)
+    rec = scaling(tmp_path, {"batch": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.0}}, 1)
     row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
     assert row["verdict"] == V.NOT_MEASURED and row["reason"] == V.SUPERSEDED_SCALING
-    rec = scaling(tmp_path, {"tokens": {"sdgm": {"forward": fit(1.2)}, "attention": {"forward": fit(1.9)}}})
-    row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
-    assert row["verdict"] == V.NOT_REPRODUCED and "the record has no batch view" in row["reason"]
-    rec = scaling(tmp_path, {"batch": {"sdgm": {"forward": fit(None)}}})
+    rec = scaling(tmp_path, {"batch": {"attention": 1.9}})
     row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
     assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"
-    rec = scaling(tmp_path, {"batch": {"sdgm_chunked": {"forward": fit(1.0)}, "attention": {"forward": fit(2.0)}}})
+    rec = scaling(tmp_path, {"batch": {"sdgm_chunked": 1.0, "attention": 2.0, "linformer": 1.0}})
     row = V.judge(TOLS, {**SLOPE, "layers": ["sdgm_triton", "sdgm_chunked"]}, V.Evidence(scaling=rec))
-    assert row["verdict"] == V.REPRODUCED and row["reason"].split("(")[1].startswith("sdgm_chunked, fixed batch")
+    assert row["verdict"] == V.REPRODUCED and "(batch, sdgm_chunked, n = 5)" in row["reason"]
     assert V.judge(TOLS, SLOPE, V.Evidence(metrics=[metrics(tmp_path, "sdgm", "ptb", 0)]))["reason"] == \
         f"{V.NOT_ON_DEVICE}: no scaling record in this folder"
 
@@ -406,9 +438,11 @@ def test_factor_claims_agree_with_the_papers_baseline_ranges():
 
 
 def test_readme_section_has_one_column_per_device_never_averaged(tmp_path):
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     for name, value in (("gpu", 30.0), ("cpu", 12.0)):
         root = tmp_path / name
-        paths = [metrics(root, e, "wikitext2", 0, params=int(v * 1e6), val_ppl=31.2)
+        paths = [metrics(root, e, "wikitext2", 0, params=int(v * 1e6), val_ppl=31.2, commit=commit)
                  for e, v in (("sdgm", 10.0), ("gpt2", value), ("linformer", 40.0), ("transformer_xl", 50.0))]
         C.build_claims(root / "tables", metrics=paths)
     readme = tmp_path / "README.md"
@@ -420,9 +454,10 @@ def test_readme_section_has_one_column_per_device_never_averaged(tmp_path):
     head = next(line for line in text.splitlines() if line.startswith("| claim |"))
     assert head == "| claim | corpus | paper | gpu | cpu |"
     row = next(line for line in text.splitlines() if line.startswith("| SDGM has fewer parameters"))
-    assert "x3.00 over gpt2 **reproduced**" in row and "x1.20 over gpt2 **not reproduced**" in row
+    assert f"x3 (10.00 vs 30.00 M, gpt2) **reproduced** @{commit[:7]}" in row
+    assert "x1.2 (10.00 vs 12.00 M, gpt2) **not reproduced**" in row
     speed = next(line for line in text.splitlines() if line.startswith("| SDGM processes 2,100"))
     marks = re.findall(r"\*\*not measured\*\* (\[[a-z]+\])", speed)
     assert len(marks) == 2 and marks[0] == marks[1]  # the same reason once, as a footnote
-    assert f"- {marks[0]} {V.NOT_ON_DEVICE}: no throughput record in this folder\n" in text
+    assert f"- {marks[0]} {V.NOT_ON_DEVICE}: no record of the claim's source in this folder\n" in text
     assert "- gpu: 4 runs, seed(s) 0, on cpu" in text and "- cpu: " in text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from sdgm.reporting import genquality as G
 from sdgm.reporting import verdicts as V
@@ -210,3 +211,17 @@ def test_committed_h100_generation_quality_table_is_what_the_records_render(tmp_
     build_quality_report(records, tmp_path, tmp_path)
     for name in ("generation_quality.csv", "generation_quality.md"):
         assert (tmp_path / name).read_text() == (REPO / "results/h100/tables" / name).read_text(), name
+
+
+@pytest.mark.parametrize("sdgm", [0.0, 0.9])  # intervals below and above the tolerance
+def test_three_paired_samples_never_read_reproduced_or_contradicted(tmp_path, sdgm):
+    paths = [quality(tmp_path, "sdgm", sdgm, 0.05, n=3), quality(tmp_path, "gpt2", 0.3, n=3),
+             quality(tmp_path, "linformer", 0.9, n=3)]
+    row = judge(paths)
+    assert row["verdict"] == V.NOT_REPRODUCED and row["n"] == 3
+    assert "t interval on the per-sequence paired differences" in row["reason"]
+    assert row["reason"].endswith("fewer than 20 sequences, no verdict either way")
+    # the interval is Student's t on the three paired differences of |ln(P / P_real)|
+    pair = np.abs(sdgm + 0.05 * NOISE[::-1][:3]) - np.abs(0.3 + 0.02 * NOISE[::-1][:3])
+    lo, hi = stats.t.interval(0.95, 2, loc=pair.mean(), scale=stats.sem(pair))
+    assert (row["ours_ci_low"], row["ours_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))

@@ -12,6 +12,7 @@ import yaml
 from helpers import REPO
 from sdgm.harness.experiment import run_training
 from sdgm.reporting import bench_report
+from sdgm.reporting.protocol import record_protocol
 from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, floor_of, scaling_benchmark,
                                 scaling_from_config)
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
@@ -116,6 +117,10 @@ def test_throughput_tokens_per_second_on_a_fake_clock():
     assert m["train"]["energy_j_per_token"] is None and "no GPU" in m["train"]["na"]["energy_j_per_token"]
     assert m["train"]["memory"]["cpu_rss_peak_bytes"] > 0
     assert res["incremental_decoding"] is True and res["precision"] == "fp32"
+    # every field of the protocol the verdicts compare is in the record (the device comes with its provenance)
+    proto = record_protocol({**res, "provenance": {"device": "cpu"}}, "throughput", "modes.train")
+    assert proto == {"device": "cpu", "precision": "fp32", "compile": False, "batch_size": 4, "seq_len": L,
+                     "steps": 3, "fresh_process": False}
 
 
 # ---- peaks and memory -------------------------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, devi
     what = {"train": f"build the model and its optimizer, two training steps of ({B}, {tcfg.seq_len})",
             "score": f"build the model, score ({B}, {tcfg.seq_len}) without gradients"}[mode]
     return {"mode": mode, "peak_bytes": peak, "na": why, "what": what, "batch_size": B, "seq_len": tcfg.seq_len,
+            # the protocol the verdicts compare (docs/claims.md); this probe never compiles
+            "precision": "bf16" if amp == torch.bfloat16 else "fp32", "compile": False,
+            "steps": 2 if mode == "train" else 1, "fresh_process": True,
             "method": (CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD)
             + "; a fresh process, counted from before the model is built"}
 

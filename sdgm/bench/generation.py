@@ -176,7 +176,35 @@ def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, bat
                                                    device, allow_errors)}
     rec["state"]["b1"] = {"batch_size": 1, **_guarded(lambda: state_growth(model, ids(1, positions), device, autocast),
                                                       device, allow_errors)}
+    for b in batch_sizes:  # the state plus one step's activations after a context of L (the inference-memory claim)
+        entry = rec["state"].setdefault(f"b{b}", {"batch_size": b})
+        peak = _guarded(lambda b=b: decode_peak(model, ids(b, L + 1), device, autocast), device, allow_errors)
+        entry.setdefault("status", peak["status"])
+        if peak["status"] == "ok":
+            entry.update({k: v for k, v in peak.items() if k != "status"})
+        else:
+            entry.update(step_peak_bytes=None, na={"step_peak_bytes": f"{peak['status']}: {peak['error']}"})
     return rec
+
+
+def decode_peak(model, idx: torch.Tensor, device, autocast) -> dict:
+    """idx (B, L + 1): the most memory decoding held at once above the parameters, from an empty state through a
+    context of L tokens and one more decode_step: the decoding state plus one step's activations (and its (B, V)
+    logits, which every model has). One pass, in this process."""
+    from ..common.timing import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_call_memory
+
+    def run():
+        with autocast():
+            state = model.init_decode_state(idx.shape[0], device)
+            for p in range(idx.shape[1]):
+                _, state = model.decode_step(idx[:, p], state)
+
+    peak, why = peak_call_memory(run, device)
+    out = {"step_peak_bytes": peak, "context": idx.shape[1] - 1, "steps": 1, "fresh_process": False,
+           "step_peak_method": CUDA_MEMORY_METHOD if torch.device(device).type == "cuda" else CPU_MEMORY_METHOD}
+    if why:
+        out["na"] = {"step_peak_bytes": why}
+    return out
 
 
 def latency_by_position(model, idx: torch.Tensor, device, autocast, repeats: int, warmup: int, clock) -> dict:
@@ -236,6 +264,7 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
         what = PATH_WHAT[name.removesuffix("_compiled")]
         torch.manual_seed(seed)
         paths[name] = {"what": what + (f"; decode_step under torch.compile(**{compile_options})" if compiled else ""),
+                       "compile": compiled, "fresh_process": False,  # the protocol the verdicts compare
                        **measure_path(path_model, device=device, autocast=autocast, vocab_size=_vocab_size(model),
                                       batch_sizes=batch_sizes, new_tokens=new_tokens,
                                       context_multiple=context_multiple, repeats=repeats, warmup=warmup, seed=seed,

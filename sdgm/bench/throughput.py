@@ -99,6 +99,8 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
     modes: dict[str, dict] = {}
 
     def run(name: str, fn, tokens: int, flops_factor: float, extra: dict) -> None:
+        # the protocol the verdicts compare (docs/claims.md): timed in this process, `repeats` timed calls
+        extra = {"precision": dtype_name, "compile": False, "steps": repeats, "fresh_process": False, **extra}
         sampler = NvmlSampler(device, sampler_interval_s)
         na: dict[str, str] = {}
         error = None
@@ -162,7 +164,7 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             opt.step()
 
-        run("train", train_step, B * L, 3.0, {"batch_size": B, "seq_len": L,
+        run("train", train_step, B * L, 3.0, {"batch_size": B, "seq_len": L, "compile": bool(train_cfg.compile),
                                               "what": "forward + backward + optimizer step (model FLOPs = 3 x forward)"})
         opt.zero_grad(set_to_none=True)
 

@@ -1,8 +1,9 @@
 """Every table, figure and page made from the records, in the report environment: the results tables and figures
 (this module, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
 generation_report), the weight-free generation quality (genquality, quality), the paper's claims judged (verdicts,
-claims; claims.yaml, paper_numbers.yaml), the readings of the paper and one explanation per claim (readings) and the pages beside the tables (publish: samples, HTML tables,
-results/README.md). It imports only sdgm.common, and never torch: it reads records, never the code that made them.
+claims; evidence, protocol, statistics; claims.yaml, paper_numbers.yaml), the readings of the paper and one
+explanation per claim (readings) and the pages beside the tables (publish: samples, HTML tables, results/README.md).
+It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 
 The report reads ONLY the per-run ``metrics.json`` files written by the trainer
 and the paper's published numbers (``paper_numbers.yaml`` next to this file).

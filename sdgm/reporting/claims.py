@@ -25,6 +25,7 @@ import html
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ import pandas as pd
 
 from ..common.atomic import write_text_atomic
 from .records import ReportError, load_metrics, load_paper
-from .verdicts import (CLAIMS_COLUMNS, NUMERIC_CLAIMS_COLUMNS, VERDICTS, Evidence, _fmt, _is_number, _values,
-                       claims_table, load_claims)
+from .evidence import Evidence, values_of
+from .statistics import is_number
+from .verdicts import CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, claims_table, fmt, load_claims
 from .render import to_latex, to_markdown
 
 BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->", "<!-- CLAIMS_END -->"
@@ -50,24 +52,26 @@ def paper_cell(r) -> str:
     text = r["paper_text"] or ""
     if r["kind"] == "factor":
         return text
-    if _is_number(r["paper_value"]):
+    if is_number(r["paper_value"]):
         return f"{r['paper_value']:,g}" + (f" ({text})" if text else "")
     return text or "–"
 
 
 def ours_cell(r) -> str:
-    if not _is_number(r["ours_value"]):
+    if not is_number(r["ours_value"]):
         return "–"
-    v = _fmt(r["ours_value"])
+    if r.get("shown"):
+        return r["shown"]
+    v = fmt(r["ours_value"])
     if r["kind"] == "procedure":
         v = f"{r['ours_value']:g} {r['unit']}"
     if r["kind"] == "factor":
         return f"x{r['ours_value']:.2f} over {r['compared_with']}"
     if r["kind"] in ("direction", "competitive"):
         sign = "+" if r["ours_value"] > 0 else ""
-        v = sign + _fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
-    if _is_number(r["ours_ci_low"]) and _is_number(r["ours_ci_high"]):
-        v += f" [{_fmt(r['ours_ci_low'])}, {_fmt(r['ours_ci_high'])}]"
+        v = sign + fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
+    if is_number(r["ours_ci_low"]) and is_number(r["ours_ci_high"]):
+        v += f" [{fmt(r['ours_ci_low'])}, {fmt(r['ours_ci_high'])}]"
     return v
 
 
@@ -97,13 +101,14 @@ def claims_display(df: pd.DataFrame, here: Path | None = None, evidence: bool = 
         "reason": list(df["reason"]),
     })
     if evidence:
+        out["commits"] = [c or "–" for c in df["commits"]]
         out["evidence"] = [" ".join(_evidence_links(p, here, markdown)) or "–" for p in df["evidence"]]
     return out
 
 
 CLAIMS_CAPTION = ("The paper's claims ({source}), judged from this pipeline's records: ours is the mean over seeds "
-                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); direction "
-                  "claims show the difference to the compared model. Rules: docs/claims.md.")
+                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); factor and "
+                  "one-seed direction claims show the ratio with both values, SDGM's first. Rules: docs/claims.md.")
 
 
 def _summary(df: pd.DataFrame) -> str:
@@ -177,7 +182,7 @@ def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame
         for col, source, corpus, key, scale, pkey, _ in COMPACT_COLUMNS:
             corpus = corpus or eng
             claim = {"source": source, "metric": key, "scale": scale, "corpus": corpus}
-            vals, missing, _ = _values(ev, claim, exp) if corpus else ([], ["no corpus named"], [])
+            vals, missing, _ = values_of(ev, claim, exp) if corpus else ([], ["no corpus named"], [])
             arr = np.asarray(vals, dtype=float)
             row[col] = float(arr.mean()) if arr.size else math.nan
             row[f"{col}_std"] = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
@@ -208,11 +213,11 @@ def compact_display(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for _, r in df.iterrows():
         row = {"model": r["model"] + (f" (non-causal) {note(LEAK_NOTE)}" if r["leaks"] else "")}
         for col, *_, dec in COMPACT_COLUMNS:
-            if _is_number(r[col]):
+            if is_number(r[col]):
                 cell = f"{r[col]:,.{dec}f}"
-                if _is_number(r[f"{col}_std"]):
+                if is_number(r[f"{col}_std"]):
                     cell += f" ± {r[f'{col}_std']:,.{dec}f}"
-                if _is_number(r[f"{col}_paper"]):
+                if is_number(r[f"{col}_paper"]):
                     cell += f" ({r[f'{col}_paper']:,g})"
             else:
                 cell = "– " + note(r[f"{col}_na"] or "not measured")
@@ -284,6 +289,14 @@ def read_claims_csv(path: Path) -> pd.DataFrame:
 FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the README gives as a footnote
 
 
+def short_reason(reason: str) -> str:
+    """A reason without the measure's name and what it would read: the README's footnote (claims.md has all)."""
+    kept = "; ".join(s for s in reason.split("; would read: ")[0].split("; ") if not s.startswith("measure: "))
+    kept = re.sub(r" \([a-z0-9_, ]+\)(?=,|;|$)", "", kept) if kept.startswith("stale: ") else kept
+    return re.sub(rf"^{NOT_ON_DEVICE}: no [a-z]+( or [a-z]+)* record in this folder$",
+                  f"{NOT_ON_DEVICE}: no record of the claim's source in this folder", kept)
+
+
 def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
     """claim, corpus, paper and one column per device folder (ours and the verdict; a "not measured" or "not
     comparable" verdict with its reason as a lettered footnote), the claims in the first folder's order. Never
@@ -308,7 +321,9 @@ def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[
             ours = ours_cell(r)
             cell = ("" if ours == "–" else ours + " ") + f"**{r['verdict']}**"
             if r["verdict"] in FOOTNOTED and r["reason"]:
-                cell += " " + note(r["reason"])
+                cell += " " + note(short_reason(r["reason"]))
+            if r.get("commits"):
+                cell += f" @{r['commits'].replace(' (dirty)', '+')}"
             cells.append(cell)
         disp[name] = cells
     return disp, notes
@@ -336,9 +351,10 @@ def readme_section(tables_dirs, readme: Path) -> str:
         md = _rel(str(d / "claims.md"), here)
         verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
     letters = [device_columns_marker(i) for i in range(len(vnotes))]
-    return "\n".join([BEGIN, "", "What ran:", "", *ran, "", "Verdicts:", "", *verdicts, "",
+    return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
                       f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
-                      f"averaged.", "", to_markdown(disp).rstrip(), ""]
+                      f"averaged; @: the evidence's commit (+: uncommitted changes).", "",
+                      to_markdown(disp).rstrip(), ""]
                      + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
                      + ["", UNSTATED, "", f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
                      + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])

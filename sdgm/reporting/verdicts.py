@@ -1,19 +1,18 @@
-"""The verdict rules of the claims ledger: the claims file, the statistics, the evidence (the records a claim is
-judged from) and one judge per kind of claim. sdgm.reporting.claims builds the tables and pages from them; the
-rules are written out in docs/claims.md.
+"""The verdict rules of the claims ledger: the claims file and one judge per kind of claim. The statistics are in
+sdgm.reporting.statistics, the evidence (the records a claim is judged from) in sdgm.reporting.evidence;
+sdgm.reporting.claims builds the tables and pages from them; the rules are written out in docs/claims.md.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .records import ReportError, load_metrics, read_yaml_mapping
+from .evidence import Evidence, check_evidence, choose_measure, commits_of, experiments_of, values_of
+from .records import ReportError, read_yaml_mapping
+from .statistics import difference_interval, fit_slope, interval, is_number, t_quantile
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 
@@ -43,7 +42,7 @@ NOT_ON_DEVICE = "not measured on this device"
 
 CLAIMS_COLUMNS = ["id", "claim", "reading", "where", "kind", "corpus", "corpus_stated", "metric", "unit", "experiment",
                   "compared_with", "paper_value", "paper_text", "ours_value", "ours_ci_low", "ours_ci_high", "n",
-                  "tolerance", "verdict", "reason", "evidence"]
+                  "tolerance", "verdict", "reason", "evidence", "shown", "commits"]
 NUMERIC_CLAIMS_COLUMNS = ["paper_value", "ours_value", "ours_ci_low", "ours_ci_high", "n", "tolerance"]
 
 
@@ -58,7 +57,7 @@ def load_claims(path: str | Path | None = None) -> dict:
         if not isinstance(tol, dict) or len({"rel", "abs"} & set(tol)) != 1 or not tol.get("why"):
             raise ReportError(f"{path}: tolerance {name!r} needs exactly one of 'rel'/'abs' and a 'why'")
         value = tol.get("rel", tol.get("abs"))
-        if not _is_number(value) or value < 0:
+        if not is_number(value) or value < 0:
             raise ReportError(f"{path}: tolerance {name!r} must be a number >= 0, got {value!r}")
     seen = set()
     for i, c in enumerate(data["claims"]):
@@ -85,14 +84,14 @@ def load_claims(path: str | Path | None = None) -> dict:
             raise ReportError(f"{where}: tolerance {c['tolerance']!r} is not defined under 'tolerances'")
         if c.get("better") not in (None, "lower", "higher"):
             raise ReportError(f"{where}: better must be 'lower' or 'higher', got {c['better']!r}")
-        if c.get("paper") is not None and not _is_number(c["paper"]):
+        if c.get("paper") is not None and not is_number(c["paper"]):
             raise ReportError(f"{where}: paper must be a number or null, got {c['paper']!r}")
         if "than" in c and (not isinstance(c["than"], list) or not c["than"]):
             raise ReportError(f"{where}: than must be a non-empty list of experiments")
         pb = c.get("paper_baselines")
         if c["kind"] == "factor" and "rel" not in tolerances.get(c.get("tolerance"), {}):
             raise ReportError(f"{where}: a factor claim needs a relative tolerance ('rel')")
-        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(_is_number(v) and v > 0
+        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(is_number(v) and v > 0
                                                                                    for v in pb)):
             raise ReportError(f"{where}: paper_baselines must be [lowest, highest], two positive numbers")
     return {"source": data.get("source", "the SDGM paper"), "tolerances": tolerances, "claims": data["claims"],
@@ -106,170 +105,6 @@ def _check_measures(measures, where: str) -> None:
         if not isinstance(m, dict) or m.get("source") not in SOURCES or not m.get("metric"):
             raise ReportError(f"{where}: each measure needs a source (one of {', '.join(SOURCES)}) and a metric")
 
-
-# ---- statistics ----------------------------------------------------------------------------------------------------
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _t_cdf(t: float, df: float) -> float:
-    """Student-t CDF by Simpson integration of the density from 0 (no scipy in the report environment)."""
-    if t < 0:
-        return 1.0 - _t_cdf(-t, df)
-    logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    # substitute x = t * u on [0, 1]; the density is smooth there, 2000 panels are exact to ~1e-9
-    n = 2000
-    h = 1.0 / n
-    total = 0.0
-    for i in range(n + 1):
-        x = t * i * h
-        w = 1 if i in (0, n) else (4 if i % 2 else 2)
-        total += w * math.exp(logc - (df + 1) / 2 * math.log1p(x * x / df))
-    return 0.5 + total * h * t / 3
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with df degrees of freedom (p in (0.5, 1)), by bisection."""
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def interval(values: list[float]) -> tuple[float, float, float, int]:
-    """(mean, 95 % low, 95 % high, n); low and high are NaN when n < 2 (one seed: no interval)."""
-    arr = np.asarray(values, dtype=float)
-    n = int(arr.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(arr.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, n
-    half = t_quantile(0.975, n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
-    return mean, mean - half, mean + half, n
-
-
-def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) - mean(b) with Welch's 95 % interval; NaN bounds when either side has fewer than two values."""
-    d = float(np.mean(a)) - float(np.mean(b))
-    if len(a) < 2 or len(b) < 2:
-        return d, math.nan, math.nan
-    va, vb = float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return d, d, d
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = t_quantile(0.975, df) * se
-    return d, d - half, d + half
-
-
-# ---- evidence ----------------------------------------------------------------------------------------------------
-
-class Evidence:
-    """Every record a verdict may use, indexed by (source, corpus, experiment)."""
-
-    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=()):
-        self.metrics = load_metrics(list(metrics))
-        self.bench = {"throughput": [_load_bench(p, "throughput") for p in throughput],
-                      "generation": [_load_bench(p, "generation") for p in generation],
-                      "quality": [_load_bench(p, "quality") for p in quality]}
-        self.scaling = _load_bench(scaling, "scaling") if scaling else None
-        self.gmm = [_load_gmm(p) for p in gmm]
-
-    def records(self, source: str, corpus: str, experiment: str) -> list[dict]:
-        recs = self.metrics if source == "metrics" else self.bench[source]
-        return sorted((r for r in recs if r["corpus"] == corpus and r["experiment"] == experiment),
-                      key=lambda r: r["seed"])
-
-    def has(self, source: str) -> bool:
-        """Does this folder hold any record of `source`?"""
-        if source == "scaling":
-            return self.scaling is not None
-        if source == "gmm":
-            return bool(self.gmm)
-        return bool(self.metrics if source == "metrics" else self.bench[source])
-
-    def leaking(self, experiments, corpus: str | None = None) -> list[str]:
-        """The experiments (of `corpus`, or any) with a run that failed the causality audit."""
-        out = []
-        for r in self.metrics:
-            audit = r["metrics"].get("causal_audit")
-            if (r["experiment"] in experiments and (corpus is None or r["corpus"] == corpus)
-                    and isinstance(audit, dict) and audit.get("passed") is False):
-                out.append(r["experiment"])
-        return sorted(set(out))
-
-
-def _load_bench(path, kind: str) -> dict:
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read benchmark record ({e})") from e
-    if not isinstance(rec, dict) or rec.get("kind") != kind:
-        raise ReportError(f"{path}: not a {kind!r} benchmark record")
-    if kind != "scaling":
-        for key in ("experiment", "corpus", "seed"):
-            if key not in rec:
-                raise ReportError(f"{path}: missing {key!r}")
-    rec["_path"] = str(path)
-    return rec
-
-
-def _load_gmm(path) -> dict:
-    """A gmm.json, with corpus and experiment from its run directory (runs/{corpus}/{experiment}-s{seed}[-cfg])."""
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read GMM summary ({e})") from e
-    m = re.fullmatch(r"(?P<experiment>[a-z0-9_]+)-s(?P<seed>\d+)(?:-[0-9a-f]{8})?", path.parent.name)
-    if not isinstance(rec, dict) or m is None or "components" not in rec:
-        raise ReportError(f"{path}: not a GMM summary in a run directory (runs/CORPUS/EXPERIMENT-sSEED-CFG)")
-    rec.update(_path=str(path), corpus=path.parent.parent.name, experiment=m.group("experiment"),
-               seed=int(m.group("seed")))
-    return rec
-
-
-def _lookup(rec: dict, claim: dict) -> tuple[float | None, str]:
-    """(value in the claim's unit, "") or (None, reason) for one record."""
-    scale = float(claim.get("scale", 1.0))
-    if claim["source"] == "metrics":
-        v = rec["metrics"].get(claim["metric"])
-        if _is_number(v):
-            return float(v) * scale, ""
-        return None, str((rec.get("na") or {}).get(claim["metric"]) or "not measured")
-    node: Any = rec
-    parts = claim["metric"].format(own_path=rec.get("own_path", "")).split(".")
-    why = str((rec.get("na") or {}).get(parts[-1]) or f"{claim['metric']} not in the record")
-    for part in parts:
-        if isinstance(node, dict) and node.get("status") not in (None, "ok"):
-            why = str(node.get("error") or node["status"])
-        if isinstance(node, dict) and isinstance(node.get("na"), dict) and part in node["na"]:
-            why = str(node["na"][part])
-        node = node.get(part) if isinstance(node, dict) else None
-    if _is_number(node):
-        return float(node) * scale, ""
-    return None, why
-
-
-def _values(ev: Evidence, claim: dict, experiment: str) -> tuple[list[float], list[str], list[str]]:
-    """(values over seeds, reasons for the seeds without one, evidence paths)."""
-    recs = ev.records(claim["source"], claim["corpus"], experiment)
-    values, reasons = [], []
-    for r in recs:
-        v, why = _lookup(r, claim)
-        if v is None:
-            reasons.append(f"{experiment} seed {r['seed']}: {why}")
-        else:
-            values.append(v)
-    if not recs:
-        reasons.append(f"no {claim['source']} record of {experiment} on {claim['corpus']}")
-    return values, reasons, [r["_path"] for r in recs]
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------------------
@@ -287,15 +122,16 @@ def _row(claim: dict, **kw) -> dict:
            "metric": claim.get("metric", ""), "unit": claim.get("unit", ""), "experiment": claim.get("experiment", ""),
            "compared_with": "", "paper_value": claim.get("paper"), "paper_text": claim.get("paper_text", ""),
            "ours_value": math.nan, "ours_ci_low": math.nan, "ours_ci_high": math.nan, "n": 0,
-           "tolerance": math.nan, "verdict": NOT_MEASURED, "reason": "", "evidence": []}
+           "tolerance": math.nan, "verdict": NOT_MEASURED, "reason": "", "evidence": [], "shown": "",
+           "commits": ""}
     row.update(kw)
     if row["paper_value"] is None:
         row["paper_value"] = math.nan
     return row
 
 
-def _fmt(v: float) -> str:
-    if not _is_number(v):
+def fmt(v: float) -> str:
+    if not is_number(v):
         return "–"
     a = abs(v)
     if a >= 1000:
@@ -310,7 +146,7 @@ def _fmt(v: float) -> str:
 def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
     """value: reproduced when the paper's number lies inside our 95 % interval over seeds; with one seed, when it
     lies within the tolerance. engineering: reproduced when it lies inside the interval or within the tolerance."""
-    values, missing, paths = _values(ev, claim, claim["experiment"])
+    values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
         return _row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
@@ -339,16 +175,16 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     """direction: the difference d = ours(experiment) - ours(best of `than`), signed so that the claim says e > 0.
     Reproduced when its 95 % (Welch) interval lies above 0, contradicted when below 0, not reproduced when it
     contains 0. With one seed on either side: the tolerance (of the compared value) replaces the interval."""
-    a, missing, paths = _values(ev, claim, claim["experiment"])
+    a, missing, paths = values_of(ev, claim, claim["experiment"])
     others = {}
     for exp in claim["than"]:
-        vals, miss, p = _values(ev, claim, exp)
+        vals, miss, p = values_of(ev, claim, exp)
         paths += p
         missing += miss
         others[exp] = vals
     absent = [e for e in [claim["experiment"], *claim["than"]] if not (a if e == claim["experiment"] else others[e])]
     if absent:
-        return _row(claim, reason=f"no value for {', '.join(absent)}: " + "; ".join(missing), evidence=paths)
+        return _row(claim, reason=f"no value for {', '.join(absent)}: " + grouped(missing), evidence=paths)
     pick = min if claim["better"] == "lower" else max
     best = pick(others, key=lambda e: float(np.mean(others[e])))
     b = others[best]
@@ -358,7 +194,27 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     what = (f"{claim['experiment']} - {best} = {d:+.4g} {claim.get('unit', '')}".rstrip()
             + ("" if len(claim["than"]) == 1 else f" ({best}: the {claim['better']} of {', '.join(claim['than'])})"))
     n = min(len(a), len(b))
-    if len(a) < 2 or len(b) < 2:
+    spec = claims["tolerances"][claim["tolerance"]]
+    unit = claim.get("unit", "")
+    shown = f"{'+' if d > 0 else ''}{fmt(d)} {unit} vs {best}".replace("  ", " ")
+    ma = float(np.mean(a))
+    if (len(a) < 2 or len(b) < 2) and "rel" in spec and ma > 0 and float(np.mean(b)) > 0:
+        rel = float(spec["rel"])
+        mb = float(np.mean(b))
+        f = mb / ma if claim["better"] == "lower" else ma / mb
+        fb = {e: (float(np.mean(v)) / ma if claim["better"] == "lower" else ma / float(np.mean(v)))
+              for e, v in others.items()}
+        tied = ties(fb, best, rel)
+        verdict = REPRODUCED if f >= 1 + rel else CONTRADICTED if f < 1 / (1 + rel) else NOT_REPRODUCED
+        reason = (f"{ONE_SEED}; {what}; ratio x{f:.3g} ({claim['better']} is better), reproduced from "
+                  f"x{1 + rel:g}, contradicted below x{1 / (1 + rel):.3g} ({claim['tolerance']})")
+        if tied:
+            reason += f"; {best} tied with {', '.join(tied)}"
+        if verdict == NOT_REPRODUCED:
+            reason += ": no difference established"
+        shown = ratio_text(f, ma, mb, unit) + " = ".join([best, *tied]) + ")"
+        tol = rel
+    elif len(a) < 2 or len(b) < 2:
         e = sign * d
         verdict = REPRODUCED if e > tol else CONTRADICTED if e < -tol else NOT_REPRODUCED
         reason = f"{ONE_SEED}; {what}; tolerance ±{tol:.4g} ({claim['tolerance']})"
@@ -372,7 +228,7 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     if verdict == CONTRADICTED:
         reason += f"; the other way: {claim['experiment']} is the {'higher' if sign < 0 else 'lower'}"
     return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths)
+                verdict=verdict, reason=reason, evidence=paths, shown=shown)
 
 
 VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens per batch (B = tokens / L)"}
@@ -380,61 +236,72 @@ VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens
 
 # A schema-1 scaling record timed the einsum decoder, which materializes the atoms (L x K x D) on every call: it
 # measured that implementation, not the model's cost (docs/spectral-decoder.md), so it judges no claim.
-SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materializes the atoms "
-                      "(L x K x D) on every call, since replaced by the chunked and fused decoders; it measured that "
-                      "implementation, not the model (rerun the scaling benchmark)")
+SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materialized the atoms "
+                      "(L x K x D), since replaced: that implementation, not the model")
 
 
-def _slope(rec: dict, view: str, model: str, mode: str, what: str) -> tuple[float | None, str]:
-    slopes = rec.get("slopes") or {}
-    fit = slopes.get(view, {}).get(model, {}).get(mode, {}).get(what)
-    if fit is None:
-        return None, f"no {view}-view {what} fit of {model} ({mode})"
-    if _is_number(fit.get("slope")):
-        return float(fit["slope"]), ""
-    return None, str((fit.get("na") or {}).get("slope") or "no slope")
+MIN_SEQUENCES = 20  # sequences a generation-quality verdict needs (docs/claims.md: small samples)
+MIN_LENGTHS = 4  # lengths a slope is fitted on before it judges anything (docs/claims.md: slopes)
 
 
 def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
-    """slope: the log-log slope of the experiment's cost against L, in the first view of `views` the record has.
-    Reproduced within the tolerance of the paper's slope; contradicted when it exceeds the slope of the layer it is
-    claimed to beat (`than`) by more than the tolerance; otherwise not reproduced. One benchmark run: no interval."""
+    """slope: the log-log slope of the experiment's cost against L. A view judges when every compared layer is fitted
+    on >= MIN_LENGTHS lengths and the linear control of the same run (`control`) reads linear within the tolerance;
+    there: reproduced within the tolerance of the paper's slope, contradicted when the slope exceeds that of the layer
+    it is claimed to beat (`than`) by more than the tolerance, else not reproduced. The views that judge must agree
+    (else not reproduced); none judges: not measured. One benchmark run; the fit's 95 % interval is shown."""
     rec = ev.scaling
     if rec is None:
         return _row(claim, reason="no scaling record")
     paths = [rec["_path"]]
     if rec.get("schema") == 1:
         return _row(claim, reason=SUPERSEDED_SCALING, evidence=paths)
-    found = None
-    for view in claim["views"]:
-        for layer in claim.get("layers") or [claim["experiment"]]:
-            ours, why = _slope(rec, view, layer, claim["mode"], claim["metric"])
-            if ours is not None:
-                found = view, layer
-                break
-        if found:
-            break
-    else:
-        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record", evidence=paths)
-    theirs, why_t = _slope(rec, view, claim["than"][0], claim["mode"], claim["metric"])
     paper = float(claim["paper"])
     tol = _tolerance(claims, claim, paper)
-    skipped = [v for v in claim["views"][:claim["views"].index(view)]]
-    where = f"{found[1]}, {VIEW_WORDS.get(view, view)} view, {claim['mode']}" + (
-        f" (the record has no {', '.join(skipped)} view)" if skipped else "")
-    if abs(ours - paper) <= tol:
-        verdict = REPRODUCED
-    elif theirs is not None and ours - theirs > tol:
-        verdict = CONTRADICTED
-    else:
-        verdict = NOT_REPRODUCED
-    vs = f"{claim['than'][0]} {theirs:.3g}" if theirs is not None else f"{claim['than'][0]}: {why_t}"
-    reason = (f"one benchmark run: no interval; slope {ours:.3g} ({where}) against {vs}; tolerance ±{tol:.3g} "
-              f"({claim['tolerance']})")
-    if verdict == CONTRADICTED:
-        reason += f"; the other way: it grows faster with L than {claim['than'][0]}"
-    return _row(claim, compared_with=claim["than"][0], ours_value=ours, n=1, tolerance=tol, verdict=verdict,
-                reason=reason, evidence=paths)
+    control, rival = claim.get("control"), claim["than"][0]
+    judged, skipped, first = {}, [], None
+    for view in claim["views"]:
+        layer = next((x for x in claim.get("layers") or [claim["experiment"]]
+                      if "slope" in fit_slope(rec, view, x, claim["mode"])), None)
+        if layer is None:
+            skipped.append(f"{view}: no fit of {claim['experiment']}")
+            continue
+        fits = {name: fit_slope(rec, view, name, claim["mode"]) for name in (layer, rival, control) if name}
+        ours = fits[layer]
+        first = first or (view, layer, ours)
+        short = [m for m, f in fits.items() if f["n"] < MIN_LENGTHS]
+        if short:
+            fewest = min(fits[m]["n"] for m in short)
+            skipped.append(f"{view}: {', '.join(short)} on {fewest} lengths, fewer than {MIN_LENGTHS}")
+            continue
+        if control and abs(fits[control]["slope"] - 1.0) > tol:
+            skipped.append(f"{view}: the linear control {control} reads {fits[control]['slope']:.2f}")
+            continue
+        s, a = ours["slope"], fits[rival]["slope"]
+        verdict = REPRODUCED if abs(s - paper) <= tol else CONTRADICTED if s - a > tol else NOT_REPRODUCED
+        judged[view] = (verdict, layer, ours, a, fits.get(control, {}).get("slope"))
+    if first is None:
+        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record",
+                    evidence=paths)
+
+    def text(view, layer, fit):
+        return f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view}, {layer}, n = {fit['n']})"
+
+    if not judged:
+        view, layer, fit = first
+        return _row(claim, compared_with=rival, evidence=paths, tolerance=tol, n=1,
+                    reason=f"no view judges: {'; '.join(skipped)}; slope {text(view, layer, fit)}")
+    verdicts = {v[0] for v in judged.values()}
+    verdict = verdicts.pop() if len(verdicts) == 1 else NOT_REPRODUCED
+    parts = [f"{text(view, layer, fit)} against {rival} {a:.2f}" + (f", control {control} {c:.2f}" if c else "")
+             + f": {v}" for view, (v, layer, fit, a, c) in judged.items()]
+    reason = (f"one benchmark run, 95 % interval of the fit; {'; '.join(parts)}; tolerance ±{tol:.3g} "
+              f"({claim['tolerance']})" + (f"; judging nothing: {'; '.join(skipped)}" if skipped else "")
+              + ("; the views disagree" if len(judged) > 1 and len({v[0] for v in judged.values()}) > 1 else ""))
+    view, (_, layer, fit, _, _) = next(iter(judged.items()))
+    return _row(claim, compared_with=rival, ours_value=fit["slope"], ours_ci_low=fit["low"], ours_ci_high=fit["high"],
+                n=1, tolerance=tol, verdict=verdict, reason=reason, evidence=paths,
+                shown=f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view} view)")
 
 
 def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -508,12 +375,23 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     point = np.arange(n)[None, :]
     dist = {e: float(_distance(*parts[e], point)[0]) for e in names}
     best = min(claim["than"], key=lambda e: dist[e])
-    idx = resample_indices(n)
-    boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
     d = dist[claim["experiment"]] - dist[best]
-    lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    if n >= MIN_SEQUENCES:
+        idx = resample_indices(n)
+        boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
+        lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+        how = "paired bootstrap interval"
+    else:  # too few sequences for a bootstrap: Student's t on the per-sequence paired differences
+        each = np.arange(n)[:, None]
+        pair = _distance(*parts[claim["experiment"]], each) - _distance(*parts[best], each)
+        half = t_quantile(0.975, n - 1) * float(np.std(pair, ddof=1)) / math.sqrt(n)
+        lo, hi = float(pair.mean() - half), float(pair.mean() + half)
+        how = "t interval on the per-sequence paired differences"
     tol = math.log1p(float(claims["tolerances"][claim["tolerance"]]["rel"]))
     verdict = REPRODUCED if hi <= tol else CONTRADICTED if lo > tol else NOT_REPRODUCED
+    few = n < MIN_SEQUENCES and verdict != NOT_REPRODUCED
+    if few:
+        verdict = NOT_REPRODUCED
 
     def ppl(e: str) -> str:
         (nm, tm), (nr, tr) = parts[e]
@@ -522,13 +400,19 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     what = {"true_continuations": "the true continuations", "heldout": "held-out text"}[yard]
     reason = (f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
               f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
-              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % paired bootstrap interval "
+              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % {how} "
               f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
               f"{tol:.3f}")
     reason += {REPRODUCED: ": the interval lies at or below it", CONTRADICTED: ": the interval lies above it",
                NOT_REPRODUCED: ": the interval contains it, not established either way"}[verdict]
+    if few:
+        reason = reason.rsplit(":", 1)[0] + f": fewer than {MIN_SEQUENCES} sequences, no verdict either way"
     return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths)
+                verdict=verdict, reason=reason, evidence=paths,
+                shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n}",
+                **({"reading": f"what ran: the reference perplexity (Kneser-Ney trigram of the training split) of "
+                               f"{n} free samples per model against {what} of the same lengths; no continuations "
+                               f"of validation prompts"} if name == "free" else {}))
 
 
 def _means(ev: Evidence, claim: dict, names: list[str]):
@@ -536,12 +420,23 @@ def _means(ev: Evidence, claim: dict, names: list[str]):
     value."""
     vals, missing, paths = {}, [], []
     for e in names:
-        v, miss, p = _values(ev, claim, e)
+        v, miss, p = values_of(ev, claim, e)
         vals[e], missing, paths = v, missing + miss, paths + p
     absent = [e for e in names if not vals[e]]
     if absent:
-        return {}, f"no value for {', '.join(absent)}: " + "; ".join(missing), paths, 0
+        return {}, f"no value for {', '.join(absent)}: " + grouped(missing), paths, 0
     return {e: float(np.mean(v)) for e, v in vals.items()}, "; ".join(missing), paths, min(map(len, vals.values()))
+
+
+def grouped(reasons: list[str]) -> str:
+    """"a seed 0: why; b seed 0: why" as "a, b seed 0: why": one reason once."""
+    by: dict[str, list[str]] = {}
+    for r in reasons:
+        who, _, why = r.partition(": ")
+        by.setdefault(why, []).append(who)
+    if len(by) == 1 and next(iter(by)):  # one reason for every record: said once
+        return next(iter(by))
+    return "; ".join(f"{', '.join(who)}: {why}" if why else ", ".join(who) for why, who in by.items())
 
 
 def paper_factors(claim: dict) -> tuple[float, float]:
@@ -551,10 +446,21 @@ def paper_factors(claim: dict) -> tuple[float, float]:
     return (lo / paper, hi / paper) if claim["better"] == "lower" else (paper / hi, paper / lo)
 
 
+def ratio_text(f: float, ours: float, theirs: float, unit: str) -> str:
+    """"x2.03 (7.71 vs 15.7 ms)": the factor, then ours and theirs in the claim's unit."""
+    return f"x{f:.3g} ({fmt(ours)} vs {fmt(theirs)} {unit}".rstrip() + ", "
+
+
+def ties(f: dict[str, float], closest: str, rel: float) -> list[str]:
+    """The baselines tied with the closest: their factor within (1 + tol) of its."""
+    return [m for m in f if m != closest and f[m] <= f[closest] * (1 + rel)]
+
+
 def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     """factor (relative efficiency on one device): f_m = value(m) / value(experiment) where lower is better, the
-    inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= f_paper / (1 +
-    tol), f_paper the paper's smallest factor; contradicted when f < 1 / (1 + tol); otherwise not reproduced."""
+    inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= max(f_paper /
+    (1 + tol), 1 + tol), f_paper the paper's smallest factor; contradicted when f < 1 / (1 + tol); otherwise not
+    reproduced. Baselines within the tolerance of the closest are named with it."""
     names = [claim["experiment"], *claim["than"]]
     lo, hi = paper_factors(claim)
     paper = {"paper_value": lo, "paper_text": f"x{lo:.2f}-{hi:.2f}, {claim.get('paper_text', '')}".rstrip(", ")}
@@ -570,13 +476,20 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     closest = min(f, key=f.get)
     fc = f[closest]
     rel = float(claims["tolerances"][claim["tolerance"]]["rel"])
-    need, worse = lo / (1 + rel), 1 / (1 + rel)
-    verdict = REPRODUCED if fc >= need else CONTRADICTED if fc < worse else NOT_REPRODUCED
+    need, worse = max(lo / (1 + rel), 1 + rel), 1 / (1 + rel)
+
+    def verdict_of(x: float) -> str:
+        return REPRODUCED if x >= need else CONTRADICTED if x < worse else NOT_REPRODUCED
+
+    verdict = verdict_of(fc)
+    unit = claim.get("unit", "")
+    tied = ties(f, closest, rel)
     each = ", ".join(f"{m} x{f[m]:.3g}" for m in claim["than"])
     word = "lower" if lower else "higher"
-    reason = (f"one record per model: no interval; {claim['experiment']} {ours:.4g} {claim.get('unit', '')}, "
-              f"{word} is better; factor over each baseline: {each}; closest: {closest} x{fc:.3g}; paper "
-              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (x{lo:.3g} / (1 + {rel:g}), {claim['tolerance']})")
+    reason = (f"one record per model: no interval; {word} is better; factor over each baseline: {each}; closest: "
+              f"{closest}" + (f", tied with {', '.join(tied)}" if tied else "") + f" x{fc:.3g}; paper "
+              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (max(x{lo:.3g} / (1 + {rel:g}), 1 + {rel:g}), "
+              f"{claim['tolerance']})")
     if verdict == REPRODUCED:
         reason += (": inside the paper's range" if fc <= hi else ": beyond the paper's range") if fc >= lo else \
             ": within the tolerance of the paper's smallest factor"
@@ -586,16 +499,22 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
         reason += f": within x{1 + rel:g} of {closest}, no difference established"
     else:
         reason += ": better than every baseline, by less than the paper's factor"
+    if claim.get("also_at_paper"):
+        fp = means[closest] / float(claim["paper"]) if lower else float(claim["paper"]) / means[closest]
+        change = "the same verdict" if verdict_of(fp) == verdict else f"{verdict_of(fp)}"
+        reason += (f"; rests on our {claim['experiment']}'s {fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
+                   f"{unit}: x{fp:.2f}, {change}")
     if notes:
         reason += f"; {notes}"
     return _row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict, reason=reason,
-                evidence=paths, **paper)
+                evidence=paths, shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")",
+                **paper)
 
 
 def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
     """unstated_device (an absolute speed or memory of a device the paper does not name): our value beside the
     paper's, always "not comparable", with our device and the claim that judges it relatively."""
-    values, missing, paths = _values(ev, claim, claim["experiment"])
+    values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
         return _row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
@@ -615,40 +534,29 @@ JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_d
           "unmeasured": lambda claims, claim, ev: _row(claim, reason=" ".join(str(claim["reason"]).split()))}
 
 
-def _experiments(claim: dict) -> list[str]:
-    return [e for e in [claim.get("experiment"), *claim.get("than", [])] if e]
-
-
-def choose_measure(claim: dict, ev: Evidence) -> tuple[dict, str]:
-    """The claim with the source and metric of its first measure under which every experiment it compares has a
-    value (else the measure with the most), and a note naming it; a claim without `measures` as it is."""
-    if "measures" not in claim:
-        return claim, ""
-    best = None
-    for m in claim["measures"]:
-        c = {**claim, **m}
-        have = sum(bool(_values(ev, c, e)[0]) for e in _experiments(c))
-        if best is None or have > best[0]:
-            best = have, c
-        if have == len(_experiments(c)):
-            break
-    c = best[1]
-    return c, f"measure: {c['source']} {c['metric']}"
-
-
 def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
     """One claim's row. Evidence from a run that leaks future tokens turns any verdict into "not measured"; a claim
     whose source has no record at all in the folder reads "not measured on this device"."""
     sources = [m["source"] for m in claim.get("measures", [])] or [claim.get("source")]
     claim, note = choose_measure(claim, ev)
     row = JUDGES[claim["kind"]](claims, claim, ev)
+    if claim["kind"] != "unmeasured":
+        row["commits"] = commits_of(ev, claim)
+        blocked, unchecked = check_evidence(ev, claim)
+        if blocked and row["verdict"] != NOT_MEASURED:
+            row["reason"] = (f"{blocked}; would read: {row['verdict']}, {row['shown'] or fmt(row['ours_value'])}"
+                             f" ({row['reason']})")
+            row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan,
+                       ours_ci_high=math.nan)
+        elif unchecked:
+            row["reason"] = f"{row['reason']}; {unchecked}"
     if row["verdict"] == NOT_MEASURED and claim["kind"] != "unmeasured" and not any(ev.has(s) for s in sources):
         row["reason"] = f"{NOT_ON_DEVICE}: no {' or '.join(sources)} record in this folder"
     elif note and len(claim.get("measures", [])) > 1:
         row["reason"] = f"{note}; {row['reason']}"
     if claim["kind"] not in ("slope", "unmeasured"):
         corpus = None if claim["corpus"] == "all" else claim["corpus"]
-        leaking = ev.leaking(_experiments(claim), corpus)
+        leaking = ev.leaking(experiments_of(claim), corpus)
         if leaking:
             row["reason"] = (f"evidence leaks future tokens ({', '.join(leaking)} failed the causality audit), "
                              f"so it is never judged reproduced; would read: {row['verdict']}; {row['reason']}")
