@@ -96,6 +96,33 @@ def test_rotation_is_far_more_accurate_than_the_fp32_einsum_at_long_l():
         assert rel_err(o, e) < 1e-5 and rel_err(o, e) < rel_err(n, e) / 4, (name, rel_err(o, e), rel_err(n, e))
 
 
+@pytest.mark.parametrize("impl,B", [("rotation", 1), ("rotation", 20), pytest.param("triton", 1, marks=pytest.mark.needs(
+    "triton")), pytest.param("triton", 20, marks=pytest.mark.needs("triton"))])
+def test_a_million_periods_on_at_the_rotations_accuracy(impl, B):
+    """Positions a million periods on (F p / P near 6e7 turns): the angles are formed in float64 (the CPU's anchors,
+    the Triton kernels' anchors and direct sines), so the error stays at a few fp32 roundings, far below the fp32
+    einsum's (which keeps no fraction of a turn there). B = 1: the rotation kernels; B = 20: the CPU's blocked path
+    and Triton's direct mix kernel. (Triton's fp32 angles gave errors of order 1 here.)"""
+    inputs, positions, G = make_case(B, 40, 3, 8, 10**6 * int(PERIOD), 1)
+    inputs = [x.float().double() for x in inputs]  # fp32 values exactly: the errors below are the arithmetic's
+    exact = run("naive", inputs, positions, G, torch.float64)
+    for name, o, e in zip(NAMES, run(impl, inputs, positions, G, torch.float32), exact):
+        assert rel_err(o, e) < 2e-6, (name, rel_err(o, e))
+
+
+@pytest.mark.parametrize("B", [1, 17])
+def test_rotation_parameter_gradients_at_l_32k_with_small_angles(B):
+    """dA, dF, dPhi sum L terms: each anchor stretch is summed in fp32 and the stretches in float64, so their error
+    does not grow with L (summed serially in fp32 it reached 4e-6 at L = 32,768, 30x the chunked decoder's). Small
+    frequencies, where the fp32 angles are accurate too. B = 1: the fused kernel; B = 17: the blocked path."""
+    inputs, positions, G = make_case(B, 32768, 4, 16, 0, 7)
+    c, A, F, P = inputs
+    inputs = [x.float().double() for x in (c, A, F / 640, P)]  # F below 0.1 cycles per period
+    exact = run("naive", inputs, positions, G, torch.float64)
+    for name, o, e in list(zip(NAMES, run("rotation", inputs, positions, G, torch.float32), exact))[2:]:
+        assert rel_err(o, e) < 1.5e-6, (name, rel_err(o, e))
+
+
 def test_rotation_takes_the_chunked_path_where_it_does_not_apply():
     """float64 C (a float64 answer is asked for) and positions without a constant step (no single rotation) are
     computed by the chunked implementation: exact in float64, correct for any positions."""

@@ -17,7 +17,9 @@ _param_kernel   for a (BLOCK_K, BLOCK_D) tile and a range of positions: Q_t = C_
                 range writes its partial sums to its own slot; the slots are added in a fixed order afterwards, so
                 the result is deterministic (no atomics).
 
-The angle is taken in turns and reduced to [-1/2, 1/2] before the sine: u = F tp + PH / 2 pi, u -= floor(u + 1/2).
+The angle is taken in turns and reduced to [-1/2, 1/2] before the sine: u = F tp + PH / 2 pi, u -= floor(u + 1/2),
+in float64 (tp, the positions in periods, is float64), then rounded to fp32: the anchors are exact to one fp32
+rounding at any position, as the CPU rotation's are.
 On a GPU the reduced angle goes to the hardware sine and cosine (libdevice fast_sinf / fast_cosf, MUFU.SIN and
 MUFU.COS on NVIDIA), which are accurate to ~1e-6 absolute on [-pi, pi] and ~20x cheaper than the library sine.
 Under TRITON_INTERPRET=1 (CPU, for tests) tl.sin / tl.cos run instead and the dots take fp32 operands (the
@@ -39,10 +41,12 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @triton.jit
 def _angle(f, ph, tp):
-    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi]."""
-    u = f * tp + ph * 0.15915494309189535
+    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi], in fp32; f, ph fp32, tp (positions in periods) float64. The
+    turns are formed and reduced in float64: in fp32, F tp at a million periods (~6e7 turns) kept no fraction at all,
+    and at L = 65,536 (F tp ~ 3e4 turns) only 1e-3 of a turn."""
+    u = f.to(tl.float64) * tp + ph.to(tl.float64) * 0.15915494309189535
     u = u - tl.floor(u + 0.5)
-    return u * 6.283185307179586
+    return (u * 6.283185307179586).to(tl.float32)
 
 
 @triton.jit
@@ -195,7 +199,7 @@ def _param_kernel(C, G, F, PH, CW, SW, TP, PART, B, L, K, D, T_PER_PROG,
         acc_sin += q * sn
         q_cos = q * cs
         acc_cos += q_cos
-        acc_cos_tp += q_cos * tp
+        acc_cos_tp += q_cos * tp.to(tl.float32)
         if ROTATE:
             sn_next = sn * cw + cs * sw
             cs = cs * cw - sn * sw
@@ -312,7 +316,7 @@ class TritonSpectralDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
         K, D = amplitude.shape
-        tp = (positions.to(torch.float64) / period).to(torch.float32).contiguous()  # (L,) positions in periods
+        tp = (positions.to(torch.float64) / period).contiguous()  # (L,) positions in periods, float64: exact angles
         step = uniform_step(positions)
         rot = None if step is None else rotation_step(frequency, step / period)  # (K, D) cos, sin of one step
         out = _mix(c, amplitude, frequency, phase, tp, (D, 1), D, rot)  # (B, L, D)
