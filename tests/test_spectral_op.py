@@ -230,6 +230,26 @@ def test_large_angles_match_float64(impl):
     check_against_float64(impl, 3, 63, 7, 5, offset=30000, seed=11, **({"block": 7} if impl == "chunked" else {}))
 
 
+def test_one_warning_where_fp32_angles_lose_their_accuracy(monkeypatch, caplog):
+    """chunked and naive form fp32 angles: where their rounding can reach ANGLE_ROUNDING_WARN_RADIANS (F p / P near
+    2.7e5 turns) one warning says so, once per process; not below it, not in float64, not for the rotation."""
+    from sdgm.spectral.ops import spectral
+
+    monkeypatch.setattr(spectral, "_angle_warning_given", False)
+    inputs, _, _ = make_case(1, 4, 3, 5, 0, 1)
+    c, A, F, P = (x.float() for x in inputs)  # F up to 64 cycles per period of 128
+    far, near = torch.arange(10**6, 10**6 + 4), torch.arange(10**5, 10**5 + 4)  # 5e5 and 5e4 turns
+    with caplog.at_level("WARNING", logger=spectral.__name__):
+        for impl in ("chunked", "rotation"):
+            spectral_decode(c, A, F, P, near, PERIOD, impl=impl)
+        spectral_decode(c.double(), A.double(), F.double(), P.double(), far, PERIOD, impl="chunked")
+        spectral_decode(c, A, F, P, far, PERIOD, impl="rotation")
+        assert not caplog.records
+        for impl in ("chunked", "naive", "chunked"):
+            spectral_decode(c, A, F, P, far, PERIOD, impl=impl)
+    assert len(caplog.records) == 1 and "fp32 angles reach" in caplog.text and "'chunked'" in caplog.text
+
+
 def test_chunked_gradients_of_non_contiguous_parameters():
     """Parameters that are transposed views (strides (1, K)) get the same gradients as contiguous ones."""
     (c, A, F, P), positions, G = make_case(2, 20, 6, 9, 0, 1)
@@ -513,6 +533,47 @@ def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     with torch.no_grad():
         A.mul_(2)
     torch.testing.assert_close(stream.at(999).double(), 2 * exact[999], rtol=0, atol=4e-5 * A.abs().max().item())
+
+
+def test_atom_stream_in_float64_never_overwrites_and_sees_changes_past_the_version_counter():
+    """A float64 model's stream is float64 throughout (within 1e-12 of the definition; fp32 gave 1e-7). A tensor
+    handed out is not overwritten by the next call. Changes that do not advance the version counter (through
+    .data, a fused optimizer step) restart the stream."""
+    from sdgm.spectral.ops.spectral import AtomStream, spectral_atoms
+
+    (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 9)
+    A, F, P = (torch.nn.Parameter(x) for x in (A, F, P))
+    stream = AtomStream(A, F, P, PERIOD)
+
+    def exact(p):
+        return spectral_atoms(torch.tensor([p]), A.detach(), F.detach(), P.detach(), PERIOD)[0]
+
+    for p in range(70):
+        S = stream.at(p)
+        assert S.dtype == torch.float64 and (S - exact(p)).abs().max() < 1e-12, (p, (S - exact(p)).abs().max())
+    first = stream.at(70)
+    kept = first.clone()
+    assert stream.at(70) is first and not torch.equal(stream.at(71), kept)
+    assert torch.equal(first, kept)  # the next position did not overwrite it
+    A.data.mul_(2)  # bypasses the version counter
+    torch.testing.assert_close(stream.at(72), exact(72), rtol=0, atol=1e-12)
+    for t in (A, F, P):
+        t.grad = torch.ones_like(t)
+    torch.optim.Adam([A, F, P], lr=0.1, fused=True).step()  # does not advance the version counter either
+    torch.testing.assert_close(stream.at(73), exact(73), rtol=0, atol=1e-12)
+
+
+def test_a_float64_model_generates_in_float64():
+    """decode_step of a float64 SDGM gives its float64 forward's logits to 1e-10 (the stream was fp32: 1e-7)."""
+    torch.manual_seed(0)
+    m = SDGM(SDGMConfig(vocab_size=30, d_model=16, n_atoms=8, seq_len=40)).double().eval()
+    idx = torch.randint(0, 30, (2, 40))
+    with torch.no_grad():
+        state = m.init_decode_state(2)
+        for t in range(40):
+            logits, state = m.decode_step(idx[:, t], state)
+            assert logits.dtype == torch.float64
+            torch.testing.assert_close(logits, m(idx[:, :t + 1])[:, -1], rtol=1e-10, atol=1e-10)
 
 
 def test_auto_takes_rotation_even_when_first_asked_under_no_grad():

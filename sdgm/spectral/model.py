@@ -256,7 +256,8 @@ class SDGM(LanguageModel):
         if stream is None:
             x_hat = self.decode(c.transpose(1, 2), torch.tensor([min(t, L - 1)], device=x.device))  # (B, 1, D)
         else:
-            x_hat = (c[..., 0].to(torch.float32) @ stream.at(min(t, L - 1)))[:, None].to(c.dtype)  # (B, 1, D)
+            S = stream.at(min(t, L - 1))  # (K, D) in the parameters' dtype
+            x_hat = (c[..., 0].to(S.dtype) @ S)[:, None].to(c.dtype)  # (B, 1, D)
         logits = self.head(x_hat, tokens[:, None])[:, 0]  # (B, V)
         return logits, {"t": t + 1, "emb": recent[:, 1:], "atoms": stream}
 

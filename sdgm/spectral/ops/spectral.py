@@ -64,6 +64,31 @@ def angles_need_reduction(positions: torch.Tensor, frequency: torch.Tensor, phas
     return bound > REDUCE_ABOVE_RADIANS
 
 
+# The torch implementations (naive, chunked) form the angle in the parameters' dtype: in fp32 it is rounded by up to
+# 2 pi |F p / P + Phi / 2 pi| 2**-24 radians. Past ANGLE_ROUNDING_WARN_RADIANS (|F p / P| near 2.7e5 turns: F = 64
+# cycles per period of 128 past position 530,000) the atoms are off by that fraction of their amplitude, and past
+# about 3 radians they are noise. The rotation and Triton decoders form their angles in float64 and are not affected.
+ANGLE_ROUNDING_WARN_RADIANS = 0.1
+_angle_warning_given = False
+
+
+def warn_if_fp32_angles_lose_accuracy(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
+                                      period: float, impl: str) -> None:
+    """One warning per process where the fp32 angles of `impl` (naive, chunked) can be rounded by
+    ANGLE_ROUNDING_WARN_RADIANS or more. Reads max |p| (on a GPU: one synchronization per call, until it warns)."""
+    global _angle_warning_given
+    if (_angle_warning_given or frequency.dtype == torch.float64 or positions.numel() == 0
+            or torch.compiler.is_compiling()):
+        return
+    turns = _max_abs(frequency) * positions.abs().amax().item() / period + _max_abs(phase) / (2 * math.pi)
+    rounding = 2 * math.pi * turns * 2.0 ** -24
+    if rounding >= ANGLE_ROUNDING_WARN_RADIANS:
+        _angle_warning_given = True
+        log.warning("spectral decoder %r: fp32 angles reach %.3g turns (max|F| max|p| / P), where their rounding is "
+                    "up to %.2g rad: the atoms lose their accuracy (noise past about 3 rad). The rotation and Triton "
+                    "decoders form their angles in float64; or decode in float64", impl, turns, rounding)
+
+
 def _max_abs(t: torch.Tensor) -> float:
     """max |t|, kept on the tensor until it changes: the decoder asks on every call (each generated token too), and
     between optimizer steps the parameters do not change. Keyed on the version counter, which in-place updates
@@ -96,53 +121,74 @@ def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: tor
 def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
                    period: float) -> torch.Tensor:
     """positions (T,) -> S (T, K, D) in the parameters' dtype (fp32 in the model)."""
+    warn_if_fp32_angles_lose_accuracy(positions, frequency, phase, period, "naive")
     reduce = angles_need_reduction(positions, frequency, phase, period)
     return amplitude[None] * torch.sin(spectral_angles(positions, frequency, phase, period, reduce)[0])
 
 
 class AtomStream:
-    """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D), at the successive positions of incremental decoding.
+    """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D) in the parameters' dtype, at the successive positions of
+    incremental decoding.
 
     Each next position is a rotation of the last (four multiply-adds per element, as the rotation decoder does),
     restarted every ROTATION_ANCHOR positions and at any jump from an exact anchor: the angle reduced in turns in
-    float64, then one fp32 sine and cosine. Asking again for the same position (decoding past the window, where
-    the position stays at L - 1) costs nothing. A change of the parameters (in-place, as an optimizer step makes
-    it) is noticed and restarts the stream. Shared by every sequence of a batch: they decode at one position."""
+    float64, then one sine and cosine in the parameters' dtype (a float64 model's atoms are float64 throughout).
+    Asking again for the same position (decoding past the window, where the position stays at L - 1) costs nothing
+    and returns the same tensor; a new position returns a new tensor, so a tensor handed out is never overwritten.
+    A change of the parameters restarts the stream: an in-place update (as an optimizer step makes it) advances
+    their version counters, a new tensor changes their address, and a change that bypasses the counter (through
+    `.data`, or a fused optimizer step) changes a strided sample of their values (FINGERPRINT_VALUES per parameter;
+    a change to values outside the sample alone goes unnoticed). Shared by every sequence of a batch: they decode
+    at one position."""
+
+    FINGERPRINT_VALUES = 1024
 
     def __init__(self, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
         self.params, self.period = (amplitude, frequency, phase), float(period)
-        self.key = None  # the parameters' versions the tables below belong to
+        self.key = None  # the parameters' versions and addresses the tables below belong to
+        self.fingerprint = None  # and a strided sample of their values
         self.p = None  # the position of S; sin and cos are one position on
-        self.fused = False  # on a CPU with the rotation kernels: S and the next step in one pass
+        self.fused = False  # on a CPU with the rotation kernels (fp32): S and the next step in one pass
+
+    def _sample(self) -> list[torch.Tensor]:
+        return [t.detach().reshape(-1)[::max(1, t.numel() // self.FINGERPRINT_VALUES)] for t in self.params]
+
+    def _changed(self) -> bool:
+        key = tuple((t._version, t.data_ptr(), t.dtype) for t in self.params)
+        if key != self.key:
+            return True
+        return not all(torch.equal(a, b) for a, b in zip(self._sample(), self.fingerprint))
 
     def at(self, p: int) -> torch.Tensor:
         amplitude, frequency, phase = self.params
-        key = tuple((t._version, t.data_ptr()) for t in self.params)
+        dtype = amplitude.dtype
         with torch.no_grad():
-            if key != self.key:
-                self.cw, self.sw = rotation_step(frequency, 1.0 / self.period)  # (K, D): one position on
-                self.key, self.p = key, None
-                self.S = torch.empty_like(self.cw)
-                cpu = amplitude.device.type == "cpu" and amplitude.dtype == torch.float32
+            if self._changed():
+                self.cw, self.sw = rotation_step(frequency, 1.0 / self.period, dtype)  # (K, D): one position on
+                self.key = tuple((t._version, t.data_ptr(), t.dtype) for t in self.params)
+                self.fingerprint = [x.clone() for x in self._sample()]
+                self.p = None
+                cpu = amplitude.device.type == "cpu" and dtype == torch.float32
                 self.fused = cpu and rotation_status(amplitude.device)[0]
             if p == self.p:
                 return self.S
             if self.p is None or p != self.p + 1 or p % ROTATION_ANCHOR == 0:  # an exact anchor at p
                 u = torch.add(phase.detach().double() / (2 * math.pi), frequency.detach().double(),
                               alpha=p / self.period)  # (K, D) turns
-                theta = u.frac_().float().mul_(2 * math.pi)
+                theta = u.frac_().mul_(2 * math.pi).to(dtype)
                 self.sin, self.cos = torch.sin(theta), torch.cos(theta)
             a = amplitude.detach()
+            S = torch.empty_like(self.cw)  # (K, D), new at every position: never overwritten once handed out
             if self.fused:  # S = A sin, then sin and cos rotated one step, in one pass
                 _cpu_rotate_block()(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
-                           self.sw.numpy(), 1, self.S.numpy()[None])
+                                    self.sw.numpy(), 1, S.numpy()[None])
             else:
-                torch.mul(a, self.sin, out=self.S)
+                torch.mul(a, self.sin, out=S)
                 s, c = self.sin, self.cos
                 self.sin = torch.addcmul(s * self.cw, c, self.sw)
                 self.cos = torch.addcmul(c * self.cw, s, self.sw, value=-1.0)
-            self.p = p
-        return self.S
+            self.S, self.p = S, p
+        return S
 
 
 def _cpu_rotate_block():
@@ -372,6 +418,7 @@ class ChunkedSpectralDecode(torch.autograd.Function):
         B, L, K = c.shape
         D = amplitude.shape[1]
         out = torch.empty(B, L, D, dtype=c.dtype, device=c.device)  # (B, L, D)
+        warn_if_fp32_angles_lose_accuracy(positions, frequency, phase, period, "chunked")
         reduce = angles_need_reduction(positions, frequency, phase, period)
         with _no_autocast(c.device), torch.no_grad():
             for s in range(0, L, block):
