@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..models.interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
-from .ops.spectral import IMPLEMENTATIONS, AtomStream, spectral_atoms, spectral_decode
+from .ops.spectral import IMPLEMENTATIONS, AtomStream, check_kernels_for_run, spectral_atoms, spectral_decode
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -233,6 +233,15 @@ class SDGM(LanguageModel):
         # the last k - 1 embeddings, oldest first; zeros before the first token (the encoder's left padding)
         return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device),
                 "atoms": self.atom_stream()}
+
+    def check_decoder_for_run(self, shapes, device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str] | None:
+        """Before a run on CUDA with decoder 'auto': the Triton kernels compiled and checked (in a child process) at
+        the run's (B, L) shapes with C in `dtype` (sdgm.spectral.ops.spectral.check_kernels_for_run); where they
+        fail or fault, 'auto' takes chunked and the records say why. None where there is nothing to check."""
+        if self.cfg.decoder != "auto" or torch.device(device).type != "cuda":
+            return None
+        K, D = self.cfg.n_atoms, self.cfg.d_model
+        return check_kernels_for_run(device, [(int(B), int(L), K, D, dtype) for B, L in shapes])
 
     def atom_stream(self) -> AtomStream | None:
         """The atoms position by position for decode_step (a rotation per step instead of K x D sines); None with
