@@ -147,6 +147,7 @@ def test_which_launches_a_run_makes_at_its_sizes():
     assert [k[1] for k in kinds(1, 64, 256, 1024, torch.bfloat16)] == ["mix_rot", "mix", "param"]  # dC: R = 1024
     uneven = launch_configs(3, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)
     assert [c["kernel"] for c in uneven] == ["mix", "mix", "param"] and not uneven[2]["meta"]["ROTATE"]
+    assert launch_configs(64, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)[2]["meta"]["BLOCK_B"] == 32
     big = launch_configs(1, 1 << 20, 256, 512, torch.bfloat16, interpreting=False)
     assert big[0]["grid"] == (1 << 15, 32, 1) and big[0]["t_per"] == 32  # an anchor of positions per program
     assert launch_configs(3, 128, 256, 512, torch.float32, interpreting=True)[0]["kernel"] == "mix_rot"

@@ -41,12 +41,13 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @triton.jit
 def _angle(f, ph, tp):
-    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi], in fp32; f, ph fp32, tp (positions in periods) float64. The
-    turns are formed and reduced in float64: in fp32, F tp at a million periods (~6e7 turns) kept no fraction at all,
-    and at L = 65,536 (F tp ~ 3e4 turns) only 1e-3 of a turn."""
-    u = f.to(tl.float64) * tp + ph.to(tl.float64) * 0.15915494309189535
+    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi], in fp32; f, ph fp32, tp (positions in periods) float64. F tp is
+    formed and reduced to its fraction in float64, the phase added in fp32: in fp32, F tp at a million periods
+    (~6e7 turns) kept no fraction at all, and at L = 65,536 (F tp ~ 3e4 turns) only 1e-3 of a turn."""
+    u = f.to(tl.float64) * tp  # exact: a 24-bit F times the positions' 53 bits, rounded once
+    u = (u - tl.floor(u)).to(tl.float32) + ph * 0.15915494309189535  # fraction of F tp in [0, 1), plus the phase
     u = u - tl.floor(u + 0.5)
-    return (u * 6.283185307179586).to(tl.float32)
+    return u * 6.283185307179586
 
 
 @triton.jit
@@ -230,6 +231,12 @@ PARAM_CONFIGS = [  # (largest B, BLOCK_B, BLOCK_K, BLOCK_D, num_warps)
     (16, 16, 32, 64, 8),  # 8 warps: with 4, the rotation's state (sin, cos and the step) spilled
     (None, 64, 32, 64, 8),
 ]
+# positions without a constant step (a float64 angle at every position): a batch tile of 32 above 16, since 64 spilled
+# 8 bytes on sm_90
+PARAM_DIRECT_CONFIGS = [
+    (16, 16, 32, 64, 8),
+    (None, 32, 32, 64, 8),
+]
 NUM_STAGES = 1
 
 
@@ -286,7 +293,7 @@ def _mix_launch(B: int, L: int, R: int, O: int, dtype: torch.dtype, uniform: boo
 
 def _param_launch(B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool, programs: int,
                   interpreting: bool) -> dict:
-    block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS, B)
+    block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS if uniform else PARAM_DIRECT_CONFIGS, B)
     n_k, n_d = -(-K // block_k), -(-D // block_d)
     splits = max(1, min(L, programs // (n_k * n_d)))
     t_per = -(-L // splits)
