@@ -4,7 +4,8 @@ Every model's training step with the trainer's fast settings (bf16 autocast, fus
 and its checkpoint/resume; each model's decode_step against its forward; the Triton kernels against the chunked op
 in fp32 and bf16 (values and all four gradients; B < 16, B = 1 at L = 65,536, position offsets) and the on-device
 kernel check, also at the paper's sizes in a child process; the NVML sampler; torch.compile of SDGM with the Triton
-op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA every test here is skipped with its reason (SDGM_REQUIRE_GPU=1: failed).
+op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA every test here is skipped with
+its reason (SDGM_REQUIRE_GPU=1: failed).
 `python -m sdgm.published.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
 """
 import json
@@ -135,8 +136,8 @@ def test_the_kernel_check_at_the_runs_sizes_in_a_child_process():
     the child meets."""
     from sdgm.spectral.ops.spectral import check_kernels_in_child, run_check_cases
 
-    sizes = [(32, 128, 256, 512, torch.bfloat16), (3, 128, 256, 512, torch.bfloat16), (1, 65536, 256, 512, torch.bfloat16),
-             (32, 128, 256, 512, torch.float32)]
+    sizes = [(32, 128, 256, 512, torch.bfloat16), (3, 128, 256, 512, torch.bfloat16),
+             (1, 65536, 256, 512, torch.bfloat16), (32, 128, 256, 512, torch.float32)]
     ok, why = check_kernels_in_child(CUDA, "triton", run_check_cases(sizes), timeout_s=300)
     assert ok, why
 

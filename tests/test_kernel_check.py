@@ -139,15 +139,16 @@ def test_which_launches_a_run_makes_at_its_sizes():
         return [(c["pass"], c["kernel"], c["meta"].get("R_PAD", c["meta"].get("BLOCK_R")), c["meta"]["BLOCK_B"],
                  c["meta"]["num_warps"]) for c in launch_configs(*args, interpreting=False, **kw)]
 
-    assert kinds(3, 128, 256, 512, torch.bfloat16) == [("forward", "mix_rot", 256, 16, 4), ("dC", "mix_rot", 512, 16, 8),
-                                                       ("params", "param", None, 16, 8)]
+    assert kinds(3, 128, 256, 512, torch.bfloat16) == [
+        ("forward", "mix_rot", 256, 16, 4), ("dC", "mix_rot", 512, 16, 8), ("params", "param", None, 16, 8)]
     assert kinds(32, 128, 256, 512, torch.bfloat16) == [("forward", "mix", 32, 32, 8), ("dC", "mix", 32, 32, 8),
                                                         ("params", "param", None, 64, 8)]
     assert [k[1] for k in kinds(3, 128, 256, 512, torch.float32)] == ["mix", "mix", "param"]  # fp32 spills mix_rot
     assert [k[1] for k in kinds(1, 64, 256, 1024, torch.bfloat16)] == ["mix_rot", "mix", "param"]  # dC: R = 1024
     uneven = launch_configs(3, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)
     assert [c["kernel"] for c in uneven] == ["mix", "mix", "param"] and not uneven[2]["meta"]["ROTATE"]
-    assert launch_configs(64, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)[2]["meta"]["BLOCK_B"] == 32
+    uneven64 = launch_configs(64, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)
+    assert uneven64[2]["meta"]["BLOCK_B"] == 32  # the direct parameter kernel's tile above 16
     big = launch_configs(1, 1 << 20, 256, 512, torch.bfloat16, interpreting=False)
     assert big[0]["grid"] == (1 << 15, 32, 1) and big[0]["t_per"] == 32  # an anchor of positions per program
     assert launch_configs(3, 128, 256, 512, torch.float32, interpreting=True)[0]["kernel"] == "mix_rot"
@@ -172,7 +173,8 @@ def test_the_check_in_a_child_process_passes_and_reports_its_problems():
     ("import time; time.sleep(60)", "ran past 2 s"),
 ])
 def test_a_child_that_dies_or_hangs_fails_the_check_and_says_why(code, expected):
-    ok, why = check_kernels_in_child(CPU, "triton", CHECK_CASES_SMALL, timeout_s=2, command=[sys.executable, "-c", code])
+    ok, why = check_kernels_in_child(CPU, "triton", CHECK_CASES_SMALL, timeout_s=2,
+                                     command=[sys.executable, "-c", code])
     assert not ok and expected in why, why
 
 
@@ -241,6 +243,6 @@ def test_a_training_run_checks_the_kernels_at_its_shapes(grammar_tokens, tmp_pat
     assert shapes == [({(8, 16), (4, 16), (1, 16)}, torch.float32)] and asked == []  # on a CPU: nothing to check
     K, D = m.cfg.n_atoms, m.cfg.d_model
     m.check_decoder_for_run([(8, 16)], "cuda", torch.bfloat16)
-    assert asked == [("cuda", [(8, 16, K, D, torch.bfloat16)])]
+    assert asked == [(torch.device("cuda"), [(8, 16, K, D, torch.bfloat16)])]
     m.cfg.decoder = "chunked"
     assert m.check_decoder_for_run([(8, 16)], "cuda", torch.bfloat16) is None and len(asked) == 1

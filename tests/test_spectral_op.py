@@ -18,7 +18,8 @@ from sdgm.spectral.model import SDGM, SDGMConfig, decode_reference
 from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
-TRITON = pytest.param("triton", marks=pytest.mark.needs("triton"))  # a parameter that runs the Triton kernels
+NEEDS_TRITON = pytest.mark.needs("triton")
+TRITON = pytest.param("triton", marks=NEEDS_TRITON)  # a parameter that runs the Triton kernels
 
 
 def make_case(B, L, K, D, offset, seed):
@@ -96,8 +97,8 @@ def test_rotation_is_far_more_accurate_than_the_fp32_einsum_at_long_l():
         assert rel_err(o, e) < 1e-5 and rel_err(o, e) < rel_err(n, e) / 4, (name, rel_err(o, e), rel_err(n, e))
 
 
-@pytest.mark.parametrize("impl,B", [("rotation", 1), ("rotation", 20), pytest.param("triton", 1, marks=pytest.mark.needs(
-    "triton")), pytest.param("triton", 20, marks=pytest.mark.needs("triton"))])
+@pytest.mark.parametrize("impl,B", [("rotation", 1), ("rotation", 20), pytest.param("triton", 1, marks=NEEDS_TRITON),
+                                    pytest.param("triton", 20, marks=NEEDS_TRITON)])
 def test_a_million_periods_on_at_the_rotations_accuracy(impl, B):
     """Positions a million periods on (F p / P near 6e7 turns): the angles are formed in float64 (the CPU's anchors,
     the Triton kernels' anchors and direct sines), so the error stays at a few fp32 roundings, far below the fp32

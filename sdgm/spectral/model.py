@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from ..models.interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
-from .ops.spectral import IMPLEMENTATIONS, AtomStream, check_kernels_for_run, spectral_atoms, spectral_decode
+from .ops.spectral import (IMPLEMENTATIONS, AtomStream, check_kernels_for_run, spectral_atoms, spectral_decode,
+                           triton_status)
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -238,8 +239,9 @@ class SDGM(LanguageModel):
         """Before a run on CUDA with decoder 'auto': the Triton kernels compiled and checked (in a child process) at
         the run's (B, L) shapes with C in `dtype` (sdgm.spectral.ops.spectral.check_kernels_for_run); where they
         fail or fault, 'auto' takes chunked and the records say why. None where there is nothing to check."""
-        if self.cfg.decoder != "auto" or torch.device(device).type != "cuda":
-            return None
+        device = torch.device(device)
+        if self.cfg.decoder != "auto" or device.type != "cuda" or not triton_status(device)[0]:
+            return None  # 'auto' says why where Triton cannot run
         K, D = self.cfg.n_atoms, self.cfg.d_model
         return check_kernels_for_run(device, [(int(B), int(L), K, D, dtype) for B, L in shapes])
 

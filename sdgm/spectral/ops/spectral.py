@@ -15,9 +15,10 @@ by
 triton   fused kernels (sdgm/spectral/ops/spectral_triton.py): each S tile is generated in registers and fed to tl.dot;
          the parameter gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
 auto     triton on CUDA where Triton imports and its kernels pass a check on the device (check_kernels: small
-         problems against chunked, values and gradients, once per process and device; on a mismatch or any
-         compile or launch error, chunked, said in one log line); rotation on a CPU where numba compiles it;
-         chunked elsewhere. decoder_record() lists what each request resolved to and why (records' provenance).
+         problems and the run's own sizes (check_kernels_for_run) against chunked, values and gradients, once per
+         process and device, in a child process on CUDA; on a mismatch, any compile or launch error or the child's
+         death, chunked, said in one log line); rotation on a CPU where numba compiles it; chunked elsewhere.
+         decoder_record() lists what each request resolved to and why (records' provenance).
 
 Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
     dC[b, t, k] = sum_d G[b, t, d] S[t, k, d]
@@ -352,8 +353,8 @@ def check_kernels_in_child(device: torch.device | str, impl: str = "triton", cas
     spec = json.dumps([[B, L, K, D, first, str(dtype).removeprefix("torch.")] for B, L, K, D, first, dtype in cases])
     repo = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
-    cmd = command or CHECK_CHILD_COMMAND or [sys.executable, "-m", "sdgm.spectral.ops.kernel_check", "--device", _device_key(device),
-                      "--impl", impl]
+    cmd = command or CHECK_CHILD_COMMAND or [sys.executable, "-m", "sdgm.spectral.ops.kernel_check",
+                                             "--device", _device_key(device), "--impl", impl]
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, input=spec, capture_output=True, text=True, env=env, timeout=timeout_s)
