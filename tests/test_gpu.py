@@ -3,8 +3,9 @@
 Every model's training step with the trainer's fast settings (bf16 autocast, fused optimizer, data on the device)
 and its checkpoint/resume; each model's decode_step against its forward; the Triton kernels against the chunked op
 in fp32 and bf16 (values and all four gradients; B < 16, B = 1 at L = 65,536, position offsets) and the on-device
-kernel check; the NVML sampler; torch.compile of SDGM with the Triton op inside; DDP with NCCL at world size one;
-one tiny campaign wave. Without CUDA every test here is skipped with its reason (SDGM_REQUIRE_GPU=1: failed).
+kernel check, also at the paper's sizes in a child process; the NVML sampler; torch.compile of SDGM with the Triton
+op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA every test here is skipped with
+its reason (SDGM_REQUIRE_GPU=1: failed).
 `python -m sdgm.published.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
 """
 import json
@@ -126,6 +127,19 @@ def test_the_kernel_check_passes_on_this_device_within_seconds():
     ok, why = check_kernels(CUDA)  # compiled already: what a second process with a warm Triton cache pays
     assert ok, why
     assert time.perf_counter() - t0 < 3.0
+
+
+@pytest.mark.needs("triton")
+def test_the_kernel_check_at_the_runs_sizes_in_a_child_process():
+    """What a run at the paper's sizes launches (training B = 32, L = 128; B = 1 at L = 65,536; a batch of 3; bf16 and
+    fp32), compiled and checked in a child process: every configuration passes, and the parent survives whatever
+    the child meets."""
+    from sdgm.spectral.ops.spectral import check_kernels_in_child, run_check_cases
+
+    sizes = [(32, 128, 256, 512, torch.bfloat16), (3, 128, 256, 512, torch.bfloat16),
+             (1, 65536, 256, 512, torch.bfloat16), (32, 128, 256, 512, torch.float32)]
+    ok, why = check_kernels_in_child(CUDA, "triton", run_check_cases(sizes), timeout_s=300)
+    assert ok, why
 
 
 # ---- NVML, torch.compile, NCCL ---------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from sdgm.spectral.model import SDGM, SDGMConfig, decode_reference
 from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
-TRITON = pytest.param("triton", marks=pytest.mark.needs("triton"))  # a parameter that runs the Triton kernels
+NEEDS_TRITON = pytest.mark.needs("triton")
+TRITON = pytest.param("triton", marks=NEEDS_TRITON)  # a parameter that runs the Triton kernels
 
 
 def make_case(B, L, K, D, offset, seed):
@@ -94,6 +95,33 @@ def test_rotation_is_far_more_accurate_than_the_fp32_einsum_at_long_l():
     ours = run("rotation", inputs, positions, G, torch.float32)
     for name, o, n, e in zip(NAMES, ours, naive32, exact):
         assert rel_err(o, e) < 1e-5 and rel_err(o, e) < rel_err(n, e) / 4, (name, rel_err(o, e), rel_err(n, e))
+
+
+@pytest.mark.parametrize("impl,B", [("rotation", 1), ("rotation", 20), pytest.param("triton", 1, marks=NEEDS_TRITON),
+                                    pytest.param("triton", 20, marks=NEEDS_TRITON)])
+def test_a_million_periods_on_at_the_rotations_accuracy(impl, B):
+    """Positions a million periods on (F p / P near 6e7 turns): the angles are formed in float64 (the CPU's anchors,
+    the Triton kernels' anchors and direct sines), so the error stays at a few fp32 roundings, far below the fp32
+    einsum's (which keeps no fraction of a turn there). B = 1: the rotation kernels; B = 20: the CPU's blocked path
+    and Triton's direct mix kernel. (Triton's fp32 angles gave errors of order 1 here.)"""
+    inputs, positions, G = make_case(B, 40, 3, 8, 10**6 * int(PERIOD), 1)
+    inputs = [x.float().double() for x in inputs]  # fp32 values exactly: the errors below are the arithmetic's
+    exact = run("naive", inputs, positions, G, torch.float64)
+    for name, o, e in zip(NAMES, run(impl, inputs, positions, G, torch.float32), exact):
+        assert rel_err(o, e) < 2e-6, (name, rel_err(o, e))
+
+
+@pytest.mark.parametrize("B", [1, 17])
+def test_rotation_parameter_gradients_at_l_32k_with_small_angles(B):
+    """dA, dF, dPhi sum L terms: each anchor stretch is summed in fp32 and the stretches in float64, so their error
+    does not grow with L (summed serially in fp32 it reached 4e-6 at L = 32,768, 30x the chunked decoder's). Small
+    frequencies, where the fp32 angles are accurate too. B = 1: the fused kernel; B = 17: the blocked path."""
+    inputs, positions, G = make_case(B, 32768, 4, 16, 0, 7)
+    c, A, F, P = inputs
+    inputs = [x.float().double() for x in (c, A, F / 640, P)]  # F below 0.1 cycles per period
+    exact = run("naive", inputs, positions, G, torch.float64)
+    for name, o, e in list(zip(NAMES, run("rotation", inputs, positions, G, torch.float32), exact))[2:]:
+        assert rel_err(o, e) < 1.5e-6, (name, rel_err(o, e))
 
 
 def test_rotation_takes_the_chunked_path_where_it_does_not_apply():
@@ -201,6 +229,26 @@ def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_
 def test_large_angles_match_float64(impl):
     """Positions far past the period (angles near 1e5 rad): the reduced path of every implementation."""
     check_against_float64(impl, 3, 63, 7, 5, offset=30000, seed=11, **({"block": 7} if impl == "chunked" else {}))
+
+
+def test_one_warning_where_fp32_angles_lose_their_accuracy(monkeypatch, caplog):
+    """chunked and naive form fp32 angles: where their rounding can reach ANGLE_ROUNDING_WARN_RADIANS (F p / P near
+    2.7e5 turns) one warning says so, once per process; not below it, not in float64, not for the rotation."""
+    from sdgm.spectral.ops import spectral
+
+    monkeypatch.setattr(spectral, "_angle_warning_given", False)
+    inputs, _, _ = make_case(1, 4, 3, 5, 0, 1)
+    c, A, F, P = (x.float() for x in inputs)  # F up to 64 cycles per period of 128
+    far, near = torch.arange(10**6, 10**6 + 4), torch.arange(10**5, 10**5 + 4)  # 5e5 and 5e4 turns
+    with caplog.at_level("WARNING", logger=spectral.__name__):
+        for impl in ("chunked", "rotation"):
+            spectral_decode(c, A, F, P, near, PERIOD, impl=impl)
+        spectral_decode(c.double(), A.double(), F.double(), P.double(), far, PERIOD, impl="chunked")
+        spectral_decode(c, A, F, P, far, PERIOD, impl="rotation")
+        assert not caplog.records
+        for impl in ("chunked", "naive", "chunked"):
+            spectral_decode(c, A, F, P, far, PERIOD, impl=impl)
+    assert len(caplog.records) == 1 and "fp32 angles reach" in caplog.text and "'chunked'" in caplog.text
 
 
 def test_chunked_gradients_of_non_contiguous_parameters():
@@ -486,6 +534,47 @@ def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     with torch.no_grad():
         A.mul_(2)
     torch.testing.assert_close(stream.at(999).double(), 2 * exact[999], rtol=0, atol=4e-5 * A.abs().max().item())
+
+
+def test_atom_stream_in_float64_never_overwrites_and_sees_changes_past_the_version_counter():
+    """A float64 model's stream is float64 throughout (within 1e-12 of the definition; fp32 gave 1e-7). A tensor
+    handed out is not overwritten by the next call. Changes that do not advance the version counter (through
+    .data, a fused optimizer step) restart the stream."""
+    from sdgm.spectral.ops.spectral import AtomStream, spectral_atoms
+
+    (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 9)
+    A, F, P = (torch.nn.Parameter(x) for x in (A, F, P))
+    stream = AtomStream(A, F, P, PERIOD)
+
+    def exact(p):
+        return spectral_atoms(torch.tensor([p]), A.detach(), F.detach(), P.detach(), PERIOD)[0]
+
+    for p in range(70):
+        S = stream.at(p)
+        assert S.dtype == torch.float64 and (S - exact(p)).abs().max() < 1e-12, (p, (S - exact(p)).abs().max())
+    first = stream.at(70)
+    kept = first.clone()
+    assert stream.at(70) is first and not torch.equal(stream.at(71), kept)
+    assert torch.equal(first, kept)  # the next position did not overwrite it
+    A.data.mul_(2)  # bypasses the version counter
+    torch.testing.assert_close(stream.at(72), exact(72), rtol=0, atol=1e-12)
+    for t in (A, F, P):
+        t.grad = torch.ones_like(t)
+    torch.optim.Adam([A, F, P], lr=0.1, fused=True).step()  # does not advance the version counter either
+    torch.testing.assert_close(stream.at(73), exact(73), rtol=0, atol=1e-12)
+
+
+def test_a_float64_model_generates_in_float64():
+    """decode_step of a float64 SDGM gives its float64 forward's logits to 1e-10 (the stream was fp32: 1e-7)."""
+    torch.manual_seed(0)
+    m = SDGM(SDGMConfig(vocab_size=30, d_model=16, n_atoms=8, seq_len=40)).double().eval()
+    idx = torch.randint(0, 30, (2, 40))
+    with torch.no_grad():
+        state = m.init_decode_state(2)
+        for t in range(40):
+            logits, state = m.decode_step(idx[:, t], state)
+            assert logits.dtype == torch.float64
+            torch.testing.assert_close(logits, m(idx[:, :t + 1])[:, -1], rtol=1e-10, atol=1e-10)
 
 
 def test_auto_takes_rotation_even_when_first_asked_under_no_grad():

@@ -194,6 +194,11 @@ class Trainer(Checkpoints):
         self.log_path = Path(log_path) if log_path else self.ckpt_dir / "log.jsonl"
         self.amp = autocast_dtype(cfg, self.device)
         L, B = cfg.train_seq_len or cfg.seq_len, cfg.batch_size
+        check = getattr(self.model, "check_decoder_for_run", None)
+        if check is not None:  # SDGM on CUDA: the fused kernels at this run's batch shapes (training, evaluation, and
+            # B = 1 for the short last batches), in a child process, before the first step
+            check({(B // self.world, L), (cfg.eval_batch_size, cfg.seq_len), (1, cfg.seq_len)}, self.device,
+                  self.amp or torch.float32)
         self.streams = cfg.data_order == "streams"
         if cfg.eval_carry_state and not model.stateful:
             raise ValueError(f"eval_carry_state needs a model that carries state; {type(model).__name__} does not")

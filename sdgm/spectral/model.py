@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from ..models.interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
-from .ops.spectral import IMPLEMENTATIONS, AtomStream, spectral_atoms, spectral_decode
+from .ops.spectral import (IMPLEMENTATIONS, AtomStream, check_kernels_for_run, spectral_atoms, spectral_decode,
+                           triton_status)
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -234,6 +235,16 @@ class SDGM(LanguageModel):
         return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device),
                 "atoms": self.atom_stream()}
 
+    def check_decoder_for_run(self, shapes, device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str] | None:
+        """Before a run on CUDA with decoder 'auto': the Triton kernels compiled and checked (in a child process) at
+        the run's (B, L) shapes with C in `dtype` (sdgm.spectral.ops.spectral.check_kernels_for_run); where they
+        fail or fault, 'auto' takes chunked and the records say why. None where there is nothing to check."""
+        device = torch.device(device)
+        if self.cfg.decoder != "auto" or device.type != "cuda" or not triton_status(device)[0]:
+            return None  # 'auto' says why where Triton cannot run
+        K, D = self.cfg.n_atoms, self.cfg.d_model
+        return check_kernels_for_run(device, [(int(B), int(L), K, D, dtype) for B, L in shapes])
+
     def atom_stream(self) -> AtomStream | None:
         """The atoms position by position for decode_step (a rotation per step instead of K x D sines); None with
         decoder "naive", whose steps evaluate the definition."""
@@ -256,7 +267,8 @@ class SDGM(LanguageModel):
         if stream is None:
             x_hat = self.decode(c.transpose(1, 2), torch.tensor([min(t, L - 1)], device=x.device))  # (B, 1, D)
         else:
-            x_hat = (c[..., 0].to(torch.float32) @ stream.at(min(t, L - 1)))[:, None].to(c.dtype)  # (B, 1, D)
+            S = stream.at(min(t, L - 1))  # (K, D) in the parameters' dtype
+            x_hat = (c[..., 0].to(S.dtype) @ S)[:, None].to(c.dtype)  # (B, 1, D)
         logits = self.head(x_hat, tokens[:, None])[:, 0]  # (B, V)
         return logits, {"t": t + 1, "emb": recent[:, 1:], "atoms": stream}
 

@@ -31,11 +31,12 @@ def uniform_step(positions: torch.Tensor) -> float | None:
     return step if torch.equal(p, expected) else None
 
 
-def rotation_step(frequency: torch.Tensor, turns: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos w, sin w), fp32 (K, D), of the rotation by w = 2 pi F turns (one step of `turns` periods), computed in
-    float64 with w reduced in turns: the rotation's own error is one fp32 rounding."""
+def rotation_step(frequency: torch.Tensor, turns: float,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos w, sin w), (K, D) in `dtype`, of the rotation by w = 2 pi F turns (one step of `turns` periods), computed
+    in float64 with w reduced in turns: the rotation's own error is one rounding of `dtype`."""
     w = (frequency.detach().to(torch.float64) * turns).frac_().mul_(2 * math.pi)
-    return torch.cos(w).float().contiguous(), torch.sin(w).float().contiguous()
+    return torch.cos(w).to(dtype).contiguous(), torch.sin(w).to(dtype).contiguous()
 
 
 def triton_interpreting() -> bool:

@@ -28,7 +28,7 @@ _PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
 def _mix_signature(dtype: str) -> dict:
     p = _PTR[dtype]
-    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "TP": "*fp32", "OUT": p}
+    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "TP": "*fp64", "OUT": p}
     sig.update({n: "i32" for n in ("B", "L", "R", "O", "s_ar", "s_ao", "T_PER_PROG")})
     sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_R", "BLOCK_O", "FAST", "DOT_FP32", "PRECISION")})
     return sig
@@ -36,7 +36,7 @@ def _mix_signature(dtype: str) -> dict:
 
 def _mix_rot_signature(dtype: str) -> dict:
     p = _PTR[dtype]
-    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp32", "OUT": p}
+    sig = {"IN": p, "A": "*fp32", "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp64", "OUT": p}
     sig.update({n: "i32" for n in ("B", "L", "R", "O", "s_ar", "s_ao", "T_PER_PROG")})
     sig.update({n: "constexpr" for n in ("BLOCK_B", "R_PAD", "BLOCK_O", "FAST", "DOT_FP32", "PRECISION")})
     return sig
@@ -44,7 +44,7 @@ def _mix_rot_signature(dtype: str) -> dict:
 
 def _param_signature(dtype: str) -> dict:
     p = _PTR[dtype]
-    sig = {"C": p, "G": p, "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp32", "PART": "*fp32"}
+    sig = {"C": p, "G": p, "F": "*fp32", "PH": "*fp32", "CW": "*fp32", "SW": "*fp32", "TP": "*fp64", "PART": "*fp32"}
     sig.update({n: "i32" for n in ("B", "L", "K", "D", "T_PER_PROG")})
     sig.update({n: "constexpr" for n in ("BLOCK_B", "BLOCK_K", "BLOCK_D", "FAST", "DOT_FP32", "PRECISION", "ROTATE",
                                          "ANCHOR")})
@@ -63,7 +63,7 @@ def kernel_variants(dtype: str = "bf16"):
         yield (f"mix rot B<={st.MIX_ROT_MAX_B} R<={largest}", st._mix_rot_kernel, _mix_rot_signature(dtype),
                {"BLOCK_B": bb, "R_PAD": largest, "BLOCK_O": bo, **common}, warps)
     for rotate in (False, True):
-        for largest, bb, bk, bd, warps in st.PARAM_CONFIGS:
+        for largest, bb, bk, bd, warps in st.PARAM_CONFIGS if rotate else st.PARAM_DIRECT_CONFIGS:
             yield (f"param {'rot' if rotate else 'direct'} B<={largest or 'any'}", st._param_kernel,
                    _param_signature(dtype), {"BLOCK_B": bb, "BLOCK_K": bk, "BLOCK_D": bd, **common,
                                              "ROTATE": rotate, "ANCHOR": st.ROTATION_ANCHOR}, warps)

@@ -15,9 +15,10 @@ by
 triton   fused kernels (sdgm/spectral/ops/spectral_triton.py): each S tile is generated in registers and fed to tl.dot;
          the parameter gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
 auto     triton on CUDA where Triton imports and its kernels pass a check on the device (check_kernels: small
-         problems against chunked, values and gradients, once per process and device; on a mismatch or any
-         compile or launch error, chunked, said in one log line); rotation on a CPU where numba compiles it;
-         chunked elsewhere. decoder_record() lists what each request resolved to and why (records' provenance).
+         problems and the run's own sizes (check_kernels_for_run) against chunked, values and gradients, once per
+         process and device, in a child process on CUDA; on a mismatch, any compile or launch error or the child's
+         death, chunked, said in one log line); rotation on a CPU where numba compiles it; chunked elsewhere.
+         decoder_record() lists what each request resolved to and why (records' provenance).
 
 Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
     dC[b, t, k] = sum_d G[b, t, d] S[t, k, d]
@@ -64,6 +65,31 @@ def angles_need_reduction(positions: torch.Tensor, frequency: torch.Tensor, phas
     return bound > REDUCE_ABOVE_RADIANS
 
 
+# The torch implementations (naive, chunked) form the angle in the parameters' dtype: in fp32 it is rounded by up to
+# 2 pi |F p / P + Phi / 2 pi| 2**-24 radians. Past ANGLE_ROUNDING_WARN_RADIANS (|F p / P| near 2.7e5 turns: F = 64
+# cycles per period of 128 past position 530,000) the atoms are off by that fraction of their amplitude, and past
+# about 3 radians they are noise. The rotation and Triton decoders form their angles in float64 and are not affected.
+ANGLE_ROUNDING_WARN_RADIANS = 0.1
+_angle_warning_given = False
+
+
+def warn_if_fp32_angles_lose_accuracy(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
+                                      period: float, impl: str) -> None:
+    """One warning per process where the fp32 angles of `impl` (naive, chunked) can be rounded by
+    ANGLE_ROUNDING_WARN_RADIANS or more. Reads max |p| (on a GPU: one synchronization per call, until it warns)."""
+    global _angle_warning_given
+    if (_angle_warning_given or frequency.dtype == torch.float64 or positions.numel() == 0
+            or torch.compiler.is_compiling()):
+        return
+    turns = _max_abs(frequency) * positions.abs().amax().item() / period + _max_abs(phase) / (2 * math.pi)
+    rounding = 2 * math.pi * turns * 2.0 ** -24
+    if rounding >= ANGLE_ROUNDING_WARN_RADIANS:
+        _angle_warning_given = True
+        log.warning("spectral decoder %r: fp32 angles reach %.3g turns (max|F| max|p| / P), where their rounding is "
+                    "up to %.2g rad: the atoms lose their accuracy (noise past about 3 rad). The rotation and Triton "
+                    "decoders form their angles in float64; or decode in float64", impl, turns, rounding)
+
+
 def _max_abs(t: torch.Tensor) -> float:
     """max |t|, kept on the tensor until it changes: the decoder asks on every call (each generated token too), and
     between optimizer steps the parameters do not change. Keyed on the version counter, which in-place updates
@@ -96,53 +122,74 @@ def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: tor
 def spectral_atoms(positions: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
                    period: float) -> torch.Tensor:
     """positions (T,) -> S (T, K, D) in the parameters' dtype (fp32 in the model)."""
+    warn_if_fp32_angles_lose_accuracy(positions, frequency, phase, period, "naive")
     reduce = angles_need_reduction(positions, frequency, phase, period)
     return amplitude[None] * torch.sin(spectral_angles(positions, frequency, phase, period, reduce)[0])
 
 
 class AtomStream:
-    """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D), at the successive positions of incremental decoding.
+    """The atoms S(p) = A sin(2 pi F p / P + Phi), (K, D) in the parameters' dtype, at the successive positions of
+    incremental decoding.
 
     Each next position is a rotation of the last (four multiply-adds per element, as the rotation decoder does),
     restarted every ROTATION_ANCHOR positions and at any jump from an exact anchor: the angle reduced in turns in
-    float64, then one fp32 sine and cosine. Asking again for the same position (decoding past the window, where
-    the position stays at L - 1) costs nothing. A change of the parameters (in-place, as an optimizer step makes
-    it) is noticed and restarts the stream. Shared by every sequence of a batch: they decode at one position."""
+    float64, then one sine and cosine in the parameters' dtype (a float64 model's atoms are float64 throughout).
+    Asking again for the same position (decoding past the window, where the position stays at L - 1) costs nothing
+    and returns the same tensor; a new position returns a new tensor, so a tensor handed out is never overwritten.
+    A change of the parameters restarts the stream: an in-place update (as an optimizer step makes it) advances
+    their version counters, a new tensor changes their address, and a change that bypasses the counter (through
+    `.data`, or a fused optimizer step) changes a strided sample of their values (FINGERPRINT_VALUES per parameter;
+    a change to values outside the sample alone goes unnoticed). Shared by every sequence of a batch: they decode
+    at one position."""
+
+    FINGERPRINT_VALUES = 1024
 
     def __init__(self, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float):
         self.params, self.period = (amplitude, frequency, phase), float(period)
-        self.key = None  # the parameters' versions the tables below belong to
+        self.key = None  # the parameters' versions and addresses the tables below belong to
+        self.fingerprint = None  # and a strided sample of their values
         self.p = None  # the position of S; sin and cos are one position on
-        self.fused = False  # on a CPU with the rotation kernels: S and the next step in one pass
+        self.fused = False  # on a CPU with the rotation kernels (fp32): S and the next step in one pass
+
+    def _sample(self) -> list[torch.Tensor]:
+        return [t.detach().reshape(-1)[::max(1, t.numel() // self.FINGERPRINT_VALUES)] for t in self.params]
+
+    def _changed(self) -> bool:
+        key = tuple((t._version, t.data_ptr(), t.dtype) for t in self.params)
+        if key != self.key:
+            return True
+        return not all(torch.equal(a, b) for a, b in zip(self._sample(), self.fingerprint))
 
     def at(self, p: int) -> torch.Tensor:
         amplitude, frequency, phase = self.params
-        key = tuple((t._version, t.data_ptr()) for t in self.params)
+        dtype = amplitude.dtype
         with torch.no_grad():
-            if key != self.key:
-                self.cw, self.sw = rotation_step(frequency, 1.0 / self.period)  # (K, D): one position on
-                self.key, self.p = key, None
-                self.S = torch.empty_like(self.cw)
-                cpu = amplitude.device.type == "cpu" and amplitude.dtype == torch.float32
+            if self._changed():
+                self.cw, self.sw = rotation_step(frequency, 1.0 / self.period, dtype)  # (K, D): one position on
+                self.key = tuple((t._version, t.data_ptr(), t.dtype) for t in self.params)
+                self.fingerprint = [x.clone() for x in self._sample()]
+                self.p = None
+                cpu = amplitude.device.type == "cpu" and dtype == torch.float32
                 self.fused = cpu and rotation_status(amplitude.device)[0]
             if p == self.p:
                 return self.S
             if self.p is None or p != self.p + 1 or p % ROTATION_ANCHOR == 0:  # an exact anchor at p
                 u = torch.add(phase.detach().double() / (2 * math.pi), frequency.detach().double(),
                               alpha=p / self.period)  # (K, D) turns
-                theta = u.frac_().float().mul_(2 * math.pi)
+                theta = u.frac_().mul_(2 * math.pi).to(dtype)
                 self.sin, self.cos = torch.sin(theta), torch.cos(theta)
             a = amplitude.detach()
+            S = torch.empty_like(self.cw)  # (K, D), new at every position: never overwritten once handed out
             if self.fused:  # S = A sin, then sin and cos rotated one step, in one pass
                 _cpu_rotate_block()(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
-                           self.sw.numpy(), 1, self.S.numpy()[None])
+                                    self.sw.numpy(), 1, S.numpy()[None])
             else:
-                torch.mul(a, self.sin, out=self.S)
+                torch.mul(a, self.sin, out=S)
                 s, c = self.sin, self.cos
                 self.sin = torch.addcmul(s * self.cw, c, self.sw)
                 self.cos = torch.addcmul(c * self.cw, s, self.sw, value=-1.0)
-            self.p = p
-        return self.S
+            self.S, self.p = S, p
+        return S
 
 
 def _cpu_rotate_block():
@@ -190,14 +237,22 @@ AUTO = {"cuda": "triton", "cpu": "rotation"}
 STATUS = {"triton": triton_status, "rotation": rotation_status}
 # the on-device check (check_kernels): relative error allowed against float64, by the dtype of C. Correct kernels
 # stay near 1e-3 (bf16 operands, TF32 or the hardware sine); a wrong index, mask or reduction gives O(1).
-CHECK_TOLERANCE = {torch.float32: 2e-2, torch.bfloat16: 5e-2}
+CHECK_TOLERANCE = {torch.float32: 2e-2, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 # (B, L, K, D, first position, dtype): the rotation kernels (B <= 16) and the direct ones, bf16 and fp32, with an
 # offset and sizes that are not multiples of a tile
 CHECK_CASES = ((3, 96, 16, 24, 7, torch.bfloat16), (20, 40, 16, 24, 0, torch.bfloat16), (2, 70, 16, 24, 3, torch.float32))
+# a problem larger than this (B L K D) is checked at a sample of positions: the output and dC at CHECK_SAMPLE
+# positions (first, last, and spread between) against float64, the parameter gradients for finite values only
+CHECK_FULL_ELEMENTS = 1 << 24
+CHECK_SAMPLE = 64
+CHECK_CHILD_TIMEOUT_S = 900
+CHECK_IN_CHILD = {"cuda"}  # device types whose check runs in a child process (a fault there can kill a process)
 
 _announced: set[tuple[str, str]] = set()
 _kernel_checks: dict[tuple[str, str], tuple[bool, str]] = {}  # (device, impl) -> (passed, what was found)
 _resolutions: dict[tuple[str, str], dict] = {}  # (device, requested) -> what decoder_record() reports
+CHECK_CHILD_COMMAND: list[str] | None = None  # the child's command line; None: python -m sdgm.spectral.ops.kernel_check
+_run_sizes: list[tuple] = []  # (B, L, K, D, dtype) of the run, registered by check_kernels_for_run
 
 
 def _device_key(device: torch.device) -> str:
@@ -206,58 +261,137 @@ def _device_key(device: torch.device) -> str:
     return str(device)
 
 
+def run_check_cases(sizes) -> tuple:
+    """The check's problems for a run's sizes [(B, L, K, D, dtype)]: CHECK_CASES, then each size as the run uses it
+    (positions from 0), so that every kernel configuration and shape the run launches is compiled and run."""
+    return (*CHECK_CASES, *((int(B), int(L), int(K), int(D), 0, dtype) for B, L, K, D, dtype in sizes))
+
+
+def _check_case(impl: str, device: torch.device, n: int, case) -> tuple[float, str | None]:
+    """(worst error / tolerance, why it failed or None) of one problem of check_kernels."""
+    B, L, K, D, first, dtype = case
+    full = B * L * K * D <= CHECK_FULL_ELEMENTS
+    g = torch.Generator(device=device).manual_seed(n)
+    c = torch.randn(B, L, K, generator=g, device=device).to(dtype).float()  # the values a low-precision run sees
+    G = torch.randn(B, L, D, generator=g, device=device)
+    params = (torch.randn(K, D, generator=g, device=device) / math.sqrt(K),
+              torch.rand(K, D, generator=g, device=device) * 64,
+              torch.rand(K, D, generator=g, device=device) * 2 * math.pi)
+    positions = torch.arange(first, first + L, device=device)
+    leaves = [t.to(dtype if i == 0 else torch.float32).clone().requires_grad_() for i, t in enumerate((c, *params))]
+    args = (*leaves, positions, 128.0)
+    _check(*args)
+    y = _decode(*args, impl, None)  # not resolve_impl: the check is not a use of the decoder
+    (y * G.to(y.dtype)).sum().backward()
+    got = [t.detach() for t in (y, *(x.grad for x in leaves))]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    # the reference: chunked in float64 on the CPU, at every position or at a sample (then the output and dC only)
+    idx = torch.arange(L) if full else torch.unique(torch.linspace(0, L - 1, CHECK_SAMPLE).round().long())
+    ref = [t.detach().double().cpu().requires_grad_() for t in (c[:, idx.to(device)], *params)]
+    want = _decode(*ref, positions.cpu()[idx], 128.0, "chunked", None)
+    (want * G[:, idx.to(device)].double().cpu()).sum().backward()
+    want = [want.detach(), *(t.grad for t in ref)]
+    got[:2] = [t[:, idx.to(device)] for t in got[:2]]
+    worst = 0.0
+    size = f"B={B}, L={L}, K={K}, D={D}, {str(dtype).removeprefix('torch.')}"
+    for name, a, w in zip(("output", "dC", "dA", "dF", "dPhi"), got, want):
+        a = a.double().cpu()
+        if not torch.isfinite(a).all():
+            return worst, f"{impl} gave non-finite values of {name} ({size})"
+        if not full and name not in ("output", "dC"):
+            continue
+        err = ((a - w).abs().max() / w.abs().max().clamp_min(1e-30)).item()
+        worst = max(worst, err / CHECK_TOLERANCE[dtype])
+        if err > CHECK_TOLERANCE[dtype]:
+            return worst, (f"{impl} differs from chunked in {name} by {err:.2g} (relative; tolerance "
+                           f"{CHECK_TOLERANCE[dtype]:g}) at {size}")
+    return worst, None
+
+
 @torch.compiler.disable  # runs kernels of its own: never traced
-def check_kernels(device: torch.device | str, impl: str = "triton") -> tuple[bool, str]:
-    """Run `impl` on `device` on small problems (CHECK_CASES) against the chunked op in float64: the output and the
-    gradients of C, A, F and Phi. (True, what was found) where every relative error is within CHECK_TOLERANCE;
-    (False, why) on a larger error, a non-finite value, or any error compiling or launching the kernels. Not
-    cached: resolve_impl asks once per process and device."""
+def check_kernels(device: torch.device | str, impl: str = "triton", cases=CHECK_CASES) -> tuple[bool, str]:
+    """Run `impl` on `device` on `cases` ((B, L, K, D, first position, dtype): CHECK_CASES, or with a run's sizes,
+    run_check_cases) against the chunked op in float64: the output and the gradients of C, A, F and Phi (a problem
+    above CHECK_FULL_ELEMENTS: the output and dC at CHECK_SAMPLE positions, the rest for finite values). (True,
+    what was found) where every relative error is within CHECK_TOLERANCE; (False, why) on a larger error, a
+    non-finite value, or any error compiling or launching the kernels. In this process: a fault that kills it (an
+    illegal memory access on CUDA) kills the caller; check_kernels_in_child runs it in a child process."""
     device = torch.device(device)
     start = time.perf_counter()
     worst = 0.0
-    try:
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            for n, (B, L, K, D, first, dtype) in enumerate(CHECK_CASES):
-                g = torch.Generator().manual_seed(n)
-                c, G = torch.randn(B, L, K, generator=g), torch.randn(B, L, D, generator=g)
-                params = (torch.randn(K, D, generator=g) / math.sqrt(K), torch.rand(K, D, generator=g) * 64,
-                          torch.rand(K, D, generator=g) * 2 * math.pi)
-                c = c.to(dtype).float()  # the values the low-precision run sees, exactly
-                positions = torch.arange(first, first + L)
-                results = []
-                for run_impl, run_dtype, where in ((impl, dtype, device), ("chunked", torch.float64, torch.device("cpu"))):
-                    param_dtype = torch.float64 if run_dtype == torch.float64 else torch.float32
-                    leaves = [t.to(where, run_dtype if i == 0 else param_dtype, copy=True).requires_grad_()
-                              for i, t in enumerate((c, *params))]
-                    args = (*leaves, positions.to(where), 128.0)
-                    _check(*args)
-                    y = _decode(*args, run_impl, None)  # not resolve_impl: the check is not a use of the decoder
-                    (y * G.to(where, y.dtype)).sum().backward()
-                    results.append([t.detach().double().cpu() for t in (y, *(x.grad for x in leaves))])
-                for name, got, want in zip(("output", "dC", "dA", "dF", "dPhi"), *results):
-                    if not torch.isfinite(got).all():
-                        return False, (f"{impl} gave non-finite values of {name} (B={B}, L={L}, K={K}, D={D}, "
-                                       f"{str(dtype).removeprefix('torch.')})")
-                    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-                    worst = max(worst, err / CHECK_TOLERANCE[dtype])
-                    if err > CHECK_TOLERANCE[dtype]:
-                        return False, (f"{impl} differs from chunked in {name} by {err:.2g} (relative; tolerance "
-                                       f"{CHECK_TOLERANCE[dtype]:g}) at B={B}, L={L}, K={K}, D={D}, "
-                                       f"{str(dtype).removeprefix('torch.')}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    except Exception as e:  # any compile or launch error: the kernels cannot be trusted here
-        return False, f"{impl} failed to run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
-    return True, (f"{impl} matched chunked on {len(CHECK_CASES)} problems (worst error {worst:.2g} of the "
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        for n, case in enumerate(cases):
+            try:
+                w, why = _check_case(impl, device, n, case)
+            except Exception as e:  # any compile or launch error: the kernels cannot be trusted here
+                B, L, K, D, _, dtype = case
+                return False, (f"{impl} failed to run at B={B}, L={L}, K={K}, D={D}, "
+                               f"{str(dtype).removeprefix('torch.')}: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}")[:500]
+            worst = max(worst, w)
+            if why is not None:
+                return False, why
+    return True, (f"{impl} matched chunked on {len(cases)} problems (worst error {worst:.2g} of the "
                   f"tolerance) in {time.perf_counter() - start:.1f} s")
 
 
+def check_kernels_in_child(device: torch.device | str, impl: str = "triton", cases=CHECK_CASES,
+                           timeout_s: float = CHECK_CHILD_TIMEOUT_S,
+                           command: list[str] | None = None) -> tuple[bool, str]:
+    """check_kernels in a child process (python -m sdgm.spectral.ops.kernel_check), so that a fault that kills a
+    process (an illegal memory access on CUDA, an abort in a compiler) kills the child, not the run: (False, why)
+    where the child dies, runs past `timeout_s` or answers nothing. The child reads the cases as JSON on stdin and
+    answers one JSON line {"ok", "why"} on stdout; `command` replaces its command line (tests)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    device = torch.device(device)
+    spec = json.dumps([[B, L, K, D, first, str(dtype).removeprefix("torch.")] for B, L, K, D, first, dtype in cases])
+    repo = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    cmd = command or CHECK_CHILD_COMMAND or [sys.executable, "-m", "sdgm.spectral.ops.kernel_check",
+                                             "--device", _device_key(device), "--impl", impl]
+    start = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, input=spec, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"the kernel check's child process ran past {timeout_s:g} s and was stopped"
+    tail = (out.stderr.strip().splitlines() or [""])[-1][:300]
+    if out.returncode != 0:
+        how = f"was killed by signal {-out.returncode}" if out.returncode < 0 else f"exited with code {out.returncode}"
+        return False, f"the kernel check's child process {how} after {time.perf_counter() - start:.1f} s: {tail}"
+    try:
+        answer = json.loads(out.stdout.strip().splitlines()[-1])
+        return bool(answer["ok"]), str(answer["why"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return False, f"the kernel check's child process gave no answer: {tail}"
+
+
 def kernel_check(device: torch.device, impl: str = "triton") -> tuple[bool, str]:
-    """check_kernels once per process, device and implementation; the answer is kept."""
+    """The check once per process, device and implementation; the answer is kept. On CUDA in a child process, with
+    the run's sizes where check_kernels_for_run registered them; elsewhere (the interpreter, tests) here."""
     key = (_device_key(device), impl)
     if key not in _kernel_checks:
-        _kernel_checks[key] = check_kernels(device, impl)
+        cases = run_check_cases(_run_sizes)
+        _kernel_checks[key] = (check_kernels_in_child(device, impl, cases) if torch.device(device).type in
+                               CHECK_IN_CHILD else check_kernels(device, impl, cases))
     return _kernel_checks[key]
+
+
+def check_kernels_for_run(device: torch.device | str, sizes, impl: str = "triton") -> tuple[bool, str]:
+    """Before a run: register its sizes [(B, L, K, D, dtype)] (every batch shape it will decode: training, the last
+    short batch, evaluation) and check the kernels on them (kernel_check, again if it ran before; 'auto' on this
+    device then decides again), so that a configuration that fails to compile or faults at those sizes sends 'auto'
+    to chunked, with the reason, before the run starts instead of failing in it."""
+    device = torch.device(device)
+    _run_sizes.extend(s for s in sizes if s not in _run_sizes)
+    _kernel_checks.pop((_device_key(device), impl), None)
+    _resolutions.pop((_device_key(device), "auto"), None)  # 'auto' decides again, on this check
+    return kernel_check(device, impl)
 
 
 def decoder_record() -> list[dict]:
@@ -372,6 +506,7 @@ class ChunkedSpectralDecode(torch.autograd.Function):
         B, L, K = c.shape
         D = amplitude.shape[1]
         out = torch.empty(B, L, D, dtype=c.dtype, device=c.device)  # (B, L, D)
+        warn_if_fp32_angles_lose_accuracy(positions, frequency, phase, period, "chunked")
         reduce = angles_need_reduction(positions, frequency, phase, period)
         with _no_autocast(c.device), torch.no_grad():
             for s in range(0, L, block):

@@ -17,7 +17,9 @@ Kernels (all parallel over threads with numba's prange, vectorized over D by LLV
     _forward   OUT[b, t, d] = sum_k C[b, t, k] A[k, d] sin(...): a thread owns a (block of ANCHOR positions,
                D tile) output tile, kept in cache while it walks k, rotating that tile's atoms along t
     _backward  dC[b, t, k] = sum_d G A sin; Q = sum_b C G; dA += Q sin, dPc += Q cos, dFc += Q cos w_t: a thread
-               owns a set of k (rows of dA, dPc, dFc and columns of dC); no two threads write one value
+               owns a set of k (rows of dA, dPc, dFc and columns of dC); no two threads write one value. The three
+               sums run in fp32 over one anchor stretch and are added in float64 (serial fp32 sums lost 1e-5 at
+               L = 131,072)
 
 Positions must advance by a constant step (every caller's positions are p0, p0 + 1, ...); other positions go to
 the chunked torch implementation. If numba is missing or a kernel fails to compile, `cpu_status` says why, the
@@ -119,6 +121,7 @@ def _kernels():
 
     @njit(**opts)
     def backward(c, g, amp, cw, sw, anc_s, anc_c, wpos, t0, n, dc, da, dpc, dfc, need_c, need_p):
+        # da, dpc, dfc are float64: each anchor stretch (at most ANCHOR positions) is summed in fp32, then added there
         B, L, K = c.shape
         D = amp.shape[1]
         nb = (n + ANCHOR - 1) // ANCHOR
@@ -132,6 +135,9 @@ def _kernels():
             s = np.empty(D, np.float32)  # sin, cos of row k's atoms at position t (without A)
             co = np.empty(D, np.float32)
             q = np.empty(D, np.float32)  # Q[t, k, :] = sum_b C[b, t, k] G[b, t, :]
+            sa = np.empty(D, np.float32)  # this stretch's sums of Q sin, Q cos, Q cos w
+            sp = np.empty(D, np.float32)
+            sf = np.empty(D, np.float32)
             for j in range(nb):
                 ta = t0 + j * ANCHOR
                 tb = min(t0 + n, ta + ANCHOR)
@@ -140,6 +146,9 @@ def _kernels():
                 for d in range(D):
                     s[d] = sr[d]
                     co[d] = cr[d]
+                    sa[d] = 0.0
+                    sp[d] = 0.0
+                    sf[d] = 0.0
                 for t in range(ta, tb):
                     wt = wpos[t]
                     if B == 1 and need_p:  # one pass: dC, Q and the three sums, then the rotation
@@ -152,10 +161,10 @@ def _kernels():
                             gd = grow[d]
                             acc += gd * ar[d] * x
                             qd = cv * gd
-                            dar[d] += qd * x
+                            sa[d] += qd * x
                             qc = qd * y
-                            dpr[d] += qc
-                            dfr[d] += qc * wt
+                            sp[d] += qc
+                            sf[d] += qc * wt
                             s[d] = x * cwr[d] + y * swr[d]
                             co[d] = y * cwr[d] - x * swr[d]
                         if need_c:
@@ -181,10 +190,10 @@ def _kernels():
                         for d in range(D):
                             x = s[d]
                             y = co[d]
-                            dar[d] += q[d] * x
+                            sa[d] += q[d] * x
                             qc = q[d] * y
-                            dpr[d] += qc
-                            dfr[d] += qc * wt
+                            sp[d] += qc
+                            sf[d] += qc * wt
                             s[d] = x * cwr[d] + y * swr[d]
                             co[d] = y * cwr[d] - x * swr[d]
                     else:
@@ -193,6 +202,11 @@ def _kernels():
                             y = co[d]
                             s[d] = x * cwr[d] + y * swr[d]
                             co[d] = y * cwr[d] - x * swr[d]
+                if need_p:
+                    for d in range(D):
+                        dar[d] += sa[d]
+                        dpr[d] += sp[d]
+                        dfr[d] += sf[d]
 
     @njit(**opts)
     def rotate_block(s, co, amp, cw, sw, n, out_s):
@@ -215,16 +229,17 @@ def _kernels():
 
     @njit(**opts)
     def param_sums(q, s, co, cw, sw, wpos, t0, da, dpc, dfc):
-        # da += sum_t Q sin, dpc += sum_t Q cos, dfc += sum_t Q cos w_t over q (n, K, D); the state ends n steps on
+        # da += sum_t Q sin, dpc += sum_t Q cos, dfc += sum_t Q cos w_t over q (n, K, D), n within one anchor stretch:
+        # summed in fp32, added to the float64 da, dpc, dfc; the state ends n steps on
         n, K, D = q.shape
         for k in prange(K):
             sr = s[k]
             cr = co[k]
             cwr = cw[k]
             swr = sw[k]
-            dar = da[k]
-            dpr = dpc[k]
-            dfr = dfc[k]
+            sa = np.zeros(D, np.float32)
+            sp = np.zeros(D, np.float32)
+            sf = np.zeros(D, np.float32)
             for t in range(n):
                 qr = q[t, k]
                 wt = wpos[t0 + t]
@@ -232,12 +247,19 @@ def _kernels():
                     x = sr[d]
                     y = cr[d]
                     qd = qr[d]
-                    dar[d] += qd * x
+                    sa[d] += qd * x
                     qc = qd * y
-                    dpr[d] += qc
-                    dfr[d] += qc * wt
+                    sp[d] += qc
+                    sf[d] += qc * wt
                     sr[d] = x * cwr[d] + y * swr[d]
                     cr[d] = y * cwr[d] - x * swr[d]
+            dar = da[k]
+            dpr = dpc[k]
+            dfr = dfc[k]
+            for d in range(D):
+                dar[d] += sa[d]
+                dpr[d] += sp[d]
+                dfr[d] += sf[d]
 
     # numba's threading layer starts at its first set_num_threads or parallel call, and its OpenMP layer then sets
     # the OpenMP thread count of the whole process, which is torch's intra-op count too (1 became the core count,
@@ -368,8 +390,8 @@ def _block(K: int, D: int) -> int:
 
 class RotationSpectralDecode(torch.autograd.Function):
     """X_hat = C S with S advanced by rotation. Saves C and the parameters; forward and backward each build the
-    (K, D) rotation tables (a few K D float64 sines, next to the B L K D of the pass); all arithmetic in fp32 (the
-    output has C's dtype)."""
+    (K, D) rotation tables (a few K D float64 sines, next to the B L K D of the pass); the arithmetic in fp32 (the
+    output has C's dtype), except the sums of dA, dF, dPhi over anchor stretches, which add up in float64."""
 
     @staticmethod
     def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
@@ -403,7 +425,9 @@ class RotationSpectralDecode(torch.autograd.Function):
         cf = c.detach().to(torch.float32).contiguous()
         g = grad.detach().to(torch.float32).contiguous()  # (B, L, D)
         amp = amplitude.detach().to(torch.float32).contiguous()
-        grads = (torch.zeros(B, L, K), torch.zeros(K, D), torch.zeros(K, D), torch.zeros(K, D))  # dC, dA, dPc, dFc
+        # dC (B, L, K) fp32; dA, dPc, dFc (K, D) float64: fp32 sums of each anchor stretch, added in float64 (summed
+        # serially in fp32, their error grew with L: 1.5e-6 at L = 4,096, 1e-5 at 131,072)
+        grads = (torch.zeros(B, L, K), *(torch.zeros(K, D, dtype=torch.float64) for _ in range(3)))
         wpos = (positions.to(torch.float64) * (2 * math.pi / ctx.period)).to(torch.float32).contiguous()  # (L,)
         rot = Rotation(frequency, phase, ctx.p0, ctx.step, ctx.period)
         if B <= FUSED_MAX_BATCH:
@@ -411,9 +435,10 @@ class RotationSpectralDecode(torch.autograd.Function):
         else:
             _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, _block(K, D))
         dc, da, dpc, dfc = grads
+        amp64 = amp.double()
         return (dc.to(c.dtype) if need_c else None, da.to(amplitude.dtype) if need_a else None,
-                dfc.mul_(amp).to(amplitude.dtype) if need_f else None, dpc.mul_(amp).to(amplitude.dtype) if need_p else None,
-                None, None)
+                dfc.mul_(amp64).to(amplitude.dtype) if need_f else None,
+                dpc.mul_(amp64).to(amplitude.dtype) if need_p else None, None, None)
 
 
 @torch.compiler.disable  # a graph break around the kernels: they are already fused; nothing for Inductor to add

@@ -17,7 +17,9 @@ _param_kernel   for a (BLOCK_K, BLOCK_D) tile and a range of positions: Q_t = C_
                 range writes its partial sums to its own slot; the slots are added in a fixed order afterwards, so
                 the result is deterministic (no atomics).
 
-The angle is taken in turns and reduced to [-1/2, 1/2] before the sine: u = F tp + PH / 2 pi, u -= floor(u + 1/2).
+The angle is taken in turns and reduced to [-1/2, 1/2] before the sine: u = F tp + PH / 2 pi, u -= floor(u + 1/2),
+in float64 (tp, the positions in periods, is float64), then rounded to fp32: the anchors are exact to one fp32
+rounding at any position, as the CPU rotation's are.
 On a GPU the reduced angle goes to the hardware sine and cosine (libdevice fast_sinf / fast_cosf, MUFU.SIN and
 MUFU.COS on NVIDIA), which are accurate to ~1e-6 absolute on [-pi, pi] and ~20x cheaper than the library sine.
 Under TRITON_INTERPRET=1 (CPU, for tests) tl.sin / tl.cos run instead and the dots take fp32 operands (the
@@ -39,8 +41,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @triton.jit
 def _angle(f, ph, tp):
-    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi]."""
-    u = f * tp + ph * 0.15915494309189535
+    """2 pi (f tp + ph / 2 pi), reduced to [-pi, pi], in fp32; f, ph fp32, tp (positions in periods) float64. F tp is
+    formed and reduced to its fraction in float64, the phase added in fp32: in fp32, F tp at a million periods
+    (~6e7 turns) kept no fraction at all, and at L = 65,536 (F tp ~ 3e4 turns) only 1e-3 of a turn."""
+    u = f.to(tl.float64) * tp  # exact: a 24-bit F times the positions' 53 bits, rounded once
+    u = (u - tl.floor(u)).to(tl.float32) + ph * 0.15915494309189535  # fraction of F tp in [0, 1), plus the phase
     u = u - tl.floor(u + 0.5)
     return u * 6.283185307179586
 
@@ -195,7 +200,7 @@ def _param_kernel(C, G, F, PH, CW, SW, TP, PART, B, L, K, D, T_PER_PROG,
         acc_sin += q * sn
         q_cos = q * cs
         acc_cos += q_cos
-        acc_cos_tp += q_cos * tp
+        acc_cos_tp += q_cos * tp.to(tl.float32)
         if ROTATE:
             sn_next = sn * cw + cs * sw
             cs = cs * cw - sn * sw
@@ -226,6 +231,12 @@ PARAM_CONFIGS = [  # (largest B, BLOCK_B, BLOCK_K, BLOCK_D, num_warps)
     (16, 16, 32, 64, 8),  # 8 warps: with 4, the rotation's state (sin, cos and the step) spilled
     (None, 64, 32, 64, 8),
 ]
+# positions without a constant step (a float64 angle at every position): a batch tile of 32 above 16, since 64 spilled
+# 8 bytes on sm_90
+PARAM_DIRECT_CONFIGS = [
+    (16, 16, 32, 64, 8),
+    (None, 32, 32, 64, 8),
+]
 NUM_STAGES = 1
 
 
@@ -236,8 +247,7 @@ def pick_config(configs, B: int) -> tuple[int, int, int, int]:
     raise AssertionError("the last config takes every batch size")
 
 
-def _settings(dtype: torch.dtype) -> dict:
-    interp = triton_interpreting()
+def _settings(dtype: torch.dtype, interp: bool) -> dict:
     fp32 = interp or dtype == torch.float32
     # fp32 operands on a GPU follow torch's own matmul setting (TF32 only where torch would use it)
     precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 and not interp else "ieee"
@@ -250,32 +260,76 @@ def _target_programs(device: torch.device) -> int:
     return 1
 
 
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _uses_mix_rot(B: int, R: int, dtype: torch.dtype, uniform: bool, interpreting: bool) -> bool:
+    # the rotation kernel's register tile needs tensor-core dots: fp32 operands on a GPU spill it (python -m
+    # sdgm.spectral.ops.sm90), so they keep the direct kernel; the interpreter runs it in any dtype
+    return uniform and B <= MIX_ROT_MAX_B and R <= MIX_ROT_MAX_R and (dtype != torch.float32 or interpreting)
+
+
+def _mix_launch(B: int, L: int, R: int, O: int, dtype: torch.dtype, uniform: bool, programs: int,
+                interpreting: bool) -> dict:
+    """The launch of _mix for IN (B, L, R) -> OUT (B, L, O): kernel, grid, positions per program and compile-time
+    settings (launch_configs lists them for a run's sizes)."""
+    s = _settings(dtype, interpreting)
+    if _uses_mix_rot(B, R, dtype, uniform, interpreting):
+        r_pad = max(16, _next_power_of_2(R))
+        block_b, block_o, warps = pick_config(MIX_ROT_CONFIGS, r_pad)
+        n_o, n_b = -(-O // block_o), -(-B // block_b)
+        # up to an anchor's worth of positions per program, fewer while that leaves the device short of programs
+        t_per = max(1, min(ROTATION_ANCHOR, (L * n_o * n_b) // max(1, 4 * programs)))
+        return {"kernel": "mix_rot", "grid": (-(-L // t_per), n_o, n_b), "t_per": t_per,
+                "meta": dict(BLOCK_B=block_b, R_PAD=r_pad, BLOCK_O=block_o, num_warps=warps, **s)}
+    block_b, block_r, block_o, warps = pick_config(MIX_CONFIGS, B)
+    n_o, n_b = -(-O // block_o), -(-B // block_b)
+    # a few positions per program once there are plenty of programs (fewer launches of tiny work)
+    t_per = max(1, min(16, (L * n_o * n_b) // max(1, 64 * programs)))
+    return {"kernel": "mix", "grid": (-(-L // t_per), n_o, n_b), "t_per": t_per,
+            "meta": dict(BLOCK_B=block_b, BLOCK_R=block_r, BLOCK_O=block_o, num_warps=warps, **s)}
+
+
+def _param_launch(B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool, programs: int,
+                  interpreting: bool) -> dict:
+    block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS if uniform else PARAM_DIRECT_CONFIGS, B)
+    n_k, n_d = -(-K // block_k), -(-D // block_d)
+    splits = max(1, min(L, programs // (n_k * n_d)))
+    t_per = -(-L // splits)
+    return {"kernel": "param", "grid": (n_k, n_d, -(-L // t_per)), "t_per": t_per,
+            "meta": dict(BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d, num_warps=warps, ROTATE=uniform,
+                         ANCHOR=ROTATION_ANCHOR, **_settings(dtype, interpreting))}
+
+
+def launch_configs(B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool = True, programs: int = 528,
+                   interpreting: bool | None = None) -> list[dict]:
+    """Every kernel launch a forward + backward of C (B, L, K) in `dtype` makes on a device with `programs` target
+    programs (4 per SM: 528 on an H100), in order: the forward mix (r = k, o = d), dC (r = d, o = k) and the
+    parameter sums, each {"pass", "kernel", "grid", "t_per", "meta"} (meta: the compile-time settings). uniform:
+    positions advance by a constant step (every caller's), which the rotation kernels need."""
+    interpreting = triton_interpreting() if interpreting is None else interpreting
+    out = []
+    for name, launch in (("forward", _mix_launch(B, L, K, D, dtype, uniform, programs, interpreting)),
+                         ("dC", _mix_launch(B, L, D, K, dtype, uniform, programs, interpreting)),
+                         ("params", _param_launch(B, L, K, D, dtype, uniform, programs, interpreting))):
+        out.append({"pass": name, **launch})
+    return out
+
+
 def _mix(inp: torch.Tensor, A, F, PH, tp, strides, out_cols: int, rot=None) -> torch.Tensor:
     """OUT (B, L, out_cols) = sum_r IN[b, t, r] atoms[t, r, o]; strides: the parameters' (r, o) strides; rot: the
     one-step rotation (CW, SW) (K, D) where positions advance by a constant step, else None."""
     B, L, R = inp.shape
     out = torch.empty(B, L, out_cols, dtype=inp.dtype, device=inp.device)
-    # the rotation kernel's register tile needs tensor-core dots: fp32 operands on a GPU spill it (python -m
-    # sdgm.spectral.ops.sm90), so they keep the direct kernel; the interpreter runs it in any dtype
-    if rot is not None and B <= MIX_ROT_MAX_B and R <= MIX_ROT_MAX_R and (
-            inp.dtype != torch.float32 or triton_interpreting()):
-        r_pad = max(16, triton.next_power_of_2(R))
-        block_b, block_o, warps = pick_config(MIX_ROT_CONFIGS, r_pad)
-        n_o, n_b = triton.cdiv(out_cols, block_o), triton.cdiv(B, block_b)
-        # up to an anchor's worth of positions per program, fewer while that leaves the device short of programs
-        t_per = max(1, min(ROTATION_ANCHOR, (L * n_o * n_b) // max(1, 4 * _target_programs(inp.device))))
-        grid = (triton.cdiv(L, t_per), n_o, n_b)
-        _mix_rot_kernel[grid](inp, A, F, PH, rot[0], rot[1], tp, out, B, L, R, out_cols, strides[0], strides[1],
-                              t_per, BLOCK_B=block_b, R_PAD=r_pad, BLOCK_O=block_o, num_warps=warps,
-                              **_settings(inp.dtype))
-        return out
-    block_b, block_r, block_o, warps = pick_config(MIX_CONFIGS, B)
-    n_o, n_b = triton.cdiv(out_cols, block_o), triton.cdiv(B, block_b)
-    # a few positions per program once there are plenty of programs (fewer launches of tiny work)
-    t_per = max(1, min(16, (L * n_o * n_b) // max(1, 64 * _target_programs(inp.device))))
-    grid = (triton.cdiv(L, t_per), n_o, n_b)
-    _mix_kernel[grid](inp, A, F, PH, tp, out, B, L, R, out_cols, strides[0], strides[1], t_per,
-                      BLOCK_B=block_b, BLOCK_R=block_r, BLOCK_O=block_o, num_warps=warps, **_settings(inp.dtype))
+    launch = _mix_launch(B, L, R, out_cols, inp.dtype, rot is not None, _target_programs(inp.device),
+                         triton_interpreting())
+    if launch["kernel"] == "mix_rot":
+        _mix_rot_kernel[launch["grid"]](inp, A, F, PH, rot[0], rot[1], tp, out, B, L, R, out_cols, strides[0],
+                                        strides[1], launch["t_per"], **launch["meta"])
+    else:
+        _mix_kernel[launch["grid"]](inp, A, F, PH, tp, out, B, L, R, out_cols, strides[0], strides[1],
+                                    launch["t_per"], **launch["meta"])
     return out
 
 
@@ -284,16 +338,10 @@ def _param_partials(c: torch.Tensor, g: torch.Tensor, F, PH, tp, rot=None) -> to
     in _mix (None: a sine and a cosine at every position)."""
     B, L, K = c.shape
     D = F.shape[1]
-    block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS, B)
-    n_k, n_d = triton.cdiv(K, block_k), triton.cdiv(D, block_d)
-    splits = max(1, min(L, _target_programs(c.device) // (n_k * n_d)))
-    t_per = triton.cdiv(L, splits)
-    splits = triton.cdiv(L, t_per)
-    part = torch.empty(splits, 3, K, D, dtype=torch.float32, device=c.device)
+    launch = _param_launch(B, L, K, D, c.dtype, rot is not None, _target_programs(c.device), triton_interpreting())
+    part = torch.empty(launch["grid"][2], 3, K, D, dtype=torch.float32, device=c.device)
     cw, sw = rot if rot is not None else (F, F)  # not read without ROTATE
-    _param_kernel[(n_k, n_d, splits)](c, g, F, PH, cw, sw, tp, part, B, L, K, D, t_per,
-                                      BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d, num_warps=warps,
-                                      ROTATE=rot is not None, ANCHOR=ROTATION_ANCHOR, **_settings(c.dtype))
+    _param_kernel[launch["grid"]](c, g, F, PH, cw, sw, tp, part, B, L, K, D, launch["t_per"], **launch["meta"])
     return part.sum(0)
 
 
@@ -312,7 +360,7 @@ class TritonSpectralDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, amplitude, frequency, phase, positions, period: float):
         K, D = amplitude.shape
-        tp = (positions.to(torch.float64) / period).to(torch.float32).contiguous()  # (L,) positions in periods
+        tp = (positions.to(torch.float64) / period).contiguous()  # (L,) positions in periods, float64: exact angles
         step = uniform_step(positions)
         rot = None if step is None else rotation_step(frequency, step / period)  # (K, D) cos, sin of one step
         out = _mix(c, amplitude, frequency, phase, tp, (D, 1), D, rot)  # (B, L, D)
