@@ -252,6 +252,23 @@ def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
     assert windows_of(find_records(st / "cpu")) == ["20260101T000000Z"] + ["20260102T000000Z"] * 2  # untouched
 
 
+def test_the_archive_follows_the_files_of_a_running_part(tmp_path, monkeypatch):
+    """While a part runs, each file it finishes reaches the archive within REFRESH_S, so a kill loses none."""
+    monkeypatch.setattr(gpu_window, "REFRESH_S", 0.3)
+    w = gpu_window.Window(1, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path, "cpu", "cpu-test")
+    w.dir.mkdir(parents=True)
+    w.write()
+    record = w.dir / "records" / "bench" / "throughput" / "wikitext2" / "sdgm-s0.json"
+    part = ("import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
+            "p.write_text('{}'); time.sleep(60)")
+    ticks = []
+    rc, seconds = gpu_window.run_part([sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3,
+                                      tick=lambda: (ticks.append(1), w.refresh()))
+    assert rc is None and 3 <= seconds < 3 + gpu_window.STOP_GRACE_S and len(ticks) >= 5
+    with tarfile.open(w.archive) as tar:
+        assert f"window/cpu-test/{w.stamp}/records/bench/throughput/wikitext2/sdgm-s0.json" in tar.getnames()
+
+
 # ---- a window killed at 60 % of its budget ---------------------------------------------------------------------------
 def read_window(archive: Path) -> dict:
     with tarfile.open(archive) as tar:
