@@ -122,6 +122,17 @@ def test_the_scaling_benchmark_stops_at_its_deadline_keeping_what_finished(tmp_p
     assert [len(r["results"]) for r in seen] == list(range(1, 15)) and not seen[0]["complete"]
 
 
+def test_a_layers_first_case_is_predicted_from_the_others():
+    from sdgm.bench.scaling import _walls_of
+
+    walls = {("a", "forward"): [(16, 1, 1.0)], ("b", "forward"): [(16, 1, 2.0)]}
+    assert _walls_of(walls, "a", "forward") == [(16, 1, 1.0)]
+    assert _walls_of(walls, "c", "forward") == [(16, 1, 2.0)]  # the slowest other layer
+    assert _walls_of(walls, "a", "forward_backward") == [(16, 1, 3.0)]  # three forwards
+    assert _walls_of(walls, "c", "forward_backward") == [(16, 1, 6.0)]
+    assert _walls_of({}, "a", "forward") == []  # nothing to predict from: it runs
+
+
 def test_the_device_benchmark_skips_an_experiment_that_would_not_fit():
     from sdgm.bench.device import _past_deadline
 

@@ -343,7 +343,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                 for mode in MODES:
                     entry = {"view": view, "model": name, "L": L, "B": B, "mode": mode,
                              "spectral_decoder": spectral_decoder(factory)}
-                    over = None if deadline is None else _past_budget(walls.get((name, mode), []), L, B, deadline)
+                    over = None if deadline is None else _past_budget(_walls_of(walls, name, mode), L, B, deadline)
                     if name in skipped_layers:
                         entry.update({"status": "skipped", "reason": skipped_layers[name]})
                     elif B < 1:
@@ -425,6 +425,23 @@ def _record(results, complete, layers, settings, dev, prov, backend, rates, load
 
 
 BUDGET_SKIP = "not run: the budget"
+BACKWARD_OVER_FORWARD = 3.0  # a forward and backward costs about three forwards (the backward: two matmuls each)
+
+
+def _walls_of(walls: dict, name: str, mode: str) -> list[tuple[int, int, float]]:
+    """The finished (L, B, seconds) cases to predict a layer's next case in a mode from: its own; without any yet
+    (its first case, the slowest to start), the slowest other layer's in this mode; and for forward_backward
+    without either, the same of forward times BACKWARD_OVER_FORWARD."""
+    def own_or_slowest(m: str) -> list:
+        if walls.get((name, m)):
+            return walls[(name, m)]
+        others = [h for (n, mm), h in walls.items() if mm == m and h]
+        return max(others, key=lambda h: h[-1][2] / h[-1][1]) if others else []
+
+    found = own_or_slowest(mode)
+    if found or mode != "forward_backward":
+        return found
+    return [(L, B, BACKWARD_OVER_FORWARD * t) for L, B, t in own_or_slowest("forward")]
 
 
 def _past_budget(history: list[tuple[int, int, float]], L: int, B: int, deadline: float) -> str | None:
