@@ -19,11 +19,15 @@ vocabulary size, seed 0, on the device of --device:
                                               cache): tokens/s at each batch size, latency per position, state
     OUT/bench/scaling.json                    the layer benchmark (sdgm.bench.scaling), or --scaling-from: a
                                               record of that benchmark on this device, copied and named
-    OUT/bench/device.json                     the command, its settings, per-step wall times, load, provenance
+    OUT/bench/device.json                     the command, its settings, per-step wall times, load, provenance;
+                                              rewritten after every experiment ("complete": false until the end)
     OUT/tables/claims.*                       the claims judged from OUT's records (quality claims: not measured
                                               on this device)
 
-The flags shrink the work to a machine's budget (a 2-core CPU: tens of minutes); device.json records them.
+The flags shrink the work to a machine's budget (a 2-core CPU: tens of minutes); device.json records them. Each
+experiment's records are written as it finishes, in the order of --experiments; --budget-s stops at a deadline
+(an experiment predicted not to fit what is left is named in device.json's "skipped" with the prediction), and
+--skip-scaling leaves the scaling benchmark to its own command (python -m sdgm.bench.scaling).
 """
 from __future__ import annotations
 
@@ -132,7 +136,11 @@ def default_experiments(config: dict) -> list[str]:
 def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, experiments: list[str],
                      device: str | None, repeats: int, warmup: int, new_tokens: int, batch_sizes: list[int],
                      context_multiple: int, score_batch_size: int, scaling_from: Path | None,
-                     scaling_args: list[str], command: str, log=print) -> dict:
+                     scaling_args: list[str], command: str, log=print, deadline: float | None = None,
+                     skip_scaling: bool = False) -> dict:
+    """Each experiment's records, written as it finishes, then the scaling benchmark. deadline (time.monotonic()):
+    an experiment predicted not to finish before it is recorded as skipped in device.json with the prediction;
+    device.json is rewritten after every experiment ("complete": false until the end)."""
     import torch
 
     from ..common.atomic import write_json_atomic
@@ -149,11 +157,26 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
                 "warmup": warmup, "generation": {"batch_sizes": batch_sizes, "new_tokens": new_tokens,
                                                  "context_multiple": context_multiple, "paths": "own path only"},
                 "score_batch_size": score_batch_size, "weights": "freshly initialized, seed 0",
-                "scaling": (f"not rerun: the record {scaling_from}, a run of the scaling benchmark on this device"
+                "scaling": ("not run (--skip-scaling)" if skip_scaling else
+                            f"not rerun: the record {scaling_from}, a run of the scaling benchmark on this device"
                             if scaling_from else f"run here: python -m sdgm.bench.scaling {' '.join(scaling_args)}")}
     steps, t_start, load_start = {}, time.perf_counter(), load_average()
+    skipped, per_param = {}, []  # experiment -> why not run; seconds per parameter of each finished experiment
+
+    def write_device(complete: bool) -> dict:
+        rec = {"schema": 1, "kind": "device", "command": command, "settings": settings, "wall_s": steps,
+               "complete": complete, "skipped": skipped, "load_average": {"start": load_start, "end": load_average()},
+               "provenance": provenance(resolve_device(device or config["train"].get("device", "auto")))}
+        write_json_atomic(out / "bench" / "device.json", rec)
+        return rec
+
     for exp in experiments:
         model_name, options, train = experiment_setup(config, exp, device)
+        if deadline is not None and (why := _past_deadline(deadline, per_param, model_name, vocab_size, options)):
+            skipped[exp] = why
+            log(f"{exp}: skipped ({why})", flush=True)
+            write_device(False)
+            continue
         tcfg = TrainConfig(**train)
         dev = resolve_device(tcfg.device)
         t0 = time.perf_counter()
@@ -195,6 +218,8 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
         for kind, rec in (("throughput", throughput_rec), ("generation", gen_rec)):
             write_json_atomic(out / "bench" / kind / corpus / f"{exp}-s0.json", json.loads(json.dumps(rec)))
         steps[exp] = {"memory_s": t1 - t0, "throughput_s": t2 - t1, "generation_s": t3 - t2}
+        per_param.append((t3 - t0) / max(1, net.num_params()))
+        write_device(False)
         b1 = gen["paths"][gen["own_path"]]["generate"].get(f"b{batch_sizes[0]}", {}).get("tokens_per_s")
         mib = {m: (metrics[f"{m}_peak_mem_bytes"] or 0) / 2**20 for m in MEMORY_MODES}
         log(f"{exp}: {metrics['params'] / 1e6:.2f} M params, train {metrics['train_tokens_per_s'] or 0:,.0f} tok/s, "
@@ -203,7 +228,9 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
         del net
     t_scaling = time.perf_counter()
     record_path = out / "bench" / "scaling.json"
-    if scaling_from is not None:
+    if skip_scaling:
+        pass
+    elif scaling_from is not None:
         if scaling_from.resolve() != record_path.resolve():
             record_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(scaling_from, record_path)
@@ -215,11 +242,31 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
                          + (["--device", device] if device else []))
     steps["scaling_s"] = time.perf_counter() - t_scaling
     steps["total_s"] = time.perf_counter() - t_start
-    record = {"schema": 1, "kind": "device", "command": command, "settings": settings, "wall_s": steps,
-              "load_average": {"start": load_start, "end": load_average()},
-              "provenance": provenance(resolve_device(device or config["train"].get("device", "auto")))}
-    write_json_atomic(out / "bench" / "device.json", record)
-    return record
+    return write_device(True)
+
+
+def _past_deadline(deadline: float, per_param: list[float], model: str, vocab_size: int, options: dict) -> str | None:
+    """Why an experiment would not finish before `deadline` (time.monotonic()), or None: its seconds predicted as
+    its parameter count times the most seconds per parameter of the experiments finished so far (none: it runs)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return "not run: the budget ran out before it"
+    if not per_param:
+        return None
+    import torch
+
+    from ..models.registry import build_model
+
+    try:
+        with torch.device("meta"):  # the parameter count without allocating the weights
+            n = build_model(model, vocab_size, **options).num_params()
+    except Exception:  # a model that cannot be built on the meta device: it runs, the window's deadline still holds
+        return None
+    guess = n * max(per_param)
+    if guess > left:
+        return f"not run: predicted {guess:.0f} s ({n / 1e6:.2f} M parameters at the slowest rate so far), " \
+               f"{left:.0f} s left of the budget"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,9 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling-from", type=Path, help="copy this scaling record of this device instead of running "
                                                       "the scaling benchmark")
     ap.add_argument("--scaling-args", default="", help="flags for python -m sdgm.bench.scaling (lengths, repeats)")
+    ap.add_argument("--skip-scaling", action="store_true", help="run no scaling benchmark (it is run on its own)")
+    ap.add_argument("--budget-s", type=float, help="stop this many seconds from the start: an experiment predicted "
+                                                   "not to finish in what is left is recorded as skipped")
     ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--probe", nargs=2, metavar=("EXPERIMENT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     from ..harness.config import load_config
 
     try:
@@ -277,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                      batch_sizes=args.batch_sizes or gen["batch_sizes"],
                      context_multiple=args.context_multiple or gen["context_multiple"],
                      score_batch_size=score_batch_size, scaling_from=args.scaling_from,
-                     scaling_args=args.scaling_args.split(), command=command)
+                     scaling_args=args.scaling_args.split(), command=command, deadline=deadline,
+                     skip_scaling=args.skip_scaling)
     from ..reporting.claims import build_claims, find_records
 
     for name, p in build_claims(args.out / "tables", **find_records(args.out)).items():

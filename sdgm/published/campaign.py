@@ -384,7 +384,10 @@ def _import_archive(archive: Path, store: Path, out: dict, limit: int) -> None:
             out[status].append(target)
         for d in sorted(p.parent for p in (tmp / "window").glob(f"*/*/{WINDOW_SUMMARY}")):
             try:
-                out["windows"].append(_import_window(d, store))
+                from .window_records import install_records
+
+                out["windows"].append(target := _import_window(d, store))
+                out["bench"] += install_records(target, store, target.parent.parent.name, target.name)
             except (StoreError, OSError, ValueError) as e:
                 out["refused"].append(f"{archive}: window {d.relative_to(tmp).as_posix()}: {e}")
     finally:
@@ -454,11 +457,13 @@ def import_archives(archives, store: str | Path, unpack_limit: int | None = None
     clash is refused naming both. An archive that is truncated or cannot be unpacked (a full disk) is refused in
     one line and the others go on; an unsafe member name stops the import (CampaignError).
     A GPU window's archive also holds the window's own folder (window/<device>/<stamp>/: its parts' statuses,
-    environment, benchmark records and logs), installed whole as STORE/<device>/windows/<stamp>/.
-    Returns {"new": [...], "same": [...], "repaired": [...], "refused": [messages], "windows": [folders]}."""
+    environment, benchmark records and logs), installed whole as STORE/<device>/windows/<stamp>/; its benchmark
+    records also go to STORE/<device>/bench/, where sdgm.reporting.claims reads them (window_records.install_records).
+    Returns {"new": [...], "same": [...], "repaired": [...], "refused": [messages], "windows": [folders],
+    "bench": [benchmark records installed]}."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    out: dict = {"new": [], "same": [], "repaired": [], "refused": [], "windows": []}
+    out: dict = {"new": [], "same": [], "repaired": [], "refused": [], "windows": [], "bench": []}
     try:
         with store_lock(store, "this import"):
             remove_stale_temporaries(store, IMPORT_TEMP)  # what a killed import left
@@ -634,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             res = import_archives(a.archives, a.store)
             print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there"
                   + (f", {len(res['repaired'])} repaired" if res["repaired"] else "")
-                  + (f", {len(res['windows'])} GPU window(s)" if res["windows"] else ""))
+                  + (f", {len(res['windows'])} GPU window(s)" if res["windows"] else "")
+                  + (f", {len(res['bench'])} benchmark record(s)" if res["bench"] else ""))
             for msg in res["refused"]:
                 print(f"refused: {msg}", file=sys.stderr)
             problems = [] if a.no_render else render_store(a.store)["problems"]

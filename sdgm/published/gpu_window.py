@@ -9,24 +9,29 @@ It prints its plan, then runs each part in a process (group) of its own under it
 
     env         the environment: GPU, driver, torch, Triton, CUDA, commit; the on-device check of the Triton
                 kernels (sdgm.spectral.ops.spectral.check_kernels) and what decoder 'auto' resolved to
-    gpu_tier    pytest -m gpu (tests/test_gpu.py): every model on the device, the kernels, NVML, compile, NCCL
-    scaling     the scaling benchmark at the config's sizes (python -m sdgm.bench.scaling): both views, the B = 1
-                tail as far as memory goes (an out-of-memory is recorded, not fatal)
-    generation  each main model's own decoding and the window recompute, fresh weights, the config's sizes
-    memory      each main model's training and scoring throughput and peak memory, fresh weights
+    device      the device benchmark of results/cpu (python -m sdgm.bench.device, with its flags): parameters,
+                training and scoring speed and memory, and generation of each model, fresh weights at the config's
+                sizes; first the experiments this device's committed records lack, each written as it finishes
+    scaling     the scaling benchmark at the config's sizes (python -m sdgm.bench.scaling --budget-s): both views,
+                shortest lengths first, a case predicted not to fit its budget skipped, written after every case
+    gpu_tier    pytest -m gpu (tests/test_gpu.py): every model on the device, the kernels, NVML, compile, NCCL;
+                one JSON line per finished test (sdgm.published.pytest_lines)
     campaign    python -m sdgm.published.campaign run for the minutes left: seed 0 of every experiment before seeds 1, 2
 
 The order is what each part adds to the verdict per minute: the environment and the kernel check decide whether
-the rest can be trusted; the GPU tier finds a regression in three minutes; the benchmarks judge claims that no
-training can (the scaling, generation and memory claims), in a minute or two each; training runs advance the
-perplexity claims only by whole runs. A part's deadline is its share of the window plus whatever the parts before
-it left unused. A part that fails or passes its deadline is recorded with its error and the window goes on; a part
-that no longer fits is recorded as skipped.
+the rest can be trusted; the benchmarks write the records the claims ledger reads (the cost claims: parameters,
+memory, speed, latency, O(KL)), which no training can, starting with what the device's column lacks; the GPU tier
+finds a regression; training runs advance the perplexity claims only by whole runs. A part's deadline is its share
+of the window plus whatever the parts before it left unused. A part that fails or passes its deadline is recorded
+with its error and the window goes on; a part that no longer fits is recorded as skipped.
 
 Everything goes into one archive (OUT/window-<stamp>.tar.gz, at most 16 MiB), rewritten whole (atomically) after
-every part: ARCHIVE.json, window/<device>/<stamp>/window.json (the plan and every part's status, seconds and
-reason), each part's files under window/<device>/<stamp>/<part>/ (logs cut to their last 256 KiB), and the
-campaign's new records under published/. A window killed at any point leaves the archive of what had finished.
+every part and every few seconds while a part writes files: ARCHIVE.json, window/<device>/<stamp>/window.json (the
+plan and every part's status, seconds and reason), the benchmarks' records under window/<device>/<stamp>/records/
+(a results folder: bench/throughput, bench/generation, bench/scaling.json, bench/device.json), each part's files
+under window/<device>/<stamp>/<part>/ (logs cut to their last 256 KiB), and the campaign's new records under
+published/. A window killed at any point leaves the archive of what had finished; `campaign import` installs the
+benchmark records in results/published/<device>/bench/, where `python -m sdgm.reporting.claims --records` reads them.
 """
 from __future__ import annotations
 
@@ -40,12 +45,11 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..common.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..common.atomic import atomic_path, write_json_atomic
+from .window_records import RECORDS
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE_LIMIT = 16 * 1024 * 1024  # as a campaign archive's (sdgm.published.campaign.ARCHIVE_LIMIT)
@@ -53,7 +57,12 @@ LOG_TAIL = 256 * 1024  # bytes of each log kept in the archive (the end, where t
 PACK_RESERVE_S = 10.0  # seconds kept at the end of the window for the last archive
 STOP_GRACE_S = 10.0  # TERM, then KILL this much later, to a part past its deadline
 CAMPAIGN_STOP_S = 75.0  # the campaign is given this much less than its deadline: it stops Snakemake itself
+BENCH_STOP_S = 10.0  # a benchmark's own budget is this much less than its part's deadline: it stops by itself
+REFRESH_S = 5.0  # while a part runs, the archive is rewritten at most this often when its files changed
 WINDOW_SCHEMA = 1
+CORPUS = "wikitext2"  # the corpus of the efficiency claims (sdgm.bench.device's default)
+# the device benchmark's flags, as results/cpu was measured (its bench/device.json names the command)
+DEVICE_FLAGS = ("--repeats", "3", "--warmup", "1", "--new-tokens", "64", "--context-multiple", "1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +75,10 @@ class Part:
 
 PARTS = (  # share of the window, and the least a part is started with
     Part("env", 0.03, 45, "environment record and the on-device check of the Triton kernels"),
-    Part("gpu_tier", 0.30, 30, "pytest -m gpu: models, kernels, NVML, torch.compile, NCCL, one campaign wave"),
-    Part("scaling", 0.15, 20, "scaling benchmark at the config's sizes (tokens and batch views)"),
-    Part("generation", 0.10, 20, "generation benchmark of every main model (fresh weights)"),
-    Part("memory", 0.10, 20, "training and inference throughput and peak memory of every main model"),
+    Part("device", 0.35, 45, "device benchmark (python -m sdgm.bench.device): parameters, training and scoring speed "
+                             "and memory, generation; what the device's records lack first"),
+    Part("scaling", 0.15, 30, "scaling benchmark at the config's sizes (tokens and batch views), lengths that fit"),
+    Part("gpu_tier", 0.25, 20, "pytest -m gpu: models, kernels, NVML, torch.compile, NCCL, one campaign wave"),
     Part("campaign", 1.0, CAMPAIGN_STOP_S + 15, "the campaign for the minutes left (seed 0 of every experiment "
                                                  "first)"),
 )
@@ -105,18 +114,29 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 
 
-def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO) -> tuple[int | None, float]:
+def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO,
+             tick=None) -> tuple[int | None, float]:
     """Run `cmd` in a session of its own, output to log_path; past deadline_s TERM its group, KILL it
-    STOP_GRACE_S later. (exit status, or None where it was stopped at the deadline; seconds)."""
+    STOP_GRACE_S later; `tick()` is called every REFRESH_S while it runs. (exit status, or None where it was
+    stopped at the deadline; seconds)."""
     from .campaign import _stop
     from ..harness.distributed import die_with_parent
 
     t0, me = time.monotonic(), os.getpid()
+    end = t0 + max(1.0, deadline_s)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=lambda: die_with_parent(me))
         try:
-            rc = proc.wait(timeout=max(1.0, deadline_s))
+            while True:
+                try:
+                    rc = proc.wait(timeout=max(0.0, min(REFRESH_S, end - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= end:
+                        raise
+                    if tick is not None:
+                        tick()
         except subprocess.TimeoutExpired:
             _stop(proc, STOP_GRACE_S)
             rc = None
@@ -134,14 +154,10 @@ def tail(path: Path, n: int = 12) -> str:
     return "\n".join(lines[-n:])
 
 
-def junit_summary(path: Path) -> dict:
-    """{tests, failures, errors, skipped, skip_reasons} of a pytest JUnit XML file."""
-    root = ET.parse(path).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    out = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    reasons = sorted({(sk.get("message") or "").strip() for sk in root.iter("skipped")} - {""})
-    out["skip_reasons"] = reasons[:5]
-    return out
+def lines_summary(path: Path) -> dict:
+    from .pytest_lines import summary
+
+    return summary(path)
 
 
 class Window:
@@ -159,6 +175,8 @@ class Window:
         self.status = {r["part"]: {"status": "not run", "reason": "the window ended before it"} for r in self.plan}
         self.start = time.monotonic()
         self.records: list[Path] = []  # the campaign's new records
+        self.extra: dict[str, dict] = {}  # what a part's status also says (the device part: its order and why)
+        self._seen: tuple = ()  # the window folder's files (name, size, mtime) at the last archive
         self.left_out: list[str] = []
         from .campaign import load_config, store_of
 
@@ -189,6 +207,7 @@ class Window:
     def write(self) -> None:
         """window.json, then the archive of everything so far (atomically: a kill leaves the last one whole)."""
         write_json_atomic(self.dir / "window.json", self.summary())
+        self._seen = self.files()
         write_archive(self, ARCHIVE_LIMIT)
 
     # -- the parts --
@@ -198,18 +217,25 @@ class Window:
         if name == "env":
             return [py, "-m", "sdgm.published.gpu_window", "part", "env", "--out", str(part_dir), "--device",
                     self.device], REPO
+        if name == "device":
+            try:
+                order, why = device_order(self.configfile, self.device_slug())
+            except Exception as e:  # the benchmark still runs, in its default order
+                order, why = [], f"the default order: the committed records could not be read ({e})"
+            self.extra[name] = {"order": order, "order_reason": why}
+            return [py, "-m", "sdgm.bench.device", "--configfile", cfg, "--out", str(self.dir / RECORDS),
+                    "--device", self.device, "--corpus", CORPUS, *(["--experiments", ",".join(order)] if order else []),
+                    *DEVICE_FLAGS, "--skip-scaling", "--budget-s", f"{max(1.0, seconds - BENCH_STOP_S):.0f}"], REPO
+        if name == "scaling":
+            return [py, "-m", "sdgm.bench.scaling", "--configfile", cfg, "--out", str(self.dir / RECORDS),
+                    "--device", self.device, "--budget-s", f"{max(1.0, seconds - BENCH_STOP_S):.0f}"], REPO
         if name == "gpu_tier":
             tests = REPO / "tests" / "test_gpu.py"
             if not tests.is_file():
                 return f"{tests.relative_to(REPO)} is not in this checkout"
             return [py, "-m", "pytest", str(tests), "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
+                    "-p", "sdgm.published.pytest_lines", f"--lines-to={part_dir / 'tests.jsonl'}",
                     f"--junitxml={part_dir / 'junit.xml'}", f"--rootdir={REPO}"], REPO
-        if name == "scaling":
-            return [py, "-m", "sdgm.bench.scaling", "--configfile", cfg, "--out", str(part_dir),
-                    "--device", self.device], REPO
-        if name in ("generation", "memory"):
-            return [py, "-m", "sdgm.published.gpu_window", "part", name, "--configfile", cfg, "--out", str(part_dir),
-                    "--device", self.device], REPO
         if name == "campaign":
             minutes = (seconds - CAMPAIGN_STOP_S) / 60
             if minutes <= 0.2:
@@ -231,53 +257,85 @@ class Window:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write()
-        carried = 0.0  # seconds the parts so far left unused
-        for row in self.plan:
-            name = row["part"]
-            # its budget and what the parts before it left unused; the campaign: all that is left
-            budget = self.left() if name == "campaign" else min(row["budget_s"] + carried, self.left())
-            if budget < row["min_s"]:
-                self.status[name] = {"status": "skipped", "reason": f"{max(budget, 0):.0f} s left, the part needs "
-                                                                    f"at least {row['min_s']:.0f} s"}
-                print(f"gpu window: {name}: skipped ({self.status[name]['reason']})", flush=True)
-                self.write()
-                continue
-            part_dir = self.dir / name
-            part_dir.mkdir(parents=True, exist_ok=True)
-            cmd = self.command(name, part_dir, budget)
-            if isinstance(cmd, str):
-                self.status[name] = {"status": "skipped", "reason": cmd}
-                print(f"gpu window: {name}: skipped ({cmd})", flush=True)
-                self.write()
-                continue
-            self.status[name] = {"status": "running", "reason": "started; the window ended before it finished",
-                                 "deadline_s": round(budget, 1)}
+        carried, name = 0.0, None  # seconds the parts so far left unused
+        try:
+            for row in self.plan:
+                name = row["part"]
+                carried = self.run_one(row, carried)
+        except BaseException:  # stopped (TERM, Ctrl-C): what finished is archived, the running part named
+            if name is not None and self.status[name].get("status") == "running":
+                self.status[name] = {**self.status[name], "status": "stopped",
+                                     "reason": "the window was stopped while it ran"}
             self.write()
-            before = set(record_dirs(self.store())) if name == "campaign" else set()
-            print(f"gpu window: {name}: up to {budget:.0f} s: {' '.join(cmd[0][2:])}", flush=True)
-            rc, seconds = run_part(cmd[0], part_dir / "log.txt", budget, cmd[1])
-            self.status[name] = self.judge(name, rc, seconds, budget, part_dir)
-            if name == "campaign":
-                # in the order they were published, which is the campaign's priority order
-                self.records = sorted(set(record_dirs(self.store())) - before,
-                                      key=lambda d: ((d / "manifest.json").stat().st_mtime_ns, d))
-                self.status[name]["records"] = len(self.records)
-            carried = max(0.0, budget - seconds)
-            print(f"gpu window: {name}: {self.status[name]['status']} in {seconds:.0f} s"
-                  + (f" ({self.status[name]['reason']})" if self.status[name].get("reason") else ""), flush=True)
-            self.write()
+            raise
         print(f"gpu window: archive {self.archive} ({self.archive.stat().st_size:,} bytes); import it with "
               f"`python -m sdgm.published.campaign import {self.archive}`", flush=True)
         return self.summary()
 
+    def run_one(self, row: dict, carried: float) -> float:
+        """Run one part under its deadline and record it; the seconds it left unused."""
+        from .store import record_dirs
+
+        name = row["part"]
+        # its budget and what the parts before it left unused; the campaign: all that is left
+        budget = self.left() if name == "campaign" else min(row["budget_s"] + carried, self.left())
+        if budget < row["min_s"]:
+            self.status[name] = {"status": "skipped", "reason": f"{max(budget, 0):.0f} s left, the part needs "
+                                                                f"at least {row['min_s']:.0f} s"}
+            print(f"gpu window: {name}: skipped ({self.status[name]['reason']})", flush=True)
+            self.write()
+            return carried
+        part_dir = self.dir / name
+        part_dir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(name, part_dir, budget)
+        if isinstance(cmd, str):
+            self.status[name] = {"status": "skipped", "reason": cmd}
+            print(f"gpu window: {name}: skipped ({cmd})", flush=True)
+            self.write()
+            return carried
+        self.status[name] = {"status": "running", "reason": "started; the window ended before it finished",
+                             "deadline_s": round(budget, 1), **self.extra.get(name, {})}
+        self.write()
+        before = set(record_dirs(self.store())) if name == "campaign" else set()
+        print(f"gpu window: {name}: up to {budget:.0f} s: {' '.join(cmd[0][2:])}", flush=True)
+        rc, seconds = run_part(cmd[0], part_dir / "log.txt", budget, cmd[1], tick=self.refresh)
+        self.status[name] = {**self.judge(name, rc, seconds, budget, part_dir), **self.extra.get(name, {})}
+        if name == "campaign":
+            # in the order they were published, which is the campaign's priority order
+            self.records = sorted(set(record_dirs(self.store())) - before,
+                                  key=lambda d: ((d / "manifest.json").stat().st_mtime_ns, d))
+            self.status[name]["records"] = len(self.records)
+        print(f"gpu window: {name}: {self.status[name]['status']} in {seconds:.0f} s"
+              + (f" ({self.status[name]['reason']})" if self.status[name].get("reason") else ""), flush=True)
+        self.write()
+        return max(0.0, budget - seconds)
+
+    def files(self) -> tuple:
+        out = []
+        for f in self.dir.rglob("*"):
+            try:
+                st = f.stat()
+            except OSError:  # a temporary, gone since the listing
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        return tuple(sorted(out))
+
+    def refresh(self) -> None:
+        """While a part runs: the archive again if any file of the window changed (a record, a test's line)."""
+        if self.files() != self._seen:
+            self.write()
+
     def judge(self, name: str, rc: int | None, seconds: float, budget: float, part_dir: Path) -> dict:
         out = {"seconds": round(seconds, 1), "deadline_s": round(budget, 1), "exit_status": rc}
+        if name == "gpu_tier" and (part_dir / "tests.jsonl").is_file():  # finished tests, even when stopped
+            out["tests"] = lines_summary(part_dir / "tests.jsonl")
+        if name in ("device", "scaling"):
+            out["records"] = bench_records(self.dir / RECORDS, name)
         if rc is None:
             return {**out, "status": "stopped", "reason": f"stopped at its deadline of {budget:.0f} s",
                     "log_tail": tail(part_dir / "log.txt")}
-        if name == "gpu_tier" and (part_dir / "junit.xml").is_file():
-            s = junit_summary(part_dir / "junit.xml")
-            out["tests"] = s
+        if name == "gpu_tier" and "tests" in out:
+            s = out["tests"]
             if rc == 0 and s["tests"] and s["skipped"] == s["tests"]:
                 return {**out, "status": "skipped", "reason": "; ".join(s["skip_reasons"]) or "every test skipped"}
         if rc != 0:
@@ -333,14 +391,52 @@ def write_archive(window: Window, limit: int = ARCHIVE_LIMIT) -> dict:
         take = take[:-1]
 
 
-# ---- the parts that run inside this module -------------------------------------------------------------------------
-def main_models(config: dict) -> list[str]:
-    """The models of the config's main experiments (not ablations), in the config's order."""
-    out = []
-    for exp in config["experiments"].values():
-        if "ablation_of" not in exp and exp["model"] not in out:
-            out.append(exp["model"])
-    return out
+# ---- what the device's committed records lack ----------------------------------------------------------------------
+def committed_records(slug: str, corpus: str = CORPUS, root: Path = REPO / "results") -> tuple[dict, list[str]]:
+    """({"throughput": experiments, "generation": experiments}, folders) of the benchmark records committed under
+    `root` (each results folder, and each device of the published store) whose provenance names the device of this
+    slug, on `corpus`. An unreadable record counts as absent."""
+    from .store import device_slug
+    from ..reporting.claims import find_records
+
+    have: dict[str, set] = {"throughput": set(), "generation": set()}
+    folders = set()
+    for folder in sorted([p for p in root.glob("*") if p.is_dir()] + [p for p in root.glob("published/*")
+                                                                          if p.is_dir()]):
+        found = find_records(folder)
+        for kind in have:
+            for path in found[kind]:
+                try:
+                    rec = json.loads(path.read_text(encoding="utf-8"))
+                    named = device_slug(rec["provenance"]["device"], "")
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                if rec.get("kind") == kind and rec.get("corpus") == corpus and named == slug:
+                    have[kind].add(rec.get("experiment"))
+                    folders.add(folder.relative_to(root.parent).as_posix())
+    return have, sorted(folders)
+
+
+def device_order(configfile: Path, slug: str, root: Path = REPO / "results") -> tuple[list[str], str]:
+    """The device benchmark's experiments (sdgm.bench.device's defaults), those the device's committed records lack
+    first (with neither a throughput nor a generation record, then with one of them missing), else in the config's
+    order; and why, in words."""
+    from ..bench.device import default_experiments
+    from ..harness.config import load_config
+
+    experiments = default_experiments(load_config(configfile))
+    have, folders = committed_records(slug, root=root)
+    lacks = {e: [k for k in ("throughput", "generation") if e not in have[k]] for e in experiments}
+    order = sorted(experiments, key=lambda e: -len(lacks[e]))  # stable: the config's order within a rank
+    where = ", ".join(folders) or f"no committed records of {slug}"
+    missing = "; ".join(f"{e}: no {' or '.join(lacks[e])}" for e in order if lacks[e]) or "nothing"
+    return order, f"{where}: lacking {missing}"
+
+
+def bench_records(records: Path, part: str) -> list[str]:
+    """The records a benchmark part has written so far (paths under the records folder)."""
+    globs = ("bench/throughput/*/*.json", "bench/generation/*/*.json") if part == "device" else ("bench/scaling.json",)
+    return sorted(p.relative_to(records).as_posix() for g in globs for p in records.glob(g))
 
 
 def part_env(out: Path, device: str) -> dict:
@@ -388,61 +484,6 @@ def part_env(out: Path, device: str) -> dict:
     return rec
 
 
-def part_generation(config: dict, out: Path, device: str, vocab_size: int = 10000) -> None:
-    """Each main model with fresh weights at the config's sizes: measure_generation with benchmark.generation; one
-    record per model, written as it finishes."""
-    import torch
-
-    from ..bench.generation import measure_generation
-    from ..harness.provenance import config_hash, provenance
-    from ..models.registry import build_model
-    from ..harness.train import TrainConfig, resolve_device
-
-    bench = config["benchmark"]
-    gen = bench["generation"]
-    train = {k: v for k, v in config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    train["device"] = device
-    for model in main_models(config):
-        settings = {"model": model, "vocab_size": vocab_size, "options": config["models"].get(model) or {},
-                    "batch_sizes": list(gen["batch_sizes"]), "new_tokens": gen["new_tokens"],
-                    "context_multiple": gen["context_multiple"], "repeats": bench["repeats"],
-                    "warmup": bench["warmup"], "compile": gen["compile"]}
-        opts = dict(settings["options"])
-        if _takes_seq_len(model):  # the config's L, as sdgm.bench.fresh builds its models
-            opts["seq_len"] = train.get("seq_len", TrainConfig().seq_len)
-        torch.manual_seed(0)
-        net = build_model(model, vocab_size, **opts)
-        t0 = time.monotonic()
-        res = measure_generation(net, TrainConfig(**train), batch_sizes=settings["batch_sizes"],
-                                 new_tokens=settings["new_tokens"], context_multiple=settings["context_multiple"],
-                                 repeats=settings["repeats"], warmup=settings["warmup"],
-                                 compile_options=settings["compile"],
-                                 sampler_interval_s=bench["sampler_interval_s"])
-        rec = {"kind": "generation_fresh", "model": model, "settings": settings, "config_hash": config_hash(settings),
-               "provenance": provenance(resolve_device(device)), **res}
-        write_json_atomic(out / f"generation_{model}.json", json.loads(json.dumps(rec, default=str)))
-        print(f"generation {model}: {time.monotonic() - t0:.1f} s", flush=True)
-        del net
-
-
-def _takes_seq_len(model: str) -> bool:
-    from ..models.registry import model_classes
-
-    return "seq_len" in {f.name for f in dataclasses.fields(model_classes(model)[0])}
-
-
-def part_memory(config: dict, out: Path, device: str, vocab_size: int = 10000) -> None:
-    """Each main model with fresh weights: training and scoring throughput and peak memory (sdgm.bench.fresh),
-    eager; one record per model, written as it finishes."""
-    from ..bench.fresh import fresh_throughput
-
-    for model in main_models(config):
-        t0 = time.monotonic()
-        rec = fresh_throughput(config, model, vocab_size, [], compile_modes=(False,), device=device)
-        write_json_atomic(out / f"fresh_{model}.json", rec)
-        print(f"memory {model}: {time.monotonic() - t0:.1f} s", flush=True)
-
-
 # ---- installing onto the machine's own torch: sdgm.published.window_env ---------------------------------------------
 from .window_env import KEEP, install, install_main, project_requirements  # noqa: E402,F401  (part_env; `install`)
 
@@ -454,19 +495,12 @@ def main(argv: list[str] | None = None) -> int:
         return install_main(argv[1:])
     if argv[:1] == ["part"]:
         ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window part")
-        ap.add_argument("name", choices=("env", "generation", "memory"))
+        ap.add_argument("name", choices=("env",))
         ap.add_argument("--out", type=Path, required=True)
         ap.add_argument("--device", default="auto")
-        ap.add_argument("--configfile", type=Path)
         a = ap.parse_args(argv[1:])
         a.out.mkdir(parents=True, exist_ok=True)
-        if a.name == "env":
-            part_env(a.out, a.device)
-            return 0
-        from ..harness.config import load_config
-
-        config = load_config(a.configfile)
-        (part_generation if a.name == "generation" else part_memory)(config, a.out, a.device)
+        part_env(a.out, a.device)
         return 0
     ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -240,6 +240,13 @@ def predicted_peak(history: list[tuple[int, int, int]], L: int, B: int) -> tuple
     """Peak memory of a layer at (L, B) extrapolated from its measured (L, B, peak) points in one view and mode,
     as peak ~ B * L**e: e from the last two points, clamped to [1, 2]; from one point e = 2 (the worst a layer here
     does). None without points."""
+    guess = extrapolate(history, L, B)
+    return None if guess is None else (int(guess[0]), guess[1])
+
+
+def extrapolate(history: list[tuple[int, int, float]], L: int, B: int) -> tuple[float, str] | None:
+    """A cost at (L, B) from measured (L, B, cost) points (L ascending) as cost ~ B * L**e: e from the last two
+    points, clamped to [1, 2]; from one point e = 2. None without points."""
     if not history:
         return None
     L2, B2, p2 = history[-1]
@@ -248,7 +255,7 @@ def predicted_peak(history: list[tuple[int, int, int]], L: int, B: int) -> tuple
         L1, B1, p1 = history[-2]
         e = min(2.0, max(1.0, float(np.log((p2 / B2) / (p1 / B1)) / np.log(L2 / L1))))
         how = f"B * L^{e:.2f} from L = {L1:,} and {L2:,}"
-    return int(p2 * (B / B2) * (L / L2) ** e), how
+    return p2 * (B / B2) * (L / L2) ** e, how
 
 
 def fit_loglog_slope(lengths, values, min_length: int = 0) -> dict:
@@ -274,7 +281,8 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                       device: str = "auto", precision: str = "auto",
                       layers: dict[str, Callable[[int], nn.Module]] | None = None, memory_cap_bytes: int | None = None,
                       rates: dict | None = None, clock: Callable[[], float] = time.perf_counter, seed: int = 0,
-                      log=print) -> dict:
+                      log=print, deadline: float | None = None,
+                      on_case: Callable[[dict], None] | None = None) -> dict:
     """Time, peak memory and floor of one token-mixing layer per model, in both views (see the module docstring).
 
     forward: inference (no gradients); forward_backward: forward, then backward of the output's sum into the
@@ -285,6 +293,9 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
     peak of the case with the cap before it is timed (recorded as oom, with the reason).
     `layers` replaces the default layers (name -> factory(L) -> module mapping (B, L, D) to (B, L, D); a module
     with a cost(B, L, mode, bytes_per_value) method gets a floor). `rates` replaces the measured device rates.
+    `deadline` (a time.monotonic() value): the cases of both views run shortest L first, and a case predicted not
+    to finish before it (or any once it has passed) is recorded as skipped with the prediction; the record says
+    "complete": false. `on_case(record)` gets the record so far after every case (to write it at once).
     """
     from ...harness.train import TrainConfig, autocast_dtype, resolve_device
 
@@ -317,28 +328,41 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
     cases = [("tokens", L, tokens_per_batch // L) for L in lengths] + [("batch", L, batch_size) for L in batch_lengths]
-    results, failed, peaks = [], set(), {}
-    load_start = load_average()
+    if deadline is not None:  # under a budget the longest cases come last, whatever their view
+        cases.sort(key=lambda c: c[1])
+    results, failed, peaks, walls = [], set(), {}, {}
+    load_start, prov = load_average(), provenance(dev)
+
+    def record_of(results: list[dict], complete: bool) -> dict:
+        return _record(results, complete, layers, settings, dev, prov, backend, rates, load_start,
+                       tokens_per_batch, batch_size)
+
     try:
         for view, L, B in cases:  # every model at one L before the next L: slow drifts of the machine hit all alike
             for name, factory in layers.items():
                 for mode in MODES:
                     entry = {"view": view, "model": name, "L": L, "B": B, "mode": mode,
                              "spectral_decoder": spectral_decoder(factory)}
+                    over = None if deadline is None else _past_budget(_walls_of(walls, name, mode), L, B, deadline)
                     if name in skipped_layers:
                         entry.update({"status": "skipped", "reason": skipped_layers[name]})
                     elif B < 1:
                         entry.update({"status": "skipped", "reason": f"tokens_per_batch {tokens_per_batch} < L"})
                     elif (view, name, mode) in failed:
                         entry.update({"status": "skipped", "reason": "out of memory at a shorter length"})
+                    elif over is not None:
+                        entry.update({"status": "skipped", "reason": over})
                     elif (why := _beyond_host_memory(dev, peaks.get((view, name, mode), []), L, B)) is not None:
                         # a CPU has no allocator that refuses: a case past the memory would get the process killed
                         entry.update({"status": "oom", "error": why, "predicted": True})
                         failed.add((view, name, mode))
                     else:
+                        t_case = time.monotonic()
                         try:
                             entry.update(_case(factory, L, B, d_model, mode, dev, autocast, repeats, warmup,
                                                memory_cap_bytes, clock, seed, rates, bpv))
+                            entry["case_s"] = time.monotonic() - t_case  # building, warmup, memory, timed calls
+                            walls.setdefault((name, mode), []).append((L, B, entry["case_s"]))
                         except Exception as e:
                             if not is_oom(e):
                                 raise
@@ -352,17 +376,27 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                     log(f"scaling {view:6s} {name:12s} L={L:8d} B={B:5d} {mode:16s} {entry['status']:7s} "
                         + (f"{entry['time_per_batch_s'] * 1e3:10.3f} ms/batch" if ok else "")
                         + (f"  {entry['over_floor']:7.1f}x floor ({entry['floor']['bound']})"
-                           if ok and entry.get("over_floor") else ""))
+                           if ok and entry.get("over_floor") else "")
+                        + (f"  ({entry['reason']})" if entry["status"] == "skipped" and over else ""))
+                    if on_case is not None:
+                        on_case(record_of(results, complete=False))
     finally:
         if cap_fraction is not None:
             torch.cuda.set_per_process_memory_fraction(1.0, dev)
+    return record_of(results, complete=not any(
+        r["status"] == "skipped" and r["reason"].startswith(BUDGET_SKIP) for r in results))
 
-    slopes = {view: {name: {mode: {field: fit_loglog_slope(*_series(results, view, name, mode, key), slope_min_length)
+
+def _record(results, complete, layers, settings, dev, prov, backend, rates, load_start, tokens_per_batch,
+            batch_size) -> dict:
+    """The benchmark's record of `results` (so far, or all): slopes and ratios fitted over the finished cases."""
+    slopes = {view: {name: {mode: {field: fit_loglog_slope(*_series(results, view, name, mode, key),
+                                                          settings["slope_min_length"])
                                    for field, key in (("time", "time_per_sequence_s"), ("memory", "peak_mem_bytes"))}
                             for mode in MODES} for name in layers} for view in VIEWS}
     record = {
-        "schema": SCHEMA_VERSION, "kind": "scaling",
-        "settings": settings, "config_hash": config_hash(settings), "provenance": provenance(dev),
+        "schema": SCHEMA_VERSION, "kind": "scaling", "complete": complete,
+        "settings": settings, "config_hash": config_hash(settings), "provenance": prov,
         "device": str(dev), "attention_backend": backend, "rates": rates,
         "load_average": {"start": load_start, "end": load_average(), "cpu_count": os.cpu_count()},
         "memory_method": CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD,
@@ -388,6 +422,41 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
         "results": results, "slopes": slopes, "ratios": _ratios(results, layers),
     }
     return json.loads(json.dumps(record))
+
+
+BUDGET_SKIP = "not run: the budget"
+BACKWARD_OVER_FORWARD = 3.0  # a forward and backward costs about three forwards (the backward: two matmuls each)
+
+
+def _walls_of(walls: dict, name: str, mode: str) -> list[tuple[int, int, float]]:
+    """The finished (L, B, seconds) cases to predict a layer's next case in a mode from: its own; without any yet
+    (its first case, the slowest to start), the slowest other layer's in this mode; and for forward_backward
+    without either, the same of forward times BACKWARD_OVER_FORWARD."""
+    def own_or_slowest(m: str) -> list:
+        if walls.get((name, m)):
+            return walls[(name, m)]
+        others = [h for (n, mm), h in walls.items() if mm == m and h]
+        return max(others, key=lambda h: h[-1][2] / h[-1][1]) if others else []
+
+    found = own_or_slowest(mode)
+    if found or mode != "forward_backward":
+        return found
+    return [(L, B, BACKWARD_OVER_FORWARD * t) for L, B, t in own_or_slowest("forward")]
+
+
+def _past_budget(history: list[tuple[int, int, float]], L: int, B: int, deadline: float) -> str | None:
+    """Why a case at (L, B) would not finish before `deadline` (time.monotonic()), or None: its wall time predicted
+    from the layer's last finished case in this mode as B * L**e (e from its last two lengths, clamped to [1, 2];
+    from one, 2), or the deadline already passed. Without a finished case: None (it runs)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return f"{BUDGET_SKIP} ran out before this case"
+    if not history:
+        return None
+    guess, how = extrapolate(sorted(history), L, B)
+    if guess > left:
+        return f"{BUDGET_SKIP} would not fit it: predicted {guess:.0f} s ({how}), {left:.0f} s left"
+    return None
 
 
 def _beyond_host_memory(dev: torch.device, history, L: int, B: int) -> str | None:
@@ -472,10 +541,16 @@ def _ratios(results, layers) -> list[dict]:
     return rows
 
 
-def scaling_from_config(bench: dict, train: dict, out_path: str | Path, **kw) -> dict:
-    """Run the scaling benchmark with the config's `benchmark:` section and write its record to out_path."""
+def scaling_from_config(bench: dict, train: dict, out_path: str | Path, budget_s: float | None = None,
+                        **kw) -> dict:
+    """Run the scaling benchmark with the config's `benchmark:` section and write its record to out_path: after
+    every case (the record so far, "complete": false), and at the end. budget_s: the benchmark stops this many
+    seconds from now, keeping what finished (scaling_benchmark's deadline)."""
     from ...common.atomic import write_json_atomic
 
+    if budget_s is not None:
+        kw["deadline"] = time.monotonic() + budget_s
+    kw.setdefault("on_case", lambda rec: write_json_atomic(out_path, rec))
     sc = bench["scaling"]
     bv = sc.get("batch_view") or {}
     record = scaling_benchmark(

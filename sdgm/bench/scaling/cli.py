@@ -7,14 +7,18 @@ r"""The scaling benchmark on its own, and its floors on paper.
 
 With --out it runs the benchmark of rule `scaling` on this machine, with the config's benchmark.scaling section (the
 flags override its lengths, batch, decoders and repeats) and its train device and precision, and writes
-OUT/bench/scaling.json, OUT/tables/scaling{,_slopes}.{csv,md,tex} and OUT/figures/scaling.{png,pdf}: the layer
-comparison without training anything. The paper config's lengths (to 65,536 tokens per batch and L = 1,048,576
-at B = 1) take hours on a CPU; the flags pick a range the machine can do.
+OUT/bench/scaling.json (after every case, so a run stopped midway leaves the cases it finished), then
+OUT/tables/scaling{,_slopes}.{csv,md,tex} and OUT/figures/scaling.{png,pdf}: the layer comparison without training
+anything. --budget-s stops it at a deadline: the lengths of both views run shortest first, and a case predicted
+(from the layer's shorter cases) not to finish in what is left is recorded as skipped with the prediction. The
+paper config's lengths (to 65,536 tokens per batch and L = 1,048,576 at B = 1) take hours on a CPU; the flags pick
+a range the machine can do.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import time
 from pathlib import Path
 
 import json
@@ -83,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="timed calls per case (median)")
     ap.add_argument("--warmup", type=int, help="untimed calls first")
     ap.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the config's train.device)")
+    ap.add_argument("--budget-s", type=float, help="stop this many seconds from the start, keeping what finished: "
+                                                   "shortest lengths first, a case predicted not to fit is skipped "
+                                                   "with the prediction")
     args = ap.parse_args(argv)
+    start = time.monotonic()
     if args.out is None:
         if args.configfile is not None:
             ap.error("--configfile runs the benchmark: give --out DIR for its record, tables and figure")
@@ -123,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         train["device"] = args.device
     record_path = args.out / "bench" / "scaling.json"
-    scaling_from_config(bench, train, record_path)
+    if args.budget_s is not None and args.budget_s <= 0:
+        ap.error("--budget-s must be positive")
+    budget = None if args.budget_s is None else args.budget_s - (time.monotonic() - start)
+    scaling_from_config(bench, train, record_path, budget_s=budget)
     written = build_scaling_report(record_path, args.out / "tables", args.out / "figures")
     print(f"wrote {record_path}")
     for paths in written.values():
