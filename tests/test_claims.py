@@ -282,11 +282,52 @@ def test_claims_and_compact_csvs_hold_numbers_in_numeric_columns(tmp_path):
 def test_claims_file_errors_name_the_file_and_the_claim(tmp_path):
     bad = tmp_path / "claims.yaml"
     bad.write_text(yaml.safe_dump({**TOLS, "claims": [{**VALUE, "kind": "vibes"}]}))
-    with pytest.raises(ReportError, match=r"claims.yaml: claim 0 \(v\): kind 'vibes'"):
+    with pytest.raises(ReportError, match=r"claims.yaml: claim 0 \(v\): kind must be one of value, .*, got 'vibes'$"):
         V.load_claims(bad)
     bad.write_text(yaml.safe_dump({**TOLS, "claims": [{**VALUE, "tolerance": "nope"}]}))
     with pytest.raises(ReportError, match="tolerance 'nope' is not defined"):
         V.load_claims(bad)
+
+
+DROP = "(drop this key)"
+
+
+@pytest.mark.parametrize("claim,change,message", [
+    (0, {"kind": "vibes"}, "claim 0 (wt2-val-ppl): kind must be one of value, engineering, direction, slope, "),
+    (0, {"tolerance": DROP}, "claim 0 (wt2-val-ppl): missing required key tolerance"),
+    (0, {"paper": None}, "claim 0 (wt2-val-ppl): paper must be a number (the claim is judged against it), got None"),
+    (0, {"tolerence": "perplexity"}, "claim 0 (wt2-val-ppl): unexpected key tolerence (not in the schema)"),
+    (0, {"than": "gpt2"}, "claim 0 (wt2-val-ppl): than must be a non-empty list of experiments, got 'gpt2'"),
+    (0, {"source": DROP}, "claim 0 (wt2-val-ppl): missing required key source"),
+    ("fewer-params", {"paper_baselines": [41.2]}, "(fewer-params): paper_baselines must be [lowest, highest], two"),
+    ("params", {"measures": [{"source": "nowhere", "metric": "params"}]},
+     "(params): measures[0].source must be one of metrics, throughput, generation, scaling, gmm, quality, got"),
+    ("less-train-memory", {"protocol": ["compiled"]}, "(less-train-memory): protocol[0] must be one of device, "),
+    ("ptb-generation-quality", {"sets": ["continuation"]}, "(ptb-generation-quality): sets[0] must be one of "),
+    ("ptb-generation-quality", {"sets": DROP}, "(ptb-generation-quality): missing required key sets"),
+    (1, {"id": "wt2-val-ppl"}, "claim 1 (wt2-val-ppl): duplicate id"),
+    ("memory", {"judged_by": DROP}, "(memory): missing required key judged_by"),
+])
+def test_a_broken_claims_file_fails_in_one_line_naming_the_claim_and_the_field(tmp_path, claim, change, message):
+    """The shipped claims file with one claim broken: the schema (or the checks it cannot express) refuses it."""
+    data = yaml.safe_load(V.CLAIMS_PATH.read_text())
+    i = claim if isinstance(claim, int) else next(j for j, c in enumerate(data["claims"]) if c["id"] == claim)
+    data["claims"][i] = {k: v for k, v in {**data["claims"][i], **change}.items() if v != DROP}
+    bad = tmp_path / "claims.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ReportError) as err:
+        V.load_claims(bad)
+    text = str(err.value)
+    assert text.startswith(f"{bad}: claim {i} (") and message in text and "\n" not in text, text
+
+
+def test_the_shipped_claims_file_follows_its_schema_and_the_schema_is_valid():
+    import jsonschema
+
+    from sdgm.common.schema import CLAIMS_SCHEMA_PATH
+
+    jsonschema.Draft202012Validator.check_schema(json.loads(CLAIMS_SCHEMA_PATH.read_text()))
+    assert len(V.load_claims()["claims"]) >= 26
 
 
 PAPER_KEYS = {"val_ppl": "val_ppl", "params": "params_m", "cosine_val": "cosine", "peak_mem_bytes": "peak_mem_gb",
@@ -417,14 +458,14 @@ def test_a_claim_without_any_record_of_its_source_in_the_folder_is_not_measured_
 @pytest.mark.parametrize("change,message", [
     ({"paper_baselines": [20.0]}, "paper_baselines must be"),
     ({"tolerance": "abs01"}, "needs a relative tolerance"),
-    ({"measures": [{"source": "nowhere", "metric": "x"}]}, "each measure needs a source"),
-    ({"source": None, "metric": None}, "a factor claim needs source, metric"),
+    ({"measures": [{"source": "nowhere", "metric": "x"}]}, "measures[0].source must be one of"),
+    ({"source": None, "metric": None}, "missing required key source"),
 ])
 def test_factor_claim_file_errors(tmp_path, change, message):
     bad = tmp_path / "claims.yaml"
     claim = {k: v for k, v in {**FACTOR, "tolerance": "ppl", **change}.items() if v is not None}
     bad.write_text(yaml.safe_dump({**TOLS, "claims": [claim]}))
-    with pytest.raises(ReportError, match=message):
+    with pytest.raises(ReportError, match=re.escape(message)):
         V.load_claims(bad)
 
 

@@ -1,6 +1,6 @@
 """JSON Schemas, checked strictly: the schema of metrics.json (sdgm/common/schemas/metrics.schema.json), which its
-writer (sdgm.harness.experiment) and its reader (sdgm.reporting) both check, and the validator sdgm.harness.config uses
-for the workflow config.
+writer (sdgm.harness.experiment) and its reader (sdgm.reporting) both check, the validator sdgm.harness.config uses
+for the workflow config and sdgm.reporting.verdicts for the claims file (claims.schema.json).
 
 Strict means more than a plain JSON-schema validator: an "integer" refuses 64.0 and True, and a "number" must be
 finite (Python's json reads and writes NaN and Infinity, JSON Schema has no word for them). A violation is reported
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "metrics.schema.json"
+CLAIMS_SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "claims.schema.json"  # sdgm.reporting's claims file
 
 
 class SchemaViolation(ValueError):

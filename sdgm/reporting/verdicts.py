@@ -4,12 +4,16 @@ sdgm.reporting.claims builds the tables and pages from them; the rules are writt
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..common.schema import CLAIMS_SCHEMA_PATH, SchemaViolation, check, strict_validator
 from .evidence import Evidence, check_evidence, choose_measure, commits_of, experiments_of, values_of
 from .records import ReportError, read_yaml_mapping
 from .statistics import difference_interval, fit_slope, interval, is_number, t_quantile
@@ -24,20 +28,8 @@ NOT_COMPARABLE = "not comparable"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURED)
 
 ONE_SEED = "one seed: no interval"
-KINDS = ("value", "engineering", "direction", "slope", "procedure", "competitive", "unmeasured", "factor",
-         "unstated_device")
-SOURCES = ("metrics", "throughput", "generation", "scaling", "gmm", "quality")
-NEEDS = {  # fields each kind must have, beyond id, claim, where, kind, corpus
-    "value": ("source", "metric", "experiment", "paper", "tolerance"),
-    "engineering": ("source", "metric", "experiment", "paper", "tolerance"),
-    "direction": ("source", "metric", "experiment", "than", "better", "tolerance"),
-    "slope": ("source", "metric", "experiment", "than", "views", "mode", "paper", "tolerance"),
-    "procedure": ("source", "experiment"),
-    "competitive": ("source", "metric", "sets", "experiment", "than", "tolerance"),
-    "unmeasured": ("reason",),
-    "factor": ("source", "metric", "experiment", "than", "better", "paper", "paper_baselines", "tolerance"),
-    "unstated_device": ("source", "metric", "experiment", "paper", "reading", "judged_by"),
-}
+CLAIM_SCHEMA = json.loads(CLAIMS_SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["claim"]
+KINDS = tuple(CLAIM_SCHEMA["properties"]["kind"]["enum"])  # docs/claims.md: one rule each
 NOT_ON_DEVICE = "not measured on this device"
 
 CLAIMS_COLUMNS = ["id", "claim", "reading", "where", "kind", "corpus", "corpus_stated", "metric", "unit", "experiment",
@@ -49,62 +41,47 @@ NUMERIC_CLAIMS_COLUMNS = ["paper_value", "ours_value", "ours_ci_low", "ours_ci_h
 # ---- the claims file ---------------------------------------------------------------------------------------------
 
 def load_claims(path: str | Path | None = None) -> dict:
-    """The claims file, validated: {"source", "tolerances", "claims", "compact"}. Errors name the file and claim."""
+    """The claims file, checked against sdgm/common/schemas/claims.schema.json and for what a schema cannot say
+    (unique ids, defined tolerances, a factor claim's relative tolerance): {"source", "tolerances", "claims",
+    "compact"}. An error is one line naming the file, the claim and the field."""
     path = Path(path) if path is not None else CLAIMS_PATH
     data = read_yaml_mapping(path, "claims", "the claims file")
-    tolerances = data.get("tolerances") or {}
-    for name, tol in tolerances.items():
-        if not isinstance(tol, dict) or len({"rel", "abs"} & set(tol)) != 1 or not tol.get("why"):
-            raise ReportError(f"{path}: tolerance {name!r} needs exactly one of 'rel'/'abs' and a 'why'")
-        value = tol.get("rel", tol.get("abs"))
-        if not is_number(value) or value < 0:
-            raise ReportError(f"{path}: tolerance {name!r} must be a number >= 0, got {value!r}")
+    try:
+        check(_claims_validator(), data)
+    except SchemaViolation as e:
+        raise ReportError(_claims_error(path, data, e)) from None
+    tolerances = data["tolerances"]
     seen = set()
     for i, c in enumerate(data["claims"]):
-        where = f"{path}: claim {i} ({c.get('id', '?') if isinstance(c, dict) else '?'})"
-        if not isinstance(c, dict):
-            raise ReportError(f"{where}: not a mapping")
-        missing = [k for k in ("id", "claim", "where", "kind", "corpus") if not c.get(k)]
-        if missing:
-            raise ReportError(f"{where}: missing {', '.join(missing)}")
+        where = f"{path}: claim {i} ({c['id']})"
         if c["id"] in seen:
             raise ReportError(f"{where}: duplicate id")
         seen.add(c["id"])
-        if c["kind"] not in KINDS:
-            raise ReportError(f"{where}: kind {c['kind']!r} is not one of {', '.join(KINDS)}")
-        if "measures" in c:
-            _check_measures(c["measures"], where)
-        given = {**c, **({"source": "measures", "metric": "measures"} if "measures" in c else {})}
-        missing = [k for k in NEEDS[c["kind"]] if given.get(k) is None]
-        if missing:
-            raise ReportError(f"{where}: a {c['kind']} claim needs {', '.join(missing)}")
-        if "source" in c and c["source"] not in SOURCES:
-            raise ReportError(f"{where}: source {c['source']!r} is not one of {', '.join(SOURCES)}")
         if "tolerance" in c and c["tolerance"] not in tolerances:
             raise ReportError(f"{where}: tolerance {c['tolerance']!r} is not defined under 'tolerances'")
-        if c.get("better") not in (None, "lower", "higher"):
-            raise ReportError(f"{where}: better must be 'lower' or 'higher', got {c['better']!r}")
-        if c.get("paper") is not None and not is_number(c["paper"]):
-            raise ReportError(f"{where}: paper must be a number or null, got {c['paper']!r}")
-        if "than" in c and (not isinstance(c["than"], list) or not c["than"]):
-            raise ReportError(f"{where}: than must be a non-empty list of experiments")
-        pb = c.get("paper_baselines")
-        if c["kind"] == "factor" and "rel" not in tolerances.get(c.get("tolerance"), {}):
-            raise ReportError(f"{where}: a factor claim needs a relative tolerance ('rel')")
-        if pb is not None and (not isinstance(pb, list) or len(pb) != 2 or not all(is_number(v) and v > 0
-                                                                                   for v in pb)):
-            raise ReportError(f"{where}: paper_baselines must be [lowest, highest], two positive numbers")
+        if c["kind"] == "factor" and "rel" not in tolerances[c["tolerance"]]:
+            raise ReportError(f"{where}: tolerance {c['tolerance']!r}: a factor claim needs a relative tolerance "
+                              f"('rel')")
     return {"source": data.get("source", "the SDGM paper"), "tolerances": tolerances, "claims": data["claims"],
             "compact": data.get("compact") or {"rows": [], "engineering_corpus": None}}
 
 
-def _check_measures(measures, where: str) -> None:
-    if not isinstance(measures, list) or not measures:
-        raise ReportError(f"{where}: measures must be a non-empty list of {{source, metric}}")
-    for m in measures:
-        if not isinstance(m, dict) or m.get("source") not in SOURCES or not m.get("metric"):
-            raise ReportError(f"{where}: each measure needs a source (one of {', '.join(SOURCES)}) and a metric")
+@functools.cache
+def _claims_validator():
+    return strict_validator(json.loads(CLAIMS_SCHEMA_PATH.read_text(encoding="utf-8")))
 
+
+def _claims_error(path: Path, data: dict, e: SchemaViolation) -> str:
+    """"claims.yaml: claim 3 (params): kind must be one of ..., got 'vibes'": the claim by index and id, the field
+    relative to it."""
+    m = re.fullmatch(r"claims\[(\d+)\](?:\.(.*))?", e.field)
+    if not m:
+        return f"{path}: {e}"
+    i = int(m.group(1))
+    c = data["claims"][i]
+    cid = c.get("id", "?") if isinstance(c, dict) else "?"
+    text = str(e).replace(f"claims[{i}].", "").replace(f"claims[{i}]", "the claim")
+    return f"{path}: claim {i} ({cid}): {text}"
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------------------
