@@ -117,8 +117,12 @@ def entry(ln_ppl: np.ndarray, tokens: int = 100) -> dict:
     return {"n": len(ln_ppl), "per_sequence": {"nll": list(ln_ppl * tokens), "scored": [tokens] * len(ln_ppl)}}
 
 
+SAMPLING = {"split": "valid", "prompts": 32, "prompt_tokens": 32, "new_tokens": 128, "temperature": 1.0, "top_k": 0,
+            "seed": 0}
+
+
 def quality(root: Path, exp: str, offset: float, noise: float = 0.02, n: int = 32, seed: int = 0,
-            sets=("continuations",)) -> Path:
+            sets=("continuations",), sampling: dict | None = None) -> Path:
     """A quality record whose sets' ln-perplexity per sequence is the real text's (5 + noise) plus `offset`."""
     real = 5.0 + 0.3 * NOISE[:n]
     body = {}
@@ -130,7 +134,8 @@ def quality(root: Path, exp: str, offset: float, noise: float = 0.02, n: int = 3
         body[name] = e
     p = root / "quality" / "ptb" / f"{exp}-s{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": seed, "sets": body}))
+    p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": seed, "sets": body,
+                             "sampling": {**SAMPLING, "prompts": n, **(sampling or {})}}))
     return p
 
 
@@ -225,3 +230,48 @@ def test_three_paired_samples_never_read_reproduced_or_contradicted(tmp_path, sd
     pair = np.abs(sdgm + 0.05 * NOISE[::-1][:3]) - np.abs(0.3 + 0.02 * NOISE[::-1][:3])
     lo, hi = stats.t.interval(0.95, 2, loc=pair.mean(), scale=stats.sem(pair))
     assert (row["ours_ci_low"], row["ours_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_the_reading_says_what_ran_continuations_with_their_prompts_and_n(tmp_path):
+    paths = [quality(tmp_path, e, 0.0, sampling={"top_k": 40}) for e in ("sdgm", "gpt2", "linformer")]
+    row = judge(paths)
+    assert row["reading"] == ("what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 32 "
+                              "continuations per model of validation prompts (32 prompt tokens, 128 new tokens, "
+                              "temperature 1.0, top-k 40, seed 0) against the true continuations")
+    assert row["shown"].endswith("vs gpt2, n = 32 continuations")
+
+
+def test_three_free_samples_are_read_as_three_free_samples(tmp_path):
+    paths = [quality(tmp_path, e, 0.0, n=3, sets=("free",)) for e in ("sdgm", "gpt2", "linformer")]
+    row = judge(paths)
+    assert row["reading"].startswith("what ran: the reference perplexity (Kneser-Ney trigram of the training split) "
+                                     "of 3 free samples per model against held-out text")
+    assert row["reading"].endswith("no continuations of validation prompts") and "prompt tokens" not in row["reading"]
+    assert row["shown"].endswith("n = 3 free samples") and row["verdict"] == V.NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("field,value", [("prompt_tokens", 16), ("starts", [0, 5])])
+def test_continuations_of_other_prompts_are_not_compared(tmp_path, field, value):
+    paths = [quality(tmp_path, "sdgm", 0.0, sampling={field: value}), quality(tmp_path, "gpt2", 0.3),
+             quality(tmp_path, "linformer", 0.9)]
+    row = judge(paths)
+    assert row["verdict"] == V.NOT_MEASURED
+    assert row["reason"].startswith(f"the continuations were not of the same prompts: {field} differ"), row["reason"]
+
+
+def test_the_paper_config_continues_at_least_100_validation_prompts_and_quick_fewer():
+    """The paper configuration (every campaign and GPU window runs it) continues >= 100 prompts of each corpus's
+    validation split; the quick DAG only enough to exercise the path, and fewer tokens."""
+    import yaml
+
+    from sdgm.harness.generate import prompt_starts
+
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sampling"]["continuations"]
+    quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())["sampling"]["continuations"]
+    assert paper["prompts"] >= 100 and 2 <= quick["prompts"] < V.MIN_SEQUENCES
+    assert quick["prompt_tokens"] < paper["prompt_tokens"] and quick["new_tokens"] < paper["new_tokens"]
+    for corpus in ("ptb", "wikitext2"):
+        n = len(G.read_tokens(REPO / "sdgm" / "data" / "corpora" / corpus / "valid.txt.xz"))
+        starts = prompt_starts(n, **paper)
+        assert len(set(starts)) == paper["prompts"] and min(np.diff(starts)) >= paper["prompt_tokens"] + paper[
+            "new_tokens"], corpus  # distinct windows, none overlapping the next

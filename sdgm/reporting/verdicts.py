@@ -345,6 +345,12 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     if len({n for pair in sizes.values() for n in pair}) != 1:
         return _row(claim, reason=f"the sets differ in size (sequences: {sizes}): no paired comparison",
                     evidence=paths)
+    if name in PROMPTED:  # the same prompts for every model: the settings that fix them agree
+        settings = {e: run[e].get("sampling") or {} for e in names}
+        differ = [k for k in SAME_PROMPTS if len({repr(s.get(k)) for s in settings.values()}) != 1]
+        if differ:
+            return _row(claim, reason=f"the {name} were not of the same prompts: {', '.join(differ)} differ ("
+                        + "; ".join(f"{e} {settings[e].get(differ[0])}" for e in names) + ")", evidence=paths)
     n = entries[claim["experiment"]]["n"]
     if n < 2:
         return _row(claim, reason="one sequence: no interval", evidence=paths)
@@ -386,10 +392,27 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
         reason = reason.rsplit(":", 1)[0] + f": fewer than {MIN_SEQUENCES} sequences, no verdict either way"
     return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
                 verdict=verdict, reason=reason, evidence=paths,
-                shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n}",
-                **({"reading": f"what ran: the reference perplexity (Kneser-Ney trigram of the training split) of "
-                               f"{n} free samples per model against {what} of the same lengths; no continuations "
-                               f"of validation prompts"} if name == "free" else {}))
+                shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n} {SET_WORDS.get(name, name)}",
+                reading=what_ran(name, n, run[claim["experiment"]].get("sampling") or {}, seeds[0], what))
+
+
+SET_WORDS = {"continuations": "continuations", "gmm_continuations": "GMM-coefficient continuations",
+             "free": "free samples", "free_gmm": "free GMM-coefficient samples"}
+PROMPTED = ("continuations", "gmm_continuations")  # the sets of prompt continuations (the others: free samples)
+SAME_PROMPTS = ("split", "prompts", "prompt_tokens", "new_tokens", "starts")
+
+
+def what_ran(name: str, n: int, sampling: dict, seed: int, yardstick: str) -> str:
+    """The generation-quality claim's reading as what was judged: the set, its n and, for continuations, the
+    prompts' settings (never the protocol of a set that did not run)."""
+    head = f"what ran: the reference perplexity (Kneser-Ney trigram of the training split) of {n} {SET_WORDS[name]}"
+    if name not in PROMPTED:
+        return f"{head} per model against {yardstick} of the same lengths; no continuations of validation prompts"
+    s = sampling
+    split = {"valid": "validation"}.get(s.get("split", "valid"), s.get("split"))
+    return (f"{head} per model of {split} prompts ({s.get('prompt_tokens', '?')} prompt tokens, "
+            f"{s.get('new_tokens', '?')} new tokens, temperature {s.get('temperature', '?')}, top-k "
+            f"{s.get('top_k') or 'off'}, seed {seed}) against {yardstick}")
 
 
 def _means(ev: Evidence, claim: dict, names: list[str]):
