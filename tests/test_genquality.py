@@ -275,3 +275,39 @@ def test_the_paper_config_continues_at_least_100_validation_prompts_and_quick_fe
         starts = prompt_starts(n, **paper)
         assert len(set(starts)) == paper["prompts"] and min(np.diff(starts)) >= paper["prompt_tokens"] + paper[
             "new_tokens"], corpus  # distinct windows, none overlapping the next
+
+
+def test_continuations_are_written_scored_and_judged_with_what_ran(tmp_path, toy_tokens):
+    """Real components end to end: fresh models continue 20 validation prompts (rule sample's writer), the scorer
+    makes their quality records (rule score_samples), and the claim is judged from them by the paired bootstrap,
+    its reading naming what ran."""
+    import torch
+    from helpers import SMALL
+
+    from sdgm.data.tokens import load_tokens
+    from sdgm.harness.generate import write_continuations, write_samples
+    from sdgm.models.registry import build_model, save_run
+
+    _, vocab = load_tokens(toy_tokens)
+    corpus = toy_tokens.parent  # the toy corpus's {train,valid,test}.txt
+    records = []
+    for exp in ("sdgm", "gpt2", "linformer"):
+        torch.manual_seed(0)
+        run = tmp_path / "runs" / "ptb" / f"{exp}-s0"
+        save_run(run, exp, build_model(exp, len(vocab), **SMALL[exp]), vocab)
+        metrics = {"schema": 1, "experiment": exp, "model": exp, "corpus": "ptb", "seed": 0, "metrics": {},
+                   "provenance": {"git_commit": None, "device": "cpu"}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        write_samples(run, None, run / "samples.txt", prompt="w1", n_samples=3, n_tokens=8)
+        write_continuations(run, None, toy_tokens, run / "continuations.json", prompts=20, prompt_tokens=4,
+                            new_tokens=8)
+        out = tmp_path / "quality" / "ptb" / f"{exp}-s0.json"
+        G.score_run(run / "samples.txt", run / "continuations.json", corpus / "train.txt", corpus / "test.txt",
+                    run / "metrics.json", out)
+        records.append(out)
+    row = judge(records)
+    assert row["n"] == 20 and "paired bootstrap interval" in row["reason"], row["reason"]
+    assert row["verdict"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.CONTRADICTED)
+    assert row["reading"] == ("what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 20 "
+                              "continuations per model of validation prompts (4 prompt tokens, 8 new tokens, "
+                              "temperature 1.0, top-k off, seed 0) against the true continuations")
