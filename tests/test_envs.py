@@ -181,7 +181,8 @@ def test_every_script_imports_sdgm_first():
 def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
     the whole DAG, and the publishing of every run (sdgm.published.campaign asks for it), runs with every job limited to
-    the packages of its conda environment."""
+    the packages of its conda environment; then its readings config (.test/config/readings.yaml, docs/readings.md)
+    into the same directory, so that every rule with an environment has run."""
     shutil.copytree(REPO / ".test" / "config", tmp_path / "config")
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
     r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)
@@ -198,6 +199,15 @@ def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     out += r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert all((tmp_path / receipt).exists() for receipt in receipts)
+    # then the readings rules, with the readings config (its own results_dir; the corpora and tokens are shared)
+    readings = [*base, "--configfile", str(tmp_path / "config" / "readings.yaml")]
+    r = subprocess.run([*readings, "--lint"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
+    r = subprocess.run([*readings, "--cores", "2", "--show-failed-logs"], env=write_plan(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    out += r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert (tmp_path / "results" / "readings" / "tables" / "readings.csv").stat().st_size > 0
     jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, flags=re.M)}
     assert set(rule_environments(REPO)) <= jobs, f"rules the test case does not run: {set(rule_environments(REPO)) - jobs}"
     assert (tmp_path / "results" / "README.md").stat().st_size > 0
