@@ -457,3 +457,18 @@ def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
     (st / H100 / "tables" / "main.csv").write_text("edited\n")
     assert campaign.check_render(st) == [f"{st / H100 / 'tables' / 'main.csv'}: changed since render "
                                          f"{json.loads((st / 'RENDER.json').read_text())['render']}; render again"]
+
+
+def test_the_report_refuses_a_metrics_file_that_contradicts_itself(tmp_path):
+    """The report's loading path (tables, claims) uses the same validator: val_ppl 57.1 beside val_nll 9.0 was read
+    and judged "reproduced"."""
+    from helpers import metrics_record, write_metrics
+    from sdgm.reporting import ReportError, load_metrics
+
+    rec = metrics_record("sdgm", "ptb", 0, 57.1)
+    assert load_metrics([write_metrics(tmp_path / "ok", rec)])
+    rec["metrics"]["val_nll"] = 9.0
+    path = write_metrics(tmp_path / "bad", rec)
+    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: metrics.val_ppl 57.1 is not "
+                                          rf"exp\(metrics.val_nll 9\) = 8103.08$"):
+        load_metrics([path])
