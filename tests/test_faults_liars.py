@@ -472,3 +472,24 @@ def test_the_report_refuses_a_metrics_file_that_contradicts_itself(tmp_path):
     with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: metrics.val_ppl 57.1 is not "
                                           rf"exp\(metrics.val_nll 9\) = 8103.08$"):
         load_metrics([path])
+
+
+def test_tables_of_a_results_folder_are_not_written_through_a_link(tmp_path):
+    """A results folder (results/cpu is committed) whose tables/ is a link to a folder elsewhere: the report and the
+    claims refuse before writing anything there."""
+    from helpers import metrics_record, write_metrics
+    from sdgm.reporting import build_report
+    from sdgm.reporting.claims import build_claims
+
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = write_metrics(results, metrics_record("sdgm", "ptb", 0, 150.0))
+    (results / "tables").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match=r"results/tables is a symbolic link"):
+        build_report([path], results / "tables", results / "figures")
+    with pytest.raises(UnsafePath, match=r"results/tables is a symbolic link"):
+        build_claims(results / "tables", metrics=[path])
+    assert list(elsewhere.iterdir()) == []
+    (results / "tables").unlink()
+    assert build_claims(results / "tables", metrics=[path]) and build_report([path], results / "tables",
+                                                                             results / "figures")
