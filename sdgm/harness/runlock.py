@@ -6,8 +6,8 @@ checkpoint and its run directory. The training job takes `<checkpoint directory>
 non-blocking) and writes its holder into it (host, pid, working directory, start time); a second job of the same
 run stops at once with RunLocked naming the lock and its holder. The kernel releases the lock when the holder's
 process ends in any way (even SIGKILL), so a lock file left behind blocks nothing. The file is opened without
-following a link, and a lock path that is a link, a hard link or not a regular file is refused (UnsafePath). On a shared file system the
-lock works where flock does (NFSv4, Lustre and GPFS mounted with locking).
+following a link, and a lock path that is a link, a hard link or not a regular file is refused (UnsafePath). On a
+shared file system the lock works where flock does (NFSv4, Lustre and GPFS mounted with locking).
 
 A lock can outlive its holder when a process the holder started (a forked worker) inherited the open file: the
 recorded holder is gone, yet the flock is held. Such a lock is recognized (the holder's host is this host and its

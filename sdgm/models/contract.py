@@ -185,7 +185,8 @@ def check_forward(model: LanguageModel, idx: torch.Tensor, vocab_size: int, what
 
 
 def check_shapes(name: str, model, vocab_size: int, seq_len: int) -> None:
-    """forward (B, L) -> (B, L, V) floating and finite, its input left as it was; training_loss a finite scalar that has gradients."""
+    """forward (B, L) -> (B, L, V) floating and finite, its input left as it was; training_loss a finite scalar that
+    has gradients."""
     idx = torch.randint(0, vocab_size, (2, seq_len))
     given = idx.clone()
     check_logits(model(given), (2, seq_len, vocab_size), f"model {name!r}: forward of (2, {seq_len}) tokens")

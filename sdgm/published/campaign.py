@@ -553,8 +553,9 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     devices): OUT/<device>/tables/{claims,compact,main,ablations,reconstruction,throughput,samples}.* and
     OUT/<device>/figures/,
     and OUT/README.md, the index of records by device. OUT defaults to the store. OUT/RENDER.json says "in progress"
-    until every output is written, then lists each output's SHA-256 (check_render names what is not of one render). A device whose folders under
-    OUT hold a symbolic link is not rendered (one line); a link in place of README.md stops the render (UnsafePath).
+    until every output is written, then lists each output's SHA-256 (check_render names what is not of one render).
+    A device whose folders under OUT hold a symbolic link is not rendered (one line); a link in place of README.md
+    stops the render (UnsafePath).
     A record that does not match its manifest (a file missing or altered) or holds impossible values is left out,
     and a device whose tables cannot be built is skipped: each is one line in written["problems"] (the caller
     prints them), and the rest is rendered. Returns {device: tables written, "problems": [lines]}."""
@@ -624,8 +625,11 @@ def check_render(out: str | Path) -> list[str]:
         return [f"{out}: the last render did not finish (interrupted?): its tables, claims and README may come from "
                 f"two renders; render again"]
     now = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
-    return [f"{out / name}: {'not written by' if name not in stamp['files'] else 'missing since' if name not in now else 'changed since'} "
-            f"render {stamp.get('render')}; render again"
+    def how(name: str) -> str:
+        return "not written by" if name not in stamp["files"] else "missing since" if name not in now else \
+            "changed since"
+
+    return [f"{out / name}: {how(name)} render {stamp.get('render')}; render again"
             for name in sorted(set(now) | set(stamp["files"])) if now.get(name) != stamp["files"].get(name)]
 
 
