@@ -1,6 +1,7 @@
 """The published store and the campaign: priorities, estimates, publishing, archives, clashes, kills, and (e2e) three
 campaigns on a tiny config that share one store across a kill and two device labels."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -129,8 +130,8 @@ def fake_run(tmp_path: Path, corpus="ptb", experiment="sdgm", seed=0, device="NV
     """A run's files as the workflow writes them, from the committed H100 metrics."""
     rec = json.loads((H100 / f"runs/{corpus}/{experiment}-s0/metrics.json").read_text())
     rec["seed"], rec["provenance"]["device"] = seed, device
-    if val is not None:
-        rec["metrics"]["val_ppl"] = val
+    if val is not None:  # a record that agrees with itself: the perplexity is exp of its NLL
+        rec["metrics"]["val_ppl"], rec["metrics"]["val_nll"] = val, math.log(val)
     d = tmp_path / "work" / corpus / f"{experiment}-s{seed}-{device[:4]}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(rec))

@@ -36,6 +36,47 @@ class StorageError(OSError):
     """The storage refused a write: full, over quota, read-only or not permitted. Names the path."""
 
 
+class UnsafePath(OSError):
+    """A write under a guarded folder (the published store, a results folder) through a symbolic link, or to a
+    place that resolves outside that folder: refused, naming the link."""
+
+
+def no_links(root: PathLike, path: PathLike) -> Path:
+    """`path`, if it lies under `root` and no component of it below `root` is a symbolic link (`root` itself may be
+    one: where the folder lives is its owner's choice), and it resolves inside `root`; else UnsafePath, one line.
+    Call it before writing to `path` or creating anything under it: a link committed into a store or a results
+    folder would otherwise make a write land anywhere."""
+    root, path = Path(root), Path(path)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise UnsafePath(f"{path}: not under {root}; refusing to write there") from None
+    where = root
+    for part in rel.parts:
+        if part == "..":
+            raise UnsafePath(f"{path}: holds '..'; refusing to write there")
+        where = where / part
+        if where.is_symlink():
+            raise UnsafePath(f"{path}: {where} is a symbolic link (to {os.readlink(where)}); refusing to write "
+                             f"through it (remove the link)")
+        if not where.exists():
+            break
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UnsafePath(f"{path}: resolves to {path.resolve()}, outside {root.resolve()}; refusing to write there")
+    return path
+
+
+def no_links_below(root: PathLike, folder: PathLike) -> Path:
+    """no_links for `folder` and for everything already in it (a link anywhere inside is refused too)."""
+    folder = no_links(root, folder)
+    if folder.is_dir():
+        for p in folder.rglob("*"):  # rglob does not descend into linked folders; each link is named here
+            if p.is_symlink():
+                raise UnsafePath(f"{folder}: {p} is a symbolic link (to {os.readlink(p)}); refusing to write "
+                                 f"through it (remove the link)")
+    return folder
+
+
 def storage_error(exc: OSError, path: PathLike, action: str = "writing") -> OSError:
     """`exc` as a StorageError naming `path` if the storage refused the write, else `exc` itself."""
     if isinstance(exc, StorageError) or exc.errno not in STORAGE_ERRORS:

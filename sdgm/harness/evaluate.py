@@ -5,6 +5,10 @@ Perplexity = exp(mean NLL over every predicted token) of a whole split, read in 
 L tokens: window i feeds tokens [iL, iL + L) and predicts [iL + 1, iL + L + 1), so each token after the first
 is predicted exactly once, with the context available inside its window. The last window may be shorter.
 
+A model is scored against tokens it cannot touch: it is given a copy of its input, and a model that rewrites that
+copy in place, or returns logits not of shape (B, L, V) or not of a floating type, is refused (ContractError, one
+line) rather than scored.
+
 `evaluate_streams` is the second mode, for models that carry state (`stateful`): the split is cut into
 `batch_size` contiguous streams (as `batchify` in the PyTorch word_language_model example), each read in
 consecutive windows of L, and the state (hidden state, memory) is carried, detached, from one window to the
@@ -18,7 +22,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..models.contract import check_logits, check_unchanged
 from ..models.interface import LanguageModel, detach_state
+
+
+def model_vocab_size(model: LanguageModel) -> int | None:
+    """V of the logits the model must return: its config's vocab_size (None for a model without a config)."""
+    return getattr(getattr(model, "cfg", None), "vocab_size", None)
 
 
 def windows(ids: torch.Tensor, L: int) -> list[tuple[int, int]]:
@@ -34,6 +44,7 @@ def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 
     """{"nll", "ppl", "tokens", **diagnostics} over a split (or its first `max_windows` windows)."""
     was_training = model.training
     model.eval()
+    vocab_size = model_vocab_size(model)
     wins = windows(ids, L)
     if max_windows is not None:
         wins = wins[:max_windows]
@@ -46,9 +57,12 @@ def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 
         nonlocal nll_sum, n_tok
         x = torch.stack([ids[s:s + n] for s in starts]).to(device)          # (b, n)
         y = torch.stack([ids[s + 1:s + n + 1] for s in starts]).to(device)  # (b, n)
+        given = x.clone()  # the model's own copy: x and y stay what they were
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x)                                                # (b, n, V)
-            diag = model.diagnostics(x)
+            logits = model(given)                                            # (b, n, V)
+            diag = model.diagnostics(given)
+        check_logits(logits, (*x.shape, vocab_size), f"evaluation of {type(model).__name__}", finite=False)
+        check_unchanged(given, x, f"evaluation of {type(model).__name__}")
         nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
         n_tok += y.numel()
         for k, v in diag.items():
@@ -94,9 +108,12 @@ def evaluate_streams(model: LanguageModel, ids: torch.Tensor, L: int, batch_size
         wins = wins[:max_windows]
     nll_sum, n_tok, state = 0.0, 0, None
     for s, n in wins:
-        x, y = data[:, s:s + n], data[:, s + 1:s + n + 1]  # (b, n)
+        x, y = data[:, s:s + n], data[:, s + 1:s + n + 1]  # (b, n), views of one tensor
+        given = x.clone()  # the model's own copy: the targets y stay what they were
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits, state = model.forward_with_state(x, state)  # (b, n, V)
+            logits, state = model.forward_with_state(given, state)  # (b, n, V)
+        check_logits(logits, (*x.shape, model_vocab_size(model)), f"evaluation of {type(model).__name__}", finite=False)
+        check_unchanged(given, x, f"evaluation of {type(model).__name__}")
         state = detach_state(state)
         nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
         n_tok += y.numel()

@@ -21,7 +21,7 @@ import torch
 from ..common.atomic import write_json_atomic
 from ..data.checks import DataError
 from ..data.tokens import load_tokens, vocab_sha256
-from ..models.contract import causal_audit
+from ..models.contract import causal_audit, check_forward
 from ..models.interface import declared
 from .evaluate import evaluate, evaluate_streams
 from ..common.timing import peak_rss_bytes
@@ -98,6 +98,10 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
         if trainer.rank == 0 and progress:
             limit = f"{mem['limit_bytes'] / 2**20:.0f} MiB" if mem["limit_bytes"] else "no limit given"
             print(f"estimated peak memory {mem['estimate_bytes'] / 2**20:.0f} MiB ({limit})", file=sys.stderr)
+    # the model's logits before its first step: (B, L, V) of a floating type and finite (one line, not an IndexError
+    # in the loss or a wrong width published); the first window of the validation text
+    check_forward(trainer.model, splits["valid"][None, :tcfg.seq_len].to(trainer.device), len(vocab),
+                  f"model {model!r}")
     resumed = trainer.try_resume()
     if resumed and trainer.rank == 0:
         print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)
@@ -123,7 +127,8 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
             raise NonFiniteLoss(f"{name} perplexity of the best weights ({trainer.best_path}) is {res['ppl']}")
 
     # the trained weights, not just the architecture: does any logit move when later tokens change?
-    audit = causal_audit(trainer.model, len(vocab), tcfg.seq_len)
+    # on real text (the validation split): windows cut at many positions, later tokens replaced from its frequencies
+    audit = causal_audit(trainer.model, len(vocab), tcfg.seq_len, text=splits["valid"])
     if audit["passed"] != audit["declared_causal"]:
         print(f"causality audit of {experiment} on {corpus}: declared causal={audit['declared_causal']}, "
               f"measured largest logit change {audit['max_logit_change']:.3g}", file=sys.stderr)

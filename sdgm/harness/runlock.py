@@ -5,8 +5,9 @@ Snakemake's own lock lives in the working directory (.snakemake/), so two pipeli
 checkpoint and its run directory. The training job takes `<checkpoint directory>/lock` with flock (exclusive,
 non-blocking) and writes its holder into it (host, pid, working directory, start time); a second job of the same
 run stops at once with RunLocked naming the lock and its holder. The kernel releases the lock when the holder's
-process ends in any way (even SIGKILL), so a lock file left behind blocks nothing. On a shared file system the
-lock works where flock does (NFSv4, Lustre and GPFS mounted with locking).
+process ends in any way (even SIGKILL), so a lock file left behind blocks nothing. The file is opened without
+following a link, and a lock path that is a link, a hard link or not a regular file is refused (UnsafePath). On a
+shared file system the lock works where flock does (NFSv4, Lustre and GPFS mounted with locking).
 
 A lock can outlive its holder when a process the holder started (a forked worker) inherited the open file: the
 recorded holder is gone, yet the flock is held. Such a lock is recognized (the holder's host is this host and its
@@ -16,16 +17,18 @@ pid no longer runs), named on stderr and cleared: the file is replaced by a new 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..common.atomic import storage_errors
+from ..common.atomic import UnsafePath, storage_errors
 
 
 class RunLocked(RuntimeError):
@@ -72,6 +75,24 @@ def _read_holder(fd: int) -> dict | None:
     return h if isinstance(h, dict) else None
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, opened or created without following a link: a link (or a hard link, a FIFO, a device) in its
+    place would make the holder's line overwrite some other file; refused, one line."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePath(f"lock {path} is a symbolic link (to {os.readlink(path)}); refusing to follow it "
+                             f"(remove the link)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise UnsafePath(f"lock {path} {what}; refusing to write to it (remove it)")
+    return fd
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, refuse: Callable[[str], Exception]) -> Iterator[dict]:
     """Hold the lock file `path` for the block; if another process holds it, raise refuse(its holder, in words).
@@ -80,7 +101,7 @@ def file_lock(path: str | os.PathLike, refuse: Callable[[str], Exception]) -> It
     for attempt in (1, 2):
         with storage_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break

@@ -354,7 +354,8 @@ class Trainer(Checkpoints):
             while st.batch_in_epoch < self.steps_per_epoch and st.step < self.total_steps and not st.stopped:
                 if self.streams and st.batch_in_epoch == 0:
                     self.carry = None  # every epoch starts with an empty state
-                x, y = self.batch(order, st.batch_in_epoch)
+                x, y = self.batch(order, st.batch_in_epoch)  # views of the training tokens
+                x, y = x.clone(), y.clone()  # the model's own copies: it cannot rewrite the data it trains on
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                     if self.streams:
                         loss, stats, carry = self.loss_fn(x, y, self.carry)

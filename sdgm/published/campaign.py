@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import yaml
 
-from ..common.atomic import StorageError, atomic_path, storage_error, write_text_atomic
+from ..common.atomic import (StorageError, UnsafePath, atomic_path, no_links, no_links_below, sha256_file,
+                             storage_error, write_json_atomic, write_text_atomic)
 from ..harness import config as config_module
 from ..harness.config import Run, ablations, benchmarked_runs
 from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
@@ -54,10 +57,13 @@ ARCHIVE_LIMIT = 16 * 1024 * 1024
 # figures are PNGs, already compressed)
 UNPACK_LIMIT = 16 * ARCHIVE_LIMIT
 MANIFEST_LIMIT = 1024 * 1024  # one manifest's bytes at most
+MEMBER_LIMIT = 5000  # members of one archive at most (a record holds about 20 files, a GPU window's folder ~100)
+HEADER_LIMIT = 64 * 1024  # bytes of one extended header (pax, GNU long name) at most; a real one holds a name or two
 IMPORT_TEMP = ".import"  # STORE/.import.part-<host>-<pid>-<random>: an archive being unpacked
 STOP_GRACE_S = 60.0  # at the deadline: seconds between TERM and KILL of Snakemake and its jobs
 ARCHIVE_INDEX = "ARCHIVE.json"
 WINDOW_SUMMARY = "window.json"  # a GPU window's folder in an archive: window/<device>/<stamp>/window.json
+RENDER_STAMP = "RENDER.json"  # OUT/RENDER.json: "in progress" during a render, then the digest of every output
 WINDOW_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 CLOCK_ENV = "SDGM_CAMPAIGN_CLOCK"
 # ---- the run command ----------------------------------------------------------------------------------------------
@@ -341,6 +347,37 @@ def _check_sizes(tar: tarfile.TarFile, members: list[tarfile.TarInfo], archive: 
             raise Refused(f"{archive}: {m.name} is {m.size:,} bytes, its manifest says {want:,}; nothing unpacked")
 
 
+def _scan_headers(archive: Path, limit: int) -> None:
+    """Before tarfile reads a header (it keeps every member's, and reads an extended header whole into memory): walk the
+    raw 512-byte tar headers through gzip, skipping the members' data, and refuse an archive with an extended header
+    over HEADER_LIMIT bytes, more than MEMBER_LIMIT members, or members declaring more than `limit` bytes. Reads at
+    most `limit` bytes of data; an archive it cannot walk is left to tarfile, which names the damage."""
+    extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+    members = total = 0
+    try:
+        with gzip.open(archive, "rb") as f:
+            while len(block := f.read(tarfile.BLOCKSIZE)) == tarfile.BLOCKSIZE and block.count(0) < tarfile.BLOCKSIZE:
+                size, kind = tarfile.nti(block[124:136]), block[156:157]
+                if kind in extended and size > HEADER_LIMIT:
+                    raise Refused(f"{archive}: an extended header of {size:,} bytes (at most {HEADER_LIMIT:,}); "
+                                  f"nothing unpacked")
+                if kind not in extended:
+                    members += 1
+                    total += size if kind in tarfile.REGULAR_TYPES else 0
+                if members > MEMBER_LIMIT:
+                    raise Refused(f"{archive}: more than {MEMBER_LIMIT:,} members; nothing unpacked")
+                if total > limit:
+                    raise Refused(f"{archive}: would unpack to at least {total:,} bytes, over the {limit:,}-byte "
+                                  f"limit of an import; nothing unpacked")
+                skip = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                if kind in extended or size <= 0:
+                    f.read(skip)  # at most HEADER_LIMIT
+                else:
+                    f.seek(skip, os.SEEK_CUR)
+    except (OSError, EOFError, zlib.error, tarfile.HeaderError):
+        return  # damaged: tarfile.open and getmembers refuse it with their own message
+
+
 def _failure(e: OSError, store: Path, action: str) -> str:
     """An OSError in words: the storage's refusal naming the store (a full disk), else the error."""
     err = storage_error(e, store, action)
@@ -348,6 +385,7 @@ def _failure(e: OSError, store: Path, action: str) -> str:
 
 
 def _import_archive(archive: Path, store: Path, out: dict, limit: int) -> None:
+    _scan_headers(archive, limit)  # before tarfile keeps any header
     try:
         tar = tarfile.open(archive, "r:gz")
     except (OSError, tarfile.TarError, EOFError, zlib.error) as e:
@@ -403,6 +441,7 @@ def _import_window(d: Path, store: Path) -> Path:
     summary = json.loads((d / WINDOW_SUMMARY).read_text())
     if not isinstance(summary, dict) or summary.get("kind") != "gpu_window" or summary.get("stamp") != stamp:
         raise StoreError(f"{WINDOW_SUMMARY} is not the summary of window {stamp}")
+    _window_section(d)  # what render makes of it: a window.json that would stop the render is refused here
     target = inside(store, store / device / "windows" / stamp)
     if target.exists():
         return target
@@ -416,9 +455,42 @@ def _import_window(d: Path, store: Path) -> Path:
     return target
 
 
-def render_windows(store: Path, out: Path) -> list[str]:
+def _cell(value) -> str:
+    """Text from a record, safe in a Markdown line or table cell: no tag (& and < escaped), no cell break, no line
+    break."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace("|", "&#124;")
+    return " ".join(text.splitlines())
+
+
+def _window_section(w: Path) -> list[str]:
+    """One window's part of windows.md; ValueError (or KeyError, TypeError) for a window.json that is not one."""
+    summary = json.loads((w / WINDOW_SUMMARY).read_text(encoding="utf-8"))
+    if not isinstance(summary, dict) or not isinstance(summary.get("parts", []), list) or \
+            not all(isinstance(p, dict) for p in summary.get("parts", [])):
+        raise ValueError("its parts are not a list of objects")
+    try:
+        env = json.loads((w / "env" / "env.json").read_text())
+        prov = env["provenance"]
+        decoders = "; ".join(f"{r['requested']} -> {r['used']} ({r['reason']})"
+                             for r in prov.get("spectral_decoder") or []) or "none resolved"
+        about = (f"{prov['device']}, torch {prov['torch']}, CUDA {prov.get('cuda')}, driver "
+                 f"{prov.get('driver')}, Triton {env['versions'].get('triton')}, commit "
+                 f"{prov.get('git_commit')}; spectral decoder: {decoders}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        about = f"no environment record ({type(e).__name__})"
+    page = [f"## {_cell(w.name)} ({_cell(summary.get('minutes'))} min, config {_cell(summary.get('configfile'))})",
+            "", _cell(about), "",
+            "| part | status | seconds | deadline (s) | reason |", "|---|---|---|---|---|"]
+    for p in summary.get("parts", []):
+        page.append(f"| {_cell(p.get('part'))} | {_cell(p.get('status'))} | {_cell(p.get('seconds', ''))} | "
+                    f"{_cell(p.get('deadline_s', ''))} | {_cell(p.get('reason', ''))} |")
+    return page + [""]
+
+
+def render_windows(store: Path, out: Path, problems: list[str] | None = None) -> list[str]:
     """OUT/<device>/windows.md for each device with GPU windows in the store: per window, the environment, what
-    decoder 'auto' resolved to and why, and every part's status, seconds and reason. Returns index lines."""
+    decoder 'auto' resolved to and why, and every part's status, seconds and reason (text from the records escaped).
+    A window whose window.json is unreadable or malformed is left out, one line in `problems`. Returns index lines."""
     lines = []
     for dev_dir in sorted(p for p in store.iterdir() if p.is_dir() and (p / "windows").is_dir()):
         page = [f"# GPU windows on {dev_dir.name}", "",
@@ -426,25 +498,12 @@ def render_windows(store: Path, out: Path) -> list[str]:
                 "the benchmark records and logs are beside each window's window.json.", ""]
         wins = sorted(p for p in (dev_dir / "windows").iterdir() if (p / WINDOW_SUMMARY).is_file())
         for w in wins:
-            summary = json.loads((w / WINDOW_SUMMARY).read_text())
             try:
-                env = json.loads((w / "env" / "env.json").read_text())
-                prov = env["provenance"]
-                decoders = "; ".join(f"{r['requested']} -> {r['used']} ({r['reason']})"
-                                     for r in prov.get("spectral_decoder") or []) or "none resolved"
-                about = (f"{prov['device']}, torch {prov['torch']}, CUDA {prov.get('cuda')}, driver "
-                         f"{prov.get('driver')}, Triton {env['versions'].get('triton')}, commit "
-                         f"{prov.get('git_commit')}; spectral decoder: {decoders}")
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                about = f"no environment record ({type(e).__name__})"
-            page += [f"## {w.name} ({summary.get('minutes')} min, config {summary.get('configfile')})", "", about, "",
-                     "| part | status | seconds | deadline (s) | reason |", "|---|---|---|---|---|"]
-            for p in summary.get("parts", []):
-                reason = str(p.get("reason", "")).replace("|", "/").replace("\n", " ")
-                page.append(f"| {p.get('part')} | {p.get('status')} | {p.get('seconds', '')} | "
-                            f"{p.get('deadline_s', '')} | {reason} |")
-            page.append("")
-        write_text_atomic(out / dev_dir.name / "windows.md", "\n".join(page))
+                page += _window_section(w)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                if problems is not None:
+                    problems.append(f"left out window {w}: {WINDOW_SUMMARY} unusable ({type(e).__name__}: {e})")
+        write_text_atomic(no_links(out, out / dev_dir.name / "windows.md"), "\n".join(page))
         lines.append(f"| {dev_dir.name} | {len(wins)} | [{dev_dir.name}/windows.md]({dev_dir.name}/windows.md) |")
     return lines
 
@@ -498,7 +557,10 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     """Tables and figures of every device from the store's records, one folder per device (never one mean over
     devices): OUT/<device>/tables/{claims,compact,main,ablations,reconstruction,throughput,samples}.* and
     OUT/<device>/figures/,
-    and OUT/README.md, the index of records by device. OUT defaults to the store.
+    and OUT/README.md, the index of records by device. OUT defaults to the store. OUT/RENDER.json says "in progress"
+    until every output is written, then lists each output's SHA-256 (check_render names what is not of one render).
+    A device whose folders under OUT hold a symbolic link is not rendered (one line); a link in place of README.md
+    stops the render (UnsafePath).
     A record that does not match its manifest (a file missing or altered) or holds impossible values is left out,
     and a device whose tables cannot be built is skipped: each is one line in written["problems"] (the caller
     prints them), and the rest is rendered. Returns {device: tables written, "problems": [lines]}."""
@@ -507,6 +569,8 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
 
     store = Path(store)
     out = Path(out) if out is not None else store
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(no_links(out, out / RENDER_STAMP), {"status": "in progress"})  # until every output is written
     good, problems = usable_records(store)
     only = set(good)
     files = {kind: published_files(store, kind, only) for kind in ("metrics", "samples", "throughput", "gmm",
@@ -518,6 +582,8 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
              "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
     for dev in sorted(files["metrics"]):
         try:
+            for folder in ("tables", "figures"):  # a link committed into the store would take the writes elsewhere
+                no_links_below(out, out / dev / folder)
             written[dev] = _render_device(dev, out / dev, {kind: f.get(dev, []) for kind, f in files.items()})
         except (ReportError, BenchReportError, StoreError, OSError, ValueError) as e:
             problems.append(f"device {dev}: tables not rendered ({type(e).__name__}: {e})")
@@ -526,12 +592,50 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
         lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
                      f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
                      f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
-    windows = render_windows(store, out) if store.is_dir() else []
+    windows = render_windows(store, out, problems) if store.is_dir() else []
     if windows:
         lines += ["", "GPU windows (`python -m sdgm.published.gpu_window`): each part's status, the environment and "
                       "the decoder used.", "", "| device | windows | page |", "|---|---|---|", *windows]
-    write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
+    write_text_atomic(no_links(out, out / "README.md"), "\n".join(lines) + "\n")
+    outputs = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
+    write_json_atomic(out / RENDER_STAMP, {"status": "complete", "render": _digest(outputs), "files": outputs})
     return written
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _render_outputs(out: Path) -> list[Path]:
+    """The files a render writes under OUT: README.md, and every device's tables/, figures/ and windows.md."""
+    found = [out / "README.md"] if (out / "README.md").is_file() else []
+    for dev in sorted(p for p in out.iterdir() if p.is_dir() and not p.is_symlink()):
+        found += sorted(p for sub in ("tables", "figures") for p in (dev / sub).rglob("*") if p.is_file())
+        found += [dev / "windows.md"] if (dev / "windows.md").is_file() else []
+    return found
+
+
+def check_render(out: str | Path) -> list[str]:
+    """One line for each output under OUT that is not of its last complete render (RENDER_STAMP): a render that was
+    interrupted (its outputs may mix two renders) or a file changed, added or removed since. Empty: every output
+    is of one render."""
+    out = Path(out)
+    try:
+        stamp = json.loads((out / RENDER_STAMP).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []  # never rendered here
+    except (OSError, ValueError) as e:
+        return [f"{out / RENDER_STAMP}: unreadable ({e}); render again"]
+    if not isinstance(stamp, dict) or stamp.get("status") != "complete" or not isinstance(stamp.get("files"), dict):
+        return [f"{out}: the last render did not finish (interrupted?): its tables, claims and README may come from "
+                f"two renders; render again"]
+    now = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
+    def how(name: str) -> str:
+        return "not written by" if name not in stamp["files"] else "missing since" if name not in now else \
+            "changed since"
+
+    return [f"{out / name}: {how(name)} render {stamp.get('render')}; render again"
+            for name in sorted(set(now) | set(stamp["files"])) if now.get(name) != stamp["files"].get(name)]
 
 
 def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
@@ -653,12 +757,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"render: {msg}", file=sys.stderr)
             return 1 if problems else 0
         if a.cmd == "verify":
-            problems = verify_store(a.store)
+            problems = verify_store(a.store) + check_render(a.store)
             for msg in problems:
                 print(msg, file=sys.stderr)
             print(f"{len(record_dirs(a.store))} record(s), {len(problems)} problem(s)")
             return 1 if problems else 0
-    except (CampaignError, StoreError) as e:
+    except (CampaignError, StoreError, UnsafePath) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -24,7 +24,9 @@ import is left alone). No torch, no pandas: the report environment publishes.
 A manifest comes from elsewhere (an archive, another store), so nothing in it is trusted: the fields that make the
 record's path (device slug, corpus, experiment, seed) must follow the config's name rules, every file it lists must
 be a file a record may hold, and the destination is resolved and must lie inside the store before anything is
-written (`check_manifest`, `inside`). Imports and campaigns hold the store's lock (`store_lock`).
+written (`check_manifest`, `inside`); no folder or file of the store on the way may be a symbolic link (a link
+committed into the store would make a write land anywhere). Imports and campaigns hold the store's lock
+(`store_lock`, a file opened without following a link).
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ from typing import Iterator
 
 import yaml
 
-from ..common.atomic import write_json_atomic, write_text_atomic
+from ..common.atomic import UnsafePath, no_links, write_json_atomic, write_text_atomic
+from ..common.recordcheck import RecordError, check_record
 from ..harness.runlock import file_lock, pid_alive
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
@@ -99,17 +102,22 @@ def record_dir(store: str | Path, device: str, corpus: str, experiment: str, see
 
 
 def inside(store: str | Path, path: str | Path) -> Path:
-    """`path`, resolved, if it lies inside the resolved `store`; else StoreError (a link or a name that leads out)."""
+    """`path`, resolved, if it lies inside the resolved `store` and no component of it inside the store is a symbolic
+    link; else StoreError (a link, or a name that leads out)."""
     root, where = Path(store).resolve(), Path(path).resolve()
     if where == root or not where.is_relative_to(root):
         raise StoreError(f"{path}: resolves to {where}, outside the store {root}; refusing to write there")
+    try:
+        no_links(store, path)
+    except UnsafePath as e:
+        raise StoreError(str(e)) from None
     return where
 
 
 def manifest_target(store: str | Path, m: dict) -> Path:
     """Where the record of manifest `m` (checked) goes in `store`, checked to lie inside it."""
     target = record_dir(store, m["device_slug"], m["corpus"], m["experiment"], m["seed"])
-    inside(store, target.parent)
+    inside(store, target)
     return target
 
 
@@ -258,18 +266,20 @@ def _numbers(node, where: str = "") -> Iterator[tuple[str, object]]:
 
 
 def check_contents(rec_dir: str | Path) -> None:
-    """The record's metrics follow sdgm/common/schemas/metrics.schema.json and physical bounds, and every number of its
-    throughput record is finite and not negative; raises StoreError naming the file and the value."""
+    """The record's metrics follow sdgm/common/schemas/metrics.schema.json and physical bounds, every number of its
+    throughput record is finite and not negative, and its files agree with its manifest, each other and physics
+    (sdgm.common.recordcheck.check_record); raises StoreError naming the file and the value."""
     from ..common.schema import SchemaViolation, check_metrics
 
     rec_dir = Path(rec_dir)
     m = read_manifest(rec_dir)
+    docs = {}
     for name in ("metrics.json", "throughput.json", "gmm.json"):
         if name not in m["files"]:
             continue
         path = rec_dir / name
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = docs[name] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise StoreError(f"{path}: unreadable ({e})") from e
         for field, v in _numbers(doc):
@@ -293,6 +303,32 @@ def check_contents(rec_dir: str | Path) -> None:
                 raise StoreError(f"{path}: metrics.{field} {v:g} is beyond any device ({MAX_TOKENS_PER_S:g})")
             if field.endswith("bytes") and v > MAX_BYTES:
                 raise StoreError(f"{path}: metrics.{field} {v:g} is beyond any memory ({MAX_BYTES} bytes)")
+    _check_texts(rec_dir, m)
+    try:  # the files agree with the manifest and each other, and with physics (sdgm.common.recordcheck)
+        check_record(str(rec_dir), m, docs)
+    except RecordError as e:
+        raise StoreError(str(e)) from None
+
+
+def _check_texts(rec_dir: Path, m: dict) -> None:
+    """The record's config.yaml is a workflow config (a mapping yaml.safe_load reads) and its samples.txt a sample
+    file: a record that would stop every later render is refused here, naming the file."""
+    from ..reporting.publish import parse_samples
+
+    if KINDS["config"] in m["files"]:
+        path = rec_dir / KINDS["config"]
+        try:
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise StoreError(f"{path}: not a workflow config ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(cfg, dict):
+            raise StoreError(f"{path}: not a workflow config (a {type(cfg).__name__}, not a mapping)")
+    if KINDS["samples"] in m["files"]:
+        try:
+            parse_samples(rec_dir / KINDS["samples"])
+        except (OSError, ValueError) as e:
+            raise StoreError(str(e).splitlines()[0]) from None
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -458,7 +494,8 @@ def published_files(store: str | Path, kind: str, only=None) -> dict[str, list[P
 
 
 def verify_store(store: str | Path) -> list[str]:
-    """Problems found (empty: every record matches its manifest and sits where its manifest says)."""
+    """Problems found (empty: every record matches its manifest, sits where its manifest says and passes
+    check_contents)."""
     problems = []
     for d in record_dirs(store):
         try:
@@ -466,6 +503,7 @@ def verify_store(store: str | Path) -> list[str]:
             expected = record_dir(store, m["device_slug"], m["corpus"], m["experiment"], m["seed"])
             if expected.resolve() != d.resolve():
                 problems.append(f"{d}: manifest places it at {expected}")
+            check_contents(d)
         except StoreError as e:
             problems.append(str(e))
     return problems

@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
+from ..common.atomic import no_links_below
 from ..common.reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NON_CAUSAL_SUFFIX, PAPER_PATH,
                       RECONSTRUCTION_COLUMNS, ReportError, load_metrics, load_paper)
@@ -119,6 +120,7 @@ def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
     """Write the tables ``main``, ``ablations`` and ``reconstruction`` (.csv, .md, .tex) to ``tables_dir`` and the
     figures ``training_curves`` (main runs), ``ablations`` and ``ppl_vs_atoms`` (.png, .pdf) to ``figures_dir``.
     ``ablations``: {ablation experiment: its main experiment} (sdgm.harness.config.ablations); None: no ablations.
+    A folder that is, or holds, a symbolic link is refused (sdgm.common.atomic.UnsafePath) before anything is written.
     Returns {"<name>_<ext>": path}."""
     paper_path = Path(paper_path) if paper_path is not None else PAPER_PATH
     ablations = dict(ablations or {})
@@ -126,6 +128,8 @@ def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
     paper = load_paper(paper_path)
     source = _paper_source(paper_path)
     tables, figures = Path(tables_dir), Path(figures_dir)
+    for folder in (tables, figures):  # a link committed into a results folder would take the writes elsewhere
+        no_links_below(folder.parent, folder)
     # every table is computed before anything is written: a bad input leaves no partial report
     dfs = {"main": (main_table(records, paper, ablations), CAPTION),
            "ablations": (ablation_table(records, paper, ablations), ABLATION_CAPTION),

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..common.atomic import write_text_atomic
+from ..common.atomic import no_links_below, write_text_atomic
 from .records import ReportError, load_metrics, load_paper
 from .evidence import Evidence, values_of
 from .statistics import is_number
@@ -258,7 +258,7 @@ def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=N
     ev = Evidence(metrics, throughput, generation, scaling, gmm, quality)
     df = claims_table(claims, ev)
     compact = compact_table(claims, ev, load_paper(paper_path))
-    tables = Path(tables_dir)
+    tables = no_links_below(Path(tables_dir).parent, Path(tables_dir))  # no write through a committed link
     written = {}
     for p in write_claims(df, tables / "claims", claims["source"]):
         written[f"claims_{p.suffix[1:]}"] = p

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..common.recordcheck import RecordError, check_metrics_consistent
 from ..common.schema import SchemaViolation, check_metrics
 
 PAPER_PATH = Path(__file__).resolve().parent / "paper_numbers.yaml"
@@ -71,11 +72,16 @@ def _is_number(v: Any) -> bool:
 
 
 def _validate_record(rec: Any, path: Path) -> None:
-    """The record follows sdgm/common/schemas/metrics.schema.json (types, required keys, possible values)."""
+    """The record follows sdgm/common/schemas/metrics.schema.json (types, required keys, possible values) and agrees
+    with itself (sdgm.common.recordcheck.check_metrics_consistent)."""
     try:
         check_metrics(rec)
     except SchemaViolation as e:
         raise ReportError(f"{path}: {e}") from e
+    try:  # and agrees with itself: perplexity and NLL, the audit's verdict and its numbers, physical bounds
+        check_metrics_consistent(rec, str(path))
+    except RecordError as e:
+        raise ReportError(str(e)) from None
 
 
 def experiment_order(records: Iterable[dict]) -> dict[str, int]:
