@@ -227,6 +227,36 @@ def test_two_devices_pack_import_and_render_grouped_by_device(tmp_path):
     assert store.verify_store(merged) == []
 
 
+def test_a_record_with_its_quality_record_is_imported_and_judges_generation_quality(tmp_path):
+    """A record carrying its quality record (rule score_samples) goes through publish, pack, import and verify, and
+    a device folder of the store judges the generation-quality claim from it; a record without one stays valid."""
+    a, merged = tmp_path / "a", tmp_path / "merged"
+    for exp in ("sdgm", "gpt2", "linformer", "transformer_xl"):
+        target, _ = publish(a, fake_run(tmp_path, "ptb", exp), quality=H100 / f"quality/ptb/{exp}-s0.json")
+        assert "quality.json" in store.verify_record(target)["files"]
+    publish(a, fake_run(tmp_path, "wikitext2", "sdgm"))  # an older record: no quality.json
+    campaign.pack(a, store.record_dirs(a), tmp_path / "a.tar.gz")
+    res = campaign.import_archives([tmp_path / "a.tar.gz"], merged)
+    assert len(res["new"]) == 5 and res["refused"] == [], res
+    assert store.verify_store(merged) == []
+    dev = merged / "nvidia-h100-80gb-hbm3"
+    assert len(store.published_files(merged, "quality")[dev.name]) == 4
+    found = C.find_records(dev)
+    assert sorted(p.parent.name for p in found["quality"]) == ["gpt2-s0", "linformer-s0", "sdgm-s0",
+                                                               "transformer_xl-s0"]
+    committed = pd.read_csv(H100 / "tables" / "claims.csv").set_index("id").loc["ptb-generation-quality"]
+    campaign.render_store(merged)
+    for tables in (dev / "tables", C.build_claims(tmp_path / "tables", **found)["claims_csv"].parent):
+        rows = pd.read_csv(tables / "claims.csv").set_index("id")
+        row = rows.loc["ptb-generation-quality"]
+        # judged from the store's quality records: the same verdict and numbers as from the results folder
+        assert (row["verdict"], row["reason"]) == (committed["verdict"], committed["reason"])
+        assert row["ours_value"] == pytest.approx(committed["ours_value"])
+        assert "runs/ptb/sdgm-s0/quality.json" in row["evidence"]
+        wt2 = rows.loc["wt2-generation-quality"]
+        assert wt2["verdict"] == "not measured" and "no quality record" in wt2["reason"]
+
+
 def test_pack_leaves_out_what_exceeds_the_limit(tmp_path):
     st = tmp_path / "store"
     for exp in ("sdgm", "gpt2", "linformer"):
@@ -310,7 +340,8 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     assert set(mans) == {("sdgm", 0), ("gpt2", 0)} and {m["device_slug"] for m in mans.values()} == {"gpu-a"}
     assert all(mans[k]["run_hash"] == hashes[k] for k in mans)
     sdgm0 = store.record_dir(st, "gpu-a", "ptb", "sdgm", 0)
-    assert {"gmm.json", "throughput.json", "figures/atoms.png", "samples.txt"} <= set(mans["sdgm", 0]["files"])
+    assert {"gmm.json", "throughput.json", "figures/atoms.png", "samples.txt", "quality.json"} <= set(
+        mans["sdgm", 0]["files"])
     archives_a = sorted(work.glob("results/campaign-gpu-a-*.tar.gz"))
     assert len(archives_a) == 1
     print(f"campaign 1: {time.monotonic() - t0:.0f} s")

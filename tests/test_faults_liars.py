@@ -233,6 +233,26 @@ def metrics_change(**values):
     return change
 
 
+QUALITY = REPO / "results" / "h100" / "quality" / "ptb" / "sdgm-s0.json"
+
+
+def quality(change=lambda doc: None) -> bytes:
+    """The committed quality record of SDGM on PTB, seed 0 (the record's run), with `change` applied."""
+    doc = json.loads(QUALITY.read_text())
+    change(doc)
+    return json.dumps(doc).encode()
+
+
+def free_set(*path, value):
+    """A change setting sets.free.<path> (keys and list indices) to `value`."""
+    def change(doc):
+        node = doc["sets"]["free"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return change
+
+
 GMM = {"n_vectors": 100, "dim": 8, "covariance_type": "diag", "components": 2, "bic": 1.0,
        "mean_log_likelihood": 1.0, "grid": [{"components": 1, "bic": 2.0}, {"components": 2, "bic": 1.0}]}
 
@@ -258,6 +278,27 @@ CONTRADICTIONS = {  # was imported (and rendered as "reproduced", "causal: yes",
     "memory beyond the device": (dict(metrics=metrics_change(peak_mem_bytes=200 * 2 ** 30)),
                                  r"metrics.json: metrics.peak_mem_bytes is 2.14748e\+11 bytes; device memory is > 0 "
                                  r"and at most the device's 85,899,345,920 bytes"),
+    "quality record of another run": (dict(files={"quality.json": quality(lambda d: d.update(corpus="wikitext2"))}),
+                                      r"quality.json: corpus is 'wikitext2', the manifest's is 'ptb'"),
+    "quality record of another model": (dict(files={"quality.json": quality(lambda d: d.update(model="gpt2"))}),
+                                        r"quality.json: model is 'gpt2', the record's is 'sdgm'"),
+    "not a quality record": (dict(files={"quality.json": throughput()}),
+                             r"quality.json: not a quality record \(a JSON object of kind 'quality'\)"),
+    "quality perplexity below 1": (dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value",
+                                                                                value=0.5))}),
+                                   r"quality.json: sets.free.stats.reference_ppl.value is 0.5; a perplexity is >= 1"),
+    "quality perplexity NaN": (dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value",
+                                                                            value=float("nan")))}),
+                               r"quality.json: sets.free.stats.reference_ppl.value is nan, not a finite number"),
+    "quality with an NLL missing": (dict(files={"quality.json": quality(free_set("per_sequence", "nll",
+                                                                                 value=[1.0, 2.0]))}),
+                                    r"quality.json: sets.free.per_sequence: nll and scored are not lists of n = 3"),
+    "quality yardstick NLL negative": (dict(files={"quality.json": quality(free_set(
+        "yardsticks", "heldout", "per_sequence", "nll", value=[-1.0, 2.0, 3.0]))}),
+        r"quality.json: sets.free.yardsticks.heldout.per_sequence.nll holds a value that is not a finite number >= 0"),
+    "quality distinct-1 above 1": (dict(files={"quality.json": quality(free_set("stats", "distinct_1", "value",
+                                                                                value=1.5))}),
+                                   r"quality.json: sets.free.stats.distinct_1.value is 1.5, not a fraction in \[0, 1"),
     "manifest of another run hash": (dict(manifest={"run_hash": "deadbeef", "run_id": "ptb/sdgm-s0-deadbeef"},
                                           metrics=metrics_change(run_hash="e4a35c74")),
                                      r"metrics.json run_hash is 'e4a35c74', the manifest's is 'deadbeef'"),
@@ -294,7 +335,7 @@ def test_a_record_that_contradicts_itself_is_refused_whole(tmp_path, case):
 
 
 def test_the_committed_records_pass_the_validator():
-    """Every committed metrics, GMM and throughput record agrees with itself and physics."""
+    """Every committed metrics, GMM, throughput and quality record agrees with itself and physics."""
     seen = 0
     for f in sorted(REPO.glob("results/*/runs/*/*/metrics.json")):
         recordcheck.check_metrics_consistent(json.loads(f.read_text()), str(f))
@@ -305,15 +346,20 @@ def test_the_committed_records_pass_the_validator():
     for f in sorted(REPO.glob("results/*/bench/throughput/*/*.json")):
         recordcheck.check_bounds(json.loads(f.read_text()), str(f))
         seen += 1
+    for f in sorted(REPO.glob("results/*/quality/*/*.json")):  # each of the run whose metrics share its name
+        metrics = json.loads((f.parents[2] / "runs" / f.parent.name / f.stem / "metrics.json").read_text())
+        who = {k: metrics[k] for k in ("corpus", "experiment", "seed", "model")}
+        recordcheck.check_quality(json.loads(f.read_text()), who, metrics, str(f))
+        seen += 1
     assert seen >= 30
 
 
 def test_a_consistent_record_with_every_file_is_imported(tmp_path):
-    """The control: the same record with a throughput and a GMM record that agree with it goes in."""
+    """The control: the same record with a throughput, a GMM and a quality record that agree with it goes in."""
     from test_faults_archives import craft, published
 
     _, rec = published(tmp_path)
-    files = {"throughput.json": throughput(), "gmm.json": json.dumps(GMM).encode()}
+    files = {"throughput.json": throughput(), "gmm.json": json.dumps(GMM).encode(), "quality.json": quality()}
     res = campaign.import_archives([craft(rec, tmp_path / "good.tar.gz", files=files)], tmp_path / "dest")
     assert len(res["new"]) == 1 and res["refused"] == [], res
     assert store.verify_store(tmp_path / "dest") == []

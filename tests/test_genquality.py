@@ -96,6 +96,10 @@ def test_a_corpus_of_one_word(ptb):
     assert one["stats"]["seq_rep_4"]["na"] == "every sequence is shorter than 4 tokens"
     oov = G.score_sequences(lm, [([G.EOS], ["qwertyuiop", "the"])] * 2)
     assert oov["oov"] == 2 and oov["stats"]["reference_ppl"]["value"] is not None
+    # two sequences of one word each, different words: a slope, but none without either sequence; no NaN bounds
+    # (the store refuses a record holding a NaN)
+    two = G.score_sequences(lm, [([G.EOS], ["the"] * 4), ([G.EOS], ["company"] * 2)])["stats"]["zipf"]
+    assert two["value"] is not None and two["low"] is None and two["high"] is None and "no interval" in two["na"]
 
 
 def test_free_samples_are_read_with_their_prompt_as_context():

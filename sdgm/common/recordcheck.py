@@ -9,7 +9,10 @@ the field:
 - derived values: every perplexity is exp of its NLL (within rounding, REL_TOL); the causality audit's verdict
   follows from its own largest change and tolerance, and that tolerance is not looser than the project's; `gmm.json`
   holds a positive number of components, vectors and dimensions, a known covariance type and a non-empty grid of
-  fits, one of them the chosen number of components;
+  fits, one of them the chosen number of components; `quality.json` (rule score_samples) is a quality record of the
+  same corpus, experiment, seed and model, and each of its sets of sequences (and their yardsticks) holds as many
+  per-sequence NLLs (finite, >= 0) and scored-token counts (integers >= 0) as its n, with a reference perplexity >= 1
+  and distinct-n and seq-rep-4 fractions within [0, 1];
 - physical bounds: every `*tokens_per_s` is > 0 and at most MAX_TOKENS_PER_S; every device memory in bytes is > 0
   and at most the device's (the GiB its name states, e.g. "NVIDIA H100 80GB HBM3": 80 GiB; MAX_BYTES otherwise);
   every perplexity is >= 1.
@@ -121,6 +124,65 @@ def check_gmm(doc: Any, where: str) -> None:
         raise RecordError(f"{where}: components {doc['components']} is not among the grid's fits")
 
 
+FRACTIONS = ("distinct_1", "distinct_2", "distinct_3", "seq_rep_4")  # a quality record's statistics in [0, 1]
+
+
+def _check_sequences(entry: Any, where: str) -> None:
+    """One set of scored sequences of a quality record (sdgm.reporting.genquality.score_sequences)."""
+    if not isinstance(entry, dict):
+        raise RecordError(f"{where}: not a set of scored sequences (a JSON object)")
+    n = entry.get("n")
+    if type(n) is not int or n < 0:
+        raise RecordError(f"{where}.n is {n!r}, not an integer >= 0")
+    per = entry.get("per_sequence")
+    if not isinstance(per, dict):
+        raise RecordError(f"{where}.per_sequence is missing (the per-sequence NLLs the verdict resamples)")
+    nll, scored = per.get("nll"), per.get("scored")
+    if not isinstance(nll, list) or not isinstance(scored, list) or len(nll) != n or len(scored) != n:
+        raise RecordError(f"{where}.per_sequence: nll and scored are not lists of n = {n} numbers")
+    if not all(_num(v) and v >= 0 for v in nll):
+        raise RecordError(f"{where}.per_sequence.nll holds a value that is not a finite number >= 0")
+    if not all(type(v) is int and v >= 0 for v in scored):
+        raise RecordError(f"{where}.per_sequence.scored holds a value that is not an integer >= 0")
+    stats = entry.get("stats", {})
+    if not isinstance(stats, dict):
+        raise RecordError(f"{where}.stats is not an object of statistics")
+    for name, stat in stats.items():
+        v = stat.get("value") if isinstance(stat, dict) else None
+        if v is None:
+            continue
+        if not _num(v):
+            raise RecordError(f"{where}.stats.{name}.value is {v!r}, not a finite number")
+        if name == "reference_ppl" and v < 1:
+            raise RecordError(f"{where}.stats.reference_ppl.value is {v:g}; a perplexity is >= 1")
+        if name in FRACTIONS and not 0 <= v <= 1:
+            raise RecordError(f"{where}.stats.{name}.value is {v:g}, not a fraction in [0, 1]")
+
+
+def check_quality(doc: Any, manifest: dict, metrics: dict | None, where: str) -> None:
+    """A quality.json: a quality record of the record's corpus, experiment, seed and model, with sane sets."""
+    if not isinstance(doc, dict) or doc.get("kind") != "quality":
+        raise RecordError(f"{where}: not a quality record (a JSON object of kind 'quality')")
+    for key in ("corpus", "experiment", "seed"):
+        if doc.get(key) != manifest[key]:
+            raise RecordError(f"{where}: {key} is {doc.get(key)!r}, the manifest's is {manifest[key]!r}")
+    model = manifest.get("model") if manifest.get("model") is not None else (metrics or {}).get("model")
+    if model is not None and doc.get("model") != model:
+        raise RecordError(f"{where}: model is {doc.get('model')!r}, the record's is {model!r}")
+    sets = doc.get("sets")
+    if not isinstance(sets, dict):
+        raise RecordError(f"{where}: sets is not an object of scored sets of sequences")
+    if doc.get("sampling") is not None and not isinstance(doc["sampling"], dict):
+        raise RecordError(f"{where}: sampling is {doc['sampling']!r}, not the settings of the continuations")
+    for name, entry in sets.items():
+        _check_sequences(entry, f"{where}: sets.{name}")
+        yardsticks = entry.get("yardsticks", {})
+        if not isinstance(yardsticks, dict):
+            raise RecordError(f"{where}: sets.{name}.yardsticks is not an object of scored sets")
+        for yard, y in yardsticks.items():
+            _check_sequences(y, f"{where}: sets.{name}.yardsticks.{yard}")
+
+
 def _run_id_names(run_id: Any, corpus: str, experiment: str, seed: int, run_hash: str) -> bool:
     """run_id is '<corpus>/<experiment>-s<seed>-<run hash>' (what the store writes into a manifest)."""
     return run_id == f"{corpus}/{experiment}-s{seed}-{run_hash}"
@@ -133,8 +195,9 @@ def _run_id_hash(run_id: Any) -> str | None:
 
 
 def check_record(record: str, manifest: dict, docs: dict[str, Any]) -> None:
-    """The files of one record (`docs`: file name -> parsed JSON, of metrics.json, throughput.json, gmm.json where
-    the record holds them) agree with its manifest and each other; RecordError naming `record` and the field."""
+    """The files of one record (`docs`: file name -> parsed JSON, of metrics.json, throughput.json, gmm.json,
+    quality.json where the record holds them) agree with its manifest and each other; RecordError naming `record`
+    and the field."""
     who = (manifest["corpus"], manifest["experiment"], manifest["seed"])
     if not _run_id_names(manifest.get("run_id"), *who, manifest["run_hash"]):
         raise RecordError(f"{record}: manifest.json run_id {manifest.get('run_id')!r} does not name run "
@@ -167,3 +230,5 @@ def check_record(record: str, manifest: dict, docs: dict[str, Any]) -> None:
         check_metrics_consistent(metrics, f"{record}: metrics.json")
     if "gmm.json" in docs:
         check_gmm(docs["gmm.json"], f"{record}: gmm.json")
+    if "quality.json" in docs:
+        check_quality(docs["quality.json"], manifest, metrics, f"{record}: quality.json")

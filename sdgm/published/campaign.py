@@ -574,7 +574,7 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     good, problems = usable_records(store)
     only = set(good)
     files = {kind: published_files(store, kind, only) for kind in ("metrics", "samples", "throughput", "gmm",
-                                                                    "config")}
+                                                                    "quality", "config")}
     written: dict = {"problems": problems}
     lines = ["# Published records, by device", "",
              "Every run's weight-free files, as published by `python -m sdgm.published.campaign` (docs/campaign.md). "
@@ -655,7 +655,7 @@ def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
         written["throughput"] = write_table(throughput_table(recs), tables / "throughput",
                                             f"Throughput of the published runs on {dev}.")
     written["claims"] = build_claims(tables, metrics=files["metrics"], throughput=files["throughput"],
-                                     gmm=files["gmm"])
+                                     gmm=files["gmm"], quality=files["quality"])
     sample_metrics = [p.parent / "metrics.json" for p in files["samples"]]
     write_samples_pages(files["samples"], sample_metrics, tables / "samples.md", tables / "samples.html")
     return written

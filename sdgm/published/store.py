@@ -8,6 +8,8 @@ Layout (STORE is `results/published` of the repository, or `{results_dir}/publis
         gmm.json           the GMM summary (runs with a GMM)
         samples.txt        the generated text (rule sample)
         throughput.json    the throughput record (the run benchmarked for its model and corpus)
+        quality.json       the generation-quality record of the run's samples and continuations (rule score_samples;
+                           records published before it was kept have none)
         figures/*.png      the interpretability figures (runs with a GMM)
         config.yaml        the workflow config the run came from (results_dir and resources_dir left out)
 
@@ -53,7 +55,7 @@ MANIFEST = "manifest.json"
 SCHEMA = 1
 # what a record may hold, by kind: the file names inside the record directory
 KINDS = {"metrics": "metrics.json", "gmm": "gmm.json", "samples": "samples.txt", "throughput": "throughput.json",
-         "config": "config.yaml"}
+         "quality": "quality.json", "config": "config.yaml"}
 FIGURE_DIR = "figures"
 LOCK = ".lock"  # the store's lock file (store_lock)
 TEMP = ".part-"  # in the names of temporaries: <name>.part-<host>-<pid>-<random>
@@ -267,14 +269,15 @@ def _numbers(node, where: str = "") -> Iterator[tuple[str, object]]:
 
 def check_contents(rec_dir: str | Path) -> None:
     """The record's metrics follow sdgm/common/schemas/metrics.schema.json and physical bounds, every number of its
-    throughput record is finite and not negative, and its files agree with its manifest, each other and physics
-    (sdgm.common.recordcheck.check_record); raises StoreError naming the file and the value."""
+    throughput record is finite and not negative, and its files (the quality record's identity and fields included)
+    agree with its manifest, each other and physics (sdgm.common.recordcheck.check_record); raises StoreError naming
+    the file and the value."""
     from ..common.schema import SchemaViolation, check_metrics
 
     rec_dir = Path(rec_dir)
     m = read_manifest(rec_dir)
     docs = {}
-    for name in ("metrics.json", "throughput.json", "gmm.json"):
+    for name in ("metrics.json", "throughput.json", "gmm.json", "quality.json"):
         if name not in m["files"]:
             continue
         path = rec_dir / name
@@ -387,7 +390,7 @@ def _install(staging: Path, target: Path, manifest: dict, where: str) -> str:
 
 
 def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: str, *, samples=None, gmm=None,
-                throughput=None, figures=(), device_label: str | None = None) -> tuple[Path, bool]:
+                throughput=None, quality=None, figures=(), device_label: str | None = None) -> tuple[Path, bool]:
     """Publish one finished run's files. Returns (record directory, True if new / False if already there)."""
     metrics = Path(metrics)
     rec = json.loads(metrics.read_text(encoding="utf-8"))
@@ -405,7 +408,8 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
     staging = target.with_name(temp_name(target.name))
     staging.mkdir()
     try:
-        sources = {"metrics.json": metrics, "samples.txt": samples, "gmm.json": gmm, "throughput.json": throughput}
+        sources = {"metrics.json": metrics, "samples.txt": samples, "gmm.json": gmm, "throughput.json": throughput,
+                   "quality.json": quality}
         for name, src in sources.items():
             if src is not None:
                 shutil.copyfile(src, staging / name)
@@ -477,7 +481,7 @@ def published_hashes(store: str | Path) -> dict[str, list[str]]:
 
 def published_files(store: str | Path, kind: str, only=None) -> dict[str, list[Path]]:
     """The union of published records of one kind, by device: {device slug: [paths]}, records in store order.
-    kind: metrics, gmm, samples, throughput, config, or figures (every PNG of a record's figures/). `only`: a
+    kind: metrics, gmm, samples, throughput, quality, config, or figures (every PNG of a record's figures/). `only`: a
     collection of record directories to take (default: every record)."""
     if kind != "figures" and kind not in KINDS:
         raise StoreError(f"unknown record kind {kind!r}; kinds: {sorted([*KINDS, 'figures'])}")

@@ -269,7 +269,8 @@ def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=N
 
 def find_records(root: Path) -> dict:
     """The records of one results folder, by the pipeline's layout, or of one device of the published store
-    (results/published/<device>: each run's records, throughput.json included, in its run directory)."""
+    (results/published/<device>: each run's records, throughput.json and quality.json included, in its run
+    directory)."""
     root = Path(root)
     scaling = root / "bench" / "scaling.json"
     return {"metrics": sorted(root.glob("runs/*/*/metrics.json")),
@@ -277,7 +278,7 @@ def find_records(root: Path) -> dict:
             "generation": sorted(root.glob("bench/generation/*/*.json")),
             "scaling": scaling if scaling.exists() else None,
             "gmm": sorted(root.glob("runs/*/*/gmm.json")),
-            "quality": sorted(root.glob("quality/*/*.json"))}
+            "quality": sorted(root.glob("quality/*/*.json")) + sorted(root.glob("runs/*/*/quality.json"))}
 
 
 def read_claims_csv(path: Path) -> pd.DataFrame:

@@ -185,7 +185,9 @@ def zipf_entry(ids: list[np.ndarray], n_types: int) -> dict:
     loo = np.array([zipf_coefficient(np.bincount(np.concatenate(ids[:i] + ids[i + 1:]), minlength=n_types))
                     for i in range(n)])
     loo = loo[np.isfinite(loo)]
-    half = 1.959964 * math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum())) if loo.size else math.nan
+    if not loo.size:  # every leave-one-out set has one word type: no interval (never a NaN in the record)
+        return {"value": zipf, "low": None, "high": None, "na": "one word type without any one sequence: no interval"}
+    half = 1.959964 * math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
     return {"value": zipf, "low": zipf - half, "high": zipf + half}
 
 

@@ -145,11 +145,16 @@ def run_figure_files(wildcards=None):
     return [f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in GMM_RUNS for f in RUN_FIGURES]
 
 
-# What rule publish (rules/store.smk) copies into the published store for one run.
+# What rule publish (rules/store.smk) copies into the published store for one run: every run has its metrics, free
+# samples and quality record (rule score_samples, which scores the samples and continuations).
 def publish_inputs(wildcards):
     name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
     run = f"{OUT}/runs/{name}"
-    files = {"metrics": f"{run}/metrics.json", "samples": f"{OUT}/samples/{name}.txt"}
+    files = {
+        "metrics": f"{run}/metrics.json",
+        "samples": f"{OUT}/samples/{name}.txt",
+        "quality": f"{OUT}/quality/{name}.json",
+    }
     if has_gmm(wildcards):
         files["gmm"] = f"{run}/gmm.json"
         files["figures"] = [f"{OUT}/figures/{name}/{f}.png" for f in RUN_FIGURES]

@@ -12,6 +12,6 @@ setup(smk)
 inp = smk.input
 target, new = publish_run(smk.params.store, inp.metrics, smk.params.config, smk.params.run["hash"],
                           samples=inp.samples, gmm=inp.get("gmm"), throughput=inp.get("throughput"),
-                          figures=list(inp.get("figures", [])))
+                          quality=inp.get("quality"), figures=list(inp.get("figures", [])))
 print(("published" if new else "already published (identical)"), target)
 write_json_atomic(smk.output[0], {"record": str(target), "new": new})
