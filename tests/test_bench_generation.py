@@ -184,11 +184,14 @@ def test_generation_record_table_and_figure(trained_runs, tmp_path):
 @torch.no_grad()
 def test_state_bytes_of_sdgm_counts_its_atom_stream():
     """SDGM's decoding state holds the atom stream (sin, cos, S and one rotation step: 5 K x D fp32, shared by the
-    batch) beside the last kernel_size - 1 embeddings; its parameters and compiled kernels are not state."""
+    batch, and the fingerprint by which it sees its parameters change: a strided sample of each of A, F, Phi, here all
+    K x D of them) beside the last kernel_size - 1 embeddings; its parameters and compiled kernels are not state."""
     from sdgm.spectral.model import SDGM, SDGMConfig
+    from sdgm.spectral.ops.spectral import AtomStream
 
     m = SDGM(SDGMConfig(vocab_size=V, d_model=16, n_atoms=8, seq_len=L)).eval()
     state = m.init_decode_state(1)
     for t in range(3):
         _, state = m.decode_step(torch.tensor([t]), state)
-    assert state_bytes(state) == 5 * 8 * 16 * 4 + state["emb"].untyped_storage().nbytes()  # emb: a view of k rows
+    assert 8 * 16 <= AtomStream.FINGERPRINT_VALUES
+    assert state_bytes(state) == (5 + 3) * 8 * 16 * 4 + state["emb"].untyped_storage().nbytes()  # emb: a view of k rows

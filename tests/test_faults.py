@@ -475,7 +475,8 @@ def test_config_fuzz_accepts_only_configs_the_trainer_and_models_accept(mutation
 
 def good_record() -> dict:
     rec = metrics_record("sdgm", "ptb", 0, 150.0, history={"train": [], "val": []})
-    rec["metrics"].update(test_ppl=140.0, params=123456, cosine_val=0.4, train_tokens_per_s=1e4)
+    rec["metrics"].update(test_ppl=140.0, test_nll=math.log(140.0), params=123456, cosine_val=0.4,
+                          train_tokens_per_s=1e4)
     return rec
 
 
