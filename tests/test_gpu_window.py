@@ -280,6 +280,20 @@ def test_the_archive_follows_the_files_of_a_running_part(tmp_path, monkeypatch):
         assert f"window/cpu-test/{w.stamp}/records/bench/throughput/wikitext2/sdgm-s0.json" in tar.getnames()
 
 
+def test_the_campaign_part_is_skipped_without_snakemake_and_gets_its_directory(tmp_path, monkeypatch):
+    """The GPU machine has no Snakemake (and no index to get it): the campaign part is skipped with that reason, not
+    failed; where Snakemake is here, the campaign's workflow directory (its cwd) is made if it does not exist."""
+    import importlib.util
+
+    w = gpu_window.Window(5, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path / "dir", "cpu", "cpu-test")
+    cmd, cwd = w.command("campaign", tmp_path / "part", 300)
+    assert cwd == tmp_path / "dir" and cwd.is_dir() and "--directory" in cmd
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "snakemake" else real(name, *a))
+    assert w.command("campaign", tmp_path / "part", 300) == \
+        "snakemake is not installed here: the campaign runs the workflow with it"
+
+
 # ---- a window killed at 60 % of its budget ---------------------------------------------------------------------------
 def read_window(archive: Path) -> dict:
     with tarfile.open(archive) as tar:

@@ -130,7 +130,7 @@ def test_triton_36_with_numpy_24_counts_as_no_interpreter(triton_v, numpy_v, int
 @pytest.mark.e2e
 def test_the_window_rehearsal_passes(tmp_path):
     """.ci/window-rehearsal: the window in a Python 3.12 virtualenv like the GPU machine's (built once, then cached),
-    offline, 3 minutes on the quick config; the archive imports and the claims get the device's column. Skipped only
+    offline, 5 minutes on the quick config; the archive imports and the claims get the device's column. Skipped only
     where there is no python3.12."""
     r = subprocess.run(["bash", str(REPO / ".ci" / "window-rehearsal"), str(tmp_path)], cwd=REPO,
                        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=1500)

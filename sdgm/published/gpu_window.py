@@ -237,9 +237,14 @@ class Window:
                     "-p", "sdgm.published.pytest_lines", f"--lines-to={part_dir / 'tests.jsonl'}",
                     f"--junitxml={part_dir / 'junit.xml'}", f"--rootdir={REPO}"], REPO
         if name == "campaign":
+            import importlib.util
+
+            if importlib.util.find_spec("snakemake") is None:  # the GPU machine has none, and no index to get it
+                return "snakemake is not installed here: the campaign runs the workflow with it"
             minutes = (seconds - CAMPAIGN_STOP_S) / 60
             if minutes <= 0.2:
                 return f"{seconds:.0f} s left: too little for the campaign to stop by itself at its deadline"
+            self.directory.mkdir(parents=True, exist_ok=True)  # the campaign's workflow directory is its cwd
             cmd = [py, "-m", "sdgm.published.campaign", "run", "--configfile", cfg, "--minutes", f"{minutes:.2f}",
                    "--directory", str(self.directory), "--archive-dir", str(part_dir)]
             return cmd + (["--device-label", self.device_label] if self.device_label else []), self.directory
@@ -298,7 +303,13 @@ class Window:
         self.write()
         before = set(record_dirs(self.store())) if name == "campaign" else set()
         print(f"gpu window: {name}: up to {budget:.0f} s: {' '.join(cmd[0][2:])}", flush=True)
-        rc, seconds = run_part(cmd[0], part_dir / "log.txt", budget, cmd[1], tick=self.refresh)
+        try:
+            rc, seconds = run_part(cmd[0], part_dir / "log.txt", budget, cmd[1], tick=self.refresh)
+        except OSError as e:  # the part could not start (a missing program or folder): recorded, the window goes on
+            self.status[name] = {"status": "failed", "reason": f"could not start: {e}", "seconds": 0.0}
+            print(f"gpu window: {name}: failed ({self.status[name]['reason']})", flush=True)
+            self.write()
+            return budget
         self.status[name] = {**self.judge(name, rc, seconds, budget, part_dir), **self.extra.get(name, {})}
         if name == "campaign":
             # in the order they were published, which is the campaign's priority order
