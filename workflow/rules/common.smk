@@ -145,8 +145,8 @@ def run_figure_files(wildcards=None):
     return [f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in GMM_RUNS for f in RUN_FIGURES]
 
 
-# What rule publish (rules/store.smk) copies into the published store for one run: every run has its metrics, free
-# samples and quality record (rule score_samples, which scores the samples and continuations).
+# What rule publish (rules/store.smk) copies into the published store for one run. Every run has its metrics, free
+# samples and quality record (made by score_samples from the samples and continuations).
 def publish_inputs(wildcards):
     name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
     run = f"{OUT}/runs/{name}"
