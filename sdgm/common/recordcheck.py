@@ -42,13 +42,14 @@ class RecordError(ValueError):
     """A record that contradicts itself or physics; the message names the record and the field."""
 
 
-def _numbers(node: Any, where: str = "") -> Iterator[tuple[str, int | float]]:
+def numbers(node: Any, where: str = "") -> Iterator[tuple[str, int | float]]:
+    """Every number of a JSON document with its dotted path (booleans are not numbers)."""
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from _numbers(v, f"{where}.{k}" if where else str(k))
+            yield from numbers(v, f"{where}.{k}" if where else str(k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _numbers(v, f"{where}[{i}]")
+            yield from numbers(v, f"{where}[{i}]")
     elif isinstance(node, (int, float)) and not isinstance(node, bool):
         yield where, node
 
@@ -71,7 +72,7 @@ def _is_device_memory(field: str) -> bool:
 def check_bounds(doc: dict, where: str) -> None:
     """Rates and memory of a metrics or throughput record within physics (see the module's doc)."""
     limit = device_memory_bytes((doc.get("provenance") or {}).get("device"))
-    for field, v in _numbers(doc.get("metrics") or {}, "metrics"):
+    for field, v in numbers(doc.get("metrics") or {}, "metrics"):
         if field.endswith("tokens_per_s") and not 0 < v <= MAX_TOKENS_PER_S:
             raise RecordError(f"{where}: {field} is {v:g}; a rate is > 0 and at most {MAX_TOKENS_PER_S:g} tokens/s")
         if _is_device_memory(field) and not 0 < v <= limit:

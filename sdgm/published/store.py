@@ -47,7 +47,7 @@ from typing import Iterator
 import yaml
 
 from ..common.atomic import UnsafePath, no_links, write_json_atomic, write_text_atomic
-from ..common.recordcheck import RecordError, check_record
+from ..common.recordcheck import RecordError, check_record, numbers
 from ..harness.runlock import file_lock, pid_alive
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
@@ -256,17 +256,6 @@ MAX_TOKENS_PER_S = 1e10
 MAX_BYTES = 2 ** 50
 
 
-def _numbers(node, where: str = "") -> Iterator[tuple[str, object]]:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _numbers(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _numbers(v, f"{where}[{i}]")
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield where, node
-
-
 def check_contents(rec_dir: str | Path) -> None:
     """The record's metrics follow sdgm/common/schemas/metrics.schema.json and physical bounds, every number of its
     throughput record is finite and not negative, and its files (the quality record's identity and fields included)
@@ -285,11 +274,11 @@ def check_contents(rec_dir: str | Path) -> None:
             doc = docs[name] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise StoreError(f"{path}: unreadable ({e})") from e
-        for field, v in _numbers(doc):
+        for field, v in numbers(doc):
             if not math.isfinite(v):
                 raise StoreError(f"{path}: {field} is {v}, not a finite number")
         if name == "throughput.json":
-            for field, v in _numbers(doc):
+            for field, v in numbers(doc):
                 if v < 0:
                     raise StoreError(f"{path}: {field} is {v}; a count, time or rate is never negative")
         if name != "metrics.json":
@@ -301,7 +290,7 @@ def check_contents(rec_dir: str | Path) -> None:
         if (doc["corpus"], doc["experiment"], doc["seed"]) != (m["corpus"], m["experiment"], m["seed"]):
             raise StoreError(f"{path}: corpus, experiment and seed differ from {rec_dir / MANIFEST}")
         metrics = doc["metrics"]
-        for field, v in _numbers(metrics):
+        for field, v in numbers(metrics):
             if field.endswith("tokens_per_s") and v > MAX_TOKENS_PER_S:
                 raise StoreError(f"{path}: metrics.{field} {v:g} is beyond any device ({MAX_TOKENS_PER_S:g})")
             if field.endswith("bytes") and v > MAX_BYTES:
