@@ -147,11 +147,11 @@ def synthetic(tmp_path, centered_ppl=6.0, leaks=True):
             extra["evaluations"]["transformer_xl_published"] = {
                 "options": {"mem_len": 640, "clamp_len": 400, "same_length": True}, "batch_size": 10,
                 "val_ppl": 120.0, "val_nll": math.log(120.0), "val_tokens": 73750}
-        path = tmp_path / "readings" / f"{exp}.json"
-        path.parent.mkdir(exist_ok=True)
+        path = tmp_path / "readings" / "ptb" / f"{exp}.json"  # the pipeline's layout (rule reading_measures)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(extra))
         readings.append(path)
-    params = tmp_path / "parameters.json"
+    params = tmp_path / "readings" / "parameters.json"
     params.write_text(json.dumps({"kind": "readings_parameters", "rows": [
         {"corpus": c, "vocab_size": v, "tie_weights": t, "head": "linear", "n_atoms": 256, "kernel_size": 3,
          "d_model": 512, "params": n}
@@ -250,3 +250,29 @@ def test_a_malformed_readings_record_is_refused_naming_the_file(tmp_path):
     with pytest.raises(ReportError, match=f"{readings[0]}: 'cosine' must be null or a mapping of numbers"):
         build_readings_report(metrics, readings, params, tmp_path / "t", tmp_path / "f", default="sdgm",
                               reference="transformer_xl")
+
+
+def test_the_claims_table_and_the_readme_give_each_gap_the_closest_valid_reading(tmp_path):
+    from sdgm.reporting import claims as C
+
+    root = tmp_path / "readings_run"
+    metrics, _, _ = synthetic(root)  # the leaking centered encoder is nearest the paper: never named the closest
+    tables = tmp_path / "results" / "tables"
+    C.build_claims(tables, metrics=metrics, readings=root)
+    df = C.read_claims_csv(tables / "claims.csv").set_index("id")
+    assert df.loc["ptb-val-ppl", "verdict"] == "not reproduced" and df.loc["ptb-beats-txl", "verdict"] == "contradicted"
+    md = (tables / "claims.md").read_text()
+    head, *bullets = md.split("Which reading closes the gap")[1].strip().splitlines()
+    assert "(../../readings_run)" in head and "at one epoch of ptb" in head
+    both = [b for b in bullets if "closest valid reading: sdgm_kernel127" in b]
+    assert len(both) == 1 and "57.1 on Penn Treebank; " in both[0]  # the two claims with one line share it
+    assert "only the leaking sdgm_centered" in both[0] and not any("closest valid reading: sdgm_centered" in b
+                                                                   for b in bullets)
+    assert "closest valid reading: sdgm_kernel127" in (tables / "claims.html").read_text()
+    readme = tmp_path / "README.md"
+    section = C.readme_section([tables], readme, readings=root)
+    assert "Which reading closes the gap" in section and both[0] in section
+    assert "Which reading" not in C.readme_section([tables], readme)  # only with a readings folder
+    with pytest.raises(C.ReportError, match="no readings results folder"):
+        C.build_claims(tmp_path / "other" / "tables", metrics=metrics, readings=tmp_path / "missing")
+    assert not (tmp_path / "other" / "tables").exists()  # nothing written

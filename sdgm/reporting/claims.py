@@ -134,20 +134,53 @@ def _html_table(df: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
-def write_claims(df: pd.DataFrame, stem: Path, source: str) -> list[Path]:
-    """claims.csv (machine), claims.md and claims.html (links relative to the tables folder), claims.tex."""
+def write_claims(df: pd.DataFrame, stem: Path, source: str, readings: Path | None = None) -> list[Path]:
+    """claims.csv (machine), claims.md and claims.html (links relative to the tables folder), claims.tex. With a
+    readings results folder (docs/readings.md), claims.md and claims.html end with one line per claim not reproduced
+    or contradicted: the closest valid reading and its gap."""
     stem = Path(stem)
     here = stem.parent
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex", ".html")]
     caption = CLAIMS_CAPTION.format(source=source)
+    why = why_lines([df], readings, here) if readings is not None else []
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(paths[1], f"Verdicts: {_summary(df)}. {caption}\n\n"
-                      + to_markdown(claims_display(df, here)) + f"\n{UNSTATED}\n")
+                      + to_markdown(claims_display(df, here)) + f"\n{UNSTATED}\n"
+                      + "".join(f"\n{line}" + ("\n" if i == 0 else "") for i, line in enumerate(why))
+                      + ("\n" if why else ""))
     write_text_atomic(paths[2], to_latex(claims_display(df, here, evidence=False, markdown=False), caption,
                                          label="tab:claims"))
     write_text_atomic(paths[3], _page("The paper's claims, judged", f"Verdicts: {_summary(df)}. {caption}",
-                                      _html_table(claims_display(df, here, markdown=False), raw=("evidence",)), []))
+                                      _html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
+                                      [line.removeprefix("- ") for line in why]))
     return paths
+
+
+# ---- which reading closes the gap (sdgm.reporting.readings, docs/readings.md) -------------------------------------
+
+def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> list[str]:
+    """A heading line, then one markdown bullet per line of explanation: every claim judged not reproduced or
+    contradicted in any of the claims tables `frames` gets the line sdgm.reporting.readings.explain_claim reads from
+    the readings folder's records (the closest VALID reading and its gap, or that none explains it); claims with the
+    same line share its bullet. No such claim: no lines."""
+    from .readings import explain_claims, load_folder
+
+    data = load_folder(readings)
+    lines: dict[str, str] = {}
+    for df in frames:
+        for cid, line in explain_claims(df, data).items():
+            lines.setdefault(cid, line)
+    if not lines:
+        return []
+    text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
+    groups: dict[str, list[str]] = {}
+    for cid, line in lines.items():
+        groups.setdefault(line, []).append(text.get(cid, cid))
+    rel = _rel(str(readings), here)
+    return ([f"Which reading closes the gap: for each claim not reproduced or contradicted, the closest valid "
+             f"reading (its causality audit passed) measured by the readings run, [{rel}]({rel}) "
+             f"(docs/readings.md), at one epoch of {data.corpus}:"]
+            + [f"- {'; '.join(claims)}: {line}" for line, claims in groups.items()])
 
 
 # ---- the compact main table ------------------------------------------------------------------------------------
@@ -251,16 +284,19 @@ def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
 # ---- the whole step ----------------------------------------------------------------------------------------------
 
 def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
-                 claims_path=None, paper_path=None) -> dict:
+                 claims_path=None, paper_path=None, readings: Path | None = None) -> dict:
     """Write claims.* and compact.* to tables_dir; returns {"<name>_<ext>": path}. Everything is computed before
-    anything is written: a bad input leaves no partial table."""
+    anything is written: a bad input leaves no partial table. `readings`: a readings results folder whose records
+    explain each claim not reproduced (write_claims)."""
     claims = load_claims(claims_path)
     ev = Evidence(metrics, throughput, generation, scaling, gmm, quality)
     df = claims_table(claims, ev)
     compact = compact_table(claims, ev, load_paper(paper_path))
     tables = no_links_below(Path(tables_dir).parent, Path(tables_dir))  # no write through a committed link
     written = {}
-    for p in write_claims(df, tables / "claims", claims["source"]):
+    if readings is not None:
+        why_lines([df], readings, tables)  # a bad readings folder fails here, before anything is written
+    for p in write_claims(df, tables / "claims", claims["source"], readings):
         written[f"claims_{p.suffix[1:]}"] = p
     for p in write_compact(compact, tables / "compact", compact_caption(claims, compact)):
         written[f"compact_{p.suffix[1:]}"] = p
@@ -330,11 +366,12 @@ def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[
     return disp, notes
 
 
-def readme_section(tables_dirs, readme: Path) -> str:
+def readme_section(tables_dirs, readme: Path, readings: Path | None = None) -> str:
     """The verdict section of a README: what ran on each device, the verdicts (claim, paper, one column per device
     folder), the compact table of the first folder, links to the full tables. Rendered from each folder's
     tables/claims.csv and its records' provenance; `tables_dirs` is one tables folder or several (one per device,
-    named by its results folder)."""
+    named by its results folder). With a readings results folder: one line per claim not reproduced or contradicted
+    in any column (why_lines)."""
     dirs = [Path(tables_dirs)] if isinstance(tables_dirs, (str, Path)) else [Path(d) for d in tables_dirs]
     here = Path(readme).parent
     frames = {d.parent.name: read_claims_csv(d / "claims.csv") for d in dirs}
@@ -352,12 +389,14 @@ def readme_section(tables_dirs, readme: Path) -> str:
         md = _rel(str(d / "claims.md"), here)
         verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
     letters = [device_columns_marker(i) for i in range(len(vnotes))]
+    why = why_lines(list(frames.values()), readings, here) if readings is not None else []
+    why = [why[0], "", *why[1:], ""] if why else []
     return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
                       f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
                       f"averaged; @: the evidence's commit (+: uncommitted changes).", "",
                       to_markdown(disp).rstrip(), ""]
                      + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
-                     + ["", UNSTATED, "", f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
+                     + ["", UNSTATED, "", *why, f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
                      + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])
 
 
@@ -401,17 +440,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=None, help="a README whose claims section to render")
     ap.add_argument("--results-readme", type=Path, default=None,
                     help="render this results page (sdgm.reporting.publish.results_readme) from the folder's tables")
+    ap.add_argument("--readings", type=Path, default=None,
+                    help="a readings results folder (docs/readings.md): each claim not reproduced gets the line "
+                         "naming the closest valid reading, in claims.md and the README's section")
     ap.add_argument("--check", action="store_true", help="only check that --readme is up to date (exit 1 if not)")
     args = ap.parse_args(argv)
     if not args.check:
         for root in args.records:
-            for name, p in build_claims(root / "tables", **find_records(root)).items():
+            for name, p in build_claims(root / "tables", **find_records(root), readings=args.readings).items():
                 print(f"{name}: {p}")
     rec = find_records(args.records[0])
     tables = args.records[0] / "tables"
     if args.readme is not None:
         text = args.readme.read_text(encoding="utf-8")
-        new = replace_section(text, readme_section([r / "tables" for r in args.records], args.readme),
+        new = replace_section(text, readme_section([r / "tables" for r in args.records], args.readme, args.readings),
                               args.readme)
         if args.check:
             return 0 if new == text else 1

@@ -437,6 +437,15 @@ def load_data(metrics_paths, readings_paths, parameters_path, default: str, refe
     return ReadingsData.from_records(metrics, measures, params, default, reference)
 
 
+def load_folder(root, default: str = "sdgm", reference: str = "transformer_xl") -> ReadingsData:
+    """The readings of one results folder (the readings config's results_dir), by the pipeline's layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportError(f"{root}: no readings results folder")
+    return load_data(sorted(root.glob("runs/*/*/metrics.json")), sorted(root.glob("readings/*/*.json")),
+                     root / "readings" / "parameters.json", default, reference)
+
+
 def build_readings_report(metrics_paths, readings_paths, parameters_path, tables_dir, figures_dir, *, default: str,
                           reference: str) -> list[Path]:
     data = load_data(metrics_paths, readings_paths, parameters_path, default, reference)
@@ -470,9 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default", default="sdgm")
     ap.add_argument("--reference", default="transformer_xl")
     args = ap.parse_args(argv)
-    root = Path(args.records)
-    data = load_data(sorted(root.glob("runs/*/*/metrics.json")), sorted(root.glob("readings/*/*.json")),
-                     root / "readings" / "parameters.json", args.default, args.reference)
+    data = load_folder(args.records, args.default, args.reference)
     for cid, line in explain_claims(pd.read_csv(args.claims), data).items():
         print(f"{cid}: {line}")
     return 0
