@@ -187,7 +187,7 @@ def test_state_bytes_of_sdgm_counts_its_atom_stream():
     batch, and the fingerprint by which it sees its parameters change: a strided sample of each of A, F, Phi, here all
     K x D of them) beside the last kernel_size - 1 embeddings; its parameters and compiled kernels are not state."""
     from sdgm.spectral.model import SDGM, SDGMConfig
-    from sdgm.spectral.ops.spectral import AtomStream
+    from sdgm.spectral.ops.stream import AtomStream
 
     m = SDGM(SDGMConfig(vocab_size=V, d_model=16, n_atoms=8, seq_len=L)).eval()
     state = m.init_decode_state(1)

@@ -305,7 +305,7 @@ MEASURE = textwrap.dedent("""
     t = Trainer(net, ids, splits["valid"], cfg, sys.argv[2], progress=False)
     est = t.check_memory(None)
     # the decoder's compiled CPU kernels loaded first: like torch's import, a fixed cost of the process, not of a step
-    from sdgm.spectral.ops.spectral import resolve_impl
+    from sdgm.spectral.ops.dispatch import resolve_impl
     resolve_impl("auto", t.device)
     before = rss_bytes()
     for _ in range(3):

@@ -84,7 +84,7 @@ TOLERANCE = {torch.float32: 5e-3, torch.bfloat16: 5e-2}  # relative to the large
 
 
 def _decode_with_grads(impl, c, params, positions, G):
-    from sdgm.spectral.ops.spectral import spectral_decode
+    from sdgm.spectral.ops.dispatch import spectral_decode
 
     leaves = [c.detach().clone().requires_grad_()] + [p.detach().clone().requires_grad_() for p in params]
     y = spectral_decode(*leaves, positions, 128.0, impl=impl)
@@ -118,7 +118,7 @@ def test_triton_matches_chunked_on_cuda(B, Lk, K, D, first, dtype):
 
 @pytest.mark.needs("triton")
 def test_the_kernel_check_passes_on_this_device_within_seconds():
-    from sdgm.spectral.ops.spectral import check_kernels, decoder_record, resolve_impl
+    from sdgm.spectral.ops.dispatch import check_kernels, decoder_record, resolve_impl
 
     assert resolve_impl("auto", CUDA) == "triton"
     rec = [r for r in decoder_record() if r["requested"] == "auto" and r["device"].startswith("cuda")]
@@ -134,7 +134,7 @@ def test_the_kernel_check_at_the_runs_sizes_in_a_child_process():
     """What a run at the paper's sizes launches (training B = 32, L = 128; B = 1 at L = 65,536; a batch of 3; bf16 and
     fp32), compiled and checked in a child process: every configuration passes, and the parent survives whatever
     the child meets."""
-    from sdgm.spectral.ops.spectral import check_kernels_in_child, run_check_cases
+    from sdgm.spectral.ops.dispatch import check_kernels_in_child, run_check_cases
 
     sizes = [(32, 128, 256, 512, torch.bfloat16), (3, 128, 256, 512, torch.bfloat16),
              (1, 65536, 256, 512, torch.bfloat16), (32, 128, 256, 512, torch.float32)]

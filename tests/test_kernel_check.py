@@ -1,5 +1,5 @@
 """The on-device check of the Triton kernels ('auto' on CUDA), on a CPU: the kernels run under Triton's interpreter
-(TRITON_INTERPRET=1, conftest.py), and 'auto' on a CPU is pointed at them (spectral.AUTO) so that the path CUDA
+(TRITON_INTERPRET=1, conftest.py), and 'auto' on a CPU is pointed at them (dispatch.AUTO) so that the path CUDA
 takes runs here. The failing check is made by patching the one kernel entry point (wrong values, an error)."""
 import json
 import logging
@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from sdgm.spectral.ops import spectral
-from sdgm.spectral.ops.spectral import (check_kernels, check_kernels_for_run, check_kernels_in_child, decoder_record,
+from sdgm.spectral.ops import dispatch
+from sdgm.spectral.ops.dispatch import (check_kernels, check_kernels_for_run, check_kernels_in_child, decoder_record,
                                         resolve_impl, run_check_cases)
 
 CPU = torch.device("cpu")
@@ -19,23 +19,23 @@ pytestmark = pytest.mark.needs("triton")
 @pytest.fixture
 def triton_auto(monkeypatch):
     """'auto' on a CPU behaves as on CUDA (Triton, after the check); a fresh process's caches."""
-    monkeypatch.setitem(spectral.AUTO, "cpu", "triton")
-    monkeypatch.setattr(spectral, "_kernel_checks", {})
-    monkeypatch.setattr(spectral, "_resolutions", {})
-    monkeypatch.setattr(spectral, "_announced", set())
+    monkeypatch.setitem(dispatch.AUTO, "cpu", "triton")
+    monkeypatch.setattr(dispatch, "_kernel_checks", {})
+    monkeypatch.setattr(dispatch, "_resolutions", {})
+    monkeypatch.setattr(dispatch, "_announced", set())
 
 
 @pytest.fixture
 def wrong_kernels(monkeypatch):
     """The Triton entry point gives the right shape and dtype with wrong values (its atoms' phase shifted)."""
-    from sdgm.spectral.ops import spectral_triton
+    from sdgm.spectral.ops import rotation_triton
 
-    real = spectral_triton.triton_spectral_decode
+    real = rotation_triton.triton_spectral_decode
 
     def shifted(c, amplitude, frequency, phase, positions, period):
         return real(c, amplitude, frequency, phase + 0.5, positions, period)
 
-    monkeypatch.setattr(spectral_triton, "triton_spectral_decode", shifted)
+    monkeypatch.setattr(rotation_triton, "triton_spectral_decode", shifted)
 
 
 def test_correct_kernels_pass_the_check():
@@ -53,10 +53,10 @@ def test_wrong_values_fail_the_check_naming_what_differs(wrong_kernels):
 
 
 def test_auto_takes_chunked_when_the_check_fails_and_says_so_once(triton_auto, wrong_kernels, caplog, monkeypatch):
-    caplog.set_level(logging.INFO, logger="sdgm.spectral.ops.spectral")
+    caplog.set_level(logging.INFO, logger="sdgm.spectral.ops.dispatch")
     calls = []
-    real = spectral.check_kernels
-    monkeypatch.setattr(spectral, "check_kernels", lambda *a: calls.append(a) or real(*a))  # counts the checks
+    real = dispatch.check_kernels
+    monkeypatch.setattr(dispatch, "check_kernels", lambda *a: calls.append(a) or real(*a))  # counts the checks
     assert [resolve_impl("auto", CPU) for _ in range(3)] == ["chunked"] * 3
     assert len(calls) == 1  # once per process and device
     lines = [r for r in caplog.records if "spectral decoder 'auto'" in r.getMessage()]
@@ -68,18 +68,18 @@ def test_auto_takes_chunked_when_the_check_fails_and_says_so_once(triton_auto, w
     assert "failed their on-device check" in rec["reason"]
     # the decoder still gives the definition's values
     c, A = torch.randn(2, 5, 3), torch.randn(3, 4)
-    y = spectral.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
-    torch.testing.assert_close(y, spectral.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0, impl="naive"),
+    y = dispatch.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
+    torch.testing.assert_close(y, dispatch.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0, impl="naive"),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_a_kernel_error_also_falls_back(triton_auto, monkeypatch):
-    from sdgm.spectral.ops import spectral_triton
+    from sdgm.spectral.ops import rotation_triton
 
     def broken(*args):
         raise RuntimeError("PTX JIT compilation failed\nmore detail")
 
-    monkeypatch.setattr(spectral_triton, "triton_spectral_decode", broken)
+    monkeypatch.setattr(rotation_triton, "triton_spectral_decode", broken)
     assert resolve_impl("auto", CPU) == "chunked"
     (rec,) = decoder_record()
     assert rec["used"] == "chunked" and ("triton failed to run at B=3, L=96, K=16, D=24, bfloat16: RuntimeError: PTX "
@@ -130,10 +130,10 @@ def test_a_bad_decoder_entry_in_metrics_is_refused_by_the_schema():
 
 # ---- the check at a run's sizes, in a child process ----------------------------------------------------------------
 def test_which_launches_a_run_makes_at_its_sizes():
-    """launch_configs (what the dispatch of spectral_triton launches) for the paper's K = 256, D = 512 on a GPU: the
+    """launch_configs (what the dispatch of rotation_triton launches) for the paper's K = 256, D = 512 on a GPU: the
     rotation mix kernels for bf16 batches up to 16 (R = 256 forward, 512 for dC), the direct kernel above 16, for
     fp32 operands, for rows past 512 and for positions without a constant step; the parameter kernel's tile by B."""
-    from sdgm.spectral.ops.spectral_triton import launch_configs
+    from sdgm.spectral.ops.rotation_triton import launch_configs
 
     def kinds(*args, **kw):
         return [(c["pass"], c["kernel"], c["meta"].get("R_PAD", c["meta"].get("BLOCK_R")), c["meta"]["BLOCK_B"],
@@ -185,12 +185,12 @@ def test_a_crash_at_the_runs_sizes_sends_auto_to_chunked_with_the_reason(triton_
     """check_kernels_for_run with the check in a child (as on CUDA) whose process dies: 'auto' takes chunked and the
     record says why; the run's sizes reach the child."""
     seen = []
-    monkeypatch.setattr(spectral, "CHECK_IN_CHILD", {"cuda", "cpu"})
-    monkeypatch.setattr(spectral, "_run_sizes", [])
-    monkeypatch.setattr(spectral, "CHECK_CHILD_COMMAND", [
+    monkeypatch.setattr(dispatch, "CHECK_IN_CHILD", {"cuda", "cpu"})
+    monkeypatch.setattr(dispatch, "_run_sizes", [])
+    monkeypatch.setattr(dispatch, "CHECK_CHILD_COMMAND", [
         sys.executable, "-c", "import os, sys; sys.stderr.write(sys.stdin.read() + '\\n'); os.abort()"])
-    real = spectral.check_kernels_in_child
-    monkeypatch.setattr(spectral, "check_kernels_in_child", lambda *a, **kw: seen.append(a) or real(*a, **kw))
+    real = dispatch.check_kernels_in_child
+    monkeypatch.setattr(dispatch, "check_kernels_in_child", lambda *a, **kw: seen.append(a) or real(*a, **kw))
     ok, why = check_kernels_for_run(CPU, [(32, 128, 256, 512, torch.bfloat16)])
     assert not ok and "killed by signal 6" in why and '[32, 128, 256, 512, 0, "bfloat16"]' in why, why
     assert seen[0][2][-1] == (32, 128, 256, 512, 0, torch.bfloat16)
@@ -203,17 +203,17 @@ def test_a_crash_at_the_runs_sizes_sends_auto_to_chunked_with_the_reason(triton_
 def test_a_failure_at_the_runs_sizes_only_is_found_in_process(triton_auto, monkeypatch):
     """A kernel that fails only at the run's size (a configuration the small problems do not compile) fails the
     check, naming that size."""
-    from sdgm.spectral.ops import spectral_triton
+    from sdgm.spectral.ops import rotation_triton
 
-    monkeypatch.setattr(spectral, "_run_sizes", [])
-    real = spectral_triton.triton_spectral_decode
+    monkeypatch.setattr(dispatch, "_run_sizes", [])
+    real = rotation_triton.triton_spectral_decode
 
     def fails_at_l_50(c, *args):
         if c.shape[1] == 50:
             raise RuntimeError("out of resource: shared memory")
         return real(c, *args)
 
-    monkeypatch.setattr(spectral_triton, "triton_spectral_decode", fails_at_l_50)
+    monkeypatch.setattr(rotation_triton, "triton_spectral_decode", fails_at_l_50)
     assert resolve_impl("auto", CPU) == "triton"  # the small problems pass
     ok, why = check_kernels_for_run(CPU, [(4, 50, 16, 24, torch.float32)])
     assert not ok and "at B=4, L=50, K=16, D=24, float32: RuntimeError: out of resource" in why, why

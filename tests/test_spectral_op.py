@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sdgm.spectral.model import SDGM, SDGMConfig, decode_reference
-from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
+from sdgm.spectral.ops.dispatch import SpectralOpError, resolve_impl, spectral_cost, spectral_decode
 
 PERIOD = 128.0
 NEEDS_TRITON = pytest.mark.needs("triton")
@@ -197,7 +197,7 @@ def test_float64_chunked_equals_naive_exactly(impl):
 def test_angles_reduced_in_turns_equal_the_plain_angles_and_are_chosen_by_their_size():
     """spectral_angles with and without the reduction in turns give the same sines (float64, angles to 1e5 rad);
     on a CPU the reduction is taken only where the angles can pass REDUCE_ABOVE_RADIANS."""
-    from sdgm.spectral.ops.spectral import REDUCE_ABOVE_RADIANS, angles_need_reduction, spectral_angles
+    from sdgm.spectral.ops.base import REDUCE_ABOVE_RADIANS, angles_need_reduction, spectral_angles
 
     g = torch.Generator().manual_seed(3)
     F = torch.rand(4, 6, generator=g, dtype=torch.float64) * 16384  # up to Nyquist at L = 32,768
@@ -234,13 +234,13 @@ def test_large_angles_match_float64(impl):
 def test_one_warning_where_fp32_angles_lose_their_accuracy(monkeypatch, caplog):
     """chunked and naive form fp32 angles: where their rounding can reach ANGLE_ROUNDING_WARN_RADIANS (F p / P near
     2.7e5 turns) one warning says so, once per process; not below it, not in float64, not for the rotation."""
-    from sdgm.spectral.ops import spectral
+    from sdgm.spectral.ops import base
 
-    monkeypatch.setattr(spectral, "_angle_warning_given", False)
+    monkeypatch.setattr(base, "_angle_warning_given", False)
     inputs, _, _ = make_case(1, 4, 3, 5, 0, 1)
     c, A, F, P = (x.float() for x in inputs)  # F up to 64 cycles per period of 128
     far, near = torch.arange(10**6, 10**6 + 4), torch.arange(10**5, 10**5 + 4)  # 5e5 and 5e4 turns
-    with caplog.at_level("WARNING", logger=spectral.__name__):
+    with caplog.at_level("WARNING", logger=base.__name__):
         for impl in ("chunked", "rotation"):
             spectral_decode(c, A, F, P, near, PERIOD, impl=impl)
         spectral_decode(c.double(), A.double(), F.double(), P.double(), far, PERIOD, impl="chunked")
@@ -391,7 +391,7 @@ def test_cost_model():
 def test_cost_model_of_the_rotation():
     """The rotation forms the atoms with 6 FLOPs per (t, k, d) (once forward, again backward) plus 6 for the three
     sums of backward, and evaluates a sine and a cosine per anchor each time: 33 positions need 2 anchors."""
-    from sdgm.spectral.ops.spectral import ROTATION_ANCHOR
+    from sdgm.spectral.ops.base import ROTATION_ANCHOR
 
     L, K, D = ROTATION_ANCHOR + 1, 4, 16
     fwd = spectral_cost(2, L, K, D, "forward", algorithm="rotation")
@@ -469,7 +469,7 @@ def test_without_numba_auto_takes_the_chunked_path_and_says_why():
 import logging, sys, torch
 sys.modules["numba"] = None  # import numba now raises ImportError, as where it is not installed
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from sdgm.spectral.ops.spectral import SpectralOpError, resolve_impl, spectral_decode
+from sdgm.spectral.ops.dispatch import SpectralOpError, resolve_impl, spectral_decode
 assert resolve_impl("auto", torch.device("cpu")) == "chunked"
 c, A = torch.randn(2, 5, 3), torch.randn(3, 4)
 y = spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
@@ -493,7 +493,7 @@ def test_the_rotation_kernels_leave_torch_its_thread_count():
 import sys, torch
 n = int(sys.argv[1])
 torch.set_num_threads(n)
-from sdgm.spectral.ops.spectral import spectral_decode
+from sdgm.spectral.ops.dispatch import spectral_decode
 c, A = torch.randn(5, 40, 3, requires_grad=True), torch.randn(3, 4)
 spectral_decode(c, A, A.abs(), A, torch.arange(40), 8.0, impl="rotation").sum().backward()
 print(torch.get_num_threads())
@@ -515,12 +515,13 @@ def test_atom_stream_follows_the_definition_step_by_step(fused, monkeypatch):
     """Incremental decoding's atoms: 300 successive positions (rotations between anchors every 32), a repeated
     position, a jump back; each within fp32 rounding of the float64 definition. An in-place parameter update is
     noticed. fused: the CPU's one-pass kernel; else the torch operations a GPU runs."""
-    from sdgm.spectral.ops import spectral, spectral_cpu
-    from sdgm.spectral.ops.spectral import AtomStream, spectral_atoms
+    from sdgm.spectral.ops import dispatch, stream
+    from sdgm.spectral.ops.naive import spectral_atoms
+    from sdgm.spectral.ops.stream import AtomStream
 
-    spectral_cpu.cpu_status.cache_clear()  # asked first under torch.no_grad, as inference asks it
+    dispatch.cpu_status.cache_clear()  # asked first under torch.no_grad, as inference asks it
     if not fused:
-        monkeypatch.setattr(spectral, "rotation_status", lambda device: (False, "torch path under test"))
+        monkeypatch.setattr(stream, "rotation_status", lambda device: (False, "torch path under test"))
 
     (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 8)
     A, F, P = A.float(), F.float(), P.float()
@@ -540,7 +541,8 @@ def test_atom_stream_in_float64_never_overwrites_and_sees_changes_past_the_versi
     """A float64 model's stream is float64 throughout (within 1e-12 of the definition; fp32 gave 1e-7). A tensor
     handed out is not overwritten by the next call. Changes that do not advance the version counter (through
     .data, a fused optimizer step) restart the stream."""
-    from sdgm.spectral.ops.spectral import AtomStream, spectral_atoms
+    from sdgm.spectral.ops.naive import spectral_atoms
+    from sdgm.spectral.ops.stream import AtomStream
 
     (_, A, F, P), _, _ = make_case(1, 1, 6, 10, 0, 9)
     A, F, P = (torch.nn.Parameter(x) for x in (A, F, P))
@@ -582,7 +584,7 @@ def test_auto_takes_rotation_even_when_first_asked_under_no_grad():
     inference_mode (generation, scoring) must still find them, not fall back to chunked for good."""
     code = """
 import torch
-from sdgm.spectral.ops.spectral import decoder_record, resolve_impl
+from sdgm.spectral.ops.dispatch import decoder_record, resolve_impl
 with torch.inference_mode():
     print(resolve_impl("auto", torch.device("cpu")), decoder_record()[0]["reason"])
 """
@@ -594,11 +596,11 @@ with torch.inference_mode():
 def test_the_rotation_check_leaves_the_global_random_stream_alone():
     """A process's first decoder call runs the kernels' self-check; a training run that resumes in another process
     (where the check already ran, or not) must draw the same random numbers, so the check uses its own generator."""
-    from sdgm.spectral.ops import spectral_cpu
+    from sdgm.spectral.ops import dispatch
 
-    spectral_cpu.cpu_status.cache_clear()
+    dispatch.cpu_status.cache_clear()
     torch.manual_seed(5)
-    assert spectral_cpu.cpu_status()[0]
+    assert dispatch.cpu_status()[0]
     after_check = torch.rand(3)
     torch.manual_seed(5)
     torch.testing.assert_close(torch.rand(3), after_check, rtol=0, atol=0)

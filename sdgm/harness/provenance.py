@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..spectral.ops.spectral import decoder_record
+from ..spectral.ops.dispatch import decoder_record
 from ..common.reasons import na
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@
     C      = act(Conv1D(X))                               (B, L, K)   mixing coefficients
     S_k(t) = A_k * sin(2 pi F_k t / L + Phi_k)            (L, K, D)   K learned spectral atoms
     X_hat  = sum_k C[:, t, k] S_k(t)                      (B, L, D)   O(K L D), no token-token products
-                                                                      (sdgm/spectral/ops/spectral.py: S is never
-                                                                      stored whole unless decoder="naive")
+                                                                      (sdgm/spectral/ops/: S is never stored
+                                                                      whole unless decoder="naive")
     logits = Head(X_hat)                                  (B, L, V)   next token at t + 1
 
 Choices where the paper is vague are listed in docs/paper-choices.md; the important one: the encoder is causal
@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from ..models.interface import LanguageModel
 from .losses import diag_gmm_nll, stft_loss
-from .ops.spectral import (IMPLEMENTATIONS, AtomStream, check_kernels_for_run, spectral_atoms, spectral_decode,
-                           triton_status)
+from .ops.dispatch import IMPLEMENTATIONS, check_kernels_for_run, spectral_decode, triton_status
+from .ops.naive import spectral_atoms
+from .ops.stream import AtomStream
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -57,7 +58,7 @@ class SDGMConfig:
     recon_target_grad: bool = False  # let the MSE/STFT targets X pull on the embeddings (collapse-prone)
     stft_n_fft: int = 256
     stft_hop: int = 64
-    decoder: str = "auto"        # X_hat = C S by: auto | naive | chunked | rotation | triton (spectral/ops/spectral.py)
+    decoder: str = "auto"        # X_hat = C S by: auto | naive | chunked | rotation | triton (spectral/ops/)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -237,7 +238,7 @@ class SDGM(LanguageModel):
 
     def check_decoder_for_run(self, shapes, device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str] | None:
         """Before a run on CUDA with decoder 'auto': the Triton kernels compiled and checked (in a child process) at
-        the run's (B, L) shapes with C in `dtype` (sdgm.spectral.ops.spectral.check_kernels_for_run); where they
+        the run's (B, L) shapes with C in `dtype` (sdgm.spectral.ops.dispatch.check_kernels_for_run); where they
         fail or fault, 'auto' takes chunked and the records say why. None where there is nothing to check."""
         device = torch.device(device)
         if self.cfg.decoder != "auto" or device.type != "cuda" or not triton_status(device)[0]:

@@ -6,7 +6,7 @@
 
 Two views: "tokens" keeps B * L = tokens_per_batch (the training regime: B = tokens / L), "batch" keeps
 B = batch_size and grows L (long-context inference and training). Layers: SDGM's encoder + spectral decoder in
-each implementation of sdgm/spectral/ops/spectral.py (naive, chunked, triton), GPT-2's causal attention (flash
+each implementation of sdgm/spectral/ops/ (naive, chunked, triton), GPT-2's causal attention (flash
 attention where the device has it) and the causal Linformer attention, each exactly as its baseline trains it, all
 with their projections.
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ...common.timing import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average,
                               peak_call_memory, time_calls)
-from ...spectral.ops.spectral import ALGORITHMS, rotation_status, spectral_cost, triton_status
+from ...spectral.ops.dispatch import ALGORITHMS, rotation_status, spectral_cost, triton_status
 from ...harness.provenance import config_hash, provenance
 
 SCHEMA_VERSION = 2
@@ -102,7 +102,7 @@ class LinformerLayer(nn.Module):
 
 class SDGMMixingLayer(nn.Module):
     """SDGM's token mixing with SDGM's own code: causal Conv1D encoder, then the spectral decoder (no embedding, no
-    head), by the implementation `decoder` (sdgm/spectral/ops/spectral.py)."""
+    head), by the implementation `decoder` (sdgm/spectral/ops/dispatch.py)."""
 
     def __init__(self, d_model: int, n_atoms: int, seq_len: int, kernel_size: int, decoder: str = "auto"):
         super().__init__()
@@ -192,7 +192,7 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
     if cuda and triton_status(device)[0]:
-        from ...spectral.ops.spectral_triton import hardware_sine_rate, vector_flops_rate
+        from ...spectral.ops.rotation_triton import hardware_sine_rate, vector_flops_rate
 
         rates["sines_per_s"], rates["sine_method"] = hardware_sine_rate(device), "Triton kernel, hardware sine"
         rates["vector_flops_per_s"] = vector_flops_rate(device)

@@ -1,6 +1,6 @@
 """The kernel check's child process: `python -m sdgm.spectral.ops.kernel_check --device cuda:0 --impl triton` reads
 the problems as JSON on stdin ([[B, L, K, D, first position, dtype name], ...]), runs
-sdgm.spectral.ops.spectral.check_kernels on them and prints one JSON line {"ok": bool, "why": str}. A fault that
+sdgm.spectral.ops.dispatch.check_kernels on them and prints one JSON line {"ok": bool, "why": str}. A fault that
 kills this process (an illegal memory access) is seen by the parent, check_kernels_in_child, as the child's death.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from .spectral import check_kernels
+from .dispatch import check_kernels
 
 
 def main(argv: list[str] | None = None) -> int:

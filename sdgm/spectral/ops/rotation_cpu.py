@@ -22,8 +22,8 @@ Kernels (all parallel over threads with numba's prange, vectorized over D by LLV
                L = 131,072)
 
 Positions must advance by a constant step (every caller's positions are p0, p0 + 1, ...); other positions go to
-the chunked torch implementation. If numba is missing or a kernel fails to compile, `cpu_status` says why, the
-caller logs it once and uses the chunked implementation.
+the chunked torch implementation. If numba is missing or a kernel fails to compile, `dispatch.cpu_status` says
+why, the caller logs it once and uses the chunked implementation.
 """
 from __future__ import annotations
 
@@ -270,24 +270,6 @@ def _kernels():
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     torch.set_num_threads(threads)
     return numba, anchors, forward, backward, rotate_block, param_sums
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_status() -> tuple[bool, str]:
-    """(can the rotation kernels run here, why not): numba imports and the kernels compile and run on a tiny case."""
-    try:
-        _kernels()
-        # gradients on, whatever the caller's mode: the first decoder call of a process may come under no_grad
-        # (generation, scoring), and its answer is kept for the whole process
-        with torch.inference_mode(False), torch.enable_grad():
-            g = torch.Generator().manual_seed(0)  # its own: the training's random stream must not see this check
-            for B in (1, FUSED_MAX_BATCH + 1):  # the fused and the blocked kernels
-                c = torch.rand(B, 3, 2, generator=g).requires_grad_()
-                p = torch.rand(2, 5, generator=g).requires_grad_()
-                RotationSpectralDecode.apply(c, p, p, p, torch.arange(3), 3.0).sum().backward()
-    except Exception as e:  # noqa: BLE001 -- any failure to build means: use the torch implementation
-        return False, f"{type(e).__name__}: {e}".splitlines()[0]
-    return True, "numba"
 
 
 class Rotation:

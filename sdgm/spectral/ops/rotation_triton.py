@@ -1,4 +1,4 @@
-"""Fused Triton kernels of the spectral decoder; sdgm/spectral/ops/spectral.py has the math and the naive reference.
+"""Fused Triton kernels of the spectral decoder; naive.py has the math and the reference, dispatch.py the choice.
 
 _mix_kernel     OUT[b, t, o] = sum_r IN[b, t, r] * A[r, o] * sin(2 pi (F[r, o] tp_t) + PH[r, o]),  tp_t = p_t / P
                 forward: IN = C and (r, o) = (k, d); dC: IN = G with the parameters read transposed, (r, o) = (d, k).
