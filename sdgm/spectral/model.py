@@ -95,18 +95,6 @@ class SpectralAtoms(nn.Module):
                                impl=impl)
 
 
-def decode_reference(c: torch.Tensor, atoms: SpectralAtoms) -> torch.Tensor:
-    """X_hat by the definition, one position and atom at a time (slow; for tests)."""
-    B, L, K = c.shape
-    out = torch.zeros(B, L, atoms.amplitude.shape[1], dtype=torch.float64)
-    for t in range(L):
-        for k in range(K):
-            s = atoms.amplitude[k].double() * torch.sin(
-                2 * math.pi * atoms.frequency[k].double() * t / atoms.seq_len + atoms.phase[k].double())
-            out[:, t] += c[:, t, k, None].double() * s
-    return out
-
-
 class SDGM(LanguageModel):
     def __init__(self, cfg: SDGMConfig):
         super().__init__()
