@@ -123,7 +123,7 @@ def test_the_scaling_benchmark_stops_at_its_deadline_keeping_what_finished(tmp_p
 
 
 def test_a_layers_first_case_is_predicted_from_the_others():
-    from sdgm.bench.scaling import _walls_of
+    from sdgm.bench.scaling.measure import _walls_of
 
     walls = {("a", "forward"): [(16, 1, 1.0)], ("b", "forward"): [(16, 1, 2.0)]}
     assert _walls_of(walls, "a", "forward") == [(16, 1, 1.0)]

@@ -386,12 +386,12 @@ class Growing(torch.nn.Module):
 def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
     """A CPU allocator does not refuse: the case would get the process killed. The benchmark extrapolates each
     layer's measured peaks and records a case that would not fit as oom (predicted) without running it."""
-    from sdgm.bench import scaling
+    from sdgm.bench.scaling import measure
 
     runs = []
-    real_case = scaling._case
-    monkeypatch.setattr(scaling, "_case", lambda f, L, *a: runs.append(L) or real_case(f, L, *a))
-    monkeypatch.setattr(scaling, "available_host_memory", lambda: 3 * 64 * 64 * 4)  # room for (64, 64) fp32 x 3
+    real_case = measure._case
+    monkeypatch.setattr(measure, "_case", lambda f, L, *a: runs.append(L) or real_case(f, L, *a))
+    monkeypatch.setattr(measure, "available_host_memory", lambda: 3 * 64 * 64 * 4)  # room for (64, 64) fp32 x 3
     rec = scaling_benchmark([], 1, batch_lengths=[32, 64, 256, 512], layers={"growing": Growing}, **TINY)
     by_l = {r["L"]: r for r in rec["results"] if r["mode"] == "forward"}
     assert by_l[32]["status"] == by_l[64]["status"] == "ok"

@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 import json
-from . import CausalAttentionLayer, SDGMMixingLayer, floor_of, scaling_from_config
+from .layers import CausalAttentionLayer, SDGMMixingLayer
+from .measure import scaling_from_config
+from .rates import floor_of
 
 # bf16 dense matmul, hardware sine (MUFU), fp32 multiply-adds on the CUDA cores (132 SMs x 128 a clock x 1.7 GHz x 2),
 # device-to-device copy
