@@ -1,49 +1,15 @@
 """Every table, figure and page made from the records, in the report environment: the results tables and figures
-(this module, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
+(results, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
 generation_report), the weight-free generation quality (genquality, quality), the paper's claims judged (verdicts,
 claims; evidence, protocol, statistics; claims.yaml, paper_numbers.yaml), the readings of the paper and one
 explanation per claim (readings) and the pages beside the tables (publish: samples, HTML tables, results/README.md).
 It imports only sdgm.common, and never torch: it reads records, never the code that made them.
-
-The report reads ONLY the per-run ``metrics.json`` files written by the trainer
-and the paper's published numbers (``paper_numbers.yaml`` next to this file).
-It never invents or fills in numbers: a missing measurement is shown as the
-string ``"n/a (<reason>)"``, never 0 or blank. The only thing it takes from the
-workflow config is which experiments are ablations of which main run
-(``ablation_of``), to place rows in tables; what an ablation changed is read
-from the runs' recorded configurations.
-
-Tables: ``main`` (main runs and baselines), ``ablations`` (each ablation beside
-its main run of the same corpus), ``reconstruction`` (embedding cosine of every
-run that reconstructs). Seeds of one experiment and corpus are one row: mean ±
-sample std (ddof = 1). Figures: training curves, ablation bars with the seed
-spread, perplexity against the number of atoms K.
-
-Units: ``params_m`` is ``metrics.params / 1e6``; ``peak_mem_gb`` is
-``metrics.peak_mem_bytes / 1e9`` (decimal gigabytes).
-
-The ``causal`` column comes from each run's causality audit (``metrics.causal_audit``, measured on the trained
-model): "yes", or "LEAKS future tokens" when any seed failed it. A leaking row is never compared silently: its
-experiment name gets " (non-causal)" and its difference to the paper reads "n/a (leaks future tokens)".
-
-Two perplexities per split: ``val_ppl``/``test_ppl`` read the split in windows of L
-that each start without context, the same for every model; ``val_ppl_mem``/
-``test_ppl_mem`` carry a stateful model's state (LSTM hidden state, Transformer-XL
-memory) from window to window, and are n/a for models without state.
 """
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-import yaml
-
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
-from ..common.atomic import no_links_below
 from ..common.reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NON_CAUSAL_SUFFIX, PAPER_PATH,
                       RECONSTRUCTION_COLUMNS, ReportError, load_metrics, load_paper)
+from .results import build_report
 from .render import latex_escape, to_latex, to_markdown, write_table
 from .tables import (ablation_label, ablation_table, ablation_table_numeric, aggregate, format_aggregate, leaks,
                      main_table, main_table_numeric, numeric_columns, reconstruction_table,
@@ -72,7 +38,6 @@ __all__ = [
     "leaks",
     "load_metrics",
     "load_paper",
-    "main",
     "main_table",
     "main_table_numeric",
     "numeric_columns",
@@ -88,86 +53,3 @@ __all__ = [
     "to_markdown",
     "write_table",
 ]
-
-CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
-           "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
-           "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
-           "val_ppl and test_ppl: windows of L tokens, each without earlier context, for every model; "
-           "val_ppl_mem and test_ppl_mem: the model's state (hidden state, memory) carried across windows. "
-           "_diff: ours minus the paper's. "
-           "n/a marks a missing value, with its reason. Rows marked (non-causal) failed the causality audit "
-           "(their predictions see later tokens) and are not compared.")
-ABLATION_CAPTION = ("Ablations (mean ± sample std over seeds): what each changes relative to its main run, read "
-                    "from the runs' recorded configurations; _diff: ours minus the paper's; _vs_main: the ablation "
-                    "minus the main run of the same corpus (ours: means over seeds; _paper: the paper's two "
-                    "numbers). The paper's ablation numbers are shown beside our WikiText-2 runs ({source}). "
-                    "Rows marked (non-causal) failed the causality audit and are not compared with the paper.")
-RECONSTRUCTION_CAPTION = ("Embedding reconstruction: mean over all validation (test) tokens of the cosine between "
-                          "the reconstruction and the input embedding, mean ± sample std over seeds, beside "
-                          "{source}; _diff: ours minus the paper's. Rows marked (non-causal) are not compared.")
-
-
-def _paper_source(path: Path) -> str:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return str(data.get("source", "the SDGM paper"))
-    except Exception:  # load_paper already validated; be lenient for the caption only
-        return "the SDGM paper"
-
-
-def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
-                 ablations: dict[str, str] | None = None) -> dict:
-    """Write the tables ``main``, ``ablations`` and ``reconstruction`` (.csv, .md, .tex) to ``tables_dir`` and the
-    figures ``training_curves`` (main runs), ``ablations`` and ``ppl_vs_atoms`` (.png, .pdf) to ``figures_dir``.
-    ``ablations``: {ablation experiment: its main experiment} (sdgm.harness.config.ablations); None: no ablations.
-    A folder that is, or holds, a symbolic link is refused (sdgm.common.atomic.UnsafePath) before anything is written.
-    Returns {"<name>_<ext>": path}."""
-    paper_path = Path(paper_path) if paper_path is not None else PAPER_PATH
-    ablations = dict(ablations or {})
-    records = load_metrics(list(metrics_paths))
-    paper = load_paper(paper_path)
-    source = _paper_source(paper_path)
-    tables, figures = Path(tables_dir), Path(figures_dir)
-    for folder in (tables, figures):  # a link committed into a results folder would take the writes elsewhere
-        no_links_below(folder.parent, folder)
-    # every table is computed before anything is written: a bad input leaves no partial report
-    dfs = {"main": (main_table(records, paper, ablations), CAPTION),
-           "ablations": (ablation_table(records, paper, ablations), ABLATION_CAPTION),
-           "reconstruction": (reconstruction_table(records, paper, ablations), RECONSTRUCTION_CAPTION)}
-    written = {}
-    for name, (df, caption) in dfs.items():
-        for path in write_table(df, tables / name, caption.format(source=source)):
-            written[f"{name}_{path.suffix[1:]}"] = path
-    main_records = [r for r in records if r["experiment"] not in ablations]
-    for name, paths in (
-            ("training_curves", plot_training_curves(main_records, figures / "training_curves")),
-            ("ablations", plot_ablations(records, ablations, figures / "ablations", paper)),
-            ("ppl_vs_atoms", plot_sweep(records, ablations, "n_atoms", figures / "ppl_vs_atoms",
-                                        "number of atoms K"))):
-        for path in paths:
-            written[f"{name}_{path.suffix[1:]}"] = path
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Build sdgm-bench tables and figures from metrics.json files.")
-    ap.add_argument("metrics", nargs="*", help="metrics.json files")
-    ap.add_argument("--tables-dir", required=True, type=Path)
-    ap.add_argument("--figures-dir", required=True, type=Path)
-    ap.add_argument("--paper", type=Path, default=None)
-    ap.add_argument("--config", type=Path, default=None,
-                    help="the workflow config the runs came from: its `ablation_of` entries place the ablations")
-    args = ap.parse_args(argv)
-    abl = None
-    if args.config is not None:
-        from .config import ablations
-
-        abl = ablations(yaml.safe_load(args.config.read_text(encoding="utf-8")))
-    written = build_report(args.metrics, args.tables_dir, args.figures_dir, args.paper, abl)
-    for name, p in written.items():
-        print(f"{name}: {p}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
