@@ -641,7 +641,7 @@ def check_render(out: str | Path) -> list[str]:
 def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
     """One device's tables and figures into `out` from its records' files, by kind."""
     from ..reporting.bench_report import load_record, throughput_table
-    from ..reporting.publish import write_samples_pages
+    from ..reporting.pages import write_samples_pages
     from ..reporting import build_report, write_table
     from ..reporting.claims import build_claims
 

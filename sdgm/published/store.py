@@ -305,7 +305,7 @@ def check_contents(rec_dir: str | Path) -> None:
 def _check_texts(rec_dir: Path, m: dict) -> None:
     """The record's config.yaml is a workflow config (a mapping yaml.safe_load reads) and its samples.txt a sample
     file: a record that would stop every later render is refused here, naming the file."""
-    from ..reporting.publish import parse_samples
+    from ..reporting.pages import parse_samples
 
     if KINDS["config"] in m["files"]:
         path = rec_dir / KINDS["config"]
