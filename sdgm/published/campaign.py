@@ -9,7 +9,7 @@
 seed 0 of every experiment on every corpus (main experiments, then ablations), then seed 1, then seed 2. It estimates
 each run's time from its tokens and a measured training rate (the committed records under results/h100 and the
 store's own records, or a --rates table) and hands Snakemake waves of at most --parallel runs that fit the time
-left, with the runs' publish receipts as targets (rule publish, workflow/rules/store.smk). Snakemake trains them at
+left, with the runs' publish receipts as targets (rule store_run, workflow/rules/store.smk). Snakemake trains them at
 once on the one GPU, finishes each run's GMM, samples and throughput, and publishes each record as it finishes. No
 run is started that the estimate says cannot finish; at the deadline Snakemake is stopped (what is published stays,
 the rest is redone by the next campaign). At the end the records new to the store are packed into one archive of

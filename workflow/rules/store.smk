@@ -3,13 +3,13 @@
 # (sdgm/published/campaign.py) asks for these receipts in priority order; `snakemake --cores all` does not.
 
 
-rule publish:
+rule store_run:
     input:
-        unpack(publish_inputs),
+        unpack(store_run_inputs),
     output:
         f"{OUT}/published/receipts/{RUN}.json",
     log:
-        f"{OUT}/logs/publish/{RUN}.log",
+        f"{OUT}/logs/store_run/{RUN}.log",
     conda:
         "../envs/report.yaml"
     resources:
@@ -20,4 +20,4 @@ rule publish:
         run=resolved_run,
         config=config,
     script:
-        "../scripts/publish_run.py"
+        "../scripts/store_run.py"

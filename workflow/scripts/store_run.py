@@ -1,4 +1,4 @@
-"""Copy one finished run's weight-free files into the published store (rule publish)."""
+"""Copy one finished run's weight-free files into the published store (rule store_run)."""
 import sys
 from pathlib import Path
 
