@@ -16,7 +16,7 @@ import yaml
 
 from sdgm.common import importguard
 from sdgm.harness.config import benchmarked_runs, check_config, runs
-from sdgm.published import campaign, costs, store
+from sdgm.campaign import campaign, costs, store
 from sdgm.reporting import claims as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_device_label_overrides_the_recorded_device(tmp_path, monkeypatch):
 def test_a_publish_killed_midway_leaves_nothing_and_the_next_one_completes(tmp_path):
     st, d = tmp_path / "store", fake_run(tmp_path)
     # a process killed (os._exit: no cleanup) after copying its first file
-    code = ("import os, shutil, sys; from pathlib import Path; from sdgm.published import store\n"
+    code = ("import os, shutil, sys; from pathlib import Path; from sdgm.campaign import store\n"
             "real = shutil.copyfile\n"
             "def dying(*a, **k):\n    real(*a, **k); os._exit(9)\n"
             "shutil.copyfile = dying\n"
@@ -312,7 +312,7 @@ def descendants(pid: int) -> list[int]:
 
 def run_cli(args, env_extra, **kw):
     env = {**os.environ, campaign.CLOCK_ENV: "estimate", **env_extra}
-    return subprocess.run([sys.executable, "-m", "sdgm.published.campaign", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "sdgm.campaign.campaign", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200, **kw)
 
 
@@ -348,7 +348,7 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
 
     # 2. a campaign killed (the allocation ends) as soon as it has published one record
     env = {**os.environ, campaign.CLOCK_ENV: "estimate", **guard}
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.published.campaign", "run", "--minutes", "10", "--parallel",
+    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign.campaign", "run", "--minutes", "10", "--parallel",
                              "1", "--device-label", "gpu-b", *base], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

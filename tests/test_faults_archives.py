@@ -26,7 +26,7 @@ from sdgm.data import tokens as data_tokens
 from sdgm.harness.runlock import run_lock
 from sdgm.harness.train import CheckpointError, TrainConfig, Trainer
 from sdgm.models.registry import build_model
-from sdgm.published import campaign, store
+from sdgm.campaign import campaign, store
 
 from test_campaign import fake_rates, fake_run, publish, tiny_config
 from test_faults_edges import disk  # noqa: F401 (a fixture: a tmpfs of a given size)
@@ -182,7 +182,7 @@ def test_an_import_refuses_a_store_a_campaign_holds(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.published import campaign\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.campaign import campaign\n"
                                f"with campaign.campaign_lock(Path({str(dest)!r})):\n"
                                "    print('held', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -431,7 +431,7 @@ def test_a_record_missing_a_file_is_one_line_on_render_and_the_tables_are_rebuil
 
 KILLED = """
 import os, sys
-from sdgm.published import campaign, store
+from sdgm.campaign import campaign, store
 store.import_record = lambda *a, **k: os._exit(9)  # killed once the archive is unpacked
 campaign.import_record = store.import_record
 campaign.import_archives([sys.argv[1]], sys.argv[2])

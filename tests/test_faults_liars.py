@@ -24,7 +24,7 @@ from sdgm.harness.runlock import run_lock
 from sdgm.models import catalog
 from sdgm.models.contract import ContractError, causal_audit, check_forward
 from sdgm.models.registry import build_model
-from sdgm.published import campaign, store
+from sdgm.campaign import campaign, store
 
 LIARS = Path(__file__).resolve().parent / "liars"
 PLUGINS = {"peek_frequent": "PeekFrequent", "rewrites_input": "RewritesInput", "wrong_width": "WrongWidth",

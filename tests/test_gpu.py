@@ -6,7 +6,7 @@ in fp32 and bf16 (values and all four gradients; B < 16, B = 1 at L = 65,536, po
 kernel check, also at the paper's sizes in a child process; the NVML sampler; torch.compile of SDGM with the Triton
 op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA every test here is skipped with
 its reason (SDGM_REQUIRE_GPU=1: failed).
-`python -m sdgm.published.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
+`python -m sdgm.campaign.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
 """
 import json
 import math
@@ -190,7 +190,7 @@ def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
 
 # ---- one campaign wave -----------------------------------------------------------------------------------------------
 def test_one_tiny_campaign_wave_on_cuda(tmp_path):
-    from sdgm.published import campaign, store
+    from sdgm.campaign import campaign, store
 
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["experiments"] = {"sdgm": cfg["experiments"]["sdgm"]}

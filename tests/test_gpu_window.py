@@ -1,4 +1,4 @@
-"""The GPU window (python -m sdgm.published.gpu_window) on a CPU: its plan, the GPU tier's skip and its lines per test,
+"""The GPU window (python -m sdgm.campaign.gpu_window) on a CPU: its plan, the GPU tier's skip and its lines per test,
 installing onto the machine's own torch, the device benchmark's order and flags, the benchmarks under a budget, the
 archive's import into the claims ledger, and (e2e) a window on the quick config killed at 60 % of its budget whose
 archive imports and gives the device a claims column with the cost claims judged."""
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from helpers import REPO
-from sdgm.published import campaign, gpu_window, window_records
+from sdgm.campaign import campaign, gpu_window, window_records
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
 
@@ -50,7 +50,7 @@ def test_the_plan_measures_first_and_gives_the_campaign_the_rest():
     assert rows[1]["budget_s"] == 210 and rows[-1]["budget_s"] >= 90
     text = gpu_window.format_plan(rows, 10)
     assert "5 parts in this order" in text and "campaign" in text.splitlines()[-1]
-    out = run(["-m", "sdgm.published.gpu_window", "--minutes", "10", "--plan"], timeout=60)
+    out = run(["-m", "sdgm.campaign.gpu_window", "--minutes", "10", "--plan"], timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == text
 
 
@@ -155,7 +155,7 @@ def test_the_gpu_tier_leaves_a_line_per_finished_test_when_killed(tmp_path):
         "def test_hangs(): time.sleep(120)\n")
     lines = tmp_path / "tests.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", str(tmp_path / "test_some.py"), "-q", "-p",
-                             "no:cacheprovider", "-p", "sdgm.published.pytest_lines", f"--lines-to={lines}",
+                             "no:cacheprovider", "-p", "sdgm.campaign.pytest_lines", f"--lines-to={lines}",
                              f"--rootdir={tmp_path}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -180,7 +180,7 @@ def test_install_keeps_the_machines_torch():
     reqs = gpu_window.project_requirements()
     names = {r.split("=")[0].split(">")[0] for r in reqs}
     assert "numpy" in names and "snakemake" in names and not names & {"torch", "triton"}
-    out = run(["-m", "sdgm.published.gpu_window", "install", "--offline", "--dry-run"], timeout=300)
+    out = run(["-m", "sdgm.campaign.gpu_window", "install", "--offline", "--dry-run"], timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"keeping torch=={torch.__version__}" in out.stdout
     would = [line for line in out.stdout.splitlines() if line.startswith("Would install")]
@@ -222,7 +222,7 @@ def test_a_window_archive_imports_once_and_renders_per_device(tmp_path):
 
 # ---- the window's benchmark records into the ledger ----------------------------------------------------------------
 def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
-    from sdgm.published.store import StoreError
+    from sdgm.campaign.store import StoreError
     from sdgm.reporting.claims import find_records
 
     st = tmp_path / "store"
@@ -307,7 +307,7 @@ def test_a_window_killed_at_60_percent_leaves_an_archive_the_claims_read(tmp_pat
     the archive it left imports, the device benchmark's records land in the store's device folder, and the claims
     renderer gives that device a column with the cost claims judged. No part outlives the window."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.published.gpu_window", "--minutes", "3", "--configfile",
+    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign.gpu_window", "--minutes", "3", "--configfile",
                              str(REPO / "config" / "quick.yaml"), "--directory", str(tmp_path), "--out", str(out),
                              "--device", "cpu"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             # one thread: on a shared machine two spinning OpenMP threads per process make the

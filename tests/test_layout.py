@@ -60,7 +60,7 @@ ALLOWED = {
     "spectral": {"common", "data", "models", "reporting"},
     "harness": {"common", "data", "models", "spectral"},
     "bench": {"common", "data", "models", "spectral", "harness", "reporting"},
-    "published": {"common", "data", "models", "spectral", "harness", "bench", "reporting"},
+    "campaign": {"common", "data", "models", "spectral", "harness", "bench", "reporting"},
 }
 # the model code's libraries, which the report environment (workflow/envs/report.yaml) does not hold
 MODEL_LIBRARIES = {"torch", "triton", "numba", "sklearn", "transformers", "linformer"}
@@ -192,13 +192,13 @@ def test_the_layering_check_sees_every_import(tmp_path):
     (tmp_path / "sdgm" / "reporting" / "tables.py").write_text("import torch\n")
     (tmp_path / "sdgm" / "harness" / "train.py").write_text(
         "from ..common import atomic\nfrom . import evaluate\n\n\ndef f():\n    from ..reporting import tables\n"
-        "    import sdgm.published.store\n")
+        "    import sdgm.campaign.store\n")
     assert forbidden_imports(tmp_path) == [
         "sdgm/harness/train.py:6: imports sdgm.reporting, but sdgm.harness may import sdgm.common, sdgm.data, "
         "sdgm.models, sdgm.spectral",
         "sdgm/harness/train.py:6: imports sdgm.reporting.tables, but sdgm.harness may import sdgm.common, sdgm.data, "
         "sdgm.models, sdgm.spectral",
-        "sdgm/harness/train.py:7: imports sdgm.published.store, but sdgm.harness may import sdgm.common, sdgm.data, "
+        "sdgm/harness/train.py:7: imports sdgm.campaign.store, but sdgm.harness may import sdgm.common, sdgm.data, "
         "sdgm.models, sdgm.spectral"]
     edges = graph(tmp_path)
     assert "torch" in reached("sdgm.reporting.tables", edges)

@@ -1,11 +1,11 @@
 """A campaign: one GPU allocation of a few minutes advances the paper-wide result, and the results accumulate.
 
-    python -m sdgm.published.campaign run --minutes 25 --configfile config/config.yaml  # train, evaluate, publish, pack
-    python -m sdgm.published.campaign import results/campaign-*.tar.gz                  # merge archives into the store
-    python -m sdgm.published.campaign render                                            # the store's tables per device
-    python -m sdgm.published.campaign plan|estimate|pack|verify ...                     # see --help
+    python -m sdgm.campaign.campaign run --minutes 25 --configfile config/config.yaml  # train, evaluate, publish, pack
+    python -m sdgm.campaign.campaign import results/campaign-*.tar.gz                  # merge archives into the store
+    python -m sdgm.campaign.campaign render                                            # the store's tables per device
+    python -m sdgm.campaign.campaign plan|estimate|pack|verify ...                     # see --help
 
-`run` takes the runs of the config that no device has published yet (sdgm.published.store), highest priority first:
+`run` takes the runs of the config that no device has published yet (sdgm.campaign.store), highest priority first:
 seed 0 of every experiment on every corpus (main experiments, then ablations), then seed 1, then seed 2. It estimates
 each run's time from its tokens and a measured training rate (the committed records under results/h100 and the
 store's own records, or a --rates table) and hands Snakemake waves of at most --parallel runs that fit the time
@@ -176,7 +176,7 @@ def snakemake_wave(config_path: Path, directory: Path, targets: list[str], paral
 
 @contextlib.contextmanager
 def campaign_lock(store: Path):
-    """One campaign or import per store at a time (sdgm.published.store.store_lock). The lock is the kernel's (flock): a
+    """One campaign or import per store at a time (sdgm.campaign.store.store_lock). The lock is the kernel's (flock): a
     killed campaign holds none."""
     try:
         with store_lock(store, "this campaign"):
@@ -263,7 +263,7 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
               flush=True)
         if packed["left_out"]:
             print(f"campaign: {len(packed['left_out'])} record(s) did not fit {ARCHIVE_LIMIT:,} bytes; pack them "
-                  f"with `python -m sdgm.published.campaign pack --store {store} --record DIR ...`: "
+                  f"with `python -m sdgm.campaign.campaign pack --store {store} --record DIR ...`: "
                   + ", ".join(str(d) for d in packed["left_out"]), flush=True)
     return {"published": new, "failed": failed, "stopped": stopped, "archive": archive}
 
@@ -433,7 +433,7 @@ def _import_archive(archive: Path, store: Path, out: dict, limit: int) -> None:
 
 
 def _import_window(d: Path, store: Path) -> Path:
-    """A GPU window's folder (sdgm.published.gpu_window) into STORE/<device>/windows/<stamp>/, whole or not at all; the
+    """A GPU window's folder (sdgm.campaign.gpu_window) into STORE/<device>/windows/<stamp>/, whole or not at all; the
     same window again is a no-op. Its names must be a device slug and a time stamp, its summary a window's."""
     device, stamp = d.parent.name, d.name
     if not SLUG.fullmatch(device) or not WINDOW_STAMP.fullmatch(stamp):
@@ -494,7 +494,7 @@ def render_windows(store: Path, out: Path, problems: list[str] | None = None) ->
     lines = []
     for dev_dir in sorted(p for p in store.iterdir() if p.is_dir() and (p / "windows").is_dir()):
         page = [f"# GPU windows on {dev_dir.name}", "",
-                "Each window's parts in the order they ran (`python -m sdgm.published.gpu_window`, docs/campaign.md); "
+                "Each window's parts in the order they ran (`python -m sdgm.campaign.gpu_window`, docs/campaign.md); "
                 "the benchmark records and logs are beside each window's window.json.", ""]
         wins = sorted(p for p in (dev_dir / "windows").iterdir() if (p / WINDOW_SUMMARY).is_file())
         for w in wins:
@@ -577,7 +577,7 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
                                                                     "quality", "config")}
     written: dict = {"problems": problems}
     lines = ["# Published records, by device", "",
-             "Every run's weight-free files, as published by `python -m sdgm.published.campaign` (docs/campaign.md). "
+             "Every run's weight-free files, as published by `python -m sdgm.campaign.campaign` (docs/campaign.md). "
              "Tables and figures are per device: runs of different devices are never averaged together.", "",
              "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
     for dev in sorted(files["metrics"]):
@@ -594,7 +594,7 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
                      f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
     windows = render_windows(store, out, problems) if store.is_dir() else []
     if windows:
-        lines += ["", "GPU windows (`python -m sdgm.published.gpu_window`): each part's status, the environment and "
+        lines += ["", "GPU windows (`python -m sdgm.campaign.gpu_window`): each part's status, the environment and "
                       "the decoder used.", "", "| device | windows | page |", "|---|---|---|", *windows]
     write_text_atomic(no_links(out, out / "README.md"), "\n".join(lines) + "\n")
     outputs = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
@@ -664,7 +664,7 @@ def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
 # ---- command line --------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.published.campaign", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m sdgm.campaign.campaign", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def planning(p):

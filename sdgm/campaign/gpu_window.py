@@ -1,9 +1,9 @@
 """One command for a short GPU window: the verdict first, then as much of the campaign as the minutes allow.
 
-    python -m sdgm.published.gpu_window --minutes 10                         # the paper config, on the default device
-    python -m sdgm.published.gpu_window --minutes 3 --configfile config/quick.yaml --directory /tmp/w --out /tmp/w
-    python -m sdgm.published.gpu_window install [--offline] [--dry-run]      # the project onto the machine's own torch
-    python -m sdgm.published.campaign import results/windows/window-*.tar.gz  # back home: merge and render per device
+    python -m sdgm.campaign.gpu_window --minutes 10                         # the paper config, on the default device
+    python -m sdgm.campaign.gpu_window --minutes 3 --configfile config/quick.yaml --directory /tmp/w --out /tmp/w
+    python -m sdgm.campaign.gpu_window install [--offline] [--dry-run]      # the project onto the machine's own torch
+    python -m sdgm.campaign.campaign import results/windows/window-*.tar.gz  # back home: merge and render per device
 
 It prints its plan, then runs each part in a process (group) of its own under its own deadline, in this order:
 
@@ -15,8 +15,8 @@ It prints its plan, then runs each part in a process (group) of its own under it
     scaling     the scaling benchmark at the config's sizes (python -m sdgm.bench.scaling --budget-s): both views,
                 shortest lengths first, a case predicted not to fit its budget skipped, written after every case
     gpu_tier    pytest -m gpu (tests/test_gpu.py): every model on the device, the kernels, NVML, compile, NCCL;
-                one JSON line per finished test (sdgm.published.pytest_lines)
-    campaign    python -m sdgm.published.campaign run for the minutes left: seed 0 of every experiment before seeds 1, 2
+                one JSON line per finished test (sdgm.campaign.pytest_lines)
+    campaign    python -m sdgm.campaign.campaign run for the minutes left: seed 0 of every experiment before seeds 1, 2
 
 The order is what each part adds to the verdict per minute: the environment and the kernel check decide whether
 the rest can be trusted; the benchmarks write the records the claims ledger reads (the cost claims: parameters,
@@ -52,7 +52,7 @@ from ..common.atomic import atomic_path, write_json_atomic
 from .window_records import RECORDS
 
 REPO = Path(__file__).resolve().parents[2]
-ARCHIVE_LIMIT = 16 * 1024 * 1024  # as a campaign archive's (sdgm.published.campaign.ARCHIVE_LIMIT)
+ARCHIVE_LIMIT = 16 * 1024 * 1024  # as a campaign archive's (sdgm.campaign.campaign.ARCHIVE_LIMIT)
 LOG_TAIL = 256 * 1024  # bytes of each log kept in the archive (the end, where the error is)
 PACK_RESERVE_S = 10.0  # seconds kept at the end of the window for the last archive
 STOP_GRACE_S = 10.0  # TERM, then KILL this much later, to a part past its deadline
@@ -215,7 +215,7 @@ class Window:
         """The part's command and working directory, or why it cannot run here."""
         py, cfg = sys.executable, str(self.configfile)
         if name == "env":
-            return [py, "-m", "sdgm.published.gpu_window", "part", "env", "--out", str(part_dir), "--device",
+            return [py, "-m", "sdgm.campaign.gpu_window", "part", "env", "--out", str(part_dir), "--device",
                     self.device], REPO
         if name == "device":
             try:
@@ -234,7 +234,7 @@ class Window:
             if not tests.is_file():
                 return f"{tests.relative_to(REPO)} is not in this checkout"
             return [py, "-m", "pytest", str(tests), "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
-                    "-p", "sdgm.published.pytest_lines", f"--lines-to={part_dir / 'tests.jsonl'}",
+                    "-p", "sdgm.campaign.pytest_lines", f"--lines-to={part_dir / 'tests.jsonl'}",
                     f"--junitxml={part_dir / 'junit.xml'}", f"--rootdir={REPO}"], REPO
         if name == "campaign":
             import importlib.util
@@ -245,7 +245,7 @@ class Window:
             if minutes <= 0.2:
                 return f"{seconds:.0f} s left: too little for the campaign to stop by itself at its deadline"
             self.directory.mkdir(parents=True, exist_ok=True)  # the campaign's workflow directory is its cwd
-            cmd = [py, "-m", "sdgm.published.campaign", "run", "--configfile", cfg, "--minutes", f"{minutes:.2f}",
+            cmd = [py, "-m", "sdgm.campaign.campaign", "run", "--configfile", cfg, "--minutes", f"{minutes:.2f}",
                    "--directory", str(self.directory), "--archive-dir", str(part_dir)]
             return cmd + (["--device-label", self.device_label] if self.device_label else []), self.directory
         raise WindowError(f"unknown part {name!r}")
@@ -274,7 +274,7 @@ class Window:
             self.write()
             raise
         print(f"gpu window: archive {self.archive} ({self.archive.stat().st_size:,} bytes); import it with "
-              f"`python -m sdgm.published.campaign import {self.archive}`", flush=True)
+              f"`python -m sdgm.campaign.campaign import {self.archive}`", flush=True)
         return self.summary()
 
     def run_one(self, row: dict, carried: float) -> float:
@@ -495,17 +495,17 @@ def part_env(out: Path, device: str) -> dict:
     return rec
 
 
-# ---- installing onto the machine's own torch: sdgm.published.window_env ---------------------------------------------
+# ---- installing onto the machine's own torch: sdgm.campaign.window_env ---------------------------------------------
 from .window_env import KEEP, install, install_main, project_requirements  # noqa: E402,F401  (part_env; `install`)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["install"]:  # an alias of `python -m sdgm.published.window_env install`
+    if argv[:1] == ["install"]:  # an alias of `python -m sdgm.campaign.window_env install`
         return install_main(argv[1:])
     if argv[:1] == ["part"]:
-        ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window part")
+        ap = argparse.ArgumentParser(prog="python -m sdgm.campaign.gpu_window part")
         ap.add_argument("name", choices=("env",))
         ap.add_argument("--out", type=Path, required=True)
         ap.add_argument("--device", default="auto")
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         a.out.mkdir(parents=True, exist_ok=True)
         part_env(a.out, a.device)
         return 0
-    ap = argparse.ArgumentParser(prog="python -m sdgm.published.gpu_window", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m sdgm.campaign.gpu_window", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="subcommand: install [--offline] [--dry-run] (see docs/campaign.md)")
     ap.add_argument("--minutes", type=float, required=True, help="the window's compute time")
