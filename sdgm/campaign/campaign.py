@@ -39,8 +39,8 @@ from pathlib import Path
 
 import yaml
 
-from ..common.atomic import (StorageError, UnsafePath, atomic_path, no_links, no_links_below, sha256_file,
-                             storage_error, write_json_atomic, write_text_atomic)
+from ..common.atomic import (StorageError, UnsafePath, atomic_path, no_links, no_links_below,
+                             remove_stale_temporaries, sha256_file, storage_error, write_json_atomic, write_text_atomic)
 from ..harness import config as config_module
 from ..harness.config import Run, ablations, benchmarked_runs
 from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
@@ -48,7 +48,7 @@ from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H
                     wave_seconds)
 from .store import (DEVICE_ENV, MANIFEST, SLUG, StoreError, check_contents, check_manifest, device_slug, import_record,
                     inside, published_files, published_hashes, read_manifest, record_dirs,
-                    remove_stale_temporaries, store_lock, temp_name, verify_record, verify_store)
+                    store_lock, temp_name, temp_stale, verify_record, verify_store)
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -525,7 +525,7 @@ def import_archives(archives, store: str | Path, unpack_limit: int | None = None
     out: dict = {"new": [], "same": [], "repaired": [], "refused": [], "windows": [], "bench": []}
     try:
         with store_lock(store, "this import"):
-            remove_stale_temporaries(store, IMPORT_TEMP)  # what a killed import left
+            remove_stale_temporaries(store / IMPORT_TEMP, temp_stale)  # what a killed import left
             for archive in archives:
                 try:
                     _import_archive(Path(archive), store, out, unpack_limit or UNPACK_LIMIT)

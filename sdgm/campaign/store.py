@@ -33,7 +33,6 @@ committed into the store would make a write land anywhere). Imports and campaign
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -46,7 +45,8 @@ from typing import Iterator
 
 import yaml
 
-from ..common.atomic import UnsafePath, no_links, write_json_atomic, write_text_atomic
+from ..common.atomic import (UnsafePath, no_links, remove_stale_temporaries, sha256_file, write_json_atomic,
+                             write_text_atomic)
 from ..common.recordcheck import RecordError, check_record, numbers
 from ..harness.runlock import file_lock, pid_alive
 
@@ -85,14 +85,6 @@ def device_slug(device: str, label: str | None = None) -> str:
     if label:
         return slug(label)
     return slug(device.split(" (")[0])
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def record_key(corpus: str, experiment: str, seed: int) -> str:
@@ -151,17 +143,6 @@ def temp_stale(path: Path) -> bool:
     if not sep or len(parts) != 3 or not parts[1].isdigit():
         return True
     return parts[0] == slug(socket.gethostname()) and not pid_alive(int(parts[1]))
-
-
-def remove_stale_temporaries(parent: Path, prefix: str) -> list[Path]:
-    """Remove the stale temporaries `<prefix>.part-*` in `parent` (temp_stale); returns them."""
-    gone = []
-    if parent.is_dir():
-        for p in sorted(parent.glob(f"{prefix}{TEMP}*")):
-            if temp_stale(p):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                gone.append(p)
-    return gone
 
 
 def _stored_config(config: dict) -> str:
@@ -339,7 +320,7 @@ def _check_clash(existing: Path, new: dict, new_where: str) -> bool:
 
 
 def _remove_stale(target: Path) -> None:
-    remove_stale_temporaries(target.parent, target.name)
+    remove_stale_temporaries(target, temp_stale)  # of publishers and imports that have ended
 
 
 def _repair(staging: Path, target: Path) -> None:
