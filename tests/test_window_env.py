@@ -93,11 +93,11 @@ def test_unpack_installs_offline_and_refuses_a_wheel_that_is_not_the_listed_one(
 
 
 def test_the_window_still_takes_install():
-    from sdgm.campaign import gpu_window
+    from sdgm.campaign import window, window_parts
 
-    assert gpu_window.install is window_env.install
-    assert gpu_window.project_requirements is window_env.project_requirements
-    out = subprocess.run([sys.executable, "-m", "sdgm.campaign.gpu_window", "install", "--help"], cwd=REPO,
+    assert window.install is window_env.install
+    assert window_parts.project_requirements is window_env.project_requirements
+    out = subprocess.run([sys.executable, "-m", "sdgm.campaign.window", "install", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--offline" in out.stdout, out.stdout + out.stderr
 

@@ -1,8 +1,8 @@
 """A GPU window's benchmark records into the published store, where the claims ledger reads them.
 
-A window (sdgm.campaign.gpu_window) writes its device and scaling benchmarks' records into its folder's records/
+A window (sdgm.campaign.window) writes its device and scaling benchmarks' records into its folder's records/
 (a results folder: bench/throughput/CORPUS/EXP-sSEED.json, bench/generation/..., bench/scaling.json). On import
-(python -m sdgm.campaign.campaign import) install_records copies them, checked, to STORE/<device>/bench/, so that
+(python -m sdgm.campaign import) install_records copies them, checked, to STORE/<device>/bench/, so that
 python -m sdgm.reporting.claims --records STORE/<device> judges the cost claims from them.
 """
 from __future__ import annotations

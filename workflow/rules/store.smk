@@ -1,6 +1,6 @@
 # The published store (sdgm/campaign/store.py): each finished run's weight-free files, copied into
 # {results_dir}/published/<device>/runs/<corpus>/<experiment>-s<seed>/ with a manifest. The campaign
-# (sdgm/campaign/campaign.py) asks for these receipts in priority order; `snakemake --cores all` does not.
+# (sdgm/campaign/waves.py) asks for these receipts in priority order; `snakemake --cores all` does not.
 
 
 rule store_run:
