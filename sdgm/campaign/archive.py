@@ -26,8 +26,8 @@ from typing import Callable
 from ..common.atomic import StorageError, atomic_path, remove_stale_temporaries, storage_error
 from .costs import CampaignError
 from .render import WINDOW_SUMMARY, window_section
-from .store import (MANIFEST, SLUG, StoreError, check_contents, check_manifest, import_record, inside, read_manifest,
-                    store_lock, temp_name, temp_stale, verify_record)
+from .record import MANIFEST, SLUG, StoreError, check_contents, check_manifest, read_manifest, verify_record
+from .store import import_record, inside, store_lock, temp_name, temp_stale
 
 ARCHIVE_LIMIT = 16 * 1024 * 1024  # bytes of one archive, a campaign's or a window's
 # what an import unpacks at most: the records of one archive, uncompressed (text compresses about 4-10 times; the

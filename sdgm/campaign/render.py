@@ -15,7 +15,8 @@ import yaml
 
 from ..common.atomic import no_links, no_links_below, sha256_file, write_json_atomic, write_text_atomic
 from ..harness.config import ablations
-from .store import StoreError, check_contents, published_files, read_manifest, record_dirs, verify_record
+from .record import StoreError, check_contents, read_manifest, verify_record
+from .store import published_files, record_dirs
 
 RENDER_STAMP = "RENDER.json"  # OUT/RENDER.json: "in progress" during a render, then the digest of every output
 WINDOW_SUMMARY = "window.json"  # a GPU window's summary: window/<device>/<stamp>/window.json of its archive

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from ..common.atomic import write_bytes_atomic, write_json_atomic
-from .store import StoreError, inside
+from .record import StoreError
+from .store import inside
 
 RECORDS = "records"  # the window's folder of benchmark records, a results folder of its device
 BENCH_FILE_LIMIT = 8 * 1024 * 1024  # bytes of one benchmark record (the scaling record at the paper's sizes: ~1 MiB)
