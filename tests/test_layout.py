@@ -204,3 +204,36 @@ def test_the_layering_check_sees_every_import(tmp_path):
     assert "torch" in reached("sdgm.reporting.tables", edges)
     assert "sdgm.reporting.tables" in reached("sdgm.harness.train", edges)
     assert "sdgm.reporting.tables" not in reached("sdgm.harness.train", graph(tmp_path, module_level_only=True))
+
+
+# ---- the campaign part: one module per job, one definition per helper ----------------------------------------------
+def top_level_names(path: Path) -> list[str]:
+    names = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def test_each_shared_helper_is_defined_once():
+    """The files' digest, the clean-up of a killed writer's temporaries and the archive's size limit: one definition
+    each in sdgm, which the store, the campaign, the GPU window and the data import."""
+    shared = {"sha256_file": ["sdgm.common.atomic"], "remove_stale_temporaries": ["sdgm.common.atomic"],
+              "ARCHIVE_LIMIT": ["sdgm.campaign.archive"]}
+    found = {name: sorted(module_of(p) for p in SDGM.rglob("*.py") if name in top_level_names(p)) for name in shared}
+    assert found == shared
+
+
+def test_the_campaign_part_is_small_modules_and_short_commands():
+    """No module of sdgm.campaign over 450 lines; each command's main at most 40 lines, its subcommands argparse's
+    (never picked by hand from argv)."""
+    for path in sorted((SDGM / "campaign").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 450, f"{path.relative_to(REPO)}: {len(text.splitlines())} lines"
+        assert "argv[:1]" not in text and "argv[0] ==" not in text, f"{path.relative_to(REPO)}: use add_subparsers"
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "main":
+                assert node.end_lineno - node.lineno < 40, f"{path.relative_to(REPO)}: main is too long"
