@@ -119,7 +119,7 @@ def test_a_wave_past_the_deadline_is_stopped(tmp_path, monkeypatch, capsys):
     t0 = time.monotonic()
     with open(tmp_path / "log", "w") as log:
         finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log,
-                                           [], None)
+                                        [], None)
     assert finished is False and time.monotonic() - t0 < 30
     assert "the time budget is spent" in capsys.readouterr().out
 

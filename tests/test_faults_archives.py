@@ -260,7 +260,7 @@ def test_the_deadline_stops_every_process_of_the_wave(tmp_path, monkeypatch):
     monkeypatch.setattr(campaign, "STOP_GRACE_S", 2.0, raising=False)
     with open(tmp_path / "log", "w") as log:
         finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log,
-                                           [], None)
+                                        [], None)
     assert finished is False and ready.read_text() == "locked"
     with run_lock(lock, "run x"):  # the training job is gone with its lock: the next campaign can train the run
         pass
@@ -309,7 +309,7 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(campaign, "snakemake_wave", lambda *a, **k: True)
     monkeypatch.setenv(waves.CLOCK_ENV, "estimate")
     res = waves.run_campaign(tmp_path / "config.yaml", 10, directory=tmp_path, parallel=2, records=None,
-                                rates_path=fake_rates(tmp_path), bench_min=0.0)
+                             rates_path=fake_rates(tmp_path), bench_min=0.0)
     out = capsys.readouterr().out
     assert len(res["failed"]) == 4
     assert "every run of the config is published\n" not in out

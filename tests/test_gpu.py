@@ -199,7 +199,7 @@ def test_one_tiny_campaign_wave_on_cuda(tmp_path):
                         eval_max_windows=8, device="cuda")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     res = waves.run_campaign(tmp_path / "config.yaml", 2.5, directory=tmp_path, parallel=1, cores=4,
-                                overhead_min=0.5, bench_min=0.0, archive_dir=tmp_path)
+                             overhead_min=0.5, bench_min=0.0, archive_dir=tmp_path)
     assert res["published"] and not res["failed"], res
     m = store.verify_record(res["published"][0])
     metrics = json.loads((res["published"][0] / "metrics.json").read_text())

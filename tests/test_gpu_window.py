@@ -275,7 +275,7 @@ def test_the_archive_follows_the_files_of_a_running_part(tmp_path, monkeypatch):
             "p.write_text('{}'); time.sleep(60)")
     ticks = []
     rc, seconds = window.run_part([sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3,
-                                      tick=lambda: (ticks.append(1), w.refresh()))
+                                  tick=lambda: (ticks.append(1), w.refresh()))
     assert rc is None and 3 <= seconds < 3 + window.STOP_GRACE_S and len(ticks) >= 5
     with tarfile.open(w.archive) as tar:
         assert f"window/cpu-test/{w.stamp}/records/bench/throughput/wikitext2/sdgm-s0.json" in tar.getnames()
