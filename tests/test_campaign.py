@@ -114,7 +114,7 @@ def math_ceil(x: float) -> int:
 
 
 def test_a_wave_past_the_deadline_is_stopped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(campaign, "snakemake_command",
+    monkeypatch.setattr(waves, "snakemake_command",
                         lambda *a: [sys.executable, "-c", "import time; time.sleep(120)"])
     t0 = time.monotonic()
     with open(tmp_path / "log", "w") as log:

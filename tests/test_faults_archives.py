@@ -255,9 +255,9 @@ time.sleep(120)
 
 def test_the_deadline_stops_every_process_of_the_wave(tmp_path, monkeypatch):
     lock, ready = tmp_path / "ck" / "lock", tmp_path / "ready"
-    monkeypatch.setattr(campaign, "snakemake_command",
+    monkeypatch.setattr(waves, "snakemake_command",
                         lambda *a: [sys.executable, "-c", WAVE, str(lock), str(ready)])
-    monkeypatch.setattr(campaign, "STOP_GRACE_S", 2.0, raising=False)
+    monkeypatch.setattr(waves, "STOP_GRACE_S", 2.0, raising=False)
     with open(tmp_path / "log", "w") as log:
         finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log,
                                         [], None)
@@ -306,7 +306,7 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
     cfg = tiny_config()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # every wave ends without publishing anything: each of its runs failed
-    monkeypatch.setattr(campaign, "snakemake_wave", lambda *a, **k: True)
+    monkeypatch.setattr(waves, "snakemake_wave", lambda *a, **k: True)
     monkeypatch.setenv(waves.CLOCK_ENV, "estimate")
     res = waves.run_campaign(tmp_path / "config.yaml", 10, directory=tmp_path, parallel=2, records=None,
                              rates_path=fake_rates(tmp_path), bench_min=0.0)
@@ -319,8 +319,8 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
 # ---- unclear cases: archive sizes, damaged archives, a full disk, impossible values, missing files, a killed import
 
 def test_an_archive_that_would_unpack_past_the_limit_is_refused_before_unpacking(tmp_path, monkeypatch):
-    default = getattr(campaign, "UNPACK_LIMIT", None)
-    monkeypatch.setattr(campaign, "UNPACK_LIMIT", 1024 * 1024, raising=False)  # the test's archive stays small
+    default = getattr(archive, "UNPACK_LIMIT", None)
+    monkeypatch.setattr(archive, "UNPACK_LIMIT", 1024 * 1024, raising=False)  # the test's archive stays small
     _, rec = published(tmp_path)
     big = b"\0" * (3 * 1024 * 1024)  # compresses to a few KiB
     arch = craft(rec, tmp_path / "bomb.tar.gz", files={"figures/zeros.png": big})
