@@ -16,7 +16,7 @@ import yaml
 
 from sdgm.common import importguard
 from sdgm.harness.config import benchmarked_runs, check_config, runs
-from sdgm.published import campaign, costs, store
+from sdgm.campaign import archive, cli, costs, render, store, waves
 from sdgm.reporting import claims as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,12 +114,12 @@ def math_ceil(x: float) -> int:
 
 
 def test_a_wave_past_the_deadline_is_stopped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(campaign, "snakemake_command",
+    monkeypatch.setattr(waves, "snakemake_command",
                         lambda *a: [sys.executable, "-c", "import time; time.sleep(120)"])
     t0 = time.monotonic()
     with open(tmp_path / "log", "w") as log:
-        finished = campaign.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log,
-                                           [], None)
+        finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log,
+                                        [], None)
     assert finished is False and time.monotonic() - t0 < 30
     assert "the time budget is spent" in capsys.readouterr().out
 
@@ -182,7 +182,7 @@ def test_device_label_overrides_the_recorded_device(tmp_path, monkeypatch):
 def test_a_publish_killed_midway_leaves_nothing_and_the_next_one_completes(tmp_path):
     st, d = tmp_path / "store", fake_run(tmp_path)
     # a process killed (os._exit: no cleanup) after copying its first file
-    code = ("import os, shutil, sys; from pathlib import Path; from sdgm.published import store\n"
+    code = ("import os, shutil, sys; from pathlib import Path; from sdgm.campaign import store\n"
             "real = shutil.copyfile\n"
             "def dying(*a, **k):\n    real(*a, **k); os._exit(9)\n"
             "shutil.copyfile = dying\n"
@@ -203,17 +203,17 @@ def test_two_devices_pack_import_and_render_grouped_by_device(tmp_path):
         for exp in ("sdgm", "gpt2"):
             publish(a, fake_run(tmp_path, corpus, exp, 0, "NVIDIA H100 80GB HBM3"))
             publish(b, fake_run(tmp_path, corpus, exp, 0, "NVIDIA A100-SXM4-40GB", val=1234.5))
-    arch_a = campaign.pack(a, store.record_dirs(a), tmp_path / "a.tar.gz")
-    campaign.pack(b, store.record_dirs(b), tmp_path / "b.tar.gz")
-    assert arch_a["bytes"] <= campaign.ARCHIVE_LIMIT and not arch_a["left_out"]
+    arch_a = archive.pack(a, store.record_dirs(a), tmp_path / "a.tar.gz")
+    archive.pack(b, store.record_dirs(b), tmp_path / "b.tar.gz")
+    assert arch_a["bytes"] <= archive.ARCHIVE_LIMIT and not arch_a["left_out"]
     merged = tmp_path / "merged"
-    res = campaign.import_archives([tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"], merged)
+    res = archive.import_archives([tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"], merged)
     assert len(res["new"]) == 8 and not res["refused"]
-    again = campaign.import_archives([tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"], merged)
+    again = archive.import_archives([tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"], merged)
     assert again["new"] == [] and len(again["same"]) == 8
     by_dev = store.published_files(merged, "metrics")
     assert sorted(by_dev) == ["nvidia-a100-sxm4-40gb", "nvidia-h100-80gb-hbm3"]
-    campaign.render_store(merged)
+    render.render_store(merged)
     h100 = (merged / "nvidia-h100-80gb-hbm3" / "tables" / "main.md").read_text()
     a100 = (merged / "nvidia-a100-sxm4-40gb" / "tables" / "main.md").read_text()
     assert "1234.5" in a100 and "1234.5" not in h100  # never one mean over devices
@@ -235,8 +235,8 @@ def test_a_record_with_its_quality_record_is_imported_and_judges_generation_qual
         target, _ = publish(a, fake_run(tmp_path, "ptb", exp), quality=H100 / f"quality/ptb/{exp}-s0.json")
         assert "quality.json" in store.verify_record(target)["files"]
     publish(a, fake_run(tmp_path, "wikitext2", "sdgm"))  # an older record: no quality.json
-    campaign.pack(a, store.record_dirs(a), tmp_path / "a.tar.gz")
-    res = campaign.import_archives([tmp_path / "a.tar.gz"], merged)
+    archive.pack(a, store.record_dirs(a), tmp_path / "a.tar.gz")
+    res = archive.import_archives([tmp_path / "a.tar.gz"], merged)
     assert len(res["new"]) == 5 and res["refused"] == [], res
     assert store.verify_store(merged) == []
     dev = merged / "nvidia-h100-80gb-hbm3"
@@ -245,7 +245,7 @@ def test_a_record_with_its_quality_record_is_imported_and_judges_generation_qual
     assert sorted(p.parent.name for p in found["quality"]) == ["gpt2-s0", "linformer-s0", "sdgm-s0",
                                                                "transformer_xl-s0"]
     committed = pd.read_csv(H100 / "tables" / "claims.csv").set_index("id").loc["ptb-generation-quality"]
-    campaign.render_store(merged)
+    render.render_store(merged)
     for tables in (dev / "tables", C.build_claims(tmp_path / "tables", **found)["claims_csv"].parent):
         rows = pd.read_csv(tables / "claims.csv").set_index("id")
         row = rows.loc["ptb-generation-quality"]
@@ -261,12 +261,12 @@ def test_pack_leaves_out_what_exceeds_the_limit(tmp_path):
     st = tmp_path / "store"
     for exp in ("sdgm", "gpt2", "linformer"):
         publish(st, fake_run(tmp_path, "ptb", exp))
-    one = campaign.pack(st, store.record_dirs(st)[:1], tmp_path / "o.tar.gz")["bytes"]
+    one = archive.pack(st, store.record_dirs(st)[:1], tmp_path / "o.tar.gz")["bytes"]
     recs = store.record_dirs(st)
-    res = campaign.pack(st, recs, tmp_path / "x.tar.gz", limit=one)
+    res = archive.pack(st, recs, tmp_path / "x.tar.gz", limit=one)
     assert res["records"] == recs[:1] and res["left_out"] == recs[1:] and res["bytes"] <= one
-    with pytest.raises(campaign.CampaignError, match="over the"):
-        campaign.pack(st, recs, tmp_path / "y.tar.gz", limit=one // 2)
+    with pytest.raises(costs.CampaignError, match="over the"):
+        archive.pack(st, recs, tmp_path / "y.tar.gz", limit=one // 2)
     assert not (tmp_path / "y.tar.gz").exists()
 
 
@@ -274,12 +274,12 @@ def test_import_refuses_a_clashing_record_naming_both(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     publish(a, fake_run(tmp_path), "aaaaaaaa")
     publish(b, fake_run(tmp_path), "cccccccc")
-    campaign.pack(b, store.record_dirs(b), tmp_path / "b.tar.gz")
-    res = campaign.import_archives([tmp_path / "b.tar.gz"], a)
+    archive.pack(b, store.record_dirs(b), tmp_path / "b.tar.gz")
+    res = archive.import_archives([tmp_path / "b.tar.gz"], a)
     assert res["new"] == [] and len(res["refused"]) == 1
     msg = res["refused"][0]
     assert "ptb/sdgm-s0-aaaaaaaa" in msg and "ptb/sdgm-s0-cccccccc" in msg and "b.tar.gz" in msg
-    assert campaign.main(["import", str(tmp_path / "b.tar.gz"), "--store", str(a)]) == 1
+    assert cli.main(["import", str(tmp_path / "b.tar.gz"), "--store", str(a)]) == 1
 
 
 def test_import_refuses_unsafe_archives(tmp_path):
@@ -288,8 +288,8 @@ def test_import_refuses_unsafe_archives(tmp_path):
         p = tmp_path / "x"
         p.write_text("x")
         tar.add(p, arcname="../x")
-    with pytest.raises(campaign.CampaignError, match="refusing member"):
-        campaign.import_archives([bad], tmp_path / "store")
+    with pytest.raises(costs.CampaignError, match="refusing member"):
+        archive.import_archives([bad], tmp_path / "store")
 
 
 # ---- three campaigns on the tiny config (trains for real) --------------------------------------------------------
@@ -311,8 +311,8 @@ def descendants(pid: int) -> list[int]:
 
 
 def run_cli(args, env_extra, **kw):
-    env = {**os.environ, campaign.CLOCK_ENV: "estimate", **env_extra}
-    return subprocess.run([sys.executable, "-m", "sdgm.published.campaign", *args], cwd=REPO, env=env,
+    env = {**os.environ, waves.CLOCK_ENV: "estimate", **env_extra}
+    return subprocess.run([sys.executable, "-m", "sdgm.campaign", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200, **kw)
 
 
@@ -327,7 +327,7 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
             "--overhead-min", "1", "--bench-min", "0", "--cores", "2"]
     st = work / "results" / "published"
     hashes = {(r.experiment, r.seed): r.cfg for r in runs(cfg)}
-    # every job may import only what its rule's environment provides (rule publish: the report environment)
+    # every job may import only what its rule's environment provides (rule store_run: the report environment)
     (tmp_path / "import-plan.json").write_text(json.dumps(importguard.plan(REPO)))
     guard = {importguard.ENV_VAR: str(tmp_path / "import-plan.json")}
     t0 = time.monotonic()
@@ -347,8 +347,8 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     print(f"campaign 1: {time.monotonic() - t0:.0f} s")
 
     # 2. a campaign killed (the allocation ends) as soon as it has published one record
-    env = {**os.environ, campaign.CLOCK_ENV: "estimate", **guard}
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.published.campaign", "run", "--minutes", "10", "--parallel",
+    env = {**os.environ, waves.CLOCK_ENV: "estimate", **guard}
+    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign", "run", "--minutes", "10", "--parallel",
                              "1", "--device-label", "gpu-b", *base], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -180,7 +180,7 @@ def test_every_script_imports_sdgm_first():
 @pytest.mark.e2e
 def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     """The workflow's test case (.test/), as the snakemake-workflows standard runs it: `--lint` finds nothing, then
-    the whole DAG, and the publishing of every run (sdgm.published.campaign asks for it), runs with every job limited to
+    the whole DAG, and the publishing of every run (sdgm.campaign asks for it), runs with every job limited to
     the packages of its conda environment; then its readings config (.test/config/readings.yaml, docs/readings.md)
     into the same directory, so that every rule with an environment has run."""
     shutil.copytree(REPO / ".test" / "config", tmp_path / "config")

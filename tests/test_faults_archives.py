@@ -26,7 +26,7 @@ from sdgm.data import tokens as data_tokens
 from sdgm.harness.runlock import run_lock
 from sdgm.harness.train import CheckpointError, TrainConfig, Trainer
 from sdgm.models.registry import build_model
-from sdgm.published import campaign, store
+from sdgm.campaign import archive, cli, render, store, waves
 
 from test_campaign import fake_rates, fake_run, publish, tiny_config
 from test_faults_edges import disk  # noqa: F401 (a fixture: a tmpfs of a given size)
@@ -88,7 +88,7 @@ def test_a_manifest_cannot_place_a_record_outside_the_store(tmp_path, field, val
     arch = craft(rec, tmp_path / "evil.tar.gz", manifest={field: value})
     before = tree(tmp_path)
     dest = tmp_path / "dest" / "deeper" / "store"
-    res = campaign.import_archives([arch], dest)
+    res = archive.import_archives([arch], dest)
     assert res["new"] == [] and len(res["refused"]) == 1, res
     assert f"manifest's {field}" in res["refused"][0] and "evil.tar.gz" in res["refused"][0]
     outside = {p for p in tree(tmp_path) - before if not p.startswith("dest/deeper/store")}
@@ -99,7 +99,7 @@ def test_a_manifest_cannot_place_a_record_outside_the_store(tmp_path, field, val
 def test_a_manifest_may_list_only_files_a_record_holds(tmp_path):
     _, rec = published(tmp_path)
     arch = craft(rec, tmp_path / "evil.tar.gz", files={"run.sh": b"rm -rf ~\n"})
-    res = campaign.import_archives([arch], tmp_path / "dest")
+    res = archive.import_archives([arch], tmp_path / "dest")
     assert res["new"] == [] and "'run.sh', not a file a record may hold" in res["refused"][0]
 
 
@@ -109,7 +109,7 @@ def test_destinations_are_checked_inside_the_store(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (st / H100 / "runs" / "ptb").symlink_to(tmp_path / "elsewhere")  # a link in the store that leads out
     _, rec = published(tmp_path)
-    res = campaign.import_archives([craft(rec, tmp_path / "a.tar.gz")], st)
+    res = archive.import_archives([craft(rec, tmp_path / "a.tar.gz")], st)
     assert res["new"] == [] and "outside the store" in res["refused"][0]
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
@@ -178,28 +178,28 @@ def test_a_checkpoint_resumes_under_the_weights_only_load(grammar_tokens, traine
 
 def test_an_import_refuses_a_store_a_campaign_holds(tmp_path):
     src, _ = published(tmp_path)
-    campaign.pack(src, store.record_dirs(src), tmp_path / "a.tar.gz")
+    archive.pack(src, store.record_dirs(src), tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
     dest.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.published import campaign\n"
-                               f"with campaign.campaign_lock(Path({str(dest)!r})):\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.campaign import waves\n"
+                               f"with waves.campaign_lock(Path({str(dest)!r})):\n"
                                "    print('held', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert campaign.main(["import", str(tmp_path / "a.tar.gz"), "--store", str(dest), "--no-render"]) == 2
+        assert cli.main(["import", str(tmp_path / "a.tar.gz"), "--store", str(dest), "--no-render"]) == 2
         assert store.record_dirs(dest) == []
     finally:
         holder.kill()
         holder.wait()
-    assert campaign.main(["import", str(tmp_path / "a.tar.gz"), "--store", str(dest), "--no-render"]) == 0
+    assert cli.main(["import", str(tmp_path / "a.tar.gz"), "--store", str(dest), "--no-render"]) == 0
     assert len(store.record_dirs(dest)) == 1
 
 
 def test_a_running_importers_temporary_is_left_alone(tmp_path):
     src, rec = published(tmp_path)
-    campaign.pack(src, [rec], tmp_path / "a.tar.gz")
+    archive.pack(src, [rec], tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
     parent = dest / H100 / "runs" / "ptb"
     parent.mkdir(parents=True)
@@ -213,7 +213,7 @@ def test_a_running_importers_temporary_is_left_alone(tmp_path):
         d.mkdir()
         (d / "metrics.json").write_text("{}")
     try:
-        res = campaign.import_archives([tmp_path / "a.tar.gz"], dest)
+        res = archive.import_archives([tmp_path / "a.tar.gz"], dest)
         assert len(res["new"]) == 1 and store.verify_store(dest) == []
         assert (live / "metrics.json").is_file()  # another process's copy in progress is not removed
         assert not stale.exists()  # one whose process has ended is
@@ -224,15 +224,15 @@ def test_a_running_importers_temporary_is_left_alone(tmp_path):
 
 def test_a_published_record_missing_a_file_is_named_and_repaired_by_importing_it_again(tmp_path):
     src, rec = published(tmp_path)
-    campaign.pack(src, [rec], tmp_path / "a.tar.gz")
+    archive.pack(src, [rec], tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
-    (target,) = campaign.import_archives([tmp_path / "a.tar.gz"], dest)["new"]
+    (target,) = archive.import_archives([tmp_path / "a.tar.gz"], dest)["new"]
     (target / "samples.txt").unlink()
     (target / "notes.txt").write_text("x")
     (problem,) = store.verify_store(dest)
     assert "missing samples.txt" in problem and "extra notes.txt" in problem
     (target / "notes.txt").unlink()
-    res = campaign.import_archives([tmp_path / "a.tar.gz"], dest)
+    res = archive.import_archives([tmp_path / "a.tar.gz"], dest)
     assert res["repaired"] == [target] and res["same"] == []
     assert store.verify_store(dest) == [] and not list(target.parent.glob("*.part-*"))
 
@@ -255,12 +255,12 @@ time.sleep(120)
 
 def test_the_deadline_stops_every_process_of_the_wave(tmp_path, monkeypatch):
     lock, ready = tmp_path / "ck" / "lock", tmp_path / "ready"
-    monkeypatch.setattr(campaign, "snakemake_command",
+    monkeypatch.setattr(waves, "snakemake_command",
                         lambda *a: [sys.executable, "-c", WAVE, str(lock), str(ready)])
-    monkeypatch.setattr(campaign, "STOP_GRACE_S", 2.0, raising=False)
+    monkeypatch.setattr(waves, "STOP_GRACE_S", 2.0, raising=False)
     with open(tmp_path / "log", "w") as log:
-        finished = campaign.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log,
-                                           [], None)
+        finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log,
+                                        [], None)
     assert finished is False and ready.read_text() == "locked"
     with run_lock(lock, "run x"):  # the training job is gone with its lock: the next campaign can train the run
         pass
@@ -306,10 +306,10 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
     cfg = tiny_config()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # every wave ends without publishing anything: each of its runs failed
-    monkeypatch.setattr(campaign, "snakemake_wave", lambda *a, **k: True)
-    monkeypatch.setenv(campaign.CLOCK_ENV, "estimate")
-    res = campaign.run_campaign(tmp_path / "config.yaml", 10, directory=tmp_path, parallel=2, records=None,
-                                rates_path=fake_rates(tmp_path), bench_min=0.0)
+    monkeypatch.setattr(waves, "snakemake_wave", lambda *a, **k: True)
+    monkeypatch.setenv(waves.CLOCK_ENV, "estimate")
+    res = waves.run_campaign(tmp_path / "config.yaml", 10, directory=tmp_path, parallel=2, records=None,
+                             rates_path=fake_rates(tmp_path), bench_min=0.0)
     out = capsys.readouterr().out
     assert len(res["failed"]) == 4
     assert "every run of the config is published\n" not in out
@@ -319,17 +319,17 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
 # ---- unclear cases: archive sizes, damaged archives, a full disk, impossible values, missing files, a killed import
 
 def test_an_archive_that_would_unpack_past_the_limit_is_refused_before_unpacking(tmp_path, monkeypatch):
-    default = getattr(campaign, "UNPACK_LIMIT", None)
-    monkeypatch.setattr(campaign, "UNPACK_LIMIT", 1024 * 1024, raising=False)  # the test's archive stays small
+    default = getattr(archive, "UNPACK_LIMIT", None)
+    monkeypatch.setattr(archive, "UNPACK_LIMIT", 1024 * 1024, raising=False)  # the test's archive stays small
     _, rec = published(tmp_path)
     big = b"\0" * (3 * 1024 * 1024)  # compresses to a few KiB
     arch = craft(rec, tmp_path / "bomb.tar.gz", files={"figures/zeros.png": big})
     assert arch.stat().st_size < 64 * 1024
     dest = tmp_path / "dest"
-    res = campaign.import_archives([arch], dest)
+    res = archive.import_archives([arch], dest)
     assert res["new"] == [] and "over the 1,048,576-byte limit" in res["refused"][0]
     assert tree(dest) == {".lock"}  # nothing unpacked
-    assert default == 16 * campaign.ARCHIVE_LIMIT
+    assert default == 16 * archive.ARCHIVE_LIMIT
 
 
 def test_a_member_larger_than_its_manifest_says_is_refused_before_unpacking(tmp_path):
@@ -337,7 +337,7 @@ def test_a_member_larger_than_its_manifest_says_is_refused_before_unpacking(tmp_
     arch = craft(rec, tmp_path / "a.tar.gz")
     sizes = {n: (rec / n).stat().st_size for n in json.loads((rec / "manifest.json").read_text())["files"]}
     lying = craft(rec, tmp_path / "lying.tar.gz", manifest={"sizes": {**sizes, "samples.txt": 10}})
-    res = campaign.import_archives([lying, arch], tmp_path / "dest")
+    res = archive.import_archives([lying, arch], tmp_path / "dest")
     assert len(res["new"]) == 1 and "samples.txt is" in res["refused"][0] and "its manifest says 10" in \
         res["refused"][0]
 
@@ -345,13 +345,13 @@ def test_a_member_larger_than_its_manifest_says_is_refused_before_unpacking(tmp_
 def test_a_truncated_archive_is_one_line_and_the_others_import_and_render(tmp_path, capsys):
     src_a, rec_a = published(tmp_path, "sdgm", tmp_path / "a")
     src_b, rec_b = published(tmp_path, "gpt2", tmp_path / "b")
-    campaign.pack(src_a, [rec_a], tmp_path / "a.tar.gz")
-    campaign.pack(src_b, [rec_b], tmp_path / "b.tar.gz")
+    archive.pack(src_a, [rec_a], tmp_path / "a.tar.gz")
+    archive.pack(src_b, [rec_b], tmp_path / "b.tar.gz")
     data = (tmp_path / "a.tar.gz").read_bytes()
     (tmp_path / "a.tar.gz").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
     dest = tmp_path / "dest"
-    rc = campaign.main(["import", str(tmp_path / "a.tar.gz"), str(tmp_path / "junk.tar.gz"),
+    rc = cli.main(["import", str(tmp_path / "a.tar.gz"), str(tmp_path / "junk.tar.gz"),
                         str(tmp_path / "b.tar.gz"), "--store", str(dest)])
     out, err = capsys.readouterr()
     assert rc == 1 and "imported 1 new record(s)" in out
@@ -368,9 +368,9 @@ def test_a_full_disk_during_an_import_is_one_line_naming_the_archive(tmp_path, d
     noise = os.urandom(3 * 1024 * 1024)  # does not compress: it cannot fit the 2 MiB disk
     big = craft(rec, tmp_path / "big.tar.gz", files={"figures/noise.png": noise})
     src_b, rec_b = published(tmp_path, "gpt2", tmp_path / "b")
-    campaign.pack(src_b, [rec_b], tmp_path / "small.tar.gz")
+    archive.pack(src_b, [rec_b], tmp_path / "small.tar.gz")
     d = disk(2 * 1024 * 1024)
-    rc = campaign.main(["import", str(big), str(tmp_path / "small.tar.gz"), "--store", str(d.path), "--no-render"])
+    rc = cli.main(["import", str(big), str(tmp_path / "small.tar.gz"), "--store", str(d.path), "--no-render"])
     out, err = capsys.readouterr()
     assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"{big}: no space left on device unpacking into {d.path}" in err
@@ -399,29 +399,29 @@ def test_a_record_with_impossible_values_is_refused_and_later_renders_work(tmp_p
     _, rec = published(tmp_path)
     evil = craft(rec, tmp_path / "evil.tar.gz", metrics=change)
     src_b, rec_b = published(tmp_path, "gpt2", tmp_path / "b")
-    campaign.pack(src_b, [rec_b], tmp_path / "good.tar.gz")
+    archive.pack(src_b, [rec_b], tmp_path / "good.tar.gz")
     dest = tmp_path / "dest"
-    res = campaign.import_archives([evil, tmp_path / "good.tar.gz"], dest)
+    res = archive.import_archives([evil, tmp_path / "good.tar.gz"], dest)
     assert len(res["new"]) == 1 and len(res["refused"]) == 1 and named in res["refused"][0], res["refused"]
-    assert campaign.render_store(dest)["problems"] == []
+    assert render.render_store(dest)["problems"] == []
 
 
 def test_negative_throughput_is_refused(tmp_path):
     _, rec = published(tmp_path)
     record = {"kind": "throughput", "schema": 1, "tokens_per_s": -3.0, "provenance": {}, "config_hash": "x"}
     evil = craft(rec, tmp_path / "evil.tar.gz", files={"throughput.json": json.dumps(record).encode()})
-    res = campaign.import_archives([evil], tmp_path / "dest")
+    res = archive.import_archives([evil], tmp_path / "dest")
     assert res["new"] == [] and "tokens_per_s is -3.0; a count, time or rate is never negative" in res["refused"][0]
 
 
 def test_a_record_missing_a_file_is_one_line_on_render_and_the_tables_are_rebuilt(tmp_path, capsys):
     st, _ = published(tmp_path, "sdgm", tmp_path / "st")
     _, gone = published(tmp_path, "gpt2", st)
-    assert campaign.main(["render", "--store", str(st)]) == 0
+    assert cli.main(["render", "--store", str(st)]) == 0
     assert "gpt2" in (st / H100 / "tables" / "main.csv").read_text()
     capsys.readouterr()
     (gone / "metrics.json").unlink()
-    assert campaign.main(["render", "--store", str(st)]) == 1
+    assert cli.main(["render", "--store", str(st)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert f"left out {gone}" in err and "missing metrics.json" in err
@@ -431,22 +431,22 @@ def test_a_record_missing_a_file_is_one_line_on_render_and_the_tables_are_rebuil
 
 KILLED = """
 import os, sys
-from sdgm.published import campaign, store
+from sdgm.campaign import archive, store
 store.import_record = lambda *a, **k: os._exit(9)  # killed once the archive is unpacked
-campaign.import_record = store.import_record
-campaign.import_archives([sys.argv[1]], sys.argv[2])
+archive.import_record = store.import_record
+archive.import_archives([sys.argv[1]], sys.argv[2])
 """
 
 
 def test_an_import_killed_midway_leaves_nothing_for_good(tmp_path):
     src, rec = published(tmp_path)
-    campaign.pack(src, [rec], tmp_path / "a.tar.gz")
+    archive.pack(src, [rec], tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
     r = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path / "a.tar.gz"), str(dest)], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 9, r.stderr
     left = [p for p in dest.iterdir() if p.name.startswith(".import")]
     assert left and any(p.rglob("metrics.json") for p in left)  # the unpacked archive, left by the kill
-    res = campaign.import_archives([tmp_path / "a.tar.gz"], dest)
+    res = archive.import_archives([tmp_path / "a.tar.gz"], dest)
     assert len(res["new"]) == 1
     assert [p for p in dest.iterdir() if p.name.startswith(".import")] == []

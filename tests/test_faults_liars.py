@@ -24,7 +24,7 @@ from sdgm.harness.runlock import run_lock
 from sdgm.models import catalog
 from sdgm.models.contract import ContractError, causal_audit, check_forward
 from sdgm.models.registry import build_model
-from sdgm.published import campaign, store
+from sdgm.campaign import archive, cli, render, store
 
 LIARS = Path(__file__).resolve().parent / "liars"
 PLUGINS = {"peek_frequent": "PeekFrequent", "rewrites_input": "RewritesInput", "wrong_width": "WrongWidth",
@@ -143,7 +143,7 @@ def test_a_linked_store_lock_is_not_followed(tmp_path):
     st.mkdir()
     (st / store.LOCK).symlink_to(victim)
     _, rec = published(tmp_path)
-    code = campaign.main(["import", str(craft(rec, tmp_path / "a.tar.gz")), "--store", str(st), "--no-render"])
+    code = cli.main(["import", str(craft(rec, tmp_path / "a.tar.gz")), "--store", str(st), "--no-render"])
     assert code == 2 and victim.read_text() == "precious\n" and not (st / H100).exists()
     (tmp_path / "ck").mkdir()
     (tmp_path / "ck" / "lock").symlink_to(victim)
@@ -168,19 +168,19 @@ def test_render_writes_through_no_link(tmp_path, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (st / H100 / "tables").symlink_to(elsewhere)
-    res = campaign.render_store(st)
+    res = render.render_store(st)
     assert list(elsewhere.iterdir()) == [] and H100 not in res
     assert any(f"device {H100}: tables not rendered (UnsafePath: " in p and "is a symbolic link" in p
                for p in res["problems"]), res["problems"]
     (st / H100 / "tables").unlink()
     (st / H100 / "figures").mkdir()
     (st / H100 / "figures" / "atoms.png").symlink_to(elsewhere / "atoms.png")  # a link inside a folder too
-    assert H100 not in campaign.render_store(st) and not (elsewhere / "atoms.png").exists()
+    assert H100 not in render.render_store(st) and not (elsewhere / "atoms.png").exists()
     (st / H100 / "figures" / "atoms.png").unlink()
-    assert H100 in campaign.render_store(st)  # no link left: rendered
+    assert H100 in render.render_store(st)  # no link left: rendered
     (st / "README.md").unlink()
     (st / "README.md").symlink_to(elsewhere / "README.md")
-    assert campaign.main(["render", "--store", str(st)]) == 2
+    assert cli.main(["render", "--store", str(st)]) == 2
     assert "README.md is a symbolic link" in capsys.readouterr().err and not (elsewhere / "README.md").exists()
 
 
@@ -192,7 +192,7 @@ def test_a_link_inside_the_store_is_refused_even_when_it_stays_inside(tmp_path):
     (st / "cpu").mkdir(parents=True)
     (st / H100).symlink_to(st / "cpu")
     _, rec = published(tmp_path)
-    res = campaign.import_archives([craft(rec, tmp_path / "a.tar.gz")], st)
+    res = archive.import_archives([craft(rec, tmp_path / "a.tar.gz")], st)
     assert res["new"] == [] and f"{H100} is a symbolic link" in res["refused"][0], res
     assert list((st / "cpu").iterdir()) == []
 
@@ -320,7 +320,7 @@ def test_a_record_that_contradicts_itself_is_refused_whole(tmp_path, case):
     how, named = CONTRADICTIONS[case]
     _, rec = published(tmp_path)
     dest = tmp_path / "dest"
-    res = campaign.import_archives([craft(rec, tmp_path / "evil.tar.gz", **how)], dest)
+    res = archive.import_archives([craft(rec, tmp_path / "evil.tar.gz", **how)], dest)
     assert res["new"] == [] and len(res["refused"]) == 1 and re.search(named, res["refused"][0]), res["refused"]
     assert "evil.tar.gz" in res["refused"][0] and "\n" not in res["refused"][0]
     assert not (dest / H100).exists()  # nothing half-imported
@@ -330,7 +330,7 @@ def test_a_record_that_contradicts_itself_is_refused_whole(tmp_path, case):
     shutil.copytree(tmp_path / "unpacked" / "published", dest, dirs_exist_ok=True)
     problems = store.verify_store(dest)
     assert len(problems) == 1 and re.search(named, problems[0]), problems
-    rendered = campaign.render_store(dest)
+    rendered = render.render_store(dest)
     assert any(re.search(named, p) and p.startswith("left out") for p in rendered["problems"]), rendered["problems"]
 
 
@@ -360,7 +360,7 @@ def test_a_consistent_record_with_every_file_is_imported(tmp_path):
 
     _, rec = published(tmp_path)
     files = {"throughput.json": throughput(), "gmm.json": json.dumps(GMM).encode(), "quality.json": quality()}
-    res = campaign.import_archives([craft(rec, tmp_path / "good.tar.gz", files=files)], tmp_path / "dest")
+    res = archive.import_archives([craft(rec, tmp_path / "good.tar.gz", files=files)], tmp_path / "dest")
     assert len(res["new"]) == 1 and res["refused"] == [], res
     assert store.verify_store(tmp_path / "dest") == []
 
@@ -379,12 +379,12 @@ def test_a_huge_extended_header_is_refused_before_tarfile_reads_it(tmp_path):
                 m.pax_headers = {"comment": "x" * (1 << 20)}
             tar.addfile(m, src.extractfile(m))
     dest = tmp_path / "dest"
-    res = campaign.import_archives([tmp_path / "pax.tar.gz"], dest)
+    res = archive.import_archives([tmp_path / "pax.tar.gz"], dest)
     assert res["new"] == [] and len(res["refused"]) == 1, res
     assert re.fullmatch(r".*pax\.tar\.gz: an extended header of 1,048,5\d\d bytes \(at most 65,536\); nothing unpacked",
                         res["refused"][0]), res["refused"]
     assert tree(dest) == {".lock"}
-    assert campaign.import_archives([arch], tmp_path / "dest2")["new"]  # the same record without it goes in
+    assert archive.import_archives([arch], tmp_path / "dest2")["new"]  # the same record without it goes in
 
 
 def test_an_archive_of_too_many_members_is_refused_before_unpacking(tmp_path):
@@ -394,10 +394,10 @@ def test_an_archive_of_too_many_members_is_refused_before_unpacking(tmp_path):
 
     arch = tmp_path / "many.tar.gz"
     with tarfile.open(arch, "w:gz") as tar:
-        for i in range(campaign.MEMBER_LIMIT + 1):
+        for i in range(archive.MEMBER_LIMIT + 1):
             tar.addfile(tarfile.TarInfo(f"window/cpu/20261207T000000Z/f{i}"), io.BytesIO(b""))
     dest = tmp_path / "dest"
-    res = campaign.import_archives([arch], dest)
+    res = archive.import_archives([arch], dest)
     assert res["refused"] == [f"{arch}: more than 5,000 members; nothing unpacked"] and tree(dest) == {".lock"}
 
 
@@ -422,13 +422,13 @@ def test_a_poisoned_record_is_refused_and_render_isolates_it(tmp_path, case, mon
     files, named = POISON[case]
     st, rec = published(tmp_path, st=tmp_path / "store")
     publish(st, fake_run(tmp_path, "ptb", "gpt2", 0))
-    res = campaign.import_archives([craft(rec, tmp_path / "evil.tar.gz", files=files)], tmp_path / "dest")
+    res = archive.import_archives([craft(rec, tmp_path / "evil.tar.gz", files=files)], tmp_path / "dest")
     assert res["new"] == [] and len(res["refused"]) == 1 and re.search(named, res["refused"][0]), res["refused"]
     with tarfile.open(tmp_path / "evil.tar.gz") as tar:  # the same record pulled into the store by hand
         tar.extractall(tmp_path / "unpacked", filter="data")
     shutil.rmtree(rec)
     shutil.copytree(tmp_path / "unpacked" / "published", st, dirs_exist_ok=True)
-    out = campaign.render_store(st)
+    out = render.render_store(st)
     assert [p for p in out["problems"] if re.search(named, p)] == out["problems"] and len(out["problems"]) == 1, out
     assert out["problems"][0].startswith(f"left out {rec}")
     assert H100 in out and "gpt2" in (st / H100 / "tables" / "main.md").read_text()
@@ -445,16 +445,16 @@ def test_a_malformed_window_is_refused_and_render_isolates_it_and_escapes_its_te
     summary = {"schema": 1, "kind": "gpu_window", "stamp": "20260101T000000Z", "device": "gpu-x", "minutes": 10,
                "configfile": "config.yaml", "parts": "abc"}
     st = tmp_path / "store"
-    res = campaign.import_archives([window_archive(tmp_path / "bad.tar.gz", summary=summary)], st)
+    res = archive.import_archives([window_archive(tmp_path / "bad.tar.gz", summary=summary)], st)
     assert res["windows"] == [] and len(res["refused"]) == 1 and "not a list of objects" in res["refused"][0], res
     evil = {**summary, "stamp": "20260102T000000Z", "configfile": "<script>alert(1)</script>",
             "parts": [{"part": "env", "status": "ok", "seconds": 3, "reason": "a | b\n## heading <img src=x>"}]}
-    res = campaign.import_archives([window_archive(tmp_path / "w.tar.gz", stamp="20260102T000000Z", summary=evil)], st)
+    res = archive.import_archives([window_archive(tmp_path / "w.tar.gz", stamp="20260102T000000Z", summary=evil)], st)
     assert res["refused"] == [] and len(res["windows"]) == 1
     bad = st / "gpu-x" / "windows" / "20260101T000000Z"
     bad.mkdir()
     (bad / "window.json").write_text(json.dumps(summary))
-    out = campaign.render_store(st)
+    out = render.render_store(st)
     assert len(out["problems"]) == 1 and out["problems"][0].startswith(f"left out window {bad}: window.json "
                                                                         f"unusable"), out
     page = (st / "gpu-x" / "windows.md").read_text()
@@ -483,8 +483,8 @@ def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
     import sdgm.reporting.claims as claims_module
 
     st, _ = published(tmp_path, st=tmp_path / "store")
-    campaign.render_store(st)
-    assert campaign.check_render(st) == [] and campaign.main(["verify", "--store", str(st)]) == 0
+    render.render_store(st)
+    assert render.check_render(st) == [] and cli.main(["verify", "--store", str(st)]) == 0
     publish(st, fake_run(tmp_path, "ptb", "gpt2", 0))
 
     def interrupted(*a, **k):
@@ -492,17 +492,17 @@ def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(claims_module, "build_claims", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        campaign.render_store(st)
+        render.render_store(st)
     assert "gpt2" in (st / H100 / "tables" / "main.md").read_text()  # new, beside the old claims and README
-    assert campaign.check_render(st) == [f"{st}: the last render did not finish (interrupted?): its tables, claims "
+    assert render.check_render(st) == [f"{st}: the last render did not finish (interrupted?): its tables, claims "
                                          f"and README may come from two renders; render again"]
     capsys.readouterr()
-    assert campaign.main(["verify", "--store", str(st)]) == 1 and "did not finish" in capsys.readouterr().err
+    assert cli.main(["verify", "--store", str(st)]) == 1 and "did not finish" in capsys.readouterr().err
     monkeypatch.undo()
-    campaign.render_store(st)
-    assert campaign.check_render(st) == []
+    render.render_store(st)
+    assert render.check_render(st) == []
     (st / H100 / "tables" / "main.csv").write_text("edited\n")
-    assert campaign.check_render(st) == [f"{st / H100 / 'tables' / 'main.csv'}: changed since render "
+    assert render.check_render(st) == [f"{st / H100 / 'tables' / 'main.csv'}: changed since render "
                                          f"{json.loads((st / 'RENDER.json').read_text())['render']}; render again"]
 
 

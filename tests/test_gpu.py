@@ -6,7 +6,7 @@ in fp32 and bf16 (values and all four gradients; B < 16, B = 1 at L = 65,536, po
 kernel check, also at the paper's sizes in a child process; the NVML sampler; torch.compile of SDGM with the Triton
 op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA every test here is skipped with
 its reason (SDGM_REQUIRE_GPU=1: failed).
-`python -m sdgm.published.gpu_window` runs this tier first in a GPU window (docs/campaign.md).
+`python -m sdgm.campaign.window` runs this tier first in a GPU window (docs/campaign.md).
 """
 import json
 import math
@@ -190,7 +190,7 @@ def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
 
 # ---- one campaign wave -----------------------------------------------------------------------------------------------
 def test_one_tiny_campaign_wave_on_cuda(tmp_path):
-    from sdgm.published import campaign, store
+    from sdgm.campaign import archive, store, waves
 
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["experiments"] = {"sdgm": cfg["experiments"]["sdgm"]}
@@ -198,12 +198,12 @@ def test_one_tiny_campaign_wave_on_cuda(tmp_path):
     cfg["train"].update(max_steps=6, eval_every_steps=6, checkpoint_every_steps=6, log_every_steps=2,
                         eval_max_windows=8, device="cuda")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    res = campaign.run_campaign(tmp_path / "config.yaml", 2.5, directory=tmp_path, parallel=1, cores=4,
-                                overhead_min=0.5, bench_min=0.0, archive_dir=tmp_path)
+    res = waves.run_campaign(tmp_path / "config.yaml", 2.5, directory=tmp_path, parallel=1, cores=4,
+                             overhead_min=0.5, bench_min=0.0, archive_dir=tmp_path)
     assert res["published"] and not res["failed"], res
     m = store.verify_record(res["published"][0])
     metrics = json.loads((res["published"][0] / "metrics.json").read_text())
     assert "NVIDIA" in metrics["provenance"]["device"]
     used = {r["used"] for r in metrics["provenance"]["spectral_decoder"] if r["requested"] == "auto"}
     assert used == {"triton"}, metrics["provenance"]["spectral_decoder"]
-    assert res["archive"].stat().st_size <= campaign.ARCHIVE_LIMIT and m["device_slug"].startswith("nvidia")
+    assert res["archive"].stat().st_size <= archive.ARCHIVE_LIMIT and m["device_slug"].startswith("nvidia")

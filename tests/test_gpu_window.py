@@ -1,4 +1,4 @@
-"""The GPU window (python -m sdgm.published.gpu_window) on a CPU: its plan, the GPU tier's skip and its lines per test,
+"""The GPU window (python -m sdgm.campaign.window) on a CPU: its plan, the GPU tier's skip and its lines per test,
 installing onto the machine's own torch, the device benchmark's order and flags, the benchmarks under a budget, the
 archive's import into the claims ledger, and (e2e) a window on the quick config killed at 60 % of its budget whose
 archive imports and gives the device a claims column with the cost claims judged."""
@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from helpers import REPO
-from sdgm.published import campaign, gpu_window, window_records
+from sdgm.campaign import render, window, window_parts, window_records
+from sdgm.campaign.archive import import_archives
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
 
@@ -44,13 +45,13 @@ def test_the_gpu_tier_skips_with_its_reason_and_fails_where_required():
 
 # ---- the plan ---------------------------------------------------------------------------------------------------
 def test_the_plan_measures_first_and_gives_the_campaign_the_rest():
-    rows = gpu_window.plan(10)
+    rows = window.plan(10)
     assert [r["part"] for r in rows] == ["env", "device", "scaling", "gpu_tier", "campaign"]
-    assert sum(r["budget_s"] for r in rows) == pytest.approx(600 - gpu_window.PACK_RESERVE_S, abs=0.5)
+    assert sum(r["budget_s"] for r in rows) == pytest.approx(600 - window.PACK_RESERVE_S, abs=0.5)
     assert rows[1]["budget_s"] == 210 and rows[-1]["budget_s"] >= 90
-    text = gpu_window.format_plan(rows, 10)
+    text = window.format_plan(rows, 10)
     assert "5 parts in this order" in text and "campaign" in text.splitlines()[-1]
-    out = run(["-m", "sdgm.published.gpu_window", "--minutes", "10", "--plan"], timeout=60)
+    out = run(["-m", "sdgm.campaign.window", "--minutes", "10", "--plan"], timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == text
 
 
@@ -72,19 +73,19 @@ def test_the_device_benchmark_starts_with_what_the_devices_records_lack(tmp_path
     bench_record(root / "gpu" / "bench" / "throughput" / "ptb" / "lstm-s0.json", "throughput", "lstm", "NVIDIA X",
                  corpus="ptb")
     bench_record(root / "other" / "bench" / "throughput" / "wikitext2" / "lstm-s0.json", "throughput", "lstm", "cpu")
-    have, folders = gpu_window.committed_records("nvidia-x", root=root)
+    have, folders = window_parts.committed_records("nvidia-x", root=root)
     assert have == {"throughput": {"sdgm", "gpt2"}, "generation": {"sdgm"}} and folders == ["results/gpu"]
-    order, why = gpu_window.device_order(REPO / "config" / "config.yaml", "nvidia-x", root=root)
+    order, why = window_parts.device_order(REPO / "config" / "config.yaml", "nvidia-x", root=root)
     assert order == ["linformer", "transformer_xl", "lstm", "gpt2", "sdgm"], order
     assert why.startswith("results/gpu: lacking linformer: no throughput or generation")
     assert "gpt2: no generation" in why
-    order, why = gpu_window.device_order(REPO / "config" / "config.yaml", "nvidia-y", root=root)
+    order, why = window_parts.device_order(REPO / "config" / "config.yaml", "nvidia-y", root=root)
     assert order == ["sdgm", "gpt2", "linformer", "transformer_xl", "lstm"] and "no committed records" in why
 
 
 def test_the_device_benchmark_runs_with_the_flags_results_cpu_was_measured_with():
     command = json.loads((REPO / "results" / "cpu" / "bench" / "device.json").read_text())["command"].split()
-    flags = gpu_window.DEVICE_FLAGS
+    flags = window_parts.DEVICE_FLAGS
     for flag, value in zip(flags[::2], flags[1::2]):
         assert command[command.index(flag) + 1] == value, flag
 
@@ -155,7 +156,7 @@ def test_the_gpu_tier_leaves_a_line_per_finished_test_when_killed(tmp_path):
         "def test_hangs(): time.sleep(120)\n")
     lines = tmp_path / "tests.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", str(tmp_path / "test_some.py"), "-q", "-p",
-                             "no:cacheprovider", "-p", "sdgm.published.pytest_lines", f"--lines-to={lines}",
+                             "no:cacheprovider", "-p", "sdgm.campaign.pytest_lines", f"--lines-to={lines}",
                              f"--rootdir={tmp_path}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -166,21 +167,21 @@ def test_the_gpu_tier_leaves_a_line_per_finished_test_when_killed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    s = gpu_window.lines_summary(lines)
+    s = window_parts.lines_summary(lines)
     assert (s["tests"], s["passed"], s["failed"], s["skipped"], s["errors"]) == (3, 1, 1, 1, 0), s
     assert s["skip_reasons"] == ["no device here"] and "one is not two" in s["failures"][0]
     assert s["running"].endswith("test_hangs")
     with open(lines, "a") as fh:
         fh.write('{"event": "result", "test": "cut')  # a line cut by the kill is ignored
-    assert gpu_window.lines_summary(lines)["tests"] == 3
+    assert window_parts.lines_summary(lines)["tests"] == 3
 
 
 # ---- installing onto the machine's torch --------------------------------------------------------------------------------
 def test_install_keeps_the_machines_torch():
-    reqs = gpu_window.project_requirements()
+    reqs = window_parts.project_requirements()
     names = {r.split("=")[0].split(">")[0] for r in reqs}
     assert "numpy" in names and "snakemake" in names and not names & {"torch", "triton"}
-    out = run(["-m", "sdgm.published.gpu_window", "install", "--offline", "--dry-run"], timeout=300)
+    out = run(["-m", "sdgm.campaign.window", "install", "--offline", "--dry-run"], timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"keeping torch=={torch.__version__}" in out.stdout
     would = [line for line in out.stdout.splitlines() if line.startswith("Would install")]
@@ -207,22 +208,22 @@ def window_archive(path: Path, device="gpu-x", stamp="20260101T000000Z", summary
 
 def test_a_window_archive_imports_once_and_renders_per_device(tmp_path):
     st = tmp_path / "store"
-    res = campaign.import_archives([window_archive(tmp_path / "w.tar.gz")], st)
+    res = import_archives([window_archive(tmp_path / "w.tar.gz")], st)
     assert res["refused"] == [] and res["windows"] == [st / "gpu-x" / "windows" / "20260101T000000Z"]
-    assert campaign.import_archives([tmp_path / "w.tar.gz"], st)["refused"] == []  # again: a no-op
-    campaign.render_store(st)
+    assert import_archives([tmp_path / "w.tar.gz"], st)["refused"] == []  # again: a no-op
+    render.render_store(st)
     page = (st / "gpu-x" / "windows.md").read_text()
     assert "torch 2.12.0+cu128" in page and "auto -> triton" in page and "| env | ok | 3 |" in page
     assert "gpu-x/windows.md" in (st / "README.md").read_text()
     bad = window_archive(tmp_path / "bad.tar.gz", device="GPU_X")
-    res = campaign.import_archives([bad], st)
+    res = import_archives([bad], st)
     assert len(res["refused"]) == 1 and "not a device slug" in res["refused"][0]
     assert not (st / "GPU_X").exists()
 
 
 # ---- the window's benchmark records into the ledger ----------------------------------------------------------------
 def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
-    from sdgm.published.store import StoreError
+    from sdgm.campaign.store import StoreError
     from sdgm.reporting.claims import find_records
 
     st = tmp_path / "store"
@@ -265,17 +266,17 @@ def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
 
 def test_the_archive_follows_the_files_of_a_running_part(tmp_path, monkeypatch):
     """While a part runs, each file it finishes reaches the archive within REFRESH_S, so a kill loses none."""
-    monkeypatch.setattr(gpu_window, "REFRESH_S", 0.3)
-    w = gpu_window.Window(1, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path, "cpu", "cpu-test")
+    monkeypatch.setattr(window, "REFRESH_S", 0.3)
+    w = window.Window(1, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path, "cpu", "cpu-test")
     w.dir.mkdir(parents=True)
     w.write()
     record = w.dir / "records" / "bench" / "throughput" / "wikitext2" / "sdgm-s0.json"
     part = ("import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
             "p.write_text('{}'); time.sleep(60)")
     ticks = []
-    rc, seconds = gpu_window.run_part([sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3,
-                                      tick=lambda: (ticks.append(1), w.refresh()))
-    assert rc is None and 3 <= seconds < 3 + gpu_window.STOP_GRACE_S and len(ticks) >= 5
+    rc, seconds = window.run_part([sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3,
+                                  tick=lambda: (ticks.append(1), w.refresh()))
+    assert rc is None and 3 <= seconds < 3 + window.STOP_GRACE_S and len(ticks) >= 5
     with tarfile.open(w.archive) as tar:
         assert f"window/cpu-test/{w.stamp}/records/bench/throughput/wikitext2/sdgm-s0.json" in tar.getnames()
 
@@ -285,7 +286,7 @@ def test_the_campaign_part_is_skipped_without_snakemake_and_gets_its_directory(t
     failed; where Snakemake is here, the campaign's workflow directory (its cwd) is made if it does not exist."""
     import importlib.util
 
-    w = gpu_window.Window(5, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path / "dir", "cpu", "cpu-test")
+    w = window.Window(5, REPO / "config" / "quick.yaml", tmp_path / "out", tmp_path / "dir", "cpu", "cpu-test")
     cmd, cwd = w.command("campaign", tmp_path / "part", 300)
     assert cwd == tmp_path / "dir" and cwd.is_dir() and "--directory" in cmd
     real = importlib.util.find_spec
@@ -307,7 +308,7 @@ def test_a_window_killed_at_60_percent_leaves_an_archive_the_claims_read(tmp_pat
     the archive it left imports, the device benchmark's records land in the store's device folder, and the claims
     renderer gives that device a column with the cost claims judged. No part outlives the window."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.published.gpu_window", "--minutes", "3", "--configfile",
+    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign.window", "--minutes", "3", "--configfile",
                              str(REPO / "config" / "quick.yaml"), "--directory", str(tmp_path), "--out", str(out),
                              "--device", "cpu"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             # one thread: on a shared machine two spinning OpenMP threads per process make the
@@ -337,7 +338,7 @@ def test_a_window_killed_at_60_percent_leaves_an_archive_the_claims_read(tmp_pat
             pass
     assert not alive, f"parts outlived the window: {alive}"
     st = tmp_path / "store"
-    res = campaign.import_archives([archive], st)
+    res = import_archives([archive], st)
     assert res["refused"] == [] and len(res["windows"]) == 1, res
     assert st / "cpu" / "bench" / "throughput" / "wikitext2" / "sdgm-s0.json" in res["bench"], res["bench"]
     readme = tmp_path / "README.md"

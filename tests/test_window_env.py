@@ -1,4 +1,4 @@
-"""The GPU window's environment (sdgm.published.window_env): the carried wheels, their offline unpacking, Triton's
+"""The GPU window's environment (sdgm.campaign.window_env): the carried wheels, their offline unpacking, Triton's
 interpreter only without a GPU, and (e2e) the whole window rehearsed in a Python like the GPU machine's
 (.ci/window-rehearsal)."""
 import base64
@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from conftest import triton_interpreter_defect
 from helpers import REPO
-from sdgm.published import window_env
+from sdgm.campaign import window_env
 from test_envs import ci_pins, pinned
 
 
@@ -93,11 +93,11 @@ def test_unpack_installs_offline_and_refuses_a_wheel_that_is_not_the_listed_one(
 
 
 def test_the_window_still_takes_install():
-    from sdgm.published import gpu_window
+    from sdgm.campaign import window, window_parts
 
-    assert gpu_window.install is window_env.install
-    assert gpu_window.project_requirements is window_env.project_requirements
-    out = subprocess.run([sys.executable, "-m", "sdgm.published.gpu_window", "install", "--help"], cwd=REPO,
+    assert window.install is window_env.install
+    assert window_parts.project_requirements is window_env.project_requirements
+    out = subprocess.run([sys.executable, "-m", "sdgm.campaign.window", "install", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--offline" in out.stdout, out.stdout + out.stderr
 

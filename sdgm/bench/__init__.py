@@ -1,6 +1,6 @@
 """The benchmarks: what a performance engineer can check, each timed and measured the same way (sdgm.common.timing:
 warmup, synchronized repeats, median; peak memory of one call; peak RSS). It imports the parts below it (common,
-data, models, spectral, harness) and sdgm.reporting, whose tables its commands write; never sdgm.published.
+data, models, spectral, harness) and sdgm.reporting, whose tables its commands write; never sdgm.campaign.
 
 nvml        NvmlSampler: GPU memory, power and energy from a background thread
 throughput  train / score / generate tokens/s of a trained run, MFU, energy per token

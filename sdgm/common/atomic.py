@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -150,13 +151,19 @@ def atomic_writer(path: PathLike, before_replace: Callable[[Path], None] | None 
             raise
 
 
-def remove_stale_temporaries(path: PathLike) -> list[Path]:
-    """Delete the temporaries of `path` that a killed writer left behind; call it only as `path`'s one writer."""
+def remove_stale_temporaries(path: PathLike, stale: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Delete the temporaries of `path` (`NAME.part-*`, files or folders) that a killed writer left behind: those
+    `stale` says are (a folder's writer may still run), else every one (call it then only as `path`'s one writer).
+    Returns the ones removed."""
     path = Path(path)
-    stale = sorted(path.parent.glob(f"{glob.escape(path.name)}.part-*")) if path.parent.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    found = sorted(path.parent.glob(f"{glob.escape(path.name)}.part-*")) if path.parent.is_dir() else []
+    gone = [p for p in found if stale is None or stale(p)]
+    for p in gone:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ A perplexity above the vocabulary size is not refused: it is worse than a unifor
 broken model measures (the gamma = 0 ablation's untrained head measures 33,006 with V = 33,278), a finding to show,
 not an impossible value.
 
-Used by the store at import, at render and by `verify` (sdgm.published.store.check_contents). No torch here.
+Used by the store at import, at render and by `verify` (sdgm.campaign.record.check_contents). No torch here.
 """
 from __future__ import annotations
 

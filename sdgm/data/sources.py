@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..common.atomic import StorageError, atomic_open
+from ..common.atomic import StorageError, atomic_open, sha256_file
 from .checks import ChecksumError, ContentChecker, ContentError, DataError
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ PathLike = str | os.PathLike[str]
 # --------------------------------------------------------------------------
 # Checksums
 # --------------------------------------------------------------------------
-
-
-def sha256_file(path: PathLike) -> str:
-    """Hex SHA-256 of the bytes of ``path``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_sha256sums() -> dict[str, dict[str, str]]:

@@ -12,7 +12,7 @@ shared file system the lock works where flock does (NFSv4, Lustre and GPFS mount
 A lock can outlive its holder when a process the holder started (a forked worker) inherited the open file: the
 recorded holder is gone, yet the flock is held. Such a lock is recognized (the holder's host is this host and its
 pid no longer runs), named on stderr and cleared: the file is replaced by a new one, which is taken. The same
-`file_lock` guards the published store (sdgm.published.store.store_lock).
+`file_lock` guards the published store (sdgm.campaign.store.store_lock).
 """
 from __future__ import annotations
 

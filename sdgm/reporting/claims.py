@@ -117,7 +117,7 @@ def _summary(df: pd.DataFrame) -> str:
 
 
 def _page(title: str, intro: str, table_html: str, notes: list[str]) -> str:
-    from .publish import PAGE
+    from .pages import PAGE
 
     body = f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>\n{table_html}"
     if notes:
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                          "first gives the main table and --results-readme)")
     ap.add_argument("--readme", type=Path, default=None, help="a README whose claims section to render")
     ap.add_argument("--results-readme", type=Path, default=None,
-                    help="render this results page (sdgm.reporting.publish.results_readme) from the folder's tables")
+                    help="render this results page (sdgm.reporting.pages.results_readme) from the folder's tables")
     ap.add_argument("--readings", type=Path, default=None,
                     help="a readings results folder (docs/readings.md): each claim not reproduced gets the line "
                          "naming the closest valid reading, in claims.md and the README's section")
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(args.readme, new)
         print(f"readme: {args.readme}")
     if args.results_readme is not None and not args.check:
-        from .publish import results_readme
+        from .pages import results_readme
 
         root = args.records[0]
         figures = sorted((root / "figures").glob("*.png"))

@@ -247,7 +247,7 @@ def heldout_sequences(tokens: list[str], lengths: list[int]) -> list[tuple[list[
 def free_sequences(path) -> dict[str, list[tuple[list[str], list[str]]]]:
     """The free samples of a sample file (sdgm.harness.generate.write_samples), by set: "free" (autoregressive) and
     "free_gmm"; each sample's prompt words are its context."""
-    from .publish import parse_samples
+    from .pages import parse_samples
 
     parsed = parse_samples(path)
     m = re.match(r"prompt (['\"])(.*?)\1", parsed["settings"])

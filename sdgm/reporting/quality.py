@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         written.append(out)
         print(f"quality: {out}")
     print(build_quality_report(written, root / "tables", root / "figures"))
-    from .publish import table_html
+    from .pages import table_html
 
     table_html(root / "tables" / "generation_quality.csv", root / "tables" / "generation_quality.html",
                "Table: generation_quality")

@@ -145,9 +145,9 @@ def run_figure_files(wildcards=None):
     return [f"{OUT}/figures/{r.corpus}/{r.name}/{f}.png" for r in GMM_RUNS for f in RUN_FIGURES]
 
 
-# What rule publish (rules/store.smk) copies into the published store for one run. Every run has its metrics, free
+# What rule store_run (rules/store.smk) copies into the published store for one run. Every run has its metrics, free
 # samples and quality record (made by score_samples from the samples and continuations).
-def publish_inputs(wildcards):
+def store_run_inputs(wildcards):
     name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
     run = f"{OUT}/runs/{name}"
     files = {

@@ -1,15 +1,15 @@
-# The published store (sdgm/published/store.py): each finished run's weight-free files, copied into
+# The published store (sdgm/campaign/store.py): each finished run's weight-free files, copied into
 # {results_dir}/published/<device>/runs/<corpus>/<experiment>-s<seed>/ with a manifest. The campaign
-# (sdgm/published/campaign.py) asks for these receipts in priority order; `snakemake --cores all` does not.
+# (sdgm/campaign/waves.py) asks for these receipts in priority order; `snakemake --cores all` does not.
 
 
-rule publish:
+rule store_run:
     input:
-        unpack(publish_inputs),
+        unpack(store_run_inputs),
     output:
         f"{OUT}/published/receipts/{RUN}.json",
     log:
-        f"{OUT}/logs/publish/{RUN}.log",
+        f"{OUT}/logs/store_run/{RUN}.log",
     conda:
         "../envs/report.yaml"
     resources:
@@ -20,4 +20,4 @@ rule publish:
         run=resolved_run,
         config=config,
     script:
-        "../scripts/publish_run.py"
+        "../scripts/store_run.py"

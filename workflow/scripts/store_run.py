@@ -1,11 +1,11 @@
-"""Copy one finished run's weight-free files into the published store (rule publish)."""
+"""Copy one finished run's weight-free files into the published store (rule store_run)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
 from sdgm.common.atomic import write_json_atomic  # noqa: E402
 from sdgm.common.snake import setup  # noqa: E402
-from sdgm.published.store import publish_run  # noqa: E402
+from sdgm.campaign.store import publish_run  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup(smk)

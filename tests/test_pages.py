@@ -7,7 +7,7 @@ import torch
 from helpers import metrics_record
 from sdgm.harness.generate import write_samples
 from sdgm.models.registry import build_model, save_run
-from sdgm.reporting import publish
+from sdgm.reporting import pages
 from sdgm.spectral.gmm import collect_mixing_vectors, fit_gmm, save_gmm
 
 V, L = 30, 16
@@ -46,34 +46,34 @@ def runs(tmp_path_factory):
 
 def test_sample_files_parse_back(runs):
     root, samples, _ = runs
-    parsed = publish.parse_samples(samples[1])
+    parsed = pages.parse_samples(samples[1])
     assert parsed["settings"] == "prompt 'w1', temperature 1.0, top_k off, seed 1"
     assert list(parsed["samples"]) == ["autoregressive", "gmm-coefficients"]
     for texts in parsed["samples"].values():
         assert len(texts) == 3 and all(t.startswith("w1") and not t.startswith("##") for t in texts)
-    assert list(publish.parse_samples(samples[0])["samples"]) == ["autoregressive"]
+    assert list(pages.parse_samples(samples[0])["samples"]) == ["autoregressive"]
     (root / "bad.txt").write_text("hello\n")
     with pytest.raises(ValueError, match="not a sample file"):
-        publish.parse_samples(root / "bad.txt")
+        pages.parse_samples(root / "bad.txt")
 
 
 def test_samples_page_labels_every_model(runs):
     root, samples, metrics = runs
     md_path, html_path = root / "tables" / "samples.md", root / "tables" / "samples.html"
-    publish.write_samples_pages(samples, metrics, md_path, html_path, n_tokens=12)
+    pages.write_samples_pages(samples, metrics, md_path, html_path, n_tokens=12)
     md = md_path.read_text()
-    entries = publish.sample_entries(samples, metrics)
+    entries = pages.sample_entries(samples, metrics)
     # one entry per corpus and experiment, from the lowest seed, experiments in the order the files were given
     assert [(e["corpus"], e["experiment"], e["seed"]) for e in entries] == \
         [("ptb", "leaky", 0), ("ptb", "sdgm", 0), ("wikitext2", "sdgm", 0)]
     assert entries[1]["seeds"] == [0, 1]
     assert "### sdgm: model sdgm, corpus ptb, seed 0, validation perplexity 123.4" in md
-    assert "### leaky (non-causal): model sdgm, corpus ptb, seed 0" in md and publish.LEAK_NOTE in md
+    assert "### leaky (non-causal): model sdgm, corpus ptb, seed 0" in md and pages.LEAK_NOTE in md
     assert "12 new tokens each" in md and "prompt 'w1', temperature 1.0, top_k off, seed 0" in md
     assert "[`sdgm-s0.txt`](../samples/ptb/sdgm-s0.txt)" in md  # relative to the page
     sdgm = md[md.index("### sdgm: model sdgm, corpus ptb"):md.index("## wikitext2")]
-    assert sdgm.count("autoregressive (tokens") == publish.SAMPLES_SHOWN
-    assert sdgm.count("GMM-sampled coefficients") == publish.SAMPLES_SHOWN
+    assert sdgm.count("autoregressive (tokens") == pages.SAMPLES_SHOWN
+    assert sdgm.count("GMM-sampled coefficients") == pages.SAMPLES_SHOWN
     assert "GMM-sampled" not in md[md.index("## wikitext2"):]  # no GMM, no GMM samples
     html = html_path.read_text()
     assert "<h2>ptb</h2>" in html and "(non-causal)" in html
@@ -83,7 +83,7 @@ def test_samples_page_labels_every_model(runs):
 def test_table_html_keeps_cells_as_written(tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("experiment,val_ppl\nsdgm <x>,n/a (not measured)\nlstm,007.50\n")
-    publish.table_html(csv, tmp_path / "t.html", "Table: t")
+    pages.table_html(csv, tmp_path / "t.html", "Table: t")
     html = (tmp_path / "t.html").read_text()
     assert "<h1>Table: t</h1>" in html and "sdgm &lt;x&gt;" in html
     assert "n/a (not measured)" in html and "007.50" in html
@@ -98,7 +98,7 @@ def test_results_readme_links_and_embeds(runs):
     (tables / "ablation.md").write_text("| x |\n|---|\n| 1 |\n")
     (figs / "training_curves.png").write_bytes(b"png")
     run_pngs = [figs / "ptb" / "sdgm-s0" / f"{n}.png" for n in ("atoms", "gmm_bic")]
-    text = publish.results_readme(root / "README.md", tables / "main.md", [tables / "main.md", tables / "ablation.md"],
+    text = pages.results_readme(root / "README.md", tables / "main.md", [tables / "main.md", tables / "ablation.md"],
                                   [figs / "training_curves.png"], [("ptb", "sdgm-s0", run_pngs)], metrics,
                                   [root / "runs" / "ptb" / "sdgm-s0" / "gmm.npz"],
                                   {"experiments": ["sdgm", "leaky"], "corpora": ["ptb", "wikitext2"], "seeds": [0, 1],
@@ -116,4 +116,4 @@ def test_results_readme_links_and_embeds(runs):
 def test_a_missing_perplexity_is_labelled_with_its_reason():
     entry = {"experiment": "sdgm", "leaks": False, "model": "sdgm", "corpus": "ptb", "seed": 0, "val_ppl": None,
              "val_ppl_na": "training diverged"}
-    assert publish._label(entry).endswith("validation perplexity n/a (training diverged)")
+    assert pages._label(entry).endswith("validation perplexity n/a (training diverged)")

@@ -1,8 +1,8 @@
 """A GPU window's benchmark records into the published store, where the claims ledger reads them.
 
-A window (sdgm.published.gpu_window) writes its device and scaling benchmarks' records into its folder's records/
+A window (sdgm.campaign.window) writes its device and scaling benchmarks' records into its folder's records/
 (a results folder: bench/throughput/CORPUS/EXP-sSEED.json, bench/generation/..., bench/scaling.json). On import
-(python -m sdgm.published.campaign import) install_records copies them, checked, to STORE/<device>/bench/, so that
+(python -m sdgm.campaign import) install_records copies them, checked, to STORE/<device>/bench/, so that
 python -m sdgm.reporting.claims --records STORE/<device> judges the cost claims from them.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from ..common.atomic import write_bytes_atomic, write_json_atomic
-from .store import StoreError, inside
+from .record import StoreError
+from .store import inside
 
 RECORDS = "records"  # the window's folder of benchmark records, a results folder of its device
 BENCH_FILE_LIMIT = 8 * 1024 * 1024  # bytes of one benchmark record (the scaling record at the paper's sizes: ~1 MiB)

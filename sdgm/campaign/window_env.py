@@ -5,15 +5,15 @@ and no network. The project runs there from its checkout (PYTHONPATH), and what 
 needs is carried with the tree as wheels (window-wheels.txt: jsonschema and its dependencies, linformer; exact
 versions and sha256 hashes, cp312 for x86_64 Linux; a few hundred KB):
 
-    python -m sdgm.published.window_env fetch                     # here, with a package index: into .window-wheels/
-    python -m sdgm.published.window_env unpack                    # there, offline: into .window-site/
-    PYTHONPATH=$PWD/.window-site python -m sdgm.published.gpu_window --minutes 10
+    python -m sdgm.campaign.window_env fetch                     # here, with a package index: into .window-wheels/
+    python -m sdgm.campaign.window_env unpack                    # there, offline: into .window-site/
+    PYTHONPATH=$PWD/.window-site python -m sdgm.campaign.window --minutes 10
 
 `unpack` installs each carried wheel the machine lacks at its version with pip's --no-index --no-deps --target (the
 hashes checked again), then imports every carried module in a fresh process to prove it worked. Both folders are
 ignored by git; the wheels folder travels with the working tree.
 
-    python -m sdgm.published.window_env install [--offline] [--dry-run]   # the project onto the machine's own torch
+    python -m sdgm.campaign.window_env install [--offline] [--dry-run]   # the project onto the machine's own torch
 
 `install` is the other way, for a machine with an index: the project (editable, without its dependencies), then its
 other requirements under a constraint that keeps the machine's torch and Triton.
@@ -113,7 +113,7 @@ def unpack(wheels: Path = WHEELS_DIR, target: Path = SITE_DIR, wheels_file: Path
             print("unpack: " + " ".join(cmd[2:]), flush=True)
             if subprocess.run(cmd).returncode != 0:
                 raise WindowEnvError(f"unpack: pip could not install {', '.join(need)} from {wheels} (above); run "
-                                     f"`python -m sdgm.published.window_env fetch` where there is a package index")
+                                     f"`python -m sdgm.campaign.window_env fetch` where there is a package index")
     else:
         print("unpack: every carried wheel is installed here already", flush=True)
     mods = [MODULES.get(n, n.replace("-", "_")) for n in carried(wheels_file)]
@@ -181,28 +181,26 @@ def install(offline: bool = False, dry_run: bool = False, extras=("workflow", "t
     return 0
 
 
-def install_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.published.window_env install", description=install.__doc__)
-    ap.add_argument("--offline", action="store_true", help="no package index: install only from what is here")
-    ap.add_argument("--dry-run", action="store_true", help="say what pip would do")
-    a = ap.parse_args(argv)
-    return install(a.offline, a.dry_run)
+def add_install_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `install`, here and as `python -m sdgm.campaign.window install`."""
+    p.add_argument("--offline", action="store_true", help="no package index: install only from what is here")
+    p.add_argument("--dry-run", action="store_true", help="say what pip would do")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["install"]:
-        return install_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m sdgm.published.window_env", description=__doc__.split("\n\n")[0],
-                                 epilog="subcommand install [--offline] [--dry-run]: see the module's doc")
+    ap = argparse.ArgumentParser(prog="python -m sdgm.campaign.window_env", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="here: download the carried wheels (needs a package index)")
     f.add_argument("--dest", type=Path, default=WHEELS_DIR)
     u = sub.add_parser("unpack", help="there, offline: install the carried wheels the machine lacks into --target")
     u.add_argument("--wheels", type=Path, default=WHEELS_DIR)
     u.add_argument("--target", type=Path, default=SITE_DIR)
-    sub.add_parser("install", help="the project onto the machine's own torch, with a package index")
+    add_install_options(sub.add_parser("install", help="the project onto the machine's own torch, with a package "
+                                                       "index", description=install.__doc__))
     a = ap.parse_args(argv)
+    if a.cmd == "install":
+        return install(a.offline, a.dry_run)
     try:
         if a.cmd == "fetch":
             fetch(a.dest)

@@ -1,6 +1,6 @@
 """What a campaign runs first and how long each run takes: the priority order of the config's runs, their tokens,
 the training rates measured on a device (committed records, the store's own, or a table), and the waves of runs
-that fit a time budget; also the estimate of the whole matrix (docs/campaign.md). sdgm.published.campaign runs the
+that fit a time budget; also the estimate of the whole matrix (docs/campaign.md). sdgm.campaign.waves runs the
 waves.
 """
 from __future__ import annotations

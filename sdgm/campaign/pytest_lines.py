@@ -2,7 +2,7 @@
 what passed, failed and skipped, and which test was running when it was stopped (a JUnit file is written only at
 the end of the run).
 
-    python -m pytest -p sdgm.published.pytest_lines --lines-to results.jsonl ...
+    python -m pytest -p sdgm.campaign.pytest_lines --lines-to results.jsonl ...
 
 Each line is a JSON object: {"event": "start", "test": nodeid} when a test begins, and when its result is known
 {"event": "result", "test": nodeid, "outcome": "passed" | "failed" | "skipped" | "error", "seconds": ...,
@@ -19,7 +19,7 @@ REASON_CHARS = 500  # of a failure's or skip's text, kept in its line
 
 def pytest_addoption(parser):
     parser.addoption("--lines-to", default=None, metavar="PATH",
-                     help="append one JSON line per test start and result to PATH (sdgm.published.pytest_lines)")
+                     help="append one JSON line per test start and result to PATH (sdgm.campaign.pytest_lines)")
 
 
 def pytest_configure(config):

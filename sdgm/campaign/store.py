@@ -23,19 +23,16 @@ a kill at any point leaves either the whole record or none of it. A temporary be
 the next publisher of that key removes it only once that process has ended (a temporary of a running publisher or
 import is left alone). No torch, no pandas: the report environment publishes.
 
-A manifest comes from elsewhere (an archive, another store), so nothing in it is trusted: the fields that make the
-record's path (device slug, corpus, experiment, seed) must follow the config's name rules, every file it lists must
-be a file a record may hold, and the destination is resolved and must lie inside the store before anything is
-written (`check_manifest`, `inside`); no folder or file of the store on the way may be a symbolic link (a link
+A manifest comes from elsewhere (an archive, another store), so nothing in it is trusted: it is checked
+(sdgm.campaign.record: `check_manifest`, `verify_record`, `check_contents`), and the destination is resolved and
+must lie inside the store before anything is written (`inside`); no folder or file of the store on the way may be a symbolic link (a link
 committed into the store would make a write land anywhere). Imports and campaigns hold the store's lock
 (`store_lock`, a file opened without following a link).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -46,29 +43,16 @@ from typing import Iterator
 
 import yaml
 
-from ..common.atomic import UnsafePath, no_links, write_json_atomic, write_text_atomic
-from ..common.recordcheck import RecordError, check_record, numbers
+from ..common.atomic import (UnsafePath, no_links, remove_stale_temporaries, sha256_file, write_json_atomic,
+                             write_text_atomic)
 from ..harness.runlock import file_lock, pid_alive
+from .record import (FIGURE_DIR, KINDS, MANIFEST, StoreError, check_contents, check_manifest, read_manifest,
+                     verify_record)
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
-MANIFEST = "manifest.json"
 SCHEMA = 1
-# what a record may hold, by kind: the file names inside the record directory
-KINDS = {"metrics": "metrics.json", "gmm": "gmm.json", "samples": "samples.txt", "throughput": "throughput.json",
-         "quality": "quality.json", "config": "config.yaml"}
-FIGURE_DIR = "figures"
 LOCK = ".lock"  # the store's lock file (store_lock)
 TEMP = ".part-"  # in the names of temporaries: <name>.part-<host>-<pid>-<random>
-# the config's rule for corpus and experiment names (workflow/schemas/config.schema.yaml, propertyNames)
-NAME = re.compile(r"[a-z0-9_]+")
-SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # what slug() makes
-HEX = re.compile(r"[0-9a-f]+")
-SHA256 = re.compile(r"[0-9a-f]{64}")
-FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class StoreError(RuntimeError):
-    """A record that cannot be published or imported; the message names the files."""
 
 
 def slug(text: str) -> str:
@@ -85,14 +69,6 @@ def device_slug(device: str, label: str | None = None) -> str:
     if label:
         return slug(label)
     return slug(device.split(" (")[0])
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def record_key(corpus: str, experiment: str, seed: int) -> str:
@@ -153,17 +129,6 @@ def temp_stale(path: Path) -> bool:
     return parts[0] == slug(socket.gethostname()) and not pid_alive(int(parts[1]))
 
 
-def remove_stale_temporaries(parent: Path, prefix: str) -> list[Path]:
-    """Remove the stale temporaries `<prefix>.part-*` in `parent` (temp_stale); returns them."""
-    gone = []
-    if parent.is_dir():
-        for p in sorted(parent.glob(f"{prefix}{TEMP}*")):
-            if temp_stale(p):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                gone.append(p)
-    return gone
-
-
 def _stored_config(config: dict) -> str:
     keep = {k: v for k, v in config.items() if k not in ("results_dir", "resources_dir")}
     return yaml.safe_dump(keep, sort_keys=True, allow_unicode=True)
@@ -172,155 +137,6 @@ def _stored_config(config: dict) -> str:
 def _describe(manifest: dict, where: Path | str) -> str:
     return (f"{manifest.get('run_id')} (hash {manifest.get('run_hash')}, device {manifest.get('device')}, "
             f"commit {str(manifest.get('commit'))[:12]}) in {where}")
-
-
-def record_file_ok(name: str) -> bool:
-    """A file a record may hold: one of KINDS, or figures/<name> (one plain name, no directories)."""
-    if name in KINDS.values():
-        return True
-    head, _, tail = name.partition("/")
-    return head == FIGURE_DIR and FIGURE_NAME.fullmatch(tail) is not None
-
-
-def check_manifest(m, path: Path | str) -> dict:
-    """The manifest's fields that become paths follow the config's name rules, its files are files a record may
-    hold, with SHA-256 digests (and sizes, where given); raises StoreError naming the field."""
-    if not isinstance(m, dict):
-        raise StoreError(f"{path}: not a manifest (a JSON object)")
-    for key in ("schema", "run_id", "run_hash", "corpus", "experiment", "seed", "device_slug", "files"):
-        if key not in m:
-            raise StoreError(f"{path}: manifest has no {key!r}")
-
-    def bad(key, rule):
-        return StoreError(f"{path}: manifest's {key} {m[key]!r} is not {rule}; refusing the record")
-
-    for key in ("corpus", "experiment"):
-        if not isinstance(m[key], str) or not NAME.fullmatch(m[key]):
-            raise bad(key, "a name of the config (lower-case letters, digits and _)")
-    if not isinstance(m["device_slug"], str) or not SLUG.fullmatch(m["device_slug"]):
-        raise bad("device_slug", "a device slug (lower-case letters and digits joined by -)")
-    if type(m["seed"]) is not int or m["seed"] < 0:
-        raise bad("seed", "an integer >= 0")
-    if not isinstance(m["run_hash"], str) or not HEX.fullmatch(m["run_hash"]):
-        raise bad("run_hash", "a hex run hash")
-    files = m["files"]
-    if not isinstance(files, dict):
-        raise bad("files", "an object of file name -> SHA-256")
-    for name, digest in files.items():
-        if not record_file_ok(name):
-            raise StoreError(f"{path}: manifest lists {name!r}, not a file a record may hold "
-                             f"({sorted(KINDS.values())} or {FIGURE_DIR}/NAME); refusing the record")
-        if not isinstance(digest, str) or not SHA256.fullmatch(digest):
-            raise StoreError(f"{path}: manifest's SHA-256 of {name!r} is {digest!r}, not a SHA-256")
-    sizes = m.get("sizes")
-    if sizes is not None and (not isinstance(sizes, dict) or set(sizes) != set(files)
-                              or not all(type(v) is int and v >= 0 for v in sizes.values())):
-        raise bad("sizes", "an object of the listed files -> sizes in bytes")
-    return m
-
-
-def read_manifest(rec_dir: str | Path) -> dict:
-    path = Path(rec_dir) / MANIFEST
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{path}: unreadable manifest ({e})") from e
-    return check_manifest(m, path)
-
-
-def verify_record(rec_dir: str | Path) -> dict:
-    """Every file the manifest lists is there with its size and SHA-256, and nothing else; the message names each
-    missing, extra or altered file. Returns the manifest."""
-    rec_dir = Path(rec_dir)
-    m = read_manifest(rec_dir)
-    present = {p.relative_to(rec_dir).as_posix() for p in rec_dir.rglob("*")
-               if p.is_file() or p.is_symlink()} - {MANIFEST}
-    missing, extra = sorted(set(m["files"]) - present), sorted(present - set(m["files"]))
-    if missing or extra:
-        raise StoreError(f"{rec_dir}: " + "; ".join(
-            [f"missing {', '.join(missing)} (listed in its manifest)"] * bool(missing)
-            + [f"extra {', '.join(extra)} (not in its manifest)"] * bool(extra)))
-    for name, digest in m["files"].items():
-        f = rec_dir / name
-        if f.is_symlink() or not f.is_file():
-            raise StoreError(f"{f}: not a plain file")
-        if m.get("sizes") and f.stat().st_size != m["sizes"][name]:
-            raise StoreError(f"{f}: {f.stat().st_size} bytes, not the {m['sizes'][name]} of {rec_dir / MANIFEST}")
-        if sha256_file(f) != digest:
-            raise StoreError(f"{f}: SHA-256 differs from {rec_dir / MANIFEST}")
-    return m
-
-
-# Beyond the schema (which refuses NaN, a perplexity below 1, a rate <= 0): rates and sizes no device reaches.
-MAX_TOKENS_PER_S = 1e10
-MAX_BYTES = 2 ** 50
-
-
-def check_contents(rec_dir: str | Path) -> None:
-    """The record's metrics follow sdgm/common/schemas/metrics.schema.json and physical bounds, every number of its
-    throughput record is finite and not negative, and its files (the quality record's identity and fields included)
-    agree with its manifest, each other and physics (sdgm.common.recordcheck.check_record); raises StoreError naming
-    the file and the value."""
-    from ..common.schema import SchemaViolation, check_metrics
-
-    rec_dir = Path(rec_dir)
-    m = read_manifest(rec_dir)
-    docs = {}
-    for name in ("metrics.json", "throughput.json", "gmm.json", "quality.json"):
-        if name not in m["files"]:
-            continue
-        path = rec_dir / name
-        try:
-            doc = docs[name] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{path}: unreadable ({e})") from e
-        for field, v in numbers(doc):
-            if not math.isfinite(v):
-                raise StoreError(f"{path}: {field} is {v}, not a finite number")
-        if name == "throughput.json":
-            for field, v in numbers(doc):
-                if v < 0:
-                    raise StoreError(f"{path}: {field} is {v}; a count, time or rate is never negative")
-        if name != "metrics.json":
-            continue
-        try:
-            check_metrics(doc)
-        except SchemaViolation as e:
-            raise StoreError(f"{path}: {e}") from e
-        if (doc["corpus"], doc["experiment"], doc["seed"]) != (m["corpus"], m["experiment"], m["seed"]):
-            raise StoreError(f"{path}: corpus, experiment and seed differ from {rec_dir / MANIFEST}")
-        metrics = doc["metrics"]
-        for field, v in numbers(metrics):
-            if field.endswith("tokens_per_s") and v > MAX_TOKENS_PER_S:
-                raise StoreError(f"{path}: metrics.{field} {v:g} is beyond any device ({MAX_TOKENS_PER_S:g})")
-            if field.endswith("bytes") and v > MAX_BYTES:
-                raise StoreError(f"{path}: metrics.{field} {v:g} is beyond any memory ({MAX_BYTES} bytes)")
-    _check_texts(rec_dir, m)
-    try:  # the files agree with the manifest and each other, and with physics (sdgm.common.recordcheck)
-        check_record(str(rec_dir), m, docs)
-    except RecordError as e:
-        raise StoreError(str(e)) from None
-
-
-def _check_texts(rec_dir: Path, m: dict) -> None:
-    """The record's config.yaml is a workflow config (a mapping yaml.safe_load reads) and its samples.txt a sample
-    file: a record that would stop every later render is refused here, naming the file."""
-    from ..reporting.publish import parse_samples
-
-    if KINDS["config"] in m["files"]:
-        path = rec_dir / KINDS["config"]
-        try:
-            cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            raise StoreError(f"{path}: not a workflow config ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        if not isinstance(cfg, dict):
-            raise StoreError(f"{path}: not a workflow config (a {type(cfg).__name__}, not a mapping)")
-    if KINDS["samples"] in m["files"]:
-        try:
-            parse_samples(rec_dir / KINDS["samples"])
-        except (OSError, ValueError) as e:
-            raise StoreError(str(e).splitlines()[0]) from None
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -339,7 +155,7 @@ def _check_clash(existing: Path, new: dict, new_where: str) -> bool:
 
 
 def _remove_stale(target: Path) -> None:
-    remove_stale_temporaries(target.parent, target.name)
+    remove_stale_temporaries(target, temp_stale)  # of publishers and imports that have ended
 
 
 def _repair(staging: Path, target: Path) -> None:
