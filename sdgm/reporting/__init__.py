@@ -2,7 +2,7 @@
 (results, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
 generation_report), the weight-free generation quality (genquality, quality), the paper's claims judged (verdicts,
 claims; evidence, protocol, statistics; claims.yaml, paper_numbers.yaml), the readings of the paper and one
-explanation per claim (readings) and the pages beside the tables (publish: samples, HTML tables, results/README.md).
+explanation per claim (readings) and the pages beside the tables (pages: samples, HTML tables, results/README.md).
 It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 """
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
