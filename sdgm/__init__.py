@@ -10,6 +10,8 @@ importing only parts listed before it (its docstring names which; tests/test_lay
     bench       the benchmarks
     published   the published store, campaigns and GPU windows
 
+and the `sdgm` command (cli.py), whose subcommands run the parts' commands (`sdgm --help`).
+
 `build_model` and `load_run` (sdgm.models.registry) are imported lazily, so that light modules (sdgm.harness.config,
 used by Snakemake while it parses the workflow) do not pull in torch.
 """
