@@ -10,19 +10,13 @@ importing only parts listed before it (its docstring names which; tests/test_lay
     bench       the benchmarks
     published   the published store, campaigns and GPU windows
 
+and the `sdgm` command (cli.py), whose subcommands run the parts' commands (`sdgm --help`).
+
 `build_model` and `load_run` (sdgm.models.registry) are imported lazily, so that light modules (sdgm.harness.config,
 used by Snakemake while it parses the workflow) do not pull in torch.
 """
 
-import os as _os
-
 __all__ = ["build_model", "load_run"]
-
-# Tests run every workflow job with only its conda environment's packages importable (sdgm/common/importguard.py).
-if _os.environ.get("SDGM_IMPORT_GUARD"):
-    from .common.importguard import install as _install_import_guard
-
-    _install_import_guard(_os.environ["SDGM_IMPORT_GUARD"])
 
 
 def __getattr__(name):

@@ -146,10 +146,10 @@ def test_import_plan_refuses_what_an_environment_lacks():
 
 @pytest.mark.parametrize("rule,fails", [("report", True), ("train", False)])
 def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fails):
-    """A real Snakemake job named like a workflow rule imports sdgm, then torch: refused in the report environment
-    (with the rule, the module and the file named), allowed in the torch one."""
+    """A real Snakemake job named like a workflow rule imports the workflow-script preamble, then torch: refused in
+    the report environment (with the rule, the module and the file named), allowed in the torch one."""
     (tmp_path / "job.py").write_text(
-        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm\nimport torch\n"
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm.common.snake\nimport torch\n"
         "open(snakemake.output[0], 'w').write(torch.__version__)\n")
     (tmp_path / "Snakefile").write_text(f'rule {rule}:\n    output:\n        "out.txt"\n    script:\n        "job.py"\n')
     r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--show-failed-logs"], cwd=tmp_path,
@@ -163,18 +163,33 @@ def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fai
         assert (tmp_path / "out.txt").read_text()
 
 
-def test_every_script_imports_sdgm_first():
-    """The guard is installed when sdgm is imported, so a script must not import anything but the standard
-    library before it."""
+def test_importing_sdgm_changes_nothing(tmp_path):
+    """With an import plan in force, `import sdgm` (and a part of it) leaves the import system as it was: only the
+    workflow-script preamble installs the guard."""
+    check = ("import importlib.util, sys\nbefore = (list(sys.meta_path), importlib.util.find_spec)\n"
+             "import sdgm, sdgm.common, sdgm.harness.config\n"
+             "assert (list(sys.meta_path), importlib.util.find_spec) == before, 'import sdgm changed the import system'\n"
+             "import sdgm.common.snake\n"
+             "assert type(sys.meta_path[0]).__name__ == 'Guard' and importlib.util.find_spec is not before[1]\n")
+    (tmp_path / "import-plan.json").write_text(json.dumps({"rules": {}, "blocked": {}, "snakemake": []}))
+    r = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, ENV_VAR: str(tmp_path / "import-plan.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_every_script_imports_the_preamble_first():
+    """The guard is installed when sdgm.common.snake (the preamble) is imported, so a script must not import anything
+    but the standard library before it."""
     for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
         for node in ast.parse(script.read_text()).body:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) else []
-            if any(n.split(".")[0] == "sdgm" for n in names):
+            if "sdgm.common.snake" in names:
                 break
-            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), f"{script.name}: {names} before sdgm"
+            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), \
+                f"{script.name}: {names} before sdgm.common.snake"
         else:
-            pytest.fail(f"{script.name} never imports sdgm")
+            pytest.fail(f"{script.name} never imports sdgm.common.snake")
 
 
 @pytest.mark.e2e

@@ -142,12 +142,19 @@ def reached(start: str, edges: dict[str, set[str]], packages: bool = True) -> di
 
 
 def test_sdgm_is_a_handful_of_parts_each_saying_what_it_holds():
-    assert [p.name for p in SDGM.glob("*.py")] == ["__init__.py"], "every module of sdgm belongs to a part"
+    # every module of sdgm belongs to a part, but the `sdgm` command (cli.py), which runs the parts' commands
+    assert sorted(p.name for p in SDGM.glob("*.py")) == ["__init__.py", "cli.py"], "every module belongs to a part"
     parts = {p.name for p in SDGM.iterdir() if (p / "__init__.py").is_file()}
     assert parts == set(ALLOWED), f"parts {sorted(parts)}; tests/test_layout.py knows {sorted(ALLOWED)}"
     for name in parts:
         doc = ast.get_docstring(ast.parse((SDGM / name / "__init__.py").read_text(encoding="utf-8"))) or ""
         assert "import" in doc, f"sdgm/{name}/__init__.py: its docstring must say what it holds and may import"
+
+
+def test_the_command_imports_the_parts_only_when_a_command_runs():
+    """sdgm/cli.py names each command's module in its table and imports it when that command runs: no import of
+    sdgm (or of torch) in the file itself, so that `sdgm --help` is quick in any environment."""
+    assert not [m for _, m, _ in imports(SDGM / "cli.py") if m.split(".")[0] in {"sdgm", *MODEL_LIBRARIES}]
 
 
 def test_parts_import_only_the_parts_below_them():

@@ -71,6 +71,41 @@ def test_installed_model_is_found_built_and_passes_the_contract(example):
                                                                                              "decay"}
 
 
+ANY_LENGTH = '''
+from dataclasses import dataclass
+from ema_mixer import EMAMixer
+
+
+@dataclass
+class AnyLengthConfig:  # no seq_len field: the model takes any length
+    vocab_size: int = 40
+    d_model: int = 8
+    decay: float = 0.9
+    seq_len = 64  # a class attribute, not a field: the window EMAMixer reads
+
+
+class AnyLength(EMAMixer):
+    Config = AnyLengthConfig
+'''
+
+
+def test_build_model_sets_the_shared_context_length_only_where_the_config_has_the_field(example, tmp_path,
+                                                                                        monkeypatch):
+    """One rule for every caller (training, the device and fresh benchmarks, the contract): seq_len goes into the
+    model's config where its dataclass has the field, is left out where not, and an option of its own must agree."""
+    from sdgm.models.registry import build_model, model_options
+
+    install(tmp_path / "more", monkeypatch, "any-length", {"any_length": "any_length:AnyLength"},
+            {"any_length": ANY_LENGTH})
+    assert build_model("ema_mixer", 40, seq_len=12, d_model=8).cfg.seq_len == 12
+    assert build_model("any_length", 40, seq_len=12).max_context == 64
+    assert model_options("any_length", {"d_model": 8}, 12) == {"d_model": 8}
+    assert model_options("ema_mixer", {"d_model": 8}, 12) == {"seq_len": 12, "d_model": 8}
+    assert model_options("ema_mixer", {"seq_len": 12}, None) == {"seq_len": 12}
+    with pytest.raises(ValueError, match="model seq_len 8 differs from the shared context length 12"):
+        model_options("ema_mixer", {"seq_len": 8}, 12)
+
+
 def test_config_takes_a_plugin_and_checks_its_options(example):
     cfg = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
     check_config(cfg)

@@ -46,7 +46,7 @@ MEMORY_MODES = ("train", "score")
 def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple[str, dict, dict]:
     """(model name, model options, TrainConfig fields) of an experiment as the trainer builds it."""
     from ..harness.config import experiment_spec
-    from ..models.registry import model_classes
+    from ..models.registry import model_options
     from ..harness.train import TrainConfig
 
     spec = experiment_spec(config, experiment)
@@ -54,9 +54,7 @@ def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple
     train = {k: v for k, v in spec["train"].items() if k in fields}
     if device:
         train["device"] = device
-    options = dict(spec["model_overrides"])
-    if "seq_len" in {f.name for f in dataclasses.fields(model_classes(spec["model"])[0])}:
-        options = {"seq_len": train.get("seq_len", TrainConfig().seq_len), **options}
+    options = model_options(spec["model"], spec["model_overrides"], train.get("seq_len", TrainConfig().seq_len))
     return spec["model"], options, train
 
 

@@ -39,7 +39,7 @@ def fresh_throughput(config: dict, model: str, vocab_size: int, variants: list[d
     import torch
 
     from ..harness.provenance import config_hash, provenance
-    from ..models.registry import build_model, model_classes, model_config
+    from ..models.registry import build_model, model_config, model_options
     from ..harness.train import TrainConfig, resolve_device
     from .throughput import measure_throughput
 
@@ -49,8 +49,7 @@ def fresh_throughput(config: dict, model: str, vocab_size: int, variants: list[d
     repeats = config["benchmark"]["repeats"] if repeats is None else repeats
     warmup = config["benchmark"]["warmup"] if warmup is None else warmup
     base = dict(config["models"].get(model) or {})
-    if "seq_len" in {f.name for f in dataclasses.fields(model_classes(model)[0])}:
-        base["seq_len"] = train.get("seq_len", TrainConfig().seq_len)
+    base.update(model_options(model, base, train.get("seq_len", TrainConfig().seq_len)))  # the context length last
     for options in variants or [{}]:  # an unknown or ill-fitting option is refused before anything is timed
         model_config(model, vocab_size, **{**base, **options})
     cases = []

@@ -27,7 +27,7 @@ from .evaluate import evaluate, evaluate_streams
 from ..common.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
 from ..common.reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
-from ..models.registry import build_model, model_classes, save_run
+from ..models.registry import build_model, model_options, save_run
 from ..common.schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .runlock import run_lock
 from .train import NonFiniteLoss, TrainConfig, Trainer, rank_and_world, thin
@@ -70,12 +70,7 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
                             f"perplexity needs at least 2")
     vocab_digest = vocab_sha256(vocab)
     tcfg = TrainConfig(**{**(train_overrides or {}), "seed": seed})
-    overrides = dict(model_overrides or {})
-    if "seq_len" in {f.name for f in dataclasses.fields(model_classes(model)[0])}:  # a model with a context length
-        overrides = {"seq_len": tcfg.seq_len, **overrides}
-        if overrides["seq_len"] != tcfg.seq_len:
-            raise ValueError(f"model seq_len {overrides['seq_len']} differs from the shared context length "
-                             f"{tcfg.seq_len}")
+    overrides = model_options(model, model_overrides or {}, tcfg.seq_len)  # with the shared context length
 
     seed_everything(seed)
     net = build_model(model, len(vocab), **overrides)

@@ -237,8 +237,7 @@ def check_declared(name: str, model) -> None:
 def check_model(name: str, vocab_size: int = 50, seq_len: int = 16, seed: int = 0, **options) -> dict:
     """Every check above on a fresh model `name` (built with `options`); returns its causality audit."""
     torch.manual_seed(seed)
-    model = build_model(name, vocab_size, seq_len=seq_len, **options) if _takes_seq_len(name) else \
-        build_model(name, vocab_size, **options)
+    model = build_model(name, vocab_size, seq_len=seq_len, **options)
     check_shapes(name, model.train(), vocab_size, seq_len)
     model.eval()
     audit = check_causal(name, model, vocab_size, seq_len)
@@ -246,10 +245,3 @@ def check_model(name: str, vocab_size: int = 50, seq_len: int = 16, seed: int = 
     check_declared(name, model)
     return audit
 
-
-def _takes_seq_len(name: str) -> bool:
-    import dataclasses
-
-    from .registry import model_classes
-
-    return "seq_len" in {f.name for f in dataclasses.fields(model_classes(name)[0])}

@@ -1,6 +1,6 @@
 """Every model by name, behind one constructor; and loading a finished run back.
 
-    model = build_model("sdgm", vocab_size, d_model=64, n_atoms=32)
+    model = build_model("sdgm", vocab_size, seq_len=128, d_model=64, n_atoms=32)
     model, vocab = load_run("results/runs/ptb/sdgm-s0-<hash>")   # vocab: token -> id
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .interface import LanguageModel
 
 from .catalog import MODELS, classes
 
-__all__ = ["MODELS", "build_model", "load_run", "model_classes", "model_config", "save_run"]
+__all__ = ["MODELS", "build_model", "load_run", "model_classes", "model_config", "model_options", "save_run"]
 
 
 def model_classes(name: str):
@@ -23,8 +23,22 @@ def model_classes(name: str):
     return classes(name)
 
 
-def model_config(name: str, vocab_size: int, **overrides):
+def model_options(name: str, options: dict, seq_len: int | None) -> dict:
+    """The options model `name` is built with: `options`, and the shared context length (train.seq_len) as
+    seq_len where the model's config dataclass has that field (a model without one takes any length). An option
+    seq_len of its own (a plug-in's config may set it) must equal the shared one."""
+    options = dict(options)
+    if seq_len is None or "seq_len" not in {f.name for f in dataclasses.fields(model_classes(name)[0])}:
+        return options
+    if options.get("seq_len", seq_len) != seq_len:
+        raise ValueError(f"model seq_len {options['seq_len']} differs from the shared context length {seq_len}")
+    return {"seq_len": seq_len, **options}
+
+
+def model_config(name: str, vocab_size: int, seq_len: int | None = None, **overrides):
+    """The config dataclass of model `name`: `overrides` are its fields; seq_len as model_options puts it."""
     cfg_cls, _ = model_classes(name)
+    overrides = model_options(name, overrides, seq_len)
     known = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -32,9 +46,10 @@ def model_config(name: str, vocab_size: int, **overrides):
     return cfg_cls(vocab_size=vocab_size, **overrides)
 
 
-def build_model(name: str, vocab_size: int, **overrides) -> LanguageModel:
-    """A freshly initialised model; `overrides` are fields of the model's config dataclass."""
-    cfg = model_config(name, vocab_size, **overrides)
+def build_model(name: str, vocab_size: int, seq_len: int | None = None, **overrides) -> LanguageModel:
+    """A freshly initialised model; `overrides` are fields of the model's config dataclass, and `seq_len`, the
+    context length, is set where that dataclass has the field (model_options)."""
+    cfg = model_config(name, vocab_size, seq_len, **overrides)
     _, cls = model_classes(name)
     return cls(cfg)
 
