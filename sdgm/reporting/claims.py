@@ -173,6 +173,9 @@ def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> 
     if not lines:
         return []
     text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
+    twice = {t for t in text.values() if list(text.values()).count(t) > 1}  # one claim per corpus: say which
+    corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
+    text = {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
     groups: dict[str, list[str]] = {}
     for cid, line in lines.items():
         groups.setdefault(line, []).append(text.get(cid, cid))
