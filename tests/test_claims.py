@@ -2,6 +2,7 @@
 committed renderings (results/h100/tables/claims.*, README.md's section) equal to what the code renders now."""
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -358,9 +359,14 @@ def test_committed_claims_of_each_device_and_the_readme_section_are_what_the_cod
     out = tmp_path / "cpu_tables"
     C.build_claims(out, **rec)
     assert (out / "claims.csv").read_text() == (REPO / "results/cpu/tables/claims.csv").read_text()
-    devices = ["--records", "results/h100", "--records", "results/cpu"]
+    devices = ["--records", "results/h100", "--records", "results/cpu", "--readings", "results/cpu/readings"]
     assert C.main([*devices, "--readme", "README.md", "--check"]) == 0
-    assert C.main(["--records", "results/h100", "--readme", "results/h100/README.md", "--check"]) == 0
+    assert C.main(["--records", "results/h100", "--readings", "results/cpu/readings", "--readme",
+                   "results/h100/README.md", "--check"]) == 0
+    C.build_claims(out, **rec, readings=Path("results/cpu/readings"))  # the explanation lines: from the readings
+    why = "Which reading closes the gap"  # the links in the rest are relative to where the table is written
+    assert (out / "claims.md").read_text().split(why)[1] == (REPO / "results/cpu/tables/claims.md").read_text().split(
+        why)[1].replace("../readings", os.path.relpath(REPO / "results/cpu/readings", out))
     shutil.copy(REPO / "README.md", tmp_path / "README.md")
     stale = (tmp_path / "README.md").read_text().replace("**contradicted**", "**reproduced**", 1)
     (tmp_path / "README.md").write_text(stale)

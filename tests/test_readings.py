@@ -219,6 +219,11 @@ def test_every_not_reproduced_claim_gets_one_line_and_no_other(tmp_path):
     assert "sdgm, cosine next/raw/pooled (target/vectors/pooling) = 0.910" in lines["cosine"]
     assert "it closes the gap" in lines["cosine"]
     assert lines["memory"].startswith("no reading measures this claim")
+    # the claims table names the metric by its metrics.json key; a factor between models is no count
+    assert explain_claim(claim("p", metric="metrics.params", corpus="wikitext2", paper_value=22.8,
+                               kind="engineering"), data) == lines["params"]
+    assert explain_claim(claim("f", metric="metrics.params", paper_value=1.81, kind="factor"),
+                         data).startswith("no reading measures this claim")
 
 
 def test_no_valid_reading_says_so(tmp_path):
@@ -273,6 +278,27 @@ def test_the_claims_table_and_the_readme_give_each_gap_the_closest_valid_reading
     section = C.readme_section([tables], readme, readings=root)
     assert "Which reading closes the gap" in section and both[0] in section
     assert "Which reading" not in C.readme_section([tables], readme)  # only with a readings folder
+    same = pd.DataFrame([claim(c, metric="reference_ppl", kind="competitive", corpus=c) | {"claim": "competitive"}
+                         for c in ("wikitext2", "ptb")])  # one claim per corpus, one text: the corpus tells them apart
+    assert C.why_lines([same], root, None)[1] == ("- competitive (wikitext2); competitive (ptb): no reading measures "
+                                                 "this claim (reference_ppl): the gap is not explained by the readings")
     with pytest.raises(C.ReportError, match="no readings results folder"):
         C.build_claims(tmp_path / "other" / "tables", metrics=metrics, readings=tmp_path / "missing")
     assert not (tmp_path / "other" / "tables").exists()  # nothing written
+
+
+def test_the_committed_readings_tables_are_what_the_code_renders(tmp_path):
+    """results/cpu/readings holds the readings run's records (metrics.json, readings/*.json, parameters.json) and the
+    tables rendered from them: rendering them again gives the same tables."""
+    root = REPO / "results" / "cpu" / "readings"
+    order = list(READINGS["experiments"])  # the workflow passes the runs in the config's order: so do we
+    metrics = sorted(root.glob("runs/*/*/metrics.json"), key=lambda p: order.index(p.parent.name.split("-s0-")[0]))
+    written = build_readings_report(metrics, sorted(root.glob("readings/*/*.json")),
+                                    root / "readings" / "parameters.json", tmp_path / "tables", tmp_path / "figures",
+                                    default=READINGS["readings"]["default"], reference=READINGS["readings"]["reference"])
+    tables = [p for p in written if p.parent.name == "tables"]
+    assert len(tables) == 9
+    for p in tables:
+        assert p.read_text() == (root / "tables" / p.name).read_text(), p.name
+    runs = {p.parent.name.split("-s0-")[0] for p in root.glob("runs/*/*/metrics.json")}
+    assert runs == set(READINGS["experiments"])  # every reading of the config, once

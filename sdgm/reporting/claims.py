@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +135,14 @@ def _html_table(df: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
-def write_claims(df: pd.DataFrame, stem: Path, source: str, readings: Path | None = None) -> list[Path]:
-    """claims.csv (machine), claims.md and claims.html (links relative to the tables folder), claims.tex. With a
-    readings results folder (docs/readings.md), claims.md and claims.html end with one line per claim not reproduced
-    or contradicted: the closest valid reading and its gap."""
+def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ()) -> list[Path]:
+    """claims.csv (machine), claims.md and claims.html (links relative to the tables folder), claims.tex. `why`
+    (why_lines, from a readings results folder): claims.md and claims.html end with one line per claim not reproduced
+    or contradicted, the closest valid reading and its gap."""
     stem = Path(stem)
     here = stem.parent
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex", ".html")]
     caption = CLAIMS_CAPTION.format(source=source)
-    why = why_lines([df], readings, here) if readings is not None else []
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(paths[1], f"Verdicts: {_summary(df)}. {caption}\n\n"
                       + to_markdown(claims_display(df, here)) + f"\n{UNSTATED}\n"
@@ -173,6 +173,9 @@ def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> 
     if not lines:
         return []
     text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
+    twice = {t for t, n in Counter(text.values()).items() if n > 1}  # one claim per corpus: say which
+    corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
+    text = {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
     groups: dict[str, list[str]] = {}
     for cid, line in lines.items():
         groups.setdefault(line, []).append(text.get(cid, cid))
@@ -293,10 +296,9 @@ def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=N
     df = claims_table(claims, ev)
     compact = compact_table(claims, ev, load_paper(paper_path))
     tables = no_links_below(Path(tables_dir).parent, Path(tables_dir))  # no write through a committed link
+    why = why_lines([df], readings, tables) if readings is not None else []  # read before anything is written
     written = {}
-    if readings is not None:
-        why_lines([df], readings, tables)  # a bad readings folder fails here, before anything is written
-    for p in write_claims(df, tables / "claims", claims["source"], readings):
+    for p in write_claims(df, tables / "claims", claims["source"], why):
         written[f"claims_{p.suffix[1:]}"] = p
     for p in write_compact(compact, tables / "compact", compact_caption(claims, compact)):
         written[f"compact_{p.suffix[1:]}"] = p

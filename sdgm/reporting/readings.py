@@ -243,10 +243,8 @@ def parameters_table(data: ReadingsData, paper_m: float, rel_tol: float) -> pd.D
     if not rows:
         return pd.DataFrame()
     options = [k for k in rows[0] if k not in ("corpus", "vocab_size", "params")]
-    base = {k: data.records[0]["model_config"][k] for k in options} if data.records else {}
-    for r in data.records:
-        if r["experiment"] == data.default:
-            base = {k: r["model_config"][k] for k in options}
+    default = next(r for r in data.records if r["experiment"] == data.default)  # from_records: it is there
+    base = {k: default["model_config"][k] for k in options}
     out = []
     for r in rows:
         away = [k for k in options if r[k] != base.get(k)]
@@ -268,20 +266,22 @@ def plot_curves(data: ReadingsData, out_stem: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(9, 6))
     default_model = next(r["model"] for r in data.records if r["experiment"] == data.default)
-    for rec in data.records:
+    colors = plt.get_cmap("tab20").colors  # one colour per run (the default cycle has 10, the readings 17 runs)
+    for i, rec in enumerate(data.records):
         exp, m = rec["experiment"], rec["metrics"]
         per_step = m["train_tokens_per_s"] * m["train_seconds"] / max(m["steps"], 1)
         pts = [(p["step"] * per_step, p["ppl"]) for p in rec.get("history", {}).get("val", [])
                if math.isfinite(p.get("ppl", math.nan)) and p["ppl"] > 0]
         style = ":" if not data.valid[exp] else "-" if rec["model"] == default_model else "--"  # leaks, SDGM, baseline
         label = data.label(exp) + ("" if data.valid[exp] else " [LEAKS]")
-        line, = ax.plot([x for x, _ in pts], [y for _, y in pts], style, marker=".", label=label)
+        line, = ax.plot([x for x, _ in pts], [y for _, y in pts], style, marker=".", label=label,
+                        color=colors[i % len(colors)])
         ax.plot([m["train_tokens_per_s"] * m["train_seconds"]], [m["val_ppl"]], "o", color=line.get_color())
     ax.set_yscale("log")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation perplexity")
-    ax.set_title(f"Readings on {data.corpus}: validation perplexity against training tokens "
-                 "(dots: the whole split at the budget, windows of L)")
+    ax.set_title(f"Readings on {data.corpus}: validation perplexity against training tokens\n"
+                 "(dots: the whole split at the budget, windows of L)", fontsize=10)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return save_figure(fig, out_stem)
@@ -325,6 +325,7 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
     other = str(claim.get("compared_with") or "")
     if not metric:  # claims with several measures name theirs in claims.yaml
         metric = (claims.get(claim["id"], {}).get("measures") or [{}])[0].get("metric", "")
+    metric = metric.removeprefix("metrics.")  # a metrics.json key, as the claims table names it
     where = "" if corpus == data.corpus else f" (readings on {data.corpus})"
     sdgm_model = next((e.model for e in data.entries if e.experiment == data.default), "sdgm")
 
@@ -363,7 +364,7 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
         return (f"closest reading{where}: {desc(best)}, PPL {best.val_ppl:.1f} at the "
                 f"budget of {best.train_tokens:,.0f} training tokens against the paper's {target:g} "
                 f"({others}); " + ("it closes the gap" if within else "no protocol reading closes the gap"))
-    if metric == "params":
+    if metric == "params" and claim.get("kind") != "factor":  # a count, not a factor between models
         target, tol = float(claim["paper_value"]), tolerances["parameters"]["rel"]
         if not data.parameters:
             return "no reading explains the gap: no parameter readings recorded"
