@@ -16,8 +16,9 @@ measured rates -- max(FLOPs / matmul rate, elementwise FLOPs / vector rate, sine
 Log-log slopes of time per sequence and of peak memory against L are fitted per view, layer and mode.
 Timing and memory follow sdgm.common.timing (warmup, synchronized repeats, median; allocator peak above the inputs).
 
-The modules: layers (the layers compared and their costs), rates (the device's rates and a cost's floor), fit
-(slopes and extrapolation), measure (the benchmark and its record), cli (the command line).
+The modules: layers (the layers compared and their costs), rates (the device's rates and a cost's floor), sine_rate
+(the Triton kernel of the hardware sine's rate), fit (slopes and extrapolation), measure (the benchmark and its
+record), cli (the command line).
 """
 from .fit import extrapolate, fit_loglog_slope, predicted_peak
 from .layers import (SDGM_DECODERS, CausalAttentionLayer, LinformerLayer, SDGMMixingLayer, default_layers,

@@ -25,7 +25,7 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
     if cuda and triton_status(device)[0]:
-        from ...spectral.ops.rotation_triton import hardware_sine_rate, vector_flops_rate
+        from .sine_rate import hardware_sine_rate, vector_flops_rate
 
         rates["sines_per_s"], rates["sine_method"] = hardware_sine_rate(device), "Triton kernel, hardware sine"
         rates["vector_flops_per_s"] = vector_flops_rate(device)

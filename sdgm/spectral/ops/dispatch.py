@@ -12,8 +12,9 @@ chunked  (chunked.py) a torch.autograd.Function that saves only C and the parame
 rotation (rotation_cpu.py) CPU kernels compiled with numba: S advanced from one position to the next by a rotation
          (four multiply-adds instead of a sine), re-anchored every 32 positions. fp32 arithmetic; float64 C, or
          positions that do not advance by a constant step, take the chunked path.
-triton   (rotation_triton.py) fused kernels: each S tile is generated in registers and fed to tl.dot; the parameter
-         gradients are reduced per tile in registers. No L x K x D buffer exists anywhere.
+triton   (rotation_triton.py, its kernels in triton_mix.py and triton_params.py) fused kernels: each S tile is
+         generated in registers and fed to tl.dot; the parameter gradients are reduced per tile in registers. No
+         L x K x D buffer exists anywhere.
 auto     triton on CUDA where Triton imports and its kernels pass a check on the device (check_kernels: small
          problems and the run's own sizes (check_kernels_for_run) against chunked, values and gradients, once per
          process and device, in a child process on CUDA (kernel_check.py); on a mismatch, any compile or launch
