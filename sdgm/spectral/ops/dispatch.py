@@ -9,9 +9,10 @@ naive    (naive.py) S materialized for all L positions (L x K x D fp32), then on
          O(L K D).
 chunked  (chunked.py) a torch.autograd.Function that saves only C and the parameters; forward and backward rebuild
          S for `block` positions at a time. Memory O(block K D); runs on any device.
-rotation (rotation_cpu.py) CPU kernels compiled with numba: S advanced from one position to the next by a rotation
-         (four multiply-adds instead of a sine), re-anchored every 32 positions. fp32 arithmetic; float64 C, or
-         positions that do not advance by a constant step, take the chunked path.
+rotation (rotation_cpu.py, its kernels in rotation_cpu_kernels.py) CPU kernels compiled with numba: S advanced
+         from one position to the next by a rotation (four multiply-adds instead of a sine), re-anchored every 32
+         positions. fp32 arithmetic; float64 C, or positions that do not advance by a constant step, take the
+         chunked path.
 triton   (rotation_triton.py, its kernels in triton_mix.py and triton_params.py) fused kernels: each S tile is
          generated in registers and fed to tl.dot; the parameter gradients are reduced per tile in registers. No
          L x K x D buffer exists anywhere.
@@ -72,7 +73,8 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
 def cpu_status() -> tuple[bool, str]:
     """(can the rotation kernels (rotation_cpu.py) run here, why not): numba imports and the kernels compile and run
     on a tiny case."""
-    from .rotation_cpu import FUSED_MAX_BATCH, RotationSpectralDecode, _kernels
+    from .rotation_cpu import FUSED_MAX_BATCH, RotationSpectralDecode
+    from .rotation_cpu_kernels import _kernels
 
     try:
         _kernels()

@@ -76,6 +76,6 @@ class AtomStream:
 
 
 def _cpu_rotate_block():
-    from .rotation_cpu import _kernels
+    from .rotation_cpu_kernels import _kernels
 
     return _kernels()[4]
