@@ -135,7 +135,7 @@ def test_a_layers_first_case_is_predicted_from_the_others():
 
 
 def test_the_device_benchmark_skips_an_experiment_that_would_not_fit():
-    from sdgm.bench.device import _past_deadline
+    from sdgm.bench.device_run import _past_deadline
 
     options = {"d_model": 64, "n_atoms": 32, "seq_len": 64}
     assert _past_deadline(time.monotonic() + 100, [], "sdgm", 1000, options) is None  # nothing to predict from

@@ -150,7 +150,7 @@ def device_order(configfile: Path, slug: str, root: Path = REPO / "results") -> 
     """The device benchmark's experiments (sdgm.bench.device's defaults), those the device's committed records lack
     first (with neither a throughput nor a generation record, then with one of them missing), else in the config's
     order; and why, in words."""
-    from ..bench.device import default_experiments
+    from ..bench.device_run import default_experiments
     from ..harness.config import load_config
 
     experiments = default_experiments(load_config(configfile))
