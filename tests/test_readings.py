@@ -276,7 +276,8 @@ def test_the_claims_table_and_the_readme_give_each_gap_the_closest_valid_reading
     assert "closest valid reading: sdgm_kernel127" in (tables / "claims.html").read_text()
     readme = tmp_path / "README.md"
     section = C.readme_section([tables], readme, readings=root)
-    assert "Which reading closes the gap" in section and both[0] in section
+    assert "Which reading closes the gap" in section and "(readings_run)" in section  # linked: the lines are in
+    assert both[0] not in section  # claims.md
     assert "Which reading" not in C.readme_section([tables], readme)  # only with a readings folder
     same = pd.DataFrame([claim(c, metric="reference_ppl", kind="competitive", corpus=c) | {"claim": "competitive"}
                          for c in ("wikitext2", "ptb")])  # one claim per corpus, one text: the corpus tells them apart

@@ -25,7 +25,6 @@ import html
 import json
 import math
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from ..common.atomic import no_links_below, write_text_atomic
 from .records import ReportError, load_metrics, load_paper
 from .evidence import Evidence, values_of
 from .statistics import is_number
-from .verdicts import CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, claims_table, fmt, load_claims
+from .verdicts import CLAIMS_COLUMNS, NUMERIC_CLAIMS_COLUMNS, VERDICTS, claims_table, fmt, load_claims
 from .render import to_latex, to_markdown
 
 BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->", "<!-- CLAIMS_END -->"
@@ -172,10 +171,7 @@ def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> 
             lines.setdefault(cid, line)
     if not lines:
         return []
-    text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
-    twice = {t for t, n in Counter(text.values()).items() if n > 1}  # one claim per corpus: say which
-    corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
-    text = {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
+    text = claim_texts(frames)  # one claim per corpus: say which
     groups: dict[str, list[str]] = {}
     for cid, line in lines.items():
         groups.setdefault(line, []).append(text.get(cid, cid))
@@ -325,85 +321,58 @@ def read_claims_csv(path: Path) -> pd.DataFrame:
                        converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS})
 
 
-FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the README gives as a footnote
+def claim_texts(frames) -> dict[str, str]:
+    """Each claim's text by id; a text that two claims share (one claim per corpus) names its corpus."""
+    text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
+    twice = {t for t, n in Counter(text.values()).items() if n > 1}
+    corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
+    return {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
 
 
-def short_reason(reason: str) -> str:
-    """A reason without the measure's name and what it would read: the README's footnote (claims.md has all)."""
-    kept = "; ".join(s for s in reason.split("; would read: ")[0].split("; ") if not s.startswith("measure: "))
-    kept = re.sub(r" \([a-z0-9_, ]+\)(?=,|;|$)", "", kept) if kept.startswith("stale: ") else kept
-    return re.sub(rf"^{NOT_ON_DEVICE}: no [a-z]+( or [a-z]+)* record in this folder$",
-                  f"{NOT_ON_DEVICE}: no record of the claim's source in this folder", kept)
-
-
-def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
-    """claim, corpus, paper and one column per device folder (ours and the verdict; a "not measured" or "not
-    comparable" verdict with its reason as a lettered footnote), the claims in the first folder's order. Never
-    averaged: each cell is that folder's own verdict."""
-    notes: list[str] = []
-
-    def note(text: str) -> str:
-        if text not in notes:
-            notes.append(text)
-        return device_columns_marker(notes.index(text))
-
+def device_columns(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """claim, paper and one column per device folder (ours and the verdict in bold, nothing else: the reasons,
+    evidence and commits are in each folder's claims.md), the claims in the first folder's order. Never averaged:
+    each cell is that folder's own verdict."""
     first = next(iter(frames.values()))
-    disp = claims_display(first, evidence=False, readings=False)[["claim", "corpus", "paper"]]
+    text = claim_texts([first])
+    disp = pd.DataFrame({"claim": [text[cid] for cid in first["id"]],
+                         "paper": [paper_cell(r) for _, r in first.iterrows()]})
     for name, df in frames.items():
         rows = df.set_index("id")
         cells = []
         for cid in first["id"]:
             if cid not in rows.index:
-                cells.append("**not measured** " + note(f"{name}: the claim is not in this folder's table"))
+                cells.append("**not measured**")  # the claim is not in this folder's table
                 continue
-            r = rows.loc[cid]
-            ours = ours_cell(r)
-            cell = ("" if ours == "–" else ours + " ") + f"**{r['verdict']}**"
-            if r["verdict"] in FOOTNOTED and r["reason"]:
-                cell += " " + note(short_reason(r["reason"]))
-            if r.get("commits"):
-                cell += f" @{r['commits'].replace(' (dirty)', '+')}"
-            cells.append(cell)
+            ours = ours_cell(rows.loc[cid])
+            cells.append(("" if ours == "–" else ours + " ") + f"**{rows.loc[cid, 'verdict']}**")
         disp[name] = cells
-    return disp, notes
+    return disp
 
 
 def readme_section(tables_dirs, readme: Path, readings: Path | None = None) -> str:
-    """The verdict section of a README: what ran on each device, the verdicts (claim, paper, one column per device
-    folder), the compact table of the first folder, links to the full tables. Rendered from each folder's
-    tables/claims.csv and its records' provenance; `tables_dirs` is one tables folder or several (one per device,
-    named by its results folder). With a readings results folder: one line per claim not reproduced or contradicted
-    in any column (why_lines)."""
+    """The verdict section of a README, short: what ran on each device, the verdict counts with a link to each
+    folder's claims.md (reasons, evidence, commits and, with --readings, which reading closes each gap), and one
+    table: claim, paper, one column per device folder. Rendered from each folder's tables/claims.csv and its
+    records' provenance; `tables_dirs` is one tables folder or several (one per device, named by its results
+    folder). The main results table is linked (the first folder's compact.md), not repeated."""
     dirs = [Path(tables_dirs)] if isinstance(tables_dirs, (str, Path)) else [Path(d) for d in tables_dirs]
     here = Path(readme).parent
     frames = {d.parent.name: read_claims_csv(d / "claims.csv") for d in dirs}
-    tables_dir = dirs[0]
-    na_cols = {f"{c}_na": str for c, *_ in COMPACT_COLUMNS}
-    compact = pd.read_csv(tables_dir / "compact.csv", dtype={"model": str, "experiment": str, **na_cols})
-    compact["leaks"] = compact["leaks"].astype(bool)
-    for c in na_cols:
-        compact[c] = compact[c].astype(object).where(compact[c].notna(), "")
-    disp, vnotes = device_columns(frames)
-    cdisp, notes = compact_display(compact)
     ran = [f"- {d.parent.name}: {ran_line(find_records(d.parent)['metrics'], d.parent)}" for d in dirs]
     verdicts = []
     for d in dirs:
         md = _rel(str(d / "claims.md"), here)
         verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
-    letters = [device_columns_marker(i) for i in range(len(vnotes))]
-    why = why_lines(list(frames.values()), readings, here) if readings is not None else []
-    why = [why[0], "", *why[1:], ""] if why else []
+    compact = _rel(str(dirs[0] / "compact.md"), here)
+    notes = [f"One column per device, never averaged; rules: [docs/claims.md]({_rel('docs/claims.md', here)}). "
+             f"Main results ({dirs[0].parent.name}): [{compact}]({compact})."]
+    if readings is not None:
+        rel = _rel(str(readings), here)
+        notes.append(f"Which reading closes the gap, for each claim not reproduced or contradicted: the end of each "
+                     f"claims.md, from the readings run [{rel}]({rel}) (docs/readings.md).")
     return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
-                      f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
-                      f"averaged; @: the evidence's commit (+: uncommitted changes).", "",
-                      to_markdown(disp).rstrip(), ""]
-                     + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
-                     + ["", UNSTATED, "", *why, f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
-                     + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])
-
-
-def device_columns_marker(i: int) -> str:
-    return f"[{chr(ord('a') + i % 26) * (1 + i // 26)}]"
+                      to_markdown(device_columns(frames)).rstrip(), "", *notes, "", END])
 
 
 def ran_line(metrics_paths, root: Path | None = None) -> str:
