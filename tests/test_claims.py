@@ -14,7 +14,10 @@ import yaml
 
 from sdgm.reporting import ReportError, load_paper
 from sdgm.reporting import claims as C
-from sdgm.reporting import verdicts as V
+from sdgm.reporting import claim_rules as V
+from sdgm.reporting.claim_row import VERDICTS
+from sdgm.reporting.slope_rule import SUPERSEDED_SCALING
+from sdgm.reporting.statistics import t_quantile
 
 REPO = Path(__file__).resolve().parents[1]
 TOLS = {"tolerances": {"ppl": {"rel": 0.03, "why": "x"}, "abs01": {"abs": 0.1, "why": "x"},
@@ -53,7 +56,7 @@ VALUE = {"id": "v", "claim": "c", "where": "w", "kind": "value", "corpus": "ptb"
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423), (1000, 1.9623)])
 def test_t_quantile_matches_tables(df, expected):
-    assert V.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
 
 
 @pytest.mark.parametrize("values,verdict", [([99.0, 101.0, 100.5], V.REPRODUCED),  # 100 inside the interval
@@ -217,7 +220,7 @@ def test_a_schema_1_record_judges_no_slope_and_a_missing_fit_is_not_measured(tmp
     """A schema-1 record timed the superseded einsum decoder: whatever its slope, it is not the model's cost."""
     rec = scaling(tmp_path, {"batch": {"sdgm": 1.0, "attention": 1.9, "linformer": 1.0}}, 1)
     row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
-    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == V.SUPERSEDED_SCALING
+    assert row["verdict"] == V.NOT_MEASURED and row["reason"] == SUPERSEDED_SCALING
     rec = scaling(tmp_path, {"batch": {"attention": 1.9}})
     row = V.judge(TOLS, SLOPE, V.Evidence(scaling=rec))
     assert row["verdict"] == V.NOT_MEASURED and row["reason"] == "no time slope of sdgm in the record"
@@ -263,7 +266,7 @@ def test_claims_and_compact_csvs_hold_numbers_in_numeric_columns(tmp_path):
     claims = pd.read_csv(written["claims_csv"])
     for col in V.NUMERIC_CLAIMS_COLUMNS:
         assert pd.api.types.is_numeric_dtype(claims[col]), col
-    assert set(claims["verdict"]) <= set(V.VERDICTS) and claims["id"].is_unique
+    assert set(claims["verdict"]) <= set(VERDICTS) and claims["id"].is_unique
     assert claims.set_index("id").loc["wt2-val-ppl", "verdict"] == V.REPRODUCED  # 31.2 inside [28.1, 34.4]
     assert claims.set_index("id").loc["wt2-beats-txl", "verdict"] == V.REPRODUCED
     compact = pd.read_csv(written["compact_csv"])

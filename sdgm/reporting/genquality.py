@@ -198,7 +198,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = BOOT_SEED) 
 
 def score_sequences(lm: KneserNey, sequences: list[tuple[list[str], list[str]]]) -> dict:
     """The statistics of one set of (context, tokens) sequences, with 95 % bootstrap intervals over sequences, and
-    the per-sequence numbers the paired comparison of sdgm.reporting.verdicts resamples."""
+    the per-sequence numbers the paired comparison of sdgm.reporting.competitive_rule resamples."""
     toks = [t for _, t in sequences]
     n = len(toks)
     nll, scored, oov = (np.array(x, dtype=float) for x in zip(*(lm.sequence_nll(c, t) for c, t in sequences))) \

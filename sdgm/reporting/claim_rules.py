@@ -1,6 +1,8 @@
-"""The verdict rules of the claims ledger: the claims file and one judge per kind of claim. The statistics are in
-sdgm.reporting.statistics, the evidence (the records a claim is judged from) in sdgm.reporting.evidence;
-sdgm.reporting.claims builds the tables and pages from them; the rules are written out in docs/claims.md.
+"""The claim rules: the claims file (sdgm/reporting/claims.yaml) and one judge per kind of claim, written out in
+docs/claims.md; `judge` gives one claim's row and `claims_table` the ledger. The row and the verdict words are in
+sdgm.reporting.claim_row, the slope and generation-quality rules in slope_rule and competitive_rule, the statistics
+in sdgm.reporting.statistics, the evidence (the records a claim is judged from) in sdgm.reporting.evidence;
+sdgm.reporting.claims_tables renders the tables and pages from the ledger.
 """
 from __future__ import annotations
 
@@ -14,28 +16,18 @@ import numpy as np
 import pandas as pd
 
 from ..common.schema import CLAIMS_SCHEMA_PATH, SchemaViolation, check, strict_validator
+from .claim_row import (CLAIMS_COLUMNS, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURED, NOT_ON_DEVICE, NOT_REPRODUCED,
+                        NUMERIC_CLAIMS_COLUMNS, ONE_SEED, REPRODUCED, fmt, grouped, tolerance_of,
+                        verdict_row)
+from .competitive_rule import judge_competitive
 from .evidence import Evidence, check_evidence, choose_measure, commits_of, experiments_of, values_of
 from .records import ReportError, read_yaml_mapping
-from .statistics import difference_interval, fit_slope, interval, is_number, t_quantile
+from .slope_rule import judge_slope
+from .statistics import difference_interval, interval
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
-
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-CONTRADICTED = "contradicted"
-NOT_MEASURED = "not measured"
-NOT_COMPARABLE = "not comparable"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURED)
-
-ONE_SEED = "one seed: no interval"
 CLAIM_SCHEMA = json.loads(CLAIMS_SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["claim"]
 KINDS = tuple(CLAIM_SCHEMA["properties"]["kind"]["enum"])  # docs/claims.md: one rule each
-NOT_ON_DEVICE = "not measured on this device"
-
-CLAIMS_COLUMNS = ["id", "claim", "reading", "where", "kind", "corpus", "corpus_stated", "metric", "unit", "experiment",
-                  "compared_with", "paper_value", "paper_text", "ours_value", "ours_ci_low", "ours_ci_high", "n",
-                  "tolerance", "verdict", "reason", "evidence", "shown", "commits"]
-NUMERIC_CLAIMS_COLUMNS = ["paper_value", "ours_value", "ours_ci_low", "ours_ci_high", "n", "tolerance"]
 
 
 # ---- the claims file ---------------------------------------------------------------------------------------------
@@ -84,51 +76,18 @@ def _claims_error(path: Path, data: dict, e: SchemaViolation) -> str:
     return f"{path}: claim {i} ({cid}): {text}"
 
 
-# ---- verdicts ----------------------------------------------------------------------------------------------------
 
-def _tolerance(claims: dict, claim: dict, reference: float) -> float:
-    tol = claims["tolerances"][claim["tolerance"]]
-    return float(tol["abs"]) if "abs" in tol else float(tol["rel"]) * abs(reference)
-
-
-def _row(claim: dict, **kw) -> dict:
-    row = {"id": claim["id"], "claim": " ".join(str(claim["claim"]).split()),
-           "reading": " ".join(str(claim.get("reading", "")).split()), "where": claim["where"],
-           "kind": claim["kind"], "corpus": claim["corpus"],
-           "corpus_stated": "stated" if claim.get("corpus_stated", True) else "unstated (our choice)",
-           "metric": claim.get("metric", ""), "unit": claim.get("unit", ""), "experiment": claim.get("experiment", ""),
-           "compared_with": "", "paper_value": claim.get("paper"), "paper_text": claim.get("paper_text", ""),
-           "ours_value": math.nan, "ours_ci_low": math.nan, "ours_ci_high": math.nan, "n": 0,
-           "tolerance": math.nan, "verdict": NOT_MEASURED, "reason": "", "evidence": [], "shown": "",
-           "commits": ""}
-    row.update(kw)
-    if row["paper_value"] is None:
-        row["paper_value"] = math.nan
-    return row
-
-
-def fmt(v: float) -> str:
-    if not is_number(v):
-        return "–"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
+# ---- the rules ---------------------------------------------------------------------------------------------------
 
 def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
     """value: reproduced when the paper's number lies inside our 95 % interval over seeds; with one seed, when it
     lies within the tolerance. engineering: reproduced when it lies inside the interval or within the tolerance."""
     values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
-        return _row(claim, reason="; ".join(missing), evidence=paths)
+        return verdict_row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
     paper = float(claim["paper"])
-    tol = _tolerance(claims, claim, paper)
+    tol = tolerance_of(claims, claim, paper)
     within = abs(mean - paper) <= tol
     gap = f"ours - paper = {mean - paper:+.4g} {claim.get('unit', '')}".rstrip()
     notes = [f"{len(missing)} seed(s) without a value ({'; '.join(missing)})"] if missing else []
@@ -144,8 +103,8 @@ def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
         else:
             verdict = REPRODUCED if inside else NOT_REPRODUCED
             reason = f"paper {'inside' if inside else 'outside'} the 95 % interval over {n} seeds; {gap}"
-    return _row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol, verdict=verdict,
-                reason="; ".join([reason, *notes]), evidence=paths)
+    return verdict_row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol, verdict=verdict,
+                       reason="; ".join([reason, *notes]), evidence=paths)
 
 
 def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -161,13 +120,13 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
         others[exp] = vals
     absent = [e for e in [claim["experiment"], *claim["than"]] if not (a if e == claim["experiment"] else others[e])]
     if absent:
-        return _row(claim, reason=f"no value for {', '.join(absent)}: " + grouped(missing), evidence=paths)
+        return verdict_row(claim, reason=f"no value for {', '.join(absent)}: " + grouped(missing), evidence=paths)
     pick = min if claim["better"] == "lower" else max
     best = pick(others, key=lambda e: float(np.mean(others[e])))
     b = others[best]
     d, lo, hi = difference_interval(a, b)
     sign = -1.0 if claim["better"] == "lower" else 1.0
-    tol = _tolerance(claims, claim, float(np.mean(b)))
+    tol = tolerance_of(claims, claim, float(np.mean(b)))
     what = (f"{claim['experiment']} - {best} = {d:+.4g} {claim.get('unit', '')}".rstrip()
             + ("" if len(claim["than"]) == 1 else f" ({best}: the {claim['better']} of {', '.join(claim['than'])})"))
     n = min(len(a), len(b))
@@ -204,81 +163,8 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
                   + (": contains 0, no difference established" if verdict == NOT_REPRODUCED else ""))
     if verdict == CONTRADICTED:
         reason += f"; the other way: {claim['experiment']} is the {'higher' if sign < 0 else 'lower'}"
-    return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths, shown=shown)
-
-
-VIEW_WORDS = {"batch": "fixed batch, per-sequence cost", "tokens": "fixed tokens per batch (B = tokens / L)"}
-
-
-# A schema-1 scaling record timed the einsum decoder, which materializes the atoms (L x K x D) on every call: it
-# measured that implementation, not the model's cost (docs/spectral-decoder.md), so it judges no claim.
-SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materialized the atoms "
-                      "(L x K x D), since replaced: that implementation, not the model")
-
-
-MIN_SEQUENCES = 20  # sequences a generation-quality verdict needs (docs/claims.md: small samples)
-MIN_LENGTHS = 4  # lengths a slope is fitted on before it judges anything (docs/claims.md: slopes)
-
-
-def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
-    """slope: the log-log slope of the experiment's cost against L. A view judges when every compared layer is fitted
-    on >= MIN_LENGTHS lengths and the linear control of the same run (`control`) reads linear within the tolerance;
-    there: reproduced within the tolerance of the paper's slope, contradicted when the slope exceeds that of the layer
-    it is claimed to beat (`than`) by more than the tolerance, else not reproduced. The views that judge must agree
-    (else not reproduced); none judges: not measured. One benchmark run; the fit's 95 % interval is shown."""
-    rec = ev.scaling
-    if rec is None:
-        return _row(claim, reason="no scaling record")
-    paths = [rec["_path"]]
-    if rec.get("schema") == 1:
-        return _row(claim, reason=SUPERSEDED_SCALING, evidence=paths)
-    paper = float(claim["paper"])
-    tol = _tolerance(claims, claim, paper)
-    control, rival = claim.get("control"), claim["than"][0]
-    judged, skipped, first = {}, [], None
-    for view in claim["views"]:
-        layer = next((x for x in claim.get("layers") or [claim["experiment"]]
-                      if "slope" in fit_slope(rec, view, x, claim["mode"])), None)
-        if layer is None:
-            skipped.append(f"{view}: no fit of {claim['experiment']}")
-            continue
-        fits = {name: fit_slope(rec, view, name, claim["mode"]) for name in (layer, rival, control) if name}
-        ours = fits[layer]
-        first = first or (view, layer, ours)
-        short = [m for m, f in fits.items() if f["n"] < MIN_LENGTHS]
-        if short:
-            fewest = min(fits[m]["n"] for m in short)
-            skipped.append(f"{view}: {', '.join(short)} on {fewest} lengths, fewer than {MIN_LENGTHS}")
-            continue
-        if control and abs(fits[control]["slope"] - 1.0) > tol:
-            skipped.append(f"{view}: the linear control {control} reads {fits[control]['slope']:.2f}")
-            continue
-        s, a = ours["slope"], fits[rival]["slope"]
-        verdict = REPRODUCED if abs(s - paper) <= tol else CONTRADICTED if s - a > tol else NOT_REPRODUCED
-        judged[view] = (verdict, layer, ours, a, fits.get(control, {}).get("slope"))
-    if first is None:
-        return _row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record",
-                    evidence=paths)
-
-    def text(view, layer, fit):
-        return f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view}, {layer}, n = {fit['n']})"
-
-    if not judged:
-        view, layer, fit = first
-        return _row(claim, compared_with=rival, evidence=paths, tolerance=tol, n=1,
-                    reason=f"no view judges: {'; '.join(skipped)}; slope {text(view, layer, fit)}")
-    verdicts = {v[0] for v in judged.values()}
-    verdict = verdicts.pop() if len(verdicts) == 1 else NOT_REPRODUCED
-    parts = [f"{text(view, layer, fit)} against {rival} {a:.2f}" + (f", control {control} {c:.2f}" if c else "")
-             + f": {v}" for view, (v, layer, fit, a, c) in judged.items()]
-    reason = (f"one benchmark run, 95 % interval of the fit; {'; '.join(parts)}; tolerance ±{tol:.3g} "
-              f"({claim['tolerance']})" + (f"; judging nothing: {'; '.join(skipped)}" if skipped else "")
-              + ("; the views disagree" if len(judged) > 1 and len({v[0] for v in judged.values()}) > 1 else ""))
-    view, (_, layer, fit, _, _) = next(iter(judged.items()))
-    return _row(claim, compared_with=rival, ours_value=fit["slope"], ours_ci_low=fit["low"], ours_ci_high=fit["high"],
-                n=1, tolerance=tol, verdict=verdict, reason=reason, evidence=paths,
-                shown=f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view} view)")
+    return verdict_row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
+                       verdict=verdict, reason=reason, evidence=paths, shown=shown)
 
 
 def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -287,7 +173,7 @@ def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
     recs = sorted((g for g in ev.gmm if g["experiment"] == claim["experiment"]
                    and claim["corpus"] in ("all", g["corpus"])), key=lambda g: (g["corpus"], g["seed"]))
     if not recs:
-        return _row(claim, reason=f"no GMM fitted for {claim['experiment']}")
+        return verdict_row(claim, reason=f"no GMM fitted for {claim['experiment']}")
     failed, notes = [], []
     for g in recs:
         grid = {e.get("components"): e for e in g.get("grid", [])}
@@ -300,119 +186,9 @@ def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
     if failed:
         reason = f"the chosen mixture did not converge for {', '.join(failed)}; " + reason
     comps = [float(g["components"]) for g in recs]
-    return _row(claim, ours_value=float(np.mean(comps)), n=len(recs), verdict=verdict, reason=reason,
-                evidence=[g["_path"] for g in recs])
+    return verdict_row(claim, ours_value=float(np.mean(comps)), n=len(recs), verdict=verdict, reason=reason,
+                       evidence=[g["_path"] for g in recs])
 
-
-def _ppl_parts(entry: dict) -> tuple[np.ndarray, np.ndarray]:
-    per = entry["per_sequence"]
-    return np.asarray(per["nll"], dtype=float), np.asarray(per["scored"], dtype=float)
-
-
-def _distance(model: tuple, real: tuple, idx: np.ndarray) -> np.ndarray:
-    """|ln(P_model / P_real)| over the sequences of each row of idx: ln P = sum NLL / sum tokens."""
-    (nm, tm), (nr, tr) = model, real
-    return np.abs(nm[idx].sum(-1) / tm[idx].sum(-1) - nr[idx].sum(-1) / tr[idx].sum(-1))
-
-
-def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
-    """competitive (generation quality): D = |ln(P / P_real)|, P the reference perplexity of a model's samples
-    and P_real that of its yardstick (the true continuations, else held-out text); the best of `than` has the
-    smallest D. dD = D(experiment) - D(best), 95 % interval from a paired bootstrap over sequences. Reproduced when
-    the interval lies at or below ln(1 + tolerance), contradicted when above it, not reproduced when it contains it.
-    Judged on the first of `sets` that every compared record has, at the lowest seed they share."""
-    from .genquality import resample_indices
-
-    names = [claim["experiment"], *claim["than"]]
-    recs = {e: ev.records("quality", claim["corpus"], e) for e in names}
-    paths = [r["_path"] for rs in recs.values() for r in rs]
-    absent = [e for e in names if not recs[e]]
-    if absent:
-        return _row(claim, reason=f"no quality record of {', '.join(absent)} on {claim['corpus']}", evidence=paths)
-    seeds = sorted(set.intersection(*({r["seed"] for r in rs} for rs in recs.values())))
-    if not seeds:
-        return _row(claim, reason="no seed that every compared model has", evidence=paths)
-    run = {e: next(r for r in recs[e] if r["seed"] == seeds[0]) for e in names}
-    sets = [s for s in claim["sets"] if all(s in run[e]["sets"] for e in names)]
-    if not sets:
-        return _row(claim, reason=f"no set of samples among {', '.join(claim['sets'])} that every compared record "
-                                  f"has", evidence=paths)
-    name = sets[0]
-    entries = {e: run[e]["sets"][name] for e in names}
-    yard = "true_continuations" if all("true_continuations" in x["yardsticks"] for x in entries.values()) \
-        else "heldout"
-    sizes = {e: (x["n"], x["yardsticks"][yard]["n"]) for e, x in entries.items()}
-    if len({n for pair in sizes.values() for n in pair}) != 1:
-        return _row(claim, reason=f"the sets differ in size (sequences: {sizes}): no paired comparison",
-                    evidence=paths)
-    if name in PROMPTED:  # the same prompts for every model: the settings that fix them agree
-        settings = {e: run[e].get("sampling") or {} for e in names}
-        differ = [k for k in SAME_PROMPTS if len({repr(s.get(k)) for s in settings.values()}) != 1]
-        if differ:
-            return _row(claim, reason=f"the {name} were not of the same prompts: {', '.join(differ)} differ ("
-                        + "; ".join(f"{e} {settings[e].get(differ[0])}" for e in names) + ")", evidence=paths)
-    n = entries[claim["experiment"]]["n"]
-    if n < 2:
-        return _row(claim, reason="one sequence: no interval", evidence=paths)
-    parts = {e: (_ppl_parts(x), _ppl_parts(x["yardsticks"][yard])) for e, x in entries.items()}
-    point = np.arange(n)[None, :]
-    dist = {e: float(_distance(*parts[e], point)[0]) for e in names}
-    best = min(claim["than"], key=lambda e: dist[e])
-    d = dist[claim["experiment"]] - dist[best]
-    if n >= MIN_SEQUENCES:
-        idx = resample_indices(n)
-        boot = _distance(*parts[claim["experiment"]], idx) - _distance(*parts[best], idx)
-        lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
-        how = "paired bootstrap interval"
-    else:  # too few sequences for a bootstrap: Student's t on the per-sequence paired differences
-        each = np.arange(n)[:, None]
-        pair = _distance(*parts[claim["experiment"]], each) - _distance(*parts[best], each)
-        half = t_quantile(0.975, n - 1) * float(np.std(pair, ddof=1)) / math.sqrt(n)
-        lo, hi = float(pair.mean() - half), float(pair.mean() + half)
-        how = "t interval on the per-sequence paired differences"
-    tol = math.log1p(float(claims["tolerances"][claim["tolerance"]]["rel"]))
-    verdict = REPRODUCED if hi <= tol else CONTRADICTED if lo > tol else NOT_REPRODUCED
-    few = n < MIN_SEQUENCES and verdict != NOT_REPRODUCED
-    if few:
-        verdict = NOT_REPRODUCED
-
-    def ppl(e: str) -> str:
-        (nm, tm), (nr, tr) = parts[e]
-        return f"P {math.exp(nm.sum() / tm.sum()):.4g} vs {math.exp(nr.sum() / tr.sum()):.4g}"
-
-    what = {"true_continuations": "the true continuations", "heldout": "held-out text"}[yard]
-    reason = (f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
-              f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
-              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % {how} "
-              f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
-              f"{tol:.3f}")
-    reason += {REPRODUCED: ": the interval lies at or below it", CONTRADICTED: ": the interval lies above it",
-               NOT_REPRODUCED: ": the interval contains it, not established either way"}[verdict]
-    if few:
-        reason = reason.rsplit(":", 1)[0] + f": fewer than {MIN_SEQUENCES} sequences, no verdict either way"
-    return _row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                verdict=verdict, reason=reason, evidence=paths,
-                shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n} {SET_WORDS.get(name, name)}",
-                reading=what_ran(name, n, run[claim["experiment"]].get("sampling") or {}, seeds[0], what))
-
-
-SET_WORDS = {"continuations": "continuations", "gmm_continuations": "GMM-coefficient continuations",
-             "free": "free samples", "free_gmm": "free GMM-coefficient samples"}
-PROMPTED = ("continuations", "gmm_continuations")  # the sets of prompt continuations (the others: free samples)
-SAME_PROMPTS = ("split", "prompts", "prompt_tokens", "new_tokens", "starts")
-
-
-def what_ran(name: str, n: int, sampling: dict, seed: int, yardstick: str) -> str:
-    """The generation-quality claim's reading as what was judged: the set, its n and, for continuations, the
-    prompts' settings (never the protocol of a set that did not run)."""
-    head = f"what ran: the reference perplexity (Kneser-Ney trigram of the training split) of {n} {SET_WORDS[name]}"
-    if name not in PROMPTED:
-        return f"{head} per model against {yardstick} of the same lengths; no continuations of validation prompts"
-    s = sampling
-    split = {"valid": "validation"}.get(s.get("split", "valid"), s.get("split"))
-    return (f"{head} per model of {split} prompts ({s.get('prompt_tokens', '?')} prompt tokens, "
-            f"{s.get('new_tokens', '?')} new tokens, temperature {s.get('temperature', '?')}, top-k "
-            f"{s.get('top_k') or 'off'}, seed {seed}) against {yardstick}")
 
 
 def _means(ev: Evidence, claim: dict, names: list[str]):
@@ -426,17 +202,6 @@ def _means(ev: Evidence, claim: dict, names: list[str]):
     if absent:
         return {}, f"no value for {', '.join(absent)}: " + grouped(missing), paths, 0
     return {e: float(np.mean(v)) for e, v in vals.items()}, "; ".join(missing), paths, min(map(len, vals.values()))
-
-
-def grouped(reasons: list[str]) -> str:
-    """"a seed 0: why; b seed 0: why" as "a, b seed 0: why": one reason once."""
-    by: dict[str, list[str]] = {}
-    for r in reasons:
-        who, _, why = r.partition(": ")
-        by.setdefault(why, []).append(who)
-    if len(by) == 1 and next(iter(by)):  # one reason for every record: said once
-        return next(iter(by))
-    return "; ".join(f"{', '.join(who)}: {why}" if why else ", ".join(who) for why, who in by.items())
 
 
 def paper_factors(claim: dict) -> tuple[float, float]:
@@ -456,6 +221,7 @@ def ties(f: dict[str, float], closest: str, rel: float) -> list[str]:
     return [m for m in f if m != closest and f[m] <= f[closest] * (1 + rel)]
 
 
+
 def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     """factor (relative efficiency on one device): f_m = value(m) / value(experiment) where lower is better, the
     inverse where higher is better; f = min over `than` (the closest baseline). Reproduced when f >= max(f_paper /
@@ -466,10 +232,10 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     paper = {"paper_value": lo, "paper_text": f"x{lo:.2f}-{hi:.2f}, {claim.get('paper_text', '')}".rstrip(", ")}
     means, notes, paths, n = _means(ev, claim, names)
     if not means:
-        return _row(claim, reason=notes, evidence=paths, **paper)
+        return verdict_row(claim, reason=notes, evidence=paths, **paper)
     if min(means.values()) <= 0:
-        return _row(claim, reason="a value <= 0: no ratio ("
-                    + ", ".join(f"{e} {means[e]:.4g}" for e in names) + ")", evidence=paths, **paper)
+        return verdict_row(claim, reason="a value <= 0: no ratio ("
+                           + ", ".join(f"{e} {means[e]:.4g}" for e in names) + ")", evidence=paths, **paper)
     ours = means[claim["experiment"]]
     lower = claim["better"] == "lower"
     f = {m: means[m] / ours if lower else ours / means[m] for m in claim["than"]}
@@ -506,9 +272,9 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
                    f"{unit}: x{fp:.2f}, {change}")
     if notes:
         reason += f"; {notes}"
-    return _row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict, reason=reason,
-                evidence=paths, shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")",
-                **paper)
+    return verdict_row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict,
+                       reason=reason, evidence=paths,
+                       shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")", **paper)
 
 
 def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -516,7 +282,7 @@ def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
     paper's, always "not comparable", with our device and the claim that judges it relatively."""
     values, missing, paths = values_of(ev, claim, claim["experiment"])
     if not values:
-        return _row(claim, reason="; ".join(missing), evidence=paths)
+        return verdict_row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
     recs = ev.records(claim["source"], claim["corpus"], claim["experiment"])
     devices = sorted({str((r.get("provenance") or {}).get("device") or r.get("device") or "an unnamed device")
@@ -524,14 +290,15 @@ def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
     reason = (f"the paper names no device, precision or software for its {claim['paper']:,g} "
               f"{claim.get('unit', '')}; ours is of {', '.join(devices)}; judged against the baselines on one "
               f"device instead: {claim['judged_by']}")
-    return _row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, verdict=NOT_COMPARABLE,
-                reason=reason, evidence=paths)
+    return verdict_row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, verdict=NOT_COMPARABLE,
+                       reason=reason, evidence=paths)
+
 
 
 JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_direction, "slope": judge_slope,
           "procedure": judge_procedure, "competitive": judge_competitive, "factor": judge_factor,
           "unstated_device": judge_unstated_device,
-          "unmeasured": lambda claims, claim, ev: _row(claim, reason=" ".join(str(claim["reason"]).split()))}
+          "unmeasured": lambda claims, claim, ev: verdict_row(claim, reason=" ".join(str(claim["reason"]).split()))}
 
 
 def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
