@@ -27,7 +27,7 @@ from .statistics import difference_interval, interval
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 CLAIM_SCHEMA = json.loads(CLAIMS_SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["claim"]
-KINDS = tuple(CLAIM_SCHEMA["properties"]["kind"]["enum"])  # docs/claims.md: one rule each
+CLAIM_KINDS = tuple(CLAIM_SCHEMA["properties"]["kind"]["enum"])  # docs/claims.md: one rule each
 
 
 # ---- the claims file ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     smallest D. dD = D(experiment) - D(best), 95 % interval from a paired bootstrap over sequences. Reproduced when
     the interval lies at or below ln(1 + tolerance), contradicted when above it, not reproduced when it contains it.
     Judged on the first of `sets` that every compared record has, at the lowest seed they share."""
-    from .genquality import resample_indices
+    from .sample_scores import resample_indices
 
     names = [claim["experiment"], *claim["than"]]
     recs = {e: ev.records("quality", claim["corpus"], e) for e in names}

@@ -27,7 +27,7 @@ DISCOUNT = 0.75
 RESAMPLES = 1000
 BOOT_SEED = 0
 STATS = ("reference_ppl", "distinct_1", "distinct_2", "distinct_3", "seq_rep_4", "self_bleu", "zipf")
-SCHEMA = 1
+QUALITY_RECORD_VERSION = 1  # the "schema" field of a quality record
 
 
 def read_tokens(path) -> list[str]:
@@ -295,8 +295,9 @@ def score_run(samples_path, continuations_path, train_path, heldout_path, metric
         if true is not None:
             entry["yardsticks"]["true_continuations"] = score_sequences(lm, true)
         scored[name] = entry
-    record = {"kind": "quality", "schema": SCHEMA, "corpus": rec["corpus"], "experiment": rec["experiment"],
-              "model": rec.get("model"), "seed": rec["seed"], "device": rec.get("provenance", {}).get("device"),
+    record = {"kind": "quality", "schema": QUALITY_RECORD_VERSION, "corpus": rec["corpus"],
+              "experiment": rec["experiment"], "model": rec.get("model"), "seed": rec["seed"],
+              "device": rec.get("provenance", {}).get("device"),
               "samples": str(samples_path), "continuations": str(continuations_path) if continuations_path else None,
               "sampling": settings,
               "reference_model": {"kind": "interpolated Kneser-Ney", "order": ORDER, "discount": lm.discount,
