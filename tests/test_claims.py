@@ -506,7 +506,8 @@ def test_readme_section_has_one_column_per_device_never_averaged(tmp_path):
     head = next(line for line in text.splitlines() if line.startswith("| claim |"))
     assert head == "| claim | paper | gpu | cpu |"
     row = next(line for line in text.splitlines() if line.startswith("| SDGM has fewer parameters"))
-    assert row.endswith(" | x3 (10.00 vs 30.00 M, gpt2) **reproduced** | x1.2 (10.00 vs 12.00 M, gpt2) **not reproduced** |")
+    assert row.endswith(" | x3 (10.00 vs 30.00 M, gpt2) **reproduced** "
+                        "| x1.2 (10.00 vs 12.00 M, gpt2) **not reproduced** |")
     speed = next(line for line in text.splitlines() if line.startswith("| SDGM processes 2,100"))
     assert speed.endswith(" | **not measured** | **not measured** |")  # the reason: in each folder's claims.md
     assert f"{V.NOT_ON_DEVICE}: no throughput record" in (tmp_path / "gpu" / "tables" / "claims.md").read_text()

@@ -66,7 +66,8 @@ def find_records(root: Path) -> dict:
     root = Path(root)
     scaling = root / "bench" / "scaling.json"
     return {"metrics": sorted(root.glob("runs/*/*/metrics.json")),
-            "throughput": sorted(root.glob("bench/throughput/*/*.json")) + sorted(root.glob("runs/*/*/throughput.json")),
+            "throughput": (sorted(root.glob("bench/throughput/*/*.json"))
+                           + sorted(root.glob("runs/*/*/throughput.json"))),
             "generation": sorted(root.glob("bench/generation/*/*.json")),
             "scaling": scaling if scaling.exists() else None,
             "gmm": sorted(root.glob("runs/*/*/gmm.json")),

@@ -142,8 +142,8 @@ def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ())
 def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> list[str]:
     """A heading line, then one markdown bullet per line of explanation: every claim judged not reproduced or
     contradicted in any of the claims tables `frames` gets the line sdgm.reporting.reading_gaps.explain_claim reads
-    from the readings folder's records (the closest VALID reading and its gap, or that none explains it); claims with the
-    same line share its bullet. No such claim: no lines."""
+    from the readings folder's records (the closest VALID reading and its gap, or that none explains it); claims with
+    the same line share its bullet. No such claim: no lines."""
     data = load_folder(readings)
     lines: dict[str, str] = {}
     for df in frames:

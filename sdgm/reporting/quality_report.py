@@ -84,7 +84,8 @@ def _cell(r, s: str) -> str:
 
 
 def quality_display(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"corpus": r["corpus"], "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
+    return pd.DataFrame([{"corpus": r["corpus"],
+                          "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
                           "set": SETS[r["set"]], "sequences x tokens": f"{r['n']} x {r['tokens'] // max(r['n'], 1)}",
                           **{HEADERS[s]: _cell(r, s) for s in STATS}} for _, r in df.iterrows()],
                         columns=["corpus", "model", "set", "sequences x tokens", *HEADERS.values()])
