@@ -27,7 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "sass"): ("sdgm.bench.sm90", "the Triton kernels' H100 (sm_90) machine code"),
     ("claims",): ("sdgm.reporting.claims", "judge the paper's claims from a results folder's records"),
     ("readings",): ("sdgm.reporting.readings", "the readings tables from a results folder's records"),
-    ("quality",): ("sdgm.reporting.quality", "score a results folder's samples without model weights"),
+    ("quality",): ("sdgm.reporting.quality_report", "score a results folder's samples without model weights"),
 }
 GROUPS = {"bench": "the benchmarks that need no workflow: device, fresh, scaling, sass"}
 NO_ARGV = {"sdgm.bench.sm90"}  # main() takes no arguments

@@ -8,7 +8,7 @@ import pytest
 
 from sdgm.bench import device as D
 from sdgm.harness.config import load_config
-from sdgm.reporting import verdicts as V
+from sdgm.reporting import claim_row as V
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["sdgm", "gpt2", "linformer", "transformer_xl"]

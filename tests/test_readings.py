@@ -15,7 +15,9 @@ from sdgm.harness.readings import cosine_readings, evaluate_with_options, parame
 from sdgm.harness.train import TrainConfig, Trainer
 from sdgm.models.contract import causal_audit
 from sdgm.models.registry import build_model
-from sdgm.reporting.readings import ReadingsData, build_readings_report, explain_claim, explain_claims
+from sdgm.reporting.reading_gaps import explain_claim, explain_claims
+from sdgm.reporting.readings import build_readings_report
+from sdgm.reporting.readings_records import ReadingsData
 
 READINGS = load_config("readings")
 SDGM_READINGS = {"sdgm", "sdgm_kernel1", "sdgm_kernel7", "sdgm_kernel31", "sdgm_kernel127", "sdgm_centered",
@@ -187,7 +189,7 @@ def claim(cid, verdict="not reproduced", **kw):
 
 
 def data_of(tmp_path, **kw):
-    from sdgm.reporting.readings import load_data
+    from sdgm.reporting.readings_records import load_data
     metrics, readings, params = synthetic(tmp_path, **kw)
     return load_data(metrics, readings, params, "sdgm", "transformer_xl")
 
@@ -276,7 +278,8 @@ def test_the_claims_table_and_the_readme_give_each_gap_the_closest_valid_reading
     assert "closest valid reading: sdgm_kernel127" in (tables / "claims.html").read_text()
     readme = tmp_path / "README.md"
     section = C.readme_section([tables], readme, readings=root)
-    assert "Which reading closes the gap" in section and both[0] in section
+    assert "Which reading closes the gap" in section and "(readings_run)" in section  # linked: the lines are in
+    assert both[0] not in section  # claims.md
     assert "Which reading" not in C.readme_section([tables], readme)  # only with a readings folder
     same = pd.DataFrame([claim(c, metric="reference_ppl", kind="competitive", corpus=c) | {"claim": "competitive"}
                          for c in ("wikitext2", "ptb")])  # one claim per corpus, one text: the corpus tells them apart

@@ -129,7 +129,7 @@ FRACTIONS = ("distinct_1", "distinct_2", "distinct_3", "seq_rep_4")  # a quality
 
 
 def _check_sequences(entry: Any, where: str) -> None:
-    """One set of scored sequences of a quality record (sdgm.reporting.genquality.score_sequences)."""
+    """One set of scored sequences of a quality record (sdgm.reporting.sample_scores.score_sequences)."""
     if not isinstance(entry, dict):
         raise RecordError(f"{where}: not a set of scored sequences (a JSON object)")
     n = entry.get("n")

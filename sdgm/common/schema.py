@@ -1,6 +1,6 @@
 """JSON Schemas, checked strictly: the schema of metrics.json (sdgm/common/schemas/metrics.schema.json), which its
 writer (sdgm.harness.experiment) and its reader (sdgm.reporting) both check, the validator sdgm.harness.config uses
-for the workflow config and sdgm.reporting.verdicts for the claims file (claims.schema.json).
+for the workflow config and sdgm.reporting.claim_rules for the claims file (claims.schema.json).
 
 Strict means more than a plain JSON-schema validator: an "integer" refuses 64.0 and True, and a "number" must be
 finite (Python's json reads and writes NaN and Infinity, JSON Schema has no word for them). A violation is reported

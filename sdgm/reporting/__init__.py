@@ -1,8 +1,10 @@
 """Every table, figure and page made from the records, in the report environment: the results tables and figures
 (results, rule report: records -> tables -> render, and plots), the benchmark tables (bench_report,
-generation_report), the weight-free generation quality (genquality, quality), the paper's claims judged (verdicts,
-claims; evidence, protocol, statistics; claims.yaml, paper_numbers.yaml), the readings of the paper and one
-explanation per claim (readings) and the pages beside the tables (pages: samples, HTML tables, results/README.md).
+generation_report), the weight-free generation quality (sample_scores scores the samples, quality_report draws
+them), the paper's claims judged (claim_rules with claim_row, slope_rule and competitive_rule; claims_tables renders
+them, claims is the step and its command; evidence, protocol, statistics; claims.yaml, paper_numbers.yaml), the
+readings of the paper (readings_records, readings) and one explanation per claim (reading_gaps) and the pages beside
+the tables (pages: samples, HTML tables, results/README.md).
 It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 """
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points

@@ -16,272 +16,26 @@ The CSVs are for machines: numbers in numeric columns (empty where absent), reas
 
     python -m sdgm.reporting.claims --records results/h100 --readme README.md --results-readme results/README.md
 renders the claims and compact tables of a results folder into its tables/, and the verdict section of a README
-between the markers CLAIMS_BEGIN and CLAIMS_END. The rules themselves are in sdgm.reporting.verdicts.
+between the markers CLAIMS_BEGIN and CLAIMS_END. The rules themselves are in sdgm.reporting.claim_rules, the
+tables' rendering in sdgm.reporting.claims_tables; this module is the step and its command line.
 """
 from __future__ import annotations
 
 import argparse
-import html
 import json
-import math
-import os
-import re
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..common.atomic import no_links_below, write_text_atomic
+from .claim_rules import claims_table, load_claims
+from .claims_tables import (claim_texts, compact_caption, compact_table, ours_cell, paper_cell, read_claims_csv,
+                            rel_path, summary, why_lines, write_claims, write_compact)
+from .evidence import Evidence
 from .records import ReportError, load_metrics, load_paper
-from .evidence import Evidence, values_of
-from .statistics import is_number
-from .verdicts import CLAIMS_COLUMNS, NOT_ON_DEVICE, NUMERIC_CLAIMS_COLUMNS, VERDICTS, claims_table, fmt, load_claims
-from .render import to_latex, to_markdown
+from .render import to_markdown
 
 BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->", "<!-- CLAIMS_END -->"
-
-
-# ---- display ----------------------------------------------------------------------------------------------------
-
-def _rel(path: str, here: Path | None) -> str:
-    return Path(os.path.relpath(path, here) if here is not None else path).as_posix()
-
-
-def paper_cell(r) -> str:
-    text = r["paper_text"] or ""
-    if r["kind"] == "factor":
-        return text
-    if is_number(r["paper_value"]):
-        return f"{r['paper_value']:,g}" + (f" ({text})" if text else "")
-    return text or "–"
-
-
-def ours_cell(r) -> str:
-    if not is_number(r["ours_value"]):
-        return "–"
-    if r.get("shown"):
-        return r["shown"]
-    v = fmt(r["ours_value"])
-    if r["kind"] == "procedure":
-        v = f"{r['ours_value']:g} {r['unit']}"
-    if r["kind"] == "factor":
-        return f"x{r['ours_value']:.2f} over {r['compared_with']}"
-    if r["kind"] in ("direction", "competitive"):
-        sign = "+" if r["ours_value"] > 0 else ""
-        v = sign + fmt(r["ours_value"]) + (f" vs {r['compared_with']}" if r["compared_with"] else "")
-    if is_number(r["ours_ci_low"]) and is_number(r["ours_ci_high"]):
-        v += f" [{fmt(r['ours_ci_low'])}, {fmt(r['ours_ci_high'])}]"
-    return v
-
-
-def _evidence_links(paths: str, here: Path | None, markdown: bool) -> list[str]:
-    out = []
-    for p in filter(None, paths.split(";")):
-        label = "/".join(Path(p).parts[-3:])
-        out.append(f"[{label}]({_rel(p, here)})" if markdown else
-                   f'<a href="{html.escape(_rel(p, here))}">{html.escape(label)}</a>')
-    return out
-
-
-CORPUS_WORDS = {"all": "every corpus", "none": "none (one layer)"}
-
-
-def claims_display(df: pd.DataFrame, here: Path | None = None, evidence: bool = True,
-                   markdown: bool = True, readings: bool = True) -> pd.DataFrame:
-    """The table people read: claim, paper, ours (mean [95 % interval]), verdict, reason, evidence links."""
-    out = pd.DataFrame({
-        "claim": [r["claim"] + (f" (read as: {r['reading']})" if readings and r["reading"] else "")
-                  for _, r in df.iterrows()],
-        "corpus": [CORPUS_WORDS.get(r["corpus"], r["corpus"]) + ("" if r["corpus_stated"] == "stated" else "*")
-                   for _, r in df.iterrows()],
-        "paper": [paper_cell(r) for _, r in df.iterrows()],
-        "ours": [ours_cell(r) for _, r in df.iterrows()],
-        "verdict": [f"**{v}**" if markdown else v for v in df["verdict"]],
-        "reason": list(df["reason"]),
-    })
-    if evidence:
-        out["commits"] = [c or "–" for c in df["commits"]]
-        out["evidence"] = [" ".join(_evidence_links(p, here, markdown)) or "–" for p in df["evidence"]]
-    return out
-
-
-CLAIMS_CAPTION = ("The paper's claims ({source}), judged from this pipeline's records: ours is the mean over seeds "
-                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); factor and "
-                  "one-seed direction claims show the ratio with both values, SDGM's first. Rules: docs/claims.md.")
-
-
-def _summary(df: pd.DataFrame) -> str:
-    counts = df["verdict"].value_counts()
-    return ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts)
-
-
-def _page(title: str, intro: str, table_html: str, notes: list[str]) -> str:
-    from .pages import PAGE
-
-    body = f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>\n{table_html}"
-    if notes:
-        body += "\n<ol>\n" + "\n".join(f"<li>{html.escape(n)}</li>" for n in notes) + "\n</ol>"
-    return PAGE.format(title=html.escape(title), body=body)
-
-
-def _html_table(df: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = []
-    for _, r in df.iterrows():
-        rows.append("<tr>" + "".join(f"<td>{r[c] if c in raw else html.escape(str(r[c]))}</td>"
-                                     for c in df.columns) + "</tr>")
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
-
-
-def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ()) -> list[Path]:
-    """claims.csv (machine), claims.md and claims.html (links relative to the tables folder), claims.tex. `why`
-    (why_lines, from a readings results folder): claims.md and claims.html end with one line per claim not reproduced
-    or contradicted, the closest valid reading and its gap."""
-    stem = Path(stem)
-    here = stem.parent
-    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex", ".html")]
-    caption = CLAIMS_CAPTION.format(source=source)
-    write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths[1], f"Verdicts: {_summary(df)}. {caption}\n\n"
-                      + to_markdown(claims_display(df, here)) + f"\n{UNSTATED}\n"
-                      + "".join(f"\n{line}" + ("\n" if i == 0 else "") for i, line in enumerate(why))
-                      + ("\n" if why else ""))
-    write_text_atomic(paths[2], to_latex(claims_display(df, here, evidence=False, markdown=False), caption,
-                                         label="tab:claims"))
-    write_text_atomic(paths[3], _page("The paper's claims, judged", f"Verdicts: {_summary(df)}. {caption}",
-                                      _html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
-                                      [line.removeprefix("- ") for line in why]))
-    return paths
-
-
-# ---- which reading closes the gap (sdgm.reporting.readings, docs/readings.md) -------------------------------------
-
-def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> list[str]:
-    """A heading line, then one markdown bullet per line of explanation: every claim judged not reproduced or
-    contradicted in any of the claims tables `frames` gets the line sdgm.reporting.readings.explain_claim reads from
-    the readings folder's records (the closest VALID reading and its gap, or that none explains it); claims with the
-    same line share its bullet. No such claim: no lines."""
-    from .readings import explain_claims, load_folder
-
-    data = load_folder(readings)
-    lines: dict[str, str] = {}
-    for df in frames:
-        for cid, line in explain_claims(df, data).items():
-            lines.setdefault(cid, line)
-    if not lines:
-        return []
-    text = {cid: claim for df in frames for cid, claim in zip(df["id"], df["claim"])}
-    twice = {t for t, n in Counter(text.values()).items() if n > 1}  # one claim per corpus: say which
-    corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
-    text = {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
-    groups: dict[str, list[str]] = {}
-    for cid, line in lines.items():
-        groups.setdefault(line, []).append(text.get(cid, cid))
-    rel = _rel(str(readings), here)
-    return ([f"Which reading closes the gap: for each claim not reproduced or contradicted, the closest valid "
-             f"reading (its causality audit passed) measured by the readings run, [{rel}]({rel}) "
-             f"(docs/readings.md), at one epoch of {data.corpus}:"]
-            + [f"- {'; '.join(claims)}: {line}" for line, claims in groups.items()])
-
-
-# ---- the compact main table ------------------------------------------------------------------------------------
-
-# (column, source, corpus (None: the engineering corpus), record key, scale, paper key, decimals)
-COMPACT_COLUMNS = (
-    ("params_m", "metrics", None, "params", 1e-6, "params_m", 2),
-    ("wikitext2_val_ppl", "metrics", "wikitext2", "val_ppl", 1.0, "val_ppl", 1),
-    ("wikitext2_test_ppl", "metrics", "wikitext2", "test_ppl", 1.0, None, 1),
-    ("ptb_val_ppl", "metrics", "ptb", "val_ppl", 1.0, "val_ppl", 1),
-    ("ptb_test_ppl", "metrics", "ptb", "test_ppl", 1.0, None, 1),
-    ("train_tok_s", "throughput", None, "metrics.train_tokens_per_s", 1.0, "train_tokens_per_s", 0),
-    ("peak_mem_gb", "metrics", None, "peak_mem_bytes", 1e-9, "peak_mem_gb", 2),
-)
-COMPACT_HEADERS = {"params_m": "params (M)", "wikitext2_val_ppl": "WikiText-2 val", "wikitext2_test_ppl":
-                   "WikiText-2 test", "ptb_val_ppl": "PTB val", "ptb_test_ppl": "PTB test",
-                   "train_tok_s": "train tok/s", "peak_mem_gb": "train memory (GB)"}
-
-
-def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame:
-    """The machine table: per model and column, mean, sample std, seeds, the paper's number and the reason for a
-    missing value (own column)."""
-    eng = claims["compact"].get("engineering_corpus")
-    paper_ix = {(p["experiment"], p["corpus"]): p for p in paper}
-    rows = []
-    for spec in claims["compact"].get("rows", []):
-        exp = spec["experiment"]
-        if not any(r["experiment"] == exp for r in ev.metrics):
-            continue
-        row: dict[str, Any] = {"experiment": exp, "model": spec.get("label", exp),
-                               "leaks": bool(ev.leaking([exp]))}
-        for col, source, corpus, key, scale, pkey, _ in COMPACT_COLUMNS:
-            corpus = corpus or eng
-            claim = {"source": source, "metric": key, "scale": scale, "corpus": corpus}
-            vals, missing, _ = values_of(ev, claim, exp) if corpus else ([], ["no corpus named"], [])
-            arr = np.asarray(vals, dtype=float)
-            row[col] = float(arr.mean()) if arr.size else math.nan
-            row[f"{col}_std"] = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
-            row[f"{col}_n"] = int(arr.size)
-            pv = paper_ix.get((exp, corpus), {}).get(pkey) if pkey else None
-            row[f"{col}_paper"] = float(pv) if pv is not None else math.nan
-            row[f"{col}_na"] = "" if arr.size else "; ".join(dict.fromkeys(m.split(": ", 1)[-1] for m in missing))
-        rows.append(row)
-    cols = ["experiment", "model", "leaks"] + [f"{c}{s}" for c, *_ in COMPACT_COLUMNS
-                                               for s in ("", "_std", "_n", "_paper", "_na")]
-    return pd.DataFrame(rows, columns=cols)
-
-
-LEAK_NOTE = "leaks future tokens (failed the causality audit): not a language-model perplexity, never compared"
-UNSTATED = "*: the paper does not name the corpus; ours is our choice."
-
-
-def compact_display(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """(cells "ours ± std (paper)", footnotes): a missing value reads "–" with the number of its footnote."""
-    notes: list[str] = []
-
-    def note(text: str) -> str:
-        if text not in notes:
-            notes.append(text)
-        return f"[{notes.index(text) + 1}]"
-
-    rows = []
-    for _, r in df.iterrows():
-        row = {"model": r["model"] + (f" (non-causal) {note(LEAK_NOTE)}" if r["leaks"] else "")}
-        for col, *_, dec in COMPACT_COLUMNS:
-            if is_number(r[col]):
-                cell = f"{r[col]:,.{dec}f}"
-                if is_number(r[f"{col}_std"]):
-                    cell += f" ± {r[f'{col}_std']:,.{dec}f}"
-                if is_number(r[f"{col}_paper"]):
-                    cell += f" ({r[f'{col}_paper']:,g})"
-            else:
-                cell = "– " + note(r[f"{col}_na"] or "not measured")
-            row[COMPACT_HEADERS[col]] = cell
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["model", *COMPACT_HEADERS.values()]), notes
-
-
-def compact_caption(claims: dict, df: pd.DataFrame) -> str:
-    eng = claims["compact"].get("engineering_corpus")
-    ns = sorted({int(df[f"{c}_n"].max()) for c, *_ in COMPACT_COLUMNS if len(df)} - {0})
-    seeds = "one seed: no std" if ns == [1] else "± sample std over seeds"
-    return (f"Ours ({seeds}), the paper's number in brackets where it gives one. Perplexity: windows of L tokens, "
-            f"each without earlier context. Params, memory (peak of training) and speed (training tokens/s, alone "
-            f"on the device) from the {eng} runs; the paper does not name the corpus.")
-
-
-def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    stem = Path(stem)
-    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex", ".html")]
-    disp, notes = compact_display(df)
-    foot = "".join(f"\n{i + 1}. {n}" for i, n in enumerate(notes))
-    write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths[1], f"{caption}\n\n{to_markdown(disp)}{foot}\n")
-    write_text_atomic(paths[2], to_latex(disp, caption + " " + " ".join(f"[{i + 1}] {n}." for i, n in
-                                                                         enumerate(notes)), label="tab:compact"))
-    write_text_atomic(paths[3], _page("Main results", caption, _html_table(disp), notes))
-    return paths
 
 
 # ---- the whole step ----------------------------------------------------------------------------------------------
@@ -312,98 +66,61 @@ def find_records(root: Path) -> dict:
     root = Path(root)
     scaling = root / "bench" / "scaling.json"
     return {"metrics": sorted(root.glob("runs/*/*/metrics.json")),
-            "throughput": sorted(root.glob("bench/throughput/*/*.json")) + sorted(root.glob("runs/*/*/throughput.json")),
+            "throughput": (sorted(root.glob("bench/throughput/*/*.json"))
+                           + sorted(root.glob("runs/*/*/throughput.json"))),
             "generation": sorted(root.glob("bench/generation/*/*.json")),
             "scaling": scaling if scaling.exists() else None,
             "gmm": sorted(root.glob("runs/*/*/gmm.json")),
             "quality": sorted(root.glob("quality/*/*.json")) + sorted(root.glob("runs/*/*/quality.json"))}
 
 
-def read_claims_csv(path: Path) -> pd.DataFrame:
-    text = {c: str for c in CLAIMS_COLUMNS if c not in NUMERIC_CLAIMS_COLUMNS}
-    return pd.read_csv(path, dtype=text, keep_default_na=False,
-                       converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS})
 
+# ---- the README's section ---------------------------------------------------------------------------------------
 
-FOOTNOTED = ("not measured", "not comparable")  # verdicts whose reason the README gives as a footnote
-
-
-def short_reason(reason: str) -> str:
-    """A reason without the measure's name and what it would read: the README's footnote (claims.md has all)."""
-    kept = "; ".join(s for s in reason.split("; would read: ")[0].split("; ") if not s.startswith("measure: "))
-    kept = re.sub(r" \([a-z0-9_, ]+\)(?=,|;|$)", "", kept) if kept.startswith("stale: ") else kept
-    return re.sub(rf"^{NOT_ON_DEVICE}: no [a-z]+( or [a-z]+)* record in this folder$",
-                  f"{NOT_ON_DEVICE}: no record of the claim's source in this folder", kept)
-
-
-def device_columns(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
-    """claim, corpus, paper and one column per device folder (ours and the verdict; a "not measured" or "not
-    comparable" verdict with its reason as a lettered footnote), the claims in the first folder's order. Never
-    averaged: each cell is that folder's own verdict."""
-    notes: list[str] = []
-
-    def note(text: str) -> str:
-        if text not in notes:
-            notes.append(text)
-        return device_columns_marker(notes.index(text))
-
+def device_columns(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """claim, paper and one column per device folder (ours and the verdict in bold, nothing else: the reasons,
+    evidence and commits are in each folder's claims.md), the claims in the first folder's order. Never averaged:
+    each cell is that folder's own verdict."""
     first = next(iter(frames.values()))
-    disp = claims_display(first, evidence=False, readings=False)[["claim", "corpus", "paper"]]
+    text = claim_texts([first])
+    disp = pd.DataFrame({"claim": [text[cid] for cid in first["id"]],
+                         "paper": [paper_cell(r) for _, r in first.iterrows()]})
     for name, df in frames.items():
         rows = df.set_index("id")
         cells = []
         for cid in first["id"]:
             if cid not in rows.index:
-                cells.append("**not measured** " + note(f"{name}: the claim is not in this folder's table"))
+                cells.append("**not measured**")  # the claim is not in this folder's table
                 continue
-            r = rows.loc[cid]
-            ours = ours_cell(r)
-            cell = ("" if ours == "–" else ours + " ") + f"**{r['verdict']}**"
-            if r["verdict"] in FOOTNOTED and r["reason"]:
-                cell += " " + note(short_reason(r["reason"]))
-            if r.get("commits"):
-                cell += f" @{r['commits'].replace(' (dirty)', '+')}"
-            cells.append(cell)
+            ours = ours_cell(rows.loc[cid])
+            cells.append(("" if ours == "–" else ours + " ") + f"**{rows.loc[cid, 'verdict']}**")
         disp[name] = cells
-    return disp, notes
+    return disp
 
 
 def readme_section(tables_dirs, readme: Path, readings: Path | None = None) -> str:
-    """The verdict section of a README: what ran on each device, the verdicts (claim, paper, one column per device
-    folder), the compact table of the first folder, links to the full tables. Rendered from each folder's
-    tables/claims.csv and its records' provenance; `tables_dirs` is one tables folder or several (one per device,
-    named by its results folder). With a readings results folder: one line per claim not reproduced or contradicted
-    in any column (why_lines)."""
+    """The verdict section of a README, short: what ran on each device, the verdict counts with a link to each
+    folder's claims.md (reasons, evidence, commits and, with --readings, which reading closes each gap), and one
+    table: claim, paper, one column per device folder. Rendered from each folder's tables/claims.csv and its
+    records' provenance; `tables_dirs` is one tables folder or several (one per device, named by its results
+    folder). The main results table is linked (the first folder's compact.md), not repeated."""
     dirs = [Path(tables_dirs)] if isinstance(tables_dirs, (str, Path)) else [Path(d) for d in tables_dirs]
     here = Path(readme).parent
     frames = {d.parent.name: read_claims_csv(d / "claims.csv") for d in dirs}
-    tables_dir = dirs[0]
-    na_cols = {f"{c}_na": str for c, *_ in COMPACT_COLUMNS}
-    compact = pd.read_csv(tables_dir / "compact.csv", dtype={"model": str, "experiment": str, **na_cols})
-    compact["leaks"] = compact["leaks"].astype(bool)
-    for c in na_cols:
-        compact[c] = compact[c].astype(object).where(compact[c].notna(), "")
-    disp, vnotes = device_columns(frames)
-    cdisp, notes = compact_display(compact)
     ran = [f"- {d.parent.name}: {ran_line(find_records(d.parent)['metrics'], d.parent)}" for d in dirs]
     verdicts = []
     for d in dirs:
-        md = _rel(str(d / "claims.md"), here)
-        verdicts.append(f"- {d.parent.name}: {_summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
-    letters = [device_columns_marker(i) for i in range(len(vnotes))]
-    why = why_lines(list(frames.values()), readings, here) if readings is not None else []
-    why = [why[0], "", *why[1:], ""] if why else []
+        md = rel_path(str(d / "claims.md"), here)
+        verdicts.append(f"- {d.parent.name}: {summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
+    compact = rel_path(str(dirs[0] / "compact.md"), here)
+    notes = [f"One column per device, never averaged; rules: [docs/claims.md]({rel_path('docs/claims.md', here)}). "
+             f"Main results ({dirs[0].parent.name}): [{compact}]({compact})."]
+    if readings is not None:
+        rel = rel_path(str(readings), here)
+        notes.append(f"Which reading closes the gap, for each claim not reproduced or contradicted: the end of each "
+                     f"claims.md, from the readings run [{rel}]({rel}) (docs/readings.md).")
     return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
-                      f"Rules: [docs/claims.md]({_rel('docs/claims.md', here)}). One column per device, never "
-                      f"averaged; @: the evidence's commit (+: uncommitted changes).", "",
-                      to_markdown(disp).rstrip(), ""]
-                     + [f"- {m} {n}" for m, n in zip(letters, vnotes)]
-                     + ["", UNSTATED, "", *why, f"Main results ({dirs[0].parent.name}):", "", to_markdown(cdisp).rstrip(), ""]
-                     + [f"{i + 1}. {n}" for i, n in enumerate(notes)] + ["", END])
-
-
-def device_columns_marker(i: int) -> str:
-    return f"[{chr(ord('a') + i % 26) * (1 + i // 26)}]"
+                      to_markdown(device_columns(frames)).rstrip(), "", *notes, "", END])
 
 
 def ran_line(metrics_paths, root: Path | None = None) -> str:

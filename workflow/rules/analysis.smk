@@ -40,7 +40,7 @@ rule sample:
         "../scripts/sample.py"
 
 
-# Every set of a run's samples scored without model weights (sdgm/reporting/genquality.py, docs/claims.md): reference
+# Every set of a run's samples scored without model weights (sdgm/reporting/sample_scores.py, docs/claims.md): reference
 # perplexity under a Kneser-Ney trigram model of the training split, distinct-n, seq-rep-4, self-BLEU, Zipf, with
 # bootstrap intervals, beside the same of the true continuations and of held-out text (the test split).
 rule score_samples:

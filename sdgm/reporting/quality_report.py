@@ -1,11 +1,11 @@
 """The generation-quality table and figure, from the quality records only (rule generation_quality).
 
-Reads quality/{corpus}/{run}.json (sdgm.reporting.genquality.score_run) and writes
+Reads quality/{corpus}/{run}.json (sdgm.reporting.sample_scores.score_run) and writes
 tables/generation_quality.{csv,md,tex} (the CSV numeric: value, _low, _high per statistic; Markdown and LaTeX "value
 [low, high]") and figures/generation_quality.{png,pdf}. One row per run and set of sequences, then per corpus and set
 the yardsticks: the prompts' true continuations and held-out text of the same lengths.
 
-    python -m sdgm.reporting.quality --records results/h100   # score a results folder's samples, then draw them
+    python -m sdgm.reporting.quality_report --records results/h100   # score a results folder's samples, then draw them
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..common.atomic import write_text_atomic  # noqa: E402
-from .genquality import STATS, score_run  # noqa: E402
+from .sample_scores import STATS, score_run  # noqa: E402
 from ..common.reasons import na  # noqa: E402
 from .plots import save_figure  # noqa: E402
 from .records import ReportError  # noqa: E402
@@ -84,7 +84,8 @@ def _cell(r, s: str) -> str:
 
 
 def quality_display(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"corpus": r["corpus"], "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
+    return pd.DataFrame([{"corpus": r["corpus"],
+                          "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
                           "set": SETS[r["set"]], "sequences x tokens": f"{r['n']} x {r['tokens'] // max(r['n'], 1)}",
                           **{HEADERS[s]: _cell(r, s) for s in STATS}} for _, r in df.iterrows()],
                         columns=["corpus", "model", "set", "sequences x tokens", *HEADERS.values()])

@@ -27,7 +27,7 @@ DISCOUNT = 0.75
 RESAMPLES = 1000
 BOOT_SEED = 0
 STATS = ("reference_ppl", "distinct_1", "distinct_2", "distinct_3", "seq_rep_4", "self_bleu", "zipf")
-SCHEMA = 1
+QUALITY_RECORD_VERSION = 1  # the "schema" field of a quality record
 
 
 def read_tokens(path) -> list[str]:
@@ -198,7 +198,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = BOOT_SEED) 
 
 def score_sequences(lm: KneserNey, sequences: list[tuple[list[str], list[str]]]) -> dict:
     """The statistics of one set of (context, tokens) sequences, with 95 % bootstrap intervals over sequences, and
-    the per-sequence numbers the paired comparison of sdgm.reporting.verdicts resamples."""
+    the per-sequence numbers the paired comparison of sdgm.reporting.competitive_rule resamples."""
     toks = [t for _, t in sequences]
     n = len(toks)
     nll, scored, oov = (np.array(x, dtype=float) for x in zip(*(lm.sequence_nll(c, t) for c, t in sequences))) \
@@ -295,8 +295,9 @@ def score_run(samples_path, continuations_path, train_path, heldout_path, metric
         if true is not None:
             entry["yardsticks"]["true_continuations"] = score_sequences(lm, true)
         scored[name] = entry
-    record = {"kind": "quality", "schema": SCHEMA, "corpus": rec["corpus"], "experiment": rec["experiment"],
-              "model": rec.get("model"), "seed": rec["seed"], "device": rec.get("provenance", {}).get("device"),
+    record = {"kind": "quality", "schema": QUALITY_RECORD_VERSION, "corpus": rec["corpus"],
+              "experiment": rec["experiment"], "model": rec.get("model"), "seed": rec["seed"],
+              "device": rec.get("provenance", {}).get("device"),
               "samples": str(samples_path), "continuations": str(continuations_path) if continuations_path else None,
               "sampling": settings,
               "reference_model": {"kind": "interpolated Kneser-Ney", "order": ORDER, "discount": lm.discount,

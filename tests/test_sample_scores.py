@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sdgm.reporting import genquality as G
-from sdgm.reporting import verdicts as V
-from sdgm.reporting.quality import build_quality_report
+from sdgm.reporting import sample_scores as G
+from sdgm.reporting import claim_rules as V
+from sdgm.reporting.competitive_rule import MIN_SEQUENCES
+from sdgm.reporting.quality_report import build_quality_report
 
 REPO = Path(__file__).resolve().parents[1]
 PTB = REPO / "sdgm" / "data" / "corpora" / "ptb"
@@ -272,7 +273,7 @@ def test_the_paper_config_continues_at_least_100_validation_prompts_and_quick_fe
 
     paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sampling"]["continuations"]
     quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())["sampling"]["continuations"]
-    assert paper["prompts"] >= 100 and 2 <= quick["prompts"] < V.MIN_SEQUENCES
+    assert paper["prompts"] >= 100 and 2 <= quick["prompts"] < MIN_SEQUENCES
     assert quick["prompt_tokens"] < paper["prompt_tokens"] and quick["new_tokens"] < paper["new_tokens"]
     for corpus in ("ptb", "wikitext2"):
         n = len(G.read_tokens(REPO / "sdgm" / "data" / "corpora" / corpus / "valid.txt.xz"))

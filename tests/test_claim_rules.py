@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdgm.reporting import verdicts as V
+from sdgm.reporting import claim_rules as V
 from sdgm.reporting.protocol import NOT_RECORDED, History, protocol_mismatch, record_protocol
 
 TOLS = {"tolerances": {"memory": {"rel": 0.25, "why": "x"}, "params": {"rel": 0.02, "why": "x"}}}
