@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from sdgm import reporting as report
 from sdgm.common.atomic import remove_stale_temporaries
-from sdgm.common.reasons import NO_RECONSTRUCTION, na
+from sdgm.common.missing import NO_RECONSTRUCTION, na
 from sdgm.data import sources as data_sources, tokens as data_tokens
 from sdgm.data.checks import ChecksumError, DataError
 from sdgm.data.tokens import tokenize_corpus

@@ -17,7 +17,7 @@ from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, 
                                 scaling_from_config)
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
-from sdgm.common.reasons import OUT_OF_MEMORY, na
+from sdgm.common.missing import OUT_OF_MEMORY, na
 from sdgm.common.timing import peak_call_memory, time_calls, tokens_per_second
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model

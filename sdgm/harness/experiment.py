@@ -26,7 +26,7 @@ from ..models.interface import declared
 from .evaluate import evaluate, evaluate_streams
 from ..common.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
-from ..common.reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
+from ..common.missing import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from ..models.registry import build_model, model_options, save_run
 from ..common.schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .runlock import run_lock

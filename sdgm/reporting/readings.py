@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from ..common.atomic import write_text_atomic
-from ..common.reasons import na
+from ..common.missing import na
 from .plots import save_figure
 from .records import LEAKS, PAPER_PATH, ReportError, load_metrics, load_paper
 from .render import write_table
