@@ -50,9 +50,9 @@ def test_each_command_answers_help(words):
 
 
 def test_the_python_m_form_is_the_same_command():
-    alias = subprocess.run([sys.executable, "-m", "sdgm.bench.fresh", "--help"], cwd=REPO, capture_output=True,
+    alias = subprocess.run([sys.executable, "-m", "sdgm.bench.untrained", "--help"], cwd=REPO, capture_output=True,
                            text=True, timeout=300)
-    assert alias.returncode == 0 and alias.stdout == sdgm("bench", "fresh", "--help").stdout
+    assert alias.returncode == 0 and alias.stdout == sdgm("bench", "untrained", "--help").stdout
 
 
 def test_an_unknown_command_is_one_clear_error():

@@ -254,9 +254,9 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
         assert e.value.code == 2
 
 
-def test_fresh_throughput_command_times_each_variant_and_refuses_bad_options(tmp_path):
-    """python -m sdgm.bench.fresh: the training step of a fresh model per option variant, with provenance."""
-    from sdgm.bench.fresh import main, parse_variant
+def test_untrained_throughput_command_times_each_variant_and_refuses_bad_options(tmp_path):
+    """python -m sdgm.bench.untrained: the training step of a fresh model per option variant, with provenance."""
+    from sdgm.bench.untrained import main, parse_variant
 
     assert parse_variant("decoder=naive,n_atoms=16") == {"decoder": "naive", "n_atoms": 16}
     out = tmp_path / "fresh.json"

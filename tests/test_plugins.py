@@ -91,7 +91,7 @@ class AnyLength(EMAMixer):
 
 def test_build_model_sets_the_shared_context_length_only_where_the_config_has_the_field(example, tmp_path,
                                                                                         monkeypatch):
-    """One rule for every caller (training, the device and fresh benchmarks, the contract): seq_len goes into the
+    """One rule for every caller (training, the device and untrained benchmarks, the contract): seq_len goes into the
     model's config where its dataclass has the field, is left out where not, and an option of its own must agree."""
     from sdgm.models.registry import build_model, model_options
 
