@@ -35,12 +35,12 @@ class Run(NamedTuple):
     corpus: str
     experiment: str
     seed: int
-    cfg: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
+    config_hash: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
 
     @property
     def name(self) -> str:
         """The run's directory name: readable, and new whenever anything that changes its result changes."""
-        return f"{self.experiment}-s{self.seed}-{self.cfg}"
+        return f"{self.experiment}-s{self.seed}-{self.config_hash}"
 
 
 @functools.cache
