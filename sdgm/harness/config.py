@@ -303,7 +303,7 @@ def spec_hash(spec: dict) -> str:
 
 
 def run_hash(config: dict, corpus: str, experiment: str, seed: int) -> str:
-    """The `{cfg}` part of a run's directory name: changing a parameter gives a new directory."""
+    """The `{config_hash}` part of a run's directory name: changing a parameter gives a new directory."""
     return spec_hash(run_spec(config, corpus, experiment, seed))
 
 
