@@ -46,7 +46,7 @@ import yaml
 from ..common.atomic import (UnsafePath, no_links, remove_stale_temporaries, sha256_file, write_json_atomic,
                              write_text_atomic)
 from ..harness.runlock import file_lock, pid_alive
-from .record import (FIGURE_DIR, KINDS, MANIFEST, StoreError, check_contents, check_manifest, read_manifest,
+from .record import (FIGURE_DIR, MANIFEST, RECORD_FILES, StoreError, check_contents, check_manifest, read_manifest,
                      verify_record)
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
@@ -288,15 +288,15 @@ def published_files(store: str | Path, kind: str, only=None) -> dict[str, list[P
     """The union of published records of one kind, by device: {device slug: [paths]}, records in store order.
     kind: metrics, gmm, samples, throughput, quality, config, or figures (every PNG of a record's figures/). `only`: a
     collection of record directories to take (default: every record)."""
-    if kind != "figures" and kind not in KINDS:
-        raise StoreError(f"unknown record kind {kind!r}; kinds: {sorted([*KINDS, 'figures'])}")
+    if kind != "figures" and kind not in RECORD_FILES:
+        raise StoreError(f"unknown record kind {kind!r}; kinds: {sorted([*RECORD_FILES, 'figures'])}")
     out: dict[str, list[Path]] = {}
     for d in record_dirs(store):
         if only is not None and d not in only:
             continue
         m = read_manifest(d)
         names = [n for n in m["files"] if n.startswith(FIGURE_DIR + "/")] if kind == "figures" else \
-            [KINDS[kind]] if KINDS[kind] in m["files"] else []
+            [RECORD_FILES[kind]] if RECORD_FILES[kind] in m["files"] else []
         if names:
             out.setdefault(m["device_slug"], []).extend(d / n for n in sorted(names))
     return out
