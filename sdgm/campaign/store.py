@@ -50,7 +50,7 @@ from .record import (FIGURE_DIR, MANIFEST, RECORD_FILES, StoreError, check_conte
                      verify_record)
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
-SCHEMA = 1
+MANIFEST_VERSION = 1  # the "schema" field of every manifest.json the store writes
 LOCK = ".lock"  # the store's lock file (store_lock)
 TEMP = ".part-"  # in the names of temporaries: <name>.part-<host>-<pid>-<random>
 
@@ -205,7 +205,7 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
     prov = rec.get("provenance") or {}
     device = str(prov.get("device") or "unknown")
     dev = device_slug(device, device_label)
-    check_manifest({"schema": SCHEMA, "run_id": "", "run_hash": run_hash, "corpus": rec["corpus"],
+    check_manifest({"schema": MANIFEST_VERSION, "run_id": "", "run_hash": run_hash, "corpus": rec["corpus"],
                     "experiment": rec["experiment"], "seed": rec["seed"], "device_slug": dev, "files": {}}, metrics)
     target = manifest_target(store, {**rec, "device_slug": dev})
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,8 +223,9 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
             shutil.copyfile(fig, staging / FIGURE_DIR / Path(fig).name)
         write_text_atomic(staging / "config.yaml", _stored_config(config))
         files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        manifest = {"schema": SCHEMA, "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}",
-                    "run_hash": run_hash, "corpus": rec["corpus"], "experiment": rec["experiment"],
+        manifest = {"schema": MANIFEST_VERSION,
+                    "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}", "run_hash": run_hash,
+                    "corpus": rec["corpus"], "experiment": rec["experiment"],
                     "seed": rec["seed"], "model": rec.get("model"), "device": device, "device_slug": dev,
                     "commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"),
                     "trained_at": prov.get("timestamp"), "files": files,
