@@ -17,7 +17,7 @@ import yaml
 
 from ..models import catalog
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SHIPPED_SUMS = Path(__file__).resolve().parents[1] / "data" / "corpora" / "SHA256SUMS"
 HASH_CHARS = 8  # hex digits of the run hash in a run's directory name
 # The allocator settings of every workflow job (set by workflow/rules/common.smk, inherited by the jobs): glibc
@@ -47,7 +47,7 @@ class Run(NamedTuple):
 def _validator():
     from ..common.schema import strict_validator  # integers refuse 64.0, numbers must be finite
 
-    return strict_validator(yaml.safe_load(SCHEMA_PATH.read_text()))
+    return strict_validator(yaml.safe_load(CONFIG_SCHEMA_PATH.read_text()))
 
 
 def validate_schema(config: dict) -> None:
