@@ -67,7 +67,7 @@ DIVERGING = {**TRAIN, "lr": 1e8, "warmup_steps": 3000}
 
 
 def kw(train: dict | None = None, **extra) -> dict:
-    return dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
+    return dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
                 train_overrides=train or TRAIN, seed=0, progress=False) | extra
 
 
@@ -245,7 +245,7 @@ def test_unknown_model_fails_before_training(tokens, tmp_path):
     with pytest.raises(KeyError, match="unknown model 'gpt5'"):
         build_model("gpt5", 10)
     with pytest.raises(KeyError, match="unknown model 'gpt5'"):
-        train(tokens, tmp_path, model="gpt5")
+        train(tokens, tmp_path, model_name="gpt5")
     assert not (tmp_path / "ck").exists()
 
 

@@ -104,7 +104,7 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     from sdgm.harness.experiment import run_training
 
     run_training(grammar_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="tiny",
-                 experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
+                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
                  train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 3, "device": "cpu",
                                   "eval_max_windows": 4, "eval_every_steps": 3},
                  progress=False)

@@ -406,7 +406,7 @@ def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
 def trained_run(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("tp")
     run_training(toy_tokens, root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
-                 experiment="sdgm", model="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
+                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
                  train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
                  progress=False)
     return root / "run"

@@ -17,7 +17,7 @@ spec = smk.params.run["spec"]
 kwargs = dict(
     tokens_dir=str(Path(smk.input[0]).parent), run_dir=str(Path(smk.output.metrics).parent),
     ckpt_dir=smk.params.ckpt_dir, metrics_path=smk.output.metrics,
-    corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model=spec["model"],
+    corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model_name=spec["model"],
     model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=spec["seed"],
     run_hash=smk.params.run["hash"], run_spec=spec, memory_check=smk.params.memory_check,
 )
