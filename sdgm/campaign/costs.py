@@ -178,7 +178,7 @@ def plan(config: dict, done: set[str], rates: Rates, parallel: int, overhead_min
     bench = set(benchmarked_runs(config))
     todo, finished = [], []
     for r in priority_order(config):
-        (finished if r.config_hash in done else todo).append(r)
+        (finished if r.run_hash in done else todo).append(r)
     ests = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench) for r in todo]
     waves, left, remaining = [], list(ests), (minutes * 60 if minutes is not None else math.inf)
     while left:

@@ -35,12 +35,12 @@ class Run(NamedTuple):
     corpus: str
     experiment: str
     seed: int
-    config_hash: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
+    run_hash: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
 
     @property
     def name(self) -> str:
         """The run's directory name: readable, and new whenever anything that changes its result changes."""
-        return f"{self.experiment}-s{self.seed}-{self.config_hash}"
+        return f"{self.experiment}-s{self.seed}-{self.run_hash}"
 
 
 @functools.cache
@@ -303,7 +303,7 @@ def spec_hash(spec: dict) -> str:
 
 
 def run_hash(config: dict, corpus: str, experiment: str, seed: int) -> str:
-    """The `{config_hash}` part of a run's directory name: changing a parameter gives a new directory."""
+    """The `{run_hash}` part of a run's directory name: changing a parameter gives a new directory."""
     return spec_hash(run_spec(config, corpus, experiment, seed))
 
 
