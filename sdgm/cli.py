@@ -15,7 +15,7 @@ import importlib
 import sys
 
 # command words -> (module whose main(argv) runs it, one line for `sdgm --help`); a group ("bench") is the first word.
-# A module whose main() takes no argv (sm90) gets its help here and no arguments.
+# A module whose main() takes no argv (sass) gets its help here and no arguments.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("campaign",): ("sdgm.campaign.cli", "GPU campaigns: run, plan, estimate, pack, import, render, "
                                                 "verify"),
@@ -24,13 +24,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "device"): ("sdgm.bench.device", "the costs on one device, fresh weights, and its claims"),
     ("bench", "untrained"): ("sdgm.bench.untrained", "training throughput of an untrained model per option variant"),
     ("bench", "scaling"): ("sdgm.bench.scaling.cli", "one mixing layer's time and memory against L; floors"),
-    ("bench", "sass"): ("sdgm.bench.sm90", "the Triton kernels' H100 (sm_90) machine code"),
+    ("bench", "sass"): ("sdgm.bench.sass", "the Triton kernels' H100 (sm_90) machine code"),
     ("claims",): ("sdgm.reporting.claims", "judge the paper's claims from a results folder's records"),
     ("readings",): ("sdgm.reporting.readings", "the readings tables from a results folder's records"),
     ("quality",): ("sdgm.reporting.quality", "score a results folder's samples without model weights"),
 }
 GROUPS = {"bench": "the benchmarks that need no workflow: device, untrained, scaling, sass"}
-NO_ARGV = {"sdgm.bench.sm90"}  # main() takes no arguments
+NO_ARGV = {"sdgm.bench.sass"}  # main() takes no arguments
 # modules that run under `python -m` but are not commands: child processes the package starts itself
 NOT_COMMANDS = {
     "sdgm.harness.distributed": "a training process torchrun starts (sdgm.harness.distributed.launch)",

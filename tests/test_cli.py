@@ -39,7 +39,7 @@ def test_help_lists_every_command_with_one_line_and_imports_no_torch():
 @pytest.mark.parametrize("words", list(COMMANDS), ids=" ".join)
 def test_each_command_answers_help(words):
     """`sdgm <command> --help` reaches the command's own parser (its options or subcommands), or for a command
-    without arguments (sm90) the help the table gives it, and exits 0."""
+    without arguments (sass) the help the table gives it, and exits 0."""
     r = sdgm(*words, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:"), (r.stdout + r.stderr)[-3000:]
     module, line = COMMANDS[words]

@@ -8,5 +8,5 @@ generation  every decoding path of a run: tokens/s, prefill, latency per positio
 scaling     one mixing layer against the sequence length, in two views, beside the hardware floor
 untrained   training throughput of a freshly initialised model, per option variant (python -m sdgm.bench.untrained)
 device      every benchmark that needs no trained model, on one device (python -m sdgm.bench.device)
-sm90        the Triton kernels compiled for an H100 on any machine, their machine code read (python -m sdgm.bench.sm90)
+sass        the Triton kernels compiled for an H100 on any machine, their machine code read (python -m sdgm.bench.sass)
 """
