@@ -1,7 +1,7 @@
 """sdgm-bench: the Spectral Dictionary Generative Model and the harness that benchmarks it, in parts, each
 importing only parts listed before it (its docstring names which; tests/test_layout.py checks the directions):
 
-    common      atomic writes, reasons, schemas, timing, the workflow-script preamble, the import guard
+    common      atomic writes, why a value is missing, schemas, timing, the workflow-script preamble, the import guard
     data        corpora: sources, content checks, tokenization
     reporting   every table, figure and page made from the records (no torch)
     models      the model contract and the catalog: interface, contract checks, catalog, registry

@@ -15,22 +15,22 @@ import importlib
 import sys
 
 # command words -> (module whose main(argv) runs it, one line for `sdgm --help`); a group ("bench") is the first word.
-# A module whose main() takes no argv (sm90) gets its help here and no arguments.
+# A module whose main() takes no argv (sass) gets its help here and no arguments.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("campaign",): ("sdgm.campaign.cli", "GPU campaigns: run, plan, estimate, pack, import, render, "
                                                 "verify"),
     ("window",): ("sdgm.campaign.window", "one short GPU window: the verdict first, then the campaign"),
     ("window-env",): ("sdgm.campaign.window_env", "the GPU window's wheels: fetch, unpack, install"),
     ("bench", "device"): ("sdgm.bench.device", "the costs on one device, fresh weights, and its claims"),
-    ("bench", "fresh"): ("sdgm.bench.fresh", "training throughput of a fresh model per option variant"),
+    ("bench", "untrained"): ("sdgm.bench.untrained", "training throughput of an untrained model per option variant"),
     ("bench", "scaling"): ("sdgm.bench.scaling.cli", "one mixing layer's time and memory against L; floors"),
-    ("bench", "sass"): ("sdgm.bench.sm90", "the Triton kernels' H100 (sm_90) machine code"),
+    ("bench", "sass"): ("sdgm.bench.sass", "the Triton kernels' H100 (sm_90) machine code"),
     ("claims",): ("sdgm.reporting.claims", "judge the paper's claims from a results folder's records"),
     ("readings",): ("sdgm.reporting.readings", "the readings tables from a results folder's records"),
     ("quality",): ("sdgm.reporting.quality_report", "score a results folder's samples without model weights"),
 }
-GROUPS = {"bench": "the benchmarks that need no workflow: device, fresh, scaling, sass"}
-NO_ARGV = {"sdgm.bench.sm90"}  # main() takes no arguments
+GROUPS = {"bench": "the benchmarks that need no workflow: device, untrained, scaling, sass"}
+NO_ARGV = {"sdgm.bench.sass"}  # main() takes no arguments
 # modules that run under `python -m` but are not commands: child processes the package starts itself
 NOT_COMMANDS = {
     "sdgm.harness.distributed": "a training process torchrun starts (sdgm.harness.distributed.launch)",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from sdgm.common.reasons import NO_STATE, NOT_MEASURED
+from sdgm.common.missing import NO_STATE, NOT_MEASURED
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"

@@ -138,7 +138,7 @@ def trained_runs(tmp_path_factory, toy_tokens):
     for name in ("gpt2", "linformer_noncausal"):
         run = root / name
         run_training(toy_tokens, run, root / f"ckpt-{name}", run / "metrics.json", corpus="toy",
-                     experiment=name, model=name, model_overrides=SMALL[name],
+                     experiment=name, model_name=name, model_overrides=SMALL[name],
                      train_overrides={"seq_len": L, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
                      progress=False)
         runs[name] = run

@@ -326,7 +326,7 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     base = ["--configfile", str(work / "config.yaml"), "--directory", str(work), "--rates", str(rates),
             "--overhead-min", "1", "--bench-min", "0", "--cores", "2"]
     st = work / "results" / "published"
-    hashes = {(r.experiment, r.seed): r.cfg for r in runs(cfg)}
+    hashes = {(r.experiment, r.seed): r.run_hash for r in runs(cfg)}
     # every job may import only what its rule's environment provides (rule store_run: the report environment)
     (tmp_path / "import-plan.json").write_text(json.dumps(importguard.plan(REPO)))
     guard = {importguard.ENV_VAR: str(tmp_path / "import-plan.json")}

@@ -67,7 +67,7 @@ def test_trained_model(name, opts, leaks):
 ])
 def test_run_training_stores_the_audit_of_the_trained_model(toy_tokens, tmp_path, name, opts, leaks):
     rec = run_training(toy_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json",
-                       corpus="tiny", experiment=name, model=name, model_overrides=opts, seed=0, progress=False,
+                       corpus="tiny", experiment=name, model_name=name, model_overrides=opts, seed=0, progress=False,
                        train_overrides={"seq_len": 16, "batch_size": 8, "max_steps": 6, "lr": 1e-2,
                                         "device": "cpu", "log_every_steps": 2})
     audit = rec["metrics"]["causal_audit"]

@@ -39,7 +39,7 @@ def test_help_lists_every_command_with_one_line_and_imports_no_torch():
 @pytest.mark.parametrize("words", list(COMMANDS), ids=" ".join)
 def test_each_command_answers_help(words):
     """`sdgm <command> --help` reaches the command's own parser (its options or subcommands), or for a command
-    without arguments (sm90) the help the table gives it, and exits 0."""
+    without arguments (sass) the help the table gives it, and exits 0."""
     r = sdgm(*words, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:"), (r.stdout + r.stderr)[-3000:]
     module, line = COMMANDS[words]
@@ -50,9 +50,9 @@ def test_each_command_answers_help(words):
 
 
 def test_the_python_m_form_is_the_same_command():
-    alias = subprocess.run([sys.executable, "-m", "sdgm.bench.fresh", "--help"], cwd=REPO, capture_output=True,
+    alias = subprocess.run([sys.executable, "-m", "sdgm.bench.untrained", "--help"], cwd=REPO, capture_output=True,
                            text=True, timeout=300)
-    assert alias.returncode == 0 and alias.stdout == sdgm("bench", "fresh", "--help").stdout
+    assert alias.returncode == 0 and alias.stdout == sdgm("bench", "untrained", "--help").stdout
 
 
 def test_an_unknown_command_is_one_clear_error():

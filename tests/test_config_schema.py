@@ -16,7 +16,7 @@ from sdgm.models.catalog import MODELS
 from sdgm.models.registry import model_classes
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+CONFIG_SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 NOT_OPTIONS = {"vocab_size", "seq_len"}
 JSON_TYPES = {"integer": int, "number": float, "boolean": bool, "string": str}
 
@@ -26,13 +26,14 @@ def resolve(node: dict) -> dict:
     while "$ref" in node:
         ref = node["$ref"]
         assert ref.startswith("#/$defs/"), f"unexpected $ref {ref!r}"
-        node = {**SCHEMA["$defs"][ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+        defined = CONFIG_SCHEMA["$defs"][ref.removeprefix("#/$defs/")]
+        node = {**defined, **{k: v for k, v in node.items() if k != "$ref"}}
     return node
 
 
 def schema_options(model: str) -> dict[str, dict]:
     """option -> its schema node, from the models section."""
-    section = SCHEMA["properties"]["models"]["properties"]
+    section = CONFIG_SCHEMA["properties"]["models"]["properties"]
     assert model in section, f"the config schema's models section does not list {model!r}"
     node = resolve(section[model])
     assert node.get("additionalProperties") is False, f"models.{model}: the schema must refuse unknown options"
@@ -70,7 +71,8 @@ def test_schema_types_are_the_config_dataclass_types(model):
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_an_experiments_overrides_are_checked_against_the_same_options(model):
     """experiments.<name>.overrides of a model refer to the options the models section lists."""
-    rules = SCHEMA["properties"]["experiments"]["additionalProperties"]["allOf"]
+    rules = CONFIG_SCHEMA["properties"]["experiments"]["additionalProperties"]["allOf"]
     refs = [r["then"]["properties"]["overrides"]["$ref"] for r in rules
             if r["if"]["properties"]["model"] == {"const": model}]
-    assert refs == [SCHEMA["properties"]["models"]["properties"][model]["$ref"]], f"experiments of {model}: {refs}"
+    models = CONFIG_SCHEMA["properties"]["models"]["properties"]
+    assert refs == [models[model]["$ref"]], f"experiments of {model}: {refs}"

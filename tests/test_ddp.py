@@ -50,7 +50,7 @@ def run_kwargs(tokens: Path, root: Path, case: str, **train) -> dict:
     model, options, own = CASES[case]
     return dict(tokens_dir=str(tokens), run_dir=str(root / "run"), ckpt_dir=str(root / "ck"),
                 metrics_path=str(root / "run" / "metrics.json"), corpus="tiny", experiment=case.split("-")[0],
-                model=model, model_overrides=options, train_overrides={**TRAIN, **own, **train}, seed=1,
+                model_name=model, model_overrides=options, train_overrides={**TRAIN, **own, **train}, seed=1,
                 progress=False)
 
 

@@ -149,7 +149,7 @@ def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fai
     """A real Snakemake job named like a workflow rule imports the workflow-script preamble, then torch: refused in
     the report environment (with the rule, the module and the file named), allowed in the torch one."""
     (tmp_path / "job.py").write_text(
-        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm.common.snake\nimport torch\n"
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm.common.preamble\nimport torch\n"
         "open(snakemake.output[0], 'w').write(torch.__version__)\n")
     (tmp_path / "Snakefile").write_text(f'rule {rule}:\n    output:\n        "out.txt"\n    script:\n        "job.py"\n')
     r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--show-failed-logs"], cwd=tmp_path,
@@ -169,7 +169,7 @@ def test_importing_sdgm_changes_nothing(tmp_path):
     check = ("import importlib.util, sys\nbefore = (list(sys.meta_path), importlib.util.find_spec)\n"
              "import sdgm, sdgm.common, sdgm.harness.config\n"
              "assert (list(sys.meta_path), importlib.util.find_spec) == before, 'import sdgm changed the import system'\n"
-             "import sdgm.common.snake\n"
+             "import sdgm.common.preamble\n"
              "assert type(sys.meta_path[0]).__name__ == 'Guard' and importlib.util.find_spec is not before[1]\n")
     (tmp_path / "import-plan.json").write_text(json.dumps({"rules": {}, "blocked": {}, "snakemake": []}))
     r = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -178,18 +178,18 @@ def test_importing_sdgm_changes_nothing(tmp_path):
 
 
 def test_every_script_imports_the_preamble_first():
-    """The guard is installed when sdgm.common.snake (the preamble) is imported, so a script must not import anything
+    """The guard is installed when sdgm.common.preamble is imported, so a script must not import anything
     but the standard library before it."""
     for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
         for node in ast.parse(script.read_text()).body:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) else []
-            if "sdgm.common.snake" in names:
+            if "sdgm.common.preamble" in names:
                 break
             assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), \
-                f"{script.name}: {names} before sdgm.common.snake"
+                f"{script.name}: {names} before sdgm.common.preamble"
         else:
-            pytest.fail(f"{script.name} never imports sdgm.common.snake")
+            pytest.fail(f"{script.name} never imports sdgm.common.preamble")
 
 
 @pytest.mark.e2e

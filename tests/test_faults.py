@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from sdgm import reporting as report
 from sdgm.common.atomic import remove_stale_temporaries
-from sdgm.common.reasons import NO_RECONSTRUCTION, na
+from sdgm.common.missing import NO_RECONSTRUCTION, na
 from sdgm.data import sources as data_sources, tokens as data_tokens
 from sdgm.data.checks import ChecksumError, DataError
 from sdgm.data.tokens import tokenize_corpus
@@ -67,7 +67,7 @@ DIVERGING = {**TRAIN, "lr": 1e8, "warmup_steps": 3000}
 
 
 def kw(train: dict | None = None, **extra) -> dict:
-    return dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
+    return dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
                 train_overrides=train or TRAIN, seed=0, progress=False) | extra
 
 
@@ -245,7 +245,7 @@ def test_unknown_model_fails_before_training(tokens, tmp_path):
     with pytest.raises(KeyError, match="unknown model 'gpt5'"):
         build_model("gpt5", 10)
     with pytest.raises(KeyError, match="unknown model 'gpt5'"):
-        train(tokens, tmp_path, model="gpt5")
+        train(tokens, tmp_path, model_name="gpt5")
     assert not (tmp_path / "ck").exists()
 
 

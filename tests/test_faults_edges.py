@@ -69,8 +69,8 @@ MODEL = {"d_model": 16, "n_atoms": 8}
 
 
 def kw(train: dict, **extra) -> dict:
-    return dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides=MODEL, train_overrides=train, seed=0,
-                progress=False) | extra
+    return dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides=MODEL, train_overrides=train,
+                seed=0, progress=False) | extra
 
 
 def train(tokens_dir: Path, run: Path, ck: Path, train_cfg: dict = TRAIN, **extra) -> dict:
@@ -463,7 +463,7 @@ TRAINING = textwrap.dedent("""
     from sdgm.harness.experiment import run_training
     torch.set_num_threads(1)
     tokens, run, ck, train = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-    run_training(tokens, run, ck, run + "/metrics.json", corpus="tiny", experiment="sdgm", model="sdgm",
+    run_training(tokens, run, ck, run + "/metrics.json", corpus="tiny", experiment="sdgm", model_name="sdgm",
                  model_overrides={"d_model": 16, "n_atoms": 8}, train_overrides=train, seed=0, progress=True)
 """)
 LONG = {**TRAIN, "epochs": 4, "checkpoint_every_steps": 1000, "log_every_steps": 5}  # 420 steps, no periodic checkpoint

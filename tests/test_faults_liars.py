@@ -65,7 +65,7 @@ def zipf_tokens(tmp_path_factory):
 
 def train(tokens, tmp_path, model, **opts):
     return run_training(tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="zipf",
-                        experiment=model, model=model, model_overrides=opts, seed=0, progress=False,
+                        experiment=model, model_name=model, model_overrides=opts, seed=0, progress=False,
                         train_overrides=TRAIN)
 
 

@@ -176,8 +176,8 @@ def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
     from sdgm.harness.distributed import launch
 
     kw = dict(tokens_dir=str(grammar_tokens), run_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "ck"),
-              metrics_path=str(tmp_path / "run" / "metrics.json"), corpus="tiny", experiment="sdgm", model="sdgm",
-              model_overrides={"d_model": 16, "n_atoms": 8}, seed=0, progress=False,
+              metrics_path=str(tmp_path / "run" / "metrics.json"), corpus="tiny", experiment="sdgm",
+              model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8}, seed=0, progress=False,
               train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 6, "eval_every_steps": 6,
                                "eval_max_windows": 4, "checkpoint_every_steps": 3, "device": "cuda",
                                "ddp_backend": "nccl"})

@@ -98,13 +98,13 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     """A training run whose 'auto' fell back: metrics.json (valid against its schema) says chunked and why; a
     benchmark record of this process says the same."""
     from helpers import REPO
-    from sdgm.bench.fresh import fresh_throughput
+    from sdgm.bench.untrained import untrained_throughput
     from sdgm.common.schema import check_metrics
     from sdgm.harness.config import load_config
     from sdgm.harness.experiment import run_training
 
     run_training(grammar_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="tiny",
-                 experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
+                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
                  train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 3, "device": "cpu",
                                   "eval_max_windows": 4, "eval_every_steps": 3},
                  progress=False)
@@ -113,8 +113,8 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     used = [r for r in metrics["provenance"]["spectral_decoder"] if r["requested"] == "auto"]
     assert [r["used"] for r in used] == ["chunked"] and "failed their on-device check" in used[0]["reason"]
 
-    rec = fresh_throughput(load_config(REPO / "config" / "quick.yaml"), "sdgm", 50, [{"decoder": "auto"}],
-                           compile_modes=(False,), device="cpu", repeats=1, warmup=0)
+    rec = untrained_throughput(load_config(REPO / "config" / "quick.yaml"), "sdgm", 50, [{"decoder": "auto"}],
+                               compile_modes=(False,), device="cpu", repeats=1, warmup=0)
     assert [r["used"] for r in rec["provenance"]["spectral_decoder"] if r["requested"] == "auto"] == ["chunked"]
 
 

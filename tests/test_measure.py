@@ -17,7 +17,7 @@ from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, 
                                 scaling_from_config)
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
-from sdgm.common.reasons import OUT_OF_MEMORY, na
+from sdgm.common.missing import OUT_OF_MEMORY, na
 from sdgm.common.timing import peak_call_memory, time_calls, tokens_per_second
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model
@@ -254,9 +254,9 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
         assert e.value.code == 2
 
 
-def test_fresh_throughput_command_times_each_variant_and_refuses_bad_options(tmp_path):
-    """python -m sdgm.bench.fresh: the training step of a fresh model per option variant, with provenance."""
-    from sdgm.bench.fresh import main, parse_variant
+def test_untrained_throughput_command_times_each_variant_and_refuses_bad_options(tmp_path):
+    """python -m sdgm.bench.untrained: the training step of a fresh model per option variant, with provenance."""
+    from sdgm.bench.untrained import main, parse_variant
 
     assert parse_variant("decoder=naive,n_atoms=16") == {"decoder": "naive", "n_atoms": 16}
     out = tmp_path / "fresh.json"
@@ -406,7 +406,7 @@ def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
 def trained_run(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("tp")
     run_training(toy_tokens, root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
-                 experiment="sdgm", model="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
+                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
                  train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
                  progress=False)
     return root / "run"

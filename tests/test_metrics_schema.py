@@ -22,7 +22,7 @@ TINY = {"sdgm": {"d_model": 8, "n_atoms": 4}, "lstm": {"d_embed": 8, "d_hidden":
 
 def tiny_run(tokens, tmp_path, model: str) -> dict:
     return run_training(tokens, tmp_path / "run", tmp_path / "ckpt", tmp_path / "run" / "metrics.json",
-                        corpus="toy", experiment=model, model=model, model_overrides=TINY[model],
+                        corpus="toy", experiment=model, model_name=model, model_overrides=TINY[model],
                         train_overrides={"seq_len": 8, "batch_size": 4, "max_steps": 3, "eval_every_steps": 3,
                                          "eval_max_windows": 4, "device": "cpu"},
                         seed=0, progress=False)

@@ -91,7 +91,7 @@ class AnyLength(EMAMixer):
 
 def test_build_model_sets_the_shared_context_length_only_where_the_config_has_the_field(example, tmp_path,
                                                                                         monkeypatch):
-    """One rule for every caller (training, the device and fresh benchmarks, the contract): seq_len goes into the
+    """One rule for every caller (training, the device and untrained benchmarks, the contract): seq_len goes into the
     model's config where its dataclass has the field, is left out where not, and an option of its own must agree."""
     from sdgm.models.registry import build_model, model_options
 
@@ -155,7 +155,7 @@ def test_a_leaky_plugin_is_caught_by_the_contract_the_audit_and_the_tables(examp
     for name in ("ema_mixer", "peeking"):
         out = tmp_path / name
         run_training(toy_tokens, out, tmp_path / "ck" / name, out / "metrics.json", corpus="ptb", experiment=name,
-                     model=name, model_overrides={"d_model": 8}, seed=0, progress=False,
+                     model_name=name, model_overrides={"d_model": 8}, seed=0, progress=False,
                      train_overrides={"seq_len": 16, "batch_size": 8, "max_steps": 4, "lr": 1e-2, "device": "cpu",
                                       "log_every_steps": 2})
         recs.append(out / "metrics.json")

@@ -12,7 +12,7 @@ import pytest
 
 from sdgm import reporting as report
 from helpers import metrics_record, write_metrics
-from sdgm.common.reasons import (LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, NOT_IN_PAPER, NOT_MEASURED, NO_RECONSTRUCTION,
+from sdgm.common.missing import (LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, NOT_IN_PAPER, NOT_MEASURED, NO_RECONSTRUCTION,
                                  NO_STATE, na)
 from sdgm.reporting import ReportError
 

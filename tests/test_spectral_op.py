@@ -1,5 +1,5 @@
 """The spectral decoder op: chunked, rotation and triton against the naive einsum and against float64, values and
-all four gradients, over awkward sizes; memory; bad input (the sm_90 machine code: tests/test_sm90.py).
+all four gradients, over awkward sizes; memory; bad input (the sm_90 machine code: tests/test_sass.py).
 
 The Triton kernels run under TRITON_INTERPRET=1 here (set in conftest.py): fp32 dots and the library sine, so
 these tests check the kernels' indexing, masking, tiling and reductions, not the GPU's bf16 or hardware-sine error.

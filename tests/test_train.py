@@ -99,13 +99,13 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_corpus, tmp_path):
         other.try_resume()
 
 
-RUN_KW = dict(corpus="tiny", experiment="sdgm", model="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
+RUN_KW = dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
               train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 40,
                                "checkpoint_every_steps": 7, "log_every_steps": 1, "device": "cpu", "patience": 50},
               seed=3, progress=False)
 # stateful training as in the word_language_model example: SGD, lr / 4 on plateau, contiguous streams with the
 # hidden state carried across steps (and across the checkpoint), validation with the state carried
-RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model="lstm", model_overrides={"d_embed": 16, "d_hidden": 16},
+RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model_name="lstm", model_overrides={"d_embed": 16, "d_hidden": 16},
                    train_overrides={**RUN_KW["train_overrides"], "optimizer": "sgd", "lr": 5.0, "weight_decay": 0.0,
                                     "schedule": "plateau", "grad_clip": 0.25, "data_order": "streams",
                                     "train_seq_len": 12, "eval_batch_size": 5, "eval_carry_state": True,

@@ -11,7 +11,7 @@ import torch
 from sdgm.harness.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash,
                                  run_spec, runs, validate_schema)
 from helpers import PAPER, QUICK, REPO, load_config, mutate, one_run_config, snakemake, write_config
-from sdgm.common.reasons import LEAKS_FUTURE, na
+from sdgm.common.missing import LEAKS_FUTURE, na
 from sdgm.models.registry import MODELS
 
 
@@ -247,7 +247,7 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     assert jobs_total(out) == expected == 501
     # every run of the matrix is in the DAG, under its hashed directory
     for run in runs(PAPER):
-        assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.cfg}/metrics.json" in out, run
+        assert f"results/runs/{run.corpus}/{run.experiment}-s{run.seed}-{run.run_hash}/metrics.json" in out, run
 
 
 def test_run_hash_covers_what_changes_a_result_and_nothing_else():
@@ -383,9 +383,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert col in table.columns
     for run in quick_runs:
         rec = json.loads((res / "runs" / run.corpus / run.name / "metrics.json").read_text())
-        assert rec["run_hash"] == run.cfg == run_hash(QUICK, run.corpus, run.experiment, run.seed)
+        assert rec["run_hash"] == run.run_hash == run_hash(QUICK, run.corpus, run.experiment, run.seed)
         assert rec["run_spec"] == run_spec(QUICK, run.corpus, run.experiment, run.seed)
-        assert json.loads((res / "runs" / run.corpus / run.name / "run.json").read_text())["run_hash"] == run.cfg
+        run_json = json.loads((res / "runs" / run.corpus / run.name / "run.json").read_text())
+        assert run_json["run_hash"] == run.run_hash
         m = rec["metrics"]
         vocab = {"wikitext2": 33278, "ptb": 10000}[run.corpus]
         assert rec["data"]["vocab_size"] == vocab

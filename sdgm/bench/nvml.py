@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..common.reasons import NOT_MEASURED
+from ..common.missing import NOT_MEASURED
 from ..common.timing import current_rss_bytes, load_average, peak_rss_bytes
 
 GPU_FIELDS = ("process_gpu_mem_peak_bytes", "device_mem_used_peak_bytes", "device_mem_total_bytes",

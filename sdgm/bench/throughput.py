@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..models.interface import declared
 from ..harness.provenance import config_hash, provenance
-from ..common.reasons import NOT_MEASURED, OUT_OF_MEMORY
+from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY
 from .nvml import NvmlSampler
 from ..common.timing import free_memory, is_oom, synchronize, time_calls, tokens_per_second
 

@@ -61,7 +61,7 @@ def run_tokens(config: dict, run: Run) -> dict:
 
 
 @dataclass
-class Rates:
+class TrainingRates:
     """Measured training rates (tokens/s): `shared` per (experiment, corpus), from runs that trained beside others
     on the GPU; `alone` per (model, corpus), from throughput records with the device to itself; `given` per
     (model, corpus) or (model, "*"), from a --rates table, used before anything else."""
@@ -114,7 +114,7 @@ def _metrics_rates(paths, experiments: set | None = None) -> dict:
 
 
 def measured_rates(records: str | Path | None = H100_RECORDS, store: str | Path | None = None,
-                   given: str | Path | None = None) -> Rates:
+                   given: str | Path | None = None) -> TrainingRates:
     """Rates from committed records (`records`: runs/*/*/metrics.json and tables/throughput.csv, as results/h100),
     the store's published metrics, and a --rates CSV (model,corpus,tokens_per_s; corpus * for any)."""
     shared: dict = {}
@@ -144,10 +144,10 @@ def measured_rates(records: str | Path | None = H100_RECORDS, store: str | Path 
                 except (KeyError, ValueError, TypeError) as e:
                     raise CampaignError(f"{given}:{i}: need model,corpus,tokens_per_s ({e})") from e
         sources.append(str(given))
-    return Rates(shared, alone, table, sources)
+    return TrainingRates(shared, alone, table, sources)
 
 
-def estimate_run(config: dict, run: Run, rates: Rates, parallel: int, overhead_min: float, bench_min: float,
+def estimate_run(config: dict, run: Run, rates: TrainingRates, parallel: int, overhead_min: float, bench_min: float,
                  benchmarked: set) -> dict:
     tokens = run_tokens(config, run)
     rate, why = rates.rate(config, run, parallel)
@@ -171,14 +171,14 @@ def next_wave(todo: list[dict], remaining_s: float, parallel: int) -> list[dict]
     return wave
 
 
-def plan(config: dict, done: set[str], rates: Rates, parallel: int, overhead_min: float, bench_min: float,
+def plan(config: dict, done: set[str], rates: TrainingRates, parallel: int, overhead_min: float, bench_min: float,
          minutes: float | None = None, wave_limit_min: float | None = None) -> dict:
     """The waves a campaign of `minutes` would run (None: no limit), each at most `wave_limit_min` long, given the
     run hashes already published (`done`)."""
     bench = set(benchmarked_runs(config))
     todo, finished = [], []
     for r in priority_order(config):
-        (finished if r.cfg in done else todo).append(r)
+        (finished if r.run_hash in done else todo).append(r)
     ests = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench) for r in todo]
     waves, left, remaining = [], list(ests), (minutes * 60 if minutes is not None else math.inf)
     while left:
@@ -194,7 +194,7 @@ def plan(config: dict, done: set[str], rates: Rates, parallel: int, overhead_min
 
 # ---- the whole matrix ----------------------------------------------------------------------------------------------
 
-def matrix_estimate(config: dict, rates: Rates, parallel: int = DEFAULT_PARALLEL,
+def matrix_estimate(config: dict, rates: TrainingRates, parallel: int = DEFAULT_PARALLEL,
                     overhead_min: float = DEFAULT_OVERHEAD_MIN, bench_min: float = DEFAULT_BENCH_MIN,
                     allocation_min: float = 25.0) -> dict:
     """GPU-minutes of every run of `config` by part (main experiments, ablations; by seed rank), as the campaign

@@ -19,8 +19,8 @@ from ..common.atomic import sha256_file
 from ..common.recordcheck import RecordError, check_record, numbers
 
 MANIFEST = "manifest.json"
-# what a record may hold, by kind: the file names inside the record directory
-KINDS = {"metrics": "metrics.json", "gmm": "gmm.json", "samples": "samples.txt", "throughput": "throughput.json",
+# what a record may hold: record kind -> its file name inside the record directory
+RECORD_FILES = {"metrics": "metrics.json", "gmm": "gmm.json", "samples": "samples.txt", "throughput": "throughput.json",
          "quality": "quality.json", "config": "config.yaml"}
 FIGURE_DIR = "figures"
 # the config's rule for corpus and experiment names (workflow/schemas/config.schema.yaml, propertyNames)
@@ -36,8 +36,8 @@ class StoreError(RuntimeError):
 
 
 def record_file_ok(name: str) -> bool:
-    """A file a record may hold: one of KINDS, or figures/<name> (one plain name, no directories)."""
-    if name in KINDS.values():
+    """A file a record may hold: one of RECORD_FILES, or figures/<name> (one plain name, no directories)."""
+    if name in RECORD_FILES.values():
         return True
     head, _, tail = name.partition("/")
     return head == FIGURE_DIR and FIGURE_NAME.fullmatch(tail) is not None
@@ -70,7 +70,7 @@ def check_manifest(m, path: Path | str) -> dict:
     for name, digest in files.items():
         if not record_file_ok(name):
             raise StoreError(f"{path}: manifest lists {name!r}, not a file a record may hold "
-                             f"({sorted(KINDS.values())} or {FIGURE_DIR}/NAME); refusing the record")
+                             f"({sorted(RECORD_FILES.values())} or {FIGURE_DIR}/NAME); refusing the record")
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise StoreError(f"{path}: manifest's SHA-256 of {name!r} is {digest!r}, not a SHA-256")
     sizes = m.get("sizes")
@@ -168,8 +168,8 @@ def _check_texts(rec_dir: Path, m: dict) -> None:
     file: a record that would stop every later render is refused here, naming the file."""
     from ..reporting.pages import parse_samples
 
-    if KINDS["config"] in m["files"]:
-        path = rec_dir / KINDS["config"]
+    if RECORD_FILES["config"] in m["files"]:
+        path = rec_dir / RECORD_FILES["config"]
         try:
             cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError) as e:
@@ -177,9 +177,9 @@ def _check_texts(rec_dir: Path, m: dict) -> None:
                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if not isinstance(cfg, dict):
             raise StoreError(f"{path}: not a workflow config (a {type(cfg).__name__}, not a mapping)")
-    if KINDS["samples"] in m["files"]:
+    if RECORD_FILES["samples"] in m["files"]:
         try:
-            parse_samples(rec_dir / KINDS["samples"])
+            parse_samples(rec_dir / RECORD_FILES["samples"])
         except (OSError, ValueError) as e:
             raise StoreError(str(e).splitlines()[0]) from None
 

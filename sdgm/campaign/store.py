@@ -46,11 +46,11 @@ import yaml
 from ..common.atomic import (UnsafePath, no_links, remove_stale_temporaries, sha256_file, write_json_atomic,
                              write_text_atomic)
 from ..harness.runlock import file_lock, pid_alive
-from .record import (FIGURE_DIR, KINDS, MANIFEST, StoreError, check_contents, check_manifest, read_manifest,
+from .record import (FIGURE_DIR, MANIFEST, RECORD_FILES, StoreError, check_contents, check_manifest, read_manifest,
                      verify_record)
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
-SCHEMA = 1
+MANIFEST_VERSION = 1  # the "schema" field of every manifest.json the store writes
 LOCK = ".lock"  # the store's lock file (store_lock)
 TEMP = ".part-"  # in the names of temporaries: <name>.part-<host>-<pid>-<random>
 
@@ -205,7 +205,7 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
     prov = rec.get("provenance") or {}
     device = str(prov.get("device") or "unknown")
     dev = device_slug(device, device_label)
-    check_manifest({"schema": SCHEMA, "run_id": "", "run_hash": run_hash, "corpus": rec["corpus"],
+    check_manifest({"schema": MANIFEST_VERSION, "run_id": "", "run_hash": run_hash, "corpus": rec["corpus"],
                     "experiment": rec["experiment"], "seed": rec["seed"], "device_slug": dev, "files": {}}, metrics)
     target = manifest_target(store, {**rec, "device_slug": dev})
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,8 +223,9 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
             shutil.copyfile(fig, staging / FIGURE_DIR / Path(fig).name)
         write_text_atomic(staging / "config.yaml", _stored_config(config))
         files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        manifest = {"schema": SCHEMA, "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}",
-                    "run_hash": run_hash, "corpus": rec["corpus"], "experiment": rec["experiment"],
+        manifest = {"schema": MANIFEST_VERSION,
+                    "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}", "run_hash": run_hash,
+                    "corpus": rec["corpus"], "experiment": rec["experiment"],
                     "seed": rec["seed"], "model": rec.get("model"), "device": device, "device_slug": dev,
                     "commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"),
                     "trained_at": prov.get("timestamp"), "files": files,
@@ -288,15 +289,15 @@ def published_files(store: str | Path, kind: str, only=None) -> dict[str, list[P
     """The union of published records of one kind, by device: {device slug: [paths]}, records in store order.
     kind: metrics, gmm, samples, throughput, quality, config, or figures (every PNG of a record's figures/). `only`: a
     collection of record directories to take (default: every record)."""
-    if kind != "figures" and kind not in KINDS:
-        raise StoreError(f"unknown record kind {kind!r}; kinds: {sorted([*KINDS, 'figures'])}")
+    if kind != "figures" and kind not in RECORD_FILES:
+        raise StoreError(f"unknown record kind {kind!r}; kinds: {sorted([*RECORD_FILES, 'figures'])}")
     out: dict[str, list[Path]] = {}
     for d in record_dirs(store):
         if only is not None and d not in only:
             continue
         m = read_manifest(d)
         names = [n for n in m["files"] if n.startswith(FIGURE_DIR + "/")] if kind == "figures" else \
-            [KINDS[kind]] if KINDS[kind] in m["files"] else []
+            [RECORD_FILES[kind]] if RECORD_FILES[kind] in m["files"] else []
         if names:
             out.setdefault(m["device_slug"], []).extend(d / n for n in sorted(names))
     return out

@@ -185,7 +185,7 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
         while True:
             done = published_hashes(store)
             todo = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
-                    for r in priority_order(config) if r.cfg not in done and r not in failed]
+                    for r in priority_order(config) if r.run_hash not in done and r not in failed]
             remaining = budget - clock.elapsed()
             wave = next_wave(todo, remaining, parallel)
             if not todo:
@@ -211,10 +211,10 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             clock.waited(est)
             done = published_hashes(store)
             if not finished:  # stopped at the deadline: what is unpublished is left for the next campaign
-                stopped.extend(e["run"] for e in wave if e["run"].cfg not in done)
+                stopped.extend(e["run"] for e in wave if e["run"].run_hash not in done)
                 break
             for e in wave:
-                if e["run"].cfg not in done:
+                if e["run"].run_hash not in done:
                     failed.append(e["run"])
                     print(f"  not published: {e['run'].corpus}/{e['run'].name} (log: {logs / (stamp + '.log')})",
                           flush=True)

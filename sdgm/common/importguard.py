@@ -5,7 +5,7 @@ reached (the tests), those environments cannot be built, so a rule that imports 
 would pass here and fail for a user. This module closes that gap: `plan(repo)` reads the rules and the environment
 files and lists, for each environment, the third-party modules it lacks (the project's dependencies and everything
 they pull in, less what the environment's own packages pull in); with `SDGM_IMPORT_GUARD` naming a file holding that
-plan, the workflow-script preamble (sdgm.common.snake, which every script imports first) installs an import hook in
+plan, the workflow-script preamble (sdgm.common.preamble, which every script imports first) installs an import hook in
 the Snakemake job that refuses those modules with the rule, the module and the environment file named, as the
 environment would.
 """
@@ -160,7 +160,7 @@ class Guard(importlib.abc.MetaPathFinder):
 
 def install(plan_file: str | os.PathLike) -> Guard:
     """Put the guard first on sys.meta_path (once). It sees the imports made from then on: every workflow script
-    imports sdgm.common.snake, which calls this, before anything else of its own (a test checks that), so it sees
+    imports sdgm.common.preamble, which calls this, before anything else of its own (a test checks that), so it sees
     all of the job's."""
     for finder in sys.meta_path:
         if isinstance(finder, Guard):

@@ -17,7 +17,7 @@ import yaml
 
 from ..models import catalog
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SHIPPED_SUMS = Path(__file__).resolve().parents[1] / "data" / "corpora" / "SHA256SUMS"
 HASH_CHARS = 8  # hex digits of the run hash in a run's directory name
 # The allocator settings of every workflow job (set by workflow/rules/common.smk, inherited by the jobs): glibc
@@ -35,19 +35,19 @@ class Run(NamedTuple):
     corpus: str
     experiment: str
     seed: int
-    cfg: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
+    run_hash: str  # run_hash(): the first HASH_CHARS hex digits of the SHA-256 of the run's resolved spec
 
     @property
     def name(self) -> str:
         """The run's directory name: readable, and new whenever anything that changes its result changes."""
-        return f"{self.experiment}-s{self.seed}-{self.cfg}"
+        return f"{self.experiment}-s{self.seed}-{self.run_hash}"
 
 
 @functools.cache
 def _validator():
     from ..common.schema import strict_validator  # integers refuse 64.0, numbers must be finite
 
-    return strict_validator(yaml.safe_load(SCHEMA_PATH.read_text()))
+    return strict_validator(yaml.safe_load(CONFIG_SCHEMA_PATH.read_text()))
 
 
 def validate_schema(config: dict) -> None:
@@ -303,7 +303,7 @@ def spec_hash(spec: dict) -> str:
 
 
 def run_hash(config: dict, corpus: str, experiment: str, seed: int) -> str:
-    """The `{cfg}` part of a run's directory name: changing a parameter gives a new directory."""
+    """The `{run_hash}` part of a run's directory name: changing a parameter gives a new directory."""
     return spec_hash(run_spec(config, corpus, experiment, seed))
 
 

@@ -26,7 +26,7 @@ from ..models.interface import declared
 from .evaluate import evaluate, evaluate_streams
 from ..common.timing import peak_rss_bytes
 from .provenance import config_hash, provenance
-from ..common.reasons import NO_GPU, NO_RECONSTRUCTION, NO_STATE
+from ..common.missing import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from ..models.registry import build_model, model_options, save_run
 from ..common.schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
 from .runlock import run_lock
@@ -40,7 +40,7 @@ def seed_everything(seed: int) -> None:
 
 
 def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Path, metrics_path: str | Path, *,
-                 corpus: str, experiment: str, model: str, model_overrides: dict | None = None,
+                 corpus: str, experiment: str, model_name: str, model_overrides: dict | None = None,
                  train_overrides: dict | None = None, seed: int = 0, progress: bool = True,
                  run_hash: str | None = None, run_spec: dict | None = None, mem_mb: int | None = None,
                  memory_check: bool = True) -> dict | None:
@@ -53,12 +53,12 @@ def run_training(tokens_dir: str | Path, run_dir: str | Path, ckpt_dir: str | Pa
     pipeline on the same results directory) stops with RunLocked (sdgm.harness.runlock)."""
     with contextlib.ExitStack() as held:  # the run's lock, once the inputs are checked, until the end
         return _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, corpus=corpus, experiment=experiment,
-                             model=model, model_overrides=model_overrides, train_overrides=train_overrides,
+                             model_name=model_name, model_overrides=model_overrides, train_overrides=train_overrides,
                              seed=seed, progress=progress, run_hash=run_hash, run_spec=run_spec, mem_mb=mem_mb,
                              memory_check=memory_check, held=held)
 
 
-def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experiment, model, model_overrides,
+def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experiment, model_name, model_overrides,
                   train_overrides, seed, progress, run_hash, run_spec, mem_mb, memory_check,
                   held: contextlib.ExitStack) -> dict | None:
     tokens_dir, run_dir, ckpt_dir = Path(tokens_dir), Path(run_dir), Path(ckpt_dir)
@@ -70,17 +70,17 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
                             f"perplexity needs at least 2")
     vocab_digest = vocab_sha256(vocab)
     tcfg = TrainConfig(**{**(train_overrides or {}), "seed": seed})
-    overrides = model_options(model, model_overrides or {}, tcfg.seq_len)  # with the shared context length
+    overrides = model_options(model_name, model_overrides or {}, tcfg.seq_len)  # with the shared context length
 
     seed_everything(seed)
-    net = build_model(model, len(vocab), **overrides)
+    net = build_model(model_name, len(vocab), **overrides)
     model_cfg = dataclasses.asdict(net.cfg)
     train_cfg = dataclasses.asdict(tcfg)
     semantic_train = {k: v for k, v in train_cfg.items()
                       if k not in ("device", "log_every_steps", "history_max_points", "ddp_backend")}
     data_sha = {s: v["sha256"] for s, v in data_stats["splits"].items()}
     # what a checkpoint must match to be resumed: the vocabulary too, since token ids mean nothing without it
-    fingerprint_source = {"model": model, "model_config": model_cfg, "train": semantic_train, "data": data_sha,
+    fingerprint_source = {"model": model_name, "model_config": model_cfg, "train": semantic_train, "data": data_sha,
                           "vocab_sha256": vocab_digest}
     fingerprint = config_hash(fingerprint_source)
 
@@ -96,7 +96,7 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
     # the model's logits before its first step: (B, L, V) of a floating type and finite (one line, not an IndexError
     # in the loss or a wrong width published); the first window of the validation text
     check_forward(trainer.model, splits["valid"][None, :tcfg.seq_len].to(trainer.device), len(vocab),
-                  f"model {model!r}")
+                  f"model {model_name!r}")
     resumed = trainer.try_resume()
     if resumed and trainer.rank == 0:
         print(f"resuming {experiment} on {corpus} from step {trainer.state.step} ({trainer.ckpt_path})", file=sys.stderr)
@@ -159,13 +159,13 @@ def _run_training(tokens_dir, run_dir, ckpt_dir, metrics_path, *, corpus, experi
         metrics["peak_mem_bytes"] = metrics["peak_mem_reserved_bytes"] = None
         na["peak_mem_bytes"] = na["peak_mem_reserved_bytes"] = NO_GPU
 
-    save_run(run_dir, model, trainer.model.cpu(), vocab,
+    save_run(run_dir, model_name, trainer.model.cpu(), vocab,
              extra={"experiment": experiment, "corpus": corpus, "seed": seed, "fingerprint": fingerprint,
                     "vocab_sha256": vocab_digest, "run_hash": run_hash, "run_spec": run_spec})
     record = {
         "schema": METRICS_SCHEMA_VERSION,
         "run_id": f"{corpus}/{run_dir.name}",
-        "experiment": experiment, "model": model, "corpus": corpus, "seed": seed,
+        "experiment": experiment, "model": model_name, "corpus": corpus, "seed": seed,
         "fingerprint": fingerprint,
         "run_hash": run_hash, "run_spec": run_spec,  # the run's identity in the experiment matrix (its directory)
         "model_config": model_cfg, "train_config": train_cfg,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..spectral.ops.dispatch import decoder_record
-from ..common.reasons import na
+from ..common.missing import na
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ the tables (pages: samples, HTML tables, results/README.md).
 It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 """
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
-from ..common.reasons import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
+from ..common.missing import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, NON_CAUSAL_SUFFIX, PAPER_PATH,
                       RECONSTRUCTION_COLUMNS, ReportError, load_metrics, load_paper)
 from .results import build_report

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..common.reasons import NOT_MEASURED, OUT_OF_MEMORY, na  # noqa: E402
+from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na  # noqa: E402
 from . import save_figure, write_table  # noqa: E402
 
 SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench.generation

@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .bench_report import _fmt, load_record  # noqa: E402
-from ..common.reasons import NOT_MEASURED  # noqa: E402
+from ..common.missing import NOT_MEASURED  # noqa: E402
 from . import save_figure, write_table  # noqa: E402
 
 DECODING = {"cache": "cache", "recompute": "recompute window"}

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from ..common.atomic import write_text_atomic
-from ..common.reasons import MODEL_NOT_RECORDED, NOT_MEASURED, na
+from ..common.missing import MODEL_NOT_RECORDED, NOT_MEASURED, na
 
 # The sample file format of sdgm.harness.generate.write_samples: a header line, then "## MODE sample N" and its text.
 HEADER = re.compile(r"^# samples from .*?: (?P<settings>prompt .*)$")

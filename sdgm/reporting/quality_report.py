@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from ..common.atomic import write_text_atomic  # noqa: E402
 from .sample_scores import STATS, score_run  # noqa: E402
-from ..common.reasons import na  # noqa: E402
+from ..common.missing import na  # noqa: E402
 from .plots import save_figure  # noqa: E402
 from .records import ReportError  # noqa: E402
 from .render import to_latex, to_markdown  # noqa: E402

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..common.atomic import write_text_atomic
-from ..common.reasons import na
+from ..common.missing import na
 from .plots import save_figure
 from .reading_gaps import explain_claims
 from .readings_records import ReadingsData, claims_tolerances, load_data, load_folder

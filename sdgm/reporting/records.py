@@ -2,7 +2,7 @@
 sdgm/common/schemas/metrics.schema.json) and the paper's numbers.
 
 Constants shared by every table: the causal labels and the columns of each table (the "n/a" reasons are in
-sdgm.common.reasons).
+sdgm.common.missing).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..common.atomic import write_text_atomic
-from ..common.reasons import NOT_MEASURED, na
+from ..common.missing import NOT_MEASURED, na
 
 def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..common.reasons import (CONFIG_NOT_RECORDED, LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, MODEL_NOT_RECORDED,
+from ..common.missing import (CONFIG_NOT_RECORDED, LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, MODEL_NOT_RECORDED,
                               NAN_RECORDED, NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED, SAME_CONFIG_AS_MAIN, na)
 from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, METRIC_COLUMNS,
                       NON_CAUSAL_SUFFIX, RECONSTRUCTION_COLUMNS, ReportError, experiment_order)

@@ -49,7 +49,7 @@ wildcard_constraints:
     corpus="[a-z0-9_]+",
     experiment="[a-z0-9_]+",
     seed="[0-9]+",
-    cfg="[0-9a-f]{8}",
+    run_hash="[0-9a-f]{8}",
     split="train|valid|test",
 
 
@@ -72,9 +72,10 @@ def cluster_res(kind):
     return {res: job_res(kind, key) for key, res in names.items() if job_res(kind, key) is not None}
 
 
-# One run: results/runs/{corpus}/{experiment}-s{seed}-{cfg}, where {cfg} is the run hash (sdgm.harness.config.run_hash)
-# of everything in the config that changes its result. Every per-run rule carries the four wildcards.
-RUN = "{corpus}/{experiment}-s{seed}-{cfg}"
+# One run: results/runs/{corpus}/{experiment}-s{seed}-{run_hash}, where {run_hash} is the run hash
+# (sdgm.harness.config.run_hash) of everything in the config that changes its result. Every per-run rule carries the
+# four wildcards.
+RUN = "{corpus}/{experiment}-s{seed}-{run_hash}"
 
 
 def run_dir(run):
@@ -86,13 +87,13 @@ def resolved_run(wc):
     is not the current config's (a result of an earlier configuration) is refused, never silently reused."""
     if wc.experiment not in config["experiments"] or wc.corpus not in config["corpora"]:
         raise ValueError(f"{wc.corpus}/{wc.experiment}: no such experiment or corpus in the config")
-    cfg = run_hash(config, wc.corpus, wc.experiment, int(wc.seed))
-    if wc.cfg != cfg:
+    expected = run_hash(config, wc.corpus, wc.experiment, int(wc.seed))
+    if wc.run_hash != expected:
         raise ValueError(
-            f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}: the current config gives this run the "
-            f"hash {cfg}, not {wc.cfg} (that directory belongs to another configuration)"
+            f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.run_hash}: the current config gives this run the "
+            f"hash {expected}, not {wc.run_hash} (that directory belongs to another configuration)"
         )
-    return {"hash": cfg, "spec": run_spec(config, wc.corpus, wc.experiment, int(wc.seed))}
+    return {"hash": expected, "spec": run_spec(config, wc.corpus, wc.experiment, int(wc.seed))}
 
 
 def has_gmm(wildcards):
@@ -128,7 +129,7 @@ BENCH_RUNS = benchmarked_runs(config)
 
 def is_benchmarked(wildcards):
     return any(
-        r.corpus == wildcards.corpus and r.name == f"{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
+        r.corpus == wildcards.corpus and r.name == f"{wildcards.experiment}-s{wildcards.seed}-{wildcards.run_hash}"
         for r in BENCH_RUNS
     )
 
@@ -148,7 +149,7 @@ def run_figure_files(wildcards=None):
 # What rule store_run (rules/store.smk) copies into the published store for one run. Every run has its metrics, free
 # samples and quality record (made by score_samples from the samples and continuations).
 def store_run_inputs(wildcards):
-    name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.cfg}"
+    name = f"{wildcards.corpus}/{wildcards.experiment}-s{wildcards.seed}-{wildcards.run_hash}"
     run = f"{OUT}/runs/{name}"
     files = {
         "metrics": f"{run}/metrics.json",

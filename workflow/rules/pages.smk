@@ -14,7 +14,7 @@ TABLES = [
     ]
     if f.endswith(".csv")
 ]
-FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{cfg}
+FIG = f"{OUT}/figures/{RUN}"  # one run's figures: figures/{corpus}/{experiment}-s{seed}-{run_hash}
 
 
 rule interpretability_figures:
@@ -30,28 +30,28 @@ rule interpretability_figures:
             caption="../report/atoms.rst",
             category="Interpretability",
             subcategory="{corpus}",
-            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atoms"},
+            labels={"run": "{experiment}-s{seed}-{run_hash}", "figure": "atoms"},
         ),
         atom_signals=report(
             f"{FIG}/atom_signals.png",
             caption="../report/atom_signals.rst",
             category="Interpretability",
             subcategory="{corpus}",
-            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "atom_signals"},
+            labels={"run": "{experiment}-s{seed}-{run_hash}", "figure": "atom_signals"},
         ),
         gmm_bic=report(
             f"{FIG}/gmm_bic.png",
             caption="../report/gmm_bic.rst",
             category="Interpretability",
             subcategory="{corpus}",
-            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_bic"},
+            labels={"run": "{experiment}-s{seed}-{run_hash}", "figure": "gmm_bic"},
         ),
         gmm_pca=report(
             f"{FIG}/gmm_pca.png",
             caption="../report/gmm_pca.rst",
             category="Interpretability",
             subcategory="{corpus}",
-            labels={"run": "{experiment}-s{seed}-{cfg}", "figure": "gmm_pca"},
+            labels={"run": "{experiment}-s{seed}-{run_hash}", "figure": "gmm_pca"},
         ),
         pdf=[f"{FIG}/{name}.pdf" for name in RUN_FIGURES],
     log:

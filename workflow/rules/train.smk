@@ -14,9 +14,9 @@ rule train:
     resources:
         **cluster_res("train"),
     params:
-        run=resolved_run,  # {"hash", "spec"}: refuses a {cfg} that is not the current config's
+        run=resolved_run,  # {"hash", "spec"}: refuses a {run_hash} that is not the current config's
         # not an output: Snakemake deletes the outputs of a failed job, and this is what a rerun resumes from
-        ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}",
+        ckpt_dir=lambda wc: f"{OUT}/checkpoints/{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.run_hash}",
         # more than 1: DistributedDataParallel under torchrun, the job's threads shared among the processes
         processes=train_processes(config),
         # the job's memory (what Slurm enforces), against which the training's estimated peak is checked first

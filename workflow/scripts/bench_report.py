@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.snake import setup  # noqa: E402
+from sdgm.common.preamble import setup  # noqa: E402
 from sdgm.reporting.bench_report import build_bench_report  # noqa: E402
 
 smk = snakemake  # noqa: F821

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.snake import setup  # noqa: E402
+from sdgm.common.preamble import setup  # noqa: E402
 from sdgm.common.atomic import write_json_atomic  # noqa: E402
 from sdgm.harness.readings import parameter_readings  # noqa: E402
 

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.snake import setup  # noqa: E402
+from sdgm.common.preamble import setup  # noqa: E402
 from sdgm.common.atomic import write_json_atomic  # noqa: E402
 from sdgm.harness.readings import measure_run  # noqa: E402
 
@@ -11,7 +11,7 @@ smk = snakemake  # noqa: F821
 setup(smk)
 wc = smk.wildcards
 record = measure_run(Path(smk.input.run[0]).parent, Path(smk.input.tokens[0]).parent,
-                     run_id=f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.cfg}", experiment=wc.experiment,
+                     run_id=f"{wc.corpus}/{wc.experiment}-s{wc.seed}-{wc.run_hash}", experiment=wc.experiment,
                      corpus=wc.corpus, seq_len=smk.params.seq_len, evaluations=smk.params.evaluations)
 write_json_atomic(smk.output[0], record)
 print(record)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.snake import setup  # noqa: E402
+from sdgm.common.preamble import setup  # noqa: E402
 from sdgm.harness.generate import write_continuations, write_samples  # noqa: E402
 
 smk = snakemake  # noqa: F821

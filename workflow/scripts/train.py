@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.snake import setup  # noqa: E402
+from sdgm.common.preamble import setup  # noqa: E402
 from sdgm.harness.distributed import launch  # noqa: E402
 from sdgm.harness.experiment import run_training  # noqa: E402
 
@@ -17,7 +17,7 @@ spec = smk.params.run["spec"]
 kwargs = dict(
     tokens_dir=str(Path(smk.input[0]).parent), run_dir=str(Path(smk.output.metrics).parent),
     ckpt_dir=smk.params.ckpt_dir, metrics_path=smk.output.metrics,
-    corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model=spec["model"],
+    corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model_name=spec["model"],
     model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=spec["seed"],
     run_hash=smk.params.run["hash"], run_spec=spec, memory_check=smk.params.memory_check,
 )

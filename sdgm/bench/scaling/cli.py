@@ -97,16 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         if args.configfile is not None:
             ap.error("--configfile runs the benchmark: give --out DIR for its record, tables and figure")
-        rates, bpv = H100_RATES, 2
+        rates, bytes_per_value = H100_RATES, 2
         if args.rates_from is not None:
             try:
                 record = json.loads(args.rates_from.read_text())
-                rates, bpv = record["rates"], 2 if record["settings"]["precision"] == "bf16" else 4
+                rates, bytes_per_value = record["rates"], 2 if record["settings"]["precision"] == "bf16" else 4
             except (OSError, ValueError, KeyError) as e:
                 ap.error(f"--rates-from {args.rates_from}: not a readable scaling record ({e})")
-        print(floor_table(rates, bytes_per_value=bpv))
+        print(floor_table(rates, bytes_per_value=bytes_per_value))
         for alg in ("direct", "rotation"):
-            L = crossover_length(rates, alg, bytes_per_value=bpv)
+            L = crossover_length(rates, alg, bytes_per_value=bytes_per_value)
             print(f"SDGM ({alg}) below attention at B = 1 from L = {L:,}" if L else
                   f"SDGM ({alg}) not below attention at B = 1 up to L = 2^24")
         return 0

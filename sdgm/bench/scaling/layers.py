@@ -16,10 +16,10 @@ from ...spectral.ops.dispatch import ALGORITHMS, rotation_status, spectral_cost,
 SDGM_DECODERS = ("naive", "chunked", "rotation", "triton")
 
 
-def _io_bytes(B: int, L: int, D: int, mode: str, bpv: int) -> int:
+def _io_bytes(B: int, L: int, D: int, mode: str, bytes_per_value: int) -> int:
     """Least memory traffic of a layer (B, L, D) -> (B, L, D): input and output, and in backward their gradients
     and the input again."""
-    return bpv * B * L * D * (2 if mode == "forward" else 5)
+    return bytes_per_value * B * L * D * (2 if mode == "forward" else 5)
 
 
 class CausalAttentionLayer(nn.Module):
@@ -43,12 +43,12 @@ class CausalAttentionLayer(nn.Module):
         with ctx:
             return self.layer(x)  # (B, L, D)
 
-    def cost(self, B: int, L: int, mode: str, bpv: int) -> dict:
+    def cost(self, B: int, L: int, mode: str, bytes_per_value: int) -> dict:
         D = self.d_model
         proj = 2 * B * L * D * 4 * D  # QKV and output projections
         attn = 2 * B * L * L * D  # QK^T and PV over the causal half: 2 x (2 L^2 D / 2)
         k = 1 if mode == "forward" else 3
-        return {"flops": k * (proj + attn), "sines": 0, "bytes": _io_bytes(B, L, D, mode, bpv)}
+        return {"flops": k * (proj + attn), "sines": 0, "bytes": _io_bytes(B, L, D, mode, bytes_per_value)}
 
 
 class LinformerLayer(nn.Module):
@@ -67,11 +67,12 @@ class LinformerLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)  # (B, L, D)
 
-    def cost(self, B: int, L: int, mode: str, bpv: int) -> dict:
+    def cost(self, B: int, L: int, mode: str, bytes_per_value: int) -> dict:
         D, k, b = self.cfg.d_model, self.cfg.k, self.cfg.block_size
         # projections; each block's keys and values projected to k rows; every query against k + b keys and values
         fwd = 2 * B * L * D * 4 * D + 2 * 2 * B * L * k * D + 2 * 2 * B * L * (k + b) * D
-        return {"flops": fwd * (1 if mode == "forward" else 3), "sines": 0, "bytes": _io_bytes(B, L, D, mode, bpv)}
+        return {"flops": fwd * (1 if mode == "forward" else 3), "sines": 0,
+                "bytes": _io_bytes(B, L, D, mode, bytes_per_value)}
 
 
 class SDGMMixingLayer(nn.Module):
@@ -88,12 +89,13 @@ class SDGMMixingLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sdgm.decode(self.sdgm.encode(x))  # (B, L, D)
 
-    def cost(self, B: int, L: int, mode: str, bpv: int) -> dict:
+    def cost(self, B: int, L: int, mode: str, bytes_per_value: int) -> dict:
         cfg = self.sdgm.cfg
         D, K = cfg.d_model, cfg.n_atoms
         enc = 2 * B * L * cfg.kernel_size * D * K * (1 if mode == "forward" else 3)
-        dec = spectral_cost(B, L, K, D, mode, bpv, ALGORITHMS.get(cfg.decoder, "direct"))  # the algorithm it runs
-        x_io = bpv * B * L * D * (1 if mode == "forward" else 2)  # the layer's input, and its gradient
+        # the algorithm it runs
+        dec = spectral_cost(B, L, K, D, mode, bytes_per_value, ALGORITHMS.get(cfg.decoder, "direct"))
+        x_io = bytes_per_value * B * L * D * (1 if mode == "forward" else 2)  # the layer's input, and its gradient
         return {**dec, "flops": enc + dec["flops"], "bytes": dec["bytes"] + x_io}
 
 

@@ -68,7 +68,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
     skipped_layers = unavailable_layers(layers, dev)
     lengths = sorted(int(L) for L in lengths)
     batch_lengths = sorted(int(L) for L in batch_lengths)
-    bpv = 2 if amp is not None else 4
+    bytes_per_value = 2 if amp is not None else 4
     settings = {"lengths": lengths, "tokens_per_batch": tokens_per_batch, "batch_lengths": batch_lengths,
                 "batch_size": batch_size, "d_model": d_model, "n_atoms": n_atoms, "kernel_size": kernel_size,
                 "n_heads": n_heads, "linformer_k": linformer_k,
@@ -120,7 +120,7 @@ def scaling_benchmark(lengths, tokens_per_batch: int, *, batch_lengths=(), batch
                         t_case = time.monotonic()
                         try:
                             entry.update(_case(factory, L, B, d_model, mode, dev, autocast, repeats, warmup,
-                                               memory_cap_bytes, clock, seed, rates, bpv))
+                                               memory_cap_bytes, clock, seed, rates, bytes_per_value))
                             entry["case_s"] = time.monotonic() - t_case  # building, warmup, memory, timed calls
                             walls.setdefault((name, mode), []).append((L, B, entry["case_s"]))
                         except Exception as e:
@@ -230,7 +230,8 @@ def _beyond_host_memory(dev: torch.device, history, L: int, B: int) -> str | Non
             f"{available / 2 ** 30:.1f} GiB the host has available")
 
 
-def _case(factory, L, B, D, mode, dev, autocast, repeats, warmup, memory_cap_bytes, clock, seed, rates, bpv) -> dict:
+def _case(factory, L, B, D, mode, dev, autocast, repeats, warmup, memory_cap_bytes, clock, seed, rates,
+          bytes_per_value) -> dict:
     torch.manual_seed(seed)
     layer = factory(L).to(dev)
     x = torch.randn(B, L, D, device=dev, requires_grad=mode == "forward_backward")
@@ -263,7 +264,7 @@ def _case(factory, L, B, D, mode, dev, autocast, repeats, warmup, memory_cap_byt
     if mem is None:
         na["peak_mem_bytes"] = mem_na
     if hasattr(layer, "cost"):
-        out["floor"] = floor_of(layer.cost(B, L, mode, bpv), rates)
+        out["floor"] = floor_of(layer.cost(B, L, mode, bytes_per_value), rates)
         out["over_floor"] = timing["median_s"] / out["floor"]["time_s"] if out["floor"]["time_s"] > 0 else None
     else:
         na["floor"] = f"{type(layer).__name__} has no cost model"

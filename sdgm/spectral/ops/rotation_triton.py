@@ -70,7 +70,7 @@ def _next_power_of_2(n: int) -> int:
 
 def _uses_mix_rot(B: int, R: int, dtype: torch.dtype, uniform: bool, interpreting: bool) -> bool:
     # the rotation kernel's register tile needs tensor-core dots: fp32 operands on a GPU spill it (python -m
-    # sdgm.bench.sm90), so they keep the direct kernel; the interpreter runs it in any dtype
+    # sdgm.bench.sass), so they keep the direct kernel; the interpreter runs it in any dtype
     return uniform and B <= MIX_ROT_MAX_B and R <= MIX_ROT_MAX_R and (dtype != torch.float32 or interpreting)
 
 

@@ -1,6 +1,6 @@
 """Compile the spectral decoder's Triton kernels for an H100 (sm_90) on any machine, and read the machine code.
 
-    python -m sdgm.bench.sm90            # one row per kernel and launch config: registers, spills, sines, MMAs
+    python -m sdgm.bench.sass            # one row per kernel and launch config: registers, spills, sines, MMAs
 
 Triton compiles without a GPU when given the target; the cuobjdump shipped inside the Triton wheel dumps the
 SASS and the resource usage. What a row says: `regs` registers per thread (255 is the hardware limit), `stack`

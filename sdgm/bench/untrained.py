@@ -1,7 +1,7 @@
 """Training throughput of a freshly initialised model at a config's setup: per option variant, eager and compiled.
 
-    python -m sdgm.bench.fresh --configfile config/config.yaml --model sdgm --vocab-size 10000 \
-        --variant decoder=chunked --variant decoder=naive --out results/mymachine/bench/fresh_sdgm.json
+    python -m sdgm.bench.untrained --configfile config/config.yaml --model sdgm --vocab-size 10000 \
+        --variant decoder=chunked --variant decoder=naive --out results/mymachine/bench/untrained_sdgm.json
 
 The throughput rule measures trained runs; this measures the step alone, before anything is trained, so that
 implementations of one model (SDGM's decoders, say) can be compared on a machine in minutes. The model gets the
@@ -32,9 +32,9 @@ def parse_variant(text: str) -> dict:
     return options
 
 
-def fresh_throughput(config: dict, model: str, vocab_size: int, variants: list[dict], compile_modes=(False, True),
-                     device: str | None = None, repeats: int | None = None, warmup: int | None = None,
-                     log=print) -> dict:
+def untrained_throughput(config: dict, model: str, vocab_size: int, variants: list[dict], compile_modes=(False, True),
+                         device: str | None = None, repeats: int | None = None, warmup: int | None = None,
+                         log=print) -> dict:
     """{settings, provenance, cases: [{options, compile, train_tokens_per_s, ...}]} for each variant x mode."""
     import torch
 
@@ -78,7 +78,7 @@ def fresh_throughput(config: dict, model: str, vocab_size: int, variants: list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.bench.fresh", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m sdgm.bench.untrained", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--configfile", type=Path, required=True, help="workflow config (models, train, benchmark)")
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     try:
         model_classes(args.model)
-        record = fresh_throughput(config, args.model, args.vocab_size, args.variant, COMPILE_MODES[args.compile],
-                                  device=args.device, repeats=args.repeats, warmup=args.warmup)
+        record = untrained_throughput(config, args.model, args.vocab_size, args.variant, COMPILE_MODES[args.compile],
+                                      device=args.device, repeats=args.repeats, warmup=args.warmup)
     except (KeyError, TypeError, ValueError) as e:  # unknown model or option, options that do not fit together
         ap.error(str(e.args[0]) if e.args else str(e))
     write_json_atomic(args.out, record)

@@ -1,4 +1,4 @@
-"""The Triton kernels compiled for an H100 (sm_90) on any machine and their machine code read (sdgm.bench.sm90)."""
+"""The Triton kernels compiled for an H100 (sm_90) on any machine and their machine code read (sdgm.bench.sass)."""
 import json
 import os
 import subprocess
@@ -15,7 +15,7 @@ def test_sm90_machine_code_uses_hardware_sine_and_does_not_spill():
     local-memory spills, <= 255 registers; the rotation kernels evaluate a small fraction of the direct ones' sines
     per tile."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile for real, not interpret
-    code = "import json; from sdgm.bench.sm90 import report; print(json.dumps(report('bf16') + report('fp16')))"
+    code = "import json; from sdgm.bench.sass import report; print(json.dumps(report('bf16') + report('fp16')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
