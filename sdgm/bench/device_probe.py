@@ -15,7 +15,7 @@ def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple
     """(model name, model options, TrainConfig fields) of an experiment as the trainer builds it."""
     from ..harness.config import experiment_spec
     from ..models.registry import model_options
-    from ..harness.train import TrainConfig
+    from ..harness.recipe import TrainConfig
 
     spec = experiment_spec(config, experiment)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -35,7 +35,7 @@ def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, devi
     import torch.nn.functional as F
 
     from ..models.registry import build_model
-    from ..harness.train import TrainConfig, autocast_dtype, make_optimizer, resolve_device
+    from ..harness.recipe import TrainConfig, autocast_dtype, make_optimizer, resolve_device
     from ..common.timing import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_call_memory
 
     model_name, options, train = experiment_setup(config, experiment, device)

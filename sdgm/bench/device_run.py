@@ -33,7 +33,7 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
     from ..models.interface import declared
     from ..harness.provenance import config_hash, provenance
     from ..models.registry import build_model
-    from ..harness.train import TrainConfig, resolve_device
+    from ..harness.recipe import TrainConfig, resolve_device
     from .generation import measure_generation
     from .throughput import measure_throughput
     from ..common.timing import load_average

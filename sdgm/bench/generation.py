@@ -246,7 +246,7 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
                        clock: Callable[[], float] = time.perf_counter) -> dict:
     """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring);
     only_own_path: the model's own path alone (its cache, else the window recompute), the one claims read."""
-    from ..harness.train import autocast_dtype, resolve_device
+    from ..harness.recipe import autocast_dtype, resolve_device
 
     device = resolve_device(train_cfg.device)
     amp = autocast_dtype(train_cfg, device)
@@ -287,7 +287,7 @@ def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
     from ..models.registry import load_run
-    from ..harness.train import TrainConfig, resolve_device
+    from ..harness.recipe import TrainConfig, resolve_device
 
     run = json.loads(Path(metrics_path).read_text())
     model, _ = load_run(Path(run_dir))

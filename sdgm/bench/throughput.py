@@ -79,7 +79,7 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
     energy_per_token): NVML's energy counter advances in steps too coarse for a few timed calls.
     """
     from ..harness.generate import sample_autoregressive
-    from ..harness.train import autocast_dtype, make_optimizer, resolve_device
+    from ..harness.recipe import autocast_dtype, make_optimizer, resolve_device
 
     device = resolve_device(train_cfg.device)
     amp = autocast_dtype(train_cfg, device)
@@ -231,7 +231,7 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     """Throughput record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
     from ..models.registry import load_run
-    from ..harness.train import TrainConfig, resolve_device
+    from ..harness.recipe import TrainConfig, resolve_device
 
     run_dir = Path(run_dir)
     run = json.loads(Path(metrics_path).read_text())

@@ -40,7 +40,7 @@ def untrained_throughput(config: dict, model: str, vocab_size: int, variants: li
 
     from ..harness.provenance import config_hash, provenance
     from ..models.registry import build_model, model_config, model_options
-    from ..harness.train import TrainConfig, resolve_device
+    from ..harness.recipe import TrainConfig, resolve_device
     from .throughput import measure_throughput
 
     train = {k: v for k, v in config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}

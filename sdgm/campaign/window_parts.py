@@ -175,7 +175,7 @@ def part_env(out: Path, device: str) -> dict:
 
     from ..spectral.ops import resolve_impl
     from ..harness.provenance import provenance
-    from ..harness.train import resolve_device
+    from ..harness.recipe import resolve_device
 
     dev = resolve_device(device)
     from importlib.metadata import PackageNotFoundError, version

@@ -78,7 +78,7 @@ def main() -> None:
     import torch.distributed as dist
 
     from .experiment import run_training
-    from .train import TrainConfig, resolve_device
+    from .recipe import TrainConfig, resolve_device
 
     kwargs = json.loads(sys.argv[1])
     torch.set_num_threads(kwargs.pop("threads"))
