@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from helpers import write_grammar_corpus, write_toy_corpus  # noqa: E402
-from sdgm.data.tokens import tokenize_corpus  # noqa: E402
+from helpers import write_grammar_corpus, write_toy_corpus
+
+from sdgm.data.tokens import tokenize_corpus
 
 # One intra-op thread in the test process. The models here are tiny, so a second thread gains nothing, and on a
 # machine whose cores are busy with other work two threads that wait on each other made single tests 3-10x slower.
@@ -74,7 +76,7 @@ class Requirement:
             if not torch.cuda.is_available():
                 out.append(f"a CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)")
         if self.root and os.geteuid() != 0:
-            out.append("root (it runs as uid %d)" % os.geteuid())
+            out.append(f"root (it runs as uid {os.geteuid()})")
         return out
 
 
@@ -196,3 +198,45 @@ def grammar_tokens(tmp_path_factory):
     root = write_grammar_corpus(tmp_path_factory.mktemp("grammar_corpus"))
     tokenize_corpus(root, root / "tokens")
     return root / "tokens"
+
+
+# ---- a disk of a given size (tests/test_faults_edges.py, test_faults_archives.py) ----
+class Disk:
+    """A tmpfs of a given size, mounted for one test: full and read-only for real."""
+
+    def __init__(self, path: Path, size: int):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            pytest.skip(f"mounting a tmpfs needs root: {r.stderr.strip()}")
+
+    def remount(self, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True)
+
+    def fill(self) -> None:
+        """Take every free byte (a file of zeros written until the disk refuses)."""
+        with open(self.path / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture
+def disk(tmp_path):
+    mounted = []
+
+    def make(size: int, name: str = "disk") -> Disk:
+        d = Disk(tmp_path / name, size)
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:
+        d.unmount()

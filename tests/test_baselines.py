@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import random_ids
+
 from baselines.linformer import attention_reference
 from sdgm.models.registry import build_model, load_run, save_run
 

@@ -6,16 +6,23 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import random_ids
-from sdgm.reporting import generation_report
-from sdgm.reporting.protocol import NOT_RECORDED, record_protocol
-from sdgm.bench.generation import (CompiledSteps, WindowRecompute, decoding_paths, generation_for_run,
-                                   measure_generation, measure_path, state_bytes)
+
+from sdgm.bench.generation import (
+    CompiledSteps,
+    WindowRecompute,
+    decoding_paths,
+    generation_for_run,
+    measure_generation,
+    measure_path,
+    state_bytes,
+)
 from sdgm.harness.experiment import run_training
 from sdgm.harness.generate import sample_autoregressive
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model
+from sdgm.reporting import generation_report
+from sdgm.reporting.protocol import NOT_RECORDED, record_protocol
 
 V, L = 40, 8
 SMALL = {

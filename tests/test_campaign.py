@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from sdgm.campaign import archive, cli, costs, render, store, waves
 from sdgm.common import importguard
 from sdgm.harness.config import benchmarked_runs, check_config, runs
-from sdgm.campaign import archive, cli, costs, render, store, waves
 from sdgm.reporting import claims as C
 
 REPO = Path(__file__).resolve().parents[1]

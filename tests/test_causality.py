@@ -5,9 +5,9 @@ metrics.json. Models that see later tokens on purpose must be caught, and must s
 """
 import pytest
 import torch
-
 from helpers import SMALL as SMALL_MODELS
 from helpers import take_optimizer_steps
+
 from sdgm.harness.experiment import run_training
 from sdgm.models.contract import CAUSAL_TOLERANCE, causal_audit, causality_violation
 from sdgm.models.registry import MODELS, build_model

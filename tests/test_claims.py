@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from sdgm.reporting import ReportError, load_paper
-from sdgm.reporting import claims as C
 from sdgm.reporting import claim_rules as V
+from sdgm.reporting import claims as C
 from sdgm.reporting.claim_row import VERDICTS
 from sdgm.reporting.slope_rule import SUPERSEDED_SCALING
 from sdgm.reporting.statistics import t_quantile

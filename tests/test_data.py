@@ -163,7 +163,7 @@ def test_no_checksum_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
 # URL source against a local HTTP server
 # --------------------------------------------------------------------------
 
-GOOD = "the quick brown fox\n jumps over  the lazy dog \n\nlast line\n".encode("utf-8") * 200
+GOOD = b"the quick brown fox\n jumps over  the lazy dog \n\nlast line\n" * 200
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
 
 
@@ -178,7 +178,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         "/truncated.txt.xz": (lzma.compress(GOOD)[:50], len(lzma.compress(GOOD))),
     }
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         if self.path not in self.routes:
             self.send_error(404, "Not Found")
             return

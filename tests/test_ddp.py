@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUICK, REPO, kill_when, logged_steps, one_run_config, snakemake, write_config, write_grammar_corpus
 
-from helpers import (QUICK, REPO, kill_when, logged_steps, one_run_config, snakemake, write_config,
-                     write_grammar_corpus)
 from sdgm.harness.config import ConfigError, check_config, runs, train_processes
 from sdgm.harness.distributed import launch
 from sdgm.harness.experiment import run_training
 from sdgm.models.registry import MODELS, build_model, load_run
+
 TOL = 1e-5  # largest absolute difference of a logged loss, a validation NLL or a weight, 1 vs 2 processes
 
 

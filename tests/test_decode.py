@@ -2,9 +2,9 @@
 the decoding state, and the sampler's output under a fixed seed."""
 import pytest
 import torch
-
 from helpers import SMALL as SMALL_MODELS
 from helpers import random_ids, take_optimizer_steps
+
 from sdgm.harness.generate import _draw, sample_autoregressive
 from sdgm.models.interface import LanguageModel
 from sdgm.models.registry import MODELS, build_model

@@ -23,13 +23,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import (
+    QUICK,
+    REPO,
+    kill_when,
+    metrics_record,
+    mutate,
+    one_run_config,
+    snakemake,
+    snakemake_command,
+    write_config,
+    write_grammar_corpus,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdgm import reporting as report
 from sdgm.common.atomic import remove_stale_temporaries
 from sdgm.common.missing import NO_RECONSTRUCTION, na
-from sdgm.data import sources as data_sources, tokens as data_tokens
+from sdgm.data import sources as data_sources
+from sdgm.data import tokens as data_tokens
 from sdgm.data.checks import ChecksumError, DataError
 from sdgm.data.tokens import tokenize_corpus
 from sdgm.harness.config import ConfigError, check_config, experiment_spec, runs, validate_schema
@@ -39,10 +52,6 @@ from sdgm.harness.train import CheckpointError, NonFiniteLoss, TrainConfig
 from sdgm.models.interface import LanguageModel
 from sdgm.models.registry import build_model, load_run, model_config
 from sdgm.reporting import ReportError
-
-from helpers import (QUICK, REPO, kill_when, metrics_record, mutate, one_run_config, snakemake, snakemake_command,
-                     write_config, write_grammar_corpus)
-
 
 # ============================================================================ run_training level
 

@@ -16,20 +16,17 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_campaign import fake_rates, fake_run, publish, tiny_config
 
+from sdgm.campaign import archive, cli, render, store, waves
 from sdgm.data import tokens as data_tokens
 from sdgm.harness.runlock import run_lock
 from sdgm.harness.train import CheckpointError, TrainConfig, Trainer
 from sdgm.models.registry import build_model
-from sdgm.campaign import archive, cli, render, store, waves
-
-from test_campaign import fake_rates, fake_run, publish, tiny_config
-from test_faults_edges import disk  # noqa: F401 (a fixture: a tmpfs of a given size)
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = "nvidia-h100-80gb-hbm3"

@@ -27,7 +27,8 @@ import torch
 import yaml
 
 from sdgm.common.atomic import StorageError, write_json_atomic
-from sdgm.data import sources as data_sources, tokens as data_tokens
+from sdgm.data import sources as data_sources
+from sdgm.data import tokens as data_tokens
 from sdgm.data.checks import ContentError, DataError
 from sdgm.data.sources import materialize
 from sdgm.data.tokens import tokenize_corpus
@@ -79,47 +80,6 @@ def train(tokens_dir: Path, run: Path, ck: Path, train_cfg: dict = TRAIN, **extr
 
 def parts(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.part-*"))
-
-
-class Disk:
-    """A tmpfs of a given size, mounted for one test: full and read-only for real."""
-
-    def __init__(self, path: Path, size: int):
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                           text=True)
-        if r.returncode != 0:
-            pytest.skip(f"mounting a tmpfs needs root: {r.stderr.strip()}")
-
-    def remount(self, options: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True)
-
-    def fill(self) -> None:
-        """Take every free byte (a file of zeros written until the disk refuses)."""
-        with open(self.path / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], check=False)
-
-
-@pytest.fixture
-def disk(tmp_path):
-    mounted = []
-
-    def make(size: int, name: str = "disk") -> Disk:
-        d = Disk(tmp_path / name, size)
-        mounted.append(d)
-        return d
-
-    yield make
-    for d in mounted:
-        d.unmount()
 
 
 # ============================================================================ 1. storage: full, read-only

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from sdgm.campaign import archive, cli, render, store
 from sdgm.common import recordcheck
 from sdgm.common.atomic import UnsafePath, no_links
 from sdgm.data.tokens import load_tokens, tokenize_corpus
@@ -24,7 +25,6 @@ from sdgm.harness.runlock import run_lock
 from sdgm.models import catalog
 from sdgm.models.contract import ContractError, causal_audit, check_forward
 from sdgm.models.registry import build_model
-from sdgm.campaign import archive, cli, render, store
 
 LIARS = Path(__file__).resolve().parent / "liars"
 PLUGINS = {"peek_frequent": "PeekFrequent", "rewrites_input": "RewritesInput", "wrong_width": "WrongWidth",
@@ -466,6 +466,7 @@ def test_a_malformed_window_is_refused_and_render_isolates_it_and_escapes_its_te
 def test_a_seed_beyond_numpys_range_is_refused_by_the_config_check():
     """Was: seeds [4294967296] passed the check and training died in numpy ("Seed must be between 0 and 2**32 - 1")."""
     from helpers import mutate
+
     from sdgm.harness.config import ConfigError, check_config
 
     check_config(mutate("seeds", [0, 2 ** 32 - 1]))
@@ -480,6 +481,7 @@ def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
     `verify` names a render that did not finish, and any output changed since the last complete one."""
     from test_campaign import fake_run, publish
     from test_faults_archives import published
+
     import sdgm.reporting.claims as claims_module
 
     st, _ = published(tmp_path, st=tmp_path / "store")
@@ -510,6 +512,7 @@ def test_the_report_refuses_a_metrics_file_that_contradicts_itself(tmp_path):
     """The report's loading path (tables, claims) uses the same validator: val_ppl 57.1 beside val_nll 9.0 was read
     and judged "reproduced"."""
     from helpers import metrics_record, write_metrics
+
     from sdgm.reporting import ReportError, load_metrics
 
     rec = metrics_record("sdgm", "ptb", 0, 57.1)
@@ -525,6 +528,7 @@ def test_tables_of_a_results_folder_are_not_written_through_a_link(tmp_path):
     """A results folder (results/cpu is committed) whose tables/ is a link to a folder elsewhere: the report and the
     claims refuse before writing anything there."""
     from helpers import metrics_record, write_metrics
+
     from sdgm.reporting import build_report
     from sdgm.reporting.claims import build_claims
 

@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 import yaml
-
 from helpers import REPO, SMALL, random_ids
+
 from sdgm.models.registry import MODELS, build_model
 
 pytestmark = pytest.mark.gpu

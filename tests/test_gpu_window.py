@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO
+
 from sdgm.campaign import render, window, window_parts, window_records
 from sdgm.campaign.archive import import_archives
 

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from sdgm.spectral.ops import dispatch
-from sdgm.spectral.ops.dispatch import (check_kernels, check_kernels_for_run, check_kernels_in_child, decoder_record,
-                                        resolve_impl, run_check_cases)
+from sdgm.spectral.ops.dispatch import (
+    check_kernels,
+    check_kernels_for_run,
+    check_kernels_in_child,
+    decoder_record,
+    resolve_impl,
+    run_check_cases,
+)
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.needs("triton")
@@ -98,6 +104,7 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     """A training run whose 'auto' fell back: metrics.json (valid against its schema) says chunked and why; a
     benchmark record of this process says the same."""
     from helpers import REPO
+
     from sdgm.bench.untrained import untrained_throughput
     from sdgm.common.schema import check_metrics
     from sdgm.harness.config import load_config
@@ -226,6 +233,7 @@ def test_a_training_run_checks_the_kernels_at_its_shapes(grammar_tokens, tmp_pat
     """The trainer hands SDGM its batch shapes before the first step (training, evaluation, B = 1); the model checks
     the kernels at them on CUDA with 'auto' only (here the check itself is recorded, not run)."""
     from helpers import SMALL
+
     from sdgm.data.tokens import load_tokens
     from sdgm.harness.train import TrainConfig, Trainer
     from sdgm.models.registry import build_model

@@ -11,6 +11,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_python_is_ruff_clean():
+    """`ruff check` (the small rule set of pyproject.toml) and `ruff format --check` over the repository."""
+    for args in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        r = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"run `ruff {args[0]} {'--fix ' if args[0] == 'check' else ''}.`:\n" + (r.stdout + r.stderr)[-4000:]
+
+
 def test_workflow_is_snakefmt_clean():
     r = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "workflow"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)

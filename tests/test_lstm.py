@@ -1,8 +1,8 @@
 """LSTM baseline: shapes, causality, carried state, and the parameter count of the PyTorch example's RNNModel."""
 import pytest
 import torch
-
 from helpers import random_ids
+
 from baselines.lstm import LSTMConfig
 from sdgm.models.contract import causality_violation
 from sdgm.models.registry import build_model

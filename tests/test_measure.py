@@ -8,19 +8,25 @@ import time
 import pytest
 import torch
 import yaml
-
 from helpers import REPO
-from sdgm.harness.experiment import run_training
-from sdgm.reporting import bench_report
-from sdgm.reporting.protocol import record_protocol
-from sdgm.bench.scaling import (default_layers, device_rates, fit_loglog_slope, floor_of, scaling_benchmark,
-                                scaling_from_config)
+
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
+from sdgm.bench.scaling import (
+    default_layers,
+    device_rates,
+    fit_loglog_slope,
+    floor_of,
+    scaling_benchmark,
+    scaling_from_config,
+)
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
 from sdgm.common.missing import OUT_OF_MEMORY, na
 from sdgm.common.timing import peak_call_memory, time_calls, tokens_per_second
+from sdgm.harness.experiment import run_training
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model
+from sdgm.reporting import bench_report
+from sdgm.reporting.protocol import record_protocol
 
 
 # ---- sampler -----------------------------------------------------------------------------------------------------

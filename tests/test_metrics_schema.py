@@ -9,11 +9,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from sdgm.common.schema import (
+    METRICS_SCHEMA_PATH,
+    METRICS_SCHEMA_VERSION,
+    SchemaViolation,
+    check_metrics,
+    metrics_schema,
+)
 from sdgm.harness import experiment
 from sdgm.harness.experiment import run_training
 from sdgm.reporting import ReportError, load_metrics
-from sdgm.common.schema import (METRICS_SCHEMA_PATH, METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics,
-                                metrics_schema)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(REPO.glob("results/*/runs/*/*/metrics.json"))

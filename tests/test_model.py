@@ -4,12 +4,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import random_ids
+
 from sdgm.models.contract import causality_violation
-from sdgm.spectral.losses import (diag_gmm_nll, diag_gmm_nll_reference, stft_loss, stft_magnitude,
-                                  stft_magnitude_reference)
 from sdgm.models.registry import build_model
+from sdgm.spectral.losses import (
+    diag_gmm_nll,
+    diag_gmm_nll_reference,
+    stft_loss,
+    stft_magnitude,
+    stft_magnitude_reference,
+)
 from sdgm.spectral.model import SDGM, SDGMConfig
 from sdgm.spectral.ops.naive import naive_spectral_decode
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import metrics_record
+
 from sdgm.harness.generate import write_samples
 from sdgm.models.registry import build_model, save_run
 from sdgm.reporting import pages

@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import pytest
 import torch
-
 from helpers import REPO, load_config, metrics_record, snakemake, write_metrics
+
 from sdgm.harness.config import ConfigError, check_config, experiment_spec, runs
 from sdgm.harness.evaluate import evaluate
 from sdgm.harness.readings import cosine_readings, evaluate_with_options, parameter_readings

@@ -9,11 +9,18 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
+from helpers import metrics_record, write_metrics
 
 from sdgm import reporting as report
-from helpers import metrics_record, write_metrics
-from sdgm.common.missing import (LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, NOT_IN_PAPER, NOT_MEASURED, NO_RECONSTRUCTION,
-                                 NO_STATE, na)
+from sdgm.common.missing import (
+    LEAKS_FUTURE,
+    MAIN_RUN_NOT_IN_REPORT,
+    NO_RECONSTRUCTION,
+    NO_STATE,
+    NOT_IN_PAPER,
+    NOT_MEASURED,
+    na,
+)
 from sdgm.reporting import ReportError
 
 
@@ -290,7 +297,7 @@ def test_write_table(records, tmp_path):
     lines = m.splitlines()
     assert lines[0].startswith("| experiment | model | corpus | seeds |")
     assert set(lines[1]) <= set("|-:")
-    assert any(l.startswith("| sdgm | sdgm | wikitext2 | 2 | yes | 105.0 ± 7.1 | 31.2 | +73.8") for l in lines)
+    assert any(line.startswith("| sdgm | sdgm | wikitext2 | 2 | yes | 105.0 ± 7.1 | 31.2 | +73.8") for line in lines)
     assert len(lines) == 2 + len(df)
 
     t = tex.read_text(encoding="utf-8")

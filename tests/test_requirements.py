@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REQUIREMENTS, Requirement, require
 
 ABSENT = Requirement("frobnicator", install="apt-get install frobnicator", env_var="SDGM_REQUIRE_FROBNICATOR",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sdgm.reporting import sample_scores as G
 from sdgm.reporting import claim_rules as V
+from sdgm.reporting import sample_scores as G
 from sdgm.reporting.competitive_rule import MIN_SEQUENCES
 from sdgm.reporting.quality_report import build_quality_report
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, logged_steps, one_run_config, snakemake, snakemake_command, write_config
+
 from sdgm.harness.config import runs
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"

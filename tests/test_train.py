@@ -9,14 +9,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import REPO, kill_when, logged_steps
+
 from sdgm.harness.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
 from sdgm.harness.experiment import run_training
 from sdgm.harness.train import NonFiniteLoss, TrainConfig, Trainer
 from sdgm.models.interface import LanguageModel
 from sdgm.models.registry import build_model, load_run
-
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import random_ids
+
 from baselines.transformer_xl import TransformerXL, TransformerXLConfig, rel_shift, sinusoid
 from sdgm.models.contract import causality_violation
 from sdgm.models.registry import build_model

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from conftest import triton_interpreter_defect
 from helpers import REPO
-from sdgm.campaign import window_env
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from test_envs import ci_pins, pinned
+
+from sdgm.campaign import window_env
 
 
 # ---- the carried wheels ----------------------------------------------------------------------------------------------

@@ -7,11 +7,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from sdgm.harness.config import (ConfigError, ablations, benchmarked_runs, check_config, experiment_spec, run_hash,
-                                 run_spec, runs, validate_schema)
 from helpers import PAPER, QUICK, REPO, load_config, mutate, one_run_config, snakemake, write_config
+
 from sdgm.common.missing import LEAKS_FUTURE, na
+from sdgm.harness.config import (
+    ConfigError,
+    ablations,
+    benchmarked_runs,
+    check_config,
+    experiment_spec,
+    run_hash,
+    run_spec,
+    runs,
+    validate_schema,
+)
 from sdgm.models.registry import MODELS
 
 

@@ -14,8 +14,8 @@ MEMORY_MODES = ("train", "score")
 def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple[str, dict, dict]:
     """(model name, model options, TrainConfig fields) of an experiment as the trainer builds it."""
     from ..harness.config import experiment_spec
-    from ..models.registry import model_options
     from ..harness.recipe import TrainConfig
+    from ..models.registry import model_options
 
     spec = experiment_spec(config, experiment)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -34,9 +34,9 @@ def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, devi
     import torch
     import torch.nn.functional as F
 
-    from ..models.registry import build_model
-    from ..harness.recipe import TrainConfig, autocast_dtype, make_optimizer, resolve_device
     from ..common.timing import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_call_memory
+    from ..harness.recipe import TrainConfig, autocast_dtype, make_optimizer, resolve_device
+    from ..models.registry import build_model
 
     model_name, options, train = experiment_setup(config, experiment, device)
     tcfg = TrainConfig(**train)

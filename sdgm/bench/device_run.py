@@ -30,13 +30,13 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
     import torch
 
     from ..common.atomic import write_json_atomic
-    from ..models.interface import declared
+    from ..common.timing import load_average
     from ..harness.provenance import config_hash, provenance
-    from ..models.registry import build_model
     from ..harness.recipe import TrainConfig, resolve_device
+    from ..models.interface import declared
+    from ..models.registry import build_model
     from .generation import measure_generation
     from .throughput import measure_throughput
-    from ..common.timing import load_average
 
     vocab_size = int(config["corpora"][corpus]["expected"]["vocab_size"])
     settings = {"corpus": corpus, "vocab_size": vocab_size, "experiments": experiments, "repeats": repeats,

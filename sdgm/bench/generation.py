@@ -27,17 +27,17 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from ..common.timing import free_memory, is_oom, synchronize, time_calls
+from ..harness.provenance import config_hash, provenance
 from ..models.interface import LanguageModel, declared
 from .nvml import NvmlSampler
 from .throughput import _vocab_size
-from ..common.timing import free_memory, is_oom, synchronize, time_calls
-from ..harness.provenance import config_hash, provenance
 
 SCHEMA_VERSION = 1
 
@@ -286,8 +286,8 @@ PATH_WHAT = {
 def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
-    from ..models.registry import load_run
     from ..harness.recipe import TrainConfig, resolve_device
+    from ..models.registry import load_run
 
     run = json.loads(Path(metrics_path).read_text())
     model, _ = load_run(Path(run_dir))

@@ -10,7 +10,7 @@ import os
 import statistics
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class NvmlSampler:
         self._result: dict | None = None
 
     # -- lifecycle --
-    def __enter__(self) -> "NvmlSampler":
+    def __enter__(self) -> NvmlSampler:
         self.na: dict[str, str] = {}
         self._nvml = self._handle = None
         self._proc_peak = self._dev_peak = self._dev_total = None

@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..models.interface import declared
-from ..harness.provenance import config_hash, provenance
 from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY
-from .nvml import NvmlSampler
 from ..common.timing import free_memory, is_oom, synchronize, time_calls, tokens_per_second
+from ..harness.provenance import config_hash, provenance
+from ..models.interface import declared
+from .nvml import NvmlSampler
 
 SCHEMA_VERSION = 1
 
@@ -230,8 +230,8 @@ SUMMARY = [  # (metrics key, mode, field in the mode's record)
 def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Throughput record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
-    from ..models.registry import load_run
     from ..harness.recipe import TrainConfig, resolve_device
+    from ..models.registry import load_run
 
     run_dir = Path(run_dir)
     run = json.loads(Path(metrics_path).read_text())

@@ -39,8 +39,8 @@ def untrained_throughput(config: dict, model: str, vocab_size: int, variants: li
     import torch
 
     from ..harness.provenance import config_hash, provenance
-    from ..models.registry import build_model, model_config, model_options
     from ..harness.recipe import TrainConfig, resolve_device
+    from ..models.registry import build_model, model_config, model_options
     from .throughput import measure_throughput
 
     train = {k: v for k, v in config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}

@@ -20,13 +20,13 @@ import re
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..common.atomic import StorageError, atomic_path, remove_stale_temporaries, storage_error
 from .costs import CampaignError
-from .render import WINDOW_SUMMARY, window_section
 from .record import MANIFEST, SLUG, StoreError, check_contents, check_manifest, read_manifest, verify_record
+from .render import WINDOW_SUMMARY, window_section
 from .store import import_record, inside, store_lock, temp_name, temp_stale
 
 ARCHIVE_LIMIT = 16 * 1024 * 1024  # bytes of one archive, a campaign's or a window's

@@ -17,10 +17,20 @@ from pathlib import Path
 
 from ..common.atomic import UnsafePath
 from .archive import ARCHIVE_LIMIT, import_archives, pack
-from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
-                    format_estimate, matrix_estimate, measured_rates, plan, wave_seconds)
-from .render import check_render, render_store
+from .costs import (
+    DEFAULT_BENCH_MIN,
+    DEFAULT_OVERHEAD_MIN,
+    DEFAULT_PARALLEL,
+    H100_RECORDS,
+    CampaignError,
+    format_estimate,
+    matrix_estimate,
+    measured_rates,
+    plan,
+    wave_seconds,
+)
 from .record import StoreError
+from .render import check_render, render_store
 from .store import DEVICE_ENV, published_hashes, record_dirs, verify_store
 from .waves import load_config, run_campaign, store_of
 

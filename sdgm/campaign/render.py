@@ -46,8 +46,8 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     A record that does not match its manifest (a file missing or altered) or holds impossible values is left out,
     and a device whose tables cannot be built is skipped: each is one line in written["problems"] (the caller
     prints them), and the rest is rendered. Returns {device: tables written, "problems": [lines]}."""
-    from ..reporting.bench_report import BenchReportError
     from ..reporting import ReportError
+    from ..reporting.bench_report import BenchReportError
 
     store = Path(store)
     out = Path(out) if out is not None else store
@@ -122,10 +122,10 @@ def check_render(out: str | Path) -> list[str]:
 
 def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
     """One device's tables and figures into `out` from its records' files, by kind."""
-    from ..reporting.bench_report import load_record, throughput_table
-    from ..reporting.pages import write_samples_pages
     from ..reporting import build_report, write_table
+    from ..reporting.bench_report import load_record, throughput_table
     from ..reporting.claims import build_claims
+    from ..reporting.pages import write_samples_pages
 
     abl: dict = {}
     for cfg in files["config"]:

@@ -38,16 +38,30 @@ import re
 import secrets
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
-from ..common.atomic import (UnsafePath, no_links, remove_stale_temporaries, sha256_file, write_json_atomic,
-                             write_text_atomic)
+from ..common.atomic import (
+    UnsafePath,
+    no_links,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..harness.runlock import file_lock, pid_alive
-from .record import (FIGURE_DIR, MANIFEST, RECORD_FILES, StoreError, check_contents, check_manifest, read_manifest,
-                     verify_record)
+from .record import (
+    FIGURE_DIR,
+    MANIFEST,
+    RECORD_FILES,
+    StoreError,
+    check_contents,
+    check_manifest,
+    read_manifest,
+    verify_record,
+)
 
 DEVICE_ENV = "SDGM_DEVICE_LABEL"
 MANIFEST_VERSION = 1  # the "schema" field of every manifest.json the store writes

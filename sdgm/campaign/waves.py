@@ -28,8 +28,18 @@ from pathlib import Path
 from ..harness import config as config_module
 from ..harness.config import Run, benchmarked_runs
 from .archive import ARCHIVE_LIMIT, pack
-from .costs import (DEFAULT_BENCH_MIN, DEFAULT_OVERHEAD_MIN, DEFAULT_PARALLEL, H100_RECORDS, CampaignError,
-                    estimate_run, measured_rates, next_wave, priority_order, wave_seconds)
+from .costs import (
+    DEFAULT_BENCH_MIN,
+    DEFAULT_OVERHEAD_MIN,
+    DEFAULT_PARALLEL,
+    H100_RECORDS,
+    CampaignError,
+    estimate_run,
+    measured_rates,
+    next_wave,
+    priority_order,
+    wave_seconds,
+)
 from .record import StoreError, read_manifest
 from .store import DEVICE_ENV, device_slug, published_hashes, record_dirs, store_lock
 

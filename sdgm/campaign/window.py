@@ -89,8 +89,8 @@ def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO
     """Run `cmd` in a session of its own, output to log_path; past deadline_s TERM its group, KILL it
     STOP_GRACE_S later; `tick()` is called every REFRESH_S while it runs. (exit status, or None where it was
     stopped at the deadline; seconds)."""
-    from .waves import stop
     from ..harness.distributed import die_with_parent
+    from .waves import stop
 
     t0, me = time.monotonic(), os.getpid()
     end = t0 + max(1.0, deadline_s)
@@ -175,7 +175,6 @@ class Window:
         return self.minutes * 60 - PACK_RESERVE_S - (time.monotonic() - self.start)
 
     def run(self) -> dict:
-        from .store import record_dirs
 
         print(format_plan(self.plan, self.minutes), flush=True)
         # TERM (the machine is taken back) stops the running part like a deadline does (run_part); the archive of

@@ -125,8 +125,8 @@ def committed_records(slug: str, corpus: str = CORPUS, root: Path = REPO / "resu
     """({"throughput": experiments, "generation": experiments}, folders) of the benchmark records committed under
     `root` (each results folder, and each device of the published store) whose provenance names the device of this
     slug, on `corpus`. An unreadable record counts as absent."""
-    from .store import device_slug
     from ..reporting.claims import find_records
+    from .store import device_slug
 
     have: dict[str, set] = {"throughput": set(), "generation": set()}
     folders = set()
@@ -173,9 +173,9 @@ def part_env(out: Path, device: str) -> dict:
 
     import torch
 
-    from ..spectral.ops import resolve_impl
     from ..harness.provenance import provenance
     from ..harness.recipe import resolve_device
+    from ..spectral.ops import resolve_impl
 
     dev = resolve_device(device)
     from importlib.metadata import PackageNotFoundError, version

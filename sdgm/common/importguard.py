@@ -12,8 +12,8 @@ environment would.
 from __future__ import annotations
 
 import importlib.abc
-import importlib.util
 import importlib.metadata as md
+import importlib.util
 import json
 import os
 import re

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 CAUSAL_TOLERANCE = 1e-4  # the audit's tolerance (sdgm.models.contract.CAUSAL_TOLERANCE)
 REL_TOL = 1e-6           # ppl against exp(nll): both are written from the same float64 NLL

@@ -16,10 +16,11 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
+
 
 def current_rss_bytes() -> int | None:
     """Resident set size of this process now (Linux /proc), or None where unavailable."""

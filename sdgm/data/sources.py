@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..common.atomic import StorageError, atomic_open, sha256_file
+from ..common.atomic import StorageError, atomic_open
+from ..common.atomic import sha256_file as sha256_file  # re-exported: the corpora's digests
 from .checks import ChecksumError, ContentChecker, ContentError, DataError
 
 log = logging.getLogger(__name__)

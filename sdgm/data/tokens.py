@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..common.atomic import write_bytes_atomic, write_json_atomic
+from ..common.atomic import sha256_file, write_bytes_atomic, write_json_atomic
 from .checks import DataError
-from .sources import SPLITS, PathLike, sha256_file
+from .sources import SPLITS, PathLike
 
 EOS = "<eos>"
 UNK = "<unk>"

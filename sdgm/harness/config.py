@@ -221,7 +221,7 @@ def check_processes(config: dict) -> None:
         own = exp.get("train", {})
         merged = {**config["train"], **own}
 
-        def where(key: str) -> str:
+        def where(key: str, name: str = name, own: dict = own) -> str:  # this experiment's name and keys
             return f"experiments.{name}.train.{key}" if key in own else f"train.{key}"
 
         if merged["batch_size"] % n:

@@ -19,16 +19,16 @@ import numpy as np
 import torch
 
 from ..common.atomic import write_json_atomic
+from ..common.missing import NO_GPU, NO_RECONSTRUCTION, NO_STATE
+from ..common.schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
+from ..common.timing import peak_rss_bytes
 from ..data.checks import DataError
 from ..data.tokens import load_tokens, vocab_sha256
 from ..models.contract import causal_audit, check_forward
 from ..models.interface import declared
-from .evaluate import evaluate, evaluate_streams
-from ..common.timing import peak_rss_bytes
-from .provenance import config_hash, provenance
-from ..common.missing import NO_GPU, NO_RECONSTRUCTION, NO_STATE
 from ..models.registry import build_model, model_options, save_run
-from ..common.schema import METRICS_SCHEMA_VERSION, SchemaViolation, check_metrics
+from .evaluate import evaluate, evaluate_streams
+from .provenance import config_hash, provenance
 from .runlock import run_lock
 from .train import NonFiniteLoss, TrainConfig, Trainer, rank_and_world, thin
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..spectral.gmm import sample_gmm
 from ..models.interface import LanguageModel
+from ..spectral.gmm import sample_gmm
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> torch.Tensor:
@@ -80,8 +80,8 @@ def write_samples(run_dir, gmm_path, out_path, prompt: str = "", n_samples: int 
     """Write n_samples texts per mode (autoregressive; GMM coefficients when gmm_path is given) to out_path."""
     from ..common.atomic import write_bytes_atomic
     from ..data.tokens import EOS, UNK
-    from ..spectral.gmm import load_gmm
     from ..models.registry import load_run
+    from ..spectral.gmm import load_gmm
 
     model, stoi = load_run(run_dir)
     itos = [None] * len(stoi)
@@ -121,8 +121,8 @@ def write_continuations(run_dir, gmm_path, tokens_dir, out_path, prompts: int = 
     continuations, the true continuations and every setting to out_path (JSON, words)."""
     from ..common.atomic import write_json_atomic
     from ..data.tokens import load_tokens
-    from ..spectral.gmm import load_gmm
     from ..models.registry import load_run
+    from ..spectral.gmm import load_gmm
 
     model, stoi = load_run(run_dir)
     splits, vocab = load_tokens(tokens_dir)

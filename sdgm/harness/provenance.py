@@ -7,13 +7,13 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from ..spectral.ops.dispatch import decoder_record
 from ..common.missing import na
+from ..spectral.ops.dispatch import decoder_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def provenance(device: torch.device | str = "cpu") -> dict:
         "libraries": library_versions(),
         "platform": platform.platform(),
         "hostname": platform.node(),
-        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         # the spectral decoder each request of this process ran with, and why ('auto' on CUDA: Triton only after
         # its kernels passed their check on the device); empty where no spectral decoder ran
         "spectral_decoder": decoder_record(),

@@ -25,8 +25,8 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..common.atomic import UnsafePath, storage_errors
 

@@ -40,9 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..common.atomic import remove_stale_temporaries, storage_errors
+from ..models.interface import LanguageModel, detach_state
 from .checkpoint import CheckpointError, Checkpoints, Preempted, save_atomic
 from .evaluate import batchify, evaluate, evaluate_streams, stream_windows
-from ..models.interface import LanguageModel, detach_state
 from .memory import check_memory, estimate_training_bytes
 from .recipe import TrainConfig, autocast_dtype, lr_factor, make_optimizer, rank_and_world, resolve_device
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .interface import LanguageModel
-
 from .catalog import MODELS, classes
+from .interface import LanguageModel
 
 __all__ = ["MODELS", "build_model", "load_run", "model_classes", "model_config", "model_options", "save_run"]
 

@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na
+from . import save_figure, write_table
 
-from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na  # noqa: E402
-from . import save_figure, write_table  # noqa: E402
+matplotlib.use("Agg")  # figures go to files, never to a window
 
 SCHEMA_VERSIONS = {"throughput": 1, "scaling": 2, "generation": 1}  # generation: sdgm.bench.generation
 

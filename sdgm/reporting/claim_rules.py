@@ -16,9 +16,21 @@ import numpy as np
 import pandas as pd
 
 from ..common.schema import CLAIMS_SCHEMA_PATH, SchemaViolation, check, strict_validator
-from .claim_row import (CLAIMS_COLUMNS, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURED, NOT_ON_DEVICE, NOT_REPRODUCED,
-                        NUMERIC_CLAIMS_COLUMNS, ONE_SEED, REPRODUCED, fmt, grouped, tolerance_of,
-                        verdict_row)
+from .claim_row import (
+    CLAIMS_COLUMNS,
+    CONTRADICTED,
+    NOT_COMPARABLE,
+    NOT_MEASURED,
+    NOT_ON_DEVICE,
+    NOT_REPRODUCED,
+    NUMERIC_CLAIMS_COLUMNS,
+    ONE_SEED,
+    REPRODUCED,
+    fmt,
+    grouped,
+    tolerance_of,
+    verdict_row,
+)
 from .competitive_rule import judge_competitive
 from .evidence import Evidence, check_evidence, choose_measure, commits_of, experiments_of, values_of
 from .records import ReportError, read_yaml_mapping

@@ -29,8 +29,19 @@ import pandas as pd
 
 from ..common.atomic import no_links_below, write_text_atomic
 from .claim_rules import claims_table, load_claims
-from .claims_tables import (claim_texts, compact_caption, compact_table, ours_cell, paper_cell, read_claims_csv,
-                            rel_path, summary, why_lines, write_claims, write_compact)
+from .claims_tables import (
+    claim_texts,
+    compact_caption,
+    compact_table,
+    ours_cell,
+    paper_cell,
+    read_claims_csv,
+    rel_path,
+    summary,
+    why_lines,
+    write_claims,
+    write_compact,
+)
 from .evidence import Evidence
 from .records import ReportError, load_metrics, load_paper
 from .render import to_markdown

@@ -11,15 +11,15 @@ import statistics
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..common.missing import NOT_MEASURED
+from . import save_figure, write_table
+from .bench_report import _fmt, load_record
 
-from .bench_report import _fmt, load_record  # noqa: E402
-from ..common.missing import NOT_MEASURED  # noqa: E402
-from . import save_figure, write_table  # noqa: E402
+matplotlib.use("Agg")  # figures go to files, never to a window
 
 DECODING = {"cache": "cache", "recompute": "recompute window"}
 BEYOND = {"window": "window of L slides", "state": "own state continues"}

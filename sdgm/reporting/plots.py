@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
+from ..common.atomic import atomic_path
+from .records import NON_CAUSAL_SUFFIX, _is_number, experiment_order
+from .tables import _group, _metric_value, _paper_index, ablation_label, aggregate, leaks, setting_diff
 
-from ..common.atomic import atomic_path  # noqa: E402
-from .records import NON_CAUSAL_SUFFIX, _is_number, experiment_order  # noqa: E402
-from .tables import _group, _metric_value, _paper_index, ablation_label, aggregate, leaks, setting_diff  # noqa: E402
+matplotlib.use("Agg")  # figures go to files, never to a window
 
 def _points(hist: list, ykey: str, positive: bool = False) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -179,7 +179,7 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
         for i, (key, what) in enumerate((("val_ppl", "validation"), ("test_ppl", "test"))):
             ax = axes[i, j]
             noted = False
-            for x, (exp, label, recs, main_recs) in enumerate(rows):
+            for x, (exp, _label, recs, main_recs) in enumerate(rows):
                 vals = _seed_values(recs, key)
                 color = "0.35" if main_recs is None else cmap(1 + (x - 1) % 9)
                 if vals:
@@ -202,7 +202,7 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
                 ax.set_ylabel(f"{what} perplexity (log scale)")
             else:
                 ax.set_ylabel(f"{what} perplexity")
-            for exp, _, recs, main_recs in rows:
+            for _exp, _, recs, main_recs in rows:
                 ref_vals = _seed_values(recs, key) if main_recs is None else []
                 if ref_vals:  # the main run's mean, for reading the bars against
                     ax.axhline(float(np.mean(ref_vals)), color="0.35", linestyle="--", linewidth=1)

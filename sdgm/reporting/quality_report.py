@@ -14,17 +14,17 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..common.atomic import write_text_atomic
+from ..common.missing import na
+from .plots import save_figure
+from .records import ReportError
+from .render import to_latex, to_markdown
+from .sample_scores import STATS, score_run
 
-from ..common.atomic import write_text_atomic  # noqa: E402
-from .sample_scores import STATS, score_run  # noqa: E402
-from ..common.missing import na  # noqa: E402
-from .plots import save_figure  # noqa: E402
-from .records import ReportError  # noqa: E402
-from .render import to_latex, to_markdown  # noqa: E402
+matplotlib.use("Agg")  # figures go to files, never to a window
 
 SETS = {"continuations": "continuations of validation prompts", "gmm_continuations": "GMM-coefficient continuations",
         "free": "free samples", "free_gmm": "free GMM-coefficient samples"}

@@ -101,7 +101,7 @@ class ReadingsData:
 
     @classmethod
     def from_records(cls, metrics: list[dict], measures: list[dict], parameters: dict | None, default: str,
-                     reference: str) -> "ReadingsData":
+                     reference: str) -> ReadingsData:
         data = cls(default=default, reference=reference, records=metrics,
                    parameters=(parameters or {}).get("rows", []))
         by_exp = {r["experiment"]: r for r in metrics}

@@ -11,6 +11,7 @@ import pandas as pd
 from ..common.atomic import write_text_atomic
 from ..common.missing import NOT_MEASURED, na
 
+
 def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         # Never expected in a display frame; refuse to render a blank.

@@ -38,7 +38,6 @@ from .records import PAPER_PATH, load_metrics, load_paper
 from .render import write_table
 from .tables import ablation_table, main_table, reconstruction_table
 
-
 CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
            "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
            "ablation numbers were taken; they are shown beside our WikiText-2 runs. "

@@ -5,15 +5,37 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..common.missing import (CONFIG_NOT_RECORDED, LEAKS_FUTURE, MAIN_RUN_NOT_IN_REPORT, MODEL_NOT_RECORDED,
-                              NAN_RECORDED, NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED, SAME_CONFIG_AS_MAIN, na)
-from .records import (ABLATION_COLUMNS, CAUSAL_YES, DISPLAY_COLUMNS, LEAKS, MAIN_RUN, METRIC_COLUMNS,
-                      NON_CAUSAL_SUFFIX, RECONSTRUCTION_COLUMNS, ReportError, experiment_order)
+from ..common.missing import (
+    CONFIG_NOT_RECORDED,
+    LEAKS_FUTURE,
+    MAIN_RUN_NOT_IN_REPORT,
+    MODEL_NOT_RECORDED,
+    NAN_RECORDED,
+    NO_RECONSTRUCTION,
+    NOT_IN_PAPER,
+    NOT_MEASURED,
+    SAME_CONFIG_AS_MAIN,
+    na,
+)
+from .records import (
+    ABLATION_COLUMNS,
+    CAUSAL_YES,
+    DISPLAY_COLUMNS,
+    LEAKS,
+    MAIN_RUN,
+    METRIC_COLUMNS,
+    NON_CAUSAL_SUFFIX,
+    RECONSTRUCTION_COLUMNS,
+    ReportError,
+    experiment_order,
+)
+
 
 def aggregate(values: list[float]) -> dict:
     """Mean, sample std (ddof=1; 0 when n == 1) and count. Pure; NaN mean/std when n == 0."""

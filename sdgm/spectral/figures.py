@@ -16,14 +16,14 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Ellipse
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
+from ..reporting import save_figure
 
-from ..reporting import save_figure  # noqa: E402
+matplotlib.use("Agg")  # figures go to files, never to a window
 
 FIGURES = ("atoms", "atom_signals", "gmm_bic", "gmm_pca")
 
@@ -233,8 +233,8 @@ def run_figures(run_dir, gmm_npz, gmm_json, tokens_dir, out_dir, title: str = ""
     import json
 
     from ..data.tokens import load_tokens
-    from .gmm import collect_mixing_vectors, load_gmm
     from ..models.registry import load_run
+    from .gmm import collect_mixing_vectors, load_gmm
 
     out_dir = Path(out_dir)
     model, _ = load_run(run_dir)

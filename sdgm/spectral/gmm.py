@@ -42,8 +42,9 @@ def fit_gmm(vectors: np.ndarray, components: list[int], covariance_type: str = "
 
 
 def save_gmm(path: str | Path, params: dict) -> None:
-    from ..common.atomic import write_bytes_atomic
     import io
+
+    from ..common.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
     np.savez(buf, weights=params["weights"], means=params["means"], covariances=params["covariances"],

@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.reporting.claims import build_claims  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.reporting.claims import build_claims
+
+smk = snakemake
 setup(smk)
 written = build_claims(Path(smk.output.html).parent, metrics=smk.input.metrics, throughput=smk.input.throughput,
                        generation=smk.input.generation, scaling=smk.input.scaling[0], gmm=smk.input.gmm,

@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.spectral.figures import run_figures  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.spectral.figures import run_figures
+
+smk = snakemake
 setup(smk)
 written = run_figures(Path(smk.input.run[0]).parent, smk.input.gmm, smk.input.gmm_summary,
                       Path(smk.input.tokens[0]).parent, Path(smk.output.atoms).parent,

@@ -2,12 +2,14 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.common.atomic import write_json_atomic  # noqa: E402
-from sdgm.harness.readings import parameter_readings  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.common.atomic import write_json_atomic
+from sdgm.harness.readings import parameter_readings
+
+smk = snakemake
 setup(smk)
 record = parameter_readings(smk.params.grid, smk.params.vocab_sizes, smk.params.base)
 write_json_atomic(smk.output[0], record)

@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.reporting.pages import results_readme  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.reporting.pages import results_readme
+
+smk = snakemake
 setup(smk)
 pngs = list(smk.input.run_figures)
 per_run = len(pngs) // max(len(smk.params.run_figures), 1)

@@ -3,11 +3,13 @@ continuations of prompts of the validation split (rule sample)."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.harness.generate import write_continuations, write_samples  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.harness.generate import write_continuations, write_samples
+
+smk = snakemake
 setup(smk)
 sampling = dict(smk.params.sampling)
 continuations = sampling.pop("continuations")

@@ -2,10 +2,12 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.reporting.pages import write_samples_pages  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.reporting.pages import write_samples_pages
+
+smk = snakemake
 setup(smk)
 write_samples_pages(smk.input.samples, smk.input.metrics, smk.output.md, smk.output.html, smk.params.n_tokens)

@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.bench.scaling import scaling_from_config  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.bench.scaling import scaling_from_config
+
+smk = snakemake
 setup(smk)
 rec = scaling_from_config(smk.params.bench, smk.params.train, smk.output[0])
 for view, models in rec["slopes"].items():

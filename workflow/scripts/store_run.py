@@ -2,12 +2,14 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.common.atomic import write_json_atomic  # noqa: E402
-from sdgm.campaign.store import publish_run  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.campaign.store import publish_run
+from sdgm.common.atomic import write_json_atomic
+
+smk = snakemake
 setup(smk)
 inp = smk.input
 target, new = publish_run(smk.params.store, inp.metrics, smk.params.config, smk.params.run["hash"],

@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.bench.throughput import throughput_for_run  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.bench.throughput import throughput_for_run
+
+smk = snakemake
 setup(smk)
 rec = throughput_for_run(Path(smk.input.run).parent, smk.input.metrics, smk.output[0], smk.params.bench)
 print({k: v for k, v in rec["metrics"].items()}, rec["na"])

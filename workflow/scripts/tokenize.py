@@ -2,11 +2,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.data.tokens import check_counts, tokenize_corpus  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-setup(snakemake)  # noqa: F821
-stats = tokenize_corpus(Path(snakemake.input[0]).parent, Path(snakemake.output.stats).parent)  # noqa: F821
-check_counts(stats, snakemake.params.expected)  # noqa: F821
+# isort: split
+from sdgm.data.tokens import check_counts, tokenize_corpus
+
+setup(snakemake)
+stats = tokenize_corpus(Path(snakemake.input[0]).parent, Path(snakemake.output.stats).parent)
+check_counts(stats, snakemake.params.expected)
 print(stats)

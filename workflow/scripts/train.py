@@ -6,12 +6,14 @@ and exit status 143 (sdgm.harness.checkpoint.Preempted); the job's next attempt 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-from sdgm.common.preamble import setup  # noqa: E402
-from sdgm.harness.distributed import launch  # noqa: E402
-from sdgm.harness.experiment import run_training  # noqa: E402
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
+from sdgm.common.preamble import setup  # first: the job preamble (log, threads, import guard)
 
-smk = snakemake  # noqa: F821
+# isort: split
+from sdgm.harness.distributed import launch
+from sdgm.harness.experiment import run_training
+
+smk = snakemake
 setup(smk)
 spec = smk.params.run["spec"]
 kwargs = dict(

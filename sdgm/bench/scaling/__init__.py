@@ -21,10 +21,25 @@ The modules: layers (the layers compared and their costs), rates (the device's r
 record), cli (the command line).
 """
 from .fit import extrapolate, fit_loglog_slope, predicted_peak
-from .layers import (SDGM_DECODERS, CausalAttentionLayer, LinformerLayer, SDGMMixingLayer, default_layers,
-                     flash_attention_available, spectral_decoder, unavailable_layers)
-from .measure import (BUDGET_SKIP, MODES, SCHEMA_VERSION, VIEWS, available_host_memory, scaling_benchmark,
-                      scaling_from_config)
+from .layers import (
+                     SDGM_DECODERS,
+                     CausalAttentionLayer,
+                     LinformerLayer,
+                     SDGMMixingLayer,
+                     default_layers,
+                     flash_attention_available,
+                     spectral_decoder,
+                     unavailable_layers,
+)
+from .measure import (
+                     BUDGET_SKIP,
+                     MODES,
+                     SCHEMA_VERSION,
+                     VIEWS,
+                     available_host_memory,
+                     scaling_benchmark,
+                     scaling_from_config,
+)
 from .rates import device_rates, floor_of
 
 __all__ = ["BUDGET_SKIP", "MODES", "SCHEMA_VERSION", "SDGM_DECODERS", "VIEWS", "CausalAttentionLayer", "LinformerLayer",

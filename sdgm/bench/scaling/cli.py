@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from pathlib import Path
 
-import json
 from .layers import CausalAttentionLayer, SDGMMixingLayer
 from .measure import scaling_from_config
 from .rates import floor_of
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.configfile is None:
         ap.error("--out needs --configfile (config/config.yaml has the paper's layer sizes)")
-    from ...reporting.bench_report import build_scaling_report
     from ...harness.config import load_config
+    from ...reporting.bench_report import build_scaling_report
 
     try:
         config = load_config(args.configfile)

@@ -5,7 +5,7 @@ and the causal Linformer attention."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

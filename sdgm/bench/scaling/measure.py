@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from ...common.timing import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, free_memory, is_oom, load_average,
-                              peak_call_memory, time_calls)
+from ...common.timing import (
+    CPU_MEMORY_METHOD,
+    CUDA_MEMORY_METHOD,
+    free_memory,
+    is_oom,
+    load_average,
+    peak_call_memory,
+    time_calls,
+)
 from ...harness.provenance import config_hash, provenance
 from .fit import extrapolate, fit_loglog_slope, predicted_peak
 from .layers import SDGM_DECODERS, default_layers, flash_attention_available, spectral_decoder, unavailable_layers

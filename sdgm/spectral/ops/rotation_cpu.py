@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .base import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
+
 # stays at a direct fp32 sine's level
 from .base import rotation_step, uniform_step
 from .rotation_cpu_kernels import _kernels

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .base import ROTATION_ANCHOR as ANCHOR  # positions between float64 anchors: the fp32 rotation's drift
+
 # stays at a direct fp32 sine's level
 D_TILE = 64  # output columns per forward work item: an ANCHOR x 64 fp32 tile per sequence (8 KiB) stays in L1
 
