@@ -17,6 +17,7 @@ token sits one position earlier than in the step before: no cached key stays val
 token costs a forward over the window (the cache is rebuilt from the last L tokens at every step, which is that
 forward). Exact at every position; see docs/generation.md for why no cheaper scheme is used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,12 +31,12 @@ from sdgm.models.interface import LanguageModel, append_to_window
 @dataclass
 class GPT2Options:
     vocab_size: int = 10000
-    seq_len: int = 128           # L: n_positions (learned position embeddings for 0 .. L-1)
-    n_layer: int = 12            # GPT-2 small
-    n_embd: int = 768            # D
+    seq_len: int = 128  # L: n_positions (learned position embeddings for 0 .. L-1)
+    n_layer: int = 12  # GPT-2 small
+    n_embd: int = 768  # D
     n_head: int = 12
-    dropout: float = 0.1         # embedding, residual and attention dropout (GPT-2's resid/embd/attn_pdrop)
-    tie_weights: bool = True     # the LM head shares the token embedding matrix, as in GPT-2
+    dropout: float = 0.1  # embedding, residual and attention dropout (GPT-2's resid/embd/attn_pdrop)
+    tie_weights: bool = True  # the LM head shares the token embedding matrix, as in GPT-2
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "n_layer", "n_embd", "n_head"):
@@ -52,10 +53,19 @@ def hf_config(cfg: GPT2Options):
     from transformers import GPT2Config
 
     return GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-        tie_word_embeddings=cfg.tie_weights, use_cache=False, attn_implementation="sdpa",
-        bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 does not exist in our vocabulary
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.seq_len,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        tie_word_embeddings=cfg.tie_weights,
+        use_cache=False,
+        attn_implementation="sdpa",
+        bos_token_id=None,
+        eos_token_id=None,  # GPT-2's 50256 does not exist in our vocabulary
     )
 
 
@@ -112,7 +122,7 @@ class GPT2(LanguageModel):
         forward over the last L tokens (P >= L: the next token is past the window, no cache is needed)."""
         if state is not None:
             return super().prefill(prompt, state)
-        context = prompt[:, -self.max_context:]  # (B, <= L)
+        context = prompt[:, -self.max_context :]  # (B, <= L)
         if prompt.shape[1] >= self.max_context:
             return self.last_logits(context), {"context": context, "cache": None}
         out = self.gpt(input_ids=prompt, use_cache=True, logits_to_keep=1)
@@ -121,9 +131,9 @@ class GPT2(LanguageModel):
     def flops_per_token(self) -> int:
         cfg = self.cfg
         D, L, V = cfg.n_embd, cfg.seq_len, cfg.vocab_size
-        per_layer = 2 * 4 * D * D      # q, k, v and output projections
-        per_layer += 2 * 8 * D * D     # MLP D -> 4D -> D
-        per_layer += 2 * 2 * L * D     # scores and weighted sum over the full window (as computed, then masked)
+        per_layer = 2 * 4 * D * D  # q, k, v and output projections
+        per_layer += 2 * 8 * D * D  # MLP D -> 4D -> D
+        per_layer += 2 * 2 * L * D  # scores and weighted sum over the full window (as computed, then masked)
         return cfg.n_layer * per_layer + 2 * D * V
 
     def state_bytes_per_sequence(self) -> int:

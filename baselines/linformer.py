@@ -29,6 +29,7 @@ emptied. Nothing of it is recomputed. Beyond the window the contract is the forw
 absolute positions and block boundaries move with every new token, so that no summary stays valid: from position
 L on every token costs a forward over the window, as for GPT-2 (docs/generation.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,15 +45,15 @@ from sdgm.models.interface import LanguageModel, append_to_window
 @dataclass
 class LinformerConfig:
     vocab_size: int = 10000
-    seq_len: int = 128           # L: rows of the projections E, F and of the position embedding
-    d_model: int = 512           # D
+    seq_len: int = 128  # L: rows of the projections E, F and of the position embedding
+    d_model: int = 512  # D
     n_layer: int = 6
     n_head: int = 8
-    k: int = 64                  # projected length: all earlier blocks together are seen as k key/value rows
-    block_size: int = 32         # b: exact causal attention inside a block of b positions
-    share_kv: bool = False       # one projection (E = F) for keys and values
-    dropout: float = 0.1         # embedding, attention-weight and residual dropout
-    tie_weights: bool = True     # the LM head shares the token embedding matrix
+    k: int = 64  # projected length: all earlier blocks together are seen as k key/value rows
+    block_size: int = 32  # b: exact causal attention inside a block of b positions
+    share_kv: bool = False  # one projection (E = F) for keys and values
+    dropout: float = 0.1  # embedding, attention-weight and residual dropout
+    tie_weights: bool = True  # the LM head shares the token embedding matrix
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "d_model", "n_layer", "n_head", "k", "block_size"):
@@ -92,8 +93,8 @@ class CausalLinformerAttention(nn.Module):
         N = math.ceil(n / b)
         x = F.pad(x, (0, 0, 0, N * b - n))  # pad the last block; padding sits after every real position
         q, key, val = self.qkv(x).view(B, N, b, 3, H, D // H).permute(3, 0, 4, 1, 2, 5)  # each (B, H, N, b, d)
-        E = self.proj_k[:N * b].view(N, b, k)
-        Fv = E if self.proj_v is None else self.proj_v[:N * b].view(N, b, k)
+        E = self.proj_k[: N * b].view(N, b, k)
+        Fv = E if self.proj_v is None else self.proj_v[: N * b].view(N, b, k)
         p_key = torch.einsum("bhnsd,nsc->bhncd", key, E.to(key.dtype))  # (B, H, N, k, d): each block projected
         p_val = torch.einsum("bhnsd,nsc->bhncd", val, Fv.to(val.dtype))
         # exclusive prefix sum by shifting (not cumsum minus the block's own term, whose rounding would carry
@@ -102,11 +103,11 @@ class CausalLinformerAttention(nn.Module):
         s_val = F.pad(p_val.cumsum(2), (0, 0, 0, 0, 1, 0))[:, :, :N]
         keys = torch.cat([s_key, key], dim=3)  # (B, H, N, k + b, d)
         vals = torch.cat([s_val, val], dim=3)
-        y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=self.mask(N, x.device),
-                                           dropout_p=cfg.dropout if self.training else 0.0)  # (B, H, N, b, d)
+        y = F.scaled_dot_product_attention(
+            q, keys, vals, attn_mask=self.mask(N, x.device), dropout_p=cfg.dropout if self.training else 0.0
+        )  # (B, H, N, b, d)
         y = y.permute(0, 2, 3, 1, 4).reshape(B, N * b, D)[:, :n]
         return self.out(y)
-
 
     def step(self, x: torch.Tensor, cache: dict, t: int) -> tuple[torch.Tensor, dict]:
         """x (B, 1, D) at position t < seq_len, cache of positions < t -> (B, 1, D), cache including t.
@@ -151,8 +152,8 @@ def attention_reference(att: CausalLinformerAttention, x: torch.Tensor) -> torch
         start = (t // b) * b  # first position of t's block
         for h in range(H):
             sl = slice(h * d, (h + 1) * d)
-            rows_k = [key[:, start:t + 1, sl]]  # own block, positions <= t
-            rows_v = [val[:, start:t + 1, sl]]
+            rows_k = [key[:, start : t + 1, sl]]  # own block, positions <= t
+            rows_v = [val[:, start : t + 1, sl]]
             if start > 0:  # k projected rows of every position before the block
                 rows_k.insert(0, torch.einsum("bsd,sc->bcd", key[:, :start, sl], E[:start]))
                 rows_v.insert(0, torch.einsum("bsd,sc->bcd", val[:, :start, sl], Fv[:start]))
@@ -228,10 +229,13 @@ class Linformer(LanguageModel):
         if device is None:
             device = self.wte.weight.device
         cfg = self.cfg
-        empty = torch.empty(batch_size, cfg.n_head, 0, cfg.d_model // cfg.n_head, dtype=self.wte.weight.dtype,
-                            device=device)  # (B, H, 0, d)
-        return {"context": torch.empty(batch_size, 0, dtype=torch.long, device=device),
-                "layers": [{"s_key": None, "s_val": None, "key": empty, "val": empty} for _ in self.blocks]}
+        empty = torch.empty(
+            batch_size, cfg.n_head, 0, cfg.d_model // cfg.n_head, dtype=self.wte.weight.dtype, device=device
+        )  # (B, H, 0, d)
+        return {
+            "context": torch.empty(batch_size, 0, dtype=torch.long, device=device),
+            "layers": [{"s_key": None, "s_val": None, "key": empty, "val": empty} for _ in self.blocks],
+        }
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """tokens (B,) -> logits (B, V): one cached step at position t < L, a forward over the window beyond."""
@@ -250,17 +254,17 @@ class Linformer(LanguageModel):
         """prompt (B, P) -> logits (B, V) after its last token: one decode_step per token (P < L), or one forward
         over the last L tokens (P >= L: the next token is past the window, no cache is needed)."""
         if state is None and prompt.shape[1] >= self.max_context:
-            context = prompt[:, -self.max_context:]  # (B, L)
+            context = prompt[:, -self.max_context :]  # (B, L)
             return self.lm_head(self.hidden(context)[:, -1]), {"context": context, "layers": None}
         return super().prefill(prompt, state)
 
     def flops_per_token(self) -> int:
         cfg = self.cfg
         D, k, b, V = cfg.d_model, cfg.k, cfg.block_size, cfg.vocab_size
-        per_layer = 2 * 4 * D * D       # q, k, v and output projections
-        per_layer += 2 * 2 * k * D      # projecting the token's key and value into its block's k rows
+        per_layer = 2 * 4 * D * D  # q, k, v and output projections
+        per_layer += 2 * 2 * k * D  # projecting the token's key and value into its block's k rows
         per_layer += 2 * 2 * (k + b) * D  # scores against k summary rows + the block, and weighted sum
-        per_layer += 2 * 8 * D * D      # MLP D -> 4D -> D
+        per_layer += 2 * 8 * D * D  # MLP D -> 4D -> D
         return cfg.n_layer * per_layer + 2 * D * V
 
     def state_bytes_per_sequence(self) -> int:

@@ -15,6 +15,7 @@ Generation has no cache here (incremental_decoding stays False): every projected
 window, so a new token changes the output at every earlier position, and each token is the generic forward over
 the last seq_len tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,13 +28,13 @@ from sdgm.models.interface import LanguageModel
 @dataclass
 class LinformerNonCausalConfig:
     vocab_size: int = 10000
-    seq_len: int = 128           # L: rows of the projections E, F and of the position embedding
-    d_model: int = 512           # D
+    seq_len: int = 128  # L: rows of the projections E, F and of the position embedding
+    d_model: int = 512  # D
     n_layer: int = 6
     n_head: int = 8
-    k: int = 64                  # projected length: the L keys/values of a window become k rows
-    share_kv: bool = False       # one projection for keys and values
-    dropout: float = 0.1         # attention weights and MLP hidden layer (the package's places)
+    k: int = 64  # projected length: the L keys/values of a window become k rows
+    share_kv: bool = False  # one projection for keys and values
+    dropout: float = 0.1  # attention weights and MLP hidden layer (the package's places)
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "d_model", "n_layer", "n_head", "k"):
@@ -54,8 +55,16 @@ class LinformerNonCausal(LanguageModel):
 
         self.cfg = cfg
         self.max_context = cfg.seq_len
-        self.lm = LinformerLM(num_tokens=cfg.vocab_size, dim=cfg.d_model, seq_len=cfg.seq_len, depth=cfg.n_layer,
-                              k=cfg.k, heads=cfg.n_head, share_kv=cfg.share_kv, dropout=cfg.dropout)
+        self.lm = LinformerLM(
+            num_tokens=cfg.vocab_size,
+            dim=cfg.d_model,
+            seq_len=cfg.seq_len,
+            depth=cfg.n_layer,
+            k=cfg.k,
+            heads=cfg.n_head,
+            share_kv=cfg.share_kv,
+            dropout=cfg.dropout,
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, L) -> logits (B, L, V); a shorter window uses the first rows of the projections."""
@@ -66,10 +75,10 @@ class LinformerNonCausal(LanguageModel):
     def flops_per_token(self) -> int:
         cfg = self.cfg
         D, k, V = cfg.d_model, cfg.k, cfg.vocab_size
-        per_layer = 2 * 4 * D * D      # q, k, v and output projections
-        per_layer += 2 * 2 * k * D     # projecting keys and values along the sequence (amortised per token)
-        per_layer += 2 * 2 * k * D     # scores against k rows and weighted sum
-        per_layer += 2 * 8 * D * D     # MLP D -> 4D -> D
+        per_layer = 2 * 4 * D * D  # q, k, v and output projections
+        per_layer += 2 * 2 * k * D  # projecting keys and values along the sequence (amortised per token)
+        per_layer += 2 * 2 * k * D  # scores against k rows and weighted sum
+        per_layer += 2 * 8 * D * D  # MLP D -> 4D -> D
         return cfg.n_layer * per_layer + 2 * D * V
 
     def state_bytes_per_sequence(self) -> int:

@@ -14,6 +14,7 @@ bptt 35, batch 20, eval batch 10, 40 epochs) lives in the config (experiments.ls
 The example computes time-major; so do we, so that with the same seed our initial weights and every dropout
 mask equal the example's draw for draw (config/lstm_crosscheck.yaml compares the two runs seed by seed).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,12 +28,12 @@ from sdgm.models.interface import LanguageModel
 @dataclass
 class LSTMConfig:
     vocab_size: int = 10000
-    seq_len: int = 128           # L: the shared context length (evaluation windows, sampling context)
-    d_embed: int = 200           # emsize
-    d_hidden: int = 200          # nhid
-    n_layers: int = 2            # nlayers
-    dropout: float = 0.2         # on the embeddings, between LSTM layers and on the LSTM output
-    tie_weights: bool = False    # decoder shares the embedding matrix (needs d_embed == d_hidden)
+    seq_len: int = 128  # L: the shared context length (evaluation windows, sampling context)
+    d_embed: int = 200  # emsize
+    d_hidden: int = 200  # nhid
+    n_layers: int = 2  # nlayers
+    dropout: float = 0.2  # on the embeddings, between LSTM layers and on the LSTM output
+    tie_weights: bool = False  # decoder shares the embedding matrix (needs d_embed == d_hidden)
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "d_embed", "d_hidden", "n_layers"):
@@ -68,8 +69,8 @@ class LSTMLM(LanguageModel):
 
     def forward_with_state(self, idx: torch.Tensor, state=None):
         """idx (B, L), state None or (h, c) each (n_layers, B, H) -> logits (B, L, V), (h, c)."""
-        x = self.drop(self.embed(idx.t()))   # (L, B, E)
-        out, state = self.rnn(x, state)      # (L, B, H)
+        x = self.drop(self.embed(idx.t()))  # (L, B, E)
+        out, state = self.rnn(x, state)  # (L, B, H)
         return self.decoder(self.drop(out)).transpose(0, 1), state  # (B, L, V)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -78,8 +79,9 @@ class LSTMLM(LanguageModel):
     def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
         if device is None:
             device = self.embed.weight.device
-        zeros = torch.zeros(self.cfg.n_layers, batch_size, self.cfg.d_hidden, dtype=self.embed.weight.dtype,
-                            device=device)  # (n_layers, B, H): what nn.LSTM starts from
+        zeros = torch.zeros(
+            self.cfg.n_layers, batch_size, self.cfg.d_hidden, dtype=self.embed.weight.dtype, device=device
+        )  # (n_layers, B, H): what nn.LSTM starts from
         return {"hc": (zeros, zeros.clone())}
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
@@ -99,8 +101,8 @@ class LSTMLM(LanguageModel):
         for layer in range(cfg.n_layers):
             d_in = E if layer == 0 else H
             flops += 2 * 4 * H * (d_in + H)  # the four gates' input and recurrent matmuls
-            flops += 4 * 4 * H               # gate biases, nonlinearities, cell and hidden updates (approx.)
-        flops += 2 * H * V                   # decoder
+            flops += 4 * 4 * H  # gate biases, nonlinearities, cell and hidden updates (approx.)
+        flops += 2 * H * V  # decoder
         return flops
 
     def state_bytes_per_sequence(self) -> int:

@@ -27,6 +27,7 @@ dropout and weight averaging, neither released). Defaults keep the layer shape o
 script (d_model 410, 10 heads of 41, d_inner 2100, dropout 0.1, dropatt 0) with 8 layers, which gives 24.6M
 parameters at PTB's 10,000 words; see docs/paper-choices.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,19 +43,19 @@ from sdgm.models.interface import LanguageModel
 @dataclass
 class TransformerXLConfig:
     vocab_size: int = 10000
-    seq_len: int = 128       # L: segment length (tgt_len) and the shared evaluation window
-    mem_len: int = 128       # hidden states kept per layer from earlier segments (authors' base: mem_len = tgt_len)
+    seq_len: int = 128  # L: segment length (tgt_len) and the shared evaluation window
+    mem_len: int = 128  # hidden states kept per layer from earlier segments (authors' base: mem_len = tgt_len)
     n_layer: int = 8
     n_head: int = 10
     d_model: int = 410
     d_head: int = 41
     d_inner: int = 2100
-    dropout: float = 0.1     # embeddings, positional encodings, attention output, feed-forward, before the head
-    dropatt: float = 0.0     # on the attention probabilities
+    dropout: float = 0.1  # embeddings, positional encodings, attention output, feed-forward, before the head
+    dropatt: float = 0.0  # on the attention probabilities
     tie_weights: bool = True
-    init_std: float = 0.02   # N(0, init_std) for weights, embeddings and u, v (authors' default init)
+    init_std: float = 0.02  # N(0, init_std) for weights, embeddings and u, v (authors' default init)
     # evaluation options of the authors' published protocol (their eval scripts: --clamp_len 400 --same_length)
-    clamp_len: int = -1      # relative distances above clamp_len use clamp_len's encoding; -1: no clamp
+    clamp_len: int = -1  # relative distances above clamp_len use clamp_len's encoding; -1: no clamp
     same_length: bool = False  # every query attends to the same number of keys: its last mem_len positions
 
     def __post_init__(self):
@@ -86,8 +87,8 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     the key, wherever j <= K - Q + t; entries beyond are garbage and must be masked.
     """
     *lead, Q, K = x.shape
-    padded = F.pad(x, (1, 0))                     # (..., Q, K + 1): a zero column in front
-    padded = padded.view(*lead, K + 1, Q)         # reinterpret the flat memory
+    padded = F.pad(x, (1, 0))  # (..., Q, K + 1): a zero column in front
+    padded = padded.view(*lead, K + 1, Q)  # reinterpret the flat memory
     return padded[..., 1:, :].reshape(*lead, Q, K)
 
 
@@ -97,7 +98,7 @@ class RelMultiHeadAttention(nn.Module):
         H, dh, D = cfg.n_head, cfg.d_head, cfg.d_model
         self.n_head, self.d_head = H, dh
         self.qkv = nn.Linear(D, 3 * H * dh, bias=False)
-        self.r_net = nn.Linear(D, H * dh, bias=False)   # W_r: projects the positional encodings
+        self.r_net = nn.Linear(D, H * dh, bias=False)  # W_r: projects the positional encodings
         self.out = nn.Linear(H * dh, D, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.dropatt = nn.Dropout(cfg.dropatt)
@@ -117,21 +118,21 @@ class RelMultiHeadAttention(nn.Module):
         """x (B, L, D), mem (B, M, D), pos (M + L, D) for distances M + L - 1 ... 0, u, v (H, dh),
         mask (L, M + L) True where attention is forbidden -> (B, L, D)."""
         L = x.shape[1]
-        q, k, val = self.heads(torch.cat([mem, x], dim=1))            # (B, H, K, dh) each, K = M + L
+        q, k, val = self.heads(torch.cat([mem, x], dim=1))  # (B, H, K, dh) each, K = M + L
         return self.attend(x, q[:, :, -L:], k, val, self.rel_keys(pos), u, v, mask)
 
     def step(self, x, k_mem, v_mem, r, u, v):
         """One new position: x (B, 1, D), keys and values of the M remembered positions k_mem, v_mem (B, H, M, dh),
         r (H, >= M + 1, dh) W_r R for distances ... 1, 0 -> (B, 1, D), and the keys and values with x's appended."""
-        q, k, val = self.heads(x)                                     # (B, H, 1, dh) each
+        q, k, val = self.heads(x)  # (B, H, 1, dh) each
         k, val = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, val], dim=2)  # (B, H, M + 1, dh)
-        return self.attend(x, q, k, val, r[:, -k.shape[2]:], u, v, None), k, val
+        return self.attend(x, q, k, val, r[:, -k.shape[2] :], u, v, None), k, val
 
     def attend(self, x, q, k, val, r, u, v, mask):
         """Queries q (B, H, L, dh) of the last L of K positions, keys and values k, val (B, H, K, dh), r (H, K, dh)
         for distances K - 1 ... 0, mask (L, K) or None -> LayerNorm(x + attention output) (B, L, D)."""
         B, H, L, dh = q.shape
-        ac = (q + u[None, :, None]) @ k.transpose(-1, -2)             # (B, H, L, K): content terms (a) + (c)
+        ac = (q + u[None, :, None]) @ k.transpose(-1, -2)  # (B, H, L, K): content terms (a) + (c)
         bd = rel_shift((q + v[None, :, None]) @ r.transpose(-1, -2))  # (B, H, L, K): position terms (b) + (d)
         scores = (ac + bd).to(torch.promote_types(ac.dtype, torch.float32)) * self.scale  # softmax in >= fp32
         if mask is not None:
@@ -144,8 +145,13 @@ class RelMultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: TransformerXLConfig):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_inner), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.d_inner, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.net = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_inner),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.d_inner, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x):
@@ -207,7 +213,7 @@ class TransformerXL(LanguageModel):
         M = 0 if mems[0] is None else mems[0].shape[1]
         if L > cfg.seq_len + cfg.mem_len:
             raise ValueError(f"segment of {L} tokens exceeds seq_len + mem_len = {cfg.seq_len + cfg.mem_len}")
-        x = self.drop(self.embed(idx) * math.sqrt(cfg.d_model))                  # (B, L, D)
+        x = self.drop(self.embed(idx) * math.sqrt(cfg.d_model))  # (B, L, D)
         K = M + L
         distances = torch.arange(K - 1, -1, -1.0, device=idx.device)
         if cfg.clamp_len >= 0:
@@ -222,13 +228,15 @@ class TransformerXL(LanguageModel):
         for layer, mem in zip(self.layers, mems):
             hidden.append(x)
             mem = x[:, :0] if mem is None else mem.to(x.dtype)
-            x = layer(x, mem, pos, self.r_w_bias, self.r_r_bias, mask)           # (B, L, D)
-        logits = self.lm_head(self.drop(x))                                       # (B, L, V)
+            x = layer(x, mem, pos, self.r_w_bias, self.r_r_bias, mask)  # (B, L, D)
+        logits = self.lm_head(self.drop(x))  # (B, L, V)
         new_mems = None
         if cfg.mem_len > 0:
             with torch.no_grad():
-                new_mems = [(h if m is None else torch.cat([m.to(h.dtype), h], dim=1))[:, -cfg.mem_len:].detach()
-                            for m, h in zip(mems, hidden)]                        # (B, <= mem_len, D) each
+                new_mems = [
+                    (h if m is None else torch.cat([m.to(h.dtype), h], dim=1))[:, -cfg.mem_len :].detach()
+                    for m, h in zip(mems, hidden)
+                ]  # (B, <= mem_len, D) each
         return logits, new_mems
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -286,13 +294,13 @@ class TransformerXL(LanguageModel):
         cfg = self.cfg
         D, H, dh, L = cfg.d_model, cfg.n_head, cfg.d_head, cfg.seq_len
         K = cfg.seq_len + cfg.mem_len
-        per_layer = 2 * 3 * D * H * dh          # q, k, v projections (k, v of the memory are recomputed)
-        per_layer = per_layer * K // L         # ... for M + L positions, amortised over the L queries
-        per_layer += 2 * D * H * dh * K // L   # W_r R for K distances, amortised
-        per_layer += 2 * 2 * K * H * dh        # (q + u) k and (q + v) W_r R
-        per_layer += 2 * K * H * dh            # attention-weighted values
-        per_layer += 2 * H * dh * D            # output projection
-        per_layer += 2 * 2 * D * cfg.d_inner   # feed-forward
+        per_layer = 2 * 3 * D * H * dh  # q, k, v projections (k, v of the memory are recomputed)
+        per_layer = per_layer * K // L  # ... for M + L positions, amortised over the L queries
+        per_layer += 2 * D * H * dh * K // L  # W_r R for K distances, amortised
+        per_layer += 2 * 2 * K * H * dh  # (q + u) k and (q + v) W_r R
+        per_layer += 2 * K * H * dh  # attention-weighted values
+        per_layer += 2 * H * dh * D  # output projection
+        per_layer += 2 * 2 * D * cfg.d_inner  # feed-forward
         return cfg.n_layer * per_layer + 2 * D * cfg.vocab_size
 
     def state_bytes_per_sequence(self) -> int:

@@ -8,6 +8,7 @@ Each subcommand hands the rest of the command line to the `main(argv)` of the mo
 only when that command runs, so `sdgm --help` imports no torch. The `python -m` forms stay: they run the same
 `main`. A command's own --help may still name its `python -m` form.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,7 @@ import sys
 # command words -> (module whose main(argv) runs it, one line for `sdgm --help`); a group ("bench") is the first word.
 # A module whose main() takes no argv (sass) gets its help here and no arguments.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("campaign",): ("sdgm.campaign.cli", "GPU campaigns: run, plan, estimate, pack, import, render, "
-                                                "verify"),
+    ("campaign",): ("sdgm.campaign.cli", "GPU campaigns: run, plan, estimate, pack, import, render, verify"),
     ("window",): ("sdgm.campaign.window", "one short GPU window: the verdict first, then the campaign"),
     ("window-env",): ("sdgm.campaign.window_env", "the GPU window's wheels: fetch, unpack, install"),
     ("bench", "device"): ("sdgm.bench.device", "the costs on one device, fresh weights, and its claims"),
@@ -43,9 +43,12 @@ def parser() -> argparse.ArgumentParser:
     nothing, so that --help and every option reach the module's main)."""
     width = max(len(" ".join(words)) for words in COMMANDS)
     listing = "\n".join(f"  sdgm {' '.join(words):{width}}  {line}" for words, (_, line) in COMMANDS.items())
-    ap = argparse.ArgumentParser(prog="sdgm", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=f"commands (each takes --help):\n{listing}")
+    ap = argparse.ArgumentParser(
+        prog="sdgm",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"commands (each takes --help):\n{listing}",
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of the commands below")
     groups = {}
     for words, (module, help_line) in COMMANDS.items():

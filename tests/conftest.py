@@ -8,6 +8,7 @@ fails with that reason, as in CI. A test marked `gpu` (the GPU tier) needs a CUD
 (SDGM_REQUIRE_GPU=1 on a GPU machine turns its skip into a failure). `needs("triton")` means Triton's compiled kernels
 on a test marked gpu, and Triton's interpreter (set up here only where there is no CUDA device) on any other.
 """
+
 import dataclasses
 import gc
 import os
@@ -43,6 +44,7 @@ class Requirement:
     PATH or in /usr/sbin, where Debian puts daemons), whether it needs root, how to install it, and the environment
     variable that turns its absence from a skip into a failure. interpreter: Triton's interpreter must be what runs
     the kernels (TRITON_INTERPRET=1) and must work."""
+
     name: str
     install: str
     env_var: str
@@ -64,8 +66,10 @@ class Requirement:
             import triton
 
             if os.environ.get("TRITON_INTERPRET") != "1":
-                out.append("Triton's interpreter (TRITON_INTERPRET=1, which conftest.py sets only where there is no "
-                           "CUDA device: here the kernels are compiled, and the GPU tier, -m gpu, tests them)")
+                out.append(
+                    "Triton's interpreter (TRITON_INTERPRET=1, which conftest.py sets only where there is no "
+                    "CUDA device: here the kernels are compiled, and the GPU tier, -m gpu, tests them)"
+                )
             else:
                 defect = triton_interpreter_defect(triton.__version__, numpy.__version__, True)
                 out += [defect] if defect else []
@@ -89,8 +93,10 @@ def triton_interpreter_defect(triton_version: str, numpy_version: str, interpret
     from packaging.version import Version
 
     if interpreting and Version(triton_version) < Version("3.7") and Version(numpy_version) >= Version("2.4"):
-        return (f"a Triton interpreter that runs with numpy {numpy_version} (that of triton {triton_version} raises "
-                f"TypeError at range(tl.minimum(...)) with numpy >= 2.4; triton >= 3.7 does not)")
+        return (
+            f"a Triton interpreter that runs with numpy {numpy_version} (that of triton {triton_version} raises "
+            f"TypeError at range(tl.minimum(...)) with numpy >= 2.4; triton >= 3.7 does not)"
+        )
     return None
 
 
@@ -100,16 +106,26 @@ REQUIREMENTS = {
     "triton": Requirement("triton", modules=("triton",), env_var="SDGM_REQUIRE_TRITON", install=TRITON_INSTALL),
     # needs("triton") on any other test: the kernels on CPU tensors, run by Triton's interpreter (_needs)
     "triton-interpreter": Requirement(
-        "triton-interpreter", modules=("triton",), env_var="SDGM_REQUIRE_TRITON", interpreter=True,
-        install=TRITON_INSTALL + ", on a machine without a CUDA device"),
+        "triton-interpreter",
+        modules=("triton",),
+        env_var="SDGM_REQUIRE_TRITON",
+        interpreter=True,
+        install=TRITON_INSTALL + ", on a machine without a CUDA device",
+    ),
     # the GPU tier (tests marked gpu: tests/test_gpu.py), run by `python -m pytest -m gpu` on a GPU machine
     "gpu": Requirement(
-        "gpu", cuda=True, env_var="SDGM_REQUIRE_GPU",
-        install="a machine with an NVIDIA GPU and a CUDA build of torch (docs/campaign.md: a GPU window)"),
+        "gpu",
+        cuda=True,
+        env_var="SDGM_REQUIRE_GPU",
+        install="a machine with an NVIDIA GPU and a CUDA build of torch (docs/campaign.md: a GPU window)",
+    ),
     "slurm": Requirement(
-        "slurm", programs=("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct", "sbatch"), root=True,
+        "slurm",
+        programs=("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct", "sbatch"),
+        root=True,
         env_var="SDGM_REQUIRE_SLURM",
-        install="as root: apt-get install slurm-wlm slurmdbd munge mariadb-server (what .ci/run does)"),
+        install="as root: apt-get install slurm-wlm slurmdbd munge mariadb-server (what .ci/run does)",
+    ),
 }
 
 
@@ -121,8 +137,11 @@ def absence(req: Requirement, environ=os.environ) -> tuple[str, bool] | None:
         return None
     required = environ.get(req.env_var) == "1"
     reason = f"needs {req.name}, but {', '.join(missing)} missing; install: {req.install}"
-    return (f"{reason} ({req.env_var}=1: {req.name} is required)" if required else
-            f"{reason} (set {req.env_var}=1 to fail instead of skipping)"), required
+    return (
+        f"{reason} ({req.env_var}=1: {req.name} is required)"
+        if required
+        else f"{reason} (set {req.env_var}=1 to fail instead of skipping)"
+    ), required
 
 
 def require(req: Requirement, environ=os.environ) -> None:
@@ -145,8 +164,11 @@ def pytest_collection_finish(session):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "needs(name): needs an optional component of conftest.REQUIREMENTS "
-                                       "(skipped loudly where missing, failed where SDGM_REQUIRE_<NAME>=1)")
+    config.addinivalue_line(
+        "markers",
+        "needs(name): needs an optional component of conftest.REQUIREMENTS "
+        "(skipped loudly where missing, failed where SDGM_REQUIRE_<NAME>=1)",
+    )
 
 
 def _needs(item) -> list[Requirement]:
@@ -207,8 +229,9 @@ class Disk:
     def __init__(self, path: Path, size: int):
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if r.returncode != 0:
             pytest.skip(f"mounting a tmpfs needs root: {r.stderr.strip()}")
 

@@ -4,6 +4,7 @@ Configs and the workflow (the repository's paths, the quick config, a one-run co
 corpora (a small corpus with a repeating grammar), small models and token ids, metrics records as run_training
 writes them, and waiting for a moment to kill a process.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,8 +73,7 @@ def snakemake_command(*args) -> list[str]:
 
 def snakemake(*args, cwd, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """The project's Snakefile run in `cwd` with `args`, output captured."""
-    return subprocess.run(snakemake_command(*args), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(snakemake_command(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # ---- corpora -------------------------------------------------------------------------------------------------------
@@ -145,8 +145,7 @@ def training_history(seed: int, final_ppl: float, n: int = 20) -> dict:
         step = 10 * i
         loss = 7.5 * math.exp(-step / 120) + math.log(final_ppl) * (1 - math.exp(-step / 120))
         loss += float(rng.normal(0, 0.05))
-        train.append({"step": step, "epoch": step / 1000, "loss": loss, "nll": loss - 0.1,
-                      "tokens_per_s": 11000.0})
+        train.append({"step": step, "epoch": step / 1000, "loss": loss, "nll": loss - 0.1, "tokens_per_s": 11000.0})
     val = []
     for i in range(1, n // 5 + 1):
         step = 50 * i
@@ -155,10 +154,21 @@ def training_history(seed: int, final_ppl: float, n: int = 20) -> dict:
     return {"train": train, "val": val}
 
 
-def metrics_record(experiment: str, corpus: str, seed: int, val_ppl: float, *, model: str | None = None,
-                   cosine: float | None = 0.41, na: dict | None = None, history: dict | None = None,
-                   causal_change: float | None = 0.0, mem_ppl: float | None = None,
-                   model_config: dict | None = None, timestamp: str = "2026-11-24T10:00:00Z") -> dict:
+def metrics_record(
+    experiment: str,
+    corpus: str,
+    seed: int,
+    val_ppl: float,
+    *,
+    model: str | None = None,
+    cosine: float | None = 0.41,
+    na: dict | None = None,
+    history: dict | None = None,
+    causal_change: float | None = 0.0,
+    mem_ppl: float | None = None,
+    model_config: dict | None = None,
+    timestamp: str = "2026-11-24T10:00:00Z",
+) -> dict:
     """A metrics.json record of one run as run_training writes it (test perplexity val_ppl - 5; a causal audit
     that passes where causal_change <= 1e-4, none where it is None)."""
     audit = None if causal_change is None else {"max_logit_change": causal_change, "passed": causal_change <= 1e-4}
@@ -166,21 +176,46 @@ def metrics_record(experiment: str, corpus: str, seed: int, val_ppl: float, *, m
     return {
         "schema": 1,
         "run_id": f"{corpus}/{experiment}-s{seed}",
-        "experiment": experiment, "model": model or experiment, "corpus": corpus, "seed": seed,
+        "experiment": experiment,
+        "model": model or experiment,
+        "corpus": corpus,
+        "seed": seed,
         "model_config": model_config or {"d_model": 64},
         "train_config": {"lr": 0.001},
         "data": {"vocab_size": 1000, "sha256": {"train": "a", "valid": "b", "test": "c"}},
-        "provenance": {"git_commit": "abc123", "device": "cpu", "torch": "2.13.0",
-                       "python": "3.11.7", "platform": "linux", "timestamp": timestamp},
-        "metrics": {"val_ppl": val_ppl, "test_ppl": val_ppl - 5, "val_nll": math.log(val_ppl),
-                    "test_nll": math.log(val_ppl - 5), "params": 2345678, "cosine_val": cosine, "cosine_test": cosine,
-                    "train_tokens_per_s": 12000.0 + 100 * seed, "train_wall_s": 60.2, "steps": 200,
-                    "epochs_completed": 0.2, "best_step": 200, "stopped": "max_steps",
-                    "peak_mem_bytes": None, "causal_audit": audit, "val_ppl_mem": mem_ppl,
-                    "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5},
-        "na": {"peak_mem_bytes": "no GPU (CPU run)",
-               **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", NOT_MEASURED)}),
-               **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}), **(na or {})},
+        "provenance": {
+            "git_commit": "abc123",
+            "device": "cpu",
+            "torch": "2.13.0",
+            "python": "3.11.7",
+            "platform": "linux",
+            "timestamp": timestamp,
+        },
+        "metrics": {
+            "val_ppl": val_ppl,
+            "test_ppl": val_ppl - 5,
+            "val_nll": math.log(val_ppl),
+            "test_nll": math.log(val_ppl - 5),
+            "params": 2345678,
+            "cosine_val": cosine,
+            "cosine_test": cosine,
+            "train_tokens_per_s": 12000.0 + 100 * seed,
+            "train_wall_s": 60.2,
+            "steps": 200,
+            "epochs_completed": 0.2,
+            "best_step": 200,
+            "stopped": "max_steps",
+            "peak_mem_bytes": None,
+            "causal_audit": audit,
+            "val_ppl_mem": mem_ppl,
+            "test_ppl_mem": None if mem_ppl is None else mem_ppl - 5,
+        },
+        "na": {
+            "peak_mem_bytes": "no GPU (CPU run)",
+            **({} if cosine is not None else {"cosine_test": (na or {}).get("cosine_val", NOT_MEASURED)}),
+            **({} if mem_ppl else {"val_ppl_mem": stateless, "test_ppl_mem": stateless}),
+            **(na or {}),
+        },
         "history": history if history is not None else training_history(seed, val_ppl),
     }
 

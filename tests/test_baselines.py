@@ -1,5 +1,6 @@
 """Baselines: shapes, gradients, parameter and cost accounting, the causal Linformer against a per-query reference,
 and saving/loading through the registry."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ def small(name, seed=0, **kw):
     return build_model(name, V, seq_len=L, **{**SMALL[name], **kw})
 
 
-
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_forward_backward_shapes(name):
     m = small(name)
@@ -45,11 +45,18 @@ def test_too_long_sequence_is_refused(name):
         small(name)(random_ids(V, 3, L + 1))
 
 
-@pytest.mark.parametrize("name,bad,match", [
-    ("gpt2", {"n_head": 5}, "divisible"), ("gpt2", {"dropout": 1.0}, "dropout"), ("gpt2", {"n_layer": 0}, "n_layer"),
-    ("linformer", {"k": 0}, "k must be positive"), ("linformer", {"block_size": 0}, "block_size"),
-    ("linformer", {"n_head": 3}, "divisible"), ("linformer_noncausal", {"k": -1}, "k must be positive"),
-])
+@pytest.mark.parametrize(
+    "name,bad,match",
+    [
+        ("gpt2", {"n_head": 5}, "divisible"),
+        ("gpt2", {"dropout": 1.0}, "dropout"),
+        ("gpt2", {"n_layer": 0}, "n_layer"),
+        ("linformer", {"k": 0}, "k must be positive"),
+        ("linformer", {"block_size": 0}, "block_size"),
+        ("linformer", {"n_head": 3}, "divisible"),
+        ("linformer_noncausal", {"k": -1}, "k must be positive"),
+    ],
+)
 def test_config_rejects_bad_values(name, bad, match):
     with pytest.raises(ValueError, match=match):
         small(name, **bad)
@@ -106,12 +113,17 @@ def test_causal_linformer_differs_from_gpt2_only_by_its_projections():
     assert m.state_bytes_per_sequence() == 2 * 2 * (k + 5) * D * 4
 
 
-@pytest.mark.parametrize("n,block_size,k,share_kv", [
-    (24, 5, 6, False), (13, 5, 6, True), (3, 5, 6, False),  # partial last block; a window inside one block
-    (24, 32, 4, False),  # one block: plain causal attention
-    (24, 1, 3, False),   # blocks of one token: the projected prefix plus the token itself
-    (24, 8, 16, False),  # k larger than a block
-])
+@pytest.mark.parametrize(
+    "n,block_size,k,share_kv",
+    [
+        (24, 5, 6, False),
+        (13, 5, 6, True),
+        (3, 5, 6, False),  # partial last block; a window inside one block
+        (24, 32, 4, False),  # one block: plain causal attention
+        (24, 1, 3, False),  # blocks of one token: the projected prefix plus the token itself
+        (24, 8, 16, False),  # k larger than a block
+    ],
+)
 def test_causal_linformer_attention_matches_reference(n, block_size, k, share_kv):
     m = small("linformer", n_layer=1, block_size=block_size, k=k, share_kv=share_kv).eval()
     att = m.blocks[0].attn

@@ -1,5 +1,6 @@
 """Generation benchmark: decoding paths, state bytes, timing on a fake clock, the record of a trained run, and
 the generation table and latency figure built from it."""
+
 import itertools
 import json
 
@@ -67,14 +68,18 @@ def test_window_recompute_is_the_generic_fallback():
     assert list(state) == ["context"] and torch.equal(state["context"], idx[:, -L:])
     torch.testing.assert_close(torch.stack(out, dim=1), m.decode_reference(idx), rtol=1e-5, atol=1e-5)
     prompt = random_ids(V, 3, 2, seed=4)
-    assert torch.equal(sample_autoregressive(slow, prompt, 2 * L, seed=5), sample_autoregressive(m, prompt, 2 * L, seed=5))
+    assert torch.equal(
+        sample_autoregressive(slow, prompt, 2 * L, seed=5), sample_autoregressive(m, prompt, 2 * L, seed=5)
+    )
 
 
 def test_paths_of_each_model():
     assert list(decoding_paths(small("gpt2"))) == ["cache", "recompute"]
     assert list(decoding_paths(small("linformer_noncausal"))) == ["recompute"]  # no cache: its own path
     paths = decoding_paths(small("lstm"), {"backend": "eager"})
-    assert list(paths) == ["cache", "recompute", "cache_compiled"] and isinstance(paths["cache_compiled"], CompiledSteps)
+    assert list(paths) == ["cache", "recompute", "cache_compiled"] and isinstance(
+        paths["cache_compiled"], CompiledSteps
+    )
 
 
 @pytest.mark.parametrize("name", ["lstm", pytest.param("gpt2", marks=pytest.mark.e2e)])  # gpt2: long torch.compile
@@ -93,9 +98,17 @@ def test_compiled_steps_decode_exactly_like_the_model(name):
 def test_tokens_per_second_and_latency_on_a_fake_clock():
     """Every timed call lasts 0.5 s on the fake clock: tokens/s are the token counts times 2."""
     m = small("transformer_xl")
-    res = measure_generation(m, TrainConfig(seq_len=L, device="cpu"), batch_sizes=(1, 3), new_tokens=5,
-                             context_multiple=3, repeats=3, warmup=1, sampler_interval_s=0.01,
-                             clock=itertools.count(0, 0.5).__next__)
+    res = measure_generation(
+        m,
+        TrainConfig(seq_len=L, device="cpu"),
+        batch_sizes=(1, 3),
+        new_tokens=5,
+        context_multiple=3,
+        repeats=3,
+        warmup=1,
+        sampler_interval_s=0.01,
+        clock=itertools.count(0, 0.5).__next__,
+    )
     assert res["own_path"] == "cache" and res["decode_beyond_context"] == "state" and res["max_context"] == L
     for path in ("cache", "recompute"):
         p = res["paths"][path]
@@ -125,16 +138,34 @@ def test_tokens_per_second_and_latency_on_a_fake_clock():
 
 def test_a_compiled_path_that_fails_is_recorded_not_raised():
     m = small("lstm")
-    rec = measure_path(CompiledSteps(m, backend="no_such_backend"), device=torch.device("cpu"),
-                       autocast=lambda: torch.autocast("cpu", enabled=False),
-                       vocab_size=V, batch_sizes=(1,), new_tokens=3, context_multiple=1, repeats=1, warmup=0,
-                       seed=0, allow_errors=True)
+    rec = measure_path(
+        CompiledSteps(m, backend="no_such_backend"),
+        device=torch.device("cpu"),
+        autocast=lambda: torch.autocast("cpu", enabled=False),
+        vocab_size=V,
+        batch_sizes=(1,),
+        new_tokens=3,
+        context_multiple=1,
+        repeats=1,
+        warmup=0,
+        seed=0,
+        allow_errors=True,
+    )
     assert rec["generate"]["b1"]["status"] == "error" and "no_such_backend" in rec["generate"]["b1"]["error"]
     assert rec["latency"]["status"] == "error" and rec["prefill"]["b1"]["status"] == "ok"  # prefill is not compiled
     with pytest.raises(Exception, match="no_such_backend"):  # unless errors are allowed (compiled paths): raised
-        measure_path(CompiledSteps(m, backend="no_such_backend"), device=torch.device("cpu"),
-                     autocast=lambda: torch.autocast("cpu", enabled=False), vocab_size=V, batch_sizes=(1,),
-                     new_tokens=3, context_multiple=1, repeats=1, warmup=0, seed=0)
+        measure_path(
+            CompiledSteps(m, backend="no_such_backend"),
+            device=torch.device("cpu"),
+            autocast=lambda: torch.autocast("cpu", enabled=False),
+            vocab_size=V,
+            batch_sizes=(1,),
+            new_tokens=3,
+            context_multiple=1,
+            repeats=1,
+            warmup=0,
+            seed=0,
+        )
 
 
 # ---- the record of a trained run, its table and figure ----------------------------------------------------------
@@ -144,16 +175,28 @@ def trained_runs(tmp_path_factory, toy_tokens):
     runs = {}
     for name in ("gpt2", "linformer_noncausal"):
         run = root / name
-        run_training(toy_tokens, run, root / f"ckpt-{name}", run / "metrics.json", corpus="toy",
-                     experiment=name, model_name=name, model_overrides=SMALL[name],
-                     train_overrides={"seq_len": L, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
-                     progress=False)
+        run_training(
+            toy_tokens,
+            run,
+            root / f"ckpt-{name}",
+            run / "metrics.json",
+            corpus="toy",
+            experiment=name,
+            model_name=name,
+            model_overrides=SMALL[name],
+            train_overrides={"seq_len": L, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
+            progress=False,
+        )
         runs[name] = run
     return runs
 
 
-BENCH = {"repeats": 2, "warmup": 1, "sampler_interval_s": 0.01,
-         "generation": {"batch_sizes": [1, 3], "new_tokens": 6, "context_multiple": 2, "compile": None}}
+BENCH = {
+    "repeats": 2,
+    "warmup": 1,
+    "sampler_interval_s": 0.01,
+    "generation": {"batch_sizes": [1, 3], "new_tokens": 6, "context_multiple": 2, "compile": None},
+}
 
 
 def test_generation_record_table_and_figure(trained_runs, tmp_path):
@@ -176,14 +219,25 @@ def test_generation_record_table_and_figure(trained_runs, tmp_path):
     table = generation_report.generation_table(recs)
     row = table[table.model == "gpt2"].iloc[0]
     assert row["decoding"] == "cache" and row["beyond_L"] == "window of L slides"
-    for col in ("gen_b1_tok_s", "gen_b3_tok_s", "gen_b1_recompute_tok_s", "gen_b1_speedup", "prefill_b1_ms",
-                "step_ms_first", "step_ms_at_L", "step_ms_at_2L", "recompute_step_ms_at_L", "state_kb_peak"):
+    for col in (
+        "gen_b1_tok_s",
+        "gen_b3_tok_s",
+        "gen_b1_recompute_tok_s",
+        "gen_b1_speedup",
+        "prefill_b1_ms",
+        "step_ms_first",
+        "step_ms_at_L",
+        "step_ms_at_2L",
+        "recompute_step_ms_at_L",
+        "state_kb_peak",
+    ):
         assert float(row[col]) > 0, col
     row = table[table.model == "linformer_noncausal"].iloc[0]
     assert row["decoding"] == "recompute window" and row["gen_b1_speedup"] == "– (its own path)"
     assert float(row["gen_b3_tok_s"]) > 0
-    written = generation_report.build_generation_report(sorted((tmp_path / "toy").glob("*.json")), tmp_path / "tables",
-                                                        tmp_path / "figures")
+    written = generation_report.build_generation_report(
+        sorted((tmp_path / "toy").glob("*.json")), tmp_path / "tables", tmp_path / "figures"
+    )
     assert [p.name for p in written["generation"]] == ["generation.csv", "generation.md", "generation.tex"]
     assert all(p.stat().st_size > 10_000 for p in written["figure"])
 

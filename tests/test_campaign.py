@@ -1,5 +1,6 @@
 """The published store and the campaign: priorities, estimates, publishing, archives, clashes, kills, and (e2e) three
 campaigns on a tiny config that share one store across a kill and two device labels."""
+
 import json
 import math
 import os
@@ -28,8 +29,9 @@ def tiny_config() -> dict:
     """The workflow's test case, shrunk: SDGM (with a GMM) and GPT-2 on PTB, seeds 0 and 1, 6 training steps."""
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["seeds"] = [0, 1]
-    cfg["train"].update(max_steps=6, eval_every_steps=6, checkpoint_every_steps=6, log_every_steps=2,
-                        eval_max_windows=8)
+    cfg["train"].update(
+        max_steps=6, eval_every_steps=6, checkpoint_every_steps=6, log_every_steps=2, eval_max_windows=8
+    )
     del cfg["experiments"]["sdgm_beta0"]
     check_config(cfg)
     return cfg
@@ -37,14 +39,16 @@ def tiny_config() -> dict:
 
 # ---- priorities, estimates, waves (no training) ------------------------------------------------------------------
 
+
 def test_priority_is_seed_0_of_everything_first_main_before_ablations():
     order = costs.priority_order(PAPER)
     assert len(order) == 108
     assert [r.seed for r in order] == sorted(r.seed for r in order)
     first = order[:36]
     assert {r.seed for r in first} == {0}
-    assert {(r.experiment, r.corpus) for r in first} == {(e, c) for e, x in PAPER["experiments"].items()
-                                                         for c in x["corpora"]}
+    assert {(r.experiment, r.corpus) for r in first} == {
+        (e, c) for e, x in PAPER["experiments"].items() for c in x["corpora"]
+    }
     kinds = ["ablation_of" in PAPER["experiments"][r.experiment] for r in first]
     assert kinds == sorted(kinds)  # every main experiment of seed 0 before any ablation
 
@@ -114,17 +118,18 @@ def math_ceil(x: float) -> int:
 
 
 def test_a_wave_past_the_deadline_is_stopped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(waves, "snakemake_command",
-                        lambda *a: [sys.executable, "-c", "import time; time.sleep(120)"])
+    monkeypatch.setattr(waves, "snakemake_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(120)"])
     t0 = time.monotonic()
     with open(tmp_path / "log", "w") as log:
-        finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log,
-                                        [], None)
+        finished = waves.snakemake_wave(
+            tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 1.0, tmp_path / "store", log, [], None
+        )
     assert finished is False and time.monotonic() - t0 < 30
     assert "the time budget is spent" in capsys.readouterr().out
 
 
 # ---- the store (no training): records from the committed H100 metrics --------------------------------------------
+
 
 def fake_run(tmp_path: Path, corpus="ptb", experiment="sdgm", seed=0, device="NVIDIA H100 80GB HBM3", val=None):
     """A run's files as the workflow writes them, from the committed H100 metrics."""
@@ -182,12 +187,14 @@ def test_device_label_overrides_the_recorded_device(tmp_path, monkeypatch):
 def test_a_publish_killed_midway_leaves_nothing_and_the_next_one_completes(tmp_path):
     st, d = tmp_path / "store", fake_run(tmp_path)
     # a process killed (os._exit: no cleanup) after copying its first file
-    code = ("import os, shutil, sys; from pathlib import Path; from sdgm.campaign import store\n"
-            "real = shutil.copyfile\n"
-            "def dying(*a, **k):\n    real(*a, **k); os._exit(9)\n"
-            "shutil.copyfile = dying\n"
-            f"store.publish_run({str(st)!r}, Path({str(d / 'metrics.json')!r}), {{}}, 'aaaaaaaa', "
-            f"samples=Path({str(d / 'samples.txt')!r}))\n")
+    code = (
+        "import os, shutil, sys; from pathlib import Path; from sdgm.campaign import store\n"
+        "real = shutil.copyfile\n"
+        "def dying(*a, **k):\n    real(*a, **k); os._exit(9)\n"
+        "shutil.copyfile = dying\n"
+        f"store.publish_run({str(st)!r}, Path({str(d / 'metrics.json')!r}), {{}}, 'aaaaaaaa', "
+        f"samples=Path({str(d / 'samples.txt')!r}))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 9, r.stderr
     assert store.record_dirs(st) == []  # no record, only a temporary
@@ -221,8 +228,10 @@ def test_two_devices_pack_import_and_render_grouped_by_device(tmp_path):
     # the claims judged per device, from the published records alone (no weights, no results folder)
     claims = {d: pd.read_csv(merged / d / "tables" / "claims.csv") for d in by_dev}
     a100_ppl = claims["nvidia-a100-sxm4-40gb"].set_index("id").loc["ptb-val-ppl", "ours_value"]
-    assert a100_ppl == 1234.5 and claims["nvidia-h100-80gb-hbm3"].set_index("id").loc["ptb-val-ppl",
-                                                                                        "ours_value"] != 1234.5
+    assert (
+        a100_ppl == 1234.5
+        and claims["nvidia-h100-80gb-hbm3"].set_index("id").loc["ptb-val-ppl", "ours_value"] != 1234.5
+    )
     assert C.find_records(merged / "nvidia-a100-sxm4-40gb")["metrics"]  # a device folder is a --records folder
     assert store.verify_store(merged) == []
 
@@ -242,8 +251,12 @@ def test_a_record_with_its_quality_record_is_imported_and_judges_generation_qual
     dev = merged / "nvidia-h100-80gb-hbm3"
     assert len(store.published_files(merged, "quality")[dev.name]) == 4
     found = C.find_records(dev)
-    assert sorted(p.parent.name for p in found["quality"]) == ["gpt2-s0", "linformer-s0", "sdgm-s0",
-                                                               "transformer_xl-s0"]
+    assert sorted(p.parent.name for p in found["quality"]) == [
+        "gpt2-s0",
+        "linformer-s0",
+        "sdgm-s0",
+        "transformer_xl-s0",
+    ]
     committed = pd.read_csv(H100 / "tables" / "claims.csv").set_index("id").loc["ptb-generation-quality"]
     render.render_store(merged)
     for tables in (dev / "tables", C.build_claims(tmp_path / "tables", **found)["claims_csv"].parent):
@@ -294,6 +307,7 @@ def test_import_refuses_unsafe_archives(tmp_path):
 
 # ---- three campaigns on the tiny config (trains for real) --------------------------------------------------------
 
+
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -312,8 +326,15 @@ def descendants(pid: int) -> list[int]:
 
 def run_cli(args, env_extra, **kw):
     env = {**os.environ, waves.CLOCK_ENV: "estimate", **env_extra}
-    return subprocess.run([sys.executable, "-m", "sdgm.campaign", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1200, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "sdgm.campaign", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        **kw,
+    )
 
 
 @pytest.mark.e2e
@@ -323,8 +344,20 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     cfg = tiny_config()
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rates = fake_rates(tmp_path)
-    base = ["--configfile", str(work / "config.yaml"), "--directory", str(work), "--rates", str(rates),
-            "--overhead-min", "1", "--bench-min", "0", "--cores", "2"]
+    base = [
+        "--configfile",
+        str(work / "config.yaml"),
+        "--directory",
+        str(work),
+        "--rates",
+        str(rates),
+        "--overhead-min",
+        "1",
+        "--bench-min",
+        "0",
+        "--cores",
+        "2",
+    ]
     st = work / "results" / "published"
     hashes = {(r.experiment, r.seed): r.run_hash for r in runs(cfg)}
     # every job may import only what its rule's environment provides (rule store_run: the report environment)
@@ -341,16 +374,33 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     assert all(mans[k]["run_hash"] == hashes[k] for k in mans)
     sdgm0 = store.record_dir(st, "gpu-a", "ptb", "sdgm", 0)
     assert {"gmm.json", "throughput.json", "figures/atoms.png", "samples.txt", "quality.json"} <= set(
-        mans["sdgm", 0]["files"])
+        mans["sdgm", 0]["files"]
+    )
     archives_a = sorted(work.glob("results/campaign-gpu-a-*.tar.gz"))
     assert len(archives_a) == 1
     print(f"campaign 1: {time.monotonic() - t0:.0f} s")
 
     # 2. a campaign killed (the allocation ends) as soon as it has published one record
     env = {**os.environ, waves.CLOCK_ENV: "estimate", **guard}
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign", "run", "--minutes", "10", "--parallel",
-                             "1", "--device-label", "gpu-b", *base], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sdgm.campaign",
+            "run",
+            "--minutes",
+            "10",
+            "--parallel",
+            "1",
+            "--device-label",
+            "gpu-b",
+            *base,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 900
         while not list(st.glob("gpu-b/runs/*/*/manifest.json")) and time.monotonic() < deadline:
@@ -369,8 +419,10 @@ def test_campaigns_accumulate_across_budget_kill_and_devices(tmp_path):
     print(f"campaign 2 (killed): {time.monotonic() - t0:.0f} s")
 
     # 3. the next campaign publishes only what is left, and redoes nothing
-    stamps = {p: p.stat().st_mtime_ns for p in [*work.glob("results/runs/*/*/metrics.json"),
-                                                 *st.glob("*/runs/*/*/manifest.json")]}
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in [*work.glob("results/runs/*/*/metrics.json"), *st.glob("*/runs/*/*/manifest.json")]
+    }
     r = run_cli(["run", "--minutes", "10", "--parallel", "2", "--device-label", "gpu-b", *base], guard)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every run of the config is published" in r.stdout

@@ -3,6 +3,7 @@
 Fresh models at every cut position, models after a few optimizer steps, and the audit that run_training stores in
 metrics.json. Models that see later tokens on purpose must be caught, and must say so (`causal = False`).
 """
+
 import pytest
 import torch
 from helpers import SMALL as SMALL_MODELS
@@ -60,16 +61,35 @@ def test_trained_model(name, opts, leaks):
         assert audit["max_logit_change"] > 1e-3
 
 
-@pytest.mark.parametrize("name,opts,leaks", [
-    ("linformer", SMALL["linformer"], False),
-    ("linformer_noncausal", SMALL["linformer_noncausal"], True),
-    ("sdgm", {**SMALL["sdgm"], "encoder_padding": "centered"}, True),
-])
+@pytest.mark.parametrize(
+    "name,opts,leaks",
+    [
+        ("linformer", SMALL["linformer"], False),
+        ("linformer_noncausal", SMALL["linformer_noncausal"], True),
+        ("sdgm", {**SMALL["sdgm"], "encoder_padding": "centered"}, True),
+    ],
+)
 def test_run_training_stores_the_audit_of_the_trained_model(toy_tokens, tmp_path, name, opts, leaks):
-    rec = run_training(toy_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json",
-                       corpus="tiny", experiment=name, model_name=name, model_overrides=opts, seed=0, progress=False,
-                       train_overrides={"seq_len": 16, "batch_size": 8, "max_steps": 6, "lr": 1e-2,
-                                        "device": "cpu", "log_every_steps": 2})
+    rec = run_training(
+        toy_tokens,
+        tmp_path / "run",
+        tmp_path / "ck",
+        tmp_path / "run" / "metrics.json",
+        corpus="tiny",
+        experiment=name,
+        model_name=name,
+        model_overrides=opts,
+        seed=0,
+        progress=False,
+        train_overrides={
+            "seq_len": 16,
+            "batch_size": 8,
+            "max_steps": 6,
+            "lr": 1e-2,
+            "device": "cpu",
+            "log_every_steps": 2,
+        },
+    )
     audit = rec["metrics"]["causal_audit"]
     assert audit["passed"] is (not leaks) and audit["declared_causal"] is (not leaks)
     assert audit["tolerance"] == CAUSAL_TOLERANCE and audit["positions"] == list(range(15))

@@ -1,6 +1,7 @@
 """The `sdgm` command (sdgm/cli.py): every command listed with one line, each command's --help its module's own,
 no torch imported to list them, and every `python -m` entry point of the package either a command or named as a
 child process the package starts itself."""
+
 import ast
 import re
 import subprocess
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def sdgm(*args: str) -> subprocess.CompletedProcess:
     """The command as the installed script runs it (its entry point is sdgm.cli:main)."""
-    return subprocess.run([sys.executable, "-m", "sdgm.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sdgm.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_console_script_is_the_cli():
@@ -27,13 +29,16 @@ def test_the_console_script_is_the_cli():
 
 
 def test_help_lists_every_command_with_one_line_and_imports_no_torch():
-    check = ("import sys\nfrom sdgm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
-             "    assert e.code == 0, e.code\nassert 'torch' not in sys.modules, 'sdgm --help imported torch'\n")
+    check = (
+        "import sys\nfrom sdgm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code\nassert 'torch' not in sys.modules, 'sdgm --help imported torch'\n"
+    )
     r = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     for words, (_, line) in COMMANDS.items():
-        assert re.search(rf"^  sdgm {' '.join(words)} +{re.escape(line)}$", r.stdout, flags=re.M), \
+        assert re.search(rf"^  sdgm {' '.join(words)} +{re.escape(line)}$", r.stdout, flags=re.M), (
             f"sdgm --help does not list `sdgm {' '.join(words)}` with its line:\n{r.stdout}"
+        )
 
 
 @pytest.mark.parametrize("words", list(COMMANDS), ids=" ".join)
@@ -50,8 +55,9 @@ def test_each_command_answers_help(words):
 
 
 def test_the_python_m_form_is_the_same_command():
-    alias = subprocess.run([sys.executable, "-m", "sdgm.bench.untrained", "--help"], cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
+    alias = subprocess.run(
+        [sys.executable, "-m", "sdgm.bench.untrained", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert alias.returncode == 0 and alias.stdout == sdgm("bench", "untrained", "--help").stdout
 
 
@@ -69,8 +75,11 @@ def entry_points() -> dict[str, str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         if path.name == "__main__.py":
             package = name.rpartition(".")[0]
-            froms = [f"{package}.{n.module}" for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1
-                     and any(a.name == "main" for a in n.names)]
+            froms = [
+                f"{package}.{n.module}"
+                for n in tree.body
+                if isinstance(n, ast.ImportFrom) and n.level == 1 and any(a.name == "main" for a in n.names)
+            ]
             assert froms, f"{path}: its main comes from no module of its package"
             found[package] = froms[0]
         elif '__name__ == "__main__"' in path.read_text(encoding="utf-8") and name != "sdgm.cli":
@@ -84,6 +93,8 @@ def test_every_python_m_entry_point_is_a_command_or_a_child_process():
     assert len(found) >= 12, found
     missing = sorted(entry for entry, module in found.items() if module not in modules and entry not in NOT_COMMANDS)
     assert not missing, f"python -m entry points that no `sdgm` command runs (sdgm/cli.py: COMMANDS): {missing}"
-    assert set(NOT_COMMANDS) <= set(found), f"sdgm/cli.py NOT_COMMANDS names no entry point: {set(NOT_COMMANDS) - set(found)}"
+    assert set(NOT_COMMANDS) <= set(found), (
+        f"sdgm/cli.py NOT_COMMANDS names no entry point: {set(NOT_COMMANDS) - set(found)}"
+    )
     stale = sorted(module for module in modules if not (REPO / Path(*module.split("."))).with_suffix(".py").is_file())
     assert not stale, f"sdgm/cli.py COMMANDS names modules that do not exist: {stale}"

@@ -5,6 +5,7 @@ A model's options are written in both places (the dataclass builds the model, th
 any job starts); this keeps the two from drifting. vocab_size comes from the corpus and seq_len from train.seq_len
 (registry.model_options), so neither is a model option in the schema.
 """
+
 import dataclasses
 import typing
 from pathlib import Path
@@ -53,8 +54,10 @@ def test_schema_and_config_dataclass_name_the_same_options(model):
     cfg_cls, _ = model_classes(model)
     fields = {f.name for f in dataclasses.fields(cfg_cls)} - NOT_OPTIONS
     options = set(schema_options(model))
-    assert options == fields, (f"models.{model}: only in the schema {sorted(options - fields)}, only in "
-                               f"{cfg_cls.__name__} {sorted(fields - options)}")
+    assert options == fields, (
+        f"models.{model}: only in the schema {sorted(options - fields)}, only in "
+        f"{cfg_cls.__name__} {sorted(fields - options)}"
+    )
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -64,15 +67,20 @@ def test_schema_types_are_the_config_dataclass_types(model):
     for name, option in schema_options(model).items():
         allowed = stated_types(option)
         assert allowed, f"models.{model}.{name}: the schema states no type"
-        assert allowed == {hints[name]}, (f"models.{model}.{name}: the schema allows {sorted(t.__name__ for t in allowed)}"
-                                          f", {cfg_cls.__name__}.{name} is {hints[name].__name__}")
+        assert allowed == {hints[name]}, (
+            f"models.{model}.{name}: the schema allows {sorted(t.__name__ for t in allowed)}"
+            f", {cfg_cls.__name__}.{name} is {hints[name].__name__}"
+        )
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_an_experiments_overrides_are_checked_against_the_same_options(model):
     """experiments.<name>.overrides of a model refer to the options the models section lists."""
     rules = CONFIG_SCHEMA["properties"]["experiments"]["additionalProperties"]["allOf"]
-    refs = [r["then"]["properties"]["overrides"]["$ref"] for r in rules
-            if r["if"]["properties"]["model"] == {"const": model}]
+    refs = [
+        r["then"]["properties"]["overrides"]["$ref"]
+        for r in rules
+        if r["if"]["properties"]["model"] == {"const": model}
+    ]
     models = CONFIG_SCHEMA["properties"]["models"]["properties"]
     assert refs == [models[model]["$ref"]], f"experiments of {model}: {refs}"

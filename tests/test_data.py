@@ -38,7 +38,9 @@ def _prepare(corpus: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     text_dir, tok_dir = root / "text", root / "tokens"
     expected_sha = sources.shipped_sha256(corpus)
     digests = {
-        split: sources.materialize(split, {"type": "shipped", "corpus": corpus}, text_dir / f"{split}.txt", expected_sha[split])
+        split: sources.materialize(
+            split, {"type": "shipped", "corpus": corpus}, text_dir / f"{split}.txt", expected_sha[split]
+        )
         for split in sources.SPLITS
     }
     stats = tokens.tokenize_corpus(text_dir, tok_dir)
@@ -94,7 +96,10 @@ def test_load_tokens_roundtrip(corpus: str, request: pytest.FixtureRequest) -> N
     first_tokens = first_line.split() + [tokens.EOS]
     assert [vocab[i] for i in splits["train"][: len(first_tokens)].tolist()] == first_tokens
     assert vocab[0] == first_tokens[0]
-    assert sum(1 for i in splits["train"].tolist() if vocab[i] == tokens.EOS) == prepared["stats"]["splits"]["train"]["lines"]
+    assert (
+        sum(1 for i in splits["train"].tolist() if vocab[i] == tokens.EOS)
+        == prepared["stats"]["splits"]["train"]["lines"]
+    )
 
 
 def test_ptb_unk_count(ptb: dict) -> None:
@@ -361,6 +366,11 @@ def test_tokenize_small_corpus_outputs(tmp_path: Path) -> None:
     stats = tokens.tokenize_corpus(corpus, out)
     assert leftovers(out) == ["stats.json", "test.pt", "train.pt", "valid.pt", "vocab.json"]
     assert json.loads((out / "vocab.json").read_text()) == ["x", tokens.UNK, "y", tokens.EOS]
-    assert stats["splits"]["train"] == {"tokens": 4, "lines": 1, "unk": 1, "sha256": sources.sha256_file(corpus / "train.txt")}
+    assert stats["splits"]["train"] == {
+        "tokens": 4,
+        "lines": 1,
+        "unk": 1,
+        "sha256": sources.sha256_file(corpus / "train.txt"),
+    }
     assert stats["splits"]["valid"]["unk"] == 1  # "z" is OOV -> <unk>
     assert torch.load(out / "valid.pt", weights_only=True).tolist() == [2, 1, 3]

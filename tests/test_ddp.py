@@ -6,6 +6,7 @@ for the same training-loss curve, validations and final weights within TOL: the 
 floating-point sums (the mean of two half-batch means, DDP's all-reduce). Two runs with two processes, one of
 them killed and resumed, must agree exactly.
 """
+
 import json
 import math
 import os
@@ -33,25 +34,60 @@ def tokens(grammar_tokens) -> Path:
     return grammar_tokens
 
 
-TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 40, "lr": 1e-2, "eval_every_steps": 10,
-         "eval_max_windows": 20, "checkpoint_every_steps": 10, "log_every_steps": 1, "device": "cpu", "patience": 50}
+TRAIN = {
+    "seq_len": 16,
+    "batch_size": 8,
+    "epochs": 1,
+    "max_steps": 40,
+    "lr": 1e-2,
+    "eval_every_steps": 10,
+    "eval_max_windows": 20,
+    "checkpoint_every_steps": 10,
+    "log_every_steps": 1,
+    "device": "cpu",
+    "patience": 50,
+}
 CASES = {  # name: (model, options, own train options); every dropout 0, else the runs cannot agree
     "sdgm": ("sdgm", {"d_model": 16, "n_atoms": 8, "dropout": 0.0}, {}),
-    "gpt2": ("gpt2", {"n_layer": 1, "n_embd": 16, "n_head": 2, "dropout": 0.0},
-             {"optimizer": "adamw", "schedule": "cosine", "warmup_steps": 5, "weight_decay": 0.1}),
+    "gpt2": (
+        "gpt2",
+        {"n_layer": 1, "n_embd": 16, "n_head": 2, "dropout": 0.0},
+        {"optimizer": "adamw", "schedule": "cosine", "warmup_steps": 5, "weight_decay": 0.1},
+    ),
     # stateful: each process reads batch_size / 2 of the contiguous streams and carries their hidden state
-    "lstm-streams": ("lstm", {"d_embed": 16, "d_hidden": 16, "dropout": 0.0},
-                     {"optimizer": "sgd", "lr": 20.0, "weight_decay": 0.0, "schedule": "plateau", "grad_clip": 0.25,
-                      "data_order": "streams", "train_seq_len": 12, "eval_batch_size": 5, "eval_carry_state": True}),
+    "lstm-streams": (
+        "lstm",
+        {"d_embed": 16, "d_hidden": 16, "dropout": 0.0},
+        {
+            "optimizer": "sgd",
+            "lr": 20.0,
+            "weight_decay": 0.0,
+            "schedule": "plateau",
+            "grad_clip": 0.25,
+            "data_order": "streams",
+            "train_seq_len": 12,
+            "eval_batch_size": 5,
+            "eval_carry_state": True,
+        },
+    ),
 }
 
 
 def run_kwargs(tokens: Path, root: Path, case: str, **train) -> dict:
     model, options, own = CASES[case]
-    return dict(tokens_dir=str(tokens), run_dir=str(root / "run"), ckpt_dir=str(root / "ck"),
-                metrics_path=str(root / "run" / "metrics.json"), corpus="tiny", experiment=case.split("-")[0],
-                model_name=model, model_overrides=options, train_overrides={**TRAIN, **own, **train}, seed=1,
-                progress=False)
+    return dict(
+        tokens_dir=str(tokens),
+        run_dir=str(root / "run"),
+        ckpt_dir=str(root / "ck"),
+        metrics_path=str(root / "run" / "metrics.json"),
+        corpus="tiny",
+        experiment=case.split("-")[0],
+        model_name=model,
+        model_overrides=options,
+        train_overrides={**TRAIN, **own, **train},
+        seed=1,
+        progress=False,
+    )
 
 
 def one_process(kw: dict) -> dict:
@@ -88,7 +124,7 @@ def max_weight_difference(run_a: Path, run_b: Path, leave_out: dict | None = Non
 def max_logit_difference(run_a: Path, run_b: Path, tokens: Path) -> float:
     """Largest difference of the two trained models' logits on the first 8 validation windows."""
     (a, _), (b, _) = load_run(run_a), load_run(run_b)
-    ids = torch.load(tokens / "valid.pt")[:8 * 16].view(8, 16)
+    ids = torch.load(tokens / "valid.pt")[: 8 * 16].view(8, 16)
     with torch.no_grad():
         return (a(ids) - b(ids)).abs().max().item()
 
@@ -112,8 +148,10 @@ def test_two_processes_train_as_one_on_the_same_global_batch(tokens, tmp_path, c
     val_diff = max(abs(p["nll"] - q["nll"]) for p, q in zip(v1, v2))
     weight_diff = max_weight_difference(tmp_path / "one" / "run", two_root / "run", NO_GRADIENT.get(case))
     logit_diff = max_logit_difference(tmp_path / "one" / "run", two_root / "run", tokens)
-    print(f"{case}: 1 vs 2 processes, largest difference: training loss {loss_diff:.2e}, validation NLL "
-          f"{val_diff:.2e}, weight {weight_diff:.2e}, logit {logit_diff:.2e}")
+    print(
+        f"{case}: 1 vs 2 processes, largest difference: training loss {loss_diff:.2e}, validation NLL "
+        f"{val_diff:.2e}, weight {weight_diff:.2e}, logit {logit_diff:.2e}"
+    )
     assert max(loss_diff, val_diff, weight_diff, logit_diff) <= TOL, (loss_diff, val_diff, weight_diff, logit_diff)
     for key in ("steps", "best_step", "stopped"):
         assert one["metrics"][key] == two["metrics"][key], key
@@ -137,8 +175,14 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
     code = f"from sdgm.harness.distributed import launch; launch(2, {kw!r}, threads=1)"
     log = Path(kw["ckpt_dir"]) / "log.jsonl"
     with open(tmp_path / "first.log", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            start_new_session=True,
+        )
         steps = []
 
         def at_step_40() -> bool:
@@ -164,8 +208,14 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(tokens, t
     assert max_weight_difference(tmp_path / "run", tmp_path / "ref" / "run") == 0.0
 
     # the same checkpoint resumed by one process: the data position is global, so it continues the same run
-    one = one_process({**kw, "run_dir": str(tmp_path / "run1"), "ckpt_dir": str(tmp_path / "ck-copy"),
-                       "metrics_path": str(tmp_path / "run1" / "metrics.json")})
+    one = one_process(
+        {
+            **kw,
+            "run_dir": str(tmp_path / "run1"),
+            "ckpt_dir": str(tmp_path / "ck-copy"),
+            "metrics_path": str(tmp_path / "run1" / "metrics.json"),
+        }
+    )
     assert one["metrics"]["resumed"] is True and one["metrics"]["steps"] == ref["metrics"]["steps"]
     assert max(abs(p["nll"] - q["nll"]) for p, q in zip(one["history"]["val"], ref["history"]["val"])) <= TOL
     assert max_weight_difference(tmp_path / "run1", tmp_path / "ref" / "run") <= TOL
@@ -183,8 +233,9 @@ def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_pat
     def trainer():
         torch.manual_seed(0)
         cfg = TrainConfig(**{**TRAIN, **own, "max_steps": 3})
-        return Trainer(build_model(model, len(vocab), **options), splits["train"], splits["valid"], cfg, tmp_path,
-                       progress=False)
+        return Trainer(
+            build_model(model, len(vocab), **options), splits["train"], splits["valid"], cfg, tmp_path, progress=False
+        )
 
     trainer().fit()
     ck = torch.load(tmp_path / "last.pt", weights_only=False)
@@ -192,8 +243,11 @@ def test_a_stream_checkpoint_resumes_only_with_as_many_processes(tokens, tmp_pat
     torch.save({**ck, "processes": 2, "ranks": [{"rng": ck["rng"], "carry": ck["carry"]}] * 2}, tmp_path / "last.pt")
     meta = json.loads((tmp_path / "last.pt.json").read_text())  # as two processes would have recorded it
     (tmp_path / "last.pt.json").write_text(json.dumps({**meta, "sha256": [sha256_file(tmp_path / "last.pt")]}))
-    with pytest.raises(CheckpointError, match=r"written by 2 training process\(es\) reading contiguous streams.*"
-                                              r"resumes only with 2 \(now 1\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"written by 2 training process\(es\) reading contiguous streams.*"
+        r"resumes only with 2 \(now 1\)",
+    ):
         trainer().try_resume()
 
 
@@ -239,8 +293,10 @@ def test_processes_follow_the_gpu_count_and_need_one_gpu_each():
 
 
 OPTIONS = {  # small sizes; SDGM also with every optional part switched on
-    "sdgm": [{"d_model": 16, "n_atoms": 8}, {"d_model": 16, "n_atoms": 8, "head": "pointer", "delta": 0.5,
-                                             "gamma": 0.0, "tie_weights": False}],
+    "sdgm": [
+        {"d_model": 16, "n_atoms": 8},
+        {"d_model": 16, "n_atoms": 8, "head": "pointer", "delta": 0.5, "gamma": 0.0, "tie_weights": False},
+    ],
     "gpt2": [{"n_layer": 1, "n_embd": 16, "n_head": 2}],
     "linformer": [{"d_model": 16, "n_layer": 1, "n_head": 2, "k": 4, "block_size": 4}],
     "linformer_noncausal": [{"d_model": 16, "n_layer": 1, "n_head": 2, "k": 4}],
@@ -271,11 +327,15 @@ def test_snakemake_train_job_runs_in_two_processes(tmp_path):
     log, and the run records that it trained in two."""
     corpus = write_grammar_corpus(tmp_path / "corpus")
     cfg = one_run_config(d_model=16, n_atoms=8)
-    cfg["corpora"] = {"tiny": {"source": {"type": "url", "urls": {s: f"file://{corpus}/{s}.txt"
-                                                                   for s in ("train", "valid", "test")}},
-                               "sha256": None}}
-    cfg["train"].update(seq_len=16, batch_size=8, max_steps=20, eval_every_steps=10, eval_max_windows=8,
-                        log_every_steps=5, device="cpu")
+    cfg["corpora"] = {
+        "tiny": {
+            "source": {"type": "url", "urls": {s: f"file://{corpus}/{s}.txt" for s in ("train", "valid", "test")}},
+            "sha256": None,
+        }
+    }
+    cfg["train"].update(
+        seq_len=16, batch_size=8, max_steps=20, eval_every_steps=10, eval_max_windows=8, log_every_steps=5, device="cpu"
+    )
     cfg["job_resources"]["train"].update(threads=2, processes=2, gpu=0)
     write_config(tmp_path, cfg)
     name = runs(cfg)[0].name  # sdgm-s0-<hash>

@@ -1,5 +1,6 @@
 """Incremental decoding of every model against the contract of sdgm.models.interface (window and beyond it), prefill,
 the decoding state, and the sampler's output under a fixed seed."""
+
 import pytest
 import torch
 from helpers import SMALL as SMALL_MODELS
@@ -31,7 +32,7 @@ def stepwise_logits(model, idx):
 def full_forward_logits(model, idx):
     """What the sampler reads at each t: model(last L tokens up to t)[:, -1]; (B, T, V)."""
     T = idx.shape[1]
-    return torch.stack([model(idx[:, max(0, t - L + 1):t + 1])[:, -1] for t in range(T)], dim=1)
+    return torch.stack([model(idx[:, max(0, t - L + 1) : t + 1])[:, -1] for t in range(T)], dim=1)
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3, 5, L + 3])
@@ -47,7 +48,7 @@ def test_incremental_sdgm_equals_full_forward(kernel_size, activation, tie):
     torch.testing.assert_close(step[:, :L], m(idx[:, :L]), rtol=1e-5, atol=1e-5)
     # t >= L: it equals the last position of the forward over the window idx[t-L+1 .. t]
     for t in range(L, idx.shape[1]):
-        torch.testing.assert_close(step[:, t], m(idx[:, t - L + 1:t + 1])[:, -1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(step[:, t], m(idx[:, t - L + 1 : t + 1])[:, -1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(step, full_forward_logits(m, idx), rtol=1e-5, atol=1e-5)
 
 
@@ -78,7 +79,7 @@ def old_sampler(model, prompt, n_new, temperature=1.0, top_k=None, seed=0, next_
     gen = torch.Generator(device=prompt.device).manual_seed(seed)
     idx = prompt
     for _ in range(n_new):
-        logits = model(idx[:, -model.max_context:])[:, -1] if next_logits is None else next_logits(idx)
+        logits = model(idx[:, -model.max_context :])[:, -1] if next_logits is None else next_logits(idx)
         idx = torch.cat([idx, _draw(logits, temperature, top_k, gen)], dim=1)
     return idx
 
@@ -117,7 +118,7 @@ def test_default_decode_step_crops_to_max_context():
     for t in range(idx.shape[1]):
         logits, state = m.decode_step(idx[:, t], state)
         assert state["context"].shape[1] == min(t + 1, 4)
-        assert torch.equal(logits, m(idx[:, max(0, t - 3):t + 1])[:, -1])
+        assert torch.equal(logits, m(idx[:, max(0, t - 3) : t + 1])[:, -1])
     assert torch.equal(sample_autoregressive(m, idx[:, :2], 9, seed=1), old_sampler(m, idx[:, :2], 9, seed=1))
 
 
@@ -166,12 +167,13 @@ def test_step_equals_the_full_forward_within_the_window(name, B, trained):
     idx = random_ids(V, B, L)
     step = stepwise_logits(m, idx)
     for t in range(L):
-        close(step[:, t], m(idx[:, :t + 1])[:, -1])
+        close(step[:, t], m(idx[:, : t + 1])[:, -1])
     close(m.decode_reference(idx), step)
 
 
-@pytest.mark.parametrize("name,B,trained", [c for c in CASES if c[0] in WINDOW],
-                         ids=[i for c, i in zip(CASES, IDS_) if c[0] in WINDOW])
+@pytest.mark.parametrize(
+    "name,B,trained", [c for c in CASES if c[0] in WINDOW], ids=[i for c, i in zip(CASES, IDS_) if c[0] in WINDOW]
+)
 @torch.no_grad()
 def test_window_models_slide_exactly(name, B, trained):
     """Beyond L the step equals the forward over the last L tokens (GPT-2 and Linformer recompute that window)."""
@@ -179,7 +181,7 @@ def test_window_models_slide_exactly(name, B, trained):
     idx = random_ids(V, B, 4 * L + 3)
     step = stepwise_logits(m, idx)
     for t in range(L, idx.shape[1]):
-        close(step[:, t], m(idx[:, t - L + 1:t + 1])[:, -1])
+        close(step[:, t], m(idx[:, t - L + 1 : t + 1])[:, -1])
     close(m.decode_reference(idx), step)
 
 
@@ -198,7 +200,7 @@ def chain_of_one_token_segments(m, idx):
     """Transformer-XL's own recurrence, one token per segment, the memory carried: (B, T, V)."""
     mems, out = None, []
     for t in range(idx.shape[1]):
-        logits, mems = m.forward_with_state(idx[:, t:t + 1], mems)
+        logits, mems = m.forward_with_state(idx[:, t : t + 1], mems)
         out.append(logits[:, 0])
     return torch.stack(out, dim=1)
 
@@ -213,10 +215,10 @@ def test_transformer_xl_memory_slides_beyond_the_window(mem_len, B, trained):
     close(step, chain_of_one_token_segments(m, idx))
     close(m.decode_reference(idx), step)
     for t in range(mem_len + 1):  # while everything fits in the memory: the forward over every token so far
-        close(step[:, t], m(idx[:, :t + 1])[:, -1])
+        close(step[:, t], m(idx[:, : t + 1])[:, -1])
     t = 3 * L
-    assert (step[:, t] - m(idx[:, t - L + 1:t + 1])[:, -1]).abs().max() > 1e-4  # not the window forward
-    assert (step[:, t] - m(idx[:, t - (L + mem_len) + 1:t + 1])[:, -1]).abs().max() > 1e-4  # nor a longer one
+    assert (step[:, t] - m(idx[:, t - L + 1 : t + 1])[:, -1]).abs().max() > 1e-4  # not the window forward
+    assert (step[:, t] - m(idx[:, t - (L + mem_len) + 1 : t + 1])[:, -1]).abs().max() > 1e-4  # nor a longer one
 
 
 @torch.no_grad()
@@ -228,8 +230,12 @@ def test_transformer_xl_with_a_short_memory_recomputes_the_window():
 
 
 PREFILL_CASES = [(name, kw) for name in sorted(MODELS) for kw in [{}]] + [
-    ("sdgm", {"head": "pointer"}), ("sdgm", {"kernel_size": 1}), ("sdgm", {"kernel_size": L + 3}),
-    ("transformer_xl", {"mem_len": L + 5}), ("transformer_xl", {"mem_len": 3})]
+    ("sdgm", {"head": "pointer"}),
+    ("sdgm", {"kernel_size": 1}),
+    ("sdgm", {"kernel_size": L + 3}),
+    ("transformer_xl", {"mem_len": L + 5}),
+    ("transformer_xl", {"mem_len": 3}),
+]
 
 
 @pytest.mark.parametrize("name,kw", PREFILL_CASES, ids=[f"{n}{'-' + str(kw) if kw else ''}" for n, kw in PREFILL_CASES])
@@ -244,7 +250,7 @@ def test_prefill_then_steps_follow_the_contract(name, kw, P):
     for t in range(P, idx.shape[1]):
         logits, state = m.decode_step(idx[:, t], state)
         out.append(logits)
-    close(torch.stack(out, dim=1), ref[:, P - 1:])
+    close(torch.stack(out, dim=1), ref[:, P - 1 :])
 
 
 @torch.no_grad()
@@ -267,8 +273,10 @@ def test_decoding_state_stops_growing():
             assert sum(x.numel() for lay in cache.layers for x in (lay.keys, lay.values)) * 4 // 2 == declared
             assert all(s["cache"] is None and s["context"].shape == (2, L) for s in sizes[name][L:])
         if name == "linformer":
-            rows = [sum(x.shape[2] for c in s["layers"] for x in (c["s_key"], c["key"]) if x is not None)
-                    for s in sizes[name][:L]]  # key rows over both layers
+            rows = [
+                sum(x.shape[2] for c in s["layers"] for x in (c["s_key"], c["key"]) if x is not None)
+                for s in sizes[name][:L]
+            ]  # key rows over both layers
             assert max(rows) <= 2 * (6 + 5) and rows[4] == 2 * 6 and rows[5] == 2 * (6 + 1)  # block 0 folded at t = 4
             assert all(s["layers"] is None and s["context"].shape == (2, L) for s in sizes[name][L:])
         if name == "transformer_xl":
@@ -290,8 +298,9 @@ def test_samples_for_a_fixed_seed_follow_the_contract(name, prompt_len, n_new):
     m = model(name, trained=True)
     prompt = random_ids(V, 4, prompt_len, seed=3)
     new = sample_autoregressive(m, prompt, n_new, temperature=0.9, top_k=20, seed=7)
-    expected = old_sampler(m, prompt, n_new, temperature=0.9, top_k=20, seed=7,
-                           next_logits=lambda idx: m.decode_reference(idx)[:, -1])
+    expected = old_sampler(
+        m, prompt, n_new, temperature=0.9, top_k=20, seed=7, next_logits=lambda idx: m.decode_reference(idx)[:, -1]
+    )
     assert torch.equal(new, expected)
     if prompt_len + n_new <= L or m.decode_beyond_context == "window":
         assert torch.equal(new, old_sampler(m, prompt, n_new, temperature=0.9, top_k=20, seed=7))

@@ -1,5 +1,6 @@
 """The device benchmark (python -m sdgm.bench.device): fresh weights of every compared model, each cost written as
 the records the claims code reads, and the device's claims table judged from them."""
+
 import json
 from pathlib import Path
 
@@ -18,11 +19,36 @@ JUDGED = ["fewer-params", "less-train-memory", "faster-training", "faster-infere
 @pytest.mark.e2e
 def test_device_command_writes_the_records_the_claims_read_and_judges_them(tmp_path):
     out = tmp_path / "dev"
-    assert D.main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(out),
-                   "--experiments", ",".join(MODELS), "--device", "cpu", "--repeats", "1", "--warmup", "0", "--new-tokens", "4",
-                   "--context-multiple", "1", "--batch-sizes", "1,2", "--score-batch-size", "2",
-                   "--scaling-args", "--lengths 64,128,256 --tokens-per-batch 256 --batch-lengths 64,128,256 "
-                                     "--decoders chunked --repeats 1 --warmup 0"]) == 0
+    assert (
+        D.main(
+            [
+                "--configfile",
+                str(REPO / "config/quick.yaml"),
+                "--out",
+                str(out),
+                "--experiments",
+                ",".join(MODELS),
+                "--device",
+                "cpu",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--new-tokens",
+                "4",
+                "--context-multiple",
+                "1",
+                "--batch-sizes",
+                "1,2",
+                "--score-batch-size",
+                "2",
+                "--scaling-args",
+                "--lengths 64,128,256 --tokens-per-batch 256 --batch-lengths 64,128,256 "
+                "--decoders chunked --repeats 1 --warmup 0",
+            ]
+        )
+        == 0
+    )
     for exp in MODELS:
         tp = json.loads((out / "bench/throughput/wikitext2" / f"{exp}-s0.json").read_text())
         m = tp["metrics"]

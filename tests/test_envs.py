@@ -6,6 +6,7 @@ checked: every rule has an environment file that exists and parses, each file pi
 an environment equals the pin in constraints.txt (and vice versa for the packages that file lists), and every job of
 the workflow's test case (.test/) runs with only its environment's packages importable (sdgm/common/importguard.py).
 """
+
 import ast
 import json
 import os
@@ -63,8 +64,9 @@ def test_pinned_versions_meet_pyprojects_lower_bounds(versions):
     for req in pyproject_requirements():
         name = canonicalize_name(req.name)
         if name in pins:
-            assert req.specifier.contains(pins[name], prereleases=True), \
+            assert req.specifier.contains(pins[name], prereleases=True), (
                 f"{versions} has {name}=={pins[name]}, outside pyproject's {req}"
+            )
             checked += 1
     assert checked, f"{versions} pins none of pyproject's requirements"
 
@@ -150,10 +152,19 @@ def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fai
     the report environment (with the rule, the module and the file named), allowed in the torch one."""
     (tmp_path / "job.py").write_text(
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport sdgm.common.preamble\nimport torch\n"
-        "open(snakemake.output[0], 'w').write(torch.__version__)\n")
-    (tmp_path / "Snakefile").write_text(f'rule {rule}:\n    output:\n        "out.txt"\n    script:\n        "job.py"\n')
-    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--show-failed-logs"], cwd=tmp_path,
-                       env=write_plan(tmp_path), capture_output=True, text=True, timeout=300)
+        "open(snakemake.output[0], 'w').write(torch.__version__)\n"
+    )
+    (tmp_path / "Snakefile").write_text(
+        f'rule {rule}:\n    output:\n        "out.txt"\n    script:\n        "job.py"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--show-failed-logs"],
+        cwd=tmp_path,
+        env=write_plan(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = r.stdout + r.stderr
     if fails:
         assert r.returncode != 0 and not (tmp_path / "out.txt").exists(), out[-3000:]
@@ -166,14 +177,22 @@ def test_guard_stops_a_job_importing_outside_its_environment(tmp_path, rule, fai
 def test_importing_sdgm_changes_nothing(tmp_path):
     """With an import plan in force, `import sdgm` (and a part of it) leaves the import system as it was: only the
     workflow-script preamble installs the guard."""
-    check = ("import importlib.util, sys\nbefore = (list(sys.meta_path), importlib.util.find_spec)\n"
-             "import sdgm, sdgm.common, sdgm.harness.config\n"
-             "assert (list(sys.meta_path), importlib.util.find_spec) == before, 'import sdgm changed the import system'\n"
-             "import sdgm.common.preamble\n"
-             "assert type(sys.meta_path[0]).__name__ == 'Guard' and importlib.util.find_spec is not before[1]\n")
+    check = (
+        "import importlib.util, sys\nbefore = (list(sys.meta_path), importlib.util.find_spec)\n"
+        "import sdgm, sdgm.common, sdgm.harness.config\n"
+        "assert (list(sys.meta_path), importlib.util.find_spec) == before, 'import sdgm changed the import system'\n"
+        "import sdgm.common.preamble\n"
+        "assert type(sys.meta_path[0]).__name__ == 'Guard' and importlib.util.find_spec is not before[1]\n"
+    )
     (tmp_path / "import-plan.json").write_text(json.dumps({"rules": {}, "blocked": {}, "snakemake": []}))
-    r = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, ENV_VAR: str(tmp_path / "import-plan.json")})
+    r = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, ENV_VAR: str(tmp_path / "import-plan.json")},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -182,12 +201,18 @@ def test_every_script_imports_the_preamble_first():
     but the standard library before it."""
     for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
         for node in ast.parse(script.read_text()).body:
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if "sdgm.common.preamble" in names:
                 break
-            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), \
+            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), (
                 f"{script.name}: {names} before sdgm.common.preamble"
+            )
         else:
             pytest.fail(f"{script.name} never imports sdgm.common.preamble")
 
@@ -202,15 +227,25 @@ def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
     r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
-    r = subprocess.run([*base, "--cores", "2", "--show-failed-logs"], env=write_plan(tmp_path), capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [*base, "--cores", "2", "--show-failed-logs"],
+        env=write_plan(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     # then what a campaign asks for beside the DAG: every finished run published into the store
     cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
     receipts = [f"results/published/receipts/{run.corpus}/{run.name}.json" for run in runs(cfg)]
-    r = subprocess.run([*base, "--cores", "2", "--show-failed-logs", *receipts], env=write_plan(tmp_path),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*base, "--cores", "2", "--show-failed-logs", *receipts],
+        env=write_plan(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out += r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert all((tmp_path / receipt).exists() for receipt in receipts)
@@ -218,11 +253,18 @@ def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     readings = [*base, "--configfile", str(tmp_path / "config" / "readings.yaml")]
     r = subprocess.run([*readings, "--lint"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
-    r = subprocess.run([*readings, "--cores", "2", "--show-failed-logs"], env=write_plan(tmp_path),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*readings, "--cores", "2", "--show-failed-logs"],
+        env=write_plan(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out += r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert (tmp_path / "results" / "readings" / "tables" / "readings.csv").stat().st_size > 0
     jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, flags=re.M)}
-    assert set(rule_environments(REPO)) <= jobs, f"rules the test case does not run: {set(rule_environments(REPO)) - jobs}"
+    assert set(rule_environments(REPO)) <= jobs, (
+        f"rules the test case does not run: {set(rule_environments(REPO)) - jobs}"
+    )
     assert (tmp_path / "results" / "README.md").stat().st_size > 0

@@ -5,6 +5,7 @@ missing, truncated, tampered with or from another run, a config value of the wro
 clear error naming the problem (before expensive work where possible), or in a result identical to a run
 without the fault.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,6 +56,7 @@ from sdgm.reporting import ReportError
 
 # ============================================================================ run_training level
 
+
 def write_corpus(root: Path, **kw) -> Path:
     """helpers.write_grammar_corpus, tokenized; returns the tokens directory."""
     write_grammar_corpus(root, **kw)
@@ -67,8 +69,17 @@ def tokens(grammar_tokens) -> Path:
     return grammar_tokens
 
 
-TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 0, "checkpoint_every_steps": 10,
-         "log_every_steps": 25, "device": "cpu", "patience": 50}
+TRAIN = {
+    "seq_len": 16,
+    "batch_size": 8,
+    "epochs": 3,
+    "lr": 3e-3,
+    "eval_every_steps": 0,
+    "checkpoint_every_steps": 10,
+    "log_every_steps": 25,
+    "device": "cpu",
+    "patience": 50,
+}
 # The learning rate ramps up (linear warmup towards an absurd peak) until training diverges, part-way into the run,
 # after several checkpoints. Losses are logged (and so checked) only every 25 steps, checkpoints come every 10: a
 # naive trainer would checkpoint the diverged weights before it noticed.
@@ -76,16 +87,28 @@ DIVERGING = {**TRAIN, "lr": 1e8, "warmup_steps": 3000}
 
 
 def kw(train: dict | None = None, **extra) -> dict:
-    return dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
-                train_overrides=train or TRAIN, seed=0, progress=False) | extra
+    return (
+        dict(
+            corpus="tiny",
+            experiment="sdgm",
+            model_name="sdgm",
+            model_overrides={"d_model": 16, "n_atoms": 8},
+            train_overrides=train or TRAIN,
+            seed=0,
+            progress=False,
+        )
+        | extra
+    )
 
 
 def train(tokens_dir: Path, root: Path, **kwargs) -> dict:
     return run_training(tokens_dir, root / "run", root / "ck", root / "run" / "metrics.json", **kw(**kwargs))
 
 
-FAULT = re.compile(r"non-finite training loss at step (\d+) \(detected at step (\d+)\); "
-                   r"last good checkpoint: (\S+) \(step (\d+)\)")
+FAULT = re.compile(
+    r"non-finite training loss at step (\d+) \(detected at step (\d+)\); "
+    r"last good checkpoint: (\S+) \(step (\d+)\)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +159,11 @@ def copy_checkpoint(diverged, tmp_path: Path) -> Path:
 
 def test_resume_refuses_a_checkpoint_of_another_config(tokens, diverged, tmp_path):
     root = copy_checkpoint(diverged, tmp_path)
-    with pytest.raises(CheckpointError, match=r"different configuration \(train\.lr: 100000000\.0 != 0\.003; "
-                                              r"train\.warmup_steps: 3000 != 0\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"different configuration \(train\.lr: 100000000\.0 != 0\.003; "
+        r"train\.warmup_steps: 3000 != 0\)",
+    ):
         train(tokens, root, train=TRAIN)
 
 
@@ -274,11 +300,14 @@ def test_corrupt_token_file_is_named(tokens, tmp_path):
         train(tmp_path / "tokens", tmp_path)
 
 
-@pytest.mark.parametrize("split,text,match", [
-    ("valid", "\n", r"the valid split has 1 token\(s\); perplexity needs at least 2"),
-    ("test", "\n", r"the test split has 1 token\(s\)"),
-    ("train", " ".join(f"w{i}" for i in range(40)) + "\n", "fewer than one batch of 8 x 16"),
-])
+@pytest.mark.parametrize(
+    "split,text,match",
+    [
+        ("valid", "\n", r"the valid split has 1 token\(s\); perplexity needs at least 2"),
+        ("test", "\n", r"the test split has 1 token\(s\)"),
+        ("train", " ".join(f"w{i}" for i in range(40)) + "\n", "fewer than one batch of 8 x 16"),
+    ],
+)
 def test_too_short_splits_fail_before_training(tmp_path, split, text, match):
     write_corpus(tmp_path / "c")
     (tmp_path / "c" / f"{split}.txt").write_text(text)
@@ -292,6 +321,7 @@ def test_too_short_splits_fail_before_training(tmp_path, split, text, match):
 
 # ============================================================================ corpus files
 
+
 @pytest.fixture
 def shipped_copy(tmp_path, monkeypatch) -> Path:
     """A copy of the shipped PTB validation split and the checksum list, used as the shipped corpora."""
@@ -304,8 +334,9 @@ def shipped_copy(tmp_path, monkeypatch) -> Path:
 
 
 def materialize_valid(dest: Path) -> str:
-    return data_sources.materialize("valid", {"type": "shipped", "corpus": "ptb"}, dest,
-                                    data_sources.shipped_sha256("ptb")["valid"])
+    return data_sources.materialize(
+        "valid", {"type": "shipped", "corpus": "ptb"}, dest, data_sources.shipped_sha256("ptb")["valid"]
+    )
 
 
 def test_shipped_copy_is_intact(shipped_copy, tmp_path):
@@ -381,9 +412,15 @@ def config_paths(node, prefix=()) -> list[tuple]:
 
 PATHS = [p for p in config_paths(QUICK) if p]
 junk = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(), st.floats(), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
     st.sampled_from([0, 1, -1, 0.5, 1e-3, "auto", "sdgm", "ptb", "cpu", [], {}, [0.9, 0.999]]),
-    st.lists(st.integers(-3, 100), max_size=3), st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+    st.lists(st.integers(-3, 100), max_size=3),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
 )
 
 
@@ -418,8 +455,11 @@ def apply(cfg: dict, op: str, path: tuple, key, value) -> None:
         except (KeyError, IndexError, TypeError):
             return  # an earlier mutation removed or replaced it
     last = path[-1]
-    if not isinstance(parent, (dict, list)) or (isinstance(parent, dict) and last not in parent) or \
-            (isinstance(parent, list) and not (isinstance(last, int) and last < len(parent))):
+    if (
+        not isinstance(parent, (dict, list))
+        or (isinstance(parent, dict) and last not in parent)
+        or (isinstance(parent, list) and not (isinstance(last, int) and last < len(parent)))
+    ):
         return
     if op == "replace":
         parent[last] = value
@@ -482,10 +522,12 @@ def test_config_fuzz_accepts_only_configs_the_trainer_and_models_accept(mutation
 
 # ============================================================================ tables never lie
 
+
 def good_record() -> dict:
     rec = metrics_record("sdgm", "ptb", 0, 150.0, history={"train": [], "val": []})
-    rec["metrics"].update(test_ppl=140.0, test_nll=math.log(140.0), params=123456, cosine_val=0.4,
-                          train_tokens_per_s=1e4)
+    rec["metrics"].update(
+        test_ppl=140.0, test_nll=math.log(140.0), params=123456, cosine_val=0.4, train_tokens_per_s=1e4
+    )
     return rec
 
 
@@ -494,6 +536,7 @@ def broken(change):
         rec = good_record()
         change(rec)
         path.write_text(json.dumps(rec))
+
     return make
 
 
@@ -509,7 +552,10 @@ BROKEN = {
     "no git commit": (broken(lambda r: r["provenance"].pop("git_commit")), "git_commit"),
     "no device": (broken(lambda r: r["provenance"].pop("device")), "device"),
     "NaN ppl": (lambda p: p.write_text(json.dumps(good_record()).replace("150.0", "NaN")), "metrics.val_ppl"),
-    "infinite ppl": (lambda p: p.write_text(json.dumps(good_record()).replace("140.0", "Infinity")), "metrics.test_ppl"),
+    "infinite ppl": (
+        lambda p: p.write_text(json.dumps(good_record()).replace("140.0", "Infinity")),
+        "metrics.test_ppl",
+    ),
     "negative ppl": (set_metric("val_ppl", -3.0), "metrics.val_ppl must be a finite number >= 1"),
     "ppl below 1": (set_metric("test_ppl", 0.5), "metrics.test_ppl must be a finite number >= 1"),
     "ppl as string": (set_metric("val_ppl", "150.0"), "metrics.val_ppl"),
@@ -553,6 +599,7 @@ def test_every_cell_is_a_measured_value_or_na_with_a_reason(tmp_path):
 
 # ============================================================================ every writer is atomic
 
+
 def non_atomic_writes(path: Path) -> list[str]:
     """Calls in a source file that write a file in place: torch.save / np.save* / savefig not aimed at a
     temporary (`tmp`) or an in-memory buffer (`buf`), Path.write_text/write_bytes, open() for writing (appending
@@ -570,8 +617,11 @@ def non_atomic_writes(path: Path) -> list[str]:
         if target is not None and len(args) > target:
             if not (isinstance(args[target], ast.Name) and args[target].id in ("tmp", "buf")):
                 bad.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
-        elif name in ("write_text", "write_bytes", "to_parquet") or (name == "to_csv" and args) or \
-                (name in ("dump", "safe_dump") and len(args) > 1):
+        elif (
+            name in ("write_text", "write_bytes", "to_parquet")
+            or (name == "to_csv" and args)
+            or (name in ("dump", "safe_dump") and len(args) > 1)
+        ):
             bad.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
         elif name == "open" and isinstance(f, ast.Name):
             mode = args[1] if len(args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
@@ -589,9 +639,11 @@ def test_every_output_is_written_through_sdgm_atomic():
 
 def test_the_writer_check_finds_in_place_writes(tmp_path):
     src = tmp_path / "writer.py"
-    src.write_text("torch.save(state, path)\nfig.savefig(out)\nnp.save(path, a)\nPath(p).write_text('x')\n"
-                   "open(p, 'w')\njson.dump(obj, fh)\ndf.to_csv(p)\n"
-                   "torch.save(state, tmp)\nopen(log, 'a')\ntorch.save(x, buf)\nopen(p)\n")
+    src.write_text(
+        "torch.save(state, path)\nfig.savefig(out)\nnp.save(path, a)\nPath(p).write_text('x')\n"
+        "open(p, 'w')\njson.dump(obj, fh)\ndf.to_csv(p)\n"
+        "torch.save(state, tmp)\nopen(log, 'a')\ntorch.save(x, buf)\nopen(p)\n"
+    )
     assert [b.split(":")[1] for b in non_atomic_writes(src)] == ["1", "2", "3", "4", "5", "6", "7"]
 
 
@@ -604,8 +656,17 @@ def tiny_config(resources_dir: str = "resources", **train) -> dict:
     """One corpus (PTB, shipped), one small SDGM run, a checkpoint every 10 steps, one thread (bit-identical)."""
     cfg = one_run_config(d_model=32, n_atoms=16)
     cfg["resources_dir"] = resources_dir
-    cfg["train"].update(seq_len=32, batch_size=16, max_steps=MAX_STEPS, eval_every_steps=100, eval_max_windows=16,
-                        checkpoint_every_steps=10, log_every_steps=1, device="cpu", **train)
+    cfg["train"].update(
+        seq_len=32,
+        batch_size=16,
+        max_steps=MAX_STEPS,
+        eval_every_steps=100,
+        eval_max_windows=16,
+        checkpoint_every_steps=10,
+        log_every_steps=1,
+        device="cpu",
+        **train,
+    )
     cfg["sampling"].update(n_samples=1, n_tokens=5)
     cfg["job_resources"]["train"] = {**cfg["job_resources"]["train"], "threads": 1}
     return cfg
@@ -680,10 +741,14 @@ def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_
     with open(work / "first.log", "w") as log:
         # SIGINT back to its default in Snakemake and its jobs: a shell starts background commands (`cmd &`) with
         # SIGINT ignored, and a suite launched that way would see the interrupt ignored
-        proc = subprocess.Popen(snakemake_command(TARGET, "--cores", "2", "--configfile", "tiny.yaml"), cwd=work,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            snakemake_command(TARGET, "--cores", "2", "--configfile", "tiny.yaml"),
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         kill_when(proc, lambda: train_progress(work) >= at_step, sig)
     assert not (work / "results" / RUN / "metrics.json").exists()
     ck = torch.load(work / CKPT / "last.pt", weights_only=False)
@@ -711,8 +776,18 @@ def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_
     assert rec["metrics"]["resumed"] is True
     assert "resuming sdgm on ptb from step" in (work / f"results/logs/train/ptb/{NAME}.log").read_text()
     ref = reference["metrics"]
-    for key in ("val_ppl", "test_ppl", "val_nll", "test_nll", "cosine_val", "cosine_test", "steps", "best_step",
-                "best_val_ppl_during_training", "params"):
+    for key in (
+        "val_ppl",
+        "test_ppl",
+        "val_nll",
+        "test_nll",
+        "cosine_val",
+        "cosine_test",
+        "steps",
+        "best_step",
+        "best_val_ppl_during_training",
+        "params",
+    ):
         assert rec["metrics"][key] == ref["metrics"][key], key  # bit-identical on CPU
     assert rec["history"]["val"] == ref["history"]["val"]
     assert rec["fingerprint"] == ref["fingerprint"]
@@ -731,8 +806,13 @@ def test_dag_killed_during_tokenization_redoes_only_that(tmp_path):
     target = "resources/tokens/ptb/stats.json"
     started = work / "results/logs/tokenize/ptb.log"
     with open(work / "first.log", "w") as log:
-        proc = subprocess.Popen(snakemake_command(target, "--cores", "1", "--configfile", "tiny.yaml"), cwd=work,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            snakemake_command(target, "--cores", "1", "--configfile", "tiny.yaml"),
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         # the job's log appears once its script has imported torch, just before tokenizing (about a second of work)
         kill_when(proc, started.exists, signal.SIGKILL)
     assert not (work / target).exists()
@@ -758,8 +838,11 @@ def test_dag_divergence_fails_the_train_job_and_builds_no_table(reference, tmp_p
     assert r.returncode != 0
     assert "rule train" in out and "localrule tokenize" not in out  # shared, finished corpus: not redone
     train_log = (work / f"results/logs/train/ptb/{run.name}.log").read_text()
-    assert re.search(r"NonFiniteLoss: non-finite training loss at step \d+ \(detected at step \d+\); "
-                     r"no checkpoint written yet", train_log), train_log[-2000:]
+    assert re.search(
+        r"NonFiniteLoss: non-finite training loss at step \d+ \(detected at step \d+\); "
+        r"no checkpoint written yet",
+        train_log,
+    ), train_log[-2000:]
     assert not (work / "results" / run / "metrics.json").exists()
     assert not (work / "results" / "tables").exists() and not (work / "results" / "figures").exists()
     assert leftovers(work) == []

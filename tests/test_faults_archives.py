@@ -5,6 +5,7 @@ nothing in them may run code or write outside its folder, and each damaged one e
 rest goes on. Every test builds the fault for real (a crafted archive, a pickle that runs code, a second process
 holding a lock, a training job that outlives its parent) and runs the real import, resume or campaign code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,6 +34,7 @@ H100 = "nvidia-h100-80gb-hbm3"
 
 
 # ---- records and archives, crafted ----------------------------------------------------------------------------------
+
 
 def published(tmp_path: Path, experiment: str = "sdgm", st: Path | None = None) -> tuple[Path, Path]:
     """A store holding one record (ptb, `experiment`, seed 0, an H100) and the record's directory."""
@@ -71,13 +73,17 @@ def tree(root: Path) -> set[str]:
 
 # ---- 1. a manifest cannot place a record outside the store ---------------------------------------------------------
 
-@pytest.mark.parametrize("field, value", [
-    ("device_slug", "../../../escaped"),
-    ("device_slug", "ABSOLUTE"),
-    ("corpus", "../../../escaped"),
-    ("experiment", "x/../../../../escaped"),
-    ("seed", "0/../../../../escaped"),
-])
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("device_slug", "../../../escaped"),
+        ("device_slug", "ABSOLUTE"),
+        ("corpus", "../../../escaped"),
+        ("experiment", "x/../../../../escaped"),
+        ("seed", "0/../../../../escaped"),
+    ],
+)
 def test_a_manifest_cannot_place_a_record_outside_the_store(tmp_path, field, value):
     _, rec = published(tmp_path)
     if value == "ABSOLUTE":
@@ -113,6 +119,7 @@ def test_destinations_are_checked_inside_the_store(tmp_path):
 
 # ---- 2. resuming never runs code from a checkpoint -------------------------------------------------------------------
 
+
 class Payload:
     """Unpickling this runs open(MARKER, "w"): code a replaced checkpoint carries."""
 
@@ -123,8 +130,17 @@ class Payload:
         return open, (self.marker, "w")
 
 
-TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 6, "lr": 3e-3, "eval_every_steps": 0,
-         "checkpoint_every_steps": 3, "log_every_steps": 3, "device": "cpu"}
+TRAIN = {
+    "seq_len": 16,
+    "batch_size": 8,
+    "epochs": 1,
+    "max_steps": 6,
+    "lr": 3e-3,
+    "eval_every_steps": 0,
+    "checkpoint_every_steps": 3,
+    "log_every_steps": 3,
+    "device": "cpu",
+}
 
 
 def trainer(tokens: Path, ck: Path) -> Trainer:
@@ -173,16 +189,24 @@ def test_a_checkpoint_resumes_under_the_weights_only_load(grammar_tokens, traine
 
 # ---- 3. imports and campaigns share the store's lock; only complete records are installed -------------------------
 
+
 def test_an_import_refuses_a_store_a_campaign_holds(tmp_path):
     src, _ = published(tmp_path)
     archive.pack(src, store.record_dirs(src), tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
     dest.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sdgm.campaign import waves\n"
-                               f"with waves.campaign_lock(Path({str(dest)!r})):\n"
-                               "    print('held', flush=True); time.sleep(60)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from sdgm.campaign import waves\n"
+            f"with waves.campaign_lock(Path({str(dest)!r})):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert cli.main(["import", str(tmp_path / "a.tar.gz"), "--store", str(dest), "--no-render"]) == 2
@@ -252,12 +276,12 @@ time.sleep(120)
 
 def test_the_deadline_stops_every_process_of_the_wave(tmp_path, monkeypatch):
     lock, ready = tmp_path / "ck" / "lock", tmp_path / "ready"
-    monkeypatch.setattr(waves, "snakemake_command",
-                        lambda *a: [sys.executable, "-c", WAVE, str(lock), str(ready)])
+    monkeypatch.setattr(waves, "snakemake_command", lambda *a: [sys.executable, "-c", WAVE, str(lock), str(ready)])
     monkeypatch.setattr(waves, "STOP_GRACE_S", 2.0, raising=False)
     with open(tmp_path / "log", "w") as log:
-        finished = waves.snakemake_wave(tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log,
-                                        [], None)
+        finished = waves.snakemake_wave(
+            tmp_path / "c.yaml", tmp_path, ["x"], 1, 1, 4.0, tmp_path / "store", log, [], None
+        )
     assert finished is False and ready.read_text() == "locked"
     with run_lock(lock, "run x"):  # the training job is gone with its lock: the next campaign can train the run
         pass
@@ -292,21 +316,37 @@ def test_a_run_lock_whose_holder_is_gone_is_named_and_cleared(tmp_path, capfd):
         os.kill(worker, signal.SIGKILL)
     # a lock whose holder runs is still refused, naming it
     with run_lock(lock, "run x"):
-        r = subprocess.run([sys.executable, "-c", f"from sdgm.harness.runlock import run_lock\n"
-                                                  f"with run_lock({str(lock)!r}, 'run x'): pass"],
-                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from sdgm.harness.runlock import run_lock\nwith run_lock({str(lock)!r}, 'run x'): pass",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode != 0 and f"run x is being trained by pid {os.getpid()}" in r.stderr
 
 
 def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
     import yaml
+
     cfg = tiny_config()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # every wave ends without publishing anything: each of its runs failed
     monkeypatch.setattr(waves, "snakemake_wave", lambda *a, **k: True)
     monkeypatch.setenv(waves.CLOCK_ENV, "estimate")
-    res = waves.run_campaign(tmp_path / "config.yaml", 10, directory=tmp_path, parallel=2, records=None,
-                             rates_path=fake_rates(tmp_path), bench_min=0.0)
+    res = waves.run_campaign(
+        tmp_path / "config.yaml",
+        10,
+        directory=tmp_path,
+        parallel=2,
+        records=None,
+        rates_path=fake_rates(tmp_path),
+        bench_min=0.0,
+    )
     out = capsys.readouterr().out
     assert len(res["failed"]) == 4
     assert "every run of the config is published\n" not in out
@@ -314,6 +354,7 @@ def test_the_closing_summary_counts_failed_runs(tmp_path, monkeypatch, capsys):
 
 
 # ---- unclear cases: archive sizes, damaged archives, a full disk, impossible values, missing files, a killed import
+
 
 def test_an_archive_that_would_unpack_past_the_limit_is_refused_before_unpacking(tmp_path, monkeypatch):
     default = getattr(archive, "UNPACK_LIMIT", None)
@@ -335,8 +376,9 @@ def test_a_member_larger_than_its_manifest_says_is_refused_before_unpacking(tmp_
     sizes = {n: (rec / n).stat().st_size for n in json.loads((rec / "manifest.json").read_text())["files"]}
     lying = craft(rec, tmp_path / "lying.tar.gz", manifest={"sizes": {**sizes, "samples.txt": 10}})
     res = archive.import_archives([lying, arch], tmp_path / "dest")
-    assert len(res["new"]) == 1 and "samples.txt is" in res["refused"][0] and "its manifest says 10" in \
-        res["refused"][0]
+    assert (
+        len(res["new"]) == 1 and "samples.txt is" in res["refused"][0] and "its manifest says 10" in res["refused"][0]
+    )
 
 
 def test_a_truncated_archive_is_one_line_and_the_others_import_and_render(tmp_path, capsys):
@@ -348,8 +390,16 @@ def test_a_truncated_archive_is_one_line_and_the_others_import_and_render(tmp_pa
     (tmp_path / "a.tar.gz").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
     dest = tmp_path / "dest"
-    rc = cli.main(["import", str(tmp_path / "a.tar.gz"), str(tmp_path / "junk.tar.gz"),
-                        str(tmp_path / "b.tar.gz"), "--store", str(dest)])
+    rc = cli.main(
+        [
+            "import",
+            str(tmp_path / "a.tar.gz"),
+            str(tmp_path / "junk.tar.gz"),
+            str(tmp_path / "b.tar.gz"),
+            "--store",
+            str(dest),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 1 and "imported 1 new record(s)" in out
     lines = err.strip().splitlines()
@@ -377,21 +427,26 @@ def test_a_full_disk_during_an_import_is_one_line_naming_the_archive(tmp_path, d
 def set_ppl(value):
     def change(rec):
         rec["metrics"]["val_ppl"] = value
+
     return change
 
 
 def set_rate(value):
     def change(rec):
         rec["metrics"]["train_tokens_per_s"] = value
+
     return change
 
 
-@pytest.mark.parametrize("change, named", [
-    (set_ppl(0.5), "metrics.val_ppl must be a finite number >= 1"),
-    (set_ppl(float("nan")), "metrics.val_ppl is nan"),
-    (set_rate(-5.0), "metrics.train_tokens_per_s must be a finite number > 0"),
-    (set_rate(1e15), "metrics.train_tokens_per_s 1e+15 is beyond any device"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (set_ppl(0.5), "metrics.val_ppl must be a finite number >= 1"),
+        (set_ppl(float("nan")), "metrics.val_ppl is nan"),
+        (set_rate(-5.0), "metrics.train_tokens_per_s must be a finite number > 0"),
+        (set_rate(1e15), "metrics.train_tokens_per_s 1e+15 is beyond any device"),
+    ],
+)
 def test_a_record_with_impossible_values_is_refused_and_later_renders_work(tmp_path, change, named):
     _, rec = published(tmp_path)
     evil = craft(rec, tmp_path / "evil.tar.gz", metrics=change)
@@ -439,8 +494,13 @@ def test_an_import_killed_midway_leaves_nothing_for_good(tmp_path):
     src, rec = published(tmp_path)
     archive.pack(src, [rec], tmp_path / "a.tar.gz")
     dest = tmp_path / "dest"
-    r = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path / "a.tar.gz"), str(dest)], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED, str(tmp_path / "a.tar.gz"), str(dest)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 9, r.stderr
     left = [p for p in dest.iterdir() if p.name.startswith(".import")]
     assert left and any(p.rglob("metrics.json") for p in left)  # the unpacked archive, left by the kill

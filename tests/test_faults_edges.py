@@ -7,6 +7,7 @@ HTTP server that stalls or trickles, a real SIGTERM and SIGKILL to a training pr
 training a run that another one holds. Each must end in one clear error naming what happened (or in a correct
 recovery), with nothing lost and no half-written file under an output's name.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ============================================================================ helpers
 
+
 def write_corpus(root: Path, n_train: int = 1500) -> Path:
     """A small corpus with structure (a repeating grammar), tokenized; returns the tokens directory."""
     g = torch.Generator().manual_seed(0)
@@ -64,14 +66,33 @@ def tokens(tmp_path_factory) -> Path:
 
 
 # 105 steps per epoch of the corpus above
-TRAIN = {"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 0, "checkpoint_every_steps": 50,
-         "log_every_steps": 1000, "device": "cpu", "patience": 50}
+TRAIN = {
+    "seq_len": 16,
+    "batch_size": 8,
+    "epochs": 3,
+    "lr": 3e-3,
+    "eval_every_steps": 0,
+    "checkpoint_every_steps": 50,
+    "log_every_steps": 1000,
+    "device": "cpu",
+    "patience": 50,
+}
 MODEL = {"d_model": 16, "n_atoms": 8}
 
 
 def kw(train: dict, **extra) -> dict:
-    return dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides=MODEL, train_overrides=train,
-                seed=0, progress=False) | extra
+    return (
+        dict(
+            corpus="tiny",
+            experiment="sdgm",
+            model_name="sdgm",
+            model_overrides=MODEL,
+            train_overrides=train,
+            seed=0,
+            progress=False,
+        )
+        | extra
+    )
 
 
 def train(tokens_dir: Path, run: Path, ck: Path, train_cfg: dict = TRAIN, **extra) -> dict:
@@ -83,6 +104,7 @@ def parts(directory: Path) -> list[str]:
 
 
 # ============================================================================ 1. storage: full, read-only
+
 
 def test_full_disk_keeps_the_previous_metrics_file(disk):
     d = disk(64 * 1024)
@@ -122,8 +144,14 @@ def checkpoint_size(tokens: Path, tmp: Path) -> int:
     splits, vocab = data_tokens.load_tokens(tokens)
     torch.manual_seed(0)
     net = build_model("sdgm", len(vocab), seq_len=16, **MODEL)
-    t = Trainer(net, splits["train"], splits["valid"], TrainConfig(**{**TRAIN, "max_steps": 50}), tmp / "measure",
-                progress=False)
+    t = Trainer(
+        net,
+        splits["train"],
+        splits["valid"],
+        TrainConfig(**{**TRAIN, "max_steps": 50}),
+        tmp / "measure",
+        progress=False,
+    )
     t.fit()
     return (tmp / "measure" / "last.pt").stat().st_size
 
@@ -198,8 +226,13 @@ def test_corpus_check_is_configurable(tmp_path):
 
 
 def snakemake(*args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.e2e  # two Snakemake runs
@@ -218,8 +251,11 @@ def test_workflow_rerun_after_fixing_a_bad_corpus_needs_no_deletion(tmp_path):
     r = snakemake(target, "--cores", "1", "--configfile", "c.yaml", cwd=tmp_path)
     assert r.returncode != 0
     log = (tmp_path / "results/logs/fetch_corpus/mine.log").read_text()
-    assert re.search(r"ContentError: resources/corpora/mine/test\.txt \(from file://\S+/src/test\.txt\): "
-                     r"line 2, byte 1: not valid UTF-8 \(invalid continuation byte\): b'\\xc3'", log), log[-2000:]
+    assert re.search(
+        r"ContentError: resources/corpora/mine/test\.txt \(from file://\S+/src/test\.txt\): "
+        r"line 2, byte 1: not valid UTF-8 \(invalid continuation byte\): b'\\xc3'",
+        log,
+    ), log[-2000:]
     assert sorted(p.name for p in (tmp_path / "resources").rglob("*") if p.is_file()) == []  # nothing finished
     (src / "test.txt").write_text(GOOD)
     r = snakemake(target, "--cores", "1", "--configfile", "c.yaml", cwd=tmp_path)
@@ -229,22 +265,39 @@ def test_workflow_rerun_after_fixing_a_bad_corpus_needs_no_deletion(tmp_path):
 
 # ============================================================================ 3. memory before work
 
+
 def test_training_that_does_not_fit_is_refused_before_the_first_step(tokens, tmp_path):
     big = {**TRAIN, "batch_size": 64, "seq_len": 64}
     limit = rss_bytes() // 2**20 + 20  # 20 MiB more than this process holds now
     t0 = time.perf_counter()
     with pytest.raises(MemoryEstimateError) as e:
-        train(tokens, tmp_path / "run", tmp_path / "ck", big, model_overrides={"d_model": 256, "n_atoms": 64},
-              mem_mb=limit)
+        train(
+            tokens,
+            tmp_path / "run",
+            tmp_path / "ck",
+            big,
+            model_overrides={"d_model": 256, "n_atoms": 64},
+            mem_mb=limit,
+        )
     msg = str(e.value)
-    assert re.search(rf"estimated peak memory \d+ MiB \(this process now \d+ MiB, plus gradients \d+ MiB, optimizer "
-                     rf"\d+ MiB, activations \d+ MiB, logits backward \d+ MiB(, allocator kept \d+ MiB)?\) exceeds the job's memory {limit} MiB "
-                     rf"\(job_resources.train.mem_mb\); raise job_resources.train.mem_mb", msg), msg
+    assert re.search(
+        rf"estimated peak memory \d+ MiB \(this process now \d+ MiB, plus gradients \d+ MiB, optimizer "
+        rf"\d+ MiB, activations \d+ MiB, logits backward \d+ MiB(, allocator kept \d+ MiB)?\) exceeds the job's memory {limit} MiB "
+        rf"\(job_resources.train.mem_mb\); raise job_resources.train.mem_mb",
+        msg,
+    ), msg
     assert "job_resources.train.memory_check: false" in msg
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "ck" / "last.pt").exists()
     # the same run with the check off, or enough memory, trains
-    rec = train(tokens, tmp_path / "run", tmp_path / "ck", {**big, "max_steps": 2},
-                model_overrides={"d_model": 256, "n_atoms": 64}, mem_mb=limit, memory_check=False)
+    rec = train(
+        tokens,
+        tmp_path / "run",
+        tmp_path / "ck",
+        {**big, "max_steps": 2},
+        model_overrides={"d_model": 256, "n_atoms": 64},
+        mem_mb=limit,
+        memory_check=False,
+    )
     assert rec["metrics"]["steps"] == 2
 
 
@@ -287,8 +340,14 @@ def test_memory_estimate_is_close_to_the_measured_peak(tokens, tmp_path):
     # with the allocator settings the workflow's jobs run with (freed big blocks kept), and without them
     plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     for env in (plain, {**plain, **JOB_MALLOC_ENV}):
-        r = subprocess.run([sys.executable, "-c", MEASURE, str(tokens), str(tmp_path / "ck")], capture_output=True,
-                           text=True, timeout=120, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+        r = subprocess.run(
+            [sys.executable, "-c", MEASURE, str(tokens), str(tmp_path / "ck")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env={**env, "PYTHONPATH": str(REPO)},
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         m = json.loads(r.stdout.strip().splitlines()[-1])
         p = m["parts"]
@@ -303,6 +362,7 @@ def test_memory_estimate_is_close_to_the_measured_peak(tokens, tmp_path):
 
 
 # ============================================================================ 4. integrity of trained runs
+
 
 @pytest.fixture(scope="module")
 def two_runs(tokens, tmp_path_factory) -> list[Path]:
@@ -334,8 +394,11 @@ def test_load_run_refuses_weights_of_another_run_of_the_same_shape(two_runs, tmp
     shutil.copy(two_runs[1] / "model.pt", run / "model.pt")  # loads into the model without complaint
     other = torch.load(run / "model.pt", weights_only=True)
     build_model("sdgm", 41, seq_len=16, **MODEL).load_state_dict(other)
-    with pytest.raises(ValueError, match=r"model\.pt is not this run's weights: its SHA-256 differs from the one in "
-                                         r".*run\.json"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.pt is not this run's weights: its SHA-256 differs from the one in "
+        r".*run\.json",
+    ):
         load_run(run)
 
 
@@ -347,15 +410,21 @@ def test_tables_refuse_a_run_whose_files_do_not_belong_together(two_runs, tmp_pa
         (run / "vocab.json").write_text(json.dumps(vocab[::-1]))
     else:
         shutil.copy(two_runs[1] / swap, run / swap)
-    why = {"model.pt": "model.pt is not the weights run.json records", "vocab.json": "vocab.json is not the vocabulary",
-           "run.json": "run.json fingerprint"}[swap]
-    with pytest.raises(ReportError, match=f"{re.escape(str(run / 'metrics.json'))}: the files of run .* do not belong "
-                                          f"together: .*{re.escape(why)}"):
+    why = {
+        "model.pt": "model.pt is not the weights run.json records",
+        "vocab.json": "vocab.json is not the vocabulary",
+        "run.json": "run.json fingerprint",
+    }[swap]
+    with pytest.raises(
+        ReportError,
+        match=f"{re.escape(str(run / 'metrics.json'))}: the files of run .* do not belong together: .*{re.escape(why)}",
+    ):
         build_report([run / "metrics.json"], tmp_path / "tables", tmp_path / "figures")
     assert not (tmp_path / "tables").exists()
 
 
 # ============================================================================ 5. network deadlines
+
 
 class SlowServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -398,10 +467,17 @@ def stall(h):
     time.sleep(10)
 
 
-@pytest.mark.parametrize("behaviour,match", [
-    (trickle, r"download of \S+ did not finish within its deadline of 1 s \(source\.deadline\): \d+ bytes of 100000"),
-    (stall, r"download of \S+ stalled: no data for 0\.5 s \(source\.timeout\) after 120 bytes of 100000"),
-], ids=["trickling", "stalled"])
+@pytest.mark.parametrize(
+    "behaviour,match",
+    [
+        (
+            trickle,
+            r"download of \S+ did not finish within its deadline of 1 s \(source\.deadline\): \d+ bytes of 100000",
+        ),
+        (stall, r"download of \S+ stalled: no data for 0\.5 s \(source\.timeout\) after 120 bytes of 100000"),
+    ],
+    ids=["trickling", "stalled"],
+)
 def test_slow_server_ends_in_one_error_and_leaves_nothing(tmp_path, behaviour, match):
     url, server = serve(behaviour)
     dest = tmp_path / "corpora" / "valid.txt"
@@ -431,9 +507,12 @@ LONG = {**TRAIN, "epochs": 4, "checkpoint_every_steps": 1000, "log_every_steps":
 
 def start_training(tokens: Path, root: Path, cwd: Path, train_cfg: dict = LONG) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", TRAINING, str(tokens), str(root / "run"), str(root / "ck"),
-                             json.dumps(train_cfg)], cwd=cwd, stderr=open(root / "stderr.log", "w"),
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAINING, str(tokens), str(root / "run"), str(root / "ck"), json.dumps(train_cfg)],
+        cwd=cwd,
+        stderr=open(root / "stderr.log", "w"),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def logged_step(ck: Path) -> int:
@@ -465,8 +544,11 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_loses_nothing(tokens
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143  # 128 + SIGTERM: failed for Snakemake, which keeps no output
     err = (tmp_path / "stderr.log").read_text()
-    m = re.search(r"training stopped by SIGTERM \(a time limit or preemption\) at step (\d+): checkpoint (\S+) holds "
-                  r"that step; run the same command again to resume there \(exit status 143\)", err)
+    m = re.search(
+        r"training stopped by SIGTERM \(a time limit or preemption\) at step (\d+): checkpoint (\S+) holds "
+        r"that step; run the same command again to resume there \(exit status 143\)",
+        err,
+    )
     assert m and "Traceback" not in err, err[-2000:]
     step = int(m[1])
     assert 60 <= step < 420 and step % LONG["checkpoint_every_steps"] != 0 and Path(m[2]) == tmp_path / "ck/last.pt"
@@ -489,8 +571,11 @@ def test_second_writer_of_a_run_stops_naming_the_lock(tokens, tmp_path, monkeypa
         with pytest.raises(RunLocked) as e:
             train(tokens, tmp_path / "run", tmp_path / "ck", LONG)
         msg = str(e.value)
-        assert (f"run {tmp_path / 'run'} is being trained by pid {proc.pid} on host " in msg
-                and f"started in {tmp_path / 'pipeline-a'} at " in msg and f"(lock {tmp_path / 'ck' / 'lock'})" in msg)
+        assert (
+            f"run {tmp_path / 'run'} is being trained by pid {proc.pid} on host " in msg
+            and f"started in {tmp_path / 'pipeline-a'} at " in msg
+            and f"(lock {tmp_path / 'ck' / 'lock'})" in msg
+        )
         assert proc.poll() is None  # the first one trains on, undisturbed
     finally:
         proc.kill()

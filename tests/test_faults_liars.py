@@ -3,6 +3,7 @@
 The misbehaving models are plug-ins (tests/liars/liars.py), installed nowhere: the folder and a distribution's metadata
 in a temporary folder go on sys.path, which is all the entry-point lookup reads.
 """
+
 import io
 import json
 import os
@@ -27,8 +28,14 @@ from sdgm.models.contract import ContractError, causal_audit, check_forward
 from sdgm.models.registry import build_model
 
 LIARS = Path(__file__).resolve().parent / "liars"
-PLUGINS = {"peek_frequent": "PeekFrequent", "rewrites_input": "RewritesInput", "wrong_width": "WrongWidth",
-           "integer_logits": "IntegerLogits", "nan_logits": "NaNLogits", "bigram": "Bigram"}
+PLUGINS = {
+    "peek_frequent": "PeekFrequent",
+    "rewrites_input": "RewritesInput",
+    "wrong_width": "WrongWidth",
+    "integer_logits": "IntegerLogits",
+    "nan_logits": "NaNLogits",
+    "bigram": "Bigram",
+}
 H100 = "nvidia-h100-80gb-hbm3"
 N_WORDS = 2000
 TRAIN = {"seq_len": 16, "batch_size": 8, "max_steps": 4, "lr": 1e-2, "device": "cpu", "log_every_steps": 2}
@@ -40,8 +47,9 @@ def liars(tmp_path, monkeypatch):
     info = tmp_path / "site" / "sdgm_bench_liars-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sdgm-bench-liars\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{catalog.GROUP}]\n" + "".join(f"{k} = liars:{v}\n"
-                                                                             for k, v in PLUGINS.items()))
+    (info / "entry_points.txt").write_text(
+        f"[{catalog.GROUP}]\n" + "".join(f"{k} = liars:{v}\n" for k, v in PLUGINS.items())
+    )
     monkeypatch.syspath_prepend(str(LIARS))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
 
@@ -64,9 +72,19 @@ def zipf_tokens(tmp_path_factory):
 
 
 def train(tokens, tmp_path, model, **opts):
-    return run_training(tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="zipf",
-                        experiment=model, model_name=model, model_overrides=opts, seed=0, progress=False,
-                        train_overrides=TRAIN)
+    return run_training(
+        tokens,
+        tmp_path / "run",
+        tmp_path / "ck",
+        tmp_path / "run" / "metrics.json",
+        corpus="zipf",
+        experiment=model,
+        model_name=model,
+        model_overrides=opts,
+        seed=0,
+        progress=False,
+        train_overrides=TRAIN,
+    )
 
 
 # ---- A. the causality audit and the evaluation cannot be fooled --------------------------------------------------
@@ -100,8 +118,11 @@ def test_a_model_that_rewrites_its_input_is_refused_not_scored(liars, zipf_token
     valid = load_tokens(zipf_tokens)[0]["valid"]
     torch.manual_seed(0)
     m = build_model("rewrites_input", N_WORDS + 1, rare_from=20)
-    with pytest.raises(ContractError, match=r"^evaluation of RewritesInput: the model changed its input tokens in "
-                                            r"place \(\d+ of \d+ ids\); forward must not modify idx$"):
+    with pytest.raises(
+        ContractError,
+        match=r"^evaluation of RewritesInput: the model changed its input tokens in "
+        r"place \(\d+ of \d+ ids\); forward must not modify idx$",
+    ):
         evaluate_streams(m, valid, 16, batch_size=4)
     with pytest.raises(ContractError, match="changed its input tokens in place"):
         train(zipf_tokens, tmp_path, "rewrites_input", rare_from=20)
@@ -112,8 +133,11 @@ def test_a_model_that_rewrites_its_input_is_refused_not_scored(liars, zipf_token
 def test_logits_of_the_wrong_width_are_refused_before_training(liars, zipf_tokens, tmp_path, extra):
     """Was: V + 3 trained and published; V - 1 ended in IndexError: Target 2000 is out of bounds."""
     V = N_WORDS + 1
-    with pytest.raises(ContractError, match=rf"^model 'wrong_width': logits of shape \(1, 16, {V + extra}\), "
-                                            rf"not \(B, L, V\) = \(1, 16, {V}\)$"):
+    with pytest.raises(
+        ContractError,
+        match=rf"^model 'wrong_width': logits of shape \(1, 16, {V + extra}\), "
+        rf"not \(B, L, V\) = \(1, 16, {V}\)$",
+    ):
         train(zipf_tokens, tmp_path, "wrong_width", extra=extra)
     assert not (tmp_path / "run" / "metrics.json").exists()
     m = build_model("wrong_width", V, extra=extra)
@@ -121,10 +145,13 @@ def test_logits_of_the_wrong_width_are_refused_before_training(liars, zipf_token
         evaluate(m, load_tokens(zipf_tokens)[0]["valid"], 16)
 
 
-@pytest.mark.parametrize("model,message", [
-    ("integer_logits", r"logits of dtype torch.int64, not a floating-point type"),
-    ("nan_logits", r"\d+ of \d+ logits are NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ("integer_logits", r"logits of dtype torch.int64, not a floating-point type"),
+        ("nan_logits", r"\d+ of \d+ logits are NaN or infinite"),
+    ],
+)
 def test_logits_must_be_floating_and_finite(liars, model, message):
     m = build_model(model, 30)
     with pytest.raises(ContractError, match=rf"^model '{model}': {message}$"):
@@ -147,8 +174,11 @@ def test_a_linked_store_lock_is_not_followed(tmp_path):
     assert code == 2 and victim.read_text() == "precious\n" and not (st / H100).exists()
     (tmp_path / "ck").mkdir()
     (tmp_path / "ck" / "lock").symlink_to(victim)
-    with pytest.raises(UnsafePath, match=r"^lock .*ck/lock is a symbolic link \(to .*victim\.txt\); refusing to "
-                                         r"follow it \(remove the link\)$"):
+    with pytest.raises(
+        UnsafePath,
+        match=r"^lock .*ck/lock is a symbolic link \(to .*victim\.txt\); refusing to "
+        r"follow it \(remove the link\)$",
+    ):
         with run_lock(tmp_path / "ck" / "lock", "run x"):
             pass
     (tmp_path / "ck" / "lock").unlink()
@@ -170,8 +200,9 @@ def test_render_writes_through_no_link(tmp_path, capsys):
     (st / H100 / "tables").symlink_to(elsewhere)
     res = render.render_store(st)
     assert list(elsewhere.iterdir()) == [] and H100 not in res
-    assert any(f"device {H100}: tables not rendered (UnsafePath: " in p and "is a symbolic link" in p
-               for p in res["problems"]), res["problems"]
+    assert any(
+        f"device {H100}: tables not rendered (UnsafePath: " in p and "is a symbolic link" in p for p in res["problems"]
+    ), res["problems"]
     (st / H100 / "tables").unlink()
     (st / H100 / "figures").mkdir()
     (st / H100 / "figures" / "atoms.png").symlink_to(elsewhere / "atoms.png")  # a link inside a folder too
@@ -230,6 +261,7 @@ def metrics_change(**values):
                 rec["metrics"]["causal_audit"].update(v)
             else:
                 rec["metrics"][key] = v
+
     return change
 
 
@@ -245,69 +277,122 @@ def quality(change=lambda doc: None) -> bytes:
 
 def free_set(*path, value):
     """A change setting sets.free.<path> (keys and list indices) to `value`."""
+
     def change(doc):
         node = doc["sets"]["free"]
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return change
 
 
-GMM = {"n_vectors": 100, "dim": 8, "covariance_type": "diag", "components": 2, "bic": 1.0,
-       "mean_log_likelihood": 1.0, "grid": [{"components": 1, "bic": 2.0}, {"components": 2, "bic": 1.0}]}
+GMM = {
+    "n_vectors": 100,
+    "dim": 8,
+    "covariance_type": "diag",
+    "components": 2,
+    "bic": 1.0,
+    "mean_log_likelihood": 1.0,
+    "grid": [{"components": 1, "bic": 2.0}, {"components": 2, "bic": 1.0}],
+}
 
 CONTRADICTIONS = {  # was imported (and rendered as "reproduced", "causal: yes", a GPT-2 row, a run counted done)
-    "ppl beside another nll": (dict(metrics=metrics_change(val_ppl=57.1, val_nll=9.0)),
-                               r"metrics.json: metrics.val_ppl 57.1 is not exp\(metrics.val_nll 9\) = 8103.08"),
-    "audit passed beyond its tolerance": (dict(metrics=metrics_change(audit={"passed": True, "max_logit_change": 3.5})),
-                                          r"metrics.causal_audit.passed is True but its max_logit_change 3.5 is "
-                                          r"beyond its tolerance 0.0001"),
-    "audit with a loose tolerance": (dict(metrics=metrics_change(audit={"max_logit_change": 3.5, "tolerance": 10})),
-                                     r"metrics.causal_audit.tolerance is 10, looser than the audit's 0.0001"),
-    "negative GMM components": (dict(files={"gmm.json": json.dumps({**GMM, "components": -5, "grid": []}).encode()}),
-                               r"gmm.json: components is -5, not an integer >= 1"),
-    "GMM with an empty grid": (dict(files={"gmm.json": json.dumps({**GMM, "grid": []}).encode()}),
-                               r"gmm.json: grid is not a non-empty list of fits"),
-    "throughput of another run": (dict(files={"throughput.json": throughput(model="gpt2", experiment="gpt2",
-                                                                            corpus="wikitext2", seed=7)}),
-                                  r"throughput.json corpus is 'wikitext2', the manifest's is 'ptb'"),
-    "throughput rate 1e30": (dict(files={"throughput.json": throughput(metrics={"train_tokens_per_s": 1e30})}),
-                             r"throughput.json: metrics.train_tokens_per_s is 1e\+30; a rate is > 0"),
-    "throughput rate 0": (dict(files={"throughput.json": throughput(metrics={"score_tokens_per_s": 0})}),
-                          r"throughput.json: metrics.score_tokens_per_s is 0; a rate is > 0"),
-    "memory beyond the device": (dict(metrics=metrics_change(peak_mem_bytes=200 * 2 ** 30)),
-                                 r"metrics.json: metrics.peak_mem_bytes is 2.14748e\+11 bytes; device memory is > 0 "
-                                 r"and at most the device's 85,899,345,920 bytes"),
-    "quality record of another run": (dict(files={"quality.json": quality(lambda d: d.update(corpus="wikitext2"))}),
-                                      r"quality.json: corpus is 'wikitext2', the manifest's is 'ptb'"),
-    "quality record of another model": (dict(files={"quality.json": quality(lambda d: d.update(model="gpt2"))}),
-                                        r"quality.json: model is 'gpt2', the record's is 'sdgm'"),
-    "not a quality record": (dict(files={"quality.json": throughput()}),
-                             r"quality.json: not a quality record \(a JSON object of kind 'quality'\)"),
-    "quality perplexity below 1": (dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value",
-                                                                                value=0.5))}),
-                                   r"quality.json: sets.free.stats.reference_ppl.value is 0.5; a perplexity is >= 1"),
-    "quality perplexity NaN": (dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value",
-                                                                            value=float("nan")))}),
-                               r"quality.json: sets.free.stats.reference_ppl.value is nan, not a finite number"),
-    "quality with an NLL missing": (dict(files={"quality.json": quality(free_set("per_sequence", "nll",
-                                                                                 value=[1.0, 2.0]))}),
-                                    r"quality.json: sets.free.per_sequence: nll and scored are not lists of n = 3"),
-    "quality yardstick NLL negative": (dict(files={"quality.json": quality(free_set(
-        "yardsticks", "heldout", "per_sequence", "nll", value=[-1.0, 2.0, 3.0]))}),
-        r"quality.json: sets.free.yardsticks.heldout.per_sequence.nll holds a value that is not a finite number >= 0"),
-    "quality distinct-1 above 1": (dict(files={"quality.json": quality(free_set("stats", "distinct_1", "value",
-                                                                                value=1.5))}),
-                                   r"quality.json: sets.free.stats.distinct_1.value is 1.5, not a fraction in \[0, 1"),
-    "manifest of another run hash": (dict(manifest={"run_hash": "deadbeef", "run_id": "ptb/sdgm-s0-deadbeef"},
-                                          metrics=metrics_change(run_hash="e4a35c74")),
-                                     r"metrics.json run_hash is 'e4a35c74', the manifest's is 'deadbeef'"),
-    "run id of another run hash": (dict(manifest={"run_hash": "deadbeef", "run_id": "ptb/sdgm-s0-deadbeef"},
-                                        metrics=metrics_change(run_id="ptb/sdgm-s0-e4a35c74")),
-                                   r"metrics.json run_id 'ptb/sdgm-s0-e4a35c74' names run hash 'e4a35c74'"),
-    "manifest run id of another run": (dict(manifest={"run_id": "wikitext2/gpt2-s7-aaaaaaaa"}),
-                                       r"manifest.json run_id 'wikitext2/gpt2-s7-aaaaaaaa' does not name run "
-                                       r"ptb/sdgm-s0-aaaaaaaa"),
+    "ppl beside another nll": (
+        dict(metrics=metrics_change(val_ppl=57.1, val_nll=9.0)),
+        r"metrics.json: metrics.val_ppl 57.1 is not exp\(metrics.val_nll 9\) = 8103.08",
+    ),
+    "audit passed beyond its tolerance": (
+        dict(metrics=metrics_change(audit={"passed": True, "max_logit_change": 3.5})),
+        r"metrics.causal_audit.passed is True but its max_logit_change 3.5 is "
+        r"beyond its tolerance 0.0001",
+    ),
+    "audit with a loose tolerance": (
+        dict(metrics=metrics_change(audit={"max_logit_change": 3.5, "tolerance": 10})),
+        r"metrics.causal_audit.tolerance is 10, looser than the audit's 0.0001",
+    ),
+    "negative GMM components": (
+        dict(files={"gmm.json": json.dumps({**GMM, "components": -5, "grid": []}).encode()}),
+        r"gmm.json: components is -5, not an integer >= 1",
+    ),
+    "GMM with an empty grid": (
+        dict(files={"gmm.json": json.dumps({**GMM, "grid": []}).encode()}),
+        r"gmm.json: grid is not a non-empty list of fits",
+    ),
+    "throughput of another run": (
+        dict(files={"throughput.json": throughput(model="gpt2", experiment="gpt2", corpus="wikitext2", seed=7)}),
+        r"throughput.json corpus is 'wikitext2', the manifest's is 'ptb'",
+    ),
+    "throughput rate 1e30": (
+        dict(files={"throughput.json": throughput(metrics={"train_tokens_per_s": 1e30})}),
+        r"throughput.json: metrics.train_tokens_per_s is 1e\+30; a rate is > 0",
+    ),
+    "throughput rate 0": (
+        dict(files={"throughput.json": throughput(metrics={"score_tokens_per_s": 0})}),
+        r"throughput.json: metrics.score_tokens_per_s is 0; a rate is > 0",
+    ),
+    "memory beyond the device": (
+        dict(metrics=metrics_change(peak_mem_bytes=200 * 2**30)),
+        r"metrics.json: metrics.peak_mem_bytes is 2.14748e\+11 bytes; device memory is > 0 "
+        r"and at most the device's 85,899,345,920 bytes",
+    ),
+    "quality record of another run": (
+        dict(files={"quality.json": quality(lambda d: d.update(corpus="wikitext2"))}),
+        r"quality.json: corpus is 'wikitext2', the manifest's is 'ptb'",
+    ),
+    "quality record of another model": (
+        dict(files={"quality.json": quality(lambda d: d.update(model="gpt2"))}),
+        r"quality.json: model is 'gpt2', the record's is 'sdgm'",
+    ),
+    "not a quality record": (
+        dict(files={"quality.json": throughput()}),
+        r"quality.json: not a quality record \(a JSON object of kind 'quality'\)",
+    ),
+    "quality perplexity below 1": (
+        dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value", value=0.5))}),
+        r"quality.json: sets.free.stats.reference_ppl.value is 0.5; a perplexity is >= 1",
+    ),
+    "quality perplexity NaN": (
+        dict(files={"quality.json": quality(free_set("stats", "reference_ppl", "value", value=float("nan")))}),
+        r"quality.json: sets.free.stats.reference_ppl.value is nan, not a finite number",
+    ),
+    "quality with an NLL missing": (
+        dict(files={"quality.json": quality(free_set("per_sequence", "nll", value=[1.0, 2.0]))}),
+        r"quality.json: sets.free.per_sequence: nll and scored are not lists of n = 3",
+    ),
+    "quality yardstick NLL negative": (
+        dict(
+            files={
+                "quality.json": quality(
+                    free_set("yardsticks", "heldout", "per_sequence", "nll", value=[-1.0, 2.0, 3.0])
+                )
+            }
+        ),
+        r"quality.json: sets.free.yardsticks.heldout.per_sequence.nll holds a value that is not a finite number >= 0",
+    ),
+    "quality distinct-1 above 1": (
+        dict(files={"quality.json": quality(free_set("stats", "distinct_1", "value", value=1.5))}),
+        r"quality.json: sets.free.stats.distinct_1.value is 1.5, not a fraction in \[0, 1",
+    ),
+    "manifest of another run hash": (
+        dict(
+            manifest={"run_hash": "deadbeef", "run_id": "ptb/sdgm-s0-deadbeef"},
+            metrics=metrics_change(run_hash="e4a35c74"),
+        ),
+        r"metrics.json run_hash is 'e4a35c74', the manifest's is 'deadbeef'",
+    ),
+    "run id of another run hash": (
+        dict(
+            manifest={"run_hash": "deadbeef", "run_id": "ptb/sdgm-s0-deadbeef"},
+            metrics=metrics_change(run_id="ptb/sdgm-s0-e4a35c74"),
+        ),
+        r"metrics.json run_id 'ptb/sdgm-s0-e4a35c74' names run hash 'e4a35c74'",
+    ),
+    "manifest run id of another run": (
+        dict(manifest={"run_id": "wikitext2/gpt2-s7-aaaaaaaa"}),
+        r"manifest.json run_id 'wikitext2/gpt2-s7-aaaaaaaa' does not name run "
+        r"ptb/sdgm-s0-aaaaaaaa",
+    ),
 }
 
 
@@ -381,8 +466,10 @@ def test_a_huge_extended_header_is_refused_before_tarfile_reads_it(tmp_path):
     dest = tmp_path / "dest"
     res = archive.import_archives([tmp_path / "pax.tar.gz"], dest)
     assert res["new"] == [] and len(res["refused"]) == 1, res
-    assert re.fullmatch(r".*pax\.tar\.gz: an extended header of 1,048,5\d\d bytes \(at most 65,536\); nothing unpacked",
-                        res["refused"][0]), res["refused"]
+    assert re.fullmatch(
+        r".*pax\.tar\.gz: an extended header of 1,048,5\d\d bytes \(at most 65,536\); nothing unpacked",
+        res["refused"][0],
+    ), res["refused"]
     assert tree(dest) == {".lock"}
     assert archive.import_archives([arch], tmp_path / "dest2")["new"]  # the same record without it goes in
 
@@ -403,8 +490,10 @@ def test_an_archive_of_too_many_members_is_refused_before_unpacking(tmp_path):
 
 # ---- E. one poisoned record stops every render -------------------------------------------------------------------
 POISON = {
-    "config.yaml of code": ({"config.yaml": b"!!python/object/apply:os.system ['touch PWNED']\n"},
-                            r"config.yaml: not a workflow config \(ConstructorError: "),
+    "config.yaml of code": (
+        {"config.yaml": b"!!python/object/apply:os.system ['touch PWNED']\n"},
+        r"config.yaml: not a workflow config \(ConstructorError: ",
+    ),
     "config.yaml not a mapping": ({"config.yaml": b"- a\n- list\n"}, r"config.yaml: not a workflow config \(a list"),
     "samples.txt not a sample file": ({"samples.txt": b"hello\n"}, r"samples.txt: not a sample file"),
 }
@@ -442,21 +531,33 @@ def test_a_malformed_window_is_refused_and_render_isolates_it_and_escapes_its_te
     with text from records escaped."""
     from test_gpu_window import window_archive
 
-    summary = {"schema": 1, "kind": "gpu_window", "stamp": "20260101T000000Z", "device": "gpu-x", "minutes": 10,
-               "configfile": "config.yaml", "parts": "abc"}
+    summary = {
+        "schema": 1,
+        "kind": "gpu_window",
+        "stamp": "20260101T000000Z",
+        "device": "gpu-x",
+        "minutes": 10,
+        "configfile": "config.yaml",
+        "parts": "abc",
+    }
     st = tmp_path / "store"
     res = archive.import_archives([window_archive(tmp_path / "bad.tar.gz", summary=summary)], st)
     assert res["windows"] == [] and len(res["refused"]) == 1 and "not a list of objects" in res["refused"][0], res
-    evil = {**summary, "stamp": "20260102T000000Z", "configfile": "<script>alert(1)</script>",
-            "parts": [{"part": "env", "status": "ok", "seconds": 3, "reason": "a | b\n## heading <img src=x>"}]}
+    evil = {
+        **summary,
+        "stamp": "20260102T000000Z",
+        "configfile": "<script>alert(1)</script>",
+        "parts": [{"part": "env", "status": "ok", "seconds": 3, "reason": "a | b\n## heading <img src=x>"}],
+    }
     res = archive.import_archives([window_archive(tmp_path / "w.tar.gz", stamp="20260102T000000Z", summary=evil)], st)
     assert res["refused"] == [] and len(res["windows"]) == 1
     bad = st / "gpu-x" / "windows" / "20260101T000000Z"
     bad.mkdir()
     (bad / "window.json").write_text(json.dumps(summary))
     out = render.render_store(st)
-    assert len(out["problems"]) == 1 and out["problems"][0].startswith(f"left out window {bad}: window.json "
-                                                                        f"unusable"), out
+    assert len(out["problems"]) == 1 and out["problems"][0].startswith(
+        f"left out window {bad}: window.json unusable"
+    ), out
     page = (st / "gpu-x" / "windows.md").read_text()
     assert "&lt;script>alert(1)&lt;/script>" in page and "<script" not in page and "<img" not in page
     assert "| env | ok | 3 |  | a &#124; b ## heading &lt;img src=x> |" in page
@@ -469,10 +570,13 @@ def test_a_seed_beyond_numpys_range_is_refused_by_the_config_check():
 
     from sdgm.harness.config import ConfigError, check_config
 
-    check_config(mutate("seeds", [0, 2 ** 32 - 1]))
-    with pytest.raises(ConfigError, match=r"^invalid config at seeds\.0: 4294967296 is greater than the maximum of "
-                                          r"4294967295$"):
-        check_config(mutate("seeds", [2 ** 32]))
+    check_config(mutate("seeds", [0, 2**32 - 1]))
+    with pytest.raises(
+        ConfigError,
+        match=r"^invalid config at seeds\.0: 4294967296 is greater than the maximum of "
+        r"4294967295$",
+    ):
+        check_config(mutate("seeds", [2**32]))
 
 
 def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
@@ -496,16 +600,20 @@ def test_an_interrupted_render_says_so(tmp_path, monkeypatch, capsys):
     with pytest.raises(KeyboardInterrupt):
         render.render_store(st)
     assert "gpt2" in (st / H100 / "tables" / "main.md").read_text()  # new, beside the old claims and README
-    assert render.check_render(st) == [f"{st}: the last render did not finish (interrupted?): its tables, claims "
-                                         f"and README may come from two renders; render again"]
+    assert render.check_render(st) == [
+        f"{st}: the last render did not finish (interrupted?): its tables, claims "
+        f"and README may come from two renders; render again"
+    ]
     capsys.readouterr()
     assert cli.main(["verify", "--store", str(st)]) == 1 and "did not finish" in capsys.readouterr().err
     monkeypatch.undo()
     render.render_store(st)
     assert render.check_render(st) == []
     (st / H100 / "tables" / "main.csv").write_text("edited\n")
-    assert render.check_render(st) == [f"{st / H100 / 'tables' / 'main.csv'}: changed since render "
-                                         f"{json.loads((st / 'RENDER.json').read_text())['render']}; render again"]
+    assert render.check_render(st) == [
+        f"{st / H100 / 'tables' / 'main.csv'}: changed since render "
+        f"{json.loads((st / 'RENDER.json').read_text())['render']}; render again"
+    ]
 
 
 def test_the_report_refuses_a_metrics_file_that_contradicts_itself(tmp_path):
@@ -519,8 +627,11 @@ def test_the_report_refuses_a_metrics_file_that_contradicts_itself(tmp_path):
     assert load_metrics([write_metrics(tmp_path / "ok", rec)])
     rec["metrics"]["val_nll"] = 9.0
     path = write_metrics(tmp_path / "bad", rec)
-    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: metrics.val_ppl 57.1 is not "
-                                          rf"exp\(metrics.val_nll 9\) = 8103.08$"):
+    with pytest.raises(
+        ReportError,
+        match=rf"^{re.escape(str(path))}: metrics.val_ppl 57.1 is not "
+        rf"exp\(metrics.val_nll 9\) = 8103.08$",
+    ):
         load_metrics([path])
 
 
@@ -542,5 +653,6 @@ def test_tables_of_a_results_folder_are_not_written_through_a_link(tmp_path):
         build_claims(results / "tables", metrics=[path])
     assert list(elsewhere.iterdir()) == []
     (results / "tables").unlink()
-    assert build_claims(results / "tables", metrics=[path]) and build_report([path], results / "tables",
-                                                                             results / "figures")
+    assert build_claims(results / "tables", metrics=[path]) and build_report(
+        [path], results / "tables", results / "figures"
+    )

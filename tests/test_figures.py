@@ -1,5 +1,6 @@
 """Interpretability figures on a tiny real SDGM run: files are written, atoms are sorted by energy, the BIC
 figure marks the argmin, and components are assigned as scikit-learn assigns them."""
+
 import json
 import math
 
@@ -24,7 +25,7 @@ def tiny_run(tmp_path_factory):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     ids = torch.randint(0, V, (3000,))
     for step in range(20):
-        x = ids[step * L:(step + 1) * L + 1]
+        x = ids[step * L : (step + 1) * L + 1]
         loss, _ = model.training_loss(x[None, :-1], x[None, 1:])
         opt.zero_grad()
         loss.backward()
@@ -35,16 +36,28 @@ def tiny_run(tmp_path_factory):
     tokens.mkdir()
     (tokens / "vocab.json").write_text(json.dumps(vocab))
     for i, split in enumerate(("train", "valid", "test")):
-        torch.save(ids[i * 1000:(i + 1) * 1000].clone(), tokens / f"{split}.pt")
-    summary = fit_run_gmm(root / "run", tokens, root / "run" / "gmm.npz", root / "run" / "gmm.json",
-                          {"components": [1, 2, 3, 4], "covariance_type": "diag", "max_vectors": 600})
+        torch.save(ids[i * 1000 : (i + 1) * 1000].clone(), tokens / f"{split}.pt")
+    summary = fit_run_gmm(
+        root / "run",
+        tokens,
+        root / "run" / "gmm.npz",
+        root / "run" / "gmm.json",
+        {"components": [1, 2, 3, 4], "covariance_type": "diag", "max_vectors": 600},
+    )
     return {"root": root, "model": model.eval(), "tokens": tokens, "summary": summary}
 
 
 def test_every_figure_is_written_as_png_and_pdf(tiny_run):
     root = tiny_run["root"]
-    written = figures.run_figures(root / "run", root / "run" / "gmm.npz", root / "run" / "gmm.json", tiny_run["tokens"],
-                                  root / "figs", title="tiny/sdgm-s0", max_vectors=300)
+    written = figures.run_figures(
+        root / "run",
+        root / "run" / "gmm.npz",
+        root / "run" / "gmm.json",
+        tiny_run["tokens"],
+        root / "figs",
+        title="tiny/sdgm-s0",
+        max_vectors=300,
+    )
     assert set(written) == set(figures.FIGURES)
     for name in figures.FIGURES:
         png, pdf = written[name]

@@ -1,4 +1,5 @@
 """GMM prior: BIC chooses the right number of components, saving is code-free, both sampling modes work."""
+
 import numpy as np
 import pytest
 import torch
@@ -60,7 +61,7 @@ def test_both_sampling_modes_on_a_model():
     assert vecs.shape == (200, 4)
     params, _ = fit_gmm(vecs, [1, 2], "diag")
     prompt = torch.tensor([[1, 2, 3], [1, 2, 3]])
-    ar = sample_autoregressive(m, prompt, 40, seed=0)          # longer than L: context is cropped
+    ar = sample_autoregressive(m, prompt, 40, seed=0)  # longer than L: context is cropped
     gm = sample_gmm_coefficients(m, params, prompt, 40, seed=0)
     for out in (ar, gm):
         assert out.shape == (2, 43)

@@ -8,6 +8,7 @@ op inside; DDP with NCCL at world size one; one tiny campaign wave. Without CUDA
 its reason (SDGM_REQUIRE_GPU=1: failed).
 `python -m sdgm.campaign.window` runs this tier first in a GPU window (docs/campaign.md).
 """
+
 import json
 import math
 import time
@@ -32,11 +33,24 @@ def trainer(name, tokens, ckpt_dir, **train):
 
     splits, vocab = load_tokens(tokens)
     torch.manual_seed(0)
-    model = build_model(name, len(vocab), seq_len=16, **{**SMALL[name], **({"mem_len": 16} if name ==
-                                                                               "transformer_xl" else {})})
-    cfg = TrainConfig(**{"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 4, "lr": 3e-3,
-                         "eval_every_steps": 4, "eval_max_windows": 4, "checkpoint_every_steps": 2,
-                         "log_every_steps": 2, "device": "cuda", **train})
+    model = build_model(
+        name, len(vocab), seq_len=16, **{**SMALL[name], **({"mem_len": 16} if name == "transformer_xl" else {})}
+    )
+    cfg = TrainConfig(
+        **{
+            "seq_len": 16,
+            "batch_size": 8,
+            "epochs": 1,
+            "max_steps": 4,
+            "lr": 3e-3,
+            "eval_every_steps": 4,
+            "eval_max_windows": 4,
+            "checkpoint_every_steps": 2,
+            "log_every_steps": 2,
+            "device": "cuda",
+            **train,
+        }
+    )
     return Trainer(model, splits["train"], splits["valid"], cfg, ckpt_dir, progress=False)
 
 
@@ -69,16 +83,16 @@ def test_decode_step_matches_the_forward_on_cuda(name):
     for t in range(L):
         logits, state = m.decode_step(idx[:, t], state)
         # cuDNN's TF32 convolutions and the GPU's reductions: agreement to about 1e-3, not bit for bit
-        torch.testing.assert_close(logits, m(idx[:, :t + 1])[:, -1], rtol=2e-3, atol=2e-3, msg=f"{name} at {t}")
+        torch.testing.assert_close(logits, m(idx[:, : t + 1])[:, -1], rtol=2e-3, atol=2e-3, msg=f"{name} at {t}")
 
 
 # ---- the Triton kernels against the chunked op ---------------------------------------------------------------------
 KERNEL_CASES = [  # B, L, K, D, first position
-    (3, 300, 64, 100, 5),          # B < 16: the rotation kernels
-    (15, 1000, 256, 512, 0),       # the paper's K and D
-    (17, 257, 64, 96, 0),          # B > 16: the direct kernel
-    (1, 65536, 64, 128, 0),        # B = 1 at L = 65,536
-    (2, 512, 32, 64, 10**6),       # positions far from 0 (decoding past a long prefix)
+    (3, 300, 64, 100, 5),  # B < 16: the rotation kernels
+    (15, 1000, 256, 512, 0),  # the paper's K and D
+    (17, 257, 64, 96, 0),  # B > 16: the direct kernel
+    (1, 65536, 64, 128, 0),  # B = 1 at L = 65,536
+    (2, 512, 32, 64, 10**6),  # positions far from 0 (decoding past a long prefix)
 ]
 TOLERANCE = {torch.float32: 5e-3, torch.bfloat16: 5e-2}  # relative to the largest value, against float64
 
@@ -104,8 +118,11 @@ def test_triton_matches_chunked_on_cuda(B, Lk, K, D, first, dtype):
     far from position 0 are coarse in both), and within TOLERANCE in any case."""
     g = torch.Generator(device="cuda").manual_seed(B * 7 + K)
     c = torch.randn(B, Lk, K, device=CUDA, generator=g).to(dtype).float()  # what the bf16 run sees, exactly
-    params = (torch.randn(K, D, device=CUDA, generator=g) / math.sqrt(K),
-              torch.rand(K, D, device=CUDA, generator=g) * 64, torch.rand(K, D, device=CUDA, generator=g) * 2 * math.pi)
+    params = (
+        torch.randn(K, D, device=CUDA, generator=g) / math.sqrt(K),
+        torch.rand(K, D, device=CUDA, generator=g) * 64,
+        torch.rand(K, D, device=CUDA, generator=g) * 2 * math.pi,
+    )
     positions = torch.arange(first, first + Lk, device=CUDA)
     G = torch.randn(B, Lk, D, device=CUDA, generator=g)
     got = _decode_with_grads("triton", c.to(dtype), params, positions, G)
@@ -136,8 +153,12 @@ def test_the_kernel_check_at_the_runs_sizes_in_a_child_process():
     the child meets."""
     from sdgm.spectral.ops.dispatch import check_kernels_in_child, run_check_cases
 
-    sizes = [(32, 128, 256, 512, torch.bfloat16), (3, 128, 256, 512, torch.bfloat16),
-             (1, 65536, 256, 512, torch.bfloat16), (32, 128, 256, 512, torch.float32)]
+    sizes = [
+        (32, 128, 256, 512, torch.bfloat16),
+        (3, 128, 256, 512, torch.bfloat16),
+        (1, 65536, 256, 512, torch.bfloat16),
+        (32, 128, 256, 512, torch.float32),
+    ]
     ok, why = check_kernels_in_child(CUDA, "triton", run_check_cases(sizes), timeout_s=300)
     assert ok, why
 
@@ -175,12 +196,29 @@ def test_torch_compile_of_sdgm_with_the_triton_op_inside():
 def test_ddp_with_nccl_at_world_size_one(grammar_tokens, tmp_path):
     from sdgm.harness.distributed import launch
 
-    kw = dict(tokens_dir=str(grammar_tokens), run_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "ck"),
-              metrics_path=str(tmp_path / "run" / "metrics.json"), corpus="tiny", experiment="sdgm",
-              model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8}, seed=0, progress=False,
-              train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 6, "eval_every_steps": 6,
-                               "eval_max_windows": 4, "checkpoint_every_steps": 3, "device": "cuda",
-                               "ddp_backend": "nccl"})
+    kw = dict(
+        tokens_dir=str(grammar_tokens),
+        run_dir=str(tmp_path / "run"),
+        ckpt_dir=str(tmp_path / "ck"),
+        metrics_path=str(tmp_path / "run" / "metrics.json"),
+        corpus="tiny",
+        experiment="sdgm",
+        model_name="sdgm",
+        model_overrides={"d_model": 16, "n_atoms": 8},
+        seed=0,
+        progress=False,
+        train_overrides={
+            "seq_len": 16,
+            "batch_size": 8,
+            "epochs": 1,
+            "max_steps": 6,
+            "eval_every_steps": 6,
+            "eval_max_windows": 4,
+            "checkpoint_every_steps": 3,
+            "device": "cuda",
+            "ddp_backend": "nccl",
+        },
+    )
     launch(1, kw, log_path=tmp_path / "train.log")
     log = (tmp_path / "train.log").read_text()
     assert "nccl backend" in log, log[-2000:]
@@ -195,11 +233,20 @@ def test_one_tiny_campaign_wave_on_cuda(tmp_path):
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["experiments"] = {"sdgm": cfg["experiments"]["sdgm"]}
     cfg["gmm"]["experiments"] = []
-    cfg["train"].update(max_steps=6, eval_every_steps=6, checkpoint_every_steps=6, log_every_steps=2,
-                        eval_max_windows=8, device="cuda")
+    cfg["train"].update(
+        max_steps=6, eval_every_steps=6, checkpoint_every_steps=6, log_every_steps=2, eval_max_windows=8, device="cuda"
+    )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    res = waves.run_campaign(tmp_path / "config.yaml", 2.5, directory=tmp_path, parallel=1, cores=4,
-                             overhead_min=0.5, bench_min=0.0, archive_dir=tmp_path)
+    res = waves.run_campaign(
+        tmp_path / "config.yaml",
+        2.5,
+        directory=tmp_path,
+        parallel=1,
+        cores=4,
+        overhead_min=0.5,
+        bench_min=0.0,
+        archive_dir=tmp_path,
+    )
     assert res["published"] and not res["failed"], res
     m = store.verify_record(res["published"][0])
     metrics = json.loads((res["published"][0] / "metrics.json").read_text())

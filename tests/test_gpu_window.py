@@ -2,6 +2,7 @@
 installing onto the machine's own torch, the device benchmark's order and flags, the benchmarks under a budget, the
 archive's import into the claims ledger, and (e2e) a window on the quick config killed at 60 % of its budget whose
 archive imports and gives the device a claims column with the cost claims judged."""
+
 import io
 import json
 import os
@@ -24,8 +25,15 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happ
 
 
 def run(cmd, env=None, timeout=600, **kw):
-    return subprocess.run([sys.executable, *cmd], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, *cmd],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        **kw,
+    )
 
 
 # ---- the GPU tier's marker -------------------------------------------------------------------------------------------
@@ -58,20 +66,36 @@ def test_the_plan_measures_first_and_gives_the_campaign_the_rest():
 # ---- the device benchmark: what the device lacks first, with the flags of results/cpu ------------------------------
 def bench_record(path: Path, kind: str, experiment: str, device: str, corpus="wikitext2", **extra) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"schema": 1, "kind": kind, "experiment": experiment, "model": experiment,
-                                "corpus": corpus, "seed": 0, "provenance": {"device": device}, **extra}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "kind": kind,
+                "experiment": experiment,
+                "model": experiment,
+                "corpus": corpus,
+                "seed": 0,
+                "provenance": {"device": device},
+                **extra,
+            }
+        )
+    )
     return path
 
 
 def test_the_device_benchmark_starts_with_what_the_devices_records_lack(tmp_path):
     root = tmp_path / "results"
     for exp in ("sdgm", "gpt2"):
-        bench_record(root / "gpu" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json", "throughput", exp,
-                     "NVIDIA X (80 GB)")
-    bench_record(root / "gpu" / "bench" / "generation" / "wikitext2" / "sdgm-s0.json", "generation", "sdgm",
-                 "NVIDIA X")
-    bench_record(root / "gpu" / "bench" / "throughput" / "ptb" / "lstm-s0.json", "throughput", "lstm", "NVIDIA X",
-                 corpus="ptb")
+        bench_record(
+            root / "gpu" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json",
+            "throughput",
+            exp,
+            "NVIDIA X (80 GB)",
+        )
+    bench_record(root / "gpu" / "bench" / "generation" / "wikitext2" / "sdgm-s0.json", "generation", "sdgm", "NVIDIA X")
+    bench_record(
+        root / "gpu" / "bench" / "throughput" / "ptb" / "lstm-s0.json", "throughput", "lstm", "NVIDIA X", corpus="ptb"
+    )
     bench_record(root / "other" / "bench" / "throughput" / "wikitext2" / "lstm-s0.json", "throughput", "lstm", "cpu")
     have, folders = window_parts.committed_records("nvidia-x", root=root)
     assert have == {"throughput": {"sdgm", "gpt2"}, "generation": {"sdgm"}} and folders == ["results/gpu"]
@@ -109,16 +133,31 @@ def test_the_scaling_benchmark_stops_at_its_deadline_keeping_what_finished(tmp_p
 
     seen = []
     t0 = time.monotonic()
-    rec = scaling_benchmark([16, 32, 64, 128, 256], 256, batch_lengths=[16, 256], batch_size=1,
-                            layers={"slow": Slow}, d_model=4, repeats=1, warmup=0, slope_min_length=16, device="cpu",
-                            rates={"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10},
-                            log=lambda *a: None, deadline=t0 + 2.0, on_case=seen.append)
+    rec = scaling_benchmark(
+        [16, 32, 64, 128, 256],
+        256,
+        batch_lengths=[16, 256],
+        batch_size=1,
+        layers={"slow": Slow},
+        d_model=4,
+        repeats=1,
+        warmup=0,
+        slope_min_length=16,
+        device="cpu",
+        rates={"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10},
+        log=lambda *a: None,
+        deadline=t0 + 2.0,
+        on_case=seen.append,
+    )
     assert time.monotonic() - t0 < 4.0  # L = 256 alone would take 2 x 2.6 s a case
     by = {(r["view"], r["L"], r["mode"]): r for r in rec["results"]}
     assert [(r["view"], r["L"]) for r in rec["results"][:4]] == [("tokens", 16)] * 2 + [("batch", 16)] * 2
     assert all(by[("tokens", 16, m)]["status"] == "ok" for m in ("forward", "forward_backward"))
-    assert all(by[(v, 256, m)]["status"] == "skipped" and by[(v, 256, m)]["reason"].startswith(BUDGET_SKIP)
-               for v in ("tokens", "batch") for m in ("forward", "forward_backward"))
+    assert all(
+        by[(v, 256, m)]["status"] == "skipped" and by[(v, 256, m)]["reason"].startswith(BUDGET_SKIP)
+        for v in ("tokens", "batch")
+        for m in ("forward", "forward_backward")
+    )
     assert rec["complete"] is False and len(seen) == len(rec["results"]) == 14
     assert [len(r["results"]) for r in seen] == list(range(1, 15)) and not seen[0]["complete"]
 
@@ -153,12 +192,28 @@ def test_the_gpu_tier_leaves_a_line_per_finished_test_when_killed(tmp_path):
         "def test_fails(): assert 1 == 2, 'one is not two'\n"
         "@pytest.mark.skip(reason='no device here')\n"
         "def test_skips(): pass\n"
-        "def test_hangs(): time.sleep(120)\n")
+        "def test_hangs(): time.sleep(120)\n"
+    )
     lines = tmp_path / "tests.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", str(tmp_path / "test_some.py"), "-q", "-p",
-                             "no:cacheprovider", "-p", "sdgm.campaign.pytest_lines", f"--lines-to={lines}",
-                             f"--rootdir={tmp_path}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(tmp_path / "test_some.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "sdgm.campaign.pytest_lines",
+            f"--lines-to={lines}",
+            f"--rootdir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         deadline = time.monotonic() + 60
         while "test_hangs" not in (lines.read_text() if lines.exists() else ""):
@@ -190,15 +245,33 @@ def test_install_keeps_the_machines_torch():
 
 # ---- archives ------------------------------------------------------------------------------------------------------
 def window_archive(path: Path, device="gpu-x", stamp="20260101T000000Z", summary=None) -> Path:
-    summary = summary or {"schema": 1, "kind": "gpu_window", "stamp": stamp, "device": device, "minutes": 10,
-                          "configfile": "config.yaml", "parts": [{"part": "env", "status": "ok", "seconds": 3}]}
+    summary = summary or {
+        "schema": 1,
+        "kind": "gpu_window",
+        "stamp": stamp,
+        "device": device,
+        "minutes": 10,
+        "configfile": "config.yaml",
+        "parts": [{"part": "env", "status": "ok", "seconds": 3}],
+    }
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in (("ARCHIVE.json", {"schema": 1, "records": []}),
-                           (f"window/{device}/{stamp}/window.json", summary),
-                           (f"window/{device}/{stamp}/env/env.json",
-                            {"provenance": {"device": "NVIDIA X", "torch": "2.12.0+cu128", "spectral_decoder": [
-                                {"device": "cuda:0", "requested": "auto", "used": "triton", "reason": "ok"}]},
-                             "versions": {"triton": "3.6.0"}})):
+        for name, data in (
+            ("ARCHIVE.json", {"schema": 1, "records": []}),
+            (f"window/{device}/{stamp}/window.json", summary),
+            (
+                f"window/{device}/{stamp}/env/env.json",
+                {
+                    "provenance": {
+                        "device": "NVIDIA X",
+                        "torch": "2.12.0+cu128",
+                        "spectral_decoder": [
+                            {"device": "cuda:0", "requested": "auto", "used": "triton", "reason": "ok"}
+                        ],
+                    },
+                    "versions": {"triton": "3.6.0"},
+                },
+            ),
+        ):
             raw = json.dumps(data).encode()
             info = tarfile.TarInfo(name)
             info.size = len(raw)
@@ -231,8 +304,13 @@ def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
     def window(stamp, complete=True, extra=()):
         w = tmp_path / stamp
         for exp in ("sdgm", "gpt2"):
-            bench_record(w / "records" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json", "throughput", exp,
-                         "cpu", window=stamp)
+            bench_record(
+                w / "records" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json",
+                "throughput",
+                exp,
+                "cpu",
+                window=stamp,
+            )
         bench_record(w / "records" / "bench" / "scaling.json", "scaling", "-", "cpu", window=stamp, complete=complete)
         for rel, text in extra:
             (w / "records" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -251,13 +329,19 @@ def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
     got = window_records.install_records(window("20260102T000000Z", complete=False), st, "cpu", "20260102T000000Z")
     assert windows_of(find_records(st / "cpu")) == ["20260101T000000Z"] + ["20260102T000000Z"] * 2
     assert window_records.install_records(window("20251231T000000Z"), st, "cpu", "20251231T000000Z") == []  # older
-    for bad, why in ((("bench/throughput/wikitext2/../x-s0.json", "{}"), "not a benchmark record's name"),
-                     (("bench/throughput/wikitext2/Evil-s0.json", "{}"), "not a benchmark record's name"),
-                     (("bench/generation/wikitext2/sdgm-s0.json", "not json"), "not JSON"),
-                     (("bench/generation/wikitext2/sdgm-s0.json", json.dumps({"kind": "throughput"})),
-                      "not a generation record"),
-                     (("bench/generation/ptb/lstm-s0.json", json.dumps(
-                         {"kind": "generation", "corpus": "ptb", "experiment": "gpt2", "seed": 0})), "ptb/gpt2-s0")):
+    for bad, why in (
+        (("bench/throughput/wikitext2/../x-s0.json", "{}"), "not a benchmark record's name"),
+        (("bench/throughput/wikitext2/Evil-s0.json", "{}"), "not a benchmark record's name"),
+        (("bench/generation/wikitext2/sdgm-s0.json", "not json"), "not JSON"),
+        (("bench/generation/wikitext2/sdgm-s0.json", json.dumps({"kind": "throughput"})), "not a generation record"),
+        (
+            (
+                "bench/generation/ptb/lstm-s0.json",
+                json.dumps({"kind": "generation", "corpus": "ptb", "experiment": "gpt2", "seed": 0}),
+            ),
+            "ptb/gpt2-s0",
+        ),
+    ):
         with pytest.raises(StoreError, match=why):
             window_records.install_records(window("20260103T000000Z", extra=[bad]), st, "cpu", "20260103T000000Z")
         shutil.rmtree(tmp_path / "20260103T000000Z")
@@ -271,11 +355,14 @@ def test_the_archive_follows_the_files_of_a_running_part(tmp_path, monkeypatch):
     w.dir.mkdir(parents=True)
     w.write()
     record = w.dir / "records" / "bench" / "throughput" / "wikitext2" / "sdgm-s0.json"
-    part = ("import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
-            "p.write_text('{}'); time.sleep(60)")
+    part = (
+        "import pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
+        "p.write_text('{}'); time.sleep(60)"
+    )
     ticks = []
-    rc, seconds = window.run_part([sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3,
-                                  tick=lambda: (ticks.append(1), w.refresh()))
+    rc, seconds = window.run_part(
+        [sys.executable, "-c", part, str(record)], tmp_path / "log.txt", 3, tick=lambda: (ticks.append(1), w.refresh())
+    )
     assert rc is None and 3 <= seconds < 3 + window.STOP_GRACE_S and len(ticks) >= 5
     with tarfile.open(w.archive) as tar:
         assert f"window/cpu-test/{w.stamp}/records/bench/throughput/wikitext2/sdgm-s0.json" in tar.getnames()
@@ -291,8 +378,10 @@ def test_the_campaign_part_is_skipped_without_snakemake_and_gets_its_directory(t
     assert cwd == tmp_path / "dir" and cwd.is_dir() and "--directory" in cmd
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "snakemake" else real(name, *a))
-    assert w.command("campaign", tmp_path / "part", 300) == \
-        "snakemake is not installed here: the campaign runs the workflow with it"
+    assert (
+        w.command("campaign", tmp_path / "part", 300)
+        == "snakemake is not installed here: the campaign runs the workflow with it"
+    )
 
 
 # ---- a window killed at 60 % of its budget ---------------------------------------------------------------------------
@@ -320,13 +409,29 @@ def test_a_window_killed_inside_its_device_part_leaves_an_archive_the_claims_rea
     ended on a fast machine): the archive it left imports, the record lands in the store's device folder, and the
     claims renderer gives that device a column with the cost claims judged. No part outlives the window."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "sdgm.campaign.window", "--minutes", "3", "--configfile",
-                             str(REPO / "config" / "quick.yaml"), "--directory", str(tmp_path), "--out", str(out),
-                             "--device", "cpu"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            # one thread: on a shared machine two spinning OpenMP threads per process make the
-                            # benchmarks ten times slower; what is checked here is the archive, not the speed
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                                 "NUMBA_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sdgm.campaign.window",
+            "--minutes",
+            "3",
+            "--configfile",
+            str(REPO / "config" / "quick.yaml"),
+            "--directory",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # one thread: on a shared machine two spinning OpenMP threads per process make the
+        # benchmarks ten times slower; what is checked here is the archive, not the speed
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"},
+    )
     first = "records/bench/throughput/wikitext2/sdgm-s0.json"
     try:
         deadline = time.monotonic() + 180
@@ -358,8 +463,9 @@ def test_a_window_killed_inside_its_device_part_leaves_an_archive_the_claims_rea
     assert res["refused"] == [] and len(res["windows"]) == 1, res
     assert st / "cpu" / "bench" / "throughput" / "wikitext2" / "sdgm-s0.json" in res["bench"], res["bench"]
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->\n"
-                      "<!-- CLAIMS_END -->\n")
+    readme.write_text(
+        "# x\n\n<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do not edit -->\n<!-- CLAIMS_END -->\n"
+    )
     r = run(["-m", "sdgm.reporting.claims", "--records", str(st / "cpu"), "--readme", str(readme)], timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "| claim | corpus | paper | cpu |" in readme.read_text()

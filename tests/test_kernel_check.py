@@ -1,6 +1,7 @@
 """The on-device check of the Triton kernels ('auto' on CUDA), on a CPU: the kernels run under Triton's interpreter
 (TRITON_INTERPRET=1, conftest.py), and 'auto' on a CPU is pointed at them (dispatch.AUTO) so that the path CUDA
 takes runs here. The failing check is made by patching the one kernel entry point (wrong values, an error)."""
+
 import json
 import logging
 import sys
@@ -67,16 +68,19 @@ def test_auto_takes_chunked_when_the_check_fails_and_says_so_once(triton_auto, w
     assert len(calls) == 1  # once per process and device
     lines = [r for r in caplog.records if "spectral decoder 'auto'" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
-    assert "chunked (triton unavailable: the Triton kernels failed their on-device check: triton differs" in \
-        lines[0].getMessage()
+    assert (
+        "chunked (triton unavailable: the Triton kernels failed their on-device check: triton differs"
+        in lines[0].getMessage()
+    )
     (rec,) = decoder_record()
     assert rec["requested"] == "auto" and rec["used"] == "chunked" and rec["device"] == "cpu"
     assert "failed their on-device check" in rec["reason"]
     # the decoder still gives the definition's values
     c, A = torch.randn(2, 5, 3), torch.randn(3, 4)
     y = dispatch.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0)
-    torch.testing.assert_close(y, dispatch.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0, impl="naive"),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        y, dispatch.spectral_decode(c, A, A.abs(), A, torch.arange(5), 8.0, impl="naive"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_a_kernel_error_also_falls_back(triton_auto, monkeypatch):
@@ -88,8 +92,11 @@ def test_a_kernel_error_also_falls_back(triton_auto, monkeypatch):
     monkeypatch.setattr(rotation_triton, "triton_spectral_decode", broken)
     assert resolve_impl("auto", CPU) == "chunked"
     (rec,) = decoder_record()
-    assert rec["used"] == "chunked" and ("triton failed to run at B=3, L=96, K=16, D=24, bfloat16: RuntimeError: PTX "
-                                         "JIT compilation failed") in rec["reason"]
+    assert (
+        rec["used"] == "chunked"
+        and ("triton failed to run at B=3, L=96, K=16, D=24, bfloat16: RuntimeError: PTX JIT compilation failed")
+        in rec["reason"]
+    )
     assert "more detail" not in rec["reason"]
 
 
@@ -99,8 +106,9 @@ def test_auto_takes_triton_once_the_check_passes(triton_auto):
     assert rec["used"] == "triton" and "matched chunked" in rec["reason"]
 
 
-def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_auto, wrong_kernels, grammar_tokens,
-                                                                      tmp_path):
+def test_metrics_and_benchmark_records_name_the_decoder_actually_used(
+    triton_auto, wrong_kernels, grammar_tokens, tmp_path
+):
     """A training run whose 'auto' fell back: metrics.json (valid against its schema) says chunked and why; a
     benchmark record of this process says the same."""
     from helpers import REPO
@@ -110,27 +118,59 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(triton_aut
     from sdgm.harness.config import load_config
     from sdgm.harness.experiment import run_training
 
-    run_training(grammar_tokens, tmp_path / "run", tmp_path / "ck", tmp_path / "run" / "metrics.json", corpus="tiny",
-                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
-                 train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 3, "device": "cpu",
-                                  "eval_max_windows": 4, "eval_every_steps": 3},
-                 progress=False)
+    run_training(
+        grammar_tokens,
+        tmp_path / "run",
+        tmp_path / "ck",
+        tmp_path / "run" / "metrics.json",
+        corpus="tiny",
+        experiment="sdgm",
+        model_name="sdgm",
+        model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
+        train_overrides={
+            "seq_len": 16,
+            "batch_size": 8,
+            "epochs": 1,
+            "max_steps": 3,
+            "device": "cpu",
+            "eval_max_windows": 4,
+            "eval_every_steps": 3,
+        },
+        progress=False,
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     check_metrics(metrics)
     used = [r for r in metrics["provenance"]["spectral_decoder"] if r["requested"] == "auto"]
     assert [r["used"] for r in used] == ["chunked"] and "failed their on-device check" in used[0]["reason"]
 
-    rec = untrained_throughput(load_config(REPO / "config" / "quick.yaml"), "sdgm", 50, [{"decoder": "auto"}],
-                               compile_modes=(False,), device="cpu", repeats=1, warmup=0)
+    rec = untrained_throughput(
+        load_config(REPO / "config" / "quick.yaml"),
+        "sdgm",
+        50,
+        [{"decoder": "auto"}],
+        compile_modes=(False,),
+        device="cpu",
+        repeats=1,
+        warmup=0,
+    )
     assert [r["used"] for r in rec["provenance"]["spectral_decoder"] if r["requested"] == "auto"] == ["chunked"]
 
 
 def test_a_bad_decoder_entry_in_metrics_is_refused_by_the_schema():
     from sdgm.common.schema import SchemaViolation, check_metrics
 
-    doc = {"schema": 1, "experiment": "x", "corpus": "c", "seed": 0, "metrics": {},
-           "provenance": {"git_commit": None, "device": "cpu",
-                          "spectral_decoder": [{"device": "cpu", "requested": "auto", "used": "fast", "reason": ""}]}}
+    doc = {
+        "schema": 1,
+        "experiment": "x",
+        "corpus": "c",
+        "seed": 0,
+        "metrics": {},
+        "provenance": {
+            "git_commit": None,
+            "device": "cpu",
+            "spectral_decoder": [{"device": "cpu", "requested": "auto", "used": "fast", "reason": ""}],
+        },
+    }
     with pytest.raises(SchemaViolation, match="spectral_decoder"):
         check_metrics(doc)
 
@@ -143,13 +183,27 @@ def test_which_launches_a_run_makes_at_its_sizes():
     from sdgm.spectral.ops.rotation_triton import launch_configs
 
     def kinds(*args, **kw):
-        return [(c["pass"], c["kernel"], c["meta"].get("R_PAD", c["meta"].get("BLOCK_R")), c["meta"]["BLOCK_B"],
-                 c["meta"]["num_warps"]) for c in launch_configs(*args, interpreting=False, **kw)]
+        return [
+            (
+                c["pass"],
+                c["kernel"],
+                c["meta"].get("R_PAD", c["meta"].get("BLOCK_R")),
+                c["meta"]["BLOCK_B"],
+                c["meta"]["num_warps"],
+            )
+            for c in launch_configs(*args, interpreting=False, **kw)
+        ]
 
     assert kinds(3, 128, 256, 512, torch.bfloat16) == [
-        ("forward", "mix_rot", 256, 16, 4), ("dC", "mix_rot", 512, 16, 8), ("params", "param", None, 16, 8)]
-    assert kinds(32, 128, 256, 512, torch.bfloat16) == [("forward", "mix", 32, 32, 8), ("dC", "mix", 32, 32, 8),
-                                                        ("params", "param", None, 64, 8)]
+        ("forward", "mix_rot", 256, 16, 4),
+        ("dC", "mix_rot", 512, 16, 8),
+        ("params", "param", None, 16, 8),
+    ]
+    assert kinds(32, 128, 256, 512, torch.bfloat16) == [
+        ("forward", "mix", 32, 32, 8),
+        ("dC", "mix", 32, 32, 8),
+        ("params", "param", None, 64, 8),
+    ]
     assert [k[1] for k in kinds(3, 128, 256, 512, torch.float32)] == ["mix", "mix", "param"]  # fp32 spills mix_rot
     assert [k[1] for k in kinds(1, 64, 256, 1024, torch.bfloat16)] == ["mix_rot", "mix", "param"]  # dC: R = 1024
     uneven = launch_configs(3, 128, 256, 512, torch.bfloat16, uniform=False, interpreting=False)
@@ -173,15 +227,19 @@ def test_the_check_in_a_child_process_passes_and_reports_its_problems():
     assert ok and "rotation matched chunked on 1 problems" in why, why
 
 
-@pytest.mark.parametrize("code,expected", [
-    ("import os; os.abort()", "was killed by signal 6"),  # as a CUDA fault kills the process
-    ("import sys; sys.exit('illegal memory access')", "exited with code 1 after"),
-    ("print('no json')", "gave no answer"),
-    ("import time; time.sleep(60)", "ran past 2 s"),
-])
+@pytest.mark.parametrize(
+    "code,expected",
+    [
+        ("import os; os.abort()", "was killed by signal 6"),  # as a CUDA fault kills the process
+        ("import sys; sys.exit('illegal memory access')", "exited with code 1 after"),
+        ("print('no json')", "gave no answer"),
+        ("import time; time.sleep(60)", "ran past 2 s"),
+    ],
+)
 def test_a_child_that_dies_or_hangs_fails_the_check_and_says_why(code, expected):
-    ok, why = check_kernels_in_child(CPU, "triton", CHECK_CASES_SMALL, timeout_s=2,
-                                     command=[sys.executable, "-c", code])
+    ok, why = check_kernels_in_child(
+        CPU, "triton", CHECK_CASES_SMALL, timeout_s=2, command=[sys.executable, "-c", code]
+    )
     assert not ok and expected in why, why
 
 
@@ -194,8 +252,11 @@ def test_a_crash_at_the_runs_sizes_sends_auto_to_chunked_with_the_reason(triton_
     seen = []
     monkeypatch.setattr(dispatch, "CHECK_IN_CHILD", {"cuda", "cpu"})
     monkeypatch.setattr(dispatch, "_run_sizes", [])
-    monkeypatch.setattr(dispatch, "CHECK_CHILD_COMMAND", [
-        sys.executable, "-c", "import os, sys; sys.stderr.write(sys.stdin.read() + '\\n'); os.abort()"])
+    monkeypatch.setattr(
+        dispatch,
+        "CHECK_CHILD_COMMAND",
+        [sys.executable, "-c", "import os, sys; sys.stderr.write(sys.stdin.read() + '\\n'); os.abort()"],
+    )
     real = dispatch.check_kernels_in_child
     monkeypatch.setattr(dispatch, "check_kernels_in_child", lambda *a, **kw: seen.append(a) or real(*a, **kw))
     ok, why = check_kernels_for_run(CPU, [(32, 128, 256, 512, torch.bfloat16)])
@@ -203,8 +264,10 @@ def test_a_crash_at_the_runs_sizes_sends_auto_to_chunked_with_the_reason(triton_
     assert seen[0][2][-1] == (32, 128, 256, 512, 0, torch.bfloat16)
     assert resolve_impl("auto", CPU) == "chunked"
     (rec,) = decoder_record()
-    assert rec["used"] == "chunked" and "failed their on-device check: the kernel check's child process was killed" \
-        in rec["reason"]
+    assert (
+        rec["used"] == "chunked"
+        and "failed their on-device check: the kernel check's child process was killed" in rec["reason"]
+    )
 
 
 def test_a_failure_at_the_runs_sizes_only_is_found_in_process(triton_auto, monkeypatch):
@@ -246,8 +309,14 @@ def test_a_training_run_checks_the_kernels_at_its_shapes(grammar_tokens, tmp_pat
     shapes = []
     real = m.check_decoder_for_run
     monkeypatch.setattr(m, "check_decoder_for_run", lambda s, d, t: shapes.append((set(s), t)) or real(s, d, t))
-    Trainer(m, splits["train"], splits["valid"], TrainConfig(seq_len=16, batch_size=8, eval_batch_size=4,
-                                                             device="cpu"), tmp_path, progress=False)
+    Trainer(
+        m,
+        splits["train"],
+        splits["valid"],
+        TrainConfig(seq_len=16, batch_size=8, eval_batch_size=4, device="cpu"),
+        tmp_path,
+        progress=False,
+    )
     assert shapes == [({(8, 16), (4, 16), (1, 16)}, torch.float32)] and asked == []  # on a CPU: nothing to check
     K, D = m.cfg.n_atoms, m.cfg.d_model
     m.check_decoder_for_run([(8, 16)], "cuda", torch.bfloat16)

@@ -1,6 +1,7 @@
 """The layout: the snakemake-workflows standard (formatting, the catalog file, the test case and the config's
 documentation), and the package sdgm as a handful of parts that import one another in one direction only.
 (The test case itself runs in tests/test_envs.py, under the import guard.)"""
+
 import ast
 import subprocess
 import sys
@@ -15,12 +16,19 @@ def test_python_is_ruff_clean():
     """`ruff check` (the small rule set of pyproject.toml) and `ruff format --check` over the repository."""
     for args in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
         r = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"run `ruff {args[0]} {'--fix ' if args[0] == 'check' else ''}.`:\n" + (r.stdout + r.stderr)[-4000:]
+        assert r.returncode == 0, (
+            f"run `ruff {args[0]} {'--fix ' if args[0] == 'check' else ''}.`:\n" + (r.stdout + r.stderr)[-4000:]
+        )
 
 
 def test_workflow_is_snakefmt_clean():
-    r = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "workflow"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "--diff", "workflow"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, "run `snakefmt workflow`:\n" + (r.stdout + r.stderr)[-4000:]
 
 
@@ -100,10 +108,13 @@ def imports(path: Path, root: Path = REPO) -> list[tuple[int, str, bool]]:
                 base = child.module or ""
                 if child.level:
                     parts = package.split(".")
-                    base = ".".join(parts[:len(parts) - child.level + 1] + ([base] if base else []))
+                    base = ".".join(parts[: len(parts) - child.level + 1] + ([base] if base else []))
                 found.append((child.lineno, base, module_level))
-                found.extend((child.lineno, f"{base}.{a.name}", module_level) for a in child.names
-                             if is_module(f"{base}.{a.name}", root))
+                found.extend(
+                    (child.lineno, f"{base}.{a.name}", module_level)
+                    for a in child.names
+                    if is_module(f"{base}.{a.name}", root)
+                )
             visit(child, module_level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), True)
@@ -123,15 +134,19 @@ def forbidden_imports(root: Path = REPO) -> list[str]:
         for line, module, _ in imports(path, root) if own else ():
             other = part_of(module)
             if other is not None and other != own and other not in ALLOWED.get(own, ()):
-                bad.append(f"{path.relative_to(root)}:{line}: imports {module}, but sdgm.{own} may import "
-                           f"{', '.join(f'sdgm.{p}' for p in sorted(ALLOWED.get(own, ()))) or 'no other part'}")
+                bad.append(
+                    f"{path.relative_to(root)}:{line}: imports {module}, but sdgm.{own} may import "
+                    f"{', '.join(f'sdgm.{p}' for p in sorted(ALLOWED.get(own, ()))) or 'no other part'}"
+                )
     return bad
 
 
 def graph(root: Path = REPO, module_level_only: bool = False) -> dict[str, set[str]]:
     """Every module of sdgm -> the modules (of sdgm or not) it imports."""
-    return {module_of(p, root): {m for _, m, top in imports(p, root) if top or not module_level_only}
-            for p in (root / "sdgm").rglob("*.py")}
+    return {
+        module_of(p, root): {m for _, m, top in imports(p, root) if top or not module_level_only}
+        for p in (root / "sdgm").rglob("*.py")
+    }
 
 
 def reached(start: str, edges: dict[str, set[str]], packages: bool = True) -> dict[str, str]:
@@ -206,14 +221,16 @@ def test_the_layering_check_sees_every_import(tmp_path):
     (tmp_path / "sdgm" / "reporting" / "tables.py").write_text("import torch\n")
     (tmp_path / "sdgm" / "harness" / "train.py").write_text(
         "from ..common import atomic\nfrom . import evaluate\n\n\ndef f():\n    from ..reporting import tables\n"
-        "    import sdgm.campaign.store\n")
+        "    import sdgm.campaign.store\n"
+    )
     assert forbidden_imports(tmp_path) == [
         "sdgm/harness/train.py:6: imports sdgm.reporting, but sdgm.harness may import sdgm.common, sdgm.data, "
         "sdgm.models, sdgm.spectral",
         "sdgm/harness/train.py:6: imports sdgm.reporting.tables, but sdgm.harness may import sdgm.common, sdgm.data, "
         "sdgm.models, sdgm.spectral",
         "sdgm/harness/train.py:7: imports sdgm.campaign.store, but sdgm.harness may import sdgm.common, sdgm.data, "
-        "sdgm.models, sdgm.spectral"]
+        "sdgm.models, sdgm.spectral",
+    ]
     edges = graph(tmp_path)
     assert "torch" in reached("sdgm.reporting.tables", edges)
     assert "sdgm.reporting.tables" in reached("sdgm.harness.train", edges)
@@ -228,8 +245,10 @@ INIT_WITH_LOGIC = {"sdgm/__init__.py"}
 
 def long_modules(root: Path = REPO) -> dict[str, int]:
     """Every module of sdgm over MAX_MODULE_LINES -> its lines."""
-    lines = {p.relative_to(root).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
-             for p in (root / "sdgm").rglob("*.py")}
+    lines = {
+        p.relative_to(root).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+        for p in (root / "sdgm").rglob("*.py")
+    }
     return {name: n for name, n in sorted(lines.items()) if n > MAX_MODULE_LINES}
 
 
@@ -248,7 +267,8 @@ def init_logic(root: Path = REPO) -> list[str]:
 def test_no_module_is_over_the_line_limit():
     over = long_modules()
     assert not over, f"modules over {MAX_MODULE_LINES} lines: split them: " + ", ".join(
-        f"{m} ({n})" for m, n in over.items())
+        f"{m} ({n})" for m, n in over.items()
+    )
 
 
 def test_package_init_files_hold_only_a_docstring_imports_and_all():
@@ -261,8 +281,9 @@ def test_package_init_files_hold_only_a_docstring_imports_and_all():
 def test_the_file_checks_see_long_modules_and_logic_in_init(tmp_path):
     (tmp_path / "sdgm" / "part").mkdir(parents=True)
     (tmp_path / "sdgm" / "__init__.py").write_text('"""The package."""\nfrom .part import f\n\n__all__ = ["f"]\n')
-    (tmp_path / "sdgm" / "part" / "__init__.py").write_text('"""A part."""\nimport os\n\nX = 1\n\n\ndef f():\n'
-                                                            '    pass\n')
+    (tmp_path / "sdgm" / "part" / "__init__.py").write_text(
+        '"""A part."""\nimport os\n\nX = 1\n\n\ndef f():\n    pass\n'
+    )
     (tmp_path / "sdgm" / "part" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
     (tmp_path / "sdgm" / "part" / "small.py").write_text("x = 1\n" * MAX_MODULE_LINES)
     assert long_modules(tmp_path) == {"sdgm/part/big.py": MAX_MODULE_LINES + 1}
@@ -284,8 +305,11 @@ def top_level_names(path: Path) -> list[str]:
 def test_each_shared_helper_is_defined_once():
     """The files' digest, the clean-up of a killed writer's temporaries and the archive's size limit: one definition
     each in sdgm, which the store, the campaign, the GPU window and the data import."""
-    shared = {"sha256_file": ["sdgm.common.atomic"], "remove_stale_temporaries": ["sdgm.common.atomic"],
-              "ARCHIVE_LIMIT": ["sdgm.campaign.archive"]}
+    shared = {
+        "sha256_file": ["sdgm.common.atomic"],
+        "remove_stale_temporaries": ["sdgm.common.atomic"],
+        "ARCHIVE_LIMIT": ["sdgm.campaign.archive"],
+    }
     found = {name: sorted(module_of(p) for p in SDGM.rglob("*.py") if name in top_level_names(p)) for name in shared}
     assert found == shared
 

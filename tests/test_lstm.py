@@ -1,4 +1,5 @@
 """LSTM baseline: shapes, causality, carried state, and the parameter count of the PyTorch example's RNNModel."""
+
 import pytest
 import torch
 from helpers import random_ids
@@ -13,7 +14,6 @@ V, L = 50, 12
 def small(**kw):
     torch.manual_seed(0)
     return build_model("lstm", V, **{"seq_len": L, "d_embed": 16, "d_hidden": 16, **kw})
-
 
 
 def test_shapes_and_every_parameter_gets_a_gradient():
@@ -40,10 +40,10 @@ def test_carried_state_equals_one_long_pass():
     full = m(idx)
     state, parts = None, []
     for i in range(3):
-        logits, state = m.forward_with_state(idx[:, i * L:(i + 1) * L], state)
+        logits, state = m.forward_with_state(idx[:, i * L : (i + 1) * L], state)
         parts.append(logits)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
-    assert (m(idx[:, L:2 * L]) - full[:, L:2 * L]).abs().max() > 1e-4  # without the state it differs
+    assert (m(idx[:, L : 2 * L]) - full[:, L : 2 * L]).abs().max() > 1e-4  # without the state it differs
 
 
 def test_initialisation_follows_the_example():
@@ -56,11 +56,13 @@ def test_initialisation_follows_the_example():
 def test_parameter_count_equals_the_pytorch_example():
     # word_language_model RNNModel('LSTM', ntoken, 200, 200, 2, tie_weights=False): Embedding(V, 200);
     # nn.LSTM(200, 200, 2) = per layer 4H (in + H) weights + two 4H biases; Linear(200, V) with bias.
-    assert build_model("lstm", 10000).num_params() == 4_653_200   # PTB
+    assert build_model("lstm", 10000).num_params() == 4_653_200  # PTB
     assert build_model("lstm", 33278).num_params() == 13_987_678  # WikiText-2
     assert build_model("lstm", 10000, tie_weights=True).num_params() == 2_653_200  # --tied: decoder bias only
-    assert build_model("lstm", 10000, n_layers=1, d_hidden=100).num_params() == \
-        10000 * 200 + 4 * 100 * (200 + 100) + 8 * 100 + 100 * 10000 + 10000
+    assert (
+        build_model("lstm", 10000, n_layers=1, d_hidden=100).num_params()
+        == 10000 * 200 + 4 * 100 * (200 + 100) + 8 * 100 + 100 * 10000 + 10000
+    )
 
 
 def test_config_rejects_bad_values():

@@ -1,4 +1,5 @@
 """Measurement: sampler without a GPU, timing on a fake clock, tokens/s, slope fits, scaling benchmark, tables."""
+
 import json
 import math
 import subprocess
@@ -111,8 +112,17 @@ def test_throughput_tokens_per_second_on_a_fake_clock():
     V, L = 40, 16
     model = build_model("sdgm", V, d_model=8, n_atoms=4, seq_len=L)
     cfg = TrainConfig(seq_len=L, batch_size=4, device="cpu")
-    res = measure_throughput(model, cfg, repeats=3, warmup=1, score_batch_size=6, generate_new_tokens=5,
-                             generate_batch_sizes=(1, 3), sampler_interval_s=0.01, clock=FakeClock(tick=0.5))
+    res = measure_throughput(
+        model,
+        cfg,
+        repeats=3,
+        warmup=1,
+        score_batch_size=6,
+        generate_new_tokens=5,
+        generate_batch_sizes=(1, 3),
+        sampler_interval_s=0.01,
+        clock=FakeClock(tick=0.5),
+    )
     m = res["modes"]
     assert m["train"]["tokens_per_s"] == 4 * L * 2
     assert m["score"]["tokens_per_s"] == 6 * L * 2
@@ -125,8 +135,15 @@ def test_throughput_tokens_per_second_on_a_fake_clock():
     assert res["incremental_decoding"] is True and res["precision"] == "fp32"
     # every field of the protocol the verdicts compare is in the record (the device comes with its provenance)
     proto = record_protocol({**res, "provenance": {"device": "cpu"}}, "throughput", "modes.train")
-    assert proto == {"device": "cpu", "precision": "fp32", "compile": False, "batch_size": 4, "seq_len": L,
-                     "steps": 3, "fresh_process": False}
+    assert proto == {
+        "device": "cpu",
+        "precision": "fp32",
+        "compile": False,
+        "batch_size": 4,
+        "seq_len": L,
+        "steps": 3,
+        "fresh_process": False,
+    }
 
 
 # ---- peaks and memory -------------------------------------------------------------------------------------------------
@@ -167,7 +184,7 @@ def test_peak_rss_is_this_process_own_not_its_parents():
 @pytest.mark.parametrize("power", [1.0, 2.0, 1.5, 0.0])
 def test_slope_of_an_exact_power_law_is_exact(power):
     L = [64, 128, 256, 512, 1024, 4096]
-    t = [3e-6 * x ** power for x in L]
+    t = [3e-6 * x**power for x in L]
     fit = fit_loglog_slope(L, t)
     assert fit["slope"] == pytest.approx(power, abs=1e-9)
     assert fit["intercept"] == pytest.approx(math.log(3e-6), abs=1e-9)
@@ -176,7 +193,7 @@ def test_slope_of_an_exact_power_law_is_exact(power):
 
 def test_slope_fit_uses_lengths_from_min_length_only():
     L = [16, 32, 64, 128, 256]
-    t = [max(64 ** 2, x ** 2) for x in L]  # flat (overhead-bound) up to 64, quadratic from 64
+    t = [max(64**2, x**2) for x in L]  # flat (overhead-bound) up to 64, quadratic from 64
     assert fit_loglog_slope(L, t, min_length=64)["slope"] == pytest.approx(2.0, abs=1e-9)
     assert fit_loglog_slope(L, t)["slope"] < 1.5
     none = fit_loglog_slope(L, t, min_length=256)
@@ -186,8 +203,19 @@ def test_slope_fit_uses_lengths_from_min_length_only():
 
 # ---- scaling benchmark ------------------------------------------------------------------------------------------------
 RATES = {"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10}
-TINY = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4, repeats=1, warmup=0, slope_min_length=8,
-            device="cpu", rates=RATES, log=lambda *a: None)
+TINY = dict(
+    d_model=16,
+    n_atoms=8,
+    kernel_size=3,
+    n_heads=2,
+    linformer_k=4,
+    repeats=1,
+    warmup=0,
+    slope_min_length=8,
+    device="cpu",
+    rates=RATES,
+    log=lambda *a: None,
+)
 LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_rotation", "sdgm_triton", "attention", "linformer")
 
 
@@ -196,8 +224,12 @@ def test_scaling_benchmark_on_a_tiny_range(tmp_path):
     rec = scaling_benchmark([8, 16, 32], 64, batch_lengths=[16, 64], batch_size=2, **TINY)
     rec = json.loads(json.dumps(rec))
     assert {(r["view"], r["model"], r["L"], r["mode"]) for r in rec["results"]} == {
-        (v, m, L, mode) for v, lengths in (("tokens", (8, 16, 32)), ("batch", (16, 64))) for m in LAYERS
-        for L in lengths for mode in ("forward", "forward_backward")}
+        (v, m, L, mode)
+        for v, lengths in (("tokens", (8, 16, 32)), ("batch", (16, 64)))
+        for m in LAYERS
+        for L in lengths
+        for mode in ("forward", "forward_backward")
+    }
     for r in rec["results"]:
         if r["model"] == "sdgm_triton":  # timed on CUDA only
             assert r["status"] == "skipped" and "CUDA" in r["reason"]
@@ -244,13 +276,40 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
 
     assert main([]) == 0
     assert "| tokens | 8,192 | 8 | 0.895 | sines | 0.339 | vector_flops |" in capsys.readouterr().out  # as in the docs
-    assert main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path), "--lengths", "16,32",
-                 "--tokens-per-batch", "64", "--batch-lengths", "32", "--decoders", "chunked", "--repeats", "1",
-                 "--warmup", "0", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--configfile",
+                str(REPO / "config/quick.yaml"),
+                "--out",
+                str(tmp_path),
+                "--lengths",
+                "16,32",
+                "--tokens-per-batch",
+                "64",
+                "--batch-lengths",
+                "32",
+                "--decoders",
+                "chunked",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rec = json.loads((tmp_path / "bench/scaling.json").read_text())
     st = rec["settings"]
-    assert (st["lengths"], st["tokens_per_batch"], st["batch_lengths"], st["repeats"], st["warmup"]) == \
-        ([16, 32], 64, [32], 1, 0)
+    assert (st["lengths"], st["tokens_per_batch"], st["batch_lengths"], st["repeats"], st["warmup"]) == (
+        [16, 32],
+        64,
+        [32],
+        1,
+        0,
+    )
     assert st["models"] == ["sdgm_chunked", "attention", "linformer"] and rec["device"] == "cpu"
     for name in ("tables/scaling.md", "tables/scaling_slopes.csv", "figures/scaling.png"):
         assert (tmp_path / name).stat().st_size > 100, name
@@ -266,18 +325,48 @@ def test_untrained_throughput_command_times_each_variant_and_refuses_bad_options
 
     assert parse_variant("decoder=naive,n_atoms=16") == {"decoder": "naive", "n_atoms": 16}
     out = tmp_path / "fresh.json"
-    assert main(["--configfile", str(REPO / "config/quick.yaml"), "--model", "sdgm", "--vocab-size", "50",
-                 "--variant", "decoder=chunked", "--variant", "decoder=naive", "--compile", "eager", "--repeats", "1",
-                 "--warmup", "0", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--configfile",
+                str(REPO / "config/quick.yaml"),
+                "--model",
+                "sdgm",
+                "--vocab-size",
+                "50",
+                "--variant",
+                "decoder=chunked",
+                "--variant",
+                "decoder=naive",
+                "--compile",
+                "eager",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
-    assert [(c["options"], c["compile"]) for c in rec["cases"]] == [({"decoder": "chunked"}, False),
-                                                                     ({"decoder": "naive"}, False)]
+    assert [(c["options"], c["compile"]) for c in rec["cases"]] == [
+        ({"decoder": "chunked"}, False),
+        ({"decoder": "naive"}, False),
+    ]
     assert all(c["train_tokens_per_s"] > 0 and c["score_tokens_per_s"] > 0 for c in rec["cases"])
     quick = yaml.safe_load((REPO / "config/quick.yaml").read_text())
     assert rec["settings"]["model_options"]["seq_len"] == quick["train"]["seq_len"]
     assert rec["settings"]["train"]["batch_size"] == quick["train"]["batch_size"] and rec["provenance"]["git_commit"]
-    for bad in (["--model", "nosuch"], ["--model", "sdgm", "--variant", "colour=red"],
-                ["--model", "sdgm", "--variant", "decoder=bogus"], ["--model", "sdgm", "--variant", "decoder"]):
+    for bad in (
+        ["--model", "nosuch"],
+        ["--model", "sdgm", "--variant", "colour=red"],
+        ["--model", "sdgm", "--variant", "decoder=bogus"],
+        ["--model", "sdgm", "--variant", "decoder"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path / "x.json"), *bad])
         assert e.value.code == 2, bad
@@ -304,35 +393,66 @@ def test_chunked_decoder_memory_grows_slower_than_naive():
     # asserted on); at L = 2048 the naive decoder holds 8 blocks' worth of atoms: the chunked one's peak measured
     # about 1/6 of its
     decoders = ("naive", "chunked")
-    layers = {name: make for name, make in default_layers(128, 128, 3, 2, 4, False, decoders).items()
-              if name.startswith("sdgm_")}
-    rec = scaling_benchmark([64, 128], 128, batch_lengths=[512, 2048], batch_size=1, decoders=decoders,
-                            layers=layers, **kw)
+    layers = {
+        name: make
+        for name, make in default_layers(128, 128, 3, 2, 4, False, decoders).items()
+        if name.startswith("sdgm_")
+    }
+    rec = scaling_benchmark(
+        [64, 128], 128, batch_lengths=[512, 2048], batch_size=1, decoders=decoders, layers=layers, **kw
+    )
     assert set(rec["settings"]["models"]) == {"sdgm_naive", "sdgm_chunked"}
-    mem = {(r["model"], r["L"]): r["peak_mem_bytes"] for r in rec["results"]
-           if r["view"] == "batch" and r["mode"] == "forward_backward" and r["model"].startswith("sdgm")}
+    mem = {
+        (r["model"], r["L"]): r["peak_mem_bytes"]
+        for r in rec["results"]
+        if r["view"] == "batch" and r["mode"] == "forward_backward" and r["model"].startswith("sdgm")
+    }
     assert mem[("sdgm_chunked", 2048)] < mem[("sdgm_naive", 2048)] / 5
     assert rec["slopes"]["batch"]["sdgm_naive"]["forward_backward"]["memory"]["slope"] > 0.9
 
 
 def test_memory_cap_turns_cases_into_oom_entries(tmp_path):
-    bench = {"repeats": 1, "warmup": 0, "sampler_interval_s": 0.05, "energy_min_s": 0.1,
-             "scaling": {"lengths": [8, 16], "tokens_per_batch": 32, "slope_min_length": 8, "d_model": 16,
-                         "n_atoms": 8, "kernel_size": 3, "n_heads": 2, "linformer_k": 4,
-                         "sdgm_decoders": ["chunked"], "batch_view": {"batch_size": 1, "lengths": [8, 16]}}}
+    bench = {
+        "repeats": 1,
+        "warmup": 0,
+        "sampler_interval_s": 0.05,
+        "energy_min_s": 0.1,
+        "scaling": {
+            "lengths": [8, 16],
+            "tokens_per_batch": 32,
+            "slope_min_length": 8,
+            "d_model": 16,
+            "n_atoms": 8,
+            "kernel_size": 3,
+            "n_heads": 2,
+            "linformer_k": 4,
+            "sdgm_decoders": ["chunked"],
+            "batch_view": {"batch_size": 1, "lengths": [8, 16]},
+        },
+    }
     out = tmp_path / "scaling.json"
     scaling_from_config(bench, {"device": "cpu"}, out, memory_cap_bytes=1, rates=RATES, log=lambda *a: None)
     rec = json.loads(out.read_text())
-    assert rec["settings"]["memory_cap_bytes"] == 1 and rec["settings"]["models"] == ["sdgm_chunked", "attention",
-                                                                                      "linformer"]
+    assert rec["settings"]["memory_cap_bytes"] == 1 and rec["settings"]["models"] == [
+        "sdgm_chunked",
+        "attention",
+        "linformer",
+    ]
     first = {(r["view"], r["model"], r["mode"]): r for r in reversed(rec["results"])}  # each one's shortest L
     assert all(r["status"] == "oom" and "memory cap" in r["error"] for r in first.values())
     # after an OOM the longer lengths of that layer are not tried
     assert all(r["status"] == "skipped" and "shorter length" in r["reason"] for r in rec["results"] if r["L"] == 16)
-    assert all(f["time"]["slope"] is None for models in rec["slopes"].values() for modes in models.values()
-               for f in modes.values())
-    assert all(r["over_attention_time"] is None and "oom" in r["na"]["over_attention_time"]
-               for r in rec["ratios"] if r["L"] == 8)
+    assert all(
+        f["time"]["slope"] is None
+        for models in rec["slopes"].values()
+        for modes in models.values()
+        for f in modes.values()
+    )
+    assert all(
+        r["over_attention_time"] is None and "oom" in r["na"]["over_attention_time"]
+        for r in rec["ratios"]
+        if r["L"] == 8
+    )
     table = bench_report.scaling_table(rec)
     assert set(table["status"]) == {"oom", "skipped"}
     assert table["ms_per_sequence"].str.startswith("n/a (").all()
@@ -356,8 +476,14 @@ class Hungry(torch.nn.Module):
 def test_a_real_out_of_memory_is_recorded_not_raised():
     rec = scaling_benchmark([8, 16, 32], 64, layers={"hungry": Hungry}, **TINY)
     status = {(r["L"], r["mode"]): r["status"] for r in rec["results"]}
-    assert status == {(8, "forward"): "ok", (8, "forward_backward"): "ok", (16, "forward"): "oom",
-                      (16, "forward_backward"): "oom", (32, "forward"): "skipped", (32, "forward_backward"): "skipped"}
+    assert status == {
+        (8, "forward"): "ok",
+        (8, "forward_backward"): "ok",
+        (16, "forward"): "oom",
+        (16, "forward_backward"): "oom",
+        (32, "forward"): "skipped",
+        (32, "forward_backward"): "skipped",
+    }
     ok = next(r for r in rec["results"] if r["status"] == "ok")
     assert "no cost model" in ok["na"]["floor"] and "floor" not in ok  # a layer without cost(): no floor, a reason
     assert rec["slopes"]["tokens"]["hungry"]["forward"]["time"]["slope"] is None
@@ -411,16 +537,29 @@ def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("tp")
-    run_training(toy_tokens, root / "run", root / "ckpt", root / "run" / "metrics.json", corpus="toy",
-                 experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 8, "n_atoms": 4},
-                 train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
-                 progress=False)
+    run_training(
+        toy_tokens,
+        root / "run",
+        root / "ckpt",
+        root / "run" / "metrics.json",
+        corpus="toy",
+        experiment="sdgm",
+        model_name="sdgm",
+        model_overrides={"d_model": 8, "n_atoms": 4},
+        train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
+        progress=False,
+    )
     return root / "run"
 
 
 def test_throughput_record_of_a_trained_run(trained_run, tmp_path):
-    bench = {"repeats": 2, "warmup": 1, "sampler_interval_s": 0.01, "energy_min_s": 0.1,
-             "throughput": {"score_batch_size": 4, "generate_new_tokens": 20, "generate_batch_sizes": [1, 2]}}
+    bench = {
+        "repeats": 2,
+        "warmup": 1,
+        "sampler_interval_s": 0.01,
+        "energy_min_s": 0.1,
+        "throughput": {"score_batch_size": 4, "generate_new_tokens": 20, "generate_batch_sizes": [1, 2]},
+    }
     out = tmp_path / "toy" / "sdgm-s0.json"
     rec = throughput_for_run(trained_run, trained_run / "metrics.json", out, bench)
     assert json.loads(out.read_text()) == rec
@@ -463,8 +602,10 @@ def test_energy_per_token_refuses_a_counter_that_did_not_advance():
 
 
 def test_table_cells_shorten_cuda_out_of_memory_messages():
-    msg = ("CUDA out of memory. Tried to allocate 32.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which "
-           "14.17 GiB is free. Including non-PyTorch memory, this process has 65.00 GiB memory in use.")
+    msg = (
+        "CUDA out of memory. Tried to allocate 32.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which "
+        "14.17 GiB is free. Including non-PyTorch memory, this process has 65.00 GiB memory in use."
+    )
     assert bench_report._fmt(None, 3, msg) == "n/a (out of memory, allocating 32.00 GiB)"
     assert bench_report._fmt(None, 3, OUT_OF_MEMORY) == na(OUT_OF_MEMORY)
     assert bench_report._fmt(None, 3, "no GPU") == "n/a (no GPU)"

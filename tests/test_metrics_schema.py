@@ -1,5 +1,6 @@
 """metrics.json follows sdgm/common/schemas/metrics.schema.json: the writer checks a record before writing it, the
 report refuses a file that breaks it, and either names the field."""
+
 from __future__ import annotations
 
 import copy
@@ -26,11 +27,26 @@ TINY = {"sdgm": {"d_model": 8, "n_atoms": 4}, "lstm": {"d_embed": 8, "d_hidden":
 
 
 def tiny_run(tokens, tmp_path, model: str) -> dict:
-    return run_training(tokens, tmp_path / "run", tmp_path / "ckpt", tmp_path / "run" / "metrics.json",
-                        corpus="toy", experiment=model, model_name=model, model_overrides=TINY[model],
-                        train_overrides={"seq_len": 8, "batch_size": 4, "max_steps": 3, "eval_every_steps": 3,
-                                         "eval_max_windows": 4, "device": "cpu"},
-                        seed=0, progress=False)
+    return run_training(
+        tokens,
+        tmp_path / "run",
+        tmp_path / "ckpt",
+        tmp_path / "run" / "metrics.json",
+        corpus="toy",
+        experiment=model,
+        model_name=model,
+        model_overrides=TINY[model],
+        train_overrides={
+            "seq_len": 8,
+            "batch_size": 4,
+            "max_steps": 3,
+            "eval_every_steps": 3,
+            "eval_max_windows": 4,
+            "device": "cpu",
+        },
+        seed=0,
+        progress=False,
+    )
 
 
 def test_the_schema_is_a_valid_json_schema_and_fixes_the_version():
@@ -71,10 +87,17 @@ def base_record() -> dict:
     shipped = REPO / "results" / "h100" / "runs" / "ptb" / "sdgm-s0" / "metrics.json"
     if shipped.exists():
         return json.loads(shipped.read_text())
-    return {"schema": METRICS_SCHEMA_VERSION, "experiment": "sdgm", "model": "sdgm", "corpus": "ptb", "seed": 0,
-            "provenance": {"git_commit": "abc", "device": "cpu"},
-            "metrics": {"val_ppl": 150.0, "params": 10, "causal_audit": {"passed": True, "max_logit_change": 0.0}},
-            "na": {}, "history": {"train": [{"step": 1, "loss": 5.0}], "val": []}}
+    return {
+        "schema": METRICS_SCHEMA_VERSION,
+        "experiment": "sdgm",
+        "model": "sdgm",
+        "corpus": "ptb",
+        "seed": 0,
+        "provenance": {"git_commit": "abc", "device": "cpu"},
+        "metrics": {"val_ppl": 150.0, "params": 10, "causal_audit": {"passed": True, "max_logit_change": 0.0}},
+        "na": {},
+        "history": {"train": [{"step": 1, "loss": 5.0}], "val": []},
+    }
 
 
 def _drop(*keys):
@@ -83,6 +106,7 @@ def _drop(*keys):
         for k in keys[:-1]:
             target = target[k]
         del target[keys[-1]]
+
     return change
 
 
@@ -94,6 +118,7 @@ def _set(*keys_and_value):
         for k in keys[:-1]:
             target = target[k]
         target[keys[-1]] = value
+
     return change
 
 
@@ -116,15 +141,27 @@ VIOLATIONS = {
     "parameters as float": (_set("metrics", "params", 1234.5), "metrics.params", "must be a positive integer"),
     "no parameters": (_set("metrics", "params", 0), "metrics.params", "must be a positive integer"),
     "cosine above 1": (_set("metrics", "cosine_val", 1.5), "metrics.cosine_val", "must be a number in [-1, 1]"),
-    "negative speed": (_set("metrics", "train_tokens_per_s", -1.0), "metrics.train_tokens_per_s",
-                       "must be a finite number > 0"),
-    "audit without verdict": (_drop("metrics", "causal_audit", "passed"), "metrics.causal_audit.passed",
-                              "missing required key"),
-    "audit verdict as text": (_set("metrics", "causal_audit", "passed", "yes"), "metrics.causal_audit.passed",
-                              "must be a boolean"),
+    "negative speed": (
+        _set("metrics", "train_tokens_per_s", -1.0),
+        "metrics.train_tokens_per_s",
+        "must be a finite number > 0",
+    ),
+    "audit without verdict": (
+        _drop("metrics", "causal_audit", "passed"),
+        "metrics.causal_audit.passed",
+        "missing required key",
+    ),
+    "audit verdict as text": (
+        _set("metrics", "causal_audit", "passed", "yes"),
+        "metrics.causal_audit.passed",
+        "must be a boolean",
+    ),
     "reason not text": (_set("na", "cosine_val", None), "na.cosine_val", "must be a non-empty string"),
-    "history point without number": (_set("history", "train", 0, "loss", "5.1"), "history.train[0].loss",
-                                     "must be a finite number or null"),
+    "history point without number": (
+        _set("history", "train", 0, "loss", "5.1"),
+        "history.train[0].loss",
+        "must be a finite number or null",
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """SDGM: shapes, every loss term and the decoder against slow references (values and gradients), causality."""
+
 import math
 
 import pytest
@@ -26,7 +27,6 @@ def small(**kw) -> SDGM:
     return build_model("sdgm", V, d_model=D, n_atoms=K, seq_len=L, **kw)
 
 
-
 @pytest.mark.parametrize("head", ["linear", "pointer"])
 def test_shapes(head):
     m = small(head=head, delta=0.1)
@@ -40,7 +40,9 @@ def test_shapes(head):
     assert set(stats) == {"nll", "mse", "stft", "prior"}
     loss.backward()
     grads = {n: p.grad for n, p in m.named_parameters()}
-    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [n for n, g in grads.items() if g is None]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [
+        n for n, g in grads.items() if g is None
+    ]
 
 
 def test_too_long_sequence_is_refused():
@@ -92,8 +94,8 @@ def test_stft_magnitude_matches_reference(L_sig, n_fft, hop):
     w = torch.randn_like(slow)
     # gradient where magnitudes are not near 0 (|z| is not differentiable at 0)
     mask = (slow > 1e-3).double()
-    g_fast, = torch.autograd.grad((fast.double() * w * mask).sum(), x)
-    g_slow, = torch.autograd.grad((slow * w * mask).sum(), x)
+    (g_fast,) = torch.autograd.grad((fast.double() * w * mask).sum(), x)
+    (g_slow,) = torch.autograd.grad((slow * w * mask).sum(), x)
     torch.testing.assert_close(g_fast, g_slow, rtol=1e-3, atol=1e-3)
 
 

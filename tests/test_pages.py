@@ -1,4 +1,5 @@
 """The collected samples page, the HTML tables and results/README.md, from real sample files and metrics records."""
+
 import json
 
 import pytest
@@ -30,17 +31,31 @@ def _run(root, corpus, experiment, seed, *, gmm=False, leaks=False):
     sample.parent.mkdir(parents=True, exist_ok=True)
     write_samples(run_dir, gmm_path, sample, prompt="w1", n_samples=3, n_tokens=12, seed=seed)
     metrics = run_dir / "metrics.json"
-    metrics.write_text(json.dumps(metrics_record(experiment, corpus, seed, 123.4, model="sdgm",
-                                                 causal_change=1.0 if leaks else 0.0,
-                                                 timestamp=f"2026-01-0{seed + 1}T00:00:00Z")))
+    metrics.write_text(
+        json.dumps(
+            metrics_record(
+                experiment,
+                corpus,
+                seed,
+                123.4,
+                model="sdgm",
+                causal_change=1.0 if leaks else 0.0,
+                timestamp=f"2026-01-0{seed + 1}T00:00:00Z",
+            )
+        )
+    )
     return sample, metrics
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("res")
-    made = [_run(root, "ptb", "leaky", 0, leaks=True), _run(root, "ptb", "sdgm", 1, gmm=True),
-            _run(root, "ptb", "sdgm", 0, gmm=True), _run(root, "wikitext2", "sdgm", 0)]
+    made = [
+        _run(root, "ptb", "leaky", 0, leaks=True),
+        _run(root, "ptb", "sdgm", 1, gmm=True),
+        _run(root, "ptb", "sdgm", 0, gmm=True),
+        _run(root, "wikitext2", "sdgm", 0),
+    ]
     return root, [s for s, _ in made], [m for _, m in made]
 
 
@@ -64,17 +79,20 @@ def test_samples_page_labels_every_model(runs):
     md = md_path.read_text()
     entries = pages.sample_entries(samples, metrics)
     # one entry per corpus and experiment, from the lowest seed, experiments in the order the files were given
-    assert [(e["corpus"], e["experiment"], e["seed"]) for e in entries] == \
-        [("ptb", "leaky", 0), ("ptb", "sdgm", 0), ("wikitext2", "sdgm", 0)]
+    assert [(e["corpus"], e["experiment"], e["seed"]) for e in entries] == [
+        ("ptb", "leaky", 0),
+        ("ptb", "sdgm", 0),
+        ("wikitext2", "sdgm", 0),
+    ]
     assert entries[1]["seeds"] == [0, 1]
     assert "### sdgm: model sdgm, corpus ptb, seed 0, validation perplexity 123.4" in md
     assert "### leaky (non-causal): model sdgm, corpus ptb, seed 0" in md and pages.LEAK_NOTE in md
     assert "12 new tokens each" in md and "prompt 'w1', temperature 1.0, top_k off, seed 0" in md
     assert "[`sdgm-s0.txt`](../samples/ptb/sdgm-s0.txt)" in md  # relative to the page
-    sdgm = md[md.index("### sdgm: model sdgm, corpus ptb"):md.index("## wikitext2")]
+    sdgm = md[md.index("### sdgm: model sdgm, corpus ptb") : md.index("## wikitext2")]
     assert sdgm.count("autoregressive (tokens") == pages.SAMPLES_SHOWN
     assert sdgm.count("GMM-sampled coefficients") == pages.SAMPLES_SHOWN
-    assert "GMM-sampled" not in md[md.index("## wikitext2"):]  # no GMM, no GMM samples
+    assert "GMM-sampled" not in md[md.index("## wikitext2") :]  # no GMM, no GMM samples
     html = html_path.read_text()
     assert "<h2>ptb</h2>" in html and "(non-causal)" in html
     assert "<unk>" not in html and "<eos>" not in html  # tokens are escaped, never taken for tags
@@ -98,11 +116,16 @@ def test_results_readme_links_and_embeds(runs):
     (tables / "ablation.md").write_text("| x |\n|---|\n| 1 |\n")
     (figs / "training_curves.png").write_bytes(b"png")
     run_pngs = [figs / "ptb" / "sdgm-s0" / f"{n}.png" for n in ("atoms", "gmm_bic")]
-    text = pages.results_readme(root / "README.md", tables / "main.md", [tables / "main.md", tables / "ablation.md"],
-                                  [figs / "training_curves.png"], [("ptb", "sdgm-s0", run_pngs)], metrics,
-                                  [root / "runs" / "ptb" / "sdgm-s0" / "gmm.npz"],
-                                  {"experiments": ["sdgm", "leaky"], "corpora": ["ptb", "wikitext2"], "seeds": [0, 1],
-                                   "seq_len": L})
+    text = pages.results_readme(
+        root / "README.md",
+        tables / "main.md",
+        [tables / "main.md", tables / "ablation.md"],
+        [figs / "training_curves.png"],
+        [("ptb", "sdgm-s0", run_pngs)],
+        metrics,
+        [root / "runs" / "ptb" / "sdgm-s0" / "gmm.npz"],
+        {"experiments": ["sdgm", "leaky"], "corpora": ["ptb", "wikitext2"], "seeds": [0, 1], "seq_len": L},
+    )
     assert (root / "README.md").read_text() == text
     assert "| sdgm | 123.4 |" in text  # the main table, embedded as written
     assert "[`tables/ablation.md`](tables/ablation.md) | see the caption in the HTML report |" in text
@@ -114,6 +137,13 @@ def test_results_readme_links_and_embeds(runs):
 
 
 def test_a_missing_perplexity_is_labelled_with_its_reason():
-    entry = {"experiment": "sdgm", "leaks": False, "model": "sdgm", "corpus": "ptb", "seed": 0, "val_ppl": None,
-             "val_ppl_na": "training diverged"}
+    entry = {
+        "experiment": "sdgm",
+        "leaks": False,
+        "model": "sdgm",
+        "corpus": "ptb",
+        "seed": 0,
+        "val_ppl": None,
+        "val_ppl_na": "training diverged",
+    }
     assert pages._label(entry).endswith("validation perplexity n/a (training diverged)")

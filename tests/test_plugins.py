@@ -3,6 +3,7 @@
 A plug-in is installed for real: a distribution's metadata (dist-info with entry_points.txt) and its module on
 sys.path, which is all importlib.metadata reads, or the example package itself installed with pip.
 """
+
 import json
 import shutil
 import subprocess
@@ -50,8 +51,13 @@ def install(root: Path, monkeypatch, dist: str, entries: dict[str, str], modules
 @pytest.fixture
 def example(tmp_path, monkeypatch):
     """The example package (examples/ema-mixer), installed as its pyproject declares it."""
-    install(tmp_path / "site", monkeypatch, "sdgm-bench-ema-mixer", {"ema_mixer": "ema_mixer:EMAMixer"},
-            {"ema_mixer": (EXAMPLE / "ema_mixer.py").read_text()})
+    install(
+        tmp_path / "site",
+        monkeypatch,
+        "sdgm-bench-ema-mixer",
+        {"ema_mixer": "ema_mixer:EMAMixer"},
+        {"ema_mixer": (EXAMPLE / "ema_mixer.py").read_text()},
+    )
     return tmp_path / "site"
 
 
@@ -67,11 +73,14 @@ def test_installed_model_is_found_built_and_passes_the_contract(example):
     assert list(catalog.models())[:6] == list(catalog.MODELS) and "ema_mixer" in catalog.models()
     audit = check_model("ema_mixer", vocab_size=40, seq_len=12, d_model=8)
     assert audit["passed"] and audit["declared_causal"]
-    assert not catalog.has_mixing_vectors("ema_mixer") and catalog.options("ema_mixer") == {"seq_len", "d_model",
-                                                                                             "decay"}
+    assert not catalog.has_mixing_vectors("ema_mixer") and catalog.options("ema_mixer") == {
+        "seq_len",
+        "d_model",
+        "decay",
+    }
 
 
-ANY_LENGTH = '''
+ANY_LENGTH = """
 from dataclasses import dataclass
 from ema_mixer import EMAMixer
 
@@ -86,17 +95,17 @@ class AnyLengthConfig:  # no seq_len field: the model takes any length
 
 class AnyLength(EMAMixer):
     Config = AnyLengthConfig
-'''
+"""
 
 
-def test_build_model_sets_the_shared_context_length_only_where_the_config_has_the_field(example, tmp_path,
-                                                                                        monkeypatch):
+def test_build_model_sets_the_shared_context_length_only_where_the_config_has_the_field(example, tmp_path, monkeypatch):
     """One rule for every caller (training, the device and untrained benchmarks, the contract): seq_len goes into the
     model's config where its dataclass has the field, is left out where not, and an option of its own must agree."""
     from sdgm.models.registry import build_model, model_options
 
-    install(tmp_path / "more", monkeypatch, "any-length", {"any_length": "any_length:AnyLength"},
-            {"any_length": ANY_LENGTH})
+    install(
+        tmp_path / "more", monkeypatch, "any-length", {"any_length": "any_length:AnyLength"}, {"any_length": ANY_LENGTH}
+    )
     assert build_model("ema_mixer", 40, seq_len=12, d_model=8).cfg.seq_len == 12
     assert build_model("any_length", 40, seq_len=12).max_context == 64
     assert model_options("any_length", {"d_model": 8}, 12) == {"d_model": 8}
@@ -110,8 +119,11 @@ def test_config_takes_a_plugin_and_checks_its_options(example):
     cfg = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
     check_config(cfg)
     cfg["models"]["ema_mixer"]["n_layer"] = 2
-    with pytest.raises(ConfigError, match=r"^models\.ema_mixer\.n_layer: model 'ema_mixer' \(package "
-                                          r"'sdgm-bench-ema-mixer'\) has no option 'n_layer'; its options: "):
+    with pytest.raises(
+        ConfigError,
+        match=r"^models\.ema_mixer\.n_layer: model 'ema_mixer' \(package "
+        r"'sdgm-bench-ema-mixer'\) has no option 'n_layer'; its options: ",
+    ):
         check_config(cfg)
     del cfg["models"]["ema_mixer"]["n_layer"]
     cfg["gmm"]["experiments"] = ["ema_mixer"]
@@ -119,18 +131,25 @@ def test_config_takes_a_plugin_and_checks_its_options(example):
         check_config(cfg)
 
 
-@pytest.mark.parametrize("entries,modules,message", [
-    ({"sdgm": "ema_mixer:EMAMixer"}, {}, r"package 'clash' registers model 'sdgm' .* is a built-in model"),
-    ({"plain": "plain:Plain"}, {"plain": "import torch\nclass Plain(torch.nn.Module):\n    pass\n"},
-     r"model 'plain' \(from package 'clash'\): plain:Plain is not a subclass of sdgm.models.interface.LanguageModel"),
-    ({"noconf": "noconf:NoConf"}, {"noconf": "from sdgm.models.interface import LanguageModel\n"
-                                             "class NoConf(LanguageModel):\n    pass\n"},
-     r"model 'noconf' \(from package 'clash'\): noconf:NoConf has no class attribute `Config`"),
-    ({"broken": "ema_mixer"}, {}, r"package 'clash' registers model 'broken' .*: the entry must be 'module:Class'"),
-    ({"gone": "no_such_module:Model"}, {}, r"model 'gone' \(from package 'clash'\): cannot import no_such_module"),
-])
-def test_a_bad_plugin_is_one_clear_error_naming_its_package(example, tmp_path, monkeypatch, entries, modules,
-                                                             message):
+@pytest.mark.parametrize(
+    "entries,modules,message",
+    [
+        ({"sdgm": "ema_mixer:EMAMixer"}, {}, r"package 'clash' registers model 'sdgm' .* is a built-in model"),
+        (
+            {"plain": "plain:Plain"},
+            {"plain": "import torch\nclass Plain(torch.nn.Module):\n    pass\n"},
+            r"model 'plain' \(from package 'clash'\): plain:Plain is not a subclass of sdgm.models.interface.LanguageModel",
+        ),
+        (
+            {"noconf": "noconf:NoConf"},
+            {"noconf": "from sdgm.models.interface import LanguageModel\nclass NoConf(LanguageModel):\n    pass\n"},
+            r"model 'noconf' \(from package 'clash'\): noconf:NoConf has no class attribute `Config`",
+        ),
+        ({"broken": "ema_mixer"}, {}, r"package 'clash' registers model 'broken' .*: the entry must be 'module:Class'"),
+        ({"gone": "no_such_module:Model"}, {}, r"model 'gone' \(from package 'clash'\): cannot import no_such_module"),
+    ],
+)
+def test_a_bad_plugin_is_one_clear_error_naming_its_package(example, tmp_path, monkeypatch, entries, modules, message):
     install(tmp_path / "clash", monkeypatch, "clash", entries, modules)
     cfg = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
     name = next(iter(entries))
@@ -141,28 +160,46 @@ def test_a_bad_plugin_is_one_clear_error_naming_its_package(example, tmp_path, m
 
 def test_two_packages_registering_one_name_are_refused(example, tmp_path, monkeypatch):
     install(tmp_path / "second", monkeypatch, "second", {"ema_mixer": "ema_mixer:EMAMixer"}, {})
-    with pytest.raises(catalog.PluginError, match="'sdgm-bench-ema-mixer' registers 'ema_mixer' too|"
-                                                  "'second' registers 'ema_mixer' too"):
+    with pytest.raises(
+        catalog.PluginError, match="'sdgm-bench-ema-mixer' registers 'ema_mixer' too|'second' registers 'ema_mixer' too"
+    ):
         catalog.entry("ema_mixer")
 
 
-def test_a_leaky_plugin_is_caught_by_the_contract_the_audit_and_the_tables(example, tmp_path, monkeypatch,
-                                                                          toy_tokens):
+def test_a_leaky_plugin_is_caught_by_the_contract_the_audit_and_the_tables(example, tmp_path, monkeypatch, toy_tokens):
     install(tmp_path / "leaky", monkeypatch, "leaky", {"peeking": "peeking:Peeking"}, {"peeking": LEAKY})
     with pytest.raises(ContractError, match="model 'peeking': declares causal = True, but the largest change"):
         check_model("peeking", vocab_size=40, seq_len=12, d_model=8)
     recs = []
     for name in ("ema_mixer", "peeking"):
         out = tmp_path / name
-        run_training(toy_tokens, out, tmp_path / "ck" / name, out / "metrics.json", corpus="ptb", experiment=name,
-                     model_name=name, model_overrides={"d_model": 8}, seed=0, progress=False,
-                     train_overrides={"seq_len": 16, "batch_size": 8, "max_steps": 4, "lr": 1e-2, "device": "cpu",
-                                      "log_every_steps": 2})
+        run_training(
+            toy_tokens,
+            out,
+            tmp_path / "ck" / name,
+            out / "metrics.json",
+            corpus="ptb",
+            experiment=name,
+            model_name=name,
+            model_overrides={"d_model": 8},
+            seed=0,
+            progress=False,
+            train_overrides={
+                "seq_len": 16,
+                "batch_size": 8,
+                "max_steps": 4,
+                "lr": 1e-2,
+                "device": "cpu",
+                "log_every_steps": 2,
+            },
+        )
         recs.append(out / "metrics.json")
     audits = [json.loads(p.read_text())["metrics"]["causal_audit"] for p in recs]
     assert audits[0]["passed"] and not audits[1]["passed"] and audits[1]["declared_causal"]
     metrics = [json.loads(p.read_text()) for p in recs]
-    assert metrics[0]["metrics"]["flops_per_token"] is None and "does not implement" in metrics[0]["na"]["flops_per_token"]
+    assert (
+        metrics[0]["metrics"]["flops_per_token"] is None and "does not implement" in metrics[0]["na"]["flops_per_token"]
+    )
     build_report(recs, tmp_path / "tables", tmp_path / "figures")
     main = (tmp_path / "tables" / "main.md").read_text()
     assert "peeking (non-causal)" in main and "LEAKS future tokens" in main
@@ -175,13 +212,44 @@ def test_example_package_runs_through_the_quick_dag_beside_sdgm(tmp_path):
     config: its row stands in the tables beside SDGM's."""
     src = tmp_path / "src"
     shutil.copytree(EXAMPLE, src)
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(tmp_path / "site"), str(src)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(tmp_path / "site"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
-                        str(EXAMPLE / "config.yaml"), "--cores", "2", "--show-failed-logs"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(EXAMPLE / "config.yaml"),
+            "--cores",
+            "2",
+            "--show-failed-logs",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     res = tmp_path / "results-ema-mixer"
     main = (res / "tables" / "main.csv").read_text()

@@ -31,8 +31,9 @@ def metric_files(tmp_path) -> list[Path]:
         metrics_record("sdgm", "wikitext2", 1, 110.0),
         metrics_record("sdgm", "ptb", 0, 150.0),
         metrics_record("my_new_baseline", "wikitext2", 0, 120.0),
-        metrics_record("lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25,
-                na={"cosine_val": NO_RECONSTRUCTION}),
+        metrics_record(
+            "lstm", "wikitext2", 0, 130.0, cosine=None, mem_ppl=101.25, na={"cosine_val": NO_RECONSTRUCTION}
+        ),
     ]
     return [write_metrics(tmp_path, r) for r in recs]
 
@@ -49,6 +50,7 @@ def _row(df: pd.DataFrame, experiment: str, corpus: str) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- aggregation
+
 
 def test_aggregate_numbers():
     a = report.aggregate([100.0, 110.0])
@@ -68,6 +70,7 @@ def test_format_aggregate():
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def test_load_metrics_adds_path(records, metric_files):
     assert [r["_path"] for r in records] == [str(p) for p in metric_files]
@@ -135,19 +138,47 @@ def test_duplicate_seed_rejected(tmp_path):
 
 # --------------------------------------------------------------------------- table
 
+
 def test_main_table_columns_and_order(records):
     df = report.main_table(records, report.load_paper())
     assert list(df.columns) == [
-        "experiment", "model", "corpus", "seeds", "causal", "val_ppl", "val_ppl_paper", "val_ppl_diff",
-        "test_ppl", "val_ppl_mem", "test_ppl_mem", "params_m", "params_m_paper", "params_m_diff",
-        "cosine", "cosine_paper", "cosine_diff", "train_tokens_per_s", "train_tokens_per_s_paper",
-        "train_tokens_per_s_diff", "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff"]
+        "experiment",
+        "model",
+        "corpus",
+        "seeds",
+        "causal",
+        "val_ppl",
+        "val_ppl_paper",
+        "val_ppl_diff",
+        "test_ppl",
+        "val_ppl_mem",
+        "test_ppl_mem",
+        "params_m",
+        "params_m_paper",
+        "params_m_diff",
+        "cosine",
+        "cosine_paper",
+        "cosine_diff",
+        "train_tokens_per_s",
+        "train_tokens_per_s_paper",
+        "train_tokens_per_s_diff",
+        "peak_mem_gb",
+        "peak_mem_gb_paper",
+        "peak_mem_gb_diff",
+    ]
     assert list(zip(df.corpus, df.experiment)) == [  # per corpus, experiments in the order their files were given
-        ("ptb", "sdgm"), ("wikitext2", "sdgm"), ("wikitext2", "my_new_baseline"),
-        ("wikitext2", "lstm")]
+        ("ptb", "sdgm"),
+        ("wikitext2", "sdgm"),
+        ("wikitext2", "my_new_baseline"),
+        ("wikitext2", "lstm"),
+    ]
     reordered = report.main_table(records[3:] + records[:3], report.load_paper())
     assert list(zip(reordered.corpus, reordered.experiment)) == [
-        ("ptb", "sdgm"), ("wikitext2", "my_new_baseline"), ("wikitext2", "lstm"), ("wikitext2", "sdgm")]
+        ("ptb", "sdgm"),
+        ("wikitext2", "my_new_baseline"),
+        ("wikitext2", "lstm"),
+        ("wikitext2", "sdgm"),
+    ]
 
 
 def test_main_table_values(records):
@@ -203,13 +234,17 @@ def test_missing_is_never_zero_or_blank(records):
 
 # --------------------------------------------------------------------------- causality
 
+
 def test_leaking_rows_are_marked_and_never_compared(tmp_path):
-    recs = [metrics_record("sdgm", "wikitext2", 0, 100.0),
-            # a leaking run under a name that has a paper number: the number is shown, the difference is not
-            metrics_record("transformer_xl", "wikitext2", 0, 20.0, causal_change=0.85),
-            metrics_record("linformer_noncausal", "ptb", 0, 40.0, causal_change=0.5),
-            # one leaking seed out of two marks the whole row
-            metrics_record("mixed", "ptb", 0, 90.0), metrics_record("mixed", "ptb", 1, 80.0, causal_change=2e-3)]
+    recs = [
+        metrics_record("sdgm", "wikitext2", 0, 100.0),
+        # a leaking run under a name that has a paper number: the number is shown, the difference is not
+        metrics_record("transformer_xl", "wikitext2", 0, 20.0, causal_change=0.85),
+        metrics_record("linformer_noncausal", "ptb", 0, 40.0, causal_change=0.5),
+        # one leaking seed out of two marks the whole row
+        metrics_record("mixed", "ptb", 0, 90.0),
+        metrics_record("mixed", "ptb", 1, 80.0, causal_change=2e-3),
+    ]
     recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
     paper = report.load_paper()
     df = report.main_table(recs, paper)
@@ -228,8 +263,10 @@ def test_leaking_rows_are_marked_and_never_compared(tmp_path):
     assert math.isnan(t.val_ppl_diff) and t.val_ppl_paper == pytest.approx(32.1)
     assert _row(num, "sdgm", "wikitext2").causal == True  # noqa: E712
     md = report.to_markdown(df)
-    assert "| transformer_xl (non-causal) | transformer_xl | wikitext2 | 1 | LEAKS future tokens | 20.0 | 32.1 | " \
-           f"{na(LEAKS_FUTURE)} |" in md
+    assert (
+        "| transformer_xl (non-causal) | transformer_xl | wikitext2 | 1 | LEAKS future tokens | 20.0 | 32.1 | "
+        f"{na(LEAKS_FUTURE)} |" in md
+    )
 
 
 def test_unaudited_runs_say_so(tmp_path):
@@ -239,8 +276,9 @@ def test_unaudited_runs_say_so(tmp_path):
     assert row.val_ppl_diff == "+42.9"  # not known to leak: compared as usual
 
 
-@pytest.mark.parametrize("audit", [{"passed": "yes"}, {"max_logit_change": 0.0}, [0.0],
-                                   {"passed": True, "max_logit_change": "0"}])
+@pytest.mark.parametrize(
+    "audit", [{"passed": "yes"}, {"max_logit_change": 0.0}, [0.0], {"passed": True, "max_logit_change": "0"}]
+)
 def test_malformed_causal_audit_names_file(tmp_path, audit):
     rec = metrics_record("sdgm", "wikitext2", 0, 100.0)
     rec["metrics"]["causal_audit"] = audit
@@ -278,6 +316,7 @@ def test_main_table_numeric(records):
 
 # --------------------------------------------------------------------------- files
 
+
 def test_write_table(records, tmp_path):
     df = report.main_table(records, report.load_paper())
     stem = tmp_path / "out" / "nested" / "main"
@@ -314,6 +353,7 @@ def test_write_table(records, tmp_path):
 
 # --------------------------------------------------------------------------- figure
 
+
 def test_plot_training_curves(records, tmp_path):
     png, pdf = report.plot_training_curves(records, tmp_path / "fig" / "training_curves")
     assert png.exists() and pdf.exists()
@@ -325,8 +365,10 @@ def test_plot_training_curves(records, tmp_path):
 
 
 def test_plot_skips_empty_history(tmp_path):
-    recs = [metrics_record("sdgm", "wikitext2", 0, 100.0),
-            metrics_record("lstm", "wikitext2", 0, 130.0, history={"train": [], "val": []})]
+    recs = [
+        metrics_record("sdgm", "wikitext2", 0, 100.0),
+        metrics_record("lstm", "wikitext2", 0, 130.0, history={"train": [], "val": []}),
+    ]
     recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
     png, _ = report.plot_training_curves(recs, tmp_path / "f" / "tc")
     assert png.stat().st_size > 10_000
@@ -341,12 +383,16 @@ def test_plot_no_runs(tmp_path):
 
 # --------------------------------------------------------------------------- end to end
 
+
 def test_build_report(metric_files, tmp_path):
     written = report.build_report(metric_files, tmp_path / "tables", tmp_path / "figures")
-    expected = {tmp_path / "tables" / f"{n}.{e}" for n in ("main", "ablations", "reconstruction")
-                for e in ("csv", "md", "tex")} | \
-               {tmp_path / "figures" / f"{n}.{e}" for n in ("training_curves", "ablations", "ppl_vs_atoms")
-                for e in ("png", "pdf")}
+    expected = {
+        tmp_path / "tables" / f"{n}.{e}" for n in ("main", "ablations", "reconstruction") for e in ("csv", "md", "tex")
+    } | {
+        tmp_path / "figures" / f"{n}.{e}"
+        for n in ("training_curves", "ablations", "ppl_vs_atoms")
+        for e in ("png", "pdf")
+    }
     assert {Path(p) for p in written.values()} == expected
     for p in expected:
         assert p.exists() and p.stat().st_size > 0
@@ -363,13 +409,26 @@ def test_build_report_broken_file(metric_files, tmp_path):
 # --------------------------------------------------------------------------- seeds, ablations, reconstruction
 
 SDGM = {"d_model": 64, "n_atoms": 256, "kernel_size": 3, "beta": 1.0, "gamma": 1.0, "encoder_padding": "causal"}
-ABLATIONS = {"sdgm_beta0": "sdgm", "sdgm_gamma0": "sdgm", "sdgm_k32": "sdgm", "sdgm_k64": "sdgm",
-             "sdgm_centered": "sdgm"}
+ABLATIONS = {
+    "sdgm_beta0": "sdgm",
+    "sdgm_gamma0": "sdgm",
+    "sdgm_k32": "sdgm",
+    "sdgm_k64": "sdgm",
+    "sdgm_centered": "sdgm",
+}
 
 
 def _sdgm(experiment, corpus, seed, val_ppl, cosine=0.41, **options):
-    return metrics_record(experiment, corpus, seed, val_ppl, model="sdgm", cosine=cosine,
-                   model_config={**SDGM, **options}, causal_change=0.3 if "encoder_padding" in options else 0.0)
+    return metrics_record(
+        experiment,
+        corpus,
+        seed,
+        val_ppl,
+        model="sdgm",
+        cosine=cosine,
+        model_config={**SDGM, **options},
+        causal_change=0.3 if "encoder_padding" in options else 0.0,
+    )
 
 
 @pytest.fixture
@@ -377,17 +436,27 @@ def matrix(tmp_path):
     """Three seeds of the main SDGM run and of its ablations on WikiText-2, one seed on PTB, a baseline."""
     recs = []
     for seed, (main, beta0, gamma0, k32, k64) in enumerate(
-            [(100.0, 110.0, 900.0, 130.0, 120.0), (104.0, 112.0, 1100.0, 134.0, 118.0),
-             (108.0, 117.0, 1000.0, 126.0, 116.0)]):
-        recs += [_sdgm("sdgm", "wikitext2", seed, main),
-                 _sdgm("sdgm_beta0", "wikitext2", seed, beta0, cosine=0.30 + 0.02 * seed, beta=0.0),
-                 _sdgm("sdgm_gamma0", "wikitext2", seed, gamma0, gamma=0.0),
-                 _sdgm("sdgm_k32", "wikitext2", seed, k32, n_atoms=32),
-                 _sdgm("sdgm_k64", "wikitext2", seed, k64, n_atoms=64),
-                 metrics_record("gpt2", "wikitext2", seed, 90.0 + seed, cosine=None,
-                         na={"cosine_val": report.NO_RECONSTRUCTION})]
-    recs += [_sdgm("sdgm", "ptb", 0, 150.0), _sdgm("sdgm_centered", "ptb", 0, 20.0, encoder_padding="centered"),
-             _sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32)]
+        [
+            (100.0, 110.0, 900.0, 130.0, 120.0),
+            (104.0, 112.0, 1100.0, 134.0, 118.0),
+            (108.0, 117.0, 1000.0, 126.0, 116.0),
+        ]
+    ):
+        recs += [
+            _sdgm("sdgm", "wikitext2", seed, main),
+            _sdgm("sdgm_beta0", "wikitext2", seed, beta0, cosine=0.30 + 0.02 * seed, beta=0.0),
+            _sdgm("sdgm_gamma0", "wikitext2", seed, gamma0, gamma=0.0),
+            _sdgm("sdgm_k32", "wikitext2", seed, k32, n_atoms=32),
+            _sdgm("sdgm_k64", "wikitext2", seed, k64, n_atoms=64),
+            metrics_record(
+                "gpt2", "wikitext2", seed, 90.0 + seed, cosine=None, na={"cosine_val": report.NO_RECONSTRUCTION}
+            ),
+        ]
+    recs += [
+        _sdgm("sdgm", "ptb", 0, 150.0),
+        _sdgm("sdgm_centered", "ptb", 0, 20.0, encoder_padding="centered"),
+        _sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32),
+    ]
     return report.load_metrics([write_metrics(tmp_path, r) for r in recs])
 
 
@@ -407,17 +476,42 @@ def test_seeds_are_aggregated_exactly(matrix):
 def test_ablation_table(matrix):
     paper = report.load_paper()
     df = report.ablation_table(matrix, paper, ABLATIONS)
-    assert list(df.columns) == report.ABLATION_COLUMNS == [
-        "experiment", "corpus", "ablation", "compared_with", "seeds", "causal",
-        "val_ppl", "val_ppl_paper", "val_ppl_diff", "val_ppl_vs_main", "val_ppl_vs_main_paper",
-        "test_ppl", "test_ppl_vs_main"]
+    assert (
+        list(df.columns)
+        == report.ABLATION_COLUMNS
+        == [
+            "experiment",
+            "corpus",
+            "ablation",
+            "compared_with",
+            "seeds",
+            "causal",
+            "val_ppl",
+            "val_ppl_paper",
+            "val_ppl_diff",
+            "val_ppl_vs_main",
+            "val_ppl_vs_main_paper",
+            "test_ppl",
+            "test_ppl_vs_main",
+        ]
+    )
     assert list(zip(df.corpus, df.experiment)) == [
-        ("ptb", "sdgm"), ("ptb", "sdgm_k32"), ("ptb", "sdgm_centered (non-causal)"),
-        ("wikitext2", "sdgm"), ("wikitext2", "sdgm_beta0"), ("wikitext2", "sdgm_gamma0"),
-        ("wikitext2", "sdgm_k32"), ("wikitext2", "sdgm_k64")]
+        ("ptb", "sdgm"),
+        ("ptb", "sdgm_k32"),
+        ("ptb", "sdgm_centered (non-causal)"),
+        ("wikitext2", "sdgm"),
+        ("wikitext2", "sdgm_beta0"),
+        ("wikitext2", "sdgm_gamma0"),
+        ("wikitext2", "sdgm_k32"),
+        ("wikitext2", "sdgm_k64"),
+    ]
     main = _row(df, "sdgm", "wikitext2")
-    assert (main.ablation, main.compared_with, main.val_ppl, main.val_ppl_paper) == \
-           ("none (main run)", "–", "104.0 ± 4.0", "31.2")
+    assert (main.ablation, main.compared_with, main.val_ppl, main.val_ppl_paper) == (
+        "none (main run)",
+        "–",
+        "104.0 ± 4.0",
+        "31.2",
+    )
     assert (main.val_ppl_vs_main, main.val_ppl_vs_main_paper) == ("0 (main run)", "0 (main run)")
     b = _row(df, "sdgm_beta0", "wikitext2")
     assert (b.ablation, b.compared_with, b.seeds, b.causal) == ("beta = 0.0", "sdgm", 3, "yes")
@@ -427,11 +521,21 @@ def test_ablation_table(matrix):
     assert b.val_ppl_vs_main_paper == "+2.3"  # the paper's 33.5 - 31.2
     assert (b.test_ppl, b.test_ppl_vs_main) == ("108.0 ± 3.6", "+9.0")
     g = _row(df, "sdgm_gamma0", "wikitext2")
-    assert (g.val_ppl, g.val_ppl_paper, g.val_ppl_diff, g.val_ppl_vs_main, g.val_ppl_vs_main_paper) == \
-           ("1000.0 ± 100.0", "35", "+965.0", "+896.0", "+3.8")
+    assert (g.val_ppl, g.val_ppl_paper, g.val_ppl_diff, g.val_ppl_vs_main, g.val_ppl_vs_main_paper) == (
+        "1000.0 ± 100.0",
+        "35",
+        "+965.0",
+        "+896.0",
+        "+3.8",
+    )
     k = _row(df, "sdgm_k32", "wikitext2")
-    assert (k.ablation, k.val_ppl, k.val_ppl_paper, k.val_ppl_diff, k.val_ppl_vs_main_paper) == \
-           ("n_atoms = 32", "130.0 ± 4.0", na(NOT_IN_PAPER), na(NOT_IN_PAPER), na(NOT_IN_PAPER))
+    assert (k.ablation, k.val_ppl, k.val_ppl_paper, k.val_ppl_diff, k.val_ppl_vs_main_paper) == (
+        "n_atoms = 32",
+        "130.0 ± 4.0",
+        na(NOT_IN_PAPER),
+        na(NOT_IN_PAPER),
+        na(NOT_IN_PAPER),
+    )
     assert _row(df, "sdgm_k32", "ptb").val_ppl_vs_main == "+10.0"
     leak = _row(df, "sdgm_centered (non-causal)", "ptb")
     assert (leak.ablation, leak.causal) == ("encoder_padding = centered", "LEAKS future tokens")
@@ -446,10 +550,14 @@ def test_ablation_table(matrix):
 
 
 def test_ablation_table_missing_values_say_why(tmp_path):
-    recs = [_sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32),  # its main run is not among the records
-            _sdgm("sdgm", "wikitext2", 0, 100.0), _sdgm("sdgm", "wikitext2", 1, 102.0),
-            _sdgm("sdgm_beta0", "wikitext2", 0, 110.0, beta=0.0), _sdgm("sdgm_beta0", "wikitext2", 1, 111.0, beta=0.0),
-            _sdgm("sdgm_beta0", "wikitext2", 2, 112.0, beta=0.0)]
+    recs = [
+        _sdgm("sdgm_k32", "ptb", 0, 160.0, n_atoms=32),  # its main run is not among the records
+        _sdgm("sdgm", "wikitext2", 0, 100.0),
+        _sdgm("sdgm", "wikitext2", 1, 102.0),
+        _sdgm("sdgm_beta0", "wikitext2", 0, 110.0, beta=0.0),
+        _sdgm("sdgm_beta0", "wikitext2", 1, 111.0, beta=0.0),
+        _sdgm("sdgm_beta0", "wikitext2", 2, 112.0, beta=0.0),
+    ]
     recs[-1]["metrics"]["val_ppl"] = None
     recs[-1]["na"]["val_ppl"] = "diverged"
     recs = report.load_metrics([write_metrics(tmp_path, r) for r in recs])
@@ -467,18 +575,43 @@ def test_ablation_table_missing_values_say_why(tmp_path):
 
 def test_reconstruction_table(matrix):
     df = report.reconstruction_table(matrix, report.load_paper(), ABLATIONS)
-    assert list(df.columns) == report.RECONSTRUCTION_COLUMNS == [
-        "experiment", "corpus", "ablation", "seeds", "causal", "cosine_val", "cosine_paper", "cosine_diff",
-        "cosine_test"]
+    assert (
+        list(df.columns)
+        == report.RECONSTRUCTION_COLUMNS
+        == [
+            "experiment",
+            "corpus",
+            "ablation",
+            "seeds",
+            "causal",
+            "cosine_val",
+            "cosine_paper",
+            "cosine_diff",
+            "cosine_test",
+        ]
+    )
     assert "gpt2" not in set(df.experiment)  # no reconstruction: no row
-    assert set(zip(df.experiment, df.corpus)) >= {("sdgm", "wikitext2"), ("sdgm_beta0", "wikitext2"),
-                                                  ("sdgm", "ptb"), ("sdgm_centered (non-causal)", "ptb")}
+    assert set(zip(df.experiment, df.corpus)) >= {
+        ("sdgm", "wikitext2"),
+        ("sdgm_beta0", "wikitext2"),
+        ("sdgm", "ptb"),
+        ("sdgm_centered (non-causal)", "ptb"),
+    }
     main = _row(df, "sdgm", "wikitext2")
-    assert (main.ablation, main.cosine_val, main.cosine_paper, main.cosine_diff) == \
-           ("none (main run)", "0.410 ± 0.000", "0.92", "-0.510")
+    assert (main.ablation, main.cosine_val, main.cosine_paper, main.cosine_diff) == (
+        "none (main run)",
+        "0.410 ± 0.000",
+        "0.92",
+        "-0.510",
+    )
     b = _row(df, "sdgm_beta0", "wikitext2")
-    assert (b.ablation, b.cosine_val, b.cosine_paper, b.cosine_diff, b.cosine_test) == \
-           ("beta = 0.0", "0.320 ± 0.020", "0.88", "-0.560", "0.320 ± 0.020")
+    assert (b.ablation, b.cosine_val, b.cosine_paper, b.cosine_diff, b.cosine_test) == (
+        "beta = 0.0",
+        "0.320 ± 0.020",
+        "0.88",
+        "-0.560",
+        "0.320 ± 0.020",
+    )
     assert _row(df, "sdgm_k32", "wikitext2").cosine_paper == na(NOT_IN_PAPER)
     num = report.reconstruction_table_numeric(matrix, report.load_paper(), ABLATIONS)
     nb = num[(num.experiment == "sdgm_beta0")].iloc[0]
@@ -504,8 +637,10 @@ def test_sweep_points_follow_one_option(matrix):
 
 
 def test_ablation_figures(matrix, tmp_path):
-    for paths in (report.plot_ablations(matrix, ABLATIONS, tmp_path / "fig" / "ablations", report.load_paper()),
-                  report.plot_sweep(matrix, ABLATIONS, "n_atoms", tmp_path / "fig" / "ppl_vs_atoms", "K")):
+    for paths in (
+        report.plot_ablations(matrix, ABLATIONS, tmp_path / "fig" / "ablations", report.load_paper()),
+        report.plot_sweep(matrix, ABLATIONS, "n_atoms", tmp_path / "fig" / "ppl_vs_atoms", "K"),
+    ):
         png, pdf = paths
         assert png.suffix == ".png" and pdf.suffix == ".pdf" and pdf.stat().st_size > 1_000
         img = matplotlib.image.imread(png)
@@ -527,16 +662,23 @@ def test_build_report_with_ablations(matrix, tmp_path):
     assert "gpt2" not in set(rec.experiment)
     assert set(pd.read_csv(written["main_csv"]).experiment) == {"sdgm", "gpt2"}
     assert "sdgm\\_beta0" in written["ablations_tex"].read_text() and "$\\pm$" in written["ablations_tex"].read_text()
-    assert "| sdgm_beta0 | wikitext2 | beta = 0.0 | sdgm | 3 | yes | 113.0 ± 3.6 | 33.5 | +79.5 | +9.0 | +2.3 |" \
+    assert (
+        "| sdgm_beta0 | wikitext2 | beta = 0.0 | sdgm | 3 | yes | 113.0 ± 3.6 | 33.5 | +79.5 | +9.0 | +2.3 |"
         in written["ablations_md"].read_text()
+    )
 
 
 def test_write_table_with_footnotes_numbers_each_reason_once_and_keeps_the_csv_whole(tmp_path):
     from sdgm.reporting.render import write_table
 
     long = "not run: predicted peak 19.6 GiB is more than 90% of the memory the host has"
-    df = pd.DataFrame({"L": [128, 8192, 8192], "ms": ["1.0", f"n/a ({long})", "n/a (oom)"],
-                       "mb": ["2.0", f"n/a ({long})", "n/a (oom)"]})
+    df = pd.DataFrame(
+        {
+            "L": [128, 8192, 8192],
+            "ms": ["1.0", f"n/a ({long})", "n/a (oom)"],
+            "mb": ["2.0", f"n/a ({long})", "n/a (oom)"],
+        }
+    )
     csv, md, tex = write_table(df, tmp_path / "t", "cap", footnotes=True)
     assert pd.read_csv(csv)["ms"].tolist() == df["ms"].tolist()
     text = md.read_text()

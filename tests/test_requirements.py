@@ -1,13 +1,19 @@
 """Optional components (conftest.require): a missing one skips the test naming what is missing and how to install
 it, or fails it where its SDGM_REQUIRE_<NAME> variable is 1, as CI sets it."""
+
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REQUIREMENTS, Requirement, require
 
-ABSENT = Requirement("frobnicator", install="apt-get install frobnicator", env_var="SDGM_REQUIRE_FROBNICATOR",
-                     modules=("sdgm_no_such_module",), programs=("sdgm-no-such-program",))
+ABSENT = Requirement(
+    "frobnicator",
+    install="apt-get install frobnicator",
+    env_var="SDGM_REQUIRE_FROBNICATOR",
+    modules=("sdgm_no_such_module",),
+    programs=("sdgm-no-such-program",),
+)
 
 
 def test_a_missing_component_is_skipped_naming_it_and_how_to_install_it(monkeypatch):
@@ -15,8 +21,13 @@ def test_a_missing_component_is_skipped_naming_it_and_how_to_install_it(monkeypa
     with pytest.raises(pytest.skip.Exception) as e:
         require(ABSENT)
     reason = str(e.value)
-    for part in ("needs frobnicator", "Python module sdgm_no_such_module", "program sdgm-no-such-program",
-                 "install: apt-get install frobnicator", "SDGM_REQUIRE_FROBNICATOR=1"):
+    for part in (
+        "needs frobnicator",
+        "Python module sdgm_no_such_module",
+        "program sdgm-no-such-program",
+        "install: apt-get install frobnicator",
+        "SDGM_REQUIRE_FROBNICATOR=1",
+    ):
         assert part in reason, (part, reason)
 
 
@@ -38,8 +49,9 @@ def test_a_required_missing_component_fails_with_the_same_reason(monkeypatch):
 
 def test_a_present_component_neither_skips_nor_fails(monkeypatch):
     monkeypatch.setenv("SDGM_REQUIRE_PYTHON", "1")
-    here = Requirement("python", install="-", env_var="SDGM_REQUIRE_PYTHON", modules=("json",),
-                       programs=(str(Path(sys.executable)),))
+    here = Requirement(
+        "python", install="-", env_var="SDGM_REQUIRE_PYTHON", modules=("json",), programs=(str(Path(sys.executable)),)
+    )
     assert here.missing() == []
     assert require(here) is None
 

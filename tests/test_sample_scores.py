@@ -1,6 +1,7 @@
 """Generation quality: the Kneser-Ney reference model against NLTK's, the statistics on text whose values are known
 (a repeated sentence, one word, held-out text, the same text shuffled), every branch of the "competitive" rule on
 synthetic records, and the table and figure from records."""
+
 import json
 import math
 import random
@@ -38,19 +39,20 @@ def test_kneser_ney_is_nltks_formula_token_by_token():
 
     tokens = G.read_tokens(PTB / "train.txt.xz")
     start = tokens.index(G.EOS)  # the stream starts with a word that recurs (NLTK divides by zero otherwise)
-    train = tokens[start:start + 4000]
+    train = tokens[start : start + 4000]
     ref = KneserNeyInterpolated(3, discount=0.75)
     ref.fit([list(everygrams(train, max_len=3))], vocabulary_text=train)
     ours = G.KneserNey(train)
     query = G.read_tokens(PTB / "valid.txt.xz")[:150] + train[100:150]  # unseen contexts and words, and seen ones
-    u, v, w = (ours.ids(query[i:len(query) - 2 + i]) for i in range(3))
+    u, v, w = (ours.ids(query[i : len(query) - 2 + i]) for i in range(3))
     p = ours.prob(u, v, w)
-    expected = [ref.score(query[j + 2], query[j:j + 2]) for j in range(len(query) - 2)]
+    expected = [ref.score(query[j + 2], query[j : j + 2]) for j in range(len(query) - 2)]
     assert p == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert (p == 0).sum() > 0 and (p > 0).sum() > 100  # both unknown words and scored ones were compared
     p1 = ours.prob(np.full(len(w), -1), v, w)  # a one-word context
-    assert p1 == pytest.approx([ref.score(query[j + 2], query[j + 1:j + 2]) for j in range(len(query) - 2)],
-                               rel=1e-9, abs=1e-15)
+    assert p1 == pytest.approx(
+        [ref.score(query[j + 2], query[j + 1 : j + 2]) for j in range(len(query) - 2)], rel=1e-9, abs=1e-15
+    )
 
 
 def test_heldout_text_itself_and_shuffled(ptb):
@@ -111,9 +113,19 @@ def test_free_samples_are_read_with_their_prompt_as_context():
 
 # ---- the rule ----------------------------------------------------------------------------------------------------
 
-CLAIM = {"id": "q", "claim": "c", "where": "w", "kind": "competitive", "corpus": "ptb", "source": "quality",
-         "metric": "reference_ppl", "sets": ["continuations", "free"], "experiment": "sdgm",
-         "than": ["gpt2", "linformer"], "tolerance": "gen"}
+CLAIM = {
+    "id": "q",
+    "claim": "c",
+    "where": "w",
+    "kind": "competitive",
+    "corpus": "ptb",
+    "source": "quality",
+    "metric": "reference_ppl",
+    "sets": ["continuations", "free"],
+    "experiment": "sdgm",
+    "than": ["gpt2", "linformer"],
+    "tolerance": "gen",
+}
 TOLS = {"tolerances": {"gen": {"rel": 0.10, "why": "x"}}}
 NOISE = np.random.default_rng(1).normal(0.0, 1.0, 32)
 
@@ -122,12 +134,27 @@ def entry(ln_ppl: np.ndarray, tokens: int = 100) -> dict:
     return {"n": len(ln_ppl), "per_sequence": {"nll": list(ln_ppl * tokens), "scored": [tokens] * len(ln_ppl)}}
 
 
-SAMPLING = {"split": "valid", "prompts": 32, "prompt_tokens": 32, "new_tokens": 128, "temperature": 1.0, "top_k": 0,
-            "seed": 0}
+SAMPLING = {
+    "split": "valid",
+    "prompts": 32,
+    "prompt_tokens": 32,
+    "new_tokens": 128,
+    "temperature": 1.0,
+    "top_k": 0,
+    "seed": 0,
+}
 
 
-def quality(root: Path, exp: str, offset: float, noise: float = 0.02, n: int = 32, seed: int = 0,
-            sets=("continuations",), sampling: dict | None = None) -> Path:
+def quality(
+    root: Path,
+    exp: str,
+    offset: float,
+    noise: float = 0.02,
+    n: int = 32,
+    seed: int = 0,
+    sets=("continuations",),
+    sampling: dict | None = None,
+) -> Path:
     """A quality record whose sets' ln-perplexity per sequence is the real text's (5 + noise) plus `offset`."""
     real = 5.0 + 0.3 * NOISE[:n]
     body = {}
@@ -139,8 +166,18 @@ def quality(root: Path, exp: str, offset: float, noise: float = 0.02, n: int = 3
         body[name] = e
     p = root / "quality" / "ptb" / f"{exp}-s{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": seed, "sets": body,
-                             "sampling": {**SAMPLING, "prompts": n, **(sampling or {})}}))
+    p.write_text(
+        json.dumps(
+            {
+                "kind": "quality",
+                "corpus": "ptb",
+                "experiment": exp,
+                "seed": seed,
+                "sets": body,
+                "sampling": {**SAMPLING, "prompts": n, **(sampling or {})},
+            }
+        )
+    )
     return p
 
 
@@ -148,11 +185,17 @@ def judge(paths):
     return V.judge(TOLS, CLAIM, V.Evidence(quality=paths))
 
 
-@pytest.mark.parametrize("sdgm,verdict", [(0.0, V.REPRODUCED), (0.5, V.CONTRADICTED), (-0.5, V.CONTRADICTED),
-                                          (0.3 + math.log(1.1), V.NOT_REPRODUCED)])
+@pytest.mark.parametrize(
+    "sdgm,verdict",
+    [(0.0, V.REPRODUCED), (0.5, V.CONTRADICTED), (-0.5, V.CONTRADICTED), (0.3 + math.log(1.1), V.NOT_REPRODUCED)],
+)
 def test_competitive_rule_on_the_paired_interval(tmp_path, sdgm, verdict):
     noise = 0.5 if verdict == V.NOT_REPRODUCED else 0.02  # a wide interval around the tolerance
-    paths = [quality(tmp_path, "sdgm", sdgm, noise), quality(tmp_path, "gpt2", 0.3), quality(tmp_path, "linformer", 0.9)]
+    paths = [
+        quality(tmp_path, "sdgm", sdgm, noise),
+        quality(tmp_path, "gpt2", 0.3),
+        quality(tmp_path, "linformer", 0.9),
+    ]
     row = judge(paths)
     assert row["verdict"] == verdict, row["reason"]
     assert row["compared_with"] == "gpt2" and row["n"] == 32
@@ -168,24 +211,42 @@ def test_the_best_baseline_is_the_closest_to_real_text_not_the_lowest(tmp_path):
 
 
 def test_free_samples_are_judged_against_heldout_text_when_a_record_has_no_continuations(tmp_path):
-    paths = [quality(tmp_path, "sdgm", 0.0, sets=("continuations", "free")), quality(tmp_path, "gpt2", 0.0,
-             sets=("free",)), quality(tmp_path, "linformer", 0.0, sets=("free",))]
+    paths = [
+        quality(tmp_path, "sdgm", 0.0, sets=("continuations", "free")),
+        quality(tmp_path, "gpt2", 0.0, sets=("free",)),
+        quality(tmp_path, "linformer", 0.0, sets=("free",)),
+    ]
     row = judge(paths)
     assert row["reason"].startswith("free,") and "held-out text" in row["reason"]
 
 
-@pytest.mark.parametrize("case,reason", [
-    ("absent", "no quality record of linformer on ptb"),
-    ("seeds", "no seed that every compared model has"),
-    ("sets", "no set of samples among continuations, free"),
-    ("sizes", "the sets differ in size"),
-    ("one", "one sequence: no interval"),
-])
+@pytest.mark.parametrize(
+    "case,reason",
+    [
+        ("absent", "no quality record of linformer on ptb"),
+        ("seeds", "no seed that every compared model has"),
+        ("sets", "no set of samples among continuations, free"),
+        ("sizes", "the sets differ in size"),
+        ("one", "one sequence: no interval"),
+    ],
+)
 def test_competitive_rule_is_not_measured_without_a_comparison(tmp_path, case, reason):
-    paths = [quality(tmp_path, "sdgm", 0.0, n=1 if case == "one" else 32,
-                     sets=("gmm_continuations",) if case == "sets" else ("continuations",)),
-             quality(tmp_path, "gpt2", 0.0, n=1 if case == "one" else 16 if case == "sizes" else 32,
-                     seed=1 if case == "seeds" else 0)]
+    paths = [
+        quality(
+            tmp_path,
+            "sdgm",
+            0.0,
+            n=1 if case == "one" else 32,
+            sets=("gmm_continuations",) if case == "sets" else ("continuations",),
+        ),
+        quality(
+            tmp_path,
+            "gpt2",
+            0.0,
+            n=1 if case == "one" else 16 if case == "sizes" else 32,
+            seed=1 if case == "seeds" else 0,
+        ),
+    ]
     if case != "absent":
         paths.append(quality(tmp_path, "linformer", 0.0, n=1 if case == "one" else 32))
     row = judge(paths)
@@ -194,17 +255,30 @@ def test_competitive_rule_is_not_measured_without_a_comparison(tmp_path, case, r
 
 # ---- the table and figure ----------------------------------------------------------------------------------------
 
+
 def test_table_and_figure_from_scored_records(tmp_path, ptb):
     lm, held = ptb
     recs = []
     for exp, seqs in (("sdgm", [([G.EOS], ["the"] * 20)] * 4), ("gpt2", [(c, t[:20]) for c, t in held[:4]])):
         e = G.score_sequences(lm, seqs)
-        e["yardsticks"] = {"heldout": G.score_sequences(lm, held[4:8]),
-                           "true_continuations": G.score_sequences(lm, held[8:12])}
+        e["yardsticks"] = {
+            "heldout": G.score_sequences(lm, held[4:8]),
+            "true_continuations": G.score_sequences(lm, held[8:12]),
+        }
         p = tmp_path / "quality" / "ptb" / f"{exp}-s0.json"
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": 0, "device": "cpu",
-                                 "sets": {"continuations": e}}))
+        p.write_text(
+            json.dumps(
+                {
+                    "kind": "quality",
+                    "corpus": "ptb",
+                    "experiment": exp,
+                    "seed": 0,
+                    "device": "cpu",
+                    "sets": {"continuations": e},
+                }
+            )
+        )
         recs.append(p)
     out = build_quality_report(recs, tmp_path / "tables", tmp_path / "figures")
     md = (tmp_path / "tables" / "generation_quality.md").read_text()
@@ -225,8 +299,11 @@ def test_committed_h100_generation_quality_table_is_what_the_records_render(tmp_
 
 @pytest.mark.parametrize("sdgm", [0.0, 0.9])  # intervals below and above the tolerance
 def test_three_paired_samples_never_read_reproduced_or_contradicted(tmp_path, sdgm):
-    paths = [quality(tmp_path, "sdgm", sdgm, 0.05, n=3), quality(tmp_path, "gpt2", 0.3, n=3),
-             quality(tmp_path, "linformer", 0.9, n=3)]
+    paths = [
+        quality(tmp_path, "sdgm", sdgm, 0.05, n=3),
+        quality(tmp_path, "gpt2", 0.3, n=3),
+        quality(tmp_path, "linformer", 0.9, n=3),
+    ]
     row = judge(paths)
     assert row["verdict"] == V.NOT_REPRODUCED and row["n"] == 3
     assert "t interval on the per-sequence paired differences" in row["reason"]
@@ -240,25 +317,32 @@ def test_three_paired_samples_never_read_reproduced_or_contradicted(tmp_path, sd
 def test_the_reading_says_what_ran_continuations_with_their_prompts_and_n(tmp_path):
     paths = [quality(tmp_path, e, 0.0, sampling={"top_k": 40}) for e in ("sdgm", "gpt2", "linformer")]
     row = judge(paths)
-    assert row["reading"] == ("what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 32 "
-                              "continuations per model of validation prompts (32 prompt tokens, 128 new tokens, "
-                              "temperature 1.0, top-k 40, seed 0) against the true continuations")
+    assert row["reading"] == (
+        "what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 32 "
+        "continuations per model of validation prompts (32 prompt tokens, 128 new tokens, "
+        "temperature 1.0, top-k 40, seed 0) against the true continuations"
+    )
     assert row["shown"].endswith("vs gpt2, n = 32 continuations")
 
 
 def test_three_free_samples_are_read_as_three_free_samples(tmp_path):
     paths = [quality(tmp_path, e, 0.0, n=3, sets=("free",)) for e in ("sdgm", "gpt2", "linformer")]
     row = judge(paths)
-    assert row["reading"].startswith("what ran: the reference perplexity (Kneser-Ney trigram of the training split) "
-                                     "of 3 free samples per model against held-out text")
+    assert row["reading"].startswith(
+        "what ran: the reference perplexity (Kneser-Ney trigram of the training split) "
+        "of 3 free samples per model against held-out text"
+    )
     assert row["reading"].endswith("no continuations of validation prompts") and "prompt tokens" not in row["reading"]
     assert row["shown"].endswith("n = 3 free samples") and row["verdict"] == V.NOT_REPRODUCED
 
 
 @pytest.mark.parametrize("field,value", [("prompt_tokens", 16), ("starts", [0, 5])])
 def test_continuations_of_other_prompts_are_not_compared(tmp_path, field, value):
-    paths = [quality(tmp_path, "sdgm", 0.0, sampling={field: value}), quality(tmp_path, "gpt2", 0.3),
-             quality(tmp_path, "linformer", 0.9)]
+    paths = [
+        quality(tmp_path, "sdgm", 0.0, sampling={field: value}),
+        quality(tmp_path, "gpt2", 0.3),
+        quality(tmp_path, "linformer", 0.9),
+    ]
     row = judge(paths)
     assert row["verdict"] == V.NOT_MEASURED
     assert row["reason"].startswith(f"the continuations were not of the same prompts: {field} differ"), row["reason"]
@@ -278,8 +362,10 @@ def test_the_paper_config_continues_at_least_100_validation_prompts_and_quick_fe
     for corpus in ("ptb", "wikitext2"):
         n = len(G.read_tokens(REPO / "sdgm" / "data" / "corpora" / corpus / "valid.txt.xz"))
         starts = prompt_starts(n, **paper)
-        assert len(set(starts)) == paper["prompts"] and min(np.diff(starts)) >= paper["prompt_tokens"] + paper[
-            "new_tokens"], corpus  # distinct windows, none overlapping the next
+        assert (
+            len(set(starts)) == paper["prompts"]
+            and min(np.diff(starts)) >= paper["prompt_tokens"] + paper["new_tokens"]
+        ), corpus  # distinct windows, none overlapping the next
 
 
 def test_continuations_are_written_scored_and_judged_with_what_ran(tmp_path, toy_tokens):
@@ -300,19 +386,35 @@ def test_continuations_are_written_scored_and_judged_with_what_ran(tmp_path, toy
         torch.manual_seed(0)
         run = tmp_path / "runs" / "ptb" / f"{exp}-s0"
         save_run(run, exp, build_model(exp, len(vocab), **SMALL[exp]), vocab)
-        metrics = {"schema": 1, "experiment": exp, "model": exp, "corpus": "ptb", "seed": 0, "metrics": {},
-                   "provenance": {"git_commit": None, "device": "cpu"}}
+        metrics = {
+            "schema": 1,
+            "experiment": exp,
+            "model": exp,
+            "corpus": "ptb",
+            "seed": 0,
+            "metrics": {},
+            "provenance": {"git_commit": None, "device": "cpu"},
+        }
         (run / "metrics.json").write_text(json.dumps(metrics))
         write_samples(run, None, run / "samples.txt", prompt="w1", n_samples=3, n_tokens=8)
-        write_continuations(run, None, toy_tokens, run / "continuations.json", prompts=20, prompt_tokens=4,
-                            new_tokens=8)
+        write_continuations(
+            run, None, toy_tokens, run / "continuations.json", prompts=20, prompt_tokens=4, new_tokens=8
+        )
         out = tmp_path / "quality" / "ptb" / f"{exp}-s0.json"
-        G.score_run(run / "samples.txt", run / "continuations.json", corpus / "train.txt", corpus / "test.txt",
-                    run / "metrics.json", out)
+        G.score_run(
+            run / "samples.txt",
+            run / "continuations.json",
+            corpus / "train.txt",
+            corpus / "test.txt",
+            run / "metrics.json",
+            out,
+        )
         records.append(out)
     row = judge(records)
     assert row["n"] == 20 and "paired bootstrap interval" in row["reason"], row["reason"]
     assert row["verdict"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.CONTRADICTED)
-    assert row["reading"] == ("what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 20 "
-                              "continuations per model of validation prompts (4 prompt tokens, 8 new tokens, "
-                              "temperature 1.0, top-k off, seed 0) against the true continuations")
+    assert row["reading"] == (
+        "what ran: the reference perplexity (Kneser-Ney trigram of the training split) of 20 "
+        "continuations per model of validation prompts (4 prompt tokens, 8 new tokens, "
+        "temperature 1.0, top-k off, seed 0) against the true continuations"
+    )

@@ -1,4 +1,5 @@
 """The Triton kernels compiled for an H100 (sm_90) on any machine and their machine code read (sdgm.bench.sass)."""
+
 import json
 import os
 import subprocess

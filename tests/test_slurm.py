@@ -6,6 +6,7 @@ The test starts the cluster, runs a small pipeline once locally and once through
 `--profile workflow/profiles/slurm`, checks that the jobs went through Slurm (sacct) and that both runs measured
 the same numbers, then stops the cluster.
 """
+
 import json
 import os
 import re
@@ -40,8 +41,10 @@ def tiny_config() -> dict:
     # long enough to be interrupted partway (below); checkpoints every 100 steps, so a resume from the SIGTERM's
     # own checkpoint is told apart from one at a periodic checkpoint
     cfg["train"].update(max_steps=400, eval_every_steps=200, checkpoint_every_steps=100, log_every_steps=10)
-    cfg["job_resources"] = {"train": {"threads": 1, "mem_mb": 2000, "runtime": 15, "gpu": 0},
-                            "default": {"threads": 1, "mem_mb": 2000, "runtime": 15, "gpu": 0}}
+    cfg["job_resources"] = {
+        "train": {"threads": 1, "mem_mb": 2000, "runtime": 15, "gpu": 0},
+        "default": {"threads": 1, "mem_mb": 2000, "runtime": 15, "gpu": 0},
+    }
     return cfg
 
 
@@ -58,10 +61,23 @@ def test_pipeline_through_slurm_matches_local_run(slurm, tmp_path):
     # resubmitted job resumes at that step, losing nothing
     name = runs(tiny_config())[0].name  # sdgm-s0-<hash>
     steps_log = cluster / "results" / "checkpoints" / "ptb" / name / "log.jsonl"
-    proc = subprocess.Popen(snakemake_command("--configfile", "tiny.yaml", "--profile",
-                                              str(REPO / "workflow" / "profiles" / "slurm"),
-                                              "--slurm-init-seconds-before-status-checks", "5", "--jobs", "2"),
-                            cwd=cluster, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        snakemake_command(
+            "--configfile",
+            "tiny.yaml",
+            "--profile",
+            str(REPO / "workflow" / "profiles" / "slurm"),
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+            "--jobs",
+            "2",
+        ),
+        cwd=cluster,
+        env=slurm,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, signalled = time.time() + 900, None
     while signalled is None and time.time() < deadline and proc.poll() is None:
         steps = [s for s in logged_steps(steps_log) if s < 400]
@@ -81,8 +97,17 @@ def test_pipeline_through_slurm_matches_local_run(slurm, tmp_path):
     assert "executor: slurm" in out.lower() or "slurm" in out.lower()
 
     # every job was a Slurm job and finished COMPLETED, as accounting recorded it
-    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode", "-S", "now-1hour"],
-                          env=slurm, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    acct = (
+        subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode", "-S", "now-1hour"],
+            env=slurm,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     states = [line.split("|")[2] for line in acct]
     n_jobs = 7  # tokenize, train, fit_gmm, sample, the atoms figures, throughput, scaling, generation, ...
     assert states.count("COMPLETED") >= n_jobs, acct

@@ -4,6 +4,7 @@ all four gradients, over awkward sizes; memory; bad input (the sm_90 machine cod
 The Triton kernels run under TRITON_INTERPRET=1 here (set in conftest.py): fp32 dots and the library sine, so
 these tests check the kernels' indexing, masking, tiling and reductions, not the GPU's bf16 or hardware-sine error.
 """
+
 import itertools
 import math
 import os
@@ -76,9 +77,16 @@ def test_rotation_matches_float64(B, L, K, D):
     check_against_float64("rotation", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
 
 
-@pytest.mark.parametrize("impl,L,offset", [("rotation", 65536, 0), ("chunked", 65536, 0), ("rotation", 300, 10**6),
-                                           ("chunked", 300, 10**6),
-                                           pytest.param("triton", 70, 10**6, marks=pytest.mark.needs("triton"))])
+@pytest.mark.parametrize(
+    "impl,L,offset",
+    [
+        ("rotation", 65536, 0),
+        ("chunked", 65536, 0),
+        ("rotation", 300, 10**6),
+        ("chunked", 300, 10**6),
+        pytest.param("triton", 70, 10**6, marks=pytest.mark.needs("triton")),
+    ],
+)
 def test_long_sequences_and_far_positions_at_b1(impl, L, offset):
     """B = 1 at L = 65,536 (2,048 anchors advanced in float64) and positions a million periods on (angles near
     5e7 rad, where the fp32 einsum's own angle is off by several hundredths of a turn)."""
@@ -97,8 +105,15 @@ def test_rotation_is_far_more_accurate_than_the_fp32_einsum_at_long_l():
         assert rel_err(o, e) < 1e-5 and rel_err(o, e) < rel_err(n, e) / 4, (name, rel_err(o, e), rel_err(n, e))
 
 
-@pytest.mark.parametrize("impl,B", [("rotation", 1), ("rotation", 20), pytest.param("triton", 1, marks=NEEDS_TRITON),
-                                    pytest.param("triton", 20, marks=NEEDS_TRITON)])
+@pytest.mark.parametrize(
+    "impl,B",
+    [
+        ("rotation", 1),
+        ("rotation", 20),
+        pytest.param("triton", 1, marks=NEEDS_TRITON),
+        pytest.param("triton", 20, marks=NEEDS_TRITON),
+    ],
+)
 def test_a_million_periods_on_at_the_rotations_accuracy(impl, B):
     """Positions a million periods on (F p / P near 6e7 turns): the angles are formed in float64 (the CPU's anchors,
     the Triton kernels' anchors and direct sines), so the error stays at a few fp32 roundings, far below the fp32
@@ -166,9 +181,21 @@ def test_rotation_with_strided_positions_and_bf16_c():
 # which every pair of sizes of two dimensions (B and L, L and K, ...) occurs at least once. Each dimension's sizes
 # sit on either side of the kernels' tile edges (batch tiles of 16 and 32, positions walked several per program,
 # 32 atoms and 64 output columns a tile), so every tail of every tile is still exercised, beside every other one.
-TRITON_GRID = [(1, 1, 1, 5), (1, 1, 7, 100), (1, 63, 64, 5), (1, 300, 1, 5), (3, 1, 7, 100), (3, 1, 64, 5),
-               (3, 63, 1, 100), (3, 300, 7, 5), (17, 1, 1, 100), (17, 1, 7, 5), (17, 1, 64, 100), (17, 63, 7, 5),
-               (17, 300, 64, 100)]
+TRITON_GRID = [
+    (1, 1, 1, 5),
+    (1, 1, 7, 100),
+    (1, 63, 64, 5),
+    (1, 300, 1, 5),
+    (3, 1, 7, 100),
+    (3, 1, 64, 5),
+    (3, 63, 1, 100),
+    (3, 300, 7, 5),
+    (17, 1, 1, 100),
+    (17, 1, 7, 5),
+    (17, 1, 64, 100),
+    (17, 63, 7, 5),
+    (17, 300, 64, 100),
+]
 
 
 def test_the_triton_grid_covers_every_pair_of_sizes():
@@ -178,8 +205,9 @@ def test_the_triton_grid_covers_every_pair_of_sizes():
 
 
 @pytest.mark.needs("triton")
-@pytest.mark.parametrize("B,L,K,D", [pytest.param(*c, marks=pytest.mark.e2e) if c == max(TRITON_GRID) else c
-                                     for c in TRITON_GRID])  # the largest case is long in the interpreter
+@pytest.mark.parametrize(
+    "B,L,K,D", [pytest.param(*c, marks=pytest.mark.e2e) if c == max(TRITON_GRID) else c for c in TRITON_GRID]
+)  # the largest case is long in the interpreter
 def test_triton_matches_float64(B, L, K, D):
     check_against_float64("triton", B, L, K, D, offset=B + K, seed=B * 1000 + L * 10 + K + D)
 
@@ -290,8 +318,9 @@ def test_model_decode_matches_definition_for_every_decoder():
         m = SDGM(SDGMConfig(vocab_size=20, d_model=12, n_atoms=5, seq_len=16, decoder=decoder))
         c = torch.randn(2, 16, 5)
         a = m.atoms  # the reference in float64
-        ref = naive_spectral_decode(c.double(), a.amplitude.double(), a.frequency.double(), a.phase.double(),
-                                    torch.arange(16), a.seq_len)
+        ref = naive_spectral_decode(
+            c.double(), a.amplitude.double(), a.frequency.double(), a.phase.double(), torch.arange(16), a.seq_len
+        )
         torch.testing.assert_close(m.decode(c).double(), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -301,8 +330,9 @@ def test_model_trains_the_same_with_every_cpu_decoder():
     losses = {}
     for decoder in ("naive", "chunked", "rotation"):
         torch.manual_seed(0)
-        m = SDGM(SDGMConfig(vocab_size=30, d_model=16, n_atoms=8, seq_len=16, decoder=decoder, stft_n_fft=8,
-                            stft_hop=4))
+        m = SDGM(
+            SDGMConfig(vocab_size=30, d_model=16, n_atoms=8, seq_len=16, decoder=decoder, stft_n_fft=8, stft_hop=4)
+        )
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
         out = []
         for _ in range(2):
@@ -350,8 +380,9 @@ def test_chunked_and_rotation_layer_memory_does_not_grow_with_l():
     for decoder in ("chunked", "rotation"):
         short, long = rss_growth_of_layer(decoder, 4096, D, K), rss_growth_of_layer(decoder, 16384, D, K)
         # the activations (B, L, D) and (B, L, K) grow with L, a few MB each; naive atoms add 403 MB per tensor
-        assert long < atoms[16384] and long - short < atoms[16384] / 2, \
+        assert long < atoms[16384] and long - short < atoms[16384] / 2, (
             f"{decoder} grew {short / 1e6:.0f} MB at 4k, {long / 1e6:.0f} MB at 16k"
+        )
     naive = rss_growth_of_layer("naive", 4096, D, K)
     assert naive > 2 * atoms[4096], f"naive grew {naive / 1e6:.0f} MB"  # the measurement can tell the two apart
 
@@ -430,7 +461,9 @@ def test_triton_refuses_non_contiguous_and_float64():
 
 @pytest.mark.needs("triton")  # without it, 'triton' is refused for that reason instead
 def test_unknown_decoder_and_triton_where_it_cannot_run(monkeypatch):
-    with pytest.raises(SpectralOpError, match="decoder must be one of auto, naive, chunked, rotation, triton; got 'fast'"):
+    with pytest.raises(
+        SpectralOpError, match="decoder must be one of auto, naive, chunked, rotation, triton; got 'fast'"
+    ):
         resolve_impl("fast", torch.device("cpu"))
     with pytest.raises(ValueError, match="decoder must be one of"):
         SDGMConfig(decoder="einsum")
@@ -556,7 +589,7 @@ def test_a_float64_model_generates_in_float64():
         for t in range(40):
             logits, state = m.decode_step(idx[:, t], state)
             assert logits.dtype == torch.float64
-            torch.testing.assert_close(logits, m(idx[:, :t + 1])[:, -1], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(logits, m(idx[:, : t + 1])[:, -1], rtol=1e-10, atol=1e-10)
 
 
 def test_auto_takes_rotation_even_when_first_asked_under_no_grad():

@@ -1,4 +1,5 @@
 """Trainer and evaluator: perplexity definition, early stopping, non-finite loss, and exact resume after SIGKILL."""
+
 import json
 import math
 import os
@@ -59,8 +60,9 @@ def make_trainer(tokens_dir, ckpt_dir, **kw):
     splits, vocab = load_tokens(tokens_dir)
     torch.manual_seed(0)
     model = build_model("sdgm", len(vocab), d_model=16, n_atoms=8, seq_len=16)
-    cfg = TrainConfig(**{"seq_len": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3, "log_every_steps": 5,
-                         "device": "cpu", **kw})
+    cfg = TrainConfig(
+        **{"seq_len": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3, "log_every_steps": 5, "device": "cpu", **kw}
+    )
     return Trainer(model, splits["train"], splits["valid"], cfg, ckpt_dir, progress=False)
 
 
@@ -98,17 +100,46 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_corpus, tmp_path):
         other.try_resume()
 
 
-RUN_KW = dict(corpus="tiny", experiment="sdgm", model_name="sdgm", model_overrides={"d_model": 16, "n_atoms": 8},
-              train_overrides={"seq_len": 16, "batch_size": 8, "epochs": 3, "lr": 3e-3, "eval_every_steps": 40,
-                               "checkpoint_every_steps": 7, "log_every_steps": 1, "device": "cpu", "patience": 50},
-              seed=3, progress=False)
+RUN_KW = dict(
+    corpus="tiny",
+    experiment="sdgm",
+    model_name="sdgm",
+    model_overrides={"d_model": 16, "n_atoms": 8},
+    train_overrides={
+        "seq_len": 16,
+        "batch_size": 8,
+        "epochs": 3,
+        "lr": 3e-3,
+        "eval_every_steps": 40,
+        "checkpoint_every_steps": 7,
+        "log_every_steps": 1,
+        "device": "cpu",
+        "patience": 50,
+    },
+    seed=3,
+    progress=False,
+)
 # stateful training as in the word_language_model example: SGD, lr / 4 on plateau, contiguous streams with the
 # hidden state carried across steps (and across the checkpoint), validation with the state carried
-RUN_KW_LSTM = dict(RUN_KW, experiment="lstm", model_name="lstm", model_overrides={"d_embed": 16, "d_hidden": 16},
-                   train_overrides={**RUN_KW["train_overrides"], "optimizer": "sgd", "lr": 5.0, "weight_decay": 0.0,
-                                    "schedule": "plateau", "grad_clip": 0.25, "data_order": "streams",
-                                    "train_seq_len": 12, "eval_batch_size": 5, "eval_carry_state": True,
-                                    "eval_every_steps": 30})
+RUN_KW_LSTM = dict(
+    RUN_KW,
+    experiment="lstm",
+    model_name="lstm",
+    model_overrides={"d_embed": 16, "d_hidden": 16},
+    train_overrides={
+        **RUN_KW["train_overrides"],
+        "optimizer": "sgd",
+        "lr": 5.0,
+        "weight_decay": 0.0,
+        "schedule": "plateau",
+        "grad_clip": 0.25,
+        "data_order": "streams",
+        "train_seq_len": 12,
+        "eval_batch_size": 5,
+        "eval_carry_state": True,
+        "eval_every_steps": 30,
+    },
+)
 
 
 @pytest.mark.e2e  # a training subprocess, killed with SIGKILL, and two runs beside it
@@ -120,12 +151,15 @@ def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw)
 
     # the same run in a child process, killed with SIGKILL part-way through training
     run_dir, ck = tmp_path / "run", tmp_path / "ck"
-    code = (f"import torch; torch.set_num_threads(1)\n"
-            f"from sdgm.harness.experiment import run_training\n"
-            f"run_training({str(tiny_corpus)!r}, {str(run_dir)!r}, {str(ck)!r}, {str(run_dir / 'metrics.json')!r}, "
-            f"**{RUN_KW!r})\n")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                             start_new_session=True)
+    code = (
+        f"import torch; torch.set_num_threads(1)\n"
+        f"from sdgm.harness.experiment import run_training\n"
+        f"run_training({str(tiny_corpus)!r}, {str(run_dir)!r}, {str(ck)!r}, {str(run_dir / 'metrics.json')!r}, "
+        f"**{RUN_KW!r})\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True
+    )
     kill_when(child, lambda: (logged_steps(ck / "log.jsonl", "train") or [0])[-1] >= 60, signal.SIGKILL, timeout=120)
     assert child.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
@@ -145,8 +179,13 @@ def test_resume_after_sigkill_gives_identical_results(tiny_corpus, tmp_path, kw)
 
 
 def test_metrics_json_has_provenance_and_na_reasons(tiny_corpus, tmp_path):
-    rec = run_training(tiny_corpus, tmp_path / "r", tmp_path / "c", tmp_path / "r" / "metrics.json",
-                       **{**RUN_KW, "train_overrides": {**RUN_KW["train_overrides"], "max_steps": 10}})
+    rec = run_training(
+        tiny_corpus,
+        tmp_path / "r",
+        tmp_path / "c",
+        tmp_path / "r" / "metrics.json",
+        **{**RUN_KW, "train_overrides": {**RUN_KW["train_overrides"], "max_steps": 10}},
+    )
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk["metrics"]["steps"] == 10 and on_disk["metrics"]["stopped"] == "max_steps"
     prov = on_disk["provenance"]
@@ -180,7 +219,7 @@ def test_evaluate_streams_equals_a_manual_loop():
     data = ids[:200].view(4, 50)  # 4 contiguous streams of 50 tokens; 3 tokens dropped
     nll, n, state = 0.0, 0, None
     for s in range(0, 49, 7):
-        x, y = data[:, s:min(s + 7, 49)], data[:, s + 1:min(s + 8, 50)]
+        x, y = data[:, s : min(s + 7, 49)], data[:, s + 1 : min(s + 8, 50)]
         logits, state = m.forward_with_state(x, state)
         nll += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         n += y.numel()
@@ -205,14 +244,22 @@ def test_streams_training_carries_state_across_consecutive_windows(tiny_corpus, 
     splits, vocab = load_tokens(tiny_corpus)
     torch.manual_seed(0)
     m = build_model("lstm", len(vocab), seq_len=16, d_embed=8, d_hidden=8)
-    cfg = TrainConfig(seq_len=16, train_seq_len=10, batch_size=8, epochs=1, max_steps=3, data_order="streams",
-                      device="cpu", log_every_steps=1)
+    cfg = TrainConfig(
+        seq_len=16,
+        train_seq_len=10,
+        batch_size=8,
+        epochs=1,
+        max_steps=3,
+        data_order="streams",
+        device="cpu",
+        log_every_steps=1,
+    )
     tr = Trainer(m, splits["train"], splits["valid"], cfg, tmp_path, progress=False)
     rows = len(splits["train"]) // 8
     assert tr.steps_per_epoch == -(-(rows - 1) // 10)
     x0, y0 = tr.batch(None, 0)
     x1, _ = tr.batch(None, 1)
-    assert torch.equal(x0[2], splits["train"][2 * rows:2 * rows + 10])  # stream 2 starts at its chunk
+    assert torch.equal(x0[2], splits["train"][2 * rows : 2 * rows + 10])  # stream 2 starts at its chunk
     assert torch.equal(y0[:, :-1], x0[:, 1:]) and torch.equal(x1[:, 0], y0[:, -1])  # consecutive windows
     tr.fit()
     h, c = tr.carry
@@ -220,16 +267,26 @@ def test_streams_training_carries_state_across_consecutive_windows(tiny_corpus, 
 
 
 def test_plateau_schedule_divides_the_rate_after_each_evaluation_without_improvement(tiny_corpus, tmp_path):
-    lr = 2.0 ** -40  # too small to move fp32 weights: validation never improves after the first evaluation
-    tr = make_trainer(tiny_corpus, tmp_path, optimizer="sgd", lr=lr, schedule="plateau", plateau_factor=4.0,
-                      eval_every_steps=3, patience=100, max_steps=10, log_every_steps=1)
+    lr = 2.0**-40  # too small to move fp32 weights: validation never improves after the first evaluation
+    tr = make_trainer(
+        tiny_corpus,
+        tmp_path,
+        optimizer="sgd",
+        lr=lr,
+        schedule="plateau",
+        plateau_factor=4.0,
+        eval_every_steps=3,
+        patience=100,
+        max_steps=10,
+        log_every_steps=1,
+    )
     st = tr.fit()
     lrs = [p["lr"] for p in st.history["train"]]
-    assert lrs[:3] == [lr] * 3          # first evaluation at step 3 improves on nothing (inf)
-    assert lrs[3:6] == [lr] * 3         # it sets the best; no annealing
-    assert lrs[6:9] == [lr / 4] * 3     # step 6: no better -> lr / 4 from step 7 on
-    assert lrs[9] == lr / 16            # step 9: again
-    assert st.plateau_scale == 1 / 64   # final evaluation after step 10: no better either
+    assert lrs[:3] == [lr] * 3  # first evaluation at step 3 improves on nothing (inf)
+    assert lrs[3:6] == [lr] * 3  # it sets the best; no annealing
+    assert lrs[6:9] == [lr / 4] * 3  # step 6: no better -> lr / 4 from step 7 on
+    assert lrs[9] == lr / 16  # step 9: again
+    assert st.plateau_scale == 1 / 64  # final evaluation after step 10: no better either
     assert tr.opt.param_groups[0]["lr"] == lr / 64
 
 
@@ -258,8 +315,9 @@ def test_stateful_run_records_both_perplexities(tiny_corpus, tmp_path):
 
     splits, _ = load_tokens(tiny_corpus)
     assert m["val_ppl"] == pytest.approx(evaluate(model, splits["valid"], L=16)["ppl"], rel=1e-6)
-    assert m["val_ppl_mem"] == pytest.approx(evaluate_streams(model, splits["valid"], L=16, batch_size=5)["ppl"],
-                                             rel=1e-6)
+    assert m["val_ppl_mem"] == pytest.approx(
+        evaluate_streams(model, splits["valid"], L=16, batch_size=5)["ppl"], rel=1e-6
+    )
     assert m["test_tokens_mem"] == (len(splits["test"]) // 5 - 1) * 5
     assert "val_ppl_mem" not in rec["na"] and rec["na"]["cosine_val"]
     assert m["train_tokens_per_s"] > 0 and m["steps"] == 12

@@ -1,4 +1,5 @@
 """Transformer-XL: shapes, relative attention against a per-position reference, causality, and memory."""
+
 import math
 
 import pytest
@@ -19,7 +20,6 @@ def small(**kw) -> TransformerXL:
     return build_model("transformer_xl", V, **{**SMALL, "mem_len": S, **kw})
 
 
-
 def test_shapes_and_every_parameter_gets_a_gradient():
     m = small(dropout=0.1, dropatt=0.1)
     assert m(random_ids(V, 3, S)).shape == (3, S, V)
@@ -37,7 +37,7 @@ def test_shapes_and_every_parameter_gets_a_gradient():
 def test_memory_keeps_the_last_mem_len_states():
     m = small(mem_len=5).eval()
     _, mems = m.forward_with_state(random_ids(V, 3, 3), None)
-    assert [x.shape[1] for x in mems] == [3, 3]            # fewer states than mem_len so far
+    assert [x.shape[1] for x in mems] == [3, 3]  # fewer states than mem_len so far
     _, mems2 = m.forward_with_state(random_ids(V, 3, 4, seed=2), mems)
     assert [x.shape[1] for x in mems2] == [5, 5]
     torch.testing.assert_close(mems2[1][:, :1], mems[1][:, 2:])  # 3 + 4 states: the oldest 2 dropped
@@ -92,7 +92,7 @@ def reference_layer_attention(attn, x, mem, u, v):
             r = attn.r_net(sinusoid(torch.tensor([float(M + t - j)], dtype=x.dtype), D)).view(H, dh)
             scores.append(((q[:, t] + u) * k[:, j]).sum(-1) + ((q[:, t] + v) * r).sum(-1))  # (B, H)
         p = (torch.stack(scores, -1) / math.sqrt(dh)).softmax(-1)  # (B, H, M + t + 1)
-        out[:, t] = torch.einsum("bhj,bjhd->bhd", p, val[:, :M + t + 1])
+        out[:, t] = torch.einsum("bhj,bjhd->bhd", p, val[:, : M + t + 1])
     return attn.norm(x + attn.out(out.reshape(B, L, H * dh)))
 
 

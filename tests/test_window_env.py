@@ -1,6 +1,7 @@
 """The GPU window's environment (sdgm.campaign.window_env): the carried wheels, their offline unpacking, Triton's
 interpreter only without a GPU, and (e2e) the whole window rehearsed in a Python like the GPU machine's
 (.ci/window-rehearsal)."""
+
 import base64
 import hashlib
 import os
@@ -46,8 +47,15 @@ def test_the_carried_wheels_need_nothing_the_machine_lacks(tmp_path):
     names = window_env.carried()
     assert len(wheels) == len(names) and sum(w.stat().st_size for w in wheels) < 2_000_000
     have = set(names) | set(pinned(REPO / ".ci" / "window-machine.txt"))
-    env = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython", "extra": ""}
+    env = {
+        "python_version": "3.12",
+        "python_full_version": "3.12.3",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "extra": "",
+    }
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as z:
             (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
@@ -60,10 +68,13 @@ def test_the_carried_wheels_need_nothing_the_machine_lacks(tmp_path):
 
 def make_wheel(folder: Path, name: str, version: str, body: str) -> tuple[Path, str]:
     """A pure-Python wheel of one module `name`; (its path, its sha256)."""
-    files = {f"{name}/__init__.py": body,
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                  "Tag: py3-none-any\n"}
+    files = {
+        f"{name}/__init__.py": body,
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+
     def digest(text: str) -> str:
         return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
 
@@ -84,8 +95,12 @@ def test_unpack_installs_offline_and_refuses_a_wheel_that_is_not_the_listed_one(
     listing = tmp_path / "window-wheels.txt"
     listing.write_text(f"# carried\nsdgm_window_probe==1.0 --hash=sha256:{digest}\n")
     target = window_env.unpack(tmp_path / "wheels", tmp_path / "site", listing)
-    r = subprocess.run([sys.executable, "-c", "import sdgm_window_probe as p; print(p.ANSWER, p.__file__)"],
-                       env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", "import sdgm_window_probe as p; print(p.ANSWER, p.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+    )
     assert r.stdout.split()[0] == "42" and r.stdout.split()[1].startswith(str(target)), r.stdout + r.stderr
     make_wheel(tmp_path / "wheels", "sdgm_window_probe", "1.0", "ANSWER = 43\n")  # same name, other contents
     with pytest.raises(window_env.WindowEnvError, match="could not install sdgm_window_probe.*window_env fetch"):
@@ -97,8 +112,13 @@ def test_the_window_still_takes_install():
 
     assert window.install is window_env.install
     assert window_parts.project_requirements is window_env.project_requirements
-    out = subprocess.run([sys.executable, "-m", "sdgm.campaign.window", "install", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "sdgm.campaign.window", "install", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "--offline" in out.stdout, out.stdout + out.stderr
 
 
@@ -116,9 +136,16 @@ def test_the_interpreter_only_without_a_gpu(monkeypatch):
     assert compiled is None or "Python module triton" in compiled[0]
 
 
-@pytest.mark.parametrize("triton_v,numpy_v,interpreting,broken", [
-    ("3.6.0", "2.4.6", True, True), ("3.6.0", "2.5.2", True, True), ("3.6.0", "2.3.5", True, False),
-    ("3.7.1", "2.4.6", True, False), ("3.6.0", "2.4.6", False, False)])
+@pytest.mark.parametrize(
+    "triton_v,numpy_v,interpreting,broken",
+    [
+        ("3.6.0", "2.4.6", True, True),
+        ("3.6.0", "2.5.2", True, True),
+        ("3.6.0", "2.3.5", True, False),
+        ("3.7.1", "2.4.6", True, False),
+        ("3.6.0", "2.4.6", False, False),
+    ],
+)
 def test_triton_36_with_numpy_24_counts_as_no_interpreter(triton_v, numpy_v, interpreting, broken):
     reason = triton_interpreter_defect(triton_v, numpy_v, interpreting)
     assert (reason is not None) == broken
@@ -132,8 +159,14 @@ def test_the_window_rehearsal_passes(tmp_path):
     """.ci/window-rehearsal: the window in a Python 3.12 virtualenv like the GPU machine's (built once, then cached),
     offline, 5 minutes on the quick config; the archive imports and the claims get the device's column. Skipped only
     where there is no python3.12."""
-    r = subprocess.run(["bash", str(REPO / ".ci" / "window-rehearsal"), str(tmp_path)], cwd=REPO,
-                       env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=1500)
+    r = subprocess.run(
+        ["bash", str(REPO / ".ci" / "window-rehearsal"), str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     if r.returncode == 3:
         pytest.skip(r.stderr.strip().splitlines()[-1])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]

@@ -1,4 +1,5 @@
 """The Snakemake workflow: config validation, lint, the paper DAG, and the quick DAG end to end on CPU."""
+
 import json
 import math
 import re
@@ -141,8 +142,11 @@ def test_training_window_cannot_exceed_the_context_length():
 def test_model_options_that_do_not_fit_together_are_refused_naming_the_field():
     with pytest.raises(ConfigError, match=r"^models\.linformer_noncausal\.d_model: 62 is not divisible by n_head = 4"):
         check_config(mutate("models.linformer_noncausal.d_model", 62))
-    with pytest.raises(ConfigError, match=r"^models\.gpt2\.n_embd: 64 is not divisible by n_head = 5 "
-                                          r"\(experiments\.gpt2\.overrides\.n_head\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^models\.gpt2\.n_embd: 64 is not divisible by n_head = 5 "
+        r"\(experiments\.gpt2\.overrides\.n_head\)",
+    ):
         check_config(mutate("experiments.gpt2.overrides", {"n_head": 5}))  # n_embd 64 from models.gpt2
     with pytest.raises(ConfigError, match=r"^models\.lstm\.tie_weights: tied weights need d_embed == d_hidden"):
         check_config(mutate("models.lstm", {**QUICK["models"]["lstm"], "tie_weights": True, "d_hidden": 32}))
@@ -156,12 +160,15 @@ def test_benchmark_cross_checks():
         check_config(mutate("benchmark.scaling.n_heads", 3))
 
 
-@pytest.mark.parametrize("path,value,field", [
-    ("models.sdgm.n_atoms", 0, "['models']['sdgm']['n_atoms']"),
-    ("train.lr", -1e-3, "['train']['lr']"),
-    ("experiments.sdgm_beta0.corpora", "ptb", "['experiments']['sdgm_beta0']['corpora']"),
-    ("experiments.linformer.train", {"warmup_steps": -1}, "['experiments']['linformer']['train']['warmup_steps']"),
-])
+@pytest.mark.parametrize(
+    "path,value,field",
+    [
+        ("models.sdgm.n_atoms", 0, "['models']['sdgm']['n_atoms']"),
+        ("train.lr", -1e-3, "['train']['lr']"),
+        ("experiments.sdgm_beta0.corpora", "ptb", "['experiments']['sdgm_beta0']['corpora']"),
+        ("experiments.linformer.train", {"warmup_steps": -1}, "['experiments']['linformer']['train']['warmup_steps']"),
+    ],
+)
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path, path, value, field):
     write_config(tmp_path, mutate(path, value), "bad.yaml")
     r = snakemake("-n", "--configfile", "bad.yaml", cwd=tmp_path, timeout=120)
@@ -178,7 +185,7 @@ def test_lint_is_clean():
 
 
 def job_counts(out: str) -> dict[str, int]:
-    table = out[out.index("Job stats:"):]
+    table = out[out.index("Job stats:") :]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
@@ -206,8 +213,9 @@ def test_default_config_schedules_the_full_paper_dag():
 
 # ---------------------------------------------------------------------------------------- the experiment matrix
 
+
 def jobs_total(out: str) -> int:
-    return int(re.search(r"^total\s+(\d+)$", out[out.index("Job stats:"):], re.M).group(1))
+    return int(re.search(r"^total\s+(\d+)$", out[out.index("Job stats:") :], re.M).group(1))
 
 
 def test_paper_matrix_has_three_seeds_and_every_ablation():
@@ -221,7 +229,7 @@ def test_paper_matrix_has_three_seeds_and_every_ablation():
         opts = experiment_spec(PAPER, name)["model_overrides"]
         diff = {k: v for k, v in opts.items() if main.get(k) != v}
         assert len(diff) == 1, (name, diff)  # one option per ablation
-        (key, value), = diff.items()
+        ((key, value),) = diff.items()
         changed.setdefault(key, set()).add(value)
         assert experiment_spec(PAPER, name)["train"] == experiment_spec(PAPER, "sdgm")["train"]
     assert changed["alpha"] == {0.0} and changed["beta"] == {0.0} and changed["gamma"] == {0.0}
@@ -249,8 +257,14 @@ def test_default_config_dag_has_the_exact_number_of_jobs():
     # generation_quality
     once = 9  # report, scaling, bench_report, generation_report, generation_quality, samples_table, claims,
     # results_readme, all
-    expected = (per_run * n_runs + per_model_corpus * len(n_models) + per_gmm_run * n_gmm
-                + per_corpus * len(corpora) + tables + once)
+    expected = (
+        per_run * n_runs
+        + per_model_corpus * len(n_models)
+        + per_gmm_run * n_gmm
+        + per_corpus * len(corpora)
+        + tables
+        + once
+    )
     assert n_runs == 108 and n_gmm == 18  # (13 SDGM experiments + 5 baselines) x 2 corpora x 3 seeds
     assert expected == 501
     assert jobs_total(out) == expected == 501
@@ -278,8 +292,14 @@ def test_run_hash_covers_what_changes_a_result_and_nothing_else():
     assert changed(lambda c: c["experiments"]["sdgm"].update(overrides={"kernel_size": 5})) != h
     assert changed(lambda c: c["experiments"]["sdgm"].update(train={"batch_size": 8})) != h
     assert changed(lambda c: c["corpora"]["ptb"].update(sha256=None)) != h
-    assert changed(lambda c: c["corpora"]["ptb"].update(
-        source={"type": "url", "urls": {s: f"https://example.org/{s}.txt" for s in ("train", "valid", "test")}})) != h
+    assert (
+        changed(
+            lambda c: c["corpora"]["ptb"].update(
+                source={"type": "url", "urls": {s: f"https://example.org/{s}.txt" for s in ("train", "valid", "test")}}
+            )
+        )
+        != h
+    )
     assert run_hash(base, "ptb", "sdgm", 1) != h
     # two training processes draw other dropout masks: another result (job_resources.train.processes)
     assert changed(lambda c: c["job_resources"]["train"].update(processes=2)) != h
@@ -309,8 +329,11 @@ def test_run_hash_covers_what_changes_a_result_and_nothing_else():
 
 
 def test_duplicate_and_dangling_ablations_are_refused():
-    with pytest.raises(ConfigError, match=r"experiments\.sdgm_k32: resolves to the same model and training as "
-                                          r"experiments\.sdgm on wikitext2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"experiments\.sdgm_k32: resolves to the same model and training as "
+        r"experiments\.sdgm on wikitext2",
+    ):
         check_config(mutate("experiments.sdgm_k32", {"model": "sdgm", "overrides": {"n_atoms": 32}}))
     with pytest.raises(ConfigError, match=r"experiments\.sdgm_beta0\.ablation_of: unknown experiment 'nope'"):
         check_config(mutate("experiments.sdgm_beta0.ablation_of", "nope"))
@@ -402,7 +425,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert 1 < m["val_ppl"] < vocab and math.isfinite(m["test_ppl"])  # learned something, not degenerate
         assert m["steps"] == experiment_spec(QUICK, run.experiment)["train"]["max_steps"]
         own_train = experiment_spec(QUICK, run.experiment)["train"]
-        assert (rec["train_config"]["optimizer"], rec["train_config"]["lr"]) == (own_train["optimizer"], own_train["lr"])
+        assert (rec["train_config"]["optimizer"], rec["train_config"]["lr"]) == (
+            own_train["optimizer"],
+            own_train["lr"],
+        )
         if models[run.experiment] == "sdgm":
             assert 0 < m["cosine_val"] <= 1
         else:
@@ -427,7 +453,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
     # the ablation table: the main PTB run, then beta = 0 and K = 16 beside it
     at = pd.read_csv(res / "tables" / "ablations.csv")
     assert list(zip(at.corpus, at.experiment, at.ablation)) == [
-        ("ptb", "sdgm", "none (main run)"), ("ptb", "sdgm_beta0", "beta = 0.0"), ("ptb", "sdgm_k16", "n_atoms = 16")]
+        ("ptb", "sdgm", "none (main run)"),
+        ("ptb", "sdgm_beta0", "beta = 0.0"),
+        ("ptb", "sdgm_k16", "n_atoms = 16"),
+    ]
     assert (at.causal == "yes").all() and at.val_ppl_vs_main.iloc[1][0] in "+-"
     rt = pd.read_csv(res / "tables" / "reconstruction.csv")
     sdgm_runs = {(r.experiment, r.corpus) for r in quick_runs if models[r.experiment] == "sdgm"}
@@ -442,8 +471,9 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert "gmm-coefficients sample 1" in (res / "samples" / "ptb" / f"{main_ptb.name}.txt").read_text()
 
     # benchmarks: a throughput record per model and corpus, the scaling record, their tables and figure
-    assert [r for r in quick_runs if (res / "bench" / "throughput" / r.corpus / f"{r.name}.json").exists()] == \
-        benchmarked_runs(QUICK)
+    assert [
+        r for r in quick_runs if (res / "bench" / "throughput" / r.corpus / f"{r.name}.json").exists()
+    ] == benchmarked_runs(QUICK)
     for run in benchmarked_runs(QUICK):
         tp = json.loads((res / "bench" / "throughput" / run.corpus / f"{run.name}.json").read_text())
         assert tp["run_id"] == f"{run.corpus}/{run.name}" and tp["provenance"]["git_commit"]
@@ -478,11 +508,16 @@ def test_quick_pipeline_end_to_end(tmp_path):
         g = json.loads((res / "bench" / "generation" / run.corpus / f"{run.name}.json").read_text())
         assert g["run_id"] == f"{run.corpus}/{run.name}" and g["provenance"]["git_commit"]
         cached = models[run.experiment] != "linformer_noncausal"
-        assert g["incremental_decoding"] is cached and set(g["paths"]) == ({"cache", "recompute"} if cached else {"recompute"})
+        assert g["incremental_decoding"] is cached and set(g["paths"]) == (
+            {"cache", "recompute"} if cached else {"recompute"}
+        )
         for path in g["paths"].values():
             for b in QUICK["benchmark"]["generation"]["batch_sizes"]:
                 assert path["generate"][f"b{b}"]["tokens_per_s"] > 0 and path["prefill"][f"b{b}"]["status"] == "ok"
-            assert len(path["latency"]["median_s"]) == QUICK["benchmark"]["generation"]["context_multiple"] * g["max_context"]
+            assert (
+                len(path["latency"]["median_s"])
+                == QUICK["benchmark"]["generation"]["context_multiple"] * g["max_context"]
+            )
         row = gen_table[(gen_table.experiment == run.experiment) & (gen_table.corpus == run.corpus)].iloc[0]
         assert row["decoding"] == ("cache" if cached else "recompute window")
 
@@ -507,8 +542,16 @@ def test_quick_pipeline_end_to_end(tmp_path):
         leaking = " (non-causal)" if models[run.experiment] == "linformer_noncausal" else ""
         assert f"### {run.experiment}{leaking}: model {models[run.experiment]}, corpus {run.corpus}, seed 0" in samples
     assert samples.count("GMM-sampled coefficients") == 2 * len(gmm_runs)
-    for table in ("main", "ablations", "reconstruction", "throughput", "scaling", "scaling_slopes", "generation",
-                  "samples"):
+    for table in (
+        "main",
+        "ablations",
+        "reconstruction",
+        "throughput",
+        "scaling",
+        "scaling_slopes",
+        "generation",
+        "samples",
+    ):
         assert (res / "tables" / f"{table}.html").stat().st_size > 500
     readme = (res / "README.md").read_text()
     check_claims_outputs(res)  # the page leads with the verdicts, then the compact table
@@ -521,23 +564,54 @@ def test_quick_pipeline_end_to_end(tmp_path):
         assert f"](figures/{fig}.png)" in readme, fig
 
     # the HTML report: every table and figure, with its caption
-    rep = snakemake("--report", "results/report.html", "--configfile", str(REPO / "config" / "quick.yaml"),
-                    cwd=tmp_path, timeout=300)
+    rep = snakemake(
+        "--report",
+        "results/report.html",
+        "--configfile",
+        str(REPO / "config" / "quick.yaml"),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert rep.returncode == 0, (rep.stdout + rep.stderr)[-5000:]
     html = (res / "report.html").read_text()
-    for name in ("main.html", "ablations.html", "reconstruction.html", "throughput.html", "scaling_slopes.html",
-                 "generation.html", "generation_latency.png",
-                 "samples.html", "training_curves.png", "ablations.png", "ppl_vs_atoms.png", "scaling.png", *(f"results/figures/{r.corpus}/{r.name}/{f}.png" for r in gmm_runs
-                                  for f in ("atoms", "atom_signals", "gmm_bic", "gmm_pca"))):
+    for name in (
+        "main.html",
+        "ablations.html",
+        "reconstruction.html",
+        "throughput.html",
+        "scaling_slopes.html",
+        "generation.html",
+        "generation_latency.png",
+        "samples.html",
+        "training_curves.png",
+        "ablations.png",
+        "ppl_vs_atoms.png",
+        "scaling.png",
+        *(
+            f"results/figures/{r.corpus}/{r.name}/{f}.png"
+            for r in gmm_runs
+            for f in ("atoms", "atom_signals", "gmm_bic", "gmm_pca")
+        ),
+    ):
         assert name in html, name
-    for caption in ("Main table: one row per experiment", "Slopes of log(time per sequence)",
-                    "Training curves of every run", "Cost of one token-mixing layer",
-                    "Generation of every trained run with its own decoding", "Time of one generation step",
-                    "Generated text, per corpus and experiment", "Rows are atoms sorted by energy",
-                    "The four highest-energy atoms", "Bayesian information criterion",
-                    "first two principal components", "This run: experiments sdgm, sdgm_beta0",
-                    "Ablations of SDGM, one column per corpus", "Perplexity against the number of atoms K",
-                    "Ablations: per corpus, the main SDGM run", "Embedding reconstruction of every SDGM run"):
+    for caption in (
+        "Main table: one row per experiment",
+        "Slopes of log(time per sequence)",
+        "Training curves of every run",
+        "Cost of one token-mixing layer",
+        "Generation of every trained run with its own decoding",
+        "Time of one generation step",
+        "Generated text, per corpus and experiment",
+        "Rows are atoms sorted by energy",
+        "The four highest-energy atoms",
+        "Bayesian information criterion",
+        "first two principal components",
+        "This run: experiments sdgm, sdgm_beta0",
+        "Ablations of SDGM, one column per corpus",
+        "Perplexity against the number of atoms K",
+        "Ablations: per corpus, the main SDGM run",
+        "Embedding reconstruction of every SDGM run",
+    ):
         assert caption in html, caption
 
     # a second invocation has nothing left to do

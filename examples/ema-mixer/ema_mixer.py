@@ -4,6 +4,7 @@
 
 then a residual MLP and a linear head. Position t sees tokens 0 .. t only: the weights of later tokens are zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ from sdgm.models.interface import LanguageModel
 @dataclass
 class EMAMixerConfig:
     vocab_size: int = 10000
-    seq_len: int = 128          # L: the window the model is trained and evaluated on
-    d_model: int = 64           # D
-    decay: float = 0.9          # initial a of every channel, in (0, 1)
+    seq_len: int = 128  # L: the window the model is trained and evaluated on
+    d_model: int = 64  # D
+    decay: float = 0.9  # initial a of every channel, in (0, 1)
 
     def __post_init__(self):
         if not 0 < self.decay < 1:
@@ -40,10 +41,10 @@ class EMAMixer(LanguageModel):
         self.head = nn.Linear(D, cfg.vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.embed(idx)                                             # (B, L, D)
+        x = self.embed(idx)  # (B, L, D)
         t = torch.arange(idx.shape[1], device=idx.device)
-        lag = t[:, None] - t[None, :]                                   # (L, L): t - s
-        a = torch.sigmoid(self.decay_logit)[:, None, None]              # (D, 1, 1)
+        lag = t[:, None] - t[None, :]  # (L, L): t - s
+        a = torch.sigmoid(self.decay_logit)[:, None, None]  # (D, 1, 1)
         w = torch.where(lag >= 0, (1 - a) * a ** lag.clamp(min=0), 0)  # (D, L, L): zero for s > t
-        h = torch.einsum("dts,bsd->btd", w, x)                          # (B, L, D)
-        return self.head(h + self.mlp(h))                               # (B, L, V)
+        h = torch.einsum("dts,bsd->btd", w, x)  # (B, L, D)
+        return self.head(h + self.mlp(h))  # (B, L, V)

@@ -29,6 +29,7 @@ experiment's records are written as it finishes, in the order of --experiments; 
 (an experiment predicted not to fit what is left is named in device.json's "skipped" with the prediction), and
 --skip-scaling leaves the scaling benchmark to its own command (python -m sdgm.bench.scaling).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,29 +43,48 @@ from .device_run import default_experiments, device_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.bench.device", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        prog="python -m sdgm.bench.device",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--configfile", type=Path, required=True, help="workflow config (models, experiments, train)")
     ap.add_argument("--out", type=Path, help="the device's results folder (bench/, tables/)")
-    ap.add_argument("--corpus", default="wikitext2", help="whose vocabulary size the models get (default wikitext2, "
-                                                          "the corpus of the efficiency claims)")
-    ap.add_argument("--experiments", type=lambda t: [x for x in t.split(",") if x],
-                    help="comma-separated (default: the first experiment of each model, but a leaking one)")
+    ap.add_argument(
+        "--corpus",
+        default="wikitext2",
+        help="whose vocabulary size the models get (default wikitext2, the corpus of the efficiency claims)",
+    )
+    ap.add_argument(
+        "--experiments",
+        type=lambda t: [x for x in t.split(",") if x],
+        help="comma-separated (default: the first experiment of each model, but a leaking one)",
+    )
     ap.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the config's train.device)")
     ap.add_argument("--repeats", type=int, help="timed calls per measurement (default: benchmark.repeats)")
     ap.add_argument("--warmup", type=int, help="untimed calls first (default: benchmark.warmup)")
     ap.add_argument("--new-tokens", type=int, help="generated tokens per sequence (default: the config's)")
     ap.add_argument("--context-multiple", type=int, help="latency positions = this x L (default: the config's)")
-    ap.add_argument("--batch-sizes", type=lambda t: [int(x) for x in t.split(",") if x],
-                    help="generation batch sizes (default: the config's)")
+    ap.add_argument(
+        "--batch-sizes",
+        type=lambda t: [int(x) for x in t.split(",") if x],
+        help="generation batch sizes (default: the config's)",
+    )
     ap.add_argument("--score-batch-size", type=int, default=None, help="windows scored (default: the config's)")
-    ap.add_argument("--scaling-from", type=Path, help="copy this scaling record of this device instead of running "
-                                                      "the scaling benchmark")
+    ap.add_argument(
+        "--scaling-from",
+        type=Path,
+        help="copy this scaling record of this device instead of running the scaling benchmark",
+    )
     ap.add_argument("--scaling-args", default="", help="flags for python -m sdgm.bench.scaling (lengths, repeats)")
     ap.add_argument("--skip-scaling", action="store_true", help="run no scaling benchmark (it is run on its own)")
-    ap.add_argument("--budget-s", type=float, help="stop this many seconds from the start: an experiment predicted "
-                                                   "not to finish in what is left is recorded as skipped")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        help="stop this many seconds from the start: an experiment predicted "
+        "not to finish in what is left is recorded as skipped",
+    )
     ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--probe", nargs=2, metavar=("EXPERIMENT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -93,15 +113,25 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown corpus {args.corpus!r}")
     gen = bench["generation"]
     command = "python -m sdgm.bench.device " + " ".join(argv if argv is not None else sys.argv[1:])
-    device_benchmark(config, args.configfile, args.out, corpus=args.corpus, experiments=experiments,
-                     device=args.device, repeats=args.repeats or bench["repeats"],
-                     warmup=bench["warmup"] if args.warmup is None else args.warmup,
-                     new_tokens=args.new_tokens or gen["new_tokens"],
-                     batch_sizes=args.batch_sizes or gen["batch_sizes"],
-                     context_multiple=args.context_multiple or gen["context_multiple"],
-                     score_batch_size=score_batch_size, scaling_from=args.scaling_from,
-                     scaling_args=args.scaling_args.split(), command=command, deadline=deadline,
-                     skip_scaling=args.skip_scaling)
+    device_benchmark(
+        config,
+        args.configfile,
+        args.out,
+        corpus=args.corpus,
+        experiments=experiments,
+        device=args.device,
+        repeats=args.repeats or bench["repeats"],
+        warmup=bench["warmup"] if args.warmup is None else args.warmup,
+        new_tokens=args.new_tokens or gen["new_tokens"],
+        batch_sizes=args.batch_sizes or gen["batch_sizes"],
+        context_multiple=args.context_multiple or gen["context_multiple"],
+        score_batch_size=score_batch_size,
+        scaling_from=args.scaling_from,
+        scaling_args=args.scaling_args.split(),
+        command=command,
+        deadline=deadline,
+        skip_scaling=args.skip_scaling,
+    )
     from ..reporting.claims import build_claims, find_records
 
     for name, p in build_claims(args.out / "tables", **find_records(args.out)).items():

@@ -1,5 +1,6 @@
 """The device benchmark's memory measurements (sdgm.bench.device): each peak of torch's allocator in a fresh
 process (python -m sdgm.bench.device --probe EXPERIMENT MODE), counted from before the model is built."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ def experiment_setup(config: dict, experiment: str, device: str | None) -> tuple
     return spec["model"], options, train
 
 
-def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, device: str | None,
-                 score_batch_size: int) -> dict:
+def memory_probe(
+    config: dict, experiment: str, vocab_size: int, mode: str, device: str | None, score_batch_size: int
+) -> dict:
     """The allocator peak of one mode in this process, counted from before the model is built: "train" builds the
     model and its optimizer and takes two training steps (the first creates the optimizer's state), "score" builds
     the model and scores score_batch_size windows without gradients."""
@@ -68,21 +70,45 @@ def memory_probe(config: dict, experiment: str, vocab_size: int, mode: str, devi
                     F.cross_entropy(net(xs).flatten(0, 1).float(), ys.flatten())
 
     peak, why = peak_call_memory(run, dev)  # from before the model is built: parameters count
-    what = {"train": f"build the model and its optimizer, two training steps of ({B}, {tcfg.seq_len})",
-            "score": f"build the model, score ({B}, {tcfg.seq_len}) without gradients"}[mode]
-    return {"mode": mode, "peak_bytes": peak, "na": why, "what": what, "batch_size": B, "seq_len": tcfg.seq_len,
-            # the protocol the verdicts compare (docs/claims.md); this probe never compiles
-            "precision": "bf16" if amp == torch.bfloat16 else "fp32", "compile": False,
-            "steps": 2 if mode == "train" else 1, "fresh_process": True,
-            "method": (CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD)
-            + "; a fresh process, counted from before the model is built"}
+    what = {
+        "train": f"build the model and its optimizer, two training steps of ({B}, {tcfg.seq_len})",
+        "score": f"build the model, score ({B}, {tcfg.seq_len}) without gradients",
+    }[mode]
+    return {
+        "mode": mode,
+        "peak_bytes": peak,
+        "na": why,
+        "what": what,
+        "batch_size": B,
+        "seq_len": tcfg.seq_len,
+        # the protocol the verdicts compare (docs/claims.md); this probe never compiles
+        "precision": "bf16" if amp == torch.bfloat16 else "fp32",
+        "compile": False,
+        "steps": 2 if mode == "train" else 1,
+        "fresh_process": True,
+        "method": (CUDA_MEMORY_METHOD if dev.type == "cuda" else CPU_MEMORY_METHOD)
+        + "; a fresh process, counted from before the model is built",
+    }
 
 
-def fresh_process_probe(configfile: Path, experiment: str, vocab_size: int, mode: str, device: str | None,
-                        score_batch_size: int) -> dict:
+def fresh_process_probe(
+    configfile: Path, experiment: str, vocab_size: int, mode: str, device: str | None, score_batch_size: int
+) -> dict:
     """memory_probe in a new Python process, so that nothing else this process did counts."""
-    cmd = [sys.executable, "-m", "sdgm.bench.device", "--configfile", str(Path(configfile).resolve()),
-           "--probe", experiment, mode, "--vocab-size", str(vocab_size), "--score-batch-size", str(score_batch_size)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdgm.bench.device",
+        "--configfile",
+        str(Path(configfile).resolve()),
+        "--probe",
+        experiment,
+        mode,
+        "--vocab-size",
+        str(vocab_size),
+        "--score-batch-size",
+        str(score_batch_size),
+    ]
     if device:
         cmd += ["--device", device]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])

@@ -1,6 +1,7 @@
 """The device benchmark's run (sdgm.bench.device): each experiment measured with fresh weights and its records
 written (throughput, generation, device.json), then the scaling benchmark; the memory peaks come from
 device_probe."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,27 @@ def default_experiments(config: dict) -> list[str]:
     return [e for m, e in first.items() if m != "linformer_noncausal"]
 
 
-def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, experiments: list[str],
-                     device: str | None, repeats: int, warmup: int, new_tokens: int, batch_sizes: list[int],
-                     context_multiple: int, score_batch_size: int, scaling_from: Path | None,
-                     scaling_args: list[str], command: str, log=print, deadline: float | None = None,
-                     skip_scaling: bool = False) -> dict:
+def device_benchmark(
+    config: dict,
+    configfile: Path,
+    out: Path,
+    *,
+    corpus: str,
+    experiments: list[str],
+    device: str | None,
+    repeats: int,
+    warmup: int,
+    new_tokens: int,
+    batch_sizes: list[int],
+    context_multiple: int,
+    score_batch_size: int,
+    scaling_from: Path | None,
+    scaling_args: list[str],
+    command: str,
+    log=print,
+    deadline: float | None = None,
+    skip_scaling: bool = False,
+) -> dict:
     """Each experiment's records, written as it finishes, then the scaling benchmark. deadline (time.monotonic()):
     an experiment predicted not to finish before it is recorded as skipped in device.json with the prediction;
     device.json is rewritten after every experiment ("complete": false until the end)."""
@@ -39,20 +56,43 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
     from .throughput import measure_throughput
 
     vocab_size = int(config["corpora"][corpus]["expected"]["vocab_size"])
-    settings = {"corpus": corpus, "vocab_size": vocab_size, "experiments": experiments, "repeats": repeats,
-                "warmup": warmup, "generation": {"batch_sizes": batch_sizes, "new_tokens": new_tokens,
-                                                 "context_multiple": context_multiple, "paths": "own path only"},
-                "score_batch_size": score_batch_size, "weights": "freshly initialized, seed 0",
-                "scaling": ("not run (--skip-scaling)" if skip_scaling else
-                            f"not rerun: the record {scaling_from}, a run of the scaling benchmark on this device"
-                            if scaling_from else f"run here: python -m sdgm.bench.scaling {' '.join(scaling_args)}")}
+    settings = {
+        "corpus": corpus,
+        "vocab_size": vocab_size,
+        "experiments": experiments,
+        "repeats": repeats,
+        "warmup": warmup,
+        "generation": {
+            "batch_sizes": batch_sizes,
+            "new_tokens": new_tokens,
+            "context_multiple": context_multiple,
+            "paths": "own path only",
+        },
+        "score_batch_size": score_batch_size,
+        "weights": "freshly initialized, seed 0",
+        "scaling": (
+            "not run (--skip-scaling)"
+            if skip_scaling
+            else f"not rerun: the record {scaling_from}, a run of the scaling benchmark on this device"
+            if scaling_from
+            else f"run here: python -m sdgm.bench.scaling {' '.join(scaling_args)}"
+        ),
+    }
     steps, t_start, load_start = {}, time.perf_counter(), load_average()
     skipped, per_param = {}, []  # experiment -> why not run; seconds per parameter of each finished experiment
 
     def write_device(complete: bool) -> dict:
-        rec = {"schema": 1, "kind": "device", "command": command, "settings": settings, "wall_s": steps,
-               "complete": complete, "skipped": skipped, "load_average": {"start": load_start, "end": load_average()},
-               "provenance": provenance(resolve_device(device or config["train"].get("device", "auto")))}
+        rec = {
+            "schema": 1,
+            "kind": "device",
+            "command": command,
+            "settings": settings,
+            "wall_s": steps,
+            "complete": complete,
+            "skipped": skipped,
+            "load_average": {"start": load_start, "end": load_average()},
+            "provenance": provenance(resolve_device(device or config["train"].get("device", "auto"))),
+        }
         write_json_atomic(out / "bench" / "device.json", rec)
         return rec
 
@@ -70,37 +110,80 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
         t1 = time.perf_counter()
         torch.manual_seed(0)
         net = build_model(model_name, vocab_size, **options)
-        tp = measure_throughput(net, tcfg, repeats=repeats, warmup=warmup, generate_batch_sizes=(),
-                                score_batch_size=score_batch_size)
+        tp = measure_throughput(
+            net, tcfg, repeats=repeats, warmup=warmup, generate_batch_sizes=(), score_batch_size=score_batch_size
+        )
         t2 = time.perf_counter()
         torch.manual_seed(0)  # fresh weights again: the throughput's training steps changed them
         net = build_model(model_name, vocab_size, **options)
-        gen = measure_generation(net, tcfg, batch_sizes=batch_sizes, new_tokens=new_tokens,
-                                 context_multiple=context_multiple, repeats=repeats, warmup=warmup,
-                                 only_own_path=True)
+        gen = measure_generation(
+            net,
+            tcfg,
+            batch_sizes=batch_sizes,
+            new_tokens=new_tokens,
+            context_multiple=context_multiple,
+            repeats=repeats,
+            warmup=warmup,
+            only_own_path=True,
+        )
         t3 = time.perf_counter()
         fpt, fpt_na = declared(net, "flops_per_token")
-        metrics = {"params": net.num_params(), "flops_per_token": fpt,
-                   "train_tokens_per_s": tp["modes"]["train"].get("tokens_per_s"),
-                   "score_tokens_per_s": tp["modes"]["score"].get("tokens_per_s"),
-                   "train_peak_mem_bytes": mem["train"]["peak_bytes"],
-                   "score_peak_mem_bytes": mem["score"]["peak_bytes"]}
-        na = {k: v for k, v in (("flops_per_token", fpt_na),
-                                ("train_tokens_per_s", tp["modes"]["train"].get("na", {}).get("tokens_per_s")),
-                                ("score_tokens_per_s", tp["modes"]["score"].get("na", {}).get("tokens_per_s")),
-                                ("train_peak_mem_bytes", mem["train"]["na"]),
-                                ("score_peak_mem_bytes", mem["score"]["na"])) if v}
-        common = {"experiment": exp, "model": model_name, "corpus": corpus, "seed": 0, "fresh_weights": True,
-                  "model_options": options, "train_config": train, "provenance": provenance(dev)}
-        throughput_rec = {"schema": 1, "kind": "throughput", **common,
-                          "settings": {"repeats": repeats, "warmup": warmup, "score_batch_size": score_batch_size,
-                                       "generate_batch_sizes": []},
-                          "config_hash": config_hash({"settings": settings, "options": options, "train": train}),
-                          "device": tp["device"], "precision": tp["precision"], "metrics": metrics, "na": na,
-                          "memory": mem, "modes": tp["modes"]}
-        gen_rec = {"schema": 1, "kind": "generation", **common, "settings": settings["generation"],
-                   "config_hash": config_hash({"settings": settings, "options": options, "train": train}), **gen,
-                   "params": net.num_params()}
+        metrics = {
+            "params": net.num_params(),
+            "flops_per_token": fpt,
+            "train_tokens_per_s": tp["modes"]["train"].get("tokens_per_s"),
+            "score_tokens_per_s": tp["modes"]["score"].get("tokens_per_s"),
+            "train_peak_mem_bytes": mem["train"]["peak_bytes"],
+            "score_peak_mem_bytes": mem["score"]["peak_bytes"],
+        }
+        na = {
+            k: v
+            for k, v in (
+                ("flops_per_token", fpt_na),
+                ("train_tokens_per_s", tp["modes"]["train"].get("na", {}).get("tokens_per_s")),
+                ("score_tokens_per_s", tp["modes"]["score"].get("na", {}).get("tokens_per_s")),
+                ("train_peak_mem_bytes", mem["train"]["na"]),
+                ("score_peak_mem_bytes", mem["score"]["na"]),
+            )
+            if v
+        }
+        common = {
+            "experiment": exp,
+            "model": model_name,
+            "corpus": corpus,
+            "seed": 0,
+            "fresh_weights": True,
+            "model_options": options,
+            "train_config": train,
+            "provenance": provenance(dev),
+        }
+        throughput_rec = {
+            "schema": 1,
+            "kind": "throughput",
+            **common,
+            "settings": {
+                "repeats": repeats,
+                "warmup": warmup,
+                "score_batch_size": score_batch_size,
+                "generate_batch_sizes": [],
+            },
+            "config_hash": config_hash({"settings": settings, "options": options, "train": train}),
+            "device": tp["device"],
+            "precision": tp["precision"],
+            "metrics": metrics,
+            "na": na,
+            "memory": mem,
+            "modes": tp["modes"],
+        }
+        gen_rec = {
+            "schema": 1,
+            "kind": "generation",
+            **common,
+            "settings": settings["generation"],
+            "config_hash": config_hash({"settings": settings, "options": options, "train": train}),
+            **gen,
+            "params": net.num_params(),
+        }
         for kind, rec in (("throughput", throughput_rec), ("generation", gen_rec)):
             write_json_atomic(out / "bench" / kind / corpus / f"{exp}-s0.json", json.loads(json.dumps(rec)))
         steps[exp] = {"memory_s": t1 - t0, "throughput_s": t2 - t1, "generation_s": t3 - t2}
@@ -108,9 +191,12 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
         write_device(False)
         b1 = gen["paths"][gen["own_path"]]["generate"].get(f"b{batch_sizes[0]}", {}).get("tokens_per_s")
         mib = {m: (metrics[f"{m}_peak_mem_bytes"] or 0) / 2**20 for m in MEMORY_MODES}
-        log(f"{exp}: {metrics['params'] / 1e6:.2f} M params, train {metrics['train_tokens_per_s'] or 0:,.0f} tok/s, "
+        log(
+            f"{exp}: {metrics['params'] / 1e6:.2f} M params, train {metrics['train_tokens_per_s'] or 0:,.0f} tok/s, "
             f"generate b{batch_sizes[0]} {b1 or 0:,.1f} tok/s, peaks train {mib['train']:,.0f} MiB, score "
-            f"{mib['score']:,.0f} MiB ({t3 - t0:.0f} s)", flush=True)
+            f"{mib['score']:,.0f} MiB ({t3 - t0:.0f} s)",
+            flush=True,
+        )
         del net
     t_scaling = time.perf_counter()
     record_path = out / "bench" / "scaling.json"
@@ -121,11 +207,15 @@ def device_benchmark(config: dict, configfile: Path, out: Path, *, corpus: str, 
             record_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(scaling_from, record_path)
         from ..reporting.bench_report import build_scaling_report
+
         build_scaling_report(record_path, out / "tables", out / "figures")
     else:
         from .scaling import cli as scaling_cli
-        scaling_cli.main(["--configfile", str(configfile), "--out", str(out), *scaling_args]
-                         + (["--device", device] if device else []))
+
+        scaling_cli.main(
+            ["--configfile", str(configfile), "--out", str(out), *scaling_args]
+            + (["--device", device] if device else [])
+        )
     steps["scaling_s"] = time.perf_counter() - t_scaling
     steps["total_s"] = time.perf_counter() - t_start
     return write_device(True)
@@ -150,7 +240,8 @@ def _past_deadline(deadline: float, per_param: list[float], model: str, vocab_si
         return None
     guess = n * max(per_param)
     if guess > left:
-        return f"not run: predicted {guess:.0f} s ({n / 1e6:.2f} M parameters at the slowest rate so far), " \
-               f"{left:.0f} s left of the budget"
+        return (
+            f"not run: predicted {guess:.0f} s ({n / 1e6:.2f} M parameters at the slowest rate so far), "
+            f"{left:.0f} s left of the budget"
+        )
     return None
-

@@ -22,6 +22,7 @@ Timings follow sdgm.common.timing: warmup excluded, each call between two device
 `repeats`, every raw time kept (the latency curve keeps the median per position). An out-of-memory is recorded
 as null with its reason, and a compiled path that fails to compile records the error, never a number.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,9 +132,22 @@ def _guarded(fn: Callable[[], dict], device: torch.device, allow_errors: bool) -
 
 
 @torch.no_grad()
-def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, batch_sizes, new_tokens: int,
-                 context_multiple: int, repeats: int, warmup: int, seed: int, sampler_interval_s: float = 0.05,
-                 clock: Callable[[], float] = time.perf_counter, allow_errors: bool = False) -> dict:
+def measure_path(
+    model: LanguageModel,
+    *,
+    device,
+    autocast,
+    vocab_size: int,
+    batch_sizes,
+    new_tokens: int,
+    context_multiple: int,
+    repeats: int,
+    warmup: int,
+    seed: int,
+    sampler_interval_s: float = 0.05,
+    clock: Callable[[], float] = time.perf_counter,
+    allow_errors: bool = False,
+) -> dict:
     """Tokens/s, prefill time, latency per position and state bytes of one decoding path (module docstring)."""
     from ..harness.generate import sample_autoregressive
 
@@ -161,21 +175,38 @@ def measure_path(model: LanguageModel, *, device, autocast, vocab_size: int, bat
 
         def gen_record(generate=generate, b=b) -> dict:
             sampler = NvmlSampler(device, sampler_interval_s)
-            timing = time_calls(generate, repeats=repeats, warmup=warmup, device=device, clock=clock,
-                                timed_context=sampler)
+            timing = time_calls(
+                generate, repeats=repeats, warmup=warmup, device=device, clock=clock, timed_context=sampler
+            )
             return {"timing": timing, "tokens_per_s": b * new_tokens / timing["median_s"], "memory": sampler.result()}
 
-        rec["generate"][f"b{b}"] = {"batch_size": b, "prompt_tokens": 1, "new_tokens": new_tokens,
-                                    **_guarded(gen_record, device, allow_errors)}
-        rec["prefill"][f"b{b}"] = {"batch_size": b, "prompt_tokens": L,
-                                   **_guarded(lambda prefill=prefill: {"timing": timed(prefill)}, device, allow_errors)}
+        rec["generate"][f"b{b}"] = {
+            "batch_size": b,
+            "prompt_tokens": 1,
+            "new_tokens": new_tokens,
+            **_guarded(gen_record, device, allow_errors),
+        }
+        rec["prefill"][f"b{b}"] = {
+            "batch_size": b,
+            "prompt_tokens": L,
+            **_guarded(lambda prefill=prefill: {"timing": timed(prefill)}, device, allow_errors),
+        }
     positions = context_multiple * L
-    rec["latency"] = {"batch_size": 1, "positions": list(range(1, positions + 1)), "repeats": repeats,
-                      "warmup": warmup, **_guarded(lambda: latency_by_position(model, ids(1, positions), device,
-                                                                               autocast, repeats, warmup, clock),
-                                                   device, allow_errors)}
-    rec["state"]["b1"] = {"batch_size": 1, **_guarded(lambda: state_growth(model, ids(1, positions), device, autocast),
-                                                      device, allow_errors)}
+    rec["latency"] = {
+        "batch_size": 1,
+        "positions": list(range(1, positions + 1)),
+        "repeats": repeats,
+        "warmup": warmup,
+        **_guarded(
+            lambda: latency_by_position(model, ids(1, positions), device, autocast, repeats, warmup, clock),
+            device,
+            allow_errors,
+        ),
+    }
+    rec["state"]["b1"] = {
+        "batch_size": 1,
+        **_guarded(lambda: state_growth(model, ids(1, positions), device, autocast), device, allow_errors),
+    }
     for b in batch_sizes:  # the state plus one step's activations after a context of L (the inference-memory claim)
         entry = rec["state"].setdefault(f"b{b}", {"batch_size": b})
         peak = _guarded(lambda b=b: decode_peak(model, ids(b, L + 1), device, autocast), device, allow_errors)
@@ -200,8 +231,13 @@ def decode_peak(model, idx: torch.Tensor, device, autocast) -> dict:
                 _, state = model.decode_step(idx[:, p], state)
 
     peak, why = peak_call_memory(run, device)
-    out = {"step_peak_bytes": peak, "context": idx.shape[1] - 1, "steps": 1, "fresh_process": False,
-           "step_peak_method": CUDA_MEMORY_METHOD if torch.device(device).type == "cuda" else CPU_MEMORY_METHOD}
+    out = {
+        "step_peak_bytes": peak,
+        "context": idx.shape[1] - 1,
+        "steps": 1,
+        "fresh_process": False,
+        "step_peak_method": CUDA_MEMORY_METHOD if torch.device(device).type == "cuda" else CPU_MEMORY_METHOD,
+    }
     if why:
         out["na"] = {"step_peak_bytes": why}
     return out
@@ -236,14 +272,30 @@ def state_growth(model, idx: torch.Tensor, device, autocast) -> dict:
             _, state = model.decode_step(idx[:, p], state)
         sizes.append(state_bytes(state))
     peak = max(sizes)
-    return {"after_max_context_bytes": sizes[min(L, len(sizes)) - 1], "after_last_bytes": sizes[-1],
-            "peak_bytes": peak, "peak_at_position": sizes.index(peak) + 1, "positions": len(sizes)}
+    return {
+        "after_max_context_bytes": sizes[min(L, len(sizes)) - 1],
+        "after_last_bytes": sizes[-1],
+        "peak_bytes": peak,
+        "peak_at_position": sizes.index(peak) + 1,
+        "positions": len(sizes),
+    }
 
 
-def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), new_tokens: int = 128,
-                       context_multiple: int = 4, repeats: int = 5, warmup: int = 2, compile_options: dict | None = None,
-                       sampler_interval_s: float = 0.05, seed: int = 0, only_own_path: bool = False,
-                       clock: Callable[[], float] = time.perf_counter) -> dict:
+def measure_generation(
+    model: LanguageModel,
+    train_cfg,
+    *,
+    batch_sizes=(1, 32),
+    new_tokens: int = 128,
+    context_multiple: int = 4,
+    repeats: int = 5,
+    warmup: int = 2,
+    compile_options: dict | None = None,
+    sampler_interval_s: float = 0.05,
+    seed: int = 0,
+    only_own_path: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """Every decoding path of `model` on the device and precision `train_cfg` trains with (module docstring);
     only_own_path: the model's own path alone (its cache, else the window recompute), the one claims read."""
     from ..harness.recipe import autocast_dtype, resolve_device
@@ -263,18 +315,36 @@ def measure_generation(model: LanguageModel, train_cfg, *, batch_sizes=(1, 32), 
         compiled = name.endswith("_compiled")
         what = PATH_WHAT[name.removesuffix("_compiled")]
         torch.manual_seed(seed)
-        paths[name] = {"what": what + (f"; decode_step under torch.compile(**{compile_options})" if compiled else ""),
-                       "compile": compiled, "fresh_process": False,  # the protocol the verdicts compare
-                       **measure_path(path_model, device=device, autocast=autocast, vocab_size=_vocab_size(model),
-                                      batch_sizes=batch_sizes, new_tokens=new_tokens,
-                                      context_multiple=context_multiple, repeats=repeats, warmup=warmup, seed=seed,
-                                      sampler_interval_s=sampler_interval_s, clock=clock,
-                                      allow_errors=compiled)}
+        paths[name] = {
+            "what": what + (f"; decode_step under torch.compile(**{compile_options})" if compiled else ""),
+            "compile": compiled,
+            "fresh_process": False,  # the protocol the verdicts compare
+            **measure_path(
+                path_model,
+                device=device,
+                autocast=autocast,
+                vocab_size=_vocab_size(model),
+                batch_sizes=batch_sizes,
+                new_tokens=new_tokens,
+                context_multiple=context_multiple,
+                repeats=repeats,
+                warmup=warmup,
+                seed=seed,
+                sampler_interval_s=sampler_interval_s,
+                clock=clock,
+                allow_errors=compiled,
+            ),
+        }
         free_memory(device)
-    return {"device": str(device), "precision": "bf16" if amp == torch.bfloat16 else "fp32", "paths": paths,
-            "own_path": own,
-            "incremental_decoding": bool(model.incremental_decoding),
-            "decode_beyond_context": model.decode_beyond_context, "max_context": model.max_context}
+    return {
+        "device": str(device),
+        "precision": "bf16" if amp == torch.bfloat16 else "fp32",
+        "paths": paths,
+        "own_path": own,
+        "incremental_decoding": bool(model.incremental_decoding),
+        "decode_beyond_context": model.decode_beyond_context,
+        "max_context": model.max_context,
+    }
 
 
 PATH_WHAT = {
@@ -293,24 +363,45 @@ def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     model, _ = load_run(Path(run_dir))
     tcfg = TrainConfig(**run["train_config"])
     gen = bench["generation"]
-    settings = {"repeats": bench["repeats"], "warmup": bench["warmup"], "sampler_interval_s": bench["sampler_interval_s"],
-                "batch_sizes": list(gen["batch_sizes"]), "new_tokens": gen["new_tokens"],
-                "context_multiple": gen["context_multiple"], "compile": gen["compile"]}
+    settings = {
+        "repeats": bench["repeats"],
+        "warmup": bench["warmup"],
+        "sampler_interval_s": bench["sampler_interval_s"],
+        "batch_sizes": list(gen["batch_sizes"]),
+        "new_tokens": gen["new_tokens"],
+        "context_multiple": gen["context_multiple"],
+        "compile": gen["compile"],
+    }
     torch.manual_seed(run["seed"])
-    res = measure_generation(model, tcfg, batch_sizes=settings["batch_sizes"], new_tokens=settings["new_tokens"],
-                             context_multiple=settings["context_multiple"], repeats=settings["repeats"],
-                             warmup=settings["warmup"], compile_options=settings["compile"],
-                             sampler_interval_s=settings["sampler_interval_s"], seed=run["seed"])
+    res = measure_generation(
+        model,
+        tcfg,
+        batch_sizes=settings["batch_sizes"],
+        new_tokens=settings["new_tokens"],
+        context_multiple=settings["context_multiple"],
+        repeats=settings["repeats"],
+        warmup=settings["warmup"],
+        compile_options=settings["compile"],
+        sampler_interval_s=settings["sampler_interval_s"],
+        seed=run["seed"],
+    )
     fpt, fpt_na = declared(model, "flops_per_token")
     state_bytes, state_na = declared(model, "state_bytes_per_sequence")
     record = {
-        "schema": SCHEMA_VERSION, "kind": "generation",
-        "run_id": run["run_id"], "experiment": run["experiment"], "model": run["model"], "corpus": run["corpus"],
-        "seed": run["seed"], "run_fingerprint": run["fingerprint"],
-        "settings": settings, "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
+        "schema": SCHEMA_VERSION,
+        "kind": "generation",
+        "run_id": run["run_id"],
+        "experiment": run["experiment"],
+        "model": run["model"],
+        "corpus": run["corpus"],
+        "seed": run["seed"],
+        "run_fingerprint": run["fingerprint"],
+        "settings": settings,
+        "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
         "provenance": provenance(resolve_device(tcfg.device)),
         **res,
-        "params": model.num_params(), "flops_per_token": fpt,
+        "params": model.num_params(),
+        "flops_per_token": fpt,
         "state_bytes_per_sequence_declared": state_bytes,
         "na": {k: v for k, v in (("flops_per_token", fpt_na), ("state_bytes_per_sequence_declared", state_na)) if v},
     }

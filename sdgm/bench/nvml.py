@@ -1,8 +1,9 @@
 """GPU memory, power and energy while code runs: a background thread sampling NVML (nvidia-ml-py).
 
-    with NvmlSampler("cuda") as s: ...            # s.result(): GPU memory (this process, device), power, energy,
-                                                   # torch peak allocated/reserved, CPU RSS; null + reason if absent
+with NvmlSampler("cuda") as s: ...            # s.result(): GPU memory (this process, device), power, energy,
+                                               # torch peak allocated/reserved, CPU RSS; null + reason if absent
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,14 +19,23 @@ import torch
 from ..common.missing import NOT_MEASURED
 from ..common.timing import current_rss_bytes, load_average, peak_rss_bytes
 
-GPU_FIELDS = ("process_gpu_mem_peak_bytes", "device_mem_used_peak_bytes", "device_mem_total_bytes",
-              "power_mean_w", "power_max_w", "energy_j", "torch_max_memory_allocated_bytes",
-              "torch_max_memory_reserved_bytes")
+GPU_FIELDS = (
+    "process_gpu_mem_peak_bytes",
+    "device_mem_used_peak_bytes",
+    "device_mem_total_bytes",
+    "power_mean_w",
+    "power_max_w",
+    "energy_j",
+    "torch_max_memory_allocated_bytes",
+    "torch_max_memory_reserved_bytes",
+)
 
 
 def _nvml_handle(nvml, device: torch.device):
     """NVML handle of the CUDA device torch calls `device` (CUDA_VISIBLE_DEVICES may renumber devices)."""
-    index = device.index if device.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    index = (
+        device.index if device.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    )
     try:
         uuid = str(torch.cuda.get_device_properties(index).uuid)
         for candidate in (uuid, f"GPU-{uuid}"):
@@ -51,7 +61,9 @@ class NvmlSampler:
     the reason in result()["na"]; the sampler itself never raises for a missing GPU, driver or NVML.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.05, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, device: torch.device | str = "cpu", interval_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+    ):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.device = torch.device(device)
@@ -155,7 +167,10 @@ class NvmlSampler:
                         else:
                             self._proc_peak = used if self._proc_peak is None else max(self._proc_peak, used)
             except Exception as e:
-                self._note("process_gpu_mem_peak_bytes", f"nvmlDeviceGetComputeRunningProcesses failed ({type(e).__name__}: {e})")
+                self._note(
+                    "process_gpu_mem_peak_bytes",
+                    f"nvmlDeviceGetComputeRunningProcesses failed ({type(e).__name__}: {e})",
+                )
             try:
                 used = int(nv.nvmlDeviceGetMemoryInfo(h).used)
                 self._dev_peak = used if self._dev_peak is None else max(self._dev_peak, used)
@@ -169,18 +184,27 @@ class NvmlSampler:
     # -- summary --
     def _finish(self) -> dict:
         na = self.na
-        out: dict = {"device": str(self.device), "interval_s": self.interval_s,
-                     "duration_s": self._t1 - self._t0, "n_samples": self._n,
-                     "load_average_start": self._load0, "load_average_end": load_average()}
+        out: dict = {
+            "device": str(self.device),
+            "interval_s": self.interval_s,
+            "duration_s": self._t1 - self._t0,
+            "n_samples": self._n,
+            "load_average_start": self._load0,
+            "load_average_end": load_average(),
+        }
         out["cpu_rss_peak_bytes"] = self._rss_peak
         if self._rss_peak is None:
             na["cpu_rss_peak_bytes"] = "no /proc/self/statm on this platform"
         out["cpu_maxrss_lifetime_bytes"] = peak_rss_bytes()
         out["process_gpu_mem_peak_bytes"] = self._proc_peak
         if self._handle is not None and self._proc_peak is None:
-            self._note("process_gpu_mem_peak_bytes", f"this process (pid {os.getpid()}) is not among NVML's compute "
-                       "processes on the device (e.g. a container with its own PID namespace)"
-                       if not self._pid_seen else "NVML reported no memory for this process")
+            self._note(
+                "process_gpu_mem_peak_bytes",
+                f"this process (pid {os.getpid()}) is not among NVML's compute "
+                "processes on the device (e.g. a container with its own PID namespace)"
+                if not self._pid_seen
+                else "NVML reported no memory for this process",
+            )
         out["device_mem_used_peak_bytes"] = self._dev_peak
         out["device_mem_total_bytes"] = self._dev_total
         watts = [w for _, w in self._power]
@@ -204,8 +228,10 @@ class NvmlSampler:
             elif len(self._power) >= 2:
                 t, w = np.array([p[0] for p in self._power]), np.array(watts)
                 out["energy_j"] = float(np.sum((w[1:] + w[:-1]) / 2 * np.diff(t)))
-                out["energy_source"] = (f"integrated from power samples (device-wide, trapezoid rule, interval "
-                                        f"{self.interval_s} s; no energy counter: {self._energy_error})")
+                out["energy_source"] = (
+                    f"integrated from power samples (device-wide, trapezoid rule, interval "
+                    f"{self.interval_s} s; no energy counter: {self._energy_error})"
+                )
             else:
                 self._note("energy_j", "no energy counter and fewer than 2 power samples")
         if self._cuda:
@@ -225,5 +251,3 @@ class NvmlSampler:
         if self._result is None:
             raise RuntimeError("NvmlSampler.result() is available after the with-block ends")
         return self._result
-
-

@@ -5,6 +5,7 @@
 Everything is written against sdgm.models.interface.LanguageModel only; no model is named here. Every record carries
 provenance (git commit, device, driver, torch, CUDA) and a hash of its settings.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,10 +65,20 @@ def mfu(flops_per_token: float | None, tokens_per_s: float | None, peak: float |
 # ---- throughput of a trained model -------------------------------------------------------------------------------
 
 
-def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, score_batch_size: int = 32,
-                       generate_new_tokens: int = 256, generate_batch_sizes=(1, 32), sampler_interval_s: float = 0.05,
-                       energy_min_s: float = 2.0, seed: int = 0,
-                       clock: Callable[[], float] = time.perf_counter) -> dict:
+def measure_throughput(
+    model,
+    train_cfg,
+    *,
+    repeats: int = 5,
+    warmup: int = 2,
+    score_batch_size: int = 32,
+    generate_new_tokens: int = 256,
+    generate_batch_sizes=(1, 32),
+    sampler_interval_s: float = 0.05,
+    energy_min_s: float = 2.0,
+    seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """Tokens/s of `model` (any LanguageModel) three ways, on the device and precision `train_cfg` trains with.
 
     train:    forward + backward + optimizer step on (batch_size, seq_len), the trainer's optimizer and clipping
@@ -112,15 +123,29 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
             error = str(e).splitlines()[0][:500]
         if error is not None:  # outside the except block: the traceback no longer pins the failed call's tensors
             free_memory(device)
-            modes[name] = {**extra, "status": "oom", "error": error, "tokens_per_s": None,
-                           "na": {"tokens_per_s": f"out of memory: {error}"}}
+            modes[name] = {
+                **extra,
+                "status": "oom",
+                "error": error,
+                "tokens_per_s": None,
+                "na": {"tokens_per_s": f"out of memory: {error}"},
+            }
             return
         tok_s = tokens_per_second(tokens, timing)
         mem = sampler.result()
         model_flops = None if fpt is None else flops_factor * fpt
-        rec = {**extra, "status": "ok", "tokens_per_call": tokens, "timing": timing, "tokens_per_s": tok_s,
-               "model_flops_per_token": model_flops, "achieved_flops_per_s": None if model_flops is None else model_flops * tok_s,
-               "peak_flops_per_s": peak, "mfu": mfu(model_flops, tok_s, peak), "memory": mem}
+        rec = {
+            **extra,
+            "status": "ok",
+            "tokens_per_call": tokens,
+            "timing": timing,
+            "tokens_per_s": tok_s,
+            "model_flops_per_token": model_flops,
+            "achieved_flops_per_s": None if model_flops is None else model_flops * tok_s,
+            "peak_flops_per_s": peak,
+            "mfu": mfu(model_flops, tok_s, peak),
+            "memory": mem,
+        }
         if model_flops is None:
             na["model_flops_per_token"] = na["achieved_flops_per_s"] = fpt_na
         if peak is None:
@@ -146,8 +171,13 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
                 synchronize(device)
                 calls += 1
         mem = sampler.result()
-        return {"energy_j": mem["energy_j"], "energy_source": mem["energy_source"], "calls": calls,
-                "window_s": clock() - t0, "power_mean_w": mem.get("power_mean_w")}
+        return {
+            "energy_j": mem["energy_j"],
+            "energy_source": mem["energy_source"],
+            "calls": calls,
+            "window_s": clock() - t0,
+            "power_mean_w": mem.get("power_mean_w"),
+        }
 
     def train_mode():  # the training step as the trainer takes it; the optimizer state dies with this scope
         model.train()
@@ -164,8 +194,18 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             opt.step()
 
-        run("train", train_step, B * L, 3.0, {"batch_size": B, "seq_len": L, "compile": bool(train_cfg.compile),
-                                              "what": "forward + backward + optimizer step (model FLOPs = 3 x forward)"})
+        run(
+            "train",
+            train_step,
+            B * L,
+            3.0,
+            {
+                "batch_size": B,
+                "seq_len": L,
+                "compile": bool(train_cfg.compile),
+                "what": "forward + backward + optimizer step (model FLOPs = 3 x forward)",
+            },
+        )
         opt.zero_grad(set_to_none=True)
 
     train_mode()
@@ -180,8 +220,13 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
             logits = model(xs)
         return F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten())
 
-    run("score", score, score_batch_size * L, 1.0, {"batch_size": score_batch_size, "seq_len": L,
-                                                    "what": "forward + next-token NLL, no gradients"})
+    run(
+        "score",
+        score,
+        score_batch_size * L,
+        1.0,
+        {"batch_size": score_batch_size, "seq_len": L, "what": "forward + next-token NLL, no gradients"},
+    )
 
     for b in generate_batch_sizes:
         prompt = ids(b, 1)
@@ -190,15 +235,29 @@ def measure_throughput(model, train_cfg, *, repeats: int = 5, warmup: int = 2, s
             with autocast():
                 return sample_autoregressive(model, prompt, generate_new_tokens, temperature=1.0, seed=seed)
 
-        run(f"generate_b{b}", generate, b * generate_new_tokens, 1.0,
-            {"batch_size": b, "prompt_tokens": 1, "new_tokens": generate_new_tokens,
-             "what": "sample_autoregressive (decode_step per token, multinomial sampling at temperature 1)"})
-    return {"device": str(device), "precision": dtype_name, "modes": modes,
-            "incremental_decoding": bool(getattr(model, "incremental_decoding", False))}
+        run(
+            f"generate_b{b}",
+            generate,
+            b * generate_new_tokens,
+            1.0,
+            {
+                "batch_size": b,
+                "prompt_tokens": 1,
+                "new_tokens": generate_new_tokens,
+                "what": "sample_autoregressive (decode_step per token, multinomial sampling at temperature 1)",
+            },
+        )
+    return {
+        "device": str(device),
+        "precision": dtype_name,
+        "modes": modes,
+        "incremental_decoding": bool(getattr(model, "incremental_decoding", False)),
+    }
 
 
-def energy_per_token(energy_j: float | None, calls: int, window_s: float, tokens_per_call: int,
-                     **_) -> tuple[float | None, str | None]:
+def energy_per_token(
+    energy_j: float | None, calls: int, window_s: float, tokens_per_call: int, **_
+) -> tuple[float | None, str | None]:
     """Joules per token of an energy window of `calls` back-to-back calls, or None and the reason.
 
     A counter that did not advance is no measurement of zero energy: NVML's total-energy counter is updated at
@@ -207,7 +266,10 @@ def energy_per_token(energy_j: float | None, calls: int, window_s: float, tokens
     if energy_j is None:
         return None, "no energy reading"
     if energy_j <= 0:
-        return None, f"the energy counter did not advance during {window_s:.3f} s ({calls} calls); lengthen energy_min_s"
+        return (
+            None,
+            f"the energy counter did not advance during {window_s:.3f} s ({calls} calls); lengthen energy_min_s",
+        )
     return energy_j / (calls * tokens_per_call), None
 
 
@@ -238,42 +300,66 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     model, _ = load_run(run_dir)
     tcfg = TrainConfig(**run["train_config"])
     tp = bench["throughput"]
-    settings = {"repeats": bench["repeats"], "warmup": bench["warmup"], "sampler_interval_s": bench["sampler_interval_s"],
-                "energy_min_s": bench["energy_min_s"],
-                "score_batch_size": tp["score_batch_size"], "generate_new_tokens": tp["generate_new_tokens"],
-                "generate_batch_sizes": list(tp["generate_batch_sizes"])}
+    settings = {
+        "repeats": bench["repeats"],
+        "warmup": bench["warmup"],
+        "sampler_interval_s": bench["sampler_interval_s"],
+        "energy_min_s": bench["energy_min_s"],
+        "score_batch_size": tp["score_batch_size"],
+        "generate_new_tokens": tp["generate_new_tokens"],
+        "generate_batch_sizes": list(tp["generate_batch_sizes"]),
+    }
     torch.manual_seed(run["seed"])
-    res = measure_throughput(model, tcfg, repeats=settings["repeats"], warmup=settings["warmup"],
-                             score_batch_size=settings["score_batch_size"],
-                             generate_new_tokens=settings["generate_new_tokens"],
-                             generate_batch_sizes=settings["generate_batch_sizes"],
-                             sampler_interval_s=settings["sampler_interval_s"],
-                             energy_min_s=settings["energy_min_s"], seed=run["seed"])
+    res = measure_throughput(
+        model,
+        tcfg,
+        repeats=settings["repeats"],
+        warmup=settings["warmup"],
+        score_batch_size=settings["score_batch_size"],
+        generate_new_tokens=settings["generate_new_tokens"],
+        generate_batch_sizes=settings["generate_batch_sizes"],
+        sampler_interval_s=settings["sampler_interval_s"],
+        energy_min_s=settings["energy_min_s"],
+        seed=run["seed"],
+    )
     fpt, fpt_na = declared(model, "flops_per_token")
     metrics, na = {"params": model.num_params(), "flops_per_token": fpt}, {}
     if fpt is None:
         na["flops_per_token"] = fpt_na
-    for key, mode, field in SUMMARY + [(f"generate_b{b}_tokens_per_s", f"generate_b{b}", "tokens_per_s")
-                                       for b in settings["generate_batch_sizes"]]:
+    for key, mode, field in SUMMARY + [
+        (f"generate_b{b}_tokens_per_s", f"generate_b{b}", "tokens_per_s") for b in settings["generate_batch_sizes"]
+    ]:
         m = res["modes"][mode]
         metrics[key] = m.get(field)
         if metrics[key] is None:
             na[key] = m["na"].get(field) or (OUT_OF_MEMORY if m["status"] == "oom" else NOT_MEASURED)
     train_mem = res["modes"]["train"].get("memory", {})
-    for key, field in (("train_peak_gpu_mem_bytes", "torch_max_memory_allocated_bytes"),
-                       ("train_peak_rss_bytes", "cpu_rss_peak_bytes")):
+    for key, field in (
+        ("train_peak_gpu_mem_bytes", "torch_max_memory_allocated_bytes"),
+        ("train_peak_rss_bytes", "cpu_rss_peak_bytes"),
+    ):
         metrics[key] = train_mem.get(field)
         if metrics[key] is None:
             na[key] = train_mem.get("na", {}).get(field, OUT_OF_MEMORY)
     device = resolve_device(tcfg.device)
     record = {
-        "schema": SCHEMA_VERSION, "kind": "throughput",
-        "run_id": run["run_id"], "experiment": run["experiment"], "model": run["model"], "corpus": run["corpus"],
-        "seed": run["seed"], "run_fingerprint": run["fingerprint"],
-        "settings": settings, "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
+        "schema": SCHEMA_VERSION,
+        "kind": "throughput",
+        "run_id": run["run_id"],
+        "experiment": run["experiment"],
+        "model": run["model"],
+        "corpus": run["corpus"],
+        "seed": run["seed"],
+        "run_fingerprint": run["fingerprint"],
+        "settings": settings,
+        "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
         "provenance": provenance(device),
-        "device": res["device"], "precision": res["precision"], "incremental_decoding": res["incremental_decoding"],
-        "metrics": metrics, "na": na, "modes": res["modes"],
+        "device": res["device"],
+        "precision": res["precision"],
+        "incremental_decoding": res["incremental_decoding"],
+        "metrics": metrics,
+        "na": na,
+        "modes": res["modes"],
     }
     record = json.loads(json.dumps(record))
     write_json_atomic(out_path, record)

@@ -10,6 +10,7 @@ clipping, precision from train:), and each variant is timed with train.compile f
 (sdgm.bench.throughput.measure_throughput: warmup, synchronized repeats, median). Random token ids: the cost of
 these models does not depend on them. The record carries provenance and a hash of its settings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,17 @@ def parse_variant(text: str) -> dict:
     return options
 
 
-def untrained_throughput(config: dict, model: str, vocab_size: int, variants: list[dict], compile_modes=(False, True),
-                         device: str | None = None, repeats: int | None = None, warmup: int | None = None,
-                         log=print) -> dict:
+def untrained_throughput(
+    config: dict,
+    model: str,
+    vocab_size: int,
+    variants: list[dict],
+    compile_modes=(False, True),
+    device: str | None = None,
+    repeats: int | None = None,
+    warmup: int | None = None,
+    log=print,
+) -> dict:
     """{settings, provenance, cases: [{options, compile, train_tokens_per_s, ...}]} for each variant x mode."""
     import torch
 
@@ -59,33 +68,72 @@ def untrained_throughput(config: dict, model: str, vocab_size: int, variants: li
             torch.manual_seed(0)
             net = build_model(model, vocab_size, **opts)
             tcfg = TrainConfig(**{**train, "compile": compiled})
-            res = measure_throughput(net, tcfg, repeats=repeats, warmup=warmup + (1 if compiled else 0),
-                                     generate_batch_sizes=(), score_batch_size=tcfg.batch_size)
+            res = measure_throughput(
+                net,
+                tcfg,
+                repeats=repeats,
+                warmup=warmup + (1 if compiled else 0),
+                generate_batch_sizes=(),
+                score_batch_size=tcfg.batch_size,
+            )
             tr, sc = res["modes"]["train"], res["modes"]["score"]
-            case = {"options": options, "compile": compiled, "status": tr["status"],
-                    "train_tokens_per_s": tr.get("tokens_per_s"),
-                    "train_step_median_s": (tr.get("timing") or {}).get("median_s"),
-                    "score_tokens_per_s": sc.get("tokens_per_s"), "params": net.num_params(),
-                    "device": res["device"], "precision": res["precision"], "modes": res["modes"]}
+            case = {
+                "options": options,
+                "compile": compiled,
+                "status": tr["status"],
+                "train_tokens_per_s": tr.get("tokens_per_s"),
+                "train_step_median_s": (tr.get("timing") or {}).get("median_s"),
+                "score_tokens_per_s": sc.get("tokens_per_s"),
+                "params": net.num_params(),
+                "device": res["device"],
+                "precision": res["precision"],
+                "modes": res["modes"],
+            }
             cases.append(case)
-            log(f"{model} {options or '(config options)'} {'compiled' if compiled else 'eager':8s} "
-                + (f"{case['train_tokens_per_s']:12,.0f} training tokens/s" if case["train_tokens_per_s"]
-                   else case["status"]))
-    settings = {"model": model, "vocab_size": vocab_size, "model_options": base, "variants": variants,
-                "train": train, "repeats": repeats, "warmup": warmup, "compile_modes": list(compile_modes)}
-    return {"kind": "fresh_throughput", "settings": settings, "config_hash": config_hash(settings),
-            "provenance": provenance(resolve_device(train.get("device", "auto"))), "cases": cases}
+            log(
+                f"{model} {options or '(config options)'} {'compiled' if compiled else 'eager':8s} "
+                + (
+                    f"{case['train_tokens_per_s']:12,.0f} training tokens/s"
+                    if case["train_tokens_per_s"]
+                    else case["status"]
+                )
+            )
+    settings = {
+        "model": model,
+        "vocab_size": vocab_size,
+        "model_options": base,
+        "variants": variants,
+        "train": train,
+        "repeats": repeats,
+        "warmup": warmup,
+        "compile_modes": list(compile_modes),
+    }
+    return {
+        "kind": "fresh_throughput",
+        "settings": settings,
+        "config_hash": config_hash(settings),
+        "provenance": provenance(resolve_device(train.get("device", "auto"))),
+        "cases": cases,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.bench.untrained", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        prog="python -m sdgm.bench.untrained",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--configfile", type=Path, required=True, help="workflow config (models, train, benchmark)")
     ap.add_argument("--model", required=True, help="a model name of the catalog (sdgm, gpt2, ...)")
     ap.add_argument("--vocab-size", type=int, default=10000, help="10000: Penn Treebank; WikiText-2 has 33278")
-    ap.add_argument("--variant", type=parse_variant, action="append", default=[],
-                    help="model options over the config's, e.g. decoder=naive (repeatable; none: the config's)")
+    ap.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        help="model options over the config's, e.g. decoder=naive (repeatable; none: the config's)",
+    )
     ap.add_argument("--compile", choices=sorted(COMPILE_MODES), default="both")
     ap.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the config's train.device)")
     ap.add_argument("--repeats", type=int, help="timed steps (default: benchmark.repeats)")
@@ -102,8 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     try:
         model_classes(args.model)
-        record = untrained_throughput(config, args.model, args.vocab_size, args.variant, COMPILE_MODES[args.compile],
-                                      device=args.device, repeats=args.repeats, warmup=args.warmup)
+        record = untrained_throughput(
+            config,
+            args.model,
+            args.vocab_size,
+            args.variant,
+            COMPILE_MODES[args.compile],
+            device=args.device,
+            repeats=args.repeats,
+            warmup=args.warmup,
+        )
     except (KeyError, TypeError, ValueError) as e:  # unknown model or option, options that do not fit together
         ap.error(str(e.args[0]) if e.args else str(e))
     write_json_atomic(args.out, record)

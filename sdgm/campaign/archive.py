@@ -10,6 +10,7 @@ An archive is a .tar.gz of at most ARCHIVE_LIMIT bytes:
 `import_archives` merges archives into the store: an archive comes from elsewhere, so its headers, member names and
 sizes are checked before anything is unpacked, and each record and window folder before it is installed.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -68,12 +69,22 @@ def _add_window(tar: tarfile.TarFile, folder: Path, root: str) -> None:
 def write_archive(path: Path, store: Path | None, recs: list[Path], window: tuple[Path, str] | None = None) -> int:
     """The archive at `path` (atomically): its index, the window's folder (folder, root in the archive) if any, then
     every file of the records `recs` of `store`. Returns its size in bytes."""
-    index = [{"record": d.relative_to(store).as_posix(), **{k: read_manifest(d)[k] for k in
-                                                             ("run_id", "run_hash", "device_slug")}} for d in recs]
+    index = [
+        {
+            "record": d.relative_to(store).as_posix(),
+            **{k: read_manifest(d)[k] for k in ("run_id", "run_hash", "device_slug")},
+        }
+        for d in recs
+    ]
     with atomic_path(path) as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
-            add_bytes(tar, ARCHIVE_INDEX, json.dumps({"schema": 1, "records": index,
-                                                      **({"window": window[1]} if window else {})}, indent=2).encode())
+            add_bytes(
+                tar,
+                ARCHIVE_INDEX,
+                json.dumps(
+                    {"schema": 1, "records": index, **({"window": window[1]} if window else {})}, indent=2
+                ).encode(),
+            )
             if window:
                 _add_window(tar, *window)
             for d in recs:
@@ -90,7 +101,7 @@ def fit(write: Callable[[list[Path]], int], recs: list[Path], limit: int, fewest
         size = write(take)
         if size <= limit or len(take) <= fewest:
             return take, size
-        take = take[:max(fewest, int(len(take) * limit / size))] if size > 2 * limit else take[:-1]
+        take = take[: max(fewest, int(len(take) * limit / size))] if size > 2 * limit else take[:-1]
 
 
 def pack(store: str | Path, recs, path: str | Path, limit: int = ARCHIVE_LIMIT) -> dict:
@@ -104,13 +115,15 @@ def pack(store: str | Path, recs, path: str | Path, limit: int = ARCHIVE_LIMIT) 
     take, size = fit(lambda t: write_archive(path, store, t), recs, limit, 1)
     if size > limit:
         path.unlink(missing_ok=True)
-        raise CampaignError(f"{take[0] if take else store}: one record alone packs to {size:,} bytes, over "
-                            f"the {limit:,}-byte limit")
-    return {"records": take, "left_out": recs[len(take):], "bytes": size}
+        raise CampaignError(
+            f"{take[0] if take else store}: one record alone packs to {size:,} bytes, over the {limit:,}-byte limit"
+        )
+    return {"records": take, "left_out": recs[len(take) :], "bytes": size}
 
 
-def pack_window(path: Path, folder: Path, root: str, store: Path, recs: list[Path],
-                limit: int = ARCHIVE_LIMIT) -> tuple[list[Path], int]:
+def pack_window(
+    path: Path, folder: Path, root: str, store: Path, recs: list[Path], limit: int = ARCHIVE_LIMIT
+) -> tuple[list[Path], int]:
     """A window's archive: its folder under `root`, and as many of its campaign's records (in priority order) as fit
     `limit`. (records taken, bytes); over `limit` without any record is the caller's to refuse."""
     return fit(lambda t: write_archive(path, store, t, (folder, root)), recs, limit, 0)
@@ -137,8 +150,10 @@ def _check_sizes(tar: tarfile.TarFile, members: list[tarfile.TarInfo], archive: 
     manifest is small, and each record file has the size its record's manifest lists."""
     total = sum(m.size for m in members if m.isfile())
     if total > limit:
-        raise Refused(f"{archive}: would unpack to {total:,} bytes, over the {limit:,}-byte limit of an import "
-                      f"({limit // ARCHIVE_LIMIT} times the {ARCHIVE_LIMIT:,}-byte archive limit); nothing unpacked")
+        raise Refused(
+            f"{archive}: would unpack to {total:,} bytes, over the {limit:,}-byte limit of an import "
+            f"({limit // ARCHIVE_LIMIT} times the {ARCHIVE_LIMIT:,}-byte archive limit); nothing unpacked"
+        )
     sizes: dict[tuple, dict] = {}
     for m in members:
         parts = Path(m.name).parts
@@ -171,16 +186,19 @@ def _scan_headers(archive: Path, limit: int) -> None:
             while len(block := f.read(tarfile.BLOCKSIZE)) == tarfile.BLOCKSIZE and block.count(0) < tarfile.BLOCKSIZE:
                 size, kind = tarfile.nti(block[124:136]), block[156:157]
                 if kind in extended and size > HEADER_LIMIT:
-                    raise Refused(f"{archive}: an extended header of {size:,} bytes (at most {HEADER_LIMIT:,}); "
-                                  f"nothing unpacked")
+                    raise Refused(
+                        f"{archive}: an extended header of {size:,} bytes (at most {HEADER_LIMIT:,}); nothing unpacked"
+                    )
                 if kind not in extended:
                     members += 1
                     total += size if kind in tarfile.REGULAR_TYPES else 0
                 if members > MEMBER_LIMIT:
                     raise Refused(f"{archive}: more than {MEMBER_LIMIT:,} members; nothing unpacked")
                 if total > limit:
-                    raise Refused(f"{archive}: would unpack to at least {total:,} bytes, over the {limit:,}-byte "
-                                  f"limit of an import; nothing unpacked")
+                    raise Refused(
+                        f"{archive}: would unpack to at least {total:,} bytes, over the {limit:,}-byte "
+                        f"limit of an import; nothing unpacked"
+                    )
                 skip = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 if kind in extended or size <= 0:
                     f.read(skip)  # at most HEADER_LIMIT
@@ -210,8 +228,10 @@ def _unpack(archive: Path, tmp: Path, store: Path, limit: int) -> None:
             tmp.mkdir()
             tar.extractall(tmp, members=members, filter="data")
         except (tarfile.TarError, EOFError, zlib.error) as e:
-            raise Refused(f"{archive}: truncated or damaged ({type(e).__name__}: {e or 'unexpected end'}); "
-                          f"nothing of it was imported") from e
+            raise Refused(
+                f"{archive}: truncated or damaged ({type(e).__name__}: {e or 'unexpected end'}); "
+                f"nothing of it was imported"
+            ) from e
         except OSError as e:
             raise Refused(f"{archive}: {_failure(e, store, 'unpacking into')}; nothing of it was imported") from e
 

@@ -9,6 +9,7 @@
 (sdgm.campaign.waves), and packs the records new to the store into one archive of at most 16 MiB
 (sdgm.campaign.archive); `import` merges archives into the store and renders it (sdgm.campaign.render).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,20 @@ from .waves import load_config, run_campaign, store_of
 
 
 def cmd_run(a) -> int:
-    res = run_campaign(a.configfile, a.minutes, directory=a.directory, parallel=a.parallel, cores=a.cores,
-                       device_label=a.device_label, rates_path=a.rates, records=a.records,
-                       overhead_min=a.overhead_min, bench_min=a.bench_min, archive_dir=a.archive_dir,
-                       extra=a.snakemake_args)
+    res = run_campaign(
+        a.configfile,
+        a.minutes,
+        directory=a.directory,
+        parallel=a.parallel,
+        cores=a.cores,
+        device_label=a.device_label,
+        rates_path=a.rates,
+        records=a.records,
+        overhead_min=a.overhead_min,
+        bench_min=a.bench_min,
+        archive_dir=a.archive_dir,
+        extra=a.snakemake_args,
+    )
     return 1 if res["failed"] else 0
 
 
@@ -53,12 +64,21 @@ def cmd_estimate(a) -> int:
 def cmd_plan(a) -> int:
     config = load_config(a.configfile)
     rates = measured_rates(a.records, None, a.rates)
-    pl = plan(config, published_hashes(store_of(config, a.directory.resolve())), rates, a.parallel, a.overhead_min,
-              a.bench_min, a.minutes)
+    pl = plan(
+        config,
+        published_hashes(store_of(config, a.directory.resolve())),
+        rates,
+        a.parallel,
+        a.overhead_min,
+        a.bench_min,
+        a.minutes,
+    )
     print(f"{len(pl['finished'])} run(s) published, {len(pl['todo'])} to do")
     for n, w in enumerate(pl["waves"], 1):
-        print(f"wave {n}: {wave_seconds(w) / 60:.1f} min: " + ", ".join(
-            f"{e['run'].corpus}/{e['run'].name} ({e['seconds'] / 60:.1f})" for e in w))
+        print(
+            f"wave {n}: {wave_seconds(w) / 60:.1f} min: "
+            + ", ".join(f"{e['run'].corpus}/{e['run'].name} ({e['seconds'] / 60:.1f})" for e in w)
+        )
     if pl["unplanned"]:
         print(f"not in this budget: {len(pl['unplanned'])} run(s)")
     return 0
@@ -77,10 +97,12 @@ def cmd_pack(a) -> int:
 
 def cmd_import(a) -> int:
     res = import_archives(a.archives, a.store)
-    print(f"imported {len(res['new'])} new record(s), {len(res['same'])} already there"
-          + (f", {len(res['repaired'])} repaired" if res["repaired"] else "")
-          + (f", {len(res['windows'])} GPU window(s)" if res["windows"] else "")
-          + (f", {len(res['bench'])} benchmark record(s)" if res["bench"] else ""))
+    print(
+        f"imported {len(res['new'])} new record(s), {len(res['same'])} already there"
+        + (f", {len(res['repaired'])} repaired" if res["repaired"] else "")
+        + (f", {len(res['windows'])} GPU window(s)" if res["windows"] else "")
+        + (f", {len(res['bench'])} benchmark record(s)" if res["bench"] else "")
+    )
     for msg in res["refused"]:
         print(f"refused: {msg}", file=sys.stderr)
     problems = [] if a.no_render else render_store(a.store)["problems"]
@@ -113,11 +135,19 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if planning:
             p.add_argument("--configfile", required=True, type=Path)
-            p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
-                           help=f"trainings at once on the GPU (default {DEFAULT_PARALLEL}, docs/campaign.md)")
+            p.add_argument(
+                "--parallel",
+                type=int,
+                default=DEFAULT_PARALLEL,
+                help=f"trainings at once on the GPU (default {DEFAULT_PARALLEL}, docs/campaign.md)",
+            )
             p.add_argument("--rates", type=Path, help="CSV model,corpus,tokens_per_s: rates used before the records")
-            p.add_argument("--records", type=Path, default=H100_RECORDS,
-                           help="committed records to take rates from (default results/h100)")
+            p.add_argument(
+                "--records",
+                type=Path,
+                default=H100_RECORDS,
+                help="committed records to take rates from (default results/h100)",
+            )
             p.add_argument("--overhead-min", type=float, default=DEFAULT_OVERHEAD_MIN)
             p.add_argument("--bench-min", type=float, default=DEFAULT_BENCH_MIN)
             p.add_argument("--directory", type=Path, default=Path("."), help="the workflow's working directory")
@@ -126,14 +156,19 @@ def parser() -> argparse.ArgumentParser:
     r = command("run", cmd_run, "train, evaluate and publish the highest-priority unfinished runs", planning=True)
     r.add_argument("--minutes", type=float, required=True, help="the allocation's time budget")
     r.add_argument("--cores", type=int, default=None)
-    r.add_argument("--device-label", default=None, help=f"the store's device folder (default: ${DEVICE_ENV}, else "
-                                                        "the device the run trained on)")
+    r.add_argument(
+        "--device-label",
+        default=None,
+        help=f"the store's device folder (default: ${DEVICE_ENV}, else the device the run trained on)",
+    )
     r.add_argument("--archive-dir", type=Path, default=None, help="where the archive goes (default: results_dir)")
     r.add_argument("snakemake_args", nargs="*", help="after --: more Snakemake options (e.g. --use-conda)")
     command("plan", cmd_plan, "what a campaign would run, in order, with estimates", planning=True).add_argument(
-        "--minutes", type=float, default=None)
-    command("estimate", cmd_estimate, "GPU-minutes of the whole matrix by part, and the allocations it needs",
-            planning=True).add_argument("--allocation-min", type=float, default=25.0)
+        "--minutes", type=float, default=None
+    )
+    command(
+        "estimate", cmd_estimate, "GPU-minutes of the whole matrix by part, and the allocations it needs", planning=True
+    ).add_argument("--allocation-min", type=float, default=25.0)
     k = command("pack", cmd_pack, "pack store records into one archive of at most 16 MiB")
     k.add_argument("--out", type=Path, required=True)
     k.add_argument("--device", action="append", default=[], help="only this device's records (repeatable)")
@@ -142,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("archives", nargs="+", type=Path)
     i.add_argument("--no-render", action="store_true", help="do not render the tables afterwards")
     command("render", cmd_render, "tables and figures per device from the store").add_argument(
-        "--out", type=Path, default=None)
+        "--out", type=Path, default=None
+    )
     command("verify", cmd_verify, "check every record against its manifest")
     for name in ("pack", "import", "render", "verify"):
         sub.choices[name].add_argument("--store", type=Path, default=Path("results/published"))

@@ -3,6 +3,7 @@ the training rates measured on a device (committed records, the store's own, or 
 that fit a time budget; also the estimate of the whole matrix (docs/campaign.md). sdgm.campaign.waves runs the
 waves.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,6 +66,7 @@ class TrainingRates:
     """Measured training rates (tokens/s): `shared` per (experiment, corpus), from runs that trained beside others
     on the GPU; `alone` per (model, corpus), from throughput records with the device to itself; `given` per
     (model, corpus) or (model, "*"), from a --rates table, used before anything else."""
+
     shared: dict
     alone: dict
     given: dict
@@ -73,8 +75,12 @@ class TrainingRates:
     def slowdown(self, config: dict) -> float:
         """The largest measured ratio of a model's rate alone to the rate of one of its runs beside others (1 when
         nothing was measured both ways)."""
-        ratios = [a / v for (m, c), a in self.alone.items() for (e, c2), v in self.shared.items()
-                  if c2 == c and config["experiments"].get(e, {}).get("model") == m]
+        ratios = [
+            a / v
+            for (m, c), a in self.alone.items()
+            for (e, c2), v in self.shared.items()
+            if c2 == c and config["experiments"].get(e, {}).get("model") == m
+        ]
         return max(ratios, default=1.0)
 
     def rate(self, config: dict, run: Run, parallel: int) -> tuple[float, str]:
@@ -83,20 +89,26 @@ class TrainingRates:
             if key in self.given:
                 return self.given[key], f"given for {key[0]} on {key[1]}"
         alone = self.alone.get((model, run.corpus)) or min(
-            [v for (m, _), v in self.alone.items() if m == model], default=None)
+            [v for (m, _), v in self.alone.items() if m == model], default=None
+        )
         if parallel == 1 and alone:
             return alone, f"{model} alone on the GPU"
         if (run.experiment, run.corpus) in self.shared:
             return self.shared[run.experiment, run.corpus], f"{run.experiment} on {run.corpus}, GPU shared"
-        same_model = [v for (e, c), v in self.shared.items()
-                      if c == run.corpus and config["experiments"].get(e, {}).get("model") == model]
+        same_model = [
+            v
+            for (e, c), v in self.shared.items()
+            if c == run.corpus and config["experiments"].get(e, {}).get("model") == model
+        ]
         if same_model:
             return min(same_model), f"slowest {model} run on {run.corpus}, GPU shared"
         if alone:
             f = self.slowdown(config)
             return alone / f, f"{model} alone / {f:.2f}, the largest measured slowdown beside other runs"
-        raise CampaignError(f"no measured training rate for model {model!r} (run {run.corpus}/{run.name}): give one "
-                            f"with --rates (CSV: model,corpus,tokens_per_s)")
+        raise CampaignError(
+            f"no measured training rate for model {model!r} (run {run.corpus}/{run.name}): give one "
+            f"with --rates (CSV: model,corpus,tokens_per_s)"
+        )
 
 
 def _metrics_rates(paths, experiments: set | None = None) -> dict:
@@ -113,8 +125,9 @@ def _metrics_rates(paths, experiments: set | None = None) -> dict:
     return out
 
 
-def measured_rates(records: str | Path | None = H100_RECORDS, store: str | Path | None = None,
-                   given: str | Path | None = None) -> TrainingRates:
+def measured_rates(
+    records: str | Path | None = H100_RECORDS, store: str | Path | None = None, given: str | Path | None = None
+) -> TrainingRates:
     """Rates from committed records (`records`: runs/*/*/metrics.json and tables/throughput.csv, as results/h100),
     the store's published metrics, and a --rates CSV (model,corpus,tokens_per_s; corpus * for any)."""
     shared: dict = {}
@@ -147,14 +160,22 @@ def measured_rates(records: str | Path | None = H100_RECORDS, store: str | Path 
     return TrainingRates(shared, alone, table, sources)
 
 
-def estimate_run(config: dict, run: Run, rates: TrainingRates, parallel: int, overhead_min: float, bench_min: float,
-                 benchmarked: set) -> dict:
+def estimate_run(
+    config: dict, run: Run, rates: TrainingRates, parallel: int, overhead_min: float, bench_min: float, benchmarked: set
+) -> dict:
     tokens = run_tokens(config, run)
     rate, why = rates.rate(config, run, parallel)
     bench = bench_min * 60 if run in benchmarked else 0.0
     train_s = (tokens["train"] + tokens["eval"]) / rate + overhead_min * 60
-    return {"run": run, "tokens": tokens, "rate": rate, "rate_source": why, "train_s": train_s, "bench_s": bench,
-            "seconds": train_s + bench}
+    return {
+        "run": run,
+        "tokens": tokens,
+        "rate": rate,
+        "rate_source": why,
+        "train_s": train_s,
+        "bench_s": bench,
+        "seconds": train_s + bench,
+    }
 
 
 def wave_seconds(estimates: list[dict]) -> float:
@@ -171,8 +192,16 @@ def next_wave(todo: list[dict], remaining_s: float, parallel: int) -> list[dict]
     return wave
 
 
-def plan(config: dict, done: set[str], rates: TrainingRates, parallel: int, overhead_min: float, bench_min: float,
-         minutes: float | None = None, wave_limit_min: float | None = None) -> dict:
+def plan(
+    config: dict,
+    done: set[str],
+    rates: TrainingRates,
+    parallel: int,
+    overhead_min: float,
+    bench_min: float,
+    minutes: float | None = None,
+    wave_limit_min: float | None = None,
+) -> dict:
     """The waves a campaign of `minutes` would run (None: no limit), each at most `wave_limit_min` long, given the
     run hashes already published (`done`)."""
     bench = set(benchmarked_runs(config))
@@ -191,12 +220,17 @@ def plan(config: dict, done: set[str], rates: TrainingRates, parallel: int, over
     return {"finished": finished, "todo": ests, "waves": waves, "unplanned": left}
 
 
-
 # ---- the whole matrix ----------------------------------------------------------------------------------------------
 
-def matrix_estimate(config: dict, rates: TrainingRates, parallel: int = DEFAULT_PARALLEL,
-                    overhead_min: float = DEFAULT_OVERHEAD_MIN, bench_min: float = DEFAULT_BENCH_MIN,
-                    allocation_min: float = 25.0) -> dict:
+
+def matrix_estimate(
+    config: dict,
+    rates: TrainingRates,
+    parallel: int = DEFAULT_PARALLEL,
+    overhead_min: float = DEFAULT_OVERHEAD_MIN,
+    bench_min: float = DEFAULT_BENCH_MIN,
+    allocation_min: float = 25.0,
+) -> dict:
     """GPU-minutes of every run of `config` by part (main experiments, ablations; by seed rank), as the campaign
     plans them, and the allocations of `allocation_min` minutes its waves need (a wave never spans two)."""
     abl = ablations(config)
@@ -204,8 +238,10 @@ def matrix_estimate(config: dict, rates: TrainingRates, parallel: int = DEFAULT_
     parts: dict = {}
     for r in priority_order(config):
         e = estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
-        part = ("ablations" if r.experiment in abl else "main experiments", "seed 0" if r.seed == config["seeds"][0]
-                else "later seeds")
+        part = (
+            "ablations" if r.experiment in abl else "main experiments",
+            "seed 0" if r.seed == config["seeds"][0] else "later seeds",
+        )
         p = parts.setdefault(part, {"runs": 0, "tokens": 0, "gpu_min_shared": 0.0})
         p["runs"] += 1
         p["tokens"] += e["tokens"]["train"] + e["tokens"]["eval"]
@@ -221,10 +257,17 @@ def matrix_estimate(config: dict, rates: TrainingRates, parallel: int = DEFAULT_
         if allocations == 0 or w > left:
             allocations, left = allocations + 1, allocation_min
         left -= w
-    return {"parts": parts, "waves": waves, "wave_min_total": sum(waves), "allocations": allocations,
-            "alone_min_total": sum(a["seconds"] for a in alone) / 60,
-            "allocation_min": allocation_min, "parallel": parallel, "slowdown": rates.slowdown(config),
-            "too_long": [(e["run"], e["seconds"] / 60, a["seconds"] / 60) for e, a in zip(pl["unplanned"], alone)]}
+    return {
+        "parts": parts,
+        "waves": waves,
+        "wave_min_total": sum(waves),
+        "allocations": allocations,
+        "alone_min_total": sum(a["seconds"] for a in alone) / 60,
+        "allocation_min": allocation_min,
+        "parallel": parallel,
+        "slowdown": rates.slowdown(config),
+        "too_long": [(e["run"], e["seconds"] / 60, a["seconds"] / 60) for e, a in zip(pl["unplanned"], alone)],
+    }
 
 
 def format_estimate(est: dict) -> str:
@@ -233,15 +276,24 @@ def format_estimate(est: dict) -> str:
         lines.append(f"| {kind}, {seeds} | {p['runs']} | {p['tokens']:,} | {p['gpu_min_shared']:.1f} |")
     tot = {k: sum(p[k] for p in est["parts"].values()) for k in ("runs", "tokens", "gpu_min_shared")}
     lines.append(f"| all | {tot['runs']} | {tot['tokens']:,} | {tot['gpu_min_shared']:.1f} |")
-    lines += ["", f"{len(est['waves'])} waves of at most {est['parallel']} runs at once: "
-                  f"{est['wave_min_total']:.1f} GPU-minutes (longest wave {max(est['waves'], default=0):.1f} min)."]
+    lines += [
+        "",
+        f"{len(est['waves'])} waves of at most {est['parallel']} runs at once: "
+        f"{est['wave_min_total']:.1f} GPU-minutes (longest wave {max(est['waves'], default=0):.1f} min).",
+    ]
     if est["too_long"]:
-        lines += ["", f"{len(est['too_long'])} run(s) do not fit one {est['allocation_min']:g}-minute allocation "
-                      f"beside others (minutes beside others; alone, --parallel 1):"]
+        lines += [
+            "",
+            f"{len(est['too_long'])} run(s) do not fit one {est['allocation_min']:g}-minute allocation "
+            f"beside others (minutes beside others; alone, --parallel 1):",
+        ]
         lines += [f"- {r.corpus}/{r.name}: {shared:.1f}; alone {alone:.1f}" for r, shared, alone in est["too_long"]]
         lines += ["", f"Alone, one after the other: {est['alone_min_total']:.1f} GPU-minutes."]
     total = est["wave_min_total"] + est["alone_min_total"]
-    lines += ["", f"Whole matrix: {total:.1f} GPU-minutes in {est['allocations']} allocations of "
-                  f"{est['allocation_min']:g} minutes (a wave starts only if it ends inside its allocation)."]
+    lines += [
+        "",
+        f"Whole matrix: {total:.1f} GPU-minutes in {est['allocations']} allocations of "
+        f"{est['allocation_min']:g} minutes (a wave starts only if it ends inside its allocation).",
+    ]
     lines += ["", f"Largest measured slowdown beside other runs: {est['slowdown']:.2f}."]
     return "\n".join(lines)

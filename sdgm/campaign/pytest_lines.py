@@ -9,6 +9,7 @@ Each line is a JSON object: {"event": "start", "test": nodeid} when a test begin
 "reason": ...} (the reason of a skip, the error of a failure). Every line is flushed as it is written; the
 last line of a killed run may be cut, and summary() ignores it. It imports nothing of this project.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ REASON_CHARS = 500  # of a failure's or skip's text, kept in its line
 
 
 def pytest_addoption(parser):
-    parser.addoption("--lines-to", default=None, metavar="PATH",
-                     help="append one JSON line per test start and result to PATH (sdgm.campaign.pytest_lines)")
+    parser.addoption(
+        "--lines-to",
+        default=None,
+        metavar="PATH",
+        help="append one JSON line per test start and result to PATH (sdgm.campaign.pytest_lines)",
+    )
 
 
 def pytest_configure(config):
@@ -55,11 +60,25 @@ class Lines:
             outcome = report.outcome if report.when == "call" or report.skipped else "error"
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
-            self.write({"event": "result", "test": report.nodeid, "outcome": outcome,
-                        "seconds": round(report.duration, 3), "reason": "" if report.passed else _reason(report)})
+            self.write(
+                {
+                    "event": "result",
+                    "test": report.nodeid,
+                    "outcome": outcome,
+                    "seconds": round(report.duration, 3),
+                    "reason": "" if report.passed else _reason(report),
+                }
+            )
         elif report.when == "teardown" and report.failed:
-            self.write({"event": "result", "test": report.nodeid, "outcome": "error",
-                        "seconds": round(report.duration, 3), "reason": "teardown: " + _reason(report)})
+            self.write(
+                {
+                    "event": "result",
+                    "test": report.nodeid,
+                    "outcome": "error",
+                    "seconds": round(report.duration, 3),
+                    "reason": "teardown: " + _reason(report),
+                }
+            )
 
     def pytest_unconfigure(self, config):
         self.fh.close()
@@ -86,12 +105,17 @@ def summary(path: Path) -> dict:
             results[row.get("test")] = row
     outcomes = [r.get("outcome") for r in results.values()]
     unfinished = [t for t in started if t not in results]
-    return {"tests": len(results),
-            "passed": outcomes.count("passed") + outcomes.count("xfailed") + outcomes.count("xpassed"),
-            "failed": outcomes.count("failed"), "errors": outcomes.count("error"),
-            "skipped": outcomes.count("skipped"),
-            "skip_reasons": sorted({r.get("reason", "") for r in results.values()
-                                    if r.get("outcome") == "skipped"} - {""})[:5],
-            "failures": [f"{t}: {r.get('reason', '')}" for t, r in results.items()
-                         if r.get("outcome") in ("failed", "error")][:5],
-            "running": unfinished[-1] if unfinished else None}
+    return {
+        "tests": len(results),
+        "passed": outcomes.count("passed") + outcomes.count("xfailed") + outcomes.count("xpassed"),
+        "failed": outcomes.count("failed"),
+        "errors": outcomes.count("error"),
+        "skipped": outcomes.count("skipped"),
+        "skip_reasons": sorted({r.get("reason", "") for r in results.values() if r.get("outcome") == "skipped"} - {""})[
+            :5
+        ],
+        "failures": [
+            f"{t}: {r.get('reason', '')}" for t, r in results.items() if r.get("outcome") in ("failed", "error")
+        ][:5],
+        "running": unfinished[-1] if unfinished else None,
+    }

@@ -6,6 +6,7 @@ record's path (device slug, corpus, experiment, seed) must follow the config's n
 must be a file a record may hold (`check_manifest`); the files must be those it lists, with their sizes and SHA-256
 (`verify_record`); the values must be possible ones (`check_contents`). No torch, no pandas.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ from ..common.recordcheck import RecordError, check_record, numbers
 
 MANIFEST = "manifest.json"
 # what a record may hold: record kind -> its file name inside the record directory
-RECORD_FILES = {"metrics": "metrics.json", "gmm": "gmm.json", "samples": "samples.txt", "throughput": "throughput.json",
-         "quality": "quality.json", "config": "config.yaml"}
+RECORD_FILES = {
+    "metrics": "metrics.json",
+    "gmm": "gmm.json",
+    "samples": "samples.txt",
+    "throughput": "throughput.json",
+    "quality": "quality.json",
+    "config": "config.yaml",
+}
 FIGURE_DIR = "figures"
 # the config's rule for corpus and experiment names (workflow/schemas/config.schema.yaml, propertyNames)
 NAME = re.compile(r"[a-z0-9_]+")
@@ -69,13 +76,18 @@ def check_manifest(m, path: Path | str) -> dict:
         raise bad("files", "an object of file name -> SHA-256")
     for name, digest in files.items():
         if not record_file_ok(name):
-            raise StoreError(f"{path}: manifest lists {name!r}, not a file a record may hold "
-                             f"({sorted(RECORD_FILES.values())} or {FIGURE_DIR}/NAME); refusing the record")
+            raise StoreError(
+                f"{path}: manifest lists {name!r}, not a file a record may hold "
+                f"({sorted(RECORD_FILES.values())} or {FIGURE_DIR}/NAME); refusing the record"
+            )
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise StoreError(f"{path}: manifest's SHA-256 of {name!r} is {digest!r}, not a SHA-256")
     sizes = m.get("sizes")
-    if sizes is not None and (not isinstance(sizes, dict) or set(sizes) != set(files)
-                              or not all(type(v) is int and v >= 0 for v in sizes.values())):
+    if sizes is not None and (
+        not isinstance(sizes, dict)
+        or set(sizes) != set(files)
+        or not all(type(v) is int and v >= 0 for v in sizes.values())
+    ):
         raise bad("sizes", "an object of the listed files -> sizes in bytes")
     return m
 
@@ -94,13 +106,18 @@ def verify_record(rec_dir: str | Path) -> dict:
     missing, extra or altered file. Returns the manifest."""
     rec_dir = Path(rec_dir)
     m = read_manifest(rec_dir)
-    present = {p.relative_to(rec_dir).as_posix() for p in rec_dir.rglob("*")
-               if p.is_file() or p.is_symlink()} - {MANIFEST}
+    present = {p.relative_to(rec_dir).as_posix() for p in rec_dir.rglob("*") if p.is_file() or p.is_symlink()} - {
+        MANIFEST
+    }
     missing, extra = sorted(set(m["files"]) - present), sorted(present - set(m["files"]))
     if missing or extra:
-        raise StoreError(f"{rec_dir}: " + "; ".join(
-            [f"missing {', '.join(missing)} (listed in its manifest)"] * bool(missing)
-            + [f"extra {', '.join(extra)} (not in its manifest)"] * bool(extra)))
+        raise StoreError(
+            f"{rec_dir}: "
+            + "; ".join(
+                [f"missing {', '.join(missing)} (listed in its manifest)"] * bool(missing)
+                + [f"extra {', '.join(extra)} (not in its manifest)"] * bool(extra)
+            )
+        )
     for name, digest in m["files"].items():
         f = rec_dir / name
         if f.is_symlink() or not f.is_file():
@@ -114,7 +131,7 @@ def verify_record(rec_dir: str | Path) -> dict:
 
 # Beyond the schema (which refuses NaN, a perplexity below 1, a rate <= 0): rates and sizes no device reaches.
 MAX_TOKENS_PER_S = 1e10
-MAX_BYTES = 2 ** 50
+MAX_BYTES = 2**50
 
 
 def check_contents(rec_dir: str | Path) -> None:
@@ -173,8 +190,9 @@ def _check_texts(rec_dir: Path, m: dict) -> None:
         try:
             cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError) as e:
-            raise StoreError(f"{path}: not a workflow config ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise StoreError(
+                f"{path}: not a workflow config ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         if not isinstance(cfg, dict):
             raise StoreError(f"{path}: not a workflow config (a {type(cfg).__name__}, not a mapping)")
     if RECORD_FILES["samples"] in m["files"]:
@@ -182,5 +200,3 @@ def _check_texts(rec_dir: Path, m: dict) -> None:
             parse_samples(rec_dir / RECORD_FILES["samples"])
         except (OSError, ValueError) as e:
             raise StoreError(str(e).splitlines()[0]) from None
-
-

@@ -5,6 +5,7 @@ records by device, and a page of GPU windows per device.
 
 `import` renders after merging; `verify` checks that every output is of one complete render (check_render).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,13 +56,20 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
     write_json_atomic(no_links(out, out / RENDER_STAMP), {"status": "in progress"})  # until every output is written
     good, problems = usable_records(store)
     only = set(good)
-    files = {kind: published_files(store, kind, only) for kind in ("metrics", "samples", "throughput", "gmm",
-                                                                    "quality", "config")}
+    files = {
+        kind: published_files(store, kind, only)
+        for kind in ("metrics", "samples", "throughput", "gmm", "quality", "config")
+    }
     written: dict = {"problems": problems}
-    lines = ["# Published records, by device", "",
-             "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). "
-             "Tables and figures are per device: runs of different devices are never averaged together.", "",
-             "| device | records | corpora | experiments | seeds | claims | tables |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Published records, by device",
+        "",
+        "Every run's weight-free files, as published by `python -m sdgm.campaign` (docs/campaign.md). "
+        "Tables and figures are per device: runs of different devices are never averaged together.",
+        "",
+        "| device | records | corpora | experiments | seeds | claims | tables |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for dev in sorted(files["metrics"]):
         try:
             for folder in ("tables", "figures"):  # a link committed into the store would take the writes elsewhere
@@ -71,13 +79,21 @@ def render_store(store: str | Path, out: str | Path | None = None) -> dict:
             problems.append(f"device {dev}: tables not rendered ({type(e).__name__}: {e})")
             continue
         mans = [read_manifest(d) for d in good if d.parents[2].name == dev]
-        lines.append(f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
-                     f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
-                     f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |")
+        lines.append(
+            f"| {dev} | {len(mans)} | {', '.join(sorted({m['corpus'] for m in mans}))} | "
+            f"{len({m['experiment'] for m in mans})} | {', '.join(str(s) for s in sorted({m['seed'] for m in mans}))}"
+            f" | [{dev}/tables/claims.md]({dev}/tables/claims.md) | [{dev}/tables/main.md]({dev}/tables/main.md) |"
+        )
     windows = render_windows(store, out, problems) if store.is_dir() else []
     if windows:
-        lines += ["", "GPU windows (`python -m sdgm.campaign.window`): each part's status, the environment and "
-                      "the decoder used.", "", "| device | windows | page |", "|---|---|---|", *windows]
+        lines += [
+            "",
+            "GPU windows (`python -m sdgm.campaign.window`): each part's status, the environment and the decoder used.",
+            "",
+            "| device | windows | page |",
+            "|---|---|---|",
+            *windows,
+        ]
     write_text_atomic(no_links(out, out / "README.md"), "\n".join(lines) + "\n")
     outputs = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
     write_json_atomic(out / RENDER_STAMP, {"status": "complete", "render": _digest(outputs), "files": outputs})
@@ -109,15 +125,22 @@ def check_render(out: str | Path) -> list[str]:
     except (OSError, ValueError) as e:
         return [f"{out / RENDER_STAMP}: unreadable ({e}); render again"]
     if not isinstance(stamp, dict) or stamp.get("status") != "complete" or not isinstance(stamp.get("files"), dict):
-        return [f"{out}: the last render did not finish (interrupted?): its tables, claims and README may come from "
-                f"two renders; render again"]
+        return [
+            f"{out}: the last render did not finish (interrupted?): its tables, claims and README may come from "
+            f"two renders; render again"
+        ]
     now = {p.relative_to(out).as_posix(): sha256_file(p) for p in _render_outputs(out)}
-    def how(name: str) -> str:
-        return "not written by" if name not in stamp["files"] else "missing since" if name not in now else \
-            "changed since"
 
-    return [f"{out / name}: {how(name)} render {stamp.get('render')}; render again"
-            for name in sorted(set(now) | set(stamp["files"])) if now.get(name) != stamp["files"].get(name)]
+    def how(name: str) -> str:
+        return (
+            "not written by" if name not in stamp["files"] else "missing since" if name not in now else "changed since"
+        )
+
+    return [
+        f"{out / name}: {how(name)} render {stamp.get('render')}; render again"
+        for name in sorted(set(now) | set(stamp["files"]))
+        if now.get(name) != stamp["files"].get(name)
+    ]
 
 
 def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
@@ -134,14 +157,15 @@ def _render_device(dev: str, out: Path, files: dict[str, list[Path]]) -> dict:
     written = build_report(files["metrics"], tables, figures, ablations=abl)
     if files["throughput"]:
         recs = [load_record(p, "throughput") for p in files["throughput"]]
-        written["throughput"] = write_table(throughput_table(recs), tables / "throughput",
-                                            f"Throughput of the published runs on {dev}.")
-    written["claims"] = build_claims(tables, metrics=files["metrics"], throughput=files["throughput"],
-                                     gmm=files["gmm"], quality=files["quality"])
+        written["throughput"] = write_table(
+            throughput_table(recs), tables / "throughput", f"Throughput of the published runs on {dev}."
+        )
+    written["claims"] = build_claims(
+        tables, metrics=files["metrics"], throughput=files["throughput"], gmm=files["gmm"], quality=files["quality"]
+    )
     sample_metrics = [p.parent / "metrics.json" for p in files["samples"]]
     write_samples_pages(files["samples"], sample_metrics, tables / "samples.md", tables / "samples.html")
     return written
-
 
 
 def _cell(value) -> str:
@@ -154,25 +178,39 @@ def _cell(value) -> str:
 def window_section(w: Path) -> list[str]:
     """One window's part of windows.md; ValueError (or KeyError, TypeError) for a window.json that is not one."""
     summary = json.loads((w / WINDOW_SUMMARY).read_text(encoding="utf-8"))
-    if not isinstance(summary, dict) or not isinstance(summary.get("parts", []), list) or \
-            not all(isinstance(p, dict) for p in summary.get("parts", [])):
+    if (
+        not isinstance(summary, dict)
+        or not isinstance(summary.get("parts", []), list)
+        or not all(isinstance(p, dict) for p in summary.get("parts", []))
+    ):
         raise ValueError("its parts are not a list of objects")
     try:
         env = json.loads((w / "env" / "env.json").read_text())
         prov = env["provenance"]
-        decoders = "; ".join(f"{r['requested']} -> {r['used']} ({r['reason']})"
-                             for r in prov.get("spectral_decoder") or []) or "none resolved"
-        about = (f"{prov['device']}, torch {prov['torch']}, CUDA {prov.get('cuda')}, driver "
-                 f"{prov.get('driver')}, Triton {env['versions'].get('triton')}, commit "
-                 f"{prov.get('git_commit')}; spectral decoder: {decoders}")
+        decoders = (
+            "; ".join(f"{r['requested']} -> {r['used']} ({r['reason']})" for r in prov.get("spectral_decoder") or [])
+            or "none resolved"
+        )
+        about = (
+            f"{prov['device']}, torch {prov['torch']}, CUDA {prov.get('cuda')}, driver "
+            f"{prov.get('driver')}, Triton {env['versions'].get('triton')}, commit "
+            f"{prov.get('git_commit')}; spectral decoder: {decoders}"
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         about = f"no environment record ({type(e).__name__})"
-    page = [f"## {_cell(w.name)} ({_cell(summary.get('minutes'))} min, config {_cell(summary.get('configfile'))})",
-            "", _cell(about), "",
-            "| part | status | seconds | deadline (s) | reason |", "|---|---|---|---|---|"]
+    page = [
+        f"## {_cell(w.name)} ({_cell(summary.get('minutes'))} min, config {_cell(summary.get('configfile'))})",
+        "",
+        _cell(about),
+        "",
+        "| part | status | seconds | deadline (s) | reason |",
+        "|---|---|---|---|---|",
+    ]
     for p in summary.get("parts", []):
-        page.append(f"| {_cell(p.get('part'))} | {_cell(p.get('status'))} | {_cell(p.get('seconds', ''))} | "
-                    f"{_cell(p.get('deadline_s', ''))} | {_cell(p.get('reason', ''))} |")
+        page.append(
+            f"| {_cell(p.get('part'))} | {_cell(p.get('status'))} | {_cell(p.get('seconds', ''))} | "
+            f"{_cell(p.get('deadline_s', ''))} | {_cell(p.get('reason', ''))} |"
+        )
     return page + [""]
 
 
@@ -182,9 +220,13 @@ def render_windows(store: Path, out: Path, problems: list[str] | None = None) ->
     A window whose window.json is unreadable or malformed is left out, one line in `problems`. Returns index lines."""
     lines = []
     for dev_dir in sorted(p for p in store.iterdir() if p.is_dir() and (p / "windows").is_dir()):
-        page = [f"# GPU windows on {dev_dir.name}", "",
-                "Each window's parts in the order they ran (`python -m sdgm.campaign.window`, docs/campaign.md); "
-                "the benchmark records and logs are beside each window's window.json.", ""]
+        page = [
+            f"# GPU windows on {dev_dir.name}",
+            "",
+            "Each window's parts in the order they ran (`python -m sdgm.campaign.window`, docs/campaign.md); "
+            "the benchmark records and logs are beside each window's window.json.",
+            "",
+        ]
         wins = sorted(p for p in (dev_dir / "windows").iterdir() if (p / WINDOW_SUMMARY).is_file())
         for w in wins:
             try:
@@ -195,5 +237,3 @@ def render_windows(store: Path, out: Path, problems: list[str] | None = None) ->
         write_text_atomic(no_links(out, out / dev_dir.name / "windows.md"), "\n".join(page))
         lines.append(f"| {dev_dir.name} | {len(wins)} | [{dev_dir.name}/windows.md]({dev_dir.name}/windows.md) |")
     return lines
-
-

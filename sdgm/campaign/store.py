@@ -29,6 +29,7 @@ must lie inside the store before anything is written (`inside`); no folder or fi
 committed into the store would make a write land anywhere). Imports and campaigns hold the store's lock
 (`store_lock`, a file opened without following a link).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -120,8 +121,10 @@ def store_lock(store: str | Path, what: str) -> Iterator[dict]:
     store = Path(store)
 
     def refuse(by: str) -> StoreError:
-        return StoreError(f"{store}: the store is in use by {by} (lock {store / LOCK}); {what} must wait for it "
-                          f"to finish (a campaign or an import holds the store while it runs)")
+        return StoreError(
+            f"{store}: the store is in use by {by} (lock {store / LOCK}); {what} must wait for it "
+            f"to finish (a campaign or an import holds the store while it runs)"
+        )
 
     store.mkdir(parents=True, exist_ok=True)
     with file_lock(store / LOCK, refuse) as me:
@@ -149,8 +152,10 @@ def _stored_config(config: dict) -> str:
 
 
 def _describe(manifest: dict, where: Path | str) -> str:
-    return (f"{manifest.get('run_id')} (hash {manifest.get('run_hash')}, device {manifest.get('device')}, "
-            f"commit {str(manifest.get('commit'))[:12]}) in {where}")
+    return (
+        f"{manifest.get('run_id')} (hash {manifest.get('run_hash')}, device {manifest.get('device')}, "
+        f"commit {str(manifest.get('commit'))[:12]}) in {where}"
+    )
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -163,9 +168,11 @@ def _check_clash(existing: Path, new: dict, new_where: str) -> bool:
     if _same(old, new):
         return True
     what = "another run hash" if old["run_hash"] != new["run_hash"] else "the same run hash but other files"
-    raise StoreError(f"refusing to replace a published record with one of {what}: published "
-                     f"{_describe(old, existing)}; new {_describe(new, new_where)}. Remove the published record "
-                     f"to replace it, or publish under another device label (${DEVICE_ENV}).")
+    raise StoreError(
+        f"refusing to replace a published record with one of {what}: published "
+        f"{_describe(old, existing)}; new {_describe(new, new_where)}. Remove the published record "
+        f"to replace it, or publish under another device label (${DEVICE_ENV})."
+    )
 
 
 def _remove_stale(target: Path) -> None:
@@ -208,8 +215,19 @@ def _install(staging: Path, target: Path, manifest: dict, where: str) -> str:
     return "new"
 
 
-def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: str, *, samples=None, gmm=None,
-                throughput=None, quality=None, figures=(), device_label: str | None = None) -> tuple[Path, bool]:
+def publish_run(
+    store: str | Path,
+    metrics: str | Path,
+    config: dict,
+    run_hash: str,
+    *,
+    samples=None,
+    gmm=None,
+    throughput=None,
+    quality=None,
+    figures=(),
+    device_label: str | None = None,
+) -> tuple[Path, bool]:
     """Publish one finished run's files. Returns (record directory, True if new / False if already there)."""
     metrics = Path(metrics)
     rec = json.loads(metrics.read_text(encoding="utf-8"))
@@ -219,16 +237,32 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
     prov = rec.get("provenance") or {}
     device = str(prov.get("device") or "unknown")
     dev = device_slug(device, device_label)
-    check_manifest({"schema": MANIFEST_VERSION, "run_id": "", "run_hash": run_hash, "corpus": rec["corpus"],
-                    "experiment": rec["experiment"], "seed": rec["seed"], "device_slug": dev, "files": {}}, metrics)
+    check_manifest(
+        {
+            "schema": MANIFEST_VERSION,
+            "run_id": "",
+            "run_hash": run_hash,
+            "corpus": rec["corpus"],
+            "experiment": rec["experiment"],
+            "seed": rec["seed"],
+            "device_slug": dev,
+            "files": {},
+        },
+        metrics,
+    )
     target = manifest_target(store, {**rec, "device_slug": dev})
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target)
     staging = target.with_name(temp_name(target.name))
     staging.mkdir()
     try:
-        sources = {"metrics.json": metrics, "samples.txt": samples, "gmm.json": gmm, "throughput.json": throughput,
-                   "quality.json": quality}
+        sources = {
+            "metrics.json": metrics,
+            "samples.txt": samples,
+            "gmm.json": gmm,
+            "throughput.json": throughput,
+            "quality.json": quality,
+        }
         for name, src in sources.items():
             if src is not None:
                 shutil.copyfile(src, staging / name)
@@ -237,13 +271,22 @@ def publish_run(store: str | Path, metrics: str | Path, config: dict, run_hash: 
             shutil.copyfile(fig, staging / FIGURE_DIR / Path(fig).name)
         write_text_atomic(staging / "config.yaml", _stored_config(config))
         files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        manifest = {"schema": MANIFEST_VERSION,
-                    "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}", "run_hash": run_hash,
-                    "corpus": rec["corpus"], "experiment": rec["experiment"],
-                    "seed": rec["seed"], "model": rec.get("model"), "device": device, "device_slug": dev,
-                    "commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"),
-                    "trained_at": prov.get("timestamp"), "files": files,
-                    "sizes": {n: (staging / n).stat().st_size for n in files}}
+        manifest = {
+            "schema": MANIFEST_VERSION,
+            "run_id": f"{rec['corpus']}/{rec['experiment']}-s{rec['seed']}-{run_hash}",
+            "run_hash": run_hash,
+            "corpus": rec["corpus"],
+            "experiment": rec["experiment"],
+            "seed": rec["seed"],
+            "model": rec.get("model"),
+            "device": device,
+            "device_slug": dev,
+            "commit": prov.get("git_commit"),
+            "git_dirty": prov.get("git_dirty"),
+            "trained_at": prov.get("timestamp"),
+            "files": files,
+            "sizes": {n: (staging / n).stat().st_size for n in files},
+        }
         write_json_atomic(staging / MANIFEST, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -310,8 +353,13 @@ def published_files(store: str | Path, kind: str, only=None) -> dict[str, list[P
         if only is not None and d not in only:
             continue
         m = read_manifest(d)
-        names = [n for n in m["files"] if n.startswith(FIGURE_DIR + "/")] if kind == "figures" else \
-            [RECORD_FILES[kind]] if RECORD_FILES[kind] in m["files"] else []
+        names = (
+            [n for n in m["files"] if n.startswith(FIGURE_DIR + "/")]
+            if kind == "figures"
+            else [RECORD_FILES[kind]]
+            if RECORD_FILES[kind] in m["files"]
+            else []
+        )
         if names:
             out.setdefault(m["device_slug"], []).extend(d / n for n in sorted(names))
     return out

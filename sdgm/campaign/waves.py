@@ -15,6 +15,7 @@ where this one left off.
 For tests and planning, SDGM_CAMPAIGN_CLOCK=estimate makes the budget count the estimated time of each wave
 instead of the wall clock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -121,16 +122,46 @@ def stop(proc: subprocess.Popen, grace_s: float | None = None) -> None:
         time.sleep(0.05)
 
 
-def snakemake_command(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
-                      extra: list[str]) -> list[str]:
+def snakemake_command(
+    config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int, extra: list[str]
+) -> list[str]:
     threads = max(1, cores // parallel)
-    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
-            "--configfile", str(config_path), "--cores", str(cores), "--resources", f"gpu={parallel}",
-            "--set-threads", f"train={threads}", "--keep-going", "--rerun-incomplete", *extra, "--", *targets]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(directory),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        str(cores),
+        "--resources",
+        f"gpu={parallel}",
+        "--set-threads",
+        f"train={threads}",
+        "--keep-going",
+        "--rerun-incomplete",
+        *extra,
+        "--",
+        *targets,
+    ]
 
 
-def snakemake_wave(config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int,
-                   deadline_s: float | None, store: Path, log, extra: list[str], device_label: str | None) -> bool:
+def snakemake_wave(
+    config_path: Path,
+    directory: Path,
+    targets: list[str],
+    parallel: int,
+    cores: int,
+    deadline_s: float | None,
+    store: Path,
+    log,
+    extra: list[str],
+    device_label: str | None,
+) -> bool:
     """One Snakemake call for a wave's targets; False when it was stopped at the deadline."""
     cmd = snakemake_command(config_path, directory, targets, parallel, cores, extra)
     env = dict(os.environ)
@@ -168,11 +199,21 @@ def campaign_lock(store: Path):
         raise CampaignError(str(e)) from None
 
 
-def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Path = ".", parallel: int =
-                 DEFAULT_PARALLEL, cores: int | None = None, device_label: str | None = None, rates_path=None,
-                 records=H100_RECORDS, overhead_min: float = DEFAULT_OVERHEAD_MIN,
-                 bench_min: float = DEFAULT_BENCH_MIN, archive_dir: str | Path | None = None,
-                 extra: list[str] = ()) -> dict:
+def run_campaign(
+    config_path: str | Path,
+    minutes: float,
+    *,
+    directory: str | Path = ".",
+    parallel: int = DEFAULT_PARALLEL,
+    cores: int | None = None,
+    device_label: str | None = None,
+    rates_path=None,
+    records=H100_RECORDS,
+    overhead_min: float = DEFAULT_OVERHEAD_MIN,
+    bench_min: float = DEFAULT_BENCH_MIN,
+    archive_dir: str | Path | None = None,
+    extra: list[str] = (),
+) -> dict:
     config_path, directory = Path(config_path).resolve(), Path(directory).resolve()
     config = load_config(config_path)
     store = store_of(config, directory)
@@ -189,35 +230,75 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
     with campaign_lock(store), open(logs / f"{stamp}.log", "a", buffering=1) as log:
         before = set(record_dirs(store))
         # a killed campaign leaves Snakemake's lock behind; no other campaign runs here (we hold the flock)
-        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(directory),
-                        "--configfile", str(config_path), "--unlock"], stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(SNAKEFILE),
+                "--directory",
+                str(directory),
+                "--configfile",
+                str(config_path),
+                "--unlock",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wave_no = 0
         while True:
             done = published_hashes(store)
-            todo = [estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
-                    for r in priority_order(config) if r.run_hash not in done and r not in failed]
+            todo = [
+                estimate_run(config, r, rates, parallel, overhead_min, bench_min, bench)
+                for r in priority_order(config)
+                if r.run_hash not in done and r not in failed
+            ]
             remaining = budget - clock.elapsed()
             wave = next_wave(todo, remaining, parallel)
             if not todo:
-                print("campaign: every run of the config is published" if not failed else
-                      f"campaign: every run of the config is published except {len(failed)} that failed in this "
-                      f"campaign: " + ", ".join(f"{r.corpus}/{r.name}" for r in failed), flush=True)
+                print(
+                    "campaign: every run of the config is published"
+                    if not failed
+                    else f"campaign: every run of the config is published except {len(failed)} that failed in this "
+                    f"campaign: " + ", ".join(f"{r.corpus}/{r.name}" for r in failed),
+                    flush=True,
+                )
                 break
             if not wave:
-                print(f"campaign: {len(todo)} run(s) left; the next ({todo[0]['run'].corpus}/{todo[0]['run'].name}, "
-                      f"{todo[0]['seconds'] / 60:.1f} min estimated) does not fit the {max(remaining, 0) / 60:.1f} "
-                      f"min left", flush=True)
+                print(
+                    f"campaign: {len(todo)} run(s) left; the next ({todo[0]['run'].corpus}/{todo[0]['run'].name}, "
+                    f"{todo[0]['seconds'] / 60:.1f} min estimated) does not fit the {max(remaining, 0) / 60:.1f} "
+                    f"min left",
+                    flush=True,
+                )
                 break
             wave_no += 1
             est = wave_seconds(wave)
-            print(f"campaign: wave {wave_no}, {len(wave)} run(s), {est / 60:.1f} min estimated, "
-                  f"{remaining / 60:.1f} min left:", flush=True)
+            print(
+                f"campaign: wave {wave_no}, {len(wave)} run(s), {est / 60:.1f} min estimated, "
+                f"{remaining / 60:.1f} min left:",
+                flush=True,
+            )
             for e in wave:
-                print(f"  {e['run'].corpus}/{e['run'].name}: {e['tokens']['train'] + e['tokens']['eval']:,} tokens at "
-                      f"{e['rate']:,.0f} tok/s ({e['rate_source']}), {e['seconds'] / 60:.1f} min", flush=True)
+                print(
+                    f"  {e['run'].corpus}/{e['run'].name}: {e['tokens']['train'] + e['tokens']['eval']:,} tokens at "
+                    f"{e['rate']:,.0f} tok/s ({e['rate_source']}), {e['seconds'] / 60:.1f} min",
+                    flush=True,
+                )
             deadline = None if clock.mode == "estimate" else max(remaining, 1.0)
-            finished = snakemake_wave(config_path, directory, [receipt(config, e["run"]) for e in wave], parallel,
-                                      cores, deadline, store, log, list(extra), device_label)
+            finished = snakemake_wave(
+                config_path,
+                directory,
+                [receipt(config, e["run"]) for e in wave],
+                parallel,
+                cores,
+                deadline,
+                store,
+                log,
+                list(extra),
+                device_label,
+            )
             clock.waited(est)
             done = published_hashes(store)
             if not finished:  # stopped at the deadline: what is unpublished is left for the next campaign
@@ -226,26 +307,37 @@ def run_campaign(config_path: str | Path, minutes: float, *, directory: str | Pa
             for e in wave:
                 if e["run"].run_hash not in done:
                     failed.append(e["run"])
-                    print(f"  not published: {e['run'].corpus}/{e['run'].name} (log: {logs / (stamp + '.log')})",
-                          flush=True)
+                    print(
+                        f"  not published: {e['run'].corpus}/{e['run'].name} (log: {logs / (stamp + '.log')})",
+                        flush=True,
+                    )
             if clock.mode == "wall" and clock.elapsed() >= budget:
                 break
         new = sorted(set(record_dirs(store)) - before)
-    print(f"campaign: {len(new)} record(s) published in this campaign, {len(failed)} run(s) failed, "
-          f"{len(stopped)} stopped at the deadline", flush=True)
+    print(
+        f"campaign: {len(new)} record(s) published in this campaign, {len(failed)} run(s) failed, "
+        f"{len(stopped)} stopped at the deadline",
+        flush=True,
+    )
     archive = None
     if new:
-        label = device_slug("", device_label) if device_label or os.environ.get(DEVICE_ENV) else \
-            "-".join(sorted({read_manifest(d)["device_slug"] for d in new}))
+        label = (
+            device_slug("", device_label)
+            if device_label or os.environ.get(DEVICE_ENV)
+            else "-".join(sorted({read_manifest(d)["device_slug"] for d in new}))
+        )
         out = Path(archive_dir).resolve() if archive_dir else directory / config["results_dir"]
         archive = out / f"campaign-{label}-{stamp}.tar.gz"
         packed = pack(store, new, archive)
-        print(f"campaign: packed {len(packed['records'])} record(s) into {archive} ({packed['bytes']:,} bytes)",
-              flush=True)
+        print(
+            f"campaign: packed {len(packed['records'])} record(s) into {archive} ({packed['bytes']:,} bytes)",
+            flush=True,
+        )
         if packed["left_out"]:
-            print(f"campaign: {len(packed['left_out'])} record(s) did not fit {ARCHIVE_LIMIT:,} bytes; pack them "
-                  f"with `python -m sdgm.campaign pack --store {store} --record DIR ...`: "
-                  + ", ".join(str(d) for d in packed["left_out"]), flush=True)
+            print(
+                f"campaign: {len(packed['left_out'])} record(s) did not fit {ARCHIVE_LIMIT:,} bytes; pack them "
+                f"with `python -m sdgm.campaign pack --store {store} --record DIR ...`: "
+                + ", ".join(str(d) for d in packed["left_out"]),
+                flush=True,
+            )
     return {"published": new, "failed": failed, "stopped": stopped, "archive": archive}
-
-

@@ -33,6 +33,7 @@ under window/<device>/<stamp>/<part>/ (logs cut to their last 256 KiB), and the 
 published/. A window killed at any point leaves the archive of what had finished; `campaign import` installs the
 benchmark records in results/published/<device>/bench/, where `python -m sdgm.reporting.claims --records` reads them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,10 @@ def plan(minutes: float) -> list[dict]:
 
 
 def format_plan(rows: list[dict], minutes: float) -> str:
-    lines = [f"gpu window: {minutes:g} min, {len(rows)} parts in this order (each under its own deadline; what a "
-             f"part leaves unused goes to the next):"]
+    lines = [
+        f"gpu window: {minutes:g} min, {len(rows)} parts in this order (each under its own deadline; what a "
+        f"part leaves unused goes to the next):"
+    ]
     lines += [f"  {n}. {r['part']:<10} {r['budget_s'] / 60:5.1f} min  {r['what']}" for n, r in enumerate(rows, 1)]
     return "\n".join(lines)
 
@@ -84,8 +87,9 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 
 
-def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO,
-             tick=None) -> tuple[int | None, float]:
+def run_part(
+    cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO, tick=None
+) -> tuple[int | None, float]:
     """Run `cmd` in a session of its own, output to log_path; past deadline_s TERM its group, KILL it
     STOP_GRACE_S later; `tick()` is called every REFRESH_S while it runs. (exit status, or None where it was
     stopped at the deadline; seconds)."""
@@ -95,8 +99,15 @@ def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO
     t0, me = time.monotonic(), os.getpid()
     end = t0 + max(1.0, deadline_s)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=lambda: die_with_parent(me))
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: die_with_parent(me),
+        )
         try:
             while True:
                 try:
@@ -119,8 +130,16 @@ def run_part(cmd: list[str], log_path: Path, deadline_s: float, cwd: Path = REPO
 class Window:
     """One window: its folder, the parts' statuses, and the archive rewritten after each change."""
 
-    def __init__(self, minutes: float, configfile: Path, out: Path, directory: Path, device: str,
-                 device_label: str | None, parts: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        minutes: float,
+        configfile: Path,
+        out: Path,
+        directory: Path,
+        device: str,
+        device_label: str | None,
+        parts: tuple[str, ...] | None = None,
+    ):
         self.minutes, self.configfile, self.device = minutes, configfile.resolve(), device
         self.directory, self.device_label = directory.resolve(), device_label
         self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -150,12 +169,20 @@ class Window:
             return "unknown-device"
 
     def summary(self) -> dict:
-        return {"schema": WINDOW_SCHEMA, "kind": "gpu_window", "stamp": self.stamp, "device": self.device_slug(),
-                "minutes": self.minutes, "configfile": self.configfile.name, "requested_device": self.device,
-                "elapsed_s": round(time.monotonic() - self.start, 1), "plan": self.plan,
-                "parts": [{"part": r["part"], **self.status[r["part"]]} for r in self.plan],
-                "campaign_records": [d.relative_to(self.store()).as_posix() for d in self.records],
-                "campaign_records_left_out": self.left_out}
+        return {
+            "schema": WINDOW_SCHEMA,
+            "kind": "gpu_window",
+            "stamp": self.stamp,
+            "device": self.device_slug(),
+            "minutes": self.minutes,
+            "configfile": self.configfile.name,
+            "requested_device": self.device,
+            "elapsed_s": round(time.monotonic() - self.start, 1),
+            "plan": self.plan,
+            "parts": [{"part": r["part"], **self.status[r["part"]]} for r in self.plan],
+            "campaign_records": [d.relative_to(self.store()).as_posix() for d in self.records],
+            "campaign_records_left_out": self.left_out,
+        }
 
     def store(self) -> Path:
         return self._store
@@ -189,12 +216,18 @@ class Window:
                 carried = self.run_one(row, carried)
         except BaseException:  # stopped (TERM, Ctrl-C): what finished is archived, the running part named
             if name is not None and self.status[name].get("status") == "running":
-                self.status[name] = {**self.status[name], "status": "stopped",
-                                     "reason": "the window was stopped while it ran"}
+                self.status[name] = {
+                    **self.status[name],
+                    "status": "stopped",
+                    "reason": "the window was stopped while it ran",
+                }
             self.write()
             raise
-        print(f"gpu window: archive {self.archive} ({self.archive.stat().st_size:,} bytes); import it with "
-              f"`python -m sdgm.campaign import {self.archive}`", flush=True)
+        print(
+            f"gpu window: archive {self.archive} ({self.archive.stat().st_size:,} bytes); import it with "
+            f"`python -m sdgm.campaign import {self.archive}`",
+            flush=True,
+        )
         return self.summary()
 
     def run_one(self, row: dict, carried: float) -> float:
@@ -205,8 +238,10 @@ class Window:
         # its budget and what the parts before it left unused; the campaign: all that is left
         budget = self.left() if name == "campaign" else min(row["budget_s"] + carried, self.left())
         if budget < row["min_s"]:
-            self.status[name] = {"status": "skipped", "reason": f"{max(budget, 0):.0f} s left, the part needs "
-                                                                f"at least {row['min_s']:.0f} s"}
+            self.status[name] = {
+                "status": "skipped",
+                "reason": f"{max(budget, 0):.0f} s left, the part needs at least {row['min_s']:.0f} s",
+            }
             print(f"gpu window: {name}: skipped ({self.status[name]['reason']})", flush=True)
             self.write()
             return carried
@@ -218,8 +253,12 @@ class Window:
             print(f"gpu window: {name}: skipped ({cmd})", flush=True)
             self.write()
             return carried
-        self.status[name] = {"status": "running", "reason": "started; the window ended before it finished",
-                             "deadline_s": round(budget, 1), **self.extra.get(name, {})}
+        self.status[name] = {
+            "status": "running",
+            "reason": "started; the window ended before it finished",
+            "deadline_s": round(budget, 1),
+            **self.extra.get(name, {}),
+        }
         self.write()
         before = set(record_dirs(self.store())) if name == "campaign" else set()
         print(f"gpu window: {name}: up to {budget:.0f} s: {' '.join(cmd[0][2:])}", flush=True)
@@ -233,11 +272,15 @@ class Window:
         self.status[name] = {**self.judge(name, rc, seconds, budget, part_dir), **self.extra.get(name, {})}
         if name == "campaign":
             # in the order they were published, which is the campaign's priority order
-            self.records = sorted(set(record_dirs(self.store())) - before,
-                                  key=lambda d: ((d / "manifest.json").stat().st_mtime_ns, d))
+            self.records = sorted(
+                set(record_dirs(self.store())) - before, key=lambda d: ((d / "manifest.json").stat().st_mtime_ns, d)
+            )
             self.status[name]["records"] = len(self.records)
-        print(f"gpu window: {name}: {self.status[name]['status']} in {seconds:.0f} s"
-              + (f" ({self.status[name]['reason']})" if self.status[name].get("reason") else ""), flush=True)
+        print(
+            f"gpu window: {name}: {self.status[name]['status']} in {seconds:.0f} s"
+            + (f" ({self.status[name]['reason']})" if self.status[name].get("reason") else ""),
+            flush=True,
+        )
         self.write()
         return max(0.0, budget - seconds)
 
@@ -261,9 +304,10 @@ class Window:
 
     def write_archive(self, limit: int = ARCHIVE_LIMIT) -> dict:
         """The window's archive with as many of the campaign's records (in priority order) as fit `limit`."""
-        take, size = pack_window(self.archive, self.dir, f"window/{self.device_slug()}/{self.stamp}",
-                                 self.store(), self.records, limit)
-        self.left_out = [d.name for d in self.records[len(take):]]
+        take, size = pack_window(
+            self.archive, self.dir, f"window/{self.device_slug()}/{self.stamp}", self.store(), self.records, limit
+        )
+        self.left_out = [d.name for d in self.records[len(take) :]]
         if size > limit:
             raise WindowError(f"{self.archive}: {size:,} bytes without any record, over {limit:,}")
         return {"bytes": size, "records": take}
@@ -271,21 +315,30 @@ class Window:
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m sdgm.campaign.window", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m sdgm.campaign.window",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--minutes", type=float, help="the window's compute time (required to run a window)")
     ap.add_argument("--configfile", type=Path, default=REPO / "config" / "config.yaml")
-    ap.add_argument("--out", type=Path, default=Path("results/windows"), help="where the window's folder and "
-                                                                              "archive go")
+    ap.add_argument(
+        "--out", type=Path, default=Path("results/windows"), help="where the window's folder and archive go"
+    )
     ap.add_argument("--directory", type=Path, default=Path("."), help="the campaign's workflow directory")
     ap.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")
     ap.add_argument("--device-label", default=None, help="the store's device folder (default: the GPU's name)")
-    ap.add_argument("--parts", type=lambda t: tuple(t.split(",")), default=None,
-                    help="only these parts (comma-separated): " + ",".join(p.name for p in PARTS))
+    ap.add_argument(
+        "--parts",
+        type=lambda t: tuple(t.split(",")),
+        default=None,
+        help="only these parts (comma-separated): " + ",".join(p.name for p in PARTS),
+    )
     ap.add_argument("--plan", action="store_true", help="print the plan and stop")
     sub = ap.add_subparsers(dest="cmd", metavar="{install,part}", help="without one: run a window")
-    add_install_options(sub.add_parser("install", help="the project onto the machine's own torch "
-                                                       "(sdgm.campaign.window_env install)"))
+    add_install_options(
+        sub.add_parser("install", help="the project onto the machine's own torch (sdgm.campaign.window_env install)")
+    )
     part = sub.add_parser("part", help="run one part here (what the window runs in a process of its own)")
     part.add_argument("name", choices=("env",))
     part.add_argument("--out", type=Path, required=True)

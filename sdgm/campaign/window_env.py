@@ -18,6 +18,7 @@ ignored by git; the wheels folder travels with the working tree.
 `install` is the other way, for a machine with an index: the project (editable, without its dependencies), then its
 other requirements under a constraint that keeps the machine's torch and Triton.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,21 @@ WHEELS_FILE = REPO / "window-wheels.txt"
 WHEELS_DIR = REPO / ".window-wheels"
 SITE_DIR = REPO / ".window-site"
 # the GPU machine's Python: CPython 3.12 on x86_64 Linux (its glibc takes manylinux wheels up to 2_28)
-TARGET = {"python_version": "3.12", "implementation": "cp", "abi": "cp312",
-          "platforms": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")}
+TARGET = {
+    "python_version": "3.12",
+    "implementation": "cp",
+    "abi": "cp312",
+    "platforms": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+}
 # a carried distribution -> the module that proves it imports
-MODULES = {"jsonschema": "jsonschema", "referencing": "referencing", "jsonschema-specifications":
-           "jsonschema_specifications", "rpds-py": "rpds", "attrs": "attrs", "linformer": "linformer"}
+MODULES = {
+    "jsonschema": "jsonschema",
+    "referencing": "referencing",
+    "jsonschema-specifications": "jsonschema_specifications",
+    "rpds-py": "rpds",
+    "attrs": "attrs",
+    "linformer": "linformer",
+}
 
 
 class WindowEnvError(RuntimeError):
@@ -69,9 +80,23 @@ def fetch(dest: Path = WHEELS_DIR, wheels_file: Path = WHEELS_FILE) -> list[Path
     dependencies, every file checked against its hash); the wheel files."""
     carried(wheels_file)  # refuse a malformed file before any download
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = _pip("download", "--no-deps", "--only-binary=:all:", "--require-hashes", "--python-version",
-               TARGET["python_version"], "--implementation", TARGET["implementation"], "--abi", TARGET["abi"],
-               *[a for p in TARGET["platforms"] for a in ("--platform", p)], "-r", str(wheels_file), "-d", str(dest))
+    cmd = _pip(
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+        "--python-version",
+        TARGET["python_version"],
+        "--implementation",
+        TARGET["implementation"],
+        "--abi",
+        TARGET["abi"],
+        *[a for p in TARGET["platforms"] for a in ("--platform", p)],
+        "-r",
+        str(wheels_file),
+        "-d",
+        str(dest),
+    )
     print("fetch: " + " ".join(cmd[2:]), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise WindowEnvError("fetch: pip download failed (above); it needs a package index")
@@ -104,26 +129,44 @@ def unpack(wheels: Path = WHEELS_DIR, target: Path = SITE_DIR, wheels_file: Path
     if need:
         with tempfile.TemporaryDirectory(prefix="sdgm-window-") as tmp:
             reqs = Path(tmp, "requirements.txt")
-            lines = [ln for ln in wheels_file.read_text().splitlines()
-                     if ln.split("==", 1)[0].strip().lower() in need]
+            lines = [ln for ln in wheels_file.read_text().splitlines() if ln.split("==", 1)[0].strip().lower() in need]
             write_text_atomic(reqs, "\n".join(lines) + "\n")
             # --isolated: no pip configuration or PIP_* variable of the machine takes part
-            cmd = _pip("--isolated", "install", "--no-index", "--no-deps", "--require-hashes", "--upgrade",
-                       "--find-links", str(wheels), "--target", str(target), "-r", str(reqs))
+            cmd = _pip(
+                "--isolated",
+                "install",
+                "--no-index",
+                "--no-deps",
+                "--require-hashes",
+                "--upgrade",
+                "--find-links",
+                str(wheels),
+                "--target",
+                str(target),
+                "-r",
+                str(reqs),
+            )
             print("unpack: " + " ".join(cmd[2:]), flush=True)
             if subprocess.run(cmd).returncode != 0:
-                raise WindowEnvError(f"unpack: pip could not install {', '.join(need)} from {wheels} (above); run "
-                                     f"`python -m sdgm.campaign.window_env fetch` where there is a package index")
+                raise WindowEnvError(
+                    f"unpack: pip could not install {', '.join(need)} from {wheels} (above); run "
+                    f"`python -m sdgm.campaign.window_env fetch` where there is a package index"
+                )
     else:
         print("unpack: every carried wheel is installed here already", flush=True)
     mods = [MODULES.get(n, n.replace("-", "_")) for n in carried(wheels_file)]
-    probe = subprocess.run([sys.executable, "-c", f"import {', '.join(mods)}"], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(target)})
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {', '.join(mods)}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
     if probe.returncode != 0:
-        raise WindowEnvError(f"unpack: {', '.join(mods)} do not import with PYTHONPATH={target}: "
-                             f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}")
-    print(f"unpack: {', '.join(need) or 'nothing'} into {target}; the window runs with PYTHONPATH={target}",
-          flush=True)
+        raise WindowEnvError(
+            f"unpack: {', '.join(mods)} do not import with PYTHONPATH={target}: "
+            f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}"
+        )
+    print(f"unpack: {', '.join(need) or 'nothing'} into {target}; the window runs with PYTHONPATH={target}", flush=True)
     return target
 
 
@@ -160,8 +203,10 @@ def install(offline: bool = False, dry_run: bool = False, extras=("workflow", "t
             pins.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             if name == "torch":
-                print("install: torch is not installed here; install the machine's CUDA build of torch first",
-                      file=sys.stderr)
+                print(
+                    "install: torch is not installed here; install the machine's CUDA build of torch first",
+                    file=sys.stderr,
+                )
                 return 2
     print("install: keeping " + ", ".join(pins), flush=True)
     with tempfile.TemporaryDirectory(prefix="sdgm-install-") as tmp:
@@ -169,14 +214,20 @@ def install(offline: bool = False, dry_run: bool = False, extras=("workflow", "t
         write_text_atomic(constraints, "\n".join(pins) + "\n")
         write_text_atomic(reqs, "\n".join(project_requirements(extras)) + "\n")
         common = _pip("install") + (["--no-index"] if offline else []) + (["--dry-run"] if dry_run else [])
-        for cmd in (common + ["--no-deps", "--no-build-isolation", "-e", str(REPO)],
-                    common + ["-c", str(constraints), "-r", str(reqs)]):
+        for cmd in (
+            common + ["--no-deps", "--no-build-isolation", "-e", str(REPO)],
+            common + ["-c", str(constraints), "-r", str(reqs)],
+        ):
             print("install: " + " ".join(cmd[2:]), flush=True)
             rc = subprocess.run(cmd).returncode
             if rc != 0:
-                print(f"install: pip exited with status {rc}" + (" (offline: a requirement above is not installed "
-                                                                  "here and there is no index)" if offline else ""),
-                      file=sys.stderr)
+                print(
+                    f"install: pip exited with status {rc}"
+                    + (
+                        " (offline: a requirement above is not installed here and there is no index)" if offline else ""
+                    ),
+                    file=sys.stderr,
+                )
                 return rc
     return 0
 
@@ -196,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("unpack", help="there, offline: install the carried wheels the machine lacks into --target")
     u.add_argument("--wheels", type=Path, default=WHEELS_DIR)
     u.add_argument("--target", type=Path, default=SITE_DIR)
-    add_install_options(sub.add_parser("install", help="the project onto the machine's own torch, with a package "
-                                                       "index", description=install.__doc__))
+    add_install_options(
+        sub.add_parser(
+            "install",
+            help="the project onto the machine's own torch, with a package index",
+            description=install.__doc__,
+        )
+    )
     a = ap.parse_args(argv)
     if a.cmd == "install":
         return install(a.offline, a.dry_run)

@@ -1,6 +1,7 @@
 """The GPU window's parts (sdgm.campaign.window): what each runs, in what order of experiments, with which flags,
 and what its outcome says; the environment part itself (`python -m sdgm.campaign.window part env`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,12 +33,16 @@ class Part:
 
 PARTS = (  # share of the window, and the least a part is started with
     Part("env", 0.03, 45, "environment record and the on-device check of the Triton kernels"),
-    Part("device", 0.35, 45, "device benchmark (python -m sdgm.bench.device): parameters, training and scoring speed "
-                             "and memory, generation; what the device's records lack first"),
+    Part(
+        "device",
+        0.35,
+        45,
+        "device benchmark (python -m sdgm.bench.device): parameters, training and scoring speed "
+        "and memory, generation; what the device's records lack first",
+    ),
     Part("scaling", 0.15, 30, "scaling benchmark at the config's sizes (tokens and batch views), lengths that fit"),
     Part("gpu_tier", 0.25, 20, "pytest -m gpu: models, kernels, NVML, torch.compile, NCCL, one campaign wave"),
-    Part("campaign", 1.0, CAMPAIGN_STOP_S + 15, "the campaign for the minutes left (seed 0 of every experiment "
-                                                 "first)"),
+    Part("campaign", 1.0, CAMPAIGN_STOP_S + 15, "the campaign for the minutes left (seed 0 of every experiment first)"),
 )
 
 
@@ -50,27 +55,76 @@ def part_command(window, name: str, part_dir: Path, seconds: float) -> tuple[lis
     here."""
     py, cfg = sys.executable, str(window.configfile)
     if name == "env":
-        return [py, "-m", "sdgm.campaign.window", "part", "env", "--out", str(part_dir), "--device",
-                window.device], REPO
+        return [
+            py,
+            "-m",
+            "sdgm.campaign.window",
+            "part",
+            "env",
+            "--out",
+            str(part_dir),
+            "--device",
+            window.device,
+        ], REPO
     if name == "device":
         try:
             order, why = device_order(window.configfile, window.device_slug())
         except Exception as e:  # the benchmark still runs, in its default order
             order, why = [], f"the default order: the committed records could not be read ({e})"
         window.extra[name] = {"order": order, "order_reason": why}
-        return [py, "-m", "sdgm.bench.device", "--configfile", cfg, "--out", str(window.dir / RECORDS),
-                "--device", window.device, "--corpus", CORPUS, *(["--experiments", ",".join(order)] if order else []),
-                *DEVICE_FLAGS, "--skip-scaling", "--budget-s", f"{max(1.0, seconds - BENCH_STOP_S):.0f}"], REPO
+        return [
+            py,
+            "-m",
+            "sdgm.bench.device",
+            "--configfile",
+            cfg,
+            "--out",
+            str(window.dir / RECORDS),
+            "--device",
+            window.device,
+            "--corpus",
+            CORPUS,
+            *(["--experiments", ",".join(order)] if order else []),
+            *DEVICE_FLAGS,
+            "--skip-scaling",
+            "--budget-s",
+            f"{max(1.0, seconds - BENCH_STOP_S):.0f}",
+        ], REPO
     if name == "scaling":
-        return [py, "-m", "sdgm.bench.scaling", "--configfile", cfg, "--out", str(window.dir / RECORDS),
-                "--device", window.device, "--budget-s", f"{max(1.0, seconds - BENCH_STOP_S):.0f}"], REPO
+        return [
+            py,
+            "-m",
+            "sdgm.bench.scaling",
+            "--configfile",
+            cfg,
+            "--out",
+            str(window.dir / RECORDS),
+            "--device",
+            window.device,
+            "--budget-s",
+            f"{max(1.0, seconds - BENCH_STOP_S):.0f}",
+        ], REPO
     if name == "gpu_tier":
         tests = REPO / "tests" / "test_gpu.py"
         if not tests.is_file():
             return f"{tests.relative_to(REPO)} is not in this checkout"
-        return [py, "-m", "pytest", str(tests), "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
-                "-p", "sdgm.campaign.pytest_lines", f"--lines-to={part_dir / 'tests.jsonl'}",
-                f"--junitxml={part_dir / 'junit.xml'}", f"--rootdir={REPO}"], REPO
+        return [
+            py,
+            "-m",
+            "pytest",
+            str(tests),
+            "-m",
+            "gpu",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "sdgm.campaign.pytest_lines",
+            f"--lines-to={part_dir / 'tests.jsonl'}",
+            f"--junitxml={part_dir / 'junit.xml'}",
+            f"--rootdir={REPO}",
+        ], REPO
     if name == "campaign":
         import importlib.util
 
@@ -80,8 +134,20 @@ def part_command(window, name: str, part_dir: Path, seconds: float) -> tuple[lis
         if minutes <= 0.2:
             return f"{seconds:.0f} s left: too little for the campaign to stop by itself at its deadline"
         window.directory.mkdir(parents=True, exist_ok=True)  # the campaign's workflow directory is its cwd
-        cmd = [py, "-m", "sdgm.campaign", "run", "--configfile", cfg, "--minutes", f"{minutes:.2f}",
-               "--directory", str(window.directory), "--archive-dir", str(part_dir)]
+        cmd = [
+            py,
+            "-m",
+            "sdgm.campaign",
+            "run",
+            "--configfile",
+            cfg,
+            "--minutes",
+            f"{minutes:.2f}",
+            "--directory",
+            str(window.directory),
+            "--archive-dir",
+            str(part_dir),
+        ]
         return cmd + (["--device-label", window.device_label] if window.device_label else []), window.directory
     raise WindowError(f"unknown part {name!r}")
 
@@ -95,8 +161,12 @@ def judge(name: str, rc: int | None, seconds: float, budget: float, part_dir: Pa
     if name in ("device", "scaling"):
         out["records"] = bench_records(records, name)
     if rc is None:
-        return {**out, "status": "stopped", "reason": f"stopped at its deadline of {budget:.0f} s",
-                "log_tail": tail(part_dir / "log.txt")}
+        return {
+            **out,
+            "status": "stopped",
+            "reason": f"stopped at its deadline of {budget:.0f} s",
+            "log_tail": tail(part_dir / "log.txt"),
+        }
     if name == "gpu_tier" and "tests" in out:
         s = out["tests"]
         if rc == 0 and s["tests"] and s["skipped"] == s["tests"]:
@@ -130,8 +200,9 @@ def committed_records(slug: str, corpus: str = CORPUS, root: Path = REPO / "resu
 
     have: dict[str, set] = {"throughput": set(), "generation": set()}
     folders = set()
-    for folder in sorted([p for p in root.glob("*") if p.is_dir()] + [p for p in root.glob("published/*")
-                                                                          if p.is_dir()]):
+    for folder in sorted(
+        [p for p in root.glob("*") if p.is_dir()] + [p for p in root.glob("published/*") if p.is_dir()]
+    ):
         found = find_records(folder)
         for kind in have:
             for path in found[kind]:
@@ -200,16 +271,21 @@ def part_env(out: Path, device: str) -> dict:
             smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
         except (OSError, subprocess.SubprocessError) as e:
             smi = f"nvidia-smi: {type(e).__name__}: {e}"
-    rec = {"kind": "window_env", "provenance": provenance(dev), "versions": versions,
-           "cuda_available": torch.cuda.is_available(), "device_count": torch.cuda.device_count(),
-           "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-           "capability": list(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
-           "decoder_auto": auto, "missing_requirements": missing, "python_executable": sys.executable,
-           "machine": platform.machine(),
-           "nvidia_smi": smi}
+    rec = {
+        "kind": "window_env",
+        "provenance": provenance(dev),
+        "versions": versions,
+        "cuda_available": torch.cuda.is_available(),
+        "device_count": torch.cuda.device_count(),
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "capability": list(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
+        "decoder_auto": auto,
+        "missing_requirements": missing,
+        "python_executable": sys.executable,
+        "machine": platform.machine(),
+        "nvidia_smi": smi,
+    }
     write_json_atomic(out / "env.json", rec)
     print(json.dumps({k: rec[k] for k in ("decoder_auto", "versions", "missing_requirements")}), flush=True)
     print(f"torch {rec['provenance']['torch']} on {rec['provenance']['device']}", flush=True)
     return rec
-
-

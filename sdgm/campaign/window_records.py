@@ -5,6 +5,7 @@ A window (sdgm.campaign.window) writes its device and scaling benchmarks' record
 (python -m sdgm.campaign import) install_records copies them, checked, to STORE/<device>/bench/, so that
 python -m sdgm.reporting.claims --records STORE/<device> judges the cost claims from them.
 """
+
 from __future__ import annotations
 
 import json

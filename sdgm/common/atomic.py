@@ -7,6 +7,7 @@ of NAME removes it with `remove_stale_temporaries`. No torch or pandas here, so 
 A full disk, an exceeded quota, a read-only file system or a denied permission while writing raises StorageError,
 one error naming the path and what happened; the temporary is removed and the previous file is left as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,10 @@ def no_links(root: PathLike, path: PathLike) -> Path:
             raise UnsafePath(f"{path}: holds '..'; refusing to write there")
         where = where / part
         if where.is_symlink():
-            raise UnsafePath(f"{path}: {where} is a symbolic link (to {os.readlink(where)}); refusing to write "
-                             f"through it (remove the link)")
+            raise UnsafePath(
+                f"{path}: {where} is a symbolic link (to {os.readlink(where)}); refusing to write "
+                f"through it (remove the link)"
+            )
         if not where.exists():
             break
     if not path.resolve().is_relative_to(root.resolve()):
@@ -74,8 +77,10 @@ def no_links_below(root: PathLike, folder: PathLike) -> Path:
     if folder.is_dir():
         for p in folder.rglob("*"):  # rglob does not descend into linked folders; each link is named here
             if p.is_symlink():
-                raise UnsafePath(f"{folder}: {p} is a symbolic link (to {os.readlink(p)}); refusing to write "
-                                 f"through it (remove the link)")
+                raise UnsafePath(
+                    f"{folder}: {p} is a symbolic link (to {os.readlink(p)}); refusing to write "
+                    f"through it (remove the link)"
+                )
     return folder
 
 
@@ -83,8 +88,11 @@ def storage_error(exc: OSError, path: PathLike, action: str = "writing") -> OSEr
     """`exc` as a StorageError naming `path` if the storage refused the write, else `exc` itself."""
     if isinstance(exc, StorageError) or exc.errno not in STORAGE_ERRORS:
         return exc
-    err = StorageError(exc.errno, f"{STORAGE_ERRORS[exc.errno]} {action} {path}; nothing was replaced "
-                                  f"(free space or fix the permissions, then run the same command again)")
+    err = StorageError(
+        exc.errno,
+        f"{STORAGE_ERRORS[exc.errno]} {action} {path}; nothing was replaced "
+        f"(free space or fix the permissions, then run the same command again)",
+    )
     err.path = str(path)
     return err
 
@@ -138,8 +146,7 @@ class _RecordingWriter:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike, before_replace: Callable[[Path], None] | None = None
-                  ) -> Iterator[_RecordingWriter]:
+def atomic_writer(path: PathLike, before_replace: Callable[[Path], None] | None = None) -> Iterator[_RecordingWriter]:
     """Like atomic_open, for writers such as torch.save that replace an OSError from write() by their own error:
     the OSError is raised instead (a StorageError naming `path` when the storage refused the write)."""
     with atomic_open(path, before_replace) as fh:

@@ -9,6 +9,7 @@ plan, the workflow-script preamble (sdgm.common.preamble, which every script imp
 the Snakemake job that refuses those modules with the rule, the module and the environment file named, as the
 environment would.
 """
+
 from __future__ import annotations
 
 import importlib.abc
@@ -99,7 +100,9 @@ def plan(repo: Path) -> dict:
     # The job script's preamble appends Snakemake's own install path to sys.path in any environment (it unpickles
     # its `snakemake` object with it): Snakemake and what it imports itself are the job's in every environment.
     snakemake = _modules_of(_closure({"snakemake"}))
-    blocked = {name: sorted(universe - _modules_of(_closure(env_packages(p))) - {"snakemake"}) for name, p in envs.items()}
+    blocked = {
+        name: sorted(universe - _modules_of(_closure(env_packages(p))) - {"snakemake"}) for name, p in envs.items()
+    }
     return {"rules": rule_environments(repo), "blocked": blocked, "snakemake": sorted(snakemake)}
 
 
@@ -121,8 +124,10 @@ class Guard(importlib.abc.MetaPathFinder):
         """Top-level name of the module whose code runs the import being resolved; None inside a probe that
         `probe` below has already answered."""
         frame = sys._getframe(depth)
-        while frame is not None and (frame.f_code.co_filename.startswith("<frozen")
-                                     or frame.f_globals.get("__name__") in (__name__, "importlib.util")):
+        while frame is not None and (
+            frame.f_code.co_filename.startswith("<frozen")
+            or frame.f_globals.get("__name__") in (__name__, "importlib.util")
+        ):
             if frame.f_globals.get("__name__") == "importlib.util":
                 return None
             frame = frame.f_back
@@ -131,11 +136,13 @@ class Guard(importlib.abc.MetaPathFinder):
     def probe(self, real_find_spec):
         """`importlib.util.find_spec`, which libraries (torch among them) use to see whether a package is installed
         without importing it: None for a module the environment lacks, as it would answer there."""
+
         def find_spec(name, package=None):
             importer = self._importer(1)
             if not name.startswith(".") and importer is not None and self.refused(name, importer):
                 return None
             return real_find_spec(name, package)
+
         return find_spec
 
     def refused(self, fullname: str, importer: str = "") -> str | None:
@@ -146,8 +153,10 @@ class Guard(importlib.abc.MetaPathFinder):
             return f"rule {rule!r} has no conda environment in the import plan (a rule without `conda:`?)"
         env = self.rules[rule]
         if fullname.partition(".")[0] in self.blocked[env]:
-            return (f"rule {rule!r} imports {fullname!r}, which its conda environment workflow/envs/{env} does not "
-                    f"provide: add the package to that file, or import it only where it is needed")
+            return (
+                f"rule {rule!r} imports {fullname!r}, which its conda environment workflow/envs/{env} does not "
+                f"provide: add the package to that file, or import it only where it is needed"
+            )
         return None
 
     def find_spec(self, fullname, path=None, target=None):

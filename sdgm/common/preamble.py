@@ -5,6 +5,7 @@ Every script imports this module before anything else outside the standard libra
 so that where SDGM_IMPORT_GUARD names an import plan (the tests set it), the job may import only what its conda
 environment provides from then on (importguard). Nothing else installs the guard: importing sdgm changes nothing.
 """
+
 from __future__ import annotations
 
 import os

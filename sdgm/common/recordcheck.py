@@ -23,6 +23,7 @@ not an impossible value.
 
 Used by the store at import, at render and by `verify` (sdgm.campaign.record.check_contents). No torch here.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,9 @@ from collections.abc import Iterator
 from typing import Any
 
 CAUSAL_TOLERANCE = 1e-4  # the audit's tolerance (sdgm.models.contract.CAUSAL_TOLERANCE)
-REL_TOL = 1e-6           # ppl against exp(nll): both are written from the same float64 NLL
+REL_TOL = 1e-6  # ppl against exp(nll): both are written from the same float64 NLL
 MAX_TOKENS_PER_S = 1e10  # no device processes more tokens per second
-MAX_BYTES = 2 ** 50      # no device holds more memory
+MAX_BYTES = 2**50  # no device holds more memory
 COVARIANCE_TYPES = {"full", "diag", "tied", "spherical"}
 RUN_ID_HASH = re.compile(r"[a-z0-9_]+/[a-z0-9_]+-s\d+-([0-9a-f]+)")
 GIB_IN_NAME = re.compile(r"(\d+)\s*GB\b", re.IGNORECASE)
@@ -62,7 +63,7 @@ def _num(v: Any) -> bool:
 def device_memory_bytes(device: str | None) -> int:
     """The memory a device's name states ("NVIDIA H100 80GB HBM3": 80 GiB), else MAX_BYTES."""
     found = GIB_IN_NAME.search(device or "")
-    return int(found.group(1)) * 2 ** 30 if found else MAX_BYTES
+    return int(found.group(1)) * 2**30 if found else MAX_BYTES
 
 
 def _is_device_memory(field: str) -> bool:
@@ -77,8 +78,9 @@ def check_bounds(doc: dict, where: str) -> None:
         if field.endswith("tokens_per_s") and not 0 < v <= MAX_TOKENS_PER_S:
             raise RecordError(f"{where}: {field} is {v:g}; a rate is > 0 and at most {MAX_TOKENS_PER_S:g} tokens/s")
         if _is_device_memory(field) and not 0 < v <= limit:
-            raise RecordError(f"{where}: {field} is {v:g} bytes; device memory is > 0 and at most the device's "
-                              f"{limit:,} bytes")
+            raise RecordError(
+                f"{where}: {field} is {v:g} bytes; device memory is > 0 and at most the device's {limit:,} bytes"
+            )
 
 
 def check_metrics_consistent(doc: dict, where: str) -> None:
@@ -90,18 +92,23 @@ def check_metrics_consistent(doc: dict, where: str) -> None:
             if _num(ppl) and ppl < 1:
                 raise RecordError(f"{where}: metrics.{split}_ppl{suffix} is {ppl:g}; a perplexity is >= 1")
             if _num(ppl) and _num(nll) and not math.isclose(ppl, math.exp(min(nll, 709.0)), rel_tol=REL_TOL):
-                raise RecordError(f"{where}: metrics.{split}_ppl{suffix} {ppl:g} is not exp(metrics.{split}_nll"
-                                  f"{suffix} {nll:g}) = {math.exp(min(nll, 709.0)):g}")
+                raise RecordError(
+                    f"{where}: metrics.{split}_ppl{suffix} {ppl:g} is not exp(metrics.{split}_nll"
+                    f"{suffix} {nll:g}) = {math.exp(min(nll, 709.0)):g}"
+                )
     audit = m.get("causal_audit")
     if isinstance(audit, dict) and _num(audit.get("max_logit_change")) and isinstance(audit.get("passed"), bool):
         tol = audit.get("tolerance", CAUSAL_TOLERANCE)
         if not _num(tol) or not 0 <= tol <= CAUSAL_TOLERANCE:
-            raise RecordError(f"{where}: metrics.causal_audit.tolerance is {tol!r}, looser than the audit's "
-                              f"{CAUSAL_TOLERANCE:g}")
+            raise RecordError(
+                f"{where}: metrics.causal_audit.tolerance is {tol!r}, looser than the audit's {CAUSAL_TOLERANCE:g}"
+            )
         if audit["passed"] != (audit["max_logit_change"] <= tol):
-            raise RecordError(f"{where}: metrics.causal_audit.passed is {audit['passed']} but its max_logit_change "
-                              f"{audit['max_logit_change']:g} is {'within' if not audit['passed'] else 'beyond'} its "
-                              f"tolerance {tol:g}")
+            raise RecordError(
+                f"{where}: metrics.causal_audit.passed is {audit['passed']} but its max_logit_change "
+                f"{audit['max_logit_change']:g} is {'within' if not audit['passed'] else 'beyond'} its "
+                f"tolerance {tol:g}"
+            )
     check_bounds(doc, where)
 
 
@@ -116,11 +123,15 @@ def check_gmm(doc: Any, where: str) -> None:
     if doc["components"] > doc["n_vectors"]:
         raise RecordError(f"{where}: components {doc['components']} exceed the {doc['n_vectors']} vectors fitted")
     if doc.get("covariance_type") not in COVARIANCE_TYPES:
-        raise RecordError(f"{where}: covariance_type is {doc.get('covariance_type')!r}, not one of "
-                          f"{sorted(COVARIANCE_TYPES)}")
+        raise RecordError(
+            f"{where}: covariance_type is {doc.get('covariance_type')!r}, not one of {sorted(COVARIANCE_TYPES)}"
+        )
     grid = doc.get("grid")
-    if not isinstance(grid, list) or not grid or not all(isinstance(g, dict) and type(g.get("components")) is int
-                                                          and g["components"] >= 1 for g in grid):
+    if (
+        not isinstance(grid, list)
+        or not grid
+        or not all(isinstance(g, dict) and type(g.get("components")) is int and g["components"] >= 1 for g in grid)
+    ):
         raise RecordError(f"{where}: grid is not a non-empty list of fits, each with components >= 1")
     if doc["components"] not in {g["components"] for g in grid}:
         raise RecordError(f"{where}: components {doc['components']} is not among the grid's fits")
@@ -202,8 +213,10 @@ def check_record(record: str, manifest: dict, docs: dict[str, Any]) -> None:
     and the field."""
     who = (manifest["corpus"], manifest["experiment"], manifest["seed"])
     if not _run_id_names(manifest.get("run_id"), *who, manifest["run_hash"]):
-        raise RecordError(f"{record}: manifest.json run_id {manifest.get('run_id')!r} does not name run "
-                          f"{who[0]}/{who[1]}-s{who[2]}-{manifest['run_hash']}")
+        raise RecordError(
+            f"{record}: manifest.json run_id {manifest.get('run_id')!r} does not name run "
+            f"{who[0]}/{who[1]}-s{who[2]}-{manifest['run_hash']}"
+        )
     for name in ("metrics.json", "throughput.json"):
         doc = docs.get(name)
         if doc is None:
@@ -213,22 +226,25 @@ def check_record(record: str, manifest: dict, docs: dict[str, Any]) -> None:
                 raise RecordError(f"{record}: {name} {key} is {doc.get(key)!r}, the manifest's is {want!r}")
         run_hash = doc.get("run_hash")
         if run_hash is not None and run_hash != manifest["run_hash"]:
-            raise RecordError(f"{record}: {name} run_hash is {run_hash!r}, the manifest's is "
-                              f"{manifest['run_hash']!r}")
+            raise RecordError(f"{record}: {name} run_hash is {run_hash!r}, the manifest's is {manifest['run_hash']!r}")
         named = _run_id_hash(doc.get("run_id"))
         if named is not None and named != manifest["run_hash"]:
-            raise RecordError(f"{record}: {name} run_id {doc['run_id']!r} names run hash {named!r}, the manifest's "
-                              f"is {manifest['run_hash']!r}")
+            raise RecordError(
+                f"{record}: {name} run_id {doc['run_id']!r} names run hash {named!r}, the manifest's "
+                f"is {manifest['run_hash']!r}"
+            )
         check_bounds(doc, f"{record}: {name}")
     metrics = docs.get("metrics.json")
     if metrics is not None:
         if manifest.get("model") is not None and metrics.get("model") != manifest["model"]:
-            raise RecordError(f"{record}: metrics.json model is {metrics.get('model')!r}, the manifest's is "
-                              f"{manifest['model']!r}")
+            raise RecordError(
+                f"{record}: metrics.json model is {metrics.get('model')!r}, the manifest's is {manifest['model']!r}"
+            )
         tp = docs.get("throughput.json")
         if tp is not None and tp.get("model") != metrics.get("model"):
-            raise RecordError(f"{record}: throughput.json model is {tp.get('model')!r}, metrics.json's is "
-                              f"{metrics.get('model')!r}")
+            raise RecordError(
+                f"{record}: throughput.json model is {tp.get('model')!r}, metrics.json's is {metrics.get('model')!r}"
+            )
         check_metrics_consistent(metrics, f"{record}: metrics.json")
     if "gmm.json" in docs:
         check_gmm(docs["gmm.json"], f"{record}: gmm.json")

@@ -7,6 +7,7 @@ finite (Python's json reads and writes NaN and Infinity, JSON Schema has no word
 as one message naming the field: `metrics.val_ppl must be a finite number >= 1 (...), got -3.0`, the text after
 "must be" being the field's "description" in the schema.
 """
+
 from __future__ import annotations
 
 import functools

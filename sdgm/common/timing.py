@@ -7,6 +7,7 @@ Timing: `warmup` untimed calls, then `repeats` timed calls, each between two dev
 (torch.cuda.synchronize on CUDA); the median is reported, with every raw time beside it. The clock is injectable
 (tests use a fake one). A value that cannot be measured is None with its reason, never 0.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,7 +57,6 @@ def peak_rss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
-
 # ---- timing ------------------------------------------------------------------------------------------------------
 def synchronize(device: torch.device | str) -> None:
     """Wait for queued device work (CUDA kernels run asynchronously); nothing to wait for on CPU."""
@@ -65,8 +65,15 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int, device: torch.device | str = "cpu",
-               clock: Callable[[], float] = time.perf_counter, timed_context=None) -> dict:
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    repeats: int,
+    warmup: int,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+    timed_context=None,
+) -> dict:
     """Median wall time of fn() over `repeats` synchronized calls after `warmup` untimed ones.
 
     `timed_context` (e.g. an NvmlSampler) is entered around the timed calls only, not the warmup.
@@ -83,8 +90,14 @@ def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int, device: t
             fn()
             synchronize(device)
             times.append(clock() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": times, "repeats": repeats, "warmup": warmup}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": times,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
 
 
 def tokens_per_second(tokens_per_call: int, timing: dict) -> float:
@@ -131,5 +144,3 @@ def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-

@@ -1,6 +1,7 @@
 """What the text of a corpus may hold, checked line by line as it streams in (ContentChecker; a corpus's `check`
 overrides CONTENT_CHECK), and the errors of sdgm.data: DataError and its kinds ChecksumError and ContentError.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,7 +35,7 @@ class ContentChecker:
         self.lineno, self.pending = 1, b""
 
     def fail(self, what: str, line: bytes, at: int, bad: bytes) -> None:
-        context = line[max(0, at - 20):at + len(bad) + 20]
+        context = line[max(0, at - 20) : at + len(bad) + 20]
         raise ContentError(f"{self.name}: line {self.lineno}, byte {at + 1}: {what}: {bad!r} in {context!r}")
 
     def feed(self, chunk: bytes) -> None:
@@ -54,17 +55,25 @@ class ContentChecker:
     def line(self, line: bytes) -> None:
         o = self.opts
         if o["max_line_bytes"] and len(line) > o["max_line_bytes"]:
-            self.fail(f"line longer than {o['max_line_bytes']} bytes (check.max_line_bytes)", line,
-                      o["max_line_bytes"], line[o["max_line_bytes"]:o["max_line_bytes"] + 8])
+            self.fail(
+                f"line longer than {o['max_line_bytes']} bytes (check.max_line_bytes)",
+                line,
+                o["max_line_bytes"],
+                line[o["max_line_bytes"] : o["max_line_bytes"] + 8],
+            )
         if o["nul"] and b"\0" in line:
             self.fail("NUL byte (check.nul: false allows it)", line, line.index(b"\0"), b"\0")
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            self.fail(f"not valid UTF-8 ({e.reason})", line, e.start, line[e.start:e.end])
+            self.fail(f"not valid UTF-8 ({e.reason})", line, e.start, line[e.start : e.end])
         if o["max_token_chars"] and len(text) > o["max_token_chars"]:
             for tok in text.split():
                 if len(tok) > o["max_token_chars"]:
-                    at = len(text[:text.index(tok)].encode("utf-8"))
-                    self.fail(f"token of {len(tok)} characters, more than {o['max_token_chars']} "
-                              f"(check.max_token_chars)", line, at, tok[:16].encode("utf-8"))
+                    at = len(text[: text.index(tok)].encode("utf-8"))
+                    self.fail(
+                        f"token of {len(tok)} characters, more than {o['max_token_chars']} (check.max_token_chars)",
+                        line,
+                        at,
+                        tok[:16].encode("utf-8"),
+                    )

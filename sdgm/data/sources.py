@@ -4,6 +4,7 @@ and writes it atomically: through a temporary file in the target's directory fol
 or a failed check never leaves a half-written or unverified file under its final name. Tokenizing the text is
 sdgm.data.tokens.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -81,9 +82,7 @@ def shipped_sha256(corpus: str) -> dict[str, str]:
     """Expected SHA-256 per split (``{split: hex}``) of a shipped corpus."""
     table = _read_sha256sums()
     if corpus not in table:
-        raise DataError(
-            f"unknown shipped corpus {corpus!r}; shipped corpora: {', '.join(sorted(table))}"
-        )
+        raise DataError(f"unknown shipped corpus {corpus!r}; shipped corpora: {', '.join(sorted(table))}")
     return dict(table[corpus])
 
 
@@ -100,9 +99,7 @@ def _check_split(split: str) -> None:
 def _source_type(source: dict[str, Any]) -> str:
     kind = source.get("type") if isinstance(source, dict) else None
     if kind not in SOURCE_TYPES:
-        raise DataError(
-            f"unknown corpus source type {kind!r}; valid types: {', '.join(SOURCE_TYPES)}"
-        )
+        raise DataError(f"unknown corpus source type {kind!r}; valid types: {', '.join(SOURCE_TYPES)}")
     return kind
 
 
@@ -130,9 +127,7 @@ def _iter_shipped(split: str, source: dict[str, Any]) -> Iterator[bytes]:
     path = CORPORA_DIR / str(corpus) / f"{split}.txt.xz"
     if not path.is_file():
         shipped = sorted(p.name for p in CORPORA_DIR.iterdir() if p.is_dir())
-        raise DataError(
-            f"shipped corpus file {path} does not exist (shipped corpora: {', '.join(shipped)})"
-        )
+        raise DataError(f"shipped corpus file {path} does not exist (shipped corpora: {', '.join(shipped)})")
     with lzma.open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             yield chunk
@@ -143,8 +138,14 @@ class _CountingReader:
     DataError once its overall deadline has passed. Each read returns what has arrived (read1), so a server that
     trickles bytes cannot keep one read, and the download, going for ever."""
 
-    def __init__(self, raw: BinaryIO, url: str = "", deadline: float = math.inf, seconds: float = math.inf,
-                 expected: int | None = None) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        url: str = "",
+        deadline: float = math.inf,
+        seconds: float = math.inf,
+        expected: int | None = None,
+    ) -> None:
         self.raw, self.url, self.deadline, self.seconds, self.expected = raw, url, deadline, seconds, expected
         self.count = 0
 
@@ -153,8 +154,10 @@ class _CountingReader:
 
     def read(self, size: int = -1) -> bytes:
         if time.monotonic() > self.deadline:
-            raise DataError(f"download of {self.url} did not finish within its deadline of {self.seconds:g} s "
-                            f"(source.deadline): {self.count} bytes{self.of()} arrived; the server is too slow")
+            raise DataError(
+                f"download of {self.url} did not finish within its deadline of {self.seconds:g} s "
+                f"(source.deadline): {self.count} bytes{self.of()} arrived; the server is too slow"
+            )
         read1 = getattr(self.raw, "read1", None)
         data = read1(size if size and size > 0 else _CHUNK) if read1 else self.raw.read(size)
         self.count += len(data)
@@ -196,8 +199,10 @@ def _iter_url(split: str, source: dict[str, Any]) -> Iterator[bytes]:
             while chunk := stream.read(_CHUNK):
                 yield chunk
         except TimeoutError as exc:  # the per-read timeout: nothing came for `timeout` seconds
-            raise DataError(f"download of {url} stalled: no data for {timeout:g} s (source.timeout) after "
-                            f"{raw.count} bytes{raw.of()}") from exc
+            raise DataError(
+                f"download of {url} stalled: no data for {timeout:g} s (source.timeout) after "
+                f"{raw.count} bytes{raw.of()}"
+            ) from exc
         except (EOFError, http.client.IncompleteRead, lzma.LZMAError, zlib.error, OSError) as exc:
             # A short body usually surfaces as a decompression error (EOFError)
             # or IncompleteRead; report it as truncation when we can tell.
@@ -265,10 +270,7 @@ def materialize(
             content.close()
             actual = hasher.hexdigest()
             if sha256 is not None and actual != sha256.strip().lower():
-                raise ChecksumError(
-                    f"SHA-256 mismatch for {dest} (from {location}): "
-                    f"expected {sha256}, got {actual}"
-                )
+                raise ChecksumError(f"SHA-256 mismatch for {dest} (from {location}): expected {sha256}, got {actual}")
     except (ChecksumError, ContentError, StorageError):
         raise
     except Exception as exc:

@@ -5,6 +5,7 @@
 checked against the ``stats.json`` written beside them. Every file is written to a temporary name in its directory
 and renamed onto its own only once complete.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,7 @@ def _encode_lines(path: PathLike, stoi: dict[str, int]) -> tuple[torch.Tensor, i
                 idx = stoi.get(tok, unk_id)
                 if idx is None:
                     raise DataError(
-                        f"token {tok!r} at {path}:{lineno} is not in the vocabulary "
-                        f"and the vocabulary has no {UNK}"
+                        f"token {tok!r} at {path}:{lineno} is not in the vocabulary and the vocabulary has no {UNK}"
                     )
                 ids.append(idx)
     return torch.tensor(ids, dtype=torch.int64), lines
@@ -160,19 +160,20 @@ def load_tokens(tokens_dir: PathLike) -> tuple[dict[str, torch.Tensor], list[str
     needed = [tokens_dir / "vocab.json"] + [tokens_dir / f"{s}.pt" for s in SPLITS]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
-        raise DataError(
-            f"tokenized corpus incomplete, missing: {', '.join(missing)} (run tokenize_corpus first)"
-        )
+        raise DataError(f"tokenized corpus incomplete, missing: {', '.join(missing)} (run tokenize_corpus first)")
     vocab = _read_json(tokens_dir / "vocab.json")
     if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
         raise DataError(f"{tokens_dir / 'vocab.json'} is not a JSON list of strings")
     stats = _read_json(tokens_dir / "stats.json") if (tokens_dir / "stats.json").is_file() else {}
     if not isinstance(stats, dict):
         raise DataError(f"{tokens_dir / 'stats.json'} is not a JSON object")
-    if stats.get("vocab_size", len(vocab)) != len(vocab) or \
-            stats.get("vocab_sha256", vocab_sha256(vocab)) != vocab_sha256(vocab):
-        raise DataError(f"{tokens_dir / 'vocab.json'} ({len(vocab)} tokens) is not the vocabulary the token ids were "
-                        f"made with (stats.json: {stats.get('vocab_size')} tokens, digest differs); tokenize again")
+    if stats.get("vocab_size", len(vocab)) != len(vocab) or stats.get(
+        "vocab_sha256", vocab_sha256(vocab)
+    ) != vocab_sha256(vocab):
+        raise DataError(
+            f"{tokens_dir / 'vocab.json'} ({len(vocab)} tokens) is not the vocabulary the token ids were "
+            f"made with (stats.json: {stats.get('vocab_size')} tokens, digest differs); tokenize again"
+        )
     splits: dict[str, torch.Tensor] = {}
     for split in SPLITS:
         path = tokens_dir / f"{split}.pt"

@@ -18,6 +18,7 @@ Preempted (status 143, 128 + SIGTERM), so that Snakemake does not take it as fin
 at that step. Under several processes (torchrun) a SIGTERM ends the processes as before; they resume from the
 last periodic checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -121,23 +122,42 @@ class Checkpoints:
 
             def record(tmp: Path) -> None:  # before the rename: last.pt is always one of the digests recorded
                 self.ckpt_digest = sha256_file(tmp)
-                write_json_atomic(self.ckpt_meta_path, {
-                    "sha256": [self.ckpt_digest, *previous], "step": self.state.step,
-                    "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source})
+                write_json_atomic(
+                    self.ckpt_meta_path,
+                    {
+                        "sha256": [self.ckpt_digest, *previous],
+                        "step": self.state.step,
+                        "fingerprint": self.fingerprint,
+                        "fingerprint_source": self.fingerprint_source,
+                    },
+                )
 
-            save_atomic({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                         "scheduler": self.sched.state_dict(), "state": asdict(self.state), "rng": rng,
-                         "carry": self.carry, "processes": self.world, "ranks": ranks,
-                         "fingerprint": self.fingerprint, "fingerprint_source": self.fingerprint_source},
-                        self.ckpt_path, record)
+            save_atomic(
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(),
+                    "state": asdict(self.state),
+                    "rng": rng,
+                    "carry": self.carry,
+                    "processes": self.world,
+                    "ranks": ranks,
+                    "fingerprint": self.fingerprint,
+                    "fingerprint_source": self.fingerprint_source,
+                },
+                self.ckpt_path,
+                record,
+            )
         self.ckpt_step = self.state.step
 
     def _check_fingerprint(self, fingerprint, source) -> None:
         if fingerprint != self.fingerprint:
             what = differences(source, self.fingerprint_source)
             what = "; ".join(what) if source and what else f"fingerprint {fingerprint} != {self.fingerprint}"
-            raise CheckpointError(f"checkpoint {self.ckpt_path} was written for a different configuration "
-                                  f"({what}); delete {self.ckpt_dir} to start over")
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} was written for a different configuration "
+                f"({what}); delete {self.ckpt_dir} to start over"
+            )
 
     def _check_digest(self) -> None:
         """Before anything of last.pt is loaded: its SHA-256 is one last.pt.json records, and its fingerprint
@@ -148,13 +168,17 @@ class Checkpoints:
             meta = json.loads(self.ckpt_meta_path.read_text(encoding="utf-8"))
             digests = list(meta["sha256"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable: its record {self.ckpt_meta_path} "
-                                  f"is ({type(e).__name__}: {e}); delete {self.ckpt_dir} to start over") from e
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} is unreadable: its record {self.ckpt_meta_path} "
+                f"is ({type(e).__name__}: {e}); delete {self.ckpt_dir} to start over"
+            ) from e
         digest = sha256_file(self.ckpt_path)
         if digest not in digests:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable: its SHA-256 {digest[:12]} is not the "
-                                  f"one {self.ckpt_meta_path} records (the file was replaced or damaged); it was not "
-                                  f"loaded; delete {self.ckpt_dir} to start over")
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} is unreadable: its SHA-256 {digest[:12]} is not the "
+                f"one {self.ckpt_meta_path} records (the file was replaced or damaged); it was not "
+                f"loaded; delete {self.ckpt_dir} to start over"
+            )
         self._check_fingerprint(meta.get("fingerprint"), meta.get("fingerprint_source"))
         self.ckpt_digest = digest
 
@@ -168,15 +192,18 @@ class Checkpoints:
             if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "state", "rng"} <= set(ck):
                 raise ValueError("not a training checkpoint")
         except Exception as e:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} is unreadable ({type(e).__name__}: {e}); "
-                                  f"delete it to start over") from e
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} is unreadable ({type(e).__name__}: {e}); delete it to start over"
+            ) from e
         self._check_fingerprint(ck.get("fingerprint"), ck.get("fingerprint_source"))
         written_by = ck.get("processes", 1)
         if self.streams and written_by != self.world:
-            raise CheckpointError(f"checkpoint {self.ckpt_path} was written by {written_by} training process(es) "
-                                  f"reading contiguous streams, each carrying the model state of its own streams; it "
-                                  f"resumes only with {written_by} (now {self.world}); delete {self.ckpt_dir} to "
-                                  f"start over")
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} was written by {written_by} training process(es) "
+                f"reading contiguous streams, each carrying the model state of its own streams; it "
+                f"resumes only with {written_by} (now {self.world}); delete {self.ckpt_dir} to "
+                f"start over"
+            )
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -222,8 +249,10 @@ class Checkpoints:
         if self.ckpt_step != step:
             self.save_checkpoint()
         self.log({"event": "preempted", "step": step, "signal": signal.Signals(self.stop_signal).name})
-        msg = (f"training stopped by {signal.Signals(self.stop_signal).name} (a time limit or preemption) at step "
-               f"{step}: checkpoint {self.ckpt_path} holds that step; run the same command again to resume there "
-               f"(exit status {EXIT_PREEMPTED})")
+        msg = (
+            f"training stopped by {signal.Signals(self.stop_signal).name} (a time limit or preemption) at step "
+            f"{step}: checkpoint {self.ckpt_path} holds that step; run the same command again to resume there "
+            f"(exit status {EXIT_PREEMPTED})"
+        )
         print(msg, file=sys.stderr, flush=True)
         raise Preempted(msg)

@@ -5,6 +5,7 @@ cannot: that names refer to things that exist. `validate_schema` is stricter tha
 (the one Snakemake's validate() uses), and check_config runs it too: an integer field refuses 64.0 (YAML reads it
 as a float, which would reach the trainer as one), and a number must be finite (YAML has .nan and .inf).
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,9 @@ def check_model_options(config: dict, name: str) -> None:
     options = experiment_spec(config, name)["model_overrides"]
 
     def where(key: str) -> str:
-        return f"experiments.{name}.overrides.{key}" if key in exp.get("overrides", {}) else f"models.{exp['model']}.{key}"
+        return (
+            f"experiments.{name}.overrides.{key}" if key in exp.get("overrides", {}) else f"models.{exp['model']}.{key}"
+        )
 
     # Relations between a model's options that the schema cannot express (declared in sdgm.models.catalog); the model's
     # config dataclass refuses them too, but only when its job starts. The schema requires these options in the
@@ -75,17 +78,21 @@ def check_model_options(config: dict, name: str) -> None:
     if known is not None:
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"{where(unknown[0])}: model {exp['model']!r} (package {model.package!r}) has no option "
-                              f"{unknown[0]!r}; its options: {sorted(known)}")
+            raise ConfigError(
+                f"{where(unknown[0])}: model {exp['model']!r} (package {model.package!r}) has no option "
+                f"{unknown[0]!r}; its options: {sorted(known)}"
+            )
     for width, heads in model.divisible:
         if width in options and heads in options and options[width] % options[heads]:
-            raise ConfigError(f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} "
-                              f"({where(heads)})")
+            raise ConfigError(
+                f"{where(width)}: {options[width]} is not divisible by {heads} = {options[heads]} ({where(heads)})"
+            )
     if model.tied_equal and options.get("tie_weights"):
         a, b = model.tied_equal
         if a in options and b in options and options[a] != options[b]:
-            raise ConfigError(f"{where('tie_weights')}: tied weights need {a} == {b}, got "
-                              f"{options[a]} ({where(a)}) and {options[b]}")
+            raise ConfigError(
+                f"{where('tie_weights')}: tied weights need {a} == {b}, got {options[a]} ({where(a)}) and {options[b]}"
+            )
 
 
 def load_config(path: str | Path) -> dict:
@@ -126,13 +133,17 @@ def _check(config: dict) -> None:
             if c not in corpora:
                 raise ConfigError(f"experiments.{name}.corpora: unknown corpus {c!r}; defined: {sorted(corpora)}")
         if "seq_len" in exp.get("train", {}):
-            raise ConfigError(f"experiments.{name}.train.seq_len: the context length L is shared by every model "
-                              f"(set train.seq_len instead)")
+            raise ConfigError(
+                f"experiments.{name}.train.seq_len: the context length L is shared by every model "
+                f"(set train.seq_len instead)"
+            )
         merged = {**config["train"], **exp.get("train", {})}
         if merged.get("train_seq_len", 0) > merged["seq_len"]:
             where = f"experiments.{name}.train" if "train_seq_len" in exp.get("train", {}) else "train"
-            raise ConfigError(f"{where}.train_seq_len: {merged['train_seq_len']} exceeds the context length "
-                              f"train.seq_len = {merged['seq_len']}")
+            raise ConfigError(
+                f"{where}.train_seq_len: {merged['train_seq_len']} exceeds the context length "
+                f"train.seq_len = {merged['seq_len']}"
+            )
         check_model_options(config, name)
     for name in config["gmm"]["experiments"]:
         if name not in config["experiments"]:
@@ -149,21 +160,28 @@ def _check(config: dict) -> None:
         if "ablation_of" in config["experiments"][ref]:
             raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is itself an ablation; name the main run")
         if config["experiments"][ref]["model"] != exp["model"]:
-            raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is a {config['experiments'][ref]['model']} "
-                              f"experiment, {name!r} a {exp['model']} one")
-        missing = set(exp.get("corpora", config["corpora"])) - set(config["experiments"][ref].get("corpora",
-                                                                                                config["corpora"]))
+            raise ConfigError(
+                f"experiments.{name}.ablation_of: {ref!r} is a {config['experiments'][ref]['model']} "
+                f"experiment, {name!r} a {exp['model']} one"
+            )
+        missing = set(exp.get("corpora", config["corpora"])) - set(
+            config["experiments"][ref].get("corpora", config["corpora"])
+        )
         if missing:
-            raise ConfigError(f"experiments.{name}.ablation_of: {ref!r} is not run on {sorted(missing)}, "
-                              f"so there is nothing to compare with")
+            raise ConfigError(
+                f"experiments.{name}.ablation_of: {ref!r} is not run on {sorted(missing)}, "
+                f"so there is nothing to compare with"
+            )
     seen: dict[tuple, str] = {}  # one resolved spec per corpus: a duplicate would train the same run twice
     for name, exp in config["experiments"].items():
         spec = canonical_json(experiment_spec(config, name))
         for corpus in exp.get("corpora", list(config["corpora"])):
             if (spec, corpus) in seen:
                 other = seen[spec, corpus]
-                raise ConfigError(f"experiments.{name}: resolves to the same model and training as experiments."
-                                  f"{other} on {corpus} (a duplicate run; reuse {other!r} instead)")
+                raise ConfigError(
+                    f"experiments.{name}: resolves to the same model and training as experiments."
+                    f"{other} on {corpus} (a duplicate run; reuse {other!r} instead)"
+                )
             seen[spec, corpus] = name
     check_processes(config)
     if "readings" in config:
@@ -172,8 +190,10 @@ def _check(config: dict) -> None:
         raise ConfigError("the configuration selects no runs")
     sc = config["benchmark"]["scaling"]
     if sc["tokens_per_batch"] < max(sc["lengths"]):
-        raise ConfigError(f"benchmark.scaling.tokens_per_batch {sc['tokens_per_batch']} is below the longest length "
-                          f"{max(sc['lengths'])}: that batch would hold no sequence")
+        raise ConfigError(
+            f"benchmark.scaling.tokens_per_batch {sc['tokens_per_batch']} is below the longest length "
+            f"{max(sc['lengths'])}: that batch would hold no sequence"
+        )
     if sc["d_model"] % sc["n_heads"]:
         raise ConfigError(f"benchmark.scaling.d_model {sc['d_model']} is not divisible by n_heads {sc['n_heads']}")
 
@@ -213,8 +233,10 @@ def check_processes(config: dict) -> None:
     """A training job's GPUs and processes agree (one GPU each), and every global batch splits into equal shares."""
     n, gpus = train_processes(config), train_gpus(config)
     if gpus and gpus != n:
-        raise ConfigError(f"job_resources.train.processes: {n} training process(es) with job_resources.train.gpu = "
-                          f"{gpus}: each process uses one GPU, so the two must be equal (or processes left out)")
+        raise ConfigError(
+            f"job_resources.train.processes: {n} training process(es) with job_resources.train.gpu = "
+            f"{gpus}: each process uses one GPU, so the two must be equal (or processes left out)"
+        )
     if n == 1:
         return
     for name, exp in config["experiments"].items():
@@ -225,12 +247,16 @@ def check_processes(config: dict) -> None:
             return f"experiments.{name}.train.{key}" if key in own else f"train.{key}"
 
         if merged["batch_size"] % n:
-            raise ConfigError(f"{where('batch_size')}: {merged['batch_size']} is not divisible by the {n} training "
-                              f"processes (job_resources.train.processes): each process takes an equal share of the "
-                              f"batch")
+            raise ConfigError(
+                f"{where('batch_size')}: {merged['batch_size']} is not divisible by the {n} training "
+                f"processes (job_resources.train.processes): each process takes an equal share of the "
+                f"batch"
+            )
         if merged.get("device", "auto").startswith("cuda:"):
-            raise ConfigError(f"{where('device')}: {merged['device']!r} names one GPU, but each of the {n} training "
-                              f"processes (job_resources.train.processes) uses its own: use auto or cuda")
+            raise ConfigError(
+                f"{where('device')}: {merged['device']!r} names one GPU, but each of the {n} training "
+                f"processes (job_resources.train.processes) uses its own: use auto or cuda"
+            )
 
 
 def runs(config: dict) -> list[Run]:
@@ -289,8 +315,12 @@ def run_spec(config: dict, corpus: str, experiment: str, seed: int) -> dict:
     (experiment_spec), the corpus (source and digests), the seed, and the number of training processes (each
     draws its own dropout masks). Not results_dir, resources_dir, the rest of job_resources (threads, memory,
     runtime, GPU model), nor the settings of later steps (gmm, sampling, benchmark), nor the experiment's name."""
-    return {**experiment_spec(config, experiment), "corpus": corpus_identity(config, corpus), "seed": seed,
-            "processes": train_processes(config)}
+    return {
+        **experiment_spec(config, experiment),
+        "corpus": corpus_identity(config, corpus),
+        "seed": seed,
+        "processes": train_processes(config),
+    }
 
 
 def canonical_json(obj) -> str:

@@ -12,6 +12,7 @@ torchrun starts its workers in sessions of their own, out of reach of a signal t
 SIGKILLed process cannot pass a signal on; so on Linux torchrun and every worker ask the kernel to kill them when
 their parent dies: killing the job (Ctrl-C, SIGKILL, a scheduler) leaves no process training behind.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -50,10 +51,21 @@ def launch(processes: int, run_kwargs: dict, threads: int = 1, log_path: str | P
     """Run run_training(**run_kwargs) in `processes` processes under torchrun, each with `threads` torch threads,
     their output appended to log_path (else this process's stdout/stderr); raise if any of them fails."""
     args = json.dumps({**run_kwargs, "threads": threads}, default=str)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-           "-m", "sdgm.harness.distributed", args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "sdgm.harness.distributed",
+        args,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     if log_path:
@@ -61,15 +73,17 @@ def launch(processes: int, run_kwargs: dict, threads: int = 1, log_path: str | P
     log = open(log_path, "a") if log_path else None
     me = os.getpid()
     try:
-        rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                            preexec_fn=lambda: die_with_parent(me)).returncode
+        rc = subprocess.run(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None, preexec_fn=lambda: die_with_parent(me)
+        ).returncode
     finally:
         if log:
             log.close()
     if rc != 0:
         where = f"in {log_path}" if log_path else "above"
-        raise RuntimeError(f"training in {processes} processes failed (torchrun exit status {rc}); each process's "
-                           f"error is {where}")
+        raise RuntimeError(
+            f"training in {processes} processes failed (torchrun exit status {rc}); each process's error is {where}"
+        )
 
 
 def main() -> None:
@@ -88,8 +102,12 @@ def main() -> None:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     dist.init_process_group(backend(cfg.ddp_backend, device.type))
-    print(f"training process {dist.get_rank()} of {dist.get_world_size()} (pid {os.getpid()}, {dist.get_backend()} "
-          f"backend, device {device})", file=sys.stderr, flush=True)
+    print(
+        f"training process {dist.get_rank()} of {dist.get_world_size()} (pid {os.getpid()}, {dist.get_backend()} "
+        f"backend, device {device})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         run_training(**kwargs)
     finally:

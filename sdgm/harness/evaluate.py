@@ -15,6 +15,7 @@ consecutive windows of L, and the state (hidden state, memory) is carried, detac
 next. Each stream's tokens after its first are predicted once; the `len % batch_size` trailing tokens of the
 split are dropped. Perplexity is again exp(mean NLL over every predicted token).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,9 +39,15 @@ def windows(ids: torch.Tensor, L: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 32,
-             device: str | torch.device = "cpu", max_windows: int | None = None,
-             autocast_dtype: torch.dtype | None = None) -> dict:
+def evaluate(
+    model: LanguageModel,
+    ids: torch.Tensor,
+    L: int,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    max_windows: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
     """{"nll", "ppl", "tokens", **diagnostics} over a split (or its first `max_windows` windows)."""
     was_training = model.training
     model.eval()
@@ -55,11 +62,11 @@ def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 
 
     def run(starts: list[int], n: int):
         nonlocal nll_sum, n_tok
-        x = torch.stack([ids[s:s + n] for s in starts]).to(device)          # (b, n)
-        y = torch.stack([ids[s + 1:s + n + 1] for s in starts]).to(device)  # (b, n)
+        x = torch.stack([ids[s : s + n] for s in starts]).to(device)  # (b, n)
+        y = torch.stack([ids[s + 1 : s + n + 1] for s in starts]).to(device)  # (b, n)
         given = x.clone()  # the model's own copy: x and y stay what they were
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(given)                                            # (b, n, V)
+            logits = model(given)  # (b, n, V)
             diag = model.diagnostics(given)
         check_logits(logits, (*x.shape, vocab_size), f"evaluation of {type(model).__name__}", finite=False)
         check_unchanged(given, x, f"evaluation of {type(model).__name__}")
@@ -69,7 +76,7 @@ def evaluate(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 
             diag_sums[k] = diag_sums.get(k, 0.0) + float(v) * y.numel()
 
     for i in range(0, len(full), batch_size):
-        run(full[i:i + batch_size], L)
+        run(full[i : i + batch_size], L)
     for s, n in parts:
         run([s], n)
     model.train(was_training)
@@ -86,7 +93,7 @@ def batchify(ids: torch.Tensor, n_streams: int) -> torch.Tensor:
     rows = len(ids) // n_streams
     if rows == 0:
         raise ValueError(f"{len(ids)} tokens cannot fill {n_streams} streams")
-    return ids[:rows * n_streams].view(n_streams, rows)
+    return ids[: rows * n_streams].view(n_streams, rows)
 
 
 def stream_windows(rows: int, L: int) -> list[tuple[int, int]]:
@@ -95,9 +102,15 @@ def stream_windows(rows: int, L: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def evaluate_streams(model: LanguageModel, ids: torch.Tensor, L: int, batch_size: int = 10,
-                     device: str | torch.device = "cpu", max_windows: int | None = None,
-                     autocast_dtype: torch.dtype | None = None) -> dict:
+def evaluate_streams(
+    model: LanguageModel,
+    ids: torch.Tensor,
+    L: int,
+    batch_size: int = 10,
+    device: str | torch.device = "cpu",
+    max_windows: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
     """{"nll", "ppl", "tokens"} with state carried across consecutive windows of `batch_size` streams."""
     was_training = model.training
     model.eval()
@@ -108,7 +121,7 @@ def evaluate_streams(model: LanguageModel, ids: torch.Tensor, L: int, batch_size
         wins = wins[:max_windows]
     nll_sum, n_tok, state = 0.0, 0, None
     for s, n in wins:
-        x, y = data[:, s:s + n], data[:, s + 1:s + n + 1]  # (b, n), views of one tensor
+        x, y = data[:, s : s + n], data[:, s + 1 : s + n + 1]  # (b, n), views of one tensor
         given = x.clone()  # the model's own copy: the targets y stay what they were
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits, state = model.forward_with_state(given, state)  # (b, n, V)

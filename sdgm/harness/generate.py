@@ -4,6 +4,7 @@ GMM mode follows the paper's generative story: the mixing vector of each new pos
 fitted mixture instead of being encoded from the tokens, decoded through the atoms, and the head turns it
 into the next-token distribution. The prompt's positions keep their encoded coefficients.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,14 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 
 
 @torch.no_grad()
-def sample_autoregressive(model: LanguageModel, prompt: torch.Tensor, n_new: int, temperature: float = 1.0,
-                          top_k: int | None = None, seed: int = 0) -> torch.Tensor:
+def sample_autoregressive(
+    model: LanguageModel,
+    prompt: torch.Tensor,
+    n_new: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """prompt (B, P) -> (B, P + n_new).
 
     The prompt goes through model.prefill, then one decode_step per new token (each model's own cache or
@@ -51,8 +58,15 @@ def sample_autoregressive(model: LanguageModel, prompt: torch.Tensor, n_new: int
 
 
 @torch.no_grad()
-def sample_gmm_coefficients(model, gmm: dict, prompt: torch.Tensor, n_new: int, temperature: float = 1.0,
-                            top_k: int | None = None, seed: int = 0) -> torch.Tensor:
+def sample_gmm_coefficients(
+    model,
+    gmm: dict,
+    prompt: torch.Tensor,
+    n_new: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """SDGM only (needs mixing_vectors/logits_from_coefficients). prompt (B, P) -> (B, P + n_new)."""
     model.eval()
     gen = torch.Generator(device=prompt.device).manual_seed(seed)
@@ -75,8 +89,17 @@ def decode_ids(ids, itos: list[str]) -> str:
     return " ".join(words).replace(" <eos> ", "\n").replace("<eos>", "\n").strip()
 
 
-def write_samples(run_dir, gmm_path, out_path, prompt: str = "", n_samples: int = 3, n_tokens: int = 100,
-                  temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> str:
+def write_samples(
+    run_dir,
+    gmm_path,
+    out_path,
+    prompt: str = "",
+    n_samples: int = 3,
+    n_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> str:
     """Write n_samples texts per mode (autoregressive; GMM coefficients when gmm_path is given) to out_path."""
     from ..common.atomic import write_bytes_atomic
     from ..data.tokens import EOS, UNK
@@ -97,7 +120,9 @@ def write_samples(run_dir, gmm_path, out_path, prompt: str = "", n_samples: int 
     if gmm_path:
         gmm_file = gmm_path[0] if isinstance(gmm_path, (list, tuple)) else gmm_path
         sections.append(("gmm-coefficients", sample_gmm_coefficients(model, load_gmm(gmm_file), ids, n_tokens, **kw)))
-    lines = [f"# samples from {run_dir}: prompt {prompt!r}, temperature {temperature}, top_k {top_k or 'off'}, seed {seed}"]
+    lines = [
+        f"# samples from {run_dir}: prompt {prompt!r}, temperature {temperature}, top_k {top_k or 'off'}, seed {seed}"
+    ]
     for mode, out in sections:
         for i, row in enumerate(out[:n_samples].tolist()):
             lines += ["", f"## {mode} sample {i + 1}", decode_ids(row, itos)]
@@ -114,8 +139,18 @@ def prompt_starts(n_tokens: int, prompts: int, prompt_tokens: int, new_tokens: i
     return [int(s) for s in np.linspace(0, last, prompts).round()]
 
 
-def write_continuations(run_dir, gmm_path, tokens_dir, out_path, prompts: int = 32, prompt_tokens: int = 32,
-                        new_tokens: int = 128, temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> dict:
+def write_continuations(
+    run_dir,
+    gmm_path,
+    tokens_dir,
+    out_path,
+    prompts: int = 32,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> dict:
     """Continue `prompts` prompts of the validation split (evenly spaced windows of prompt_tokens tokens) by
     new_tokens tokens, autoregressively and, with a GMM, from GMM-drawn coefficients; write the prompts, the
     continuations, the true continuations and every setting to out_path (JSON, words)."""
@@ -130,19 +165,33 @@ def write_continuations(run_dir, gmm_path, tokens_dir, out_path, prompts: int = 
         raise ValueError(f"{run_dir} was trained with another vocabulary than the tokens in {tokens_dir}")
     valid = splits["valid"]
     starts = prompt_starts(len(valid), prompts, prompt_tokens, new_tokens)
-    ids = torch.stack([valid[s:s + prompt_tokens] for s in starts])
+    ids = torch.stack([valid[s : s + prompt_tokens] for s in starts])
     kw = dict(temperature=temperature, top_k=top_k or None, seed=seed)
     outputs = {"autoregressive": sample_autoregressive(model, ids, new_tokens, **kw)}
     if gmm_path:
         gmm_file = gmm_path[0] if isinstance(gmm_path, (list, tuple)) else gmm_path
         outputs["gmm_coefficients"] = sample_gmm_coefficients(model, load_gmm(gmm_file), ids, new_tokens, **kw)
     words = lambda row: [vocab[i] for i in row]  # noqa: E731
-    data = {"settings": {"split": "valid", "prompts": prompts, "prompt_tokens": prompt_tokens,
-                         "new_tokens": new_tokens, "temperature": temperature, "top_k": top_k, "seed": seed,
-                         "starts": starts},
-            "prompts": [{"start": s, "prompt": words(valid[s:s + prompt_tokens].tolist()),
-                         "true": words(valid[s + prompt_tokens:s + prompt_tokens + new_tokens].tolist()),
-                         **{mode: words(out[i, prompt_tokens:].tolist()) for mode, out in outputs.items()}}
-                        for i, s in enumerate(starts)]}
+    data = {
+        "settings": {
+            "split": "valid",
+            "prompts": prompts,
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "seed": seed,
+            "starts": starts,
+        },
+        "prompts": [
+            {
+                "start": s,
+                "prompt": words(valid[s : s + prompt_tokens].tolist()),
+                "true": words(valid[s + prompt_tokens : s + prompt_tokens + new_tokens].tolist()),
+                **{mode: words(out[i, prompt_tokens:].tolist()) for mode, out in outputs.items()},
+            }
+            for i, s in enumerate(starts)
+        ],
+    }
     write_json_atomic(out_path, data)
     return data

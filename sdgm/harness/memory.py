@@ -12,6 +12,7 @@ without the check.
 free memory on CUDA) and raises MemoryEstimateError naming the estimate, its parts and the setting to change,
 instead of letting the out-of-memory killer end the job mid-training.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,16 +39,26 @@ def _saved_bytes(loss_fn, x: torch.Tensor, y: torch.Tensor, exclude: set[int], a
             storages[s.data_ptr()] = s.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast(x.device.type, dtype=amp, enabled=amp is not None),
+    ):
         loss = loss_fn(x, y)[0]
     total = sum(storages.values())
     del loss
     return total
 
 
-def estimate_training_bytes(model: torch.nn.Module, loss_fn, batch_size: int, length: int, vocab_size: int,
-                            optimizer: str, device: torch.device, amp=None) -> dict[str, int]:
+def estimate_training_bytes(
+    model: torch.nn.Module,
+    loss_fn,
+    batch_size: int,
+    length: int,
+    vocab_size: int,
+    optimizer: str,
+    device: torch.device,
+    amp=None,
+) -> dict[str, int]:
     """Estimated peak bytes of one training step of `batch_size` windows of `length` tokens, by part."""
     params = list(model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in params)
@@ -73,7 +84,8 @@ def estimate_training_bytes(model: torch.nn.Module, loss_fn, batch_size: int, le
         "logits_backward": 2 * batch_size * length * vocab_size * 4,
         # on a CPU whose allocator keeps freed big blocks (the workflow's jobs: sdgm.harness.config.JOB_MALLOC_ENV), the
         # loss's forward buffers of that size are still held when its backward allocates: two more, measured
-        "allocator_kept": 2 * batch_size * length * vocab_size * 4 if device.type == "cpu" and keeps_freed_blocks()
+        "allocator_kept": 2 * batch_size * length * vocab_size * 4
+        if device.type == "cpu" and keeps_freed_blocks()
         else 0,
     }
 
@@ -96,8 +108,9 @@ def rss_bytes() -> int:
 
 
 def describe(parts: dict[str, int]) -> str:
-    return ", ".join(f"{k.replace('_', ' ')} {v / MiB:.0f} MiB" for k, v in parts.items()
-                     if v or k != "allocator_kept")  # that part only where the allocator keeps freed blocks
+    return ", ".join(
+        f"{k.replace('_', ' ')} {v / MiB:.0f} MiB" for k, v in parts.items() if v or k != "allocator_kept"
+    )  # that part only where the allocator keeps freed blocks
 
 
 def check_memory(parts: dict[str, int], device: torch.device, mem_mb: int | None, what: str) -> dict:
@@ -106,15 +119,18 @@ def check_memory(parts: dict[str, int], device: torch.device, mem_mb: int | None
     The model's parameters are already in memory when this runs (on `device`), so they are counted in the
     process's resident memory (CPU) or missing from the GPU's free memory (CUDA), not again."""
     total = sum(parts.values())
-    fix = ("lower train.batch_size or train.seq_len, or a smaller model; job_resources.train.memory_check: false "
-           "turns this check off")
+    fix = (
+        "lower train.batch_size or train.seq_len, or a smaller model; job_resources.train.memory_check: false "
+        "turns this check off"
+    )
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         need = total - parts["parameters"]
         if need > free:
             raise MemoryEstimateError(
                 f"{what}: estimated peak GPU memory {total / MiB:.0f} MiB ({describe(parts)}) does not fit: "
-                f"{need / MiB:.0f} MiB more are needed, {free / MiB:.0f} MiB of {device} are free; {fix}")
+                f"{need / MiB:.0f} MiB more are needed, {free / MiB:.0f} MiB of {device} are free; {fix}"
+            )
         return {"estimate_bytes": total, "limit_bytes": free + parts["parameters"], "device": str(device)}
     if mem_mb is None:
         return {"estimate_bytes": total, "limit_bytes": None, "device": str(device)}
@@ -124,5 +140,6 @@ def check_memory(parts: dict[str, int], device: torch.device, mem_mb: int | None
         raise MemoryEstimateError(
             f"{what}: estimated peak memory {need / MiB:.0f} MiB (this process now {now / MiB:.0f} MiB, plus "
             f"{describe({k: v for k, v in parts.items() if k != 'parameters'})}) exceeds the job's memory "
-            f"{mem_mb} MiB (job_resources.train.mem_mb); raise job_resources.train.mem_mb, or {fix}")
+            f"{mem_mb} MiB (job_resources.train.mem_mb); raise job_resources.train.mem_mb, or {fix}"
+        )
     return {"estimate_bytes": need, "limit_bytes": mem_mb * MiB, "device": str(device)}

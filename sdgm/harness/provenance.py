@@ -1,4 +1,5 @@
 """Where a number came from: code version, device, library versions, time, config hash."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,10 +25,19 @@ def git_commit(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     if env_sha:
         return env_sha, None
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
         return sha, dirty
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -37,8 +47,10 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, " \
-           f"{torch.get_num_threads()} torch threads)"
+    return (
+        f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+        f"{torch.get_num_threads()} torch threads)"
+    )
 
 
 def library_versions(names=("transformers", "linformer")) -> dict[str, str | None]:

@@ -16,6 +16,7 @@ measure_run(run_dir, tokens_dir, ...) -> {"run_id", "experiment", "corpus", "cos
 parameter_readings(grid, vocab_sizes, base) -> {"rows": [...]}: every combination of the grid's options, built on
     torch's meta device (no memory, no arithmetic) and counted as the model counts itself (a tied weight once).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,14 +46,13 @@ def _sdgm_windows(model, ids: torch.Tensor, L: int, batch_size: int):
     """Yield (X_hat, X, X_next), each (n, D) fp64, over the split's non-overlapping windows of L tokens."""
     wins = windows(ids, L)
     for i in range(0, len(wins), batch_size):
-        group = wins[i:i + batch_size]
+        group = wins[i : i + batch_size]
         for n in sorted({n for _, n in group}):  # the last window may be shorter
             starts = [s for s, m in group if m == n]
-            x_idx = torch.stack([ids[s:s + n] for s in starts])           # (b, n)
-            y_idx = torch.stack([ids[s + 1:s + n + 1] for s in starts])   # (b, n)
-            x, _, x_hat = model.parts(x_idx)                               # (b, n, D) each
-            yield (x_hat.flatten(0, 1).double(), x.flatten(0, 1).double(),
-                   model.embed(y_idx).flatten(0, 1).double())
+            x_idx = torch.stack([ids[s : s + n] for s in starts])  # (b, n)
+            y_idx = torch.stack([ids[s + 1 : s + n + 1] for s in starts])  # (b, n)
+            x, _, x_hat = model.parts(x_idx)  # (b, n, D) each
+            yield (x_hat.flatten(0, 1).double(), x.flatten(0, 1).double(), model.embed(y_idx).flatten(0, 1).double())
 
 
 def cosine_readings(model, ids: torch.Tensor, L: int, batch_size: int = 32) -> dict[str, float]:
@@ -97,18 +97,39 @@ def evaluate_with_options(model, options: dict, ids: torch.Tensor, L: int, batch
     again = type(model)(cfg)
     again.load_state_dict(model.state_dict())
     res = evaluate_streams(again, ids, L, batch_size)
-    return {"options": dict(options), "batch_size": batch_size, "val_ppl": res["ppl"], "val_nll": res["nll"],
-            "val_tokens": res["tokens"]}
+    return {
+        "options": dict(options),
+        "batch_size": batch_size,
+        "val_ppl": res["ppl"],
+        "val_nll": res["nll"],
+        "val_tokens": res["tokens"],
+    }
 
 
-def measure_run(run_dir: str | Path, tokens_dir: str | Path, *, run_id: str, experiment: str, corpus: str,
-                seq_len: int, evaluations: dict | None = None, batch_size: int = 32) -> dict:
+def measure_run(
+    run_dir: str | Path,
+    tokens_dir: str | Path,
+    *,
+    run_id: str,
+    experiment: str,
+    corpus: str,
+    seq_len: int,
+    evaluations: dict | None = None,
+    batch_size: int = 32,
+) -> dict:
     """The readings of one trained run (module docstring); `evaluations` are the config's readings.evaluations."""
     model, _ = load_run(run_dir)
     splits, _ = load_tokens(tokens_dir)
     valid = splits["valid"]
-    record = {"kind": "readings_run", "run_id": run_id, "experiment": experiment, "corpus": corpus,
-              "seq_len": seq_len, "cosine": None, "evaluations": {}}
+    record = {
+        "kind": "readings_run",
+        "run_id": run_id,
+        "experiment": experiment,
+        "corpus": corpus,
+        "seq_len": seq_len,
+        "cosine": None,
+        "evaluations": {},
+    }
     if hasattr(model, "parts") and hasattr(model, "atoms"):  # SDGM: X, C, X_hat
         record["cosine"] = cosine_readings(model, valid, seq_len, batch_size)
     for name, ev in (evaluations or {}).items():

@@ -3,6 +3,7 @@ processes it runs on, the autocast precision, the learning-rate schedule and the
 
 The benchmarks (sdgm.bench) build their training steps from these, so that a benchmarked step is the trained one.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,32 +18,32 @@ __all__ = ["TrainConfig", "autocast_dtype", "lr_factor", "make_optimizer", "rank
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    max_steps: int = 0              # 0: no limit besides epochs
+    max_steps: int = 0  # 0: no limit besides epochs
     batch_size: int = 32
-    seq_len: int = 128              # L, shared by every model
-    optimizer: str = "adam"         # "adam" (L2 weight decay, as the paper's "Adam, weight decay") | "adamw" | "sgd"
+    seq_len: int = 128  # L, shared by every model
+    optimizer: str = "adam"  # "adam" (L2 weight decay, as the paper's "Adam, weight decay") | "adamw" | "sgd"
     lr: float = 1e-3
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "constant"      # "constant" | "cosine" (after linear warmup) | "plateau"
-    plateau_factor: float = 4.0     # schedule "plateau": lr /= this after each evaluation without a better val PPL
-    data_order: str = "shuffled"    # "shuffled" windows | "streams": contiguous streams, state carried across steps
-    train_seq_len: int = 0          # tokens per training window; 0: seq_len
+    schedule: str = "constant"  # "constant" | "cosine" (after linear warmup) | "plateau"
+    plateau_factor: float = 4.0  # schedule "plateau": lr /= this after each evaluation without a better val PPL
+    data_order: str = "shuffled"  # "shuffled" windows | "streams": contiguous streams, state carried across steps
+    train_seq_len: int = 0  # tokens per training window; 0: seq_len
     warmup_steps: int = 0
-    grad_clip: float = 1.0          # max global grad norm; 0 disables
-    patience: int = 2               # early stop after this many evaluations without a better validation PPL
-    eval_every_steps: int = 0       # 0: evaluate at the end of each epoch
-    eval_max_windows: int = 0       # 0: the whole validation split; else its first N windows (periodic evals only)
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    patience: int = 2  # early stop after this many evaluations without a better validation PPL
+    eval_every_steps: int = 0  # 0: evaluate at the end of each epoch
+    eval_max_windows: int = 0  # 0: the whole validation split; else its first N windows (periodic evals only)
     eval_batch_size: int = 32
     eval_carry_state: bool = False  # validations during training carry the state (evaluate_streams; stateful models)
     checkpoint_every_steps: int = 500
     log_every_steps: int = 20
     seed: int = 0
-    device: str = "auto"            # "auto" | "cpu" | "cuda" | "cuda:N"
-    precision: str = "auto"         # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
-    compile: bool = False           # torch.compile the training step
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
+    compile: bool = False  # torch.compile the training step
     history_max_points: int = 2000  # train-loss points kept in metrics (evenly thinned)
-    ddp_backend: str = "auto"       # several processes: "auto" (nccl on CUDA, gloo on CPU) | "nccl" | "gloo"
+    ddp_backend: str = "auto"  # several processes: "auto" (nccl on CUDA, gloo on CPU) | "nccl" | "gloo"
 
     def __post_init__(self):
         self.betas = tuple(self.betas)

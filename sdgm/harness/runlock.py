@@ -14,6 +14,7 @@ recorded holder is gone, yet the flock is held. Such a lock is recognized (the h
 pid no longer runs), named on stderr and cleared: the file is replaced by a new one, which is taken. The same
 `file_lock` guards the published store (sdgm.campaign.store.store_lock).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,12 @@ class RunLocked(RuntimeError):
 
 
 def holder() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "cwd": os.getcwd(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -57,8 +62,12 @@ def pid_alive(pid: int) -> bool:
 
 def holder_gone(h: dict | None) -> bool:
     """The recorded holder ran on this host and no longer runs (a holder on another host cannot be checked)."""
-    return (isinstance(h, dict) and h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int)
-            and not pid_alive(h["pid"]))
+    return (
+        isinstance(h, dict)
+        and h.get("host") == socket.gethostname()
+        and isinstance(h.get("pid"), int)
+        and not pid_alive(h["pid"])
+    )
 
 
 def describe(h: dict | None) -> str:
@@ -82,8 +91,9 @@ def _open_lock(path: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise UnsafePath(f"lock {path} is a symbolic link (to {os.readlink(path)}); refusing to follow it "
-                             f"(remove the link)") from None
+            raise UnsafePath(
+                f"lock {path} is a symbolic link (to {os.readlink(path)}); refusing to follow it (remove the link)"
+            ) from None
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -109,8 +119,12 @@ def file_lock(path: str | os.PathLike, refuse: Callable[[str], Exception]) -> It
             h = _read_holder(fd)
             os.close(fd)
             if attempt == 1 and holder_gone(h):
-                print(f"lock {path}: its holder ({describe(h)}) is gone, but a process it left still holds the "
-                      f"file; clearing the lock", file=sys.stderr, flush=True)
+                print(
+                    f"lock {path}: its holder ({describe(h)}) is gone, but a process it left still holds the "
+                    f"file; clearing the lock",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 with storage_errors(path):
                     path.unlink(missing_ok=True)  # the leftover keeps the old file; the new one is free
                 continue
@@ -128,10 +142,13 @@ def file_lock(path: str | os.PathLike, refuse: Callable[[str], Exception]) -> It
 @contextlib.contextmanager
 def run_lock(path: str | os.PathLike, what: str) -> Iterator[dict]:
     """Hold the lock file `path` for the block, or raise RunLocked naming it and its holder."""
+
     def refuse(by: str) -> RunLocked:
-        return RunLocked(f"{what} is being trained by {by} (lock {path}); a second pipeline on the same "
-                         f"results_dir must not train it at the same time: wait for that one to finish, then "
-                         f"run this command again")
+        return RunLocked(
+            f"{what} is being trained by {by} (lock {path}); a second pipeline on the same "
+            f"results_dir must not train it at the same time: wait for that one to finish, then "
+            f"run this command again"
+        )
 
     with file_lock(path, refuse) as me:
         yield me

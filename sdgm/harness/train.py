@@ -23,6 +23,7 @@ averaged over the ranks. Rank 0 alone validates and broadcasts the result, so ev
 early-stopping and learning-rate decisions; rank 0 alone writes the log, best.pt and the checkpoint, which holds
 the RNG state (and carried model state) of every rank.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,7 @@ class TrainingLoss(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, state=None):
         if self.with_state:
             return self.model.training_loss_with_state(x, y, state)  # (loss, stats, next state)
-        return self.model.training_loss(x, y)                        # (loss, stats)
+        return self.model.training_loss(x, y)  # (loss, stats)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class TrainState:
     last_eval_step: int = -1
     train_seconds: float = 0.0
     train_tokens: int = 0
-    plateau_scale: float = 1.0      # schedule "plateau": current lr multiplier
+    plateau_scale: float = 1.0  # schedule "plateau": current lr multiplier
     stopped: str = ""
     history: dict = field(default_factory=lambda: {"train": [], "val": []})
 
@@ -86,17 +87,28 @@ class TrainState:
 class Trainer(Checkpoints):
     """Trains `model` on splits["train"], early-stops on splits["valid"]; state in ckpt_dir survives crashes."""
 
-    def __init__(self, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor, cfg: TrainConfig,
-                 ckpt_dir: str | Path, fingerprint: str = "", progress: bool = True, log_path: str | Path | None = None,
-                 fingerprint_source: dict | None = None):
+    def __init__(
+        self,
+        model: LanguageModel,
+        train_ids: torch.Tensor,
+        valid_ids: torch.Tensor,
+        cfg: TrainConfig,
+        ckpt_dir: str | Path,
+        fingerprint: str = "",
+        progress: bool = True,
+        log_path: str | Path | None = None,
+        fingerprint_source: dict | None = None,
+    ):
         self.cfg = cfg
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank, self.world = rank_and_world()
         self.device = resolve_device(cfg.device)
         if self.distributed and self.device.type == "cuda":  # one GPU per process: the one torchrun assigns
             if self.device.index is not None:
-                raise ValueError(f"device {cfg.device!r} names one GPU, but each of the {self.world} training "
-                                 f"processes needs its own: use 'auto' or 'cuda'")
+                raise ValueError(
+                    f"device {cfg.device!r} names one GPU, but each of the {self.world} training "
+                    f"processes needs its own: use 'auto' or 'cuda'"
+                )
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
         self.model = model.to(self.device)
         self.train_ids, self.valid_ids = train_ids.to(self.device), valid_ids
@@ -111,18 +123,25 @@ class Trainer(Checkpoints):
         check = getattr(self.model, "check_decoder_for_run", None)
         if check is not None:  # SDGM on CUDA: the fused kernels at this run's batch shapes (training, evaluation, and
             # B = 1 for the short last batches), in a child process, before the first step
-            check({(B // self.world, L), (cfg.eval_batch_size, cfg.seq_len), (1, cfg.seq_len)}, self.device,
-                  self.amp or torch.float32)
+            check(
+                {(B // self.world, L), (cfg.eval_batch_size, cfg.seq_len), (1, cfg.seq_len)},
+                self.device,
+                self.amp or torch.float32,
+            )
         self.streams = cfg.data_order == "streams"
         if cfg.eval_carry_state and not model.stateful:
             raise ValueError(f"eval_carry_state needs a model that carries state; {type(model).__name__} does not")
         if B % self.world:
-            raise ValueError(f"batch_size {B} is not divisible by the {self.world} training processes: each process "
-                             f"takes an equal share of the global batch")
+            raise ValueError(
+                f"batch_size {B} is not divisible by the {self.world} training processes: each process "
+                f"takes an equal share of the global batch"
+            )
         self.share = B // self.world  # windows (or streams) of every batch that this process trains on
         if self.streams:  # this process's streams: rows [rank * share, (rank + 1) * share) of the B streams
-            self.data = batchify(self.train_ids, B)[self.rank * self.share:(self.rank + 1) * self.share]  # (share, rows)
-            self.windows = stream_windows(self.data.shape[1], L)     # consecutive, the last one may be shorter
+            self.data = batchify(self.train_ids, B)[
+                self.rank * self.share : (self.rank + 1) * self.share
+            ]  # (share, rows)
+            self.windows = stream_windows(self.data.shape[1], L)  # consecutive, the last one may be shorter
             self.n_windows = self.steps_per_epoch = len(self.windows)
         else:
             self.n_windows = (len(train_ids) - 1) // L
@@ -138,11 +157,14 @@ class Trainer(Checkpoints):
         for p in (self.ckpt_path, self.best_path) if self.rank == 0 else ():
             remove_stale_temporaries(p)  # left by a killed earlier attempt; this trainer (rank 0) owns ckpt_dir
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(cfg, s, self.total_steps, self.state.plateau_scale))
+            self.opt, lambda s: lr_factor(cfg, s, self.total_steps, self.state.plateau_scale)
+        )
         loss = self.model.training_loss_with_state if self.streams else self.model.training_loss
         if self.distributed:  # broadcasts rank 0's weights now; averages the gradients in every backward
-            loss = DistributedDataParallel(TrainingLoss(self.model, self.streams),
-                                           device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            loss = DistributedDataParallel(
+                TrainingLoss(self.model, self.streams),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
             if self.rank:  # dropout masks differ from rank to rank; rank 0 keeps the one-process random stream
                 torch.manual_seed(cfg.seed * 100_003 + 1_000_000_007 * self.rank)
         self.loss_fn = torch.compile(loss) if cfg.compile else loss
@@ -161,8 +183,9 @@ class Trainer(Checkpoints):
             bad = ~torch.isfinite(losses)
             if bad.any():
                 first = st.step - len(losses) + 1 + int(bad.nonzero()[0, 0])
-                raise NonFiniteLoss(f"non-finite training loss at step {first} (detected at step {st.step}); "
-                                    f"{self.last_good()}")
+                raise NonFiniteLoss(
+                    f"non-finite training loss at step {first} (detected at step {st.step}); {self.last_good()}"
+                )
         if weights and not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             raise NonFiniteLoss(f"non-finite weights after step {st.step}; {self.last_good()}")
 
@@ -171,8 +194,16 @@ class Trainer(Checkpoints):
         training that would not fit in `mem_mb` (CPU) or the GPU's free memory; returns the estimate and the limit."""
         cfg = self.cfg
         loss = self.model.training_loss_with_state if self.streams else self.model.training_loss
-        parts = estimate_training_bytes(self.model, loss, self.share, cfg.train_seq_len or cfg.seq_len,
-                                        self.model.cfg.vocab_size, cfg.optimizer, self.device, self.amp)
+        parts = estimate_training_bytes(
+            self.model,
+            loss,
+            self.share,
+            cfg.train_seq_len or cfg.seq_len,
+            self.model.cfg.vocab_size,
+            cfg.optimizer,
+            self.device,
+            self.amp,
+        )
         return {**check_memory(parts, self.device, mem_mb, f"training in {self.ckpt_dir}"), "parts": parts}
 
     # ---- pieces of the loop ---------------------------------------------------------------------------------
@@ -185,11 +216,11 @@ class Trainer(Checkpoints):
     def batch(self, order: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.streams:  # the b-th consecutive window of every stream of this process
             s, n = self.windows[b]
-            return self.data[:, s:s + n], self.data[:, s + 1:s + n + 1]  # (share, n), (share, n)
+            return self.data[:, s : s + n], self.data[:, s + 1 : s + n + 1]  # (share, n), (share, n)
         B, L = self.cfg.batch_size, self.cfg.train_seq_len or self.cfg.seq_len
         first = b * B + self.rank * self.share  # this process's share of the b-th global batch
-        starts = order[first:first + self.share] * L  # (share,), on the device
-        span = self.train_ids[starts[:, None] + self._offsets]   # (share, L + 1)
+        starts = order[first : first + self.share] * L  # (share,), on the device
+        span = self.train_ids[starts[:, None] + self._offsets]  # (share, L + 1)
         return span[:, :-1], span[:, 1:]
 
     def sync(self) -> None:
@@ -206,8 +237,11 @@ class Trainer(Checkpoints):
         with storage_errors(self.log_path), open(self.log_path, "a") as f:
             f.write(json.dumps(event) + "\n")
         if event.get("event") in ("train", "val") and self.progress and not sys.stderr.isatty():
-            values = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.items()
-                              if k not in ("event", "step", "epoch"))
+            values = " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in event.items()
+                if k not in ("event", "step", "epoch")
+            )
             print(f"{event['event']} step {event['step']}/{self.total_steps}: {values}", file=sys.stderr, flush=True)
 
     def validate(self) -> float:
@@ -216,8 +250,15 @@ class Trainer(Checkpoints):
         ppl_nll = torch.zeros(2, dtype=torch.float64)
         if self.rank == 0:  # one process validates; the others wait for its result
             ev = evaluate_streams if cfg.eval_carry_state else evaluate
-            res = ev(self.model, self.valid_ids, cfg.seq_len, cfg.eval_batch_size, self.device,
-                     max_windows=cfg.eval_max_windows or None, autocast_dtype=self.amp)
+            res = ev(
+                self.model,
+                self.valid_ids,
+                cfg.seq_len,
+                cfg.eval_batch_size,
+                self.device,
+                max_windows=cfg.eval_max_windows or None,
+                autocast_dtype=self.amp,
+            )
             ppl_nll = torch.tensor([res["ppl"], res["nll"]], dtype=torch.float64)
         if self.distributed:  # every rank takes the same early-stopping and learning-rate decisions
             ppl_nll = ppl_nll.to(self.device)
@@ -254,8 +295,15 @@ class Trainer(Checkpoints):
     def _fit(self) -> TrainState:
         cfg, st = self.cfg, self.state
         # a bar on a terminal; elsewhere (a job's log) one flushed line per logged step instead (Trainer.log)
-        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", mininterval=0.5, dynamic_ncols=True,
-                   disable=not self.progress or self.rank > 0 or not sys.stderr.isatty(), file=sys.stderr)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=st.step,
+            unit="step",
+            mininterval=0.5,
+            dynamic_ncols=True,
+            disable=not self.progress or self.rank > 0 or not sys.stderr.isatty(),
+            file=sys.stderr,
+        )
         self.model.train()
         acc, n_acc, t_window, tokens_window = {}, 0, time.perf_counter(), 0
         self._unchecked = []
@@ -299,12 +347,19 @@ class Trainer(Checkpoints):
                         means /= self.world
                     means = dict(zip(acc, means.tolist()))  # one sync per log interval
                     if not all(math.isfinite(v) for v in means.values()):
-                        raise NonFiniteLoss(f"non-finite training statistics {means} in the steps up to step "
-                                            f"{st.step}; {self.last_good()}")
+                        raise NonFiniteLoss(
+                            f"non-finite training statistics {means} in the steps up to step "
+                            f"{st.step}; {self.last_good()}"
+                        )
                     now = time.perf_counter()
                     tok_s = tokens_window / max(now - t_window, 1e-9)
-                    point = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 4), **means,
-                             "tokens_per_s": tok_s, "lr": self.sched.get_last_lr()[0]}
+                    point = {
+                        "step": st.step,
+                        "epoch": round(st.step / self.steps_per_epoch, 4),
+                        **means,
+                        "tokens_per_s": tok_s,
+                        "lr": self.sched.get_last_lr()[0],
+                    }
                     st.history["train"].append(point)
                     self.log({"event": "train", **point})
                     ppl = math.exp(min(means.get("nll", means["loss"]), 50))

@@ -9,6 +9,7 @@ No torch here for the built-ins: the workflow checks a config against this table
 (sdgm.harness.config), in an environment that may hold Snakemake alone. A plug-in's capabilities are read from its
 class, which imports it. A test checks every built-in declaration against the class it names.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,12 @@ MODELS: dict[str, ModelEntry] = {  # the built-in models
     "sdgm": ModelEntry("sdgm.spectral.model", "SDGM", "SDGMConfig", mixing_vectors=True),
     "gpt2": ModelEntry("baselines.gpt2", "GPT2", "GPT2Options", divisible=(("n_embd", "n_head"),)),
     "linformer": ModelEntry("baselines.linformer", "Linformer", "LinformerConfig", divisible=(("d_model", "n_head"),)),
-    "linformer_noncausal": ModelEntry("baselines.linformer_noncausal", "LinformerNonCausal", "LinformerNonCausalConfig",
-                                      divisible=(("d_model", "n_head"),)),
+    "linformer_noncausal": ModelEntry(
+        "baselines.linformer_noncausal",
+        "LinformerNonCausal",
+        "LinformerNonCausalConfig",
+        divisible=(("d_model", "n_head"),),
+    ),
     "transformer_xl": ModelEntry("baselines.transformer_xl", "TransformerXL", "TransformerXLConfig"),
     "lstm": ModelEntry("baselines.lstm", "LSTMLM", "LSTMConfig", tied_equal=("d_embed", "d_hidden")),
 }
@@ -52,11 +57,13 @@ def plugins() -> dict[str, ModelEntry]:
         package = ep.dist.name if ep.dist is not None else "an unnamed package"
         where = f"package {package!r} registers model {ep.name!r} ({GROUP}: {ep.name} = {ep.value!r})"
         if ep.name in MODELS:
-            raise PluginError(f"{where}, but {ep.name!r} is a built-in model; give it another name in that "
-                              f"package's entry points")
+            raise PluginError(
+                f"{where}, but {ep.name!r} is a built-in model; give it another name in that package's entry points"
+            )
         if ep.name in out:
-            raise PluginError(f"{where}, but package {out[ep.name].package!r} registers {ep.name!r} too; "
-                              f"uninstall one or rename it")
+            raise PluginError(
+                f"{where}, but package {out[ep.name].package!r} registers {ep.name!r} too; uninstall one or rename it"
+            )
         module, _, cls = ep.value.partition(":")
         if not module or not cls or " " in ep.value:
             raise PluginError(f"{where}: the entry must be 'module:Class'")
@@ -74,8 +81,11 @@ def entry(name: str) -> ModelEntry:
         return MODELS[name]
     found = plugins()
     if name not in found:
-        extra = f"; from installed packages: {', '.join(found)}" if found else \
-            f" (installed packages may add models under the entry-point group {GROUP})"
+        extra = (
+            f"; from installed packages: {', '.join(found)}"
+            if found
+            else f" (installed packages may add models under the entry-point group {GROUP})"
+        )
         raise KeyError(f"unknown model {name!r}; built in: {', '.join(MODELS)}{extra}")
     return found[name]
 
@@ -91,12 +101,15 @@ def classes(name: str):
     except (ImportError, AttributeError) as err:
         raise PluginError(f"model {name!r} ({origin}): cannot import {e.module}:{e.cls} ({err})") from err
     if not (isinstance(cls, type) and issubclass(cls, LanguageModel)):
-        raise PluginError(f"model {name!r} ({origin}): {e.module}:{e.cls} is not a subclass of "
-                          f"sdgm.models.interface.LanguageModel")
+        raise PluginError(
+            f"model {name!r} ({origin}): {e.module}:{e.cls} is not a subclass of sdgm.models.interface.LanguageModel"
+        )
     cfg = getattr(importlib.import_module(e.module), e.config) if e.config else getattr(cls, "Config", None)
     if not (isinstance(cfg, type) and dataclasses.is_dataclass(cfg)):
-        raise PluginError(f"model {name!r} ({origin}): {e.module}:{e.cls} has no class attribute `Config` holding "
-                          f"its config dataclass")
+        raise PluginError(
+            f"model {name!r} ({origin}): {e.module}:{e.cls} has no class attribute `Config` holding "
+            f"its config dataclass"
+        )
     if "vocab_size" not in {f.name for f in dataclasses.fields(cfg)}:
         raise PluginError(f"model {name!r} ({origin}): its config dataclass {cfg.__name__} has no field vocab_size")
     return cfg, cls

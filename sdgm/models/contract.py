@@ -11,6 +11,7 @@ The causality audit (check_causal here; sdgm.harness.experiment runs it on every
 after a position t and measures how far the logits at positions <= t move; a valid language model moves them by 0
 (up to floating-point noise, CAUSAL_TOLERANCE).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ from .registry import build_model
 
 # ---- the causality audit ---------------------------------------------------------------------------------------
 @torch.no_grad()
-def causality_violation(model: LanguageModel, vocab_size: int, L: int, t: int | None = None, batch: int = 2,
-                        seed: int = 0) -> float:
+def causality_violation(
+    model: LanguageModel, vocab_size: int, L: int, t: int | None = None, batch: int = 2, seed: int = 0
+) -> float:
     """Largest change of logits[:, :t+1] when every token after position t is replaced (0.0 for a valid LM)."""
     was_training = model.training
     model.eval()
@@ -33,17 +35,17 @@ def causality_violation(model: LanguageModel, vocab_size: int, L: int, t: int | 
     t = L // 2 if t is None else t
     a = torch.randint(0, vocab_size, (batch, L), generator=g)
     b = a.clone()
-    b[:, t + 1:] = torch.randint(0, vocab_size, (batch, L - t - 1), generator=g)
-    la = model(a.to(device))[:, :t + 1].float()
-    lb = model(b.to(device))[:, :t + 1].float()
+    b[:, t + 1 :] = torch.randint(0, vocab_size, (batch, L - t - 1), generator=g)
+    la = model(a.to(device))[:, : t + 1].float()
+    lb = model(b.to(device))[:, : t + 1].float()
     model.train(was_training)
     return (la - lb).abs().max().item()
 
 
 CAUSAL_TOLERANCE = 1e-4  # largest logit change (absolute, fp32) still counted as "unchanged"
-AUDIT_CUTS = 16          # cut positions per window (every position of a window shorter than 17 tokens)
-AUDIT_WINDOWS = 2        # windows of the text the audit reads
-AUDIT_TOP_IDS = 32       # the most frequent ids, one of the replacements
+AUDIT_CUTS = 16  # cut positions per window (every position of a window shorter than 17 tokens)
+AUDIT_WINDOWS = 2  # windows of the text the audit reads
+AUDIT_TOP_IDS = 32  # the most frequent ids, one of the replacements
 AUDIT_REPLACEMENTS = ("corpus frequencies", "most frequent ids", "other text")
 AUDIT_MODES = ("eval", "train")
 
@@ -56,29 +58,30 @@ def audit_positions(L: int) -> list[int]:
     return sorted({round(i * (L - 2) / max(n - 1, 1)) for i in range(n)})
 
 
-def _audit_inputs(text: torch.Tensor, vocab_size: int, L: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                             torch.Tensor]:
+def _audit_inputs(
+    text: torch.Tensor, vocab_size: int, L: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(reference rows (N, L), perturbed rows (N, L), cut of each row (N,)): AUDIT_WINDOWS windows of `text`, each
     cut at every audit position t, the tokens after t replaced in each of the AUDIT_REPLACEMENTS ways."""
     text = text.flatten().long().cpu()
     if len(text) < 2 * L:  # a short text is read round and round
         text = text.repeat(-(-2 * L // max(len(text), 1)))
     counts = torch.bincount(text.clamp(0, vocab_size - 1), minlength=vocab_size).double()  # (V,)
-    top = torch.argsort(counts, descending=True, stable=True)[:AUDIT_TOP_IDS]                # (k,)
+    top = torch.argsort(counts, descending=True, stable=True)[:AUDIT_TOP_IDS]  # (k,)
     positions = audit_positions(L)
     refs, perturbed, cuts = [], [], []
     for _ in range(AUDIT_WINDOWS):
         s, o = torch.randint(0, len(text) - L + 1, (2,), generator=g).tolist()
         if abs(s - o) < L:  # the other text: a window that does not overlap this one
             o = (s + L) % (len(text) - L + 1)
-        a, other = text[s:s + L], text[o:o + L]                                      # (L,), (L,)
-        by_freq = torch.multinomial(counts, L, replacement=True, generator=g)       # (L,)
+        a, other = text[s : s + L], text[o : o + L]  # (L,), (L,)
+        by_freq = torch.multinomial(counts, L, replacement=True, generator=g)  # (L,)
         pick = torch.randint(0, len(top), (L,), generator=g)
         frequent = torch.where(top[pick] == a, top[(pick + 1) % len(top)], top[pick])  # a frequent id, never a's own
         for t in positions:
             for repl in (by_freq, frequent, other):
                 b = a.clone()
-                b[t + 1:] = repl[t + 1:]
+                b[t + 1 :] = repl[t + 1 :]
                 refs.append(a)
                 perturbed.append(b)
                 cuts.append(t)
@@ -86,8 +89,15 @@ def _audit_inputs(text: torch.Tensor, vocab_size: int, L: int, g: torch.Generato
 
 
 @torch.no_grad()
-def causal_audit(model: LanguageModel, vocab_size: int, L: int, tolerance: float = CAUSAL_TOLERANCE,
-                 seed: int = 0, text: torch.Tensor | None = None, batch: int = 16) -> dict:
+def causal_audit(
+    model: LanguageModel,
+    vocab_size: int,
+    L: int,
+    tolerance: float = CAUSAL_TOLERANCE,
+    seed: int = 0,
+    text: torch.Tensor | None = None,
+    batch: int = 16,
+) -> dict:
     """Does any logit at a position <= t move when the tokens after t change?
 
     `text` (1-D token ids): real text, the validation split for a trained model; None: uniform random ids. Windows
@@ -114,21 +124,29 @@ def causal_audit(model: LanguageModel, vocab_size: int, L: int, tolerance: float
             model.train(mode == "train")
             for i in range(0, len(refs), batch):
                 rows = slice(i, i + batch)
-                la = _forward_seeded(model, refs[rows], vocab_size, device, seed + i)       # (b, L, V)
+                la = _forward_seeded(model, refs[rows], vocab_size, device, seed + i)  # (b, L, V)
                 lb = _forward_seeded(model, perturbed[rows], vocab_size, device, seed + i)  # (b, L, V)
                 keep = torch.arange(L, device=device)[None, :] <= cuts[rows].to(device)[:, None]  # (b, L)
                 c = torch.where(keep, (la - lb).abs().amax(-1), 0).max().item()
                 change = max(change, math.inf if math.isnan(c) else c)
     finally:
         model.train(was_training)
-    return {"max_logit_change": change, "passed": change <= tolerance, "tolerance": tolerance,
-            "positions": positions, "windows": AUDIT_WINDOWS, "replacements": list(AUDIT_REPLACEMENTS),
-            "modes": list(AUDIT_MODES), "text": source,
-            "declared_causal": bool(model.causal)}
+    return {
+        "max_logit_change": change,
+        "passed": change <= tolerance,
+        "tolerance": tolerance,
+        "positions": positions,
+        "windows": AUDIT_WINDOWS,
+        "replacements": list(AUDIT_REPLACEMENTS),
+        "modes": list(AUDIT_MODES),
+        "text": source,
+        "declared_causal": bool(model.causal),
+    }
 
 
-def _forward_seeded(model: LanguageModel, idx: torch.Tensor, vocab_size: int, device: torch.device,
-                    seed: int) -> torch.Tensor:
+def _forward_seeded(
+    model: LanguageModel, idx: torch.Tensor, vocab_size: int, device: torch.device, seed: int
+) -> torch.Tensor:
     """model(idx) as fp32 (B, L, V), from a fresh copy of idx, with the random state set to `seed` (the same dropout
     masks for two inputs of one shape); the caller's random state is left as it was."""
     devices = [device] if device.type == "cuda" else []
@@ -166,8 +184,10 @@ def check_unchanged(given: torch.Tensor, original: torch.Tensor, what: str) -> N
     """The copy of the tokens a model was given still equals the original: a model must not rewrite its input
     (the evaluation's targets come from the same tokens); otherwise ContractError, one line."""
     if not torch.equal(given, original):
-        raise ContractError(f"{what}: the model changed its input tokens in place "
-                            f"({(given != original).sum().item()} of {given.numel()} ids); forward must not modify idx")
+        raise ContractError(
+            f"{what}: the model changed its input tokens in place "
+            f"({(given != original).sum().item()} of {given.numel()} ids); forward must not modify idx"
+        )
 
 
 @torch.no_grad()
@@ -204,8 +224,11 @@ def check_causal(name: str, model, vocab_size: int, seq_len: int) -> dict:
     """The model behaves as it declares: `causal = True` only if no logit moves when later tokens change."""
     audit = causal_audit(model, vocab_size, seq_len)
     if audit["passed"] != audit["declared_causal"]:
-        _fail(name, f"declares causal = {audit['declared_causal']}, but the largest change of an earlier logit "
-                    f"when later tokens change is {audit['max_logit_change']:.3g} (tolerance {audit['tolerance']:g})")
+        _fail(
+            name,
+            f"declares causal = {audit['declared_causal']}, but the largest change of an earlier logit "
+            f"when later tokens change is {audit['max_logit_change']:.3g} (tolerance {audit['tolerance']:g})",
+        )
     return audit
 
 
@@ -244,4 +267,3 @@ def check_model(name: str, vocab_size: int = 50, seq_len: int = 16, seed: int = 
     check_decoding(name, model, vocab_size)
     check_declared(name, model)
     return audit
-

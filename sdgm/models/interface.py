@@ -22,6 +22,7 @@ The trainer, evaluator, sampler and report only use these names; they never bran
 Position t of the logits may depend on idx[:, :t+1] only (tests/test_causality.py checks every model); a model
 that breaks this on purpose says so with `causal = False`, and the report marks its rows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -117,7 +118,7 @@ class LanguageModel(nn.Module):
         Default: one decode_step per token; without incremental decoding, one forward over the last max_context
         tokens (what the last of those steps would compute)."""
         if state is None and not self.incremental_decoding:
-            context = prompt[:, -self.max_context:]  # (B, <= L)
+            context = prompt[:, -self.max_context :]  # (B, <= L)
             return self(context)[:, -1], {"context": context}
         if state is None:
             state = self.init_decode_state(prompt.shape[0], prompt.device)
@@ -132,11 +133,11 @@ class LanguageModel(nn.Module):
         if self.decode_beyond_context == "state":
             state, out = None, []
             for t in range(idx.shape[1]):
-                logits, state = self.forward_with_state(idx[:, t:t + 1], state)  # (B, 1, V)
+                logits, state = self.forward_with_state(idx[:, t : t + 1], state)  # (B, 1, V)
                 out.append(logits[:, -1])
             return torch.stack(out, dim=1)
         L = self.max_context
-        return torch.stack([self(idx[:, max(0, t - L + 1):t + 1])[:, -1] for t in range(idx.shape[1])], dim=1)
+        return torch.stack([self(idx[:, max(0, t - L + 1) : t + 1])[:, -1] for t in range(idx.shape[1])], dim=1)
 
 
 def declared(model: LanguageModel, method: str) -> tuple[int | float | None, str | None]:

@@ -1,8 +1,9 @@
 """Every model by name, behind one constructor; and loading a finished run back.
 
-    model = build_model("sdgm", vocab_size, seq_len=128, d_model=64, n_atoms=32)
-    model, vocab = load_run("results/runs/ptb/sdgm-s0-<hash>")   # vocab: token -> id
+model = build_model("sdgm", vocab_size, seq_len=128, d_model=64, n_atoms=32)
+model, vocab = load_run("results/runs/ptb/sdgm-s0-<hash>")   # vocab: token -> id
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,10 @@ def save_run(path: str | Path, name: str, model: LanguageModel, vocab: list[str]
     write_bytes_atomic(path / WEIGHTS_FILE, weights)
     write_json_atomic(path / VOCAB_FILE, vocab)
     cfg = dataclasses.asdict(model.cfg)
-    write_json_atomic(path / RUN_FILE, {"model": name, "config": cfg, **(extra or {}),
-                                        "weights_sha256": hashlib.sha256(weights).hexdigest()})
+    write_json_atomic(
+        path / RUN_FILE,
+        {"model": name, "config": cfg, **(extra or {}), "weights_sha256": hashlib.sha256(weights).hexdigest()},
+    )
 
 
 def weights_sha256(path: str | Path) -> str:
@@ -107,17 +110,23 @@ def load_run(path: str | Path, map_location: str = "cpu") -> tuple[LanguageModel
     if vocab_size != len(vocab_list):
         raise ValueError(f"{path}: model vocab_size {vocab_size} != {len(vocab_list)} tokens in {VOCAB_FILE}")
     if "vocab_sha256" in meta and meta["vocab_sha256"] != vocab_sha256(vocab_list):
-        raise ValueError(f"{path / VOCAB_FILE} is not the vocabulary the model was trained with "
-                         f"(its digest differs from the one in {RUN_FILE})")
+        raise ValueError(
+            f"{path / VOCAB_FILE} is not the vocabulary the model was trained with "
+            f"(its digest differs from the one in {RUN_FILE})"
+        )
     if "weights_sha256" in meta and meta["weights_sha256"] != weights_sha256(path / WEIGHTS_FILE):
-        raise ValueError(f"{path / WEIGHTS_FILE} is not this run's weights: its SHA-256 differs from the one in "
-                         f"{path / RUN_FILE} (replaced or altered after training; train the run again)")
+        raise ValueError(
+            f"{path / WEIGHTS_FILE} is not this run's weights: its SHA-256 differs from the one in "
+            f"{path / RUN_FILE} (replaced or altered after training; train the run again)"
+        )
     model = build_model(meta["model"], vocab_size, **cfg)
     try:
         state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
         model.load_state_dict(state)
     except Exception as e:
-        raise ValueError(f"{path / WEIGHTS_FILE} does not hold the weights of the model in {RUN_FILE} "
-                         f"({type(e).__name__}: {str(e)[:300]})") from e
+        raise ValueError(
+            f"{path / WEIGHTS_FILE} does not hold the weights of the model in {RUN_FILE} "
+            f"({type(e).__name__}: {str(e)[:300]})"
+        ) from e
     model.eval()
     return model, {tok: i for i, tok in enumerate(vocab_list)}

@@ -7,36 +7,37 @@ readings of the paper (readings_records, readings) and one explanation per claim
 the tables (pages: samples, HTML tables, results/README.md).
 It imports only sdgm.common, and never torch: it reads records, never the code that made them.
 """
+
 from ..common.missing import NO_RECONSTRUCTION, NOT_IN_PAPER, NOT_MEASURED
 from .plots import plot_ablations, plot_sweep, plot_training_curves, save_figure, sweep_points
 from .records import (
-                      ABLATION_COLUMNS,
-                      CAUSAL_YES,
-                      DISPLAY_COLUMNS,
-                      LEAKS,
-                      MAIN_RUN,
-                      NON_CAUSAL_SUFFIX,
-                      PAPER_PATH,
-                      RECONSTRUCTION_COLUMNS,
-                      ReportError,
-                      load_metrics,
-                      load_paper,
+    ABLATION_COLUMNS,
+    CAUSAL_YES,
+    DISPLAY_COLUMNS,
+    LEAKS,
+    MAIN_RUN,
+    NON_CAUSAL_SUFFIX,
+    PAPER_PATH,
+    RECONSTRUCTION_COLUMNS,
+    ReportError,
+    load_metrics,
+    load_paper,
 )
 from .render import latex_escape, to_latex, to_markdown, write_table
 from .results import build_report
 from .tables import (
-                      ablation_label,
-                      ablation_table,
-                      ablation_table_numeric,
-                      aggregate,
-                      format_aggregate,
-                      leaks,
-                      main_table,
-                      main_table_numeric,
-                      numeric_columns,
-                      reconstruction_table,
-                      reconstruction_table_numeric,
-                      setting_diff,
+    ablation_label,
+    ablation_table,
+    ablation_table_numeric,
+    aggregate,
+    format_aggregate,
+    leaks,
+    main_table,
+    main_table_numeric,
+    numeric_columns,
+    reconstruction_table,
+    reconstruction_table_numeric,
+    setting_diff,
 )
 
 __all__ = [

@@ -4,6 +4,7 @@ sdgm.reporting.claim_row, the slope and generation-quality rules in slope_rule a
 in sdgm.reporting.statistics, the evidence (the records a claim is judged from) in sdgm.reporting.evidence;
 sdgm.reporting.claims_tables renders the tables and pages from the ledger.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,6 +45,7 @@ CLAIM_KINDS = tuple(CLAIM_SCHEMA["properties"]["kind"]["enum"])  # docs/claims.m
 
 # ---- the claims file ---------------------------------------------------------------------------------------------
 
+
 def load_claims(path: str | Path | None = None) -> dict:
     """The claims file, checked against sdgm/common/schemas/claims.schema.json and for what a schema cannot say
     (unique ids, defined tolerances, a factor claim's relative tolerance): {"source", "tolerances", "claims",
@@ -64,10 +66,15 @@ def load_claims(path: str | Path | None = None) -> dict:
         if "tolerance" in c and c["tolerance"] not in tolerances:
             raise ReportError(f"{where}: tolerance {c['tolerance']!r} is not defined under 'tolerances'")
         if c["kind"] == "factor" and "rel" not in tolerances[c["tolerance"]]:
-            raise ReportError(f"{where}: tolerance {c['tolerance']!r}: a factor claim needs a relative tolerance "
-                              f"('rel')")
-    return {"source": data.get("source", "the SDGM paper"), "tolerances": tolerances, "claims": data["claims"],
-            "compact": data.get("compact") or {"rows": [], "engineering_corpus": None}}
+            raise ReportError(
+                f"{where}: tolerance {c['tolerance']!r}: a factor claim needs a relative tolerance ('rel')"
+            )
+    return {
+        "source": data.get("source", "the SDGM paper"),
+        "tolerances": tolerances,
+        "claims": data["claims"],
+        "compact": data.get("compact") or {"rows": [], "engineering_corpus": None},
+    }
 
 
 @functools.cache
@@ -76,7 +83,7 @@ def _claims_validator():
 
 
 def _claims_error(path: Path, data: dict, e: SchemaViolation) -> str:
-    """"claims.yaml: claim 3 (params): kind must be one of ..., got 'vibes'": the claim by index and id, the field
+    """ "claims.yaml: claim 3 (params): kind must be one of ..., got 'vibes'": the claim by index and id, the field
     relative to it."""
     m = re.fullmatch(r"claims\[(\d+)\](?:\.(.*))?", e.field)
     if not m:
@@ -88,8 +95,8 @@ def _claims_error(path: Path, data: dict, e: SchemaViolation) -> str:
     return f"{path}: claim {i} ({cid}): {text}"
 
 
-
 # ---- the rules ---------------------------------------------------------------------------------------------------
+
 
 def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
     """value: reproduced when the paper's number lies inside our 95 % interval over seeds; with one seed, when it
@@ -110,13 +117,24 @@ def judge_value(claims: dict, claim: dict, ev: Evidence) -> dict:
         inside = lo <= paper <= hi
         if claim["kind"] == "engineering":
             verdict = REPRODUCED if inside or within else NOT_REPRODUCED
-            reason = (f"paper {'inside' if inside else 'outside'} the 95 % interval over {n} seeds; {gap}, "
-                      f"tolerance ±{tol:.4g} ({claim['tolerance']})")
+            reason = (
+                f"paper {'inside' if inside else 'outside'} the 95 % interval over {n} seeds; {gap}, "
+                f"tolerance ±{tol:.4g} ({claim['tolerance']})"
+            )
         else:
             verdict = REPRODUCED if inside else NOT_REPRODUCED
             reason = f"paper {'inside' if inside else 'outside'} the 95 % interval over {n} seeds; {gap}"
-    return verdict_row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol, verdict=verdict,
-                       reason="; ".join([reason, *notes]), evidence=paths)
+    return verdict_row(
+        claim,
+        ours_value=mean,
+        ours_ci_low=lo,
+        ours_ci_high=hi,
+        n=n,
+        tolerance=tol,
+        verdict=verdict,
+        reason="; ".join([reason, *notes]),
+        evidence=paths,
+    )
 
 
 def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -139,8 +157,9 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     d, lo, hi = difference_interval(a, b)
     sign = -1.0 if claim["better"] == "lower" else 1.0
     tol = tolerance_of(claims, claim, float(np.mean(b)))
-    what = (f"{claim['experiment']} - {best} = {d:+.4g} {claim.get('unit', '')}".rstrip()
-            + ("" if len(claim["than"]) == 1 else f" ({best}: the {claim['better']} of {', '.join(claim['than'])})"))
+    what = f"{claim['experiment']} - {best} = {d:+.4g} {claim.get('unit', '')}".rstrip() + (
+        "" if len(claim["than"]) == 1 else f" ({best}: the {claim['better']} of {', '.join(claim['than'])})"
+    )
     n = min(len(a), len(b))
     spec = claims["tolerances"][claim["tolerance"]]
     unit = claim.get("unit", "")
@@ -150,12 +169,16 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
         rel = float(spec["rel"])
         mb = float(np.mean(b))
         f = mb / ma if claim["better"] == "lower" else ma / mb
-        fb = {e: (float(np.mean(v)) / ma if claim["better"] == "lower" else ma / float(np.mean(v)))
-              for e, v in others.items()}
+        fb = {
+            e: (float(np.mean(v)) / ma if claim["better"] == "lower" else ma / float(np.mean(v)))
+            for e, v in others.items()
+        }
         tied = ties(fb, best, rel)
         verdict = REPRODUCED if f >= 1 + rel else CONTRADICTED if f < 1 / (1 + rel) else NOT_REPRODUCED
-        reason = (f"{ONE_SEED}; {what}; ratio x{f:.3g} ({claim['better']} is better), reproduced from "
-                  f"x{1 + rel:g}, contradicted below x{1 / (1 + rel):.3g} ({claim['tolerance']})")
+        reason = (
+            f"{ONE_SEED}; {what}; ratio x{f:.3g} ({claim['better']} is better), reproduced from "
+            f"x{1 + rel:g}, contradicted below x{1 / (1 + rel):.3g} ({claim['tolerance']})"
+        )
         if tied:
             reason += f"; {best} tied with {', '.join(tied)}"
         if verdict == NOT_REPRODUCED:
@@ -171,19 +194,33 @@ def judge_direction(claims: dict, claim: dict, ev: Evidence) -> dict:
     else:
         elo, ehi = sorted((sign * lo, sign * hi))
         verdict = REPRODUCED if elo > 0 else CONTRADICTED if ehi < 0 else NOT_REPRODUCED
-        reason = (f"{what}, 95 % interval [{lo:.4g}, {hi:.4g}] over {len(a)} and {len(b)} seeds"
-                  + (": contains 0, no difference established" if verdict == NOT_REPRODUCED else ""))
+        reason = f"{what}, 95 % interval [{lo:.4g}, {hi:.4g}] over {len(a)} and {len(b)} seeds" + (
+            ": contains 0, no difference established" if verdict == NOT_REPRODUCED else ""
+        )
     if verdict == CONTRADICTED:
         reason += f"; the other way: {claim['experiment']} is the {'higher' if sign < 0 else 'lower'}"
-    return verdict_row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                       verdict=verdict, reason=reason, evidence=paths, shown=shown)
+    return verdict_row(
+        claim,
+        compared_with=best,
+        ours_value=d,
+        ours_ci_low=lo,
+        ours_ci_high=hi,
+        n=n,
+        tolerance=tol,
+        verdict=verdict,
+        reason=reason,
+        evidence=paths,
+        shown=shown,
+    )
 
 
 def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
     """procedure (the GMM prior): reproduced when a mixture was fitted for every run of the experiment that has a
     GMM and every chosen fit converged; not reproduced when one did not converge; not measured without a fit."""
-    recs = sorted((g for g in ev.gmm if g["experiment"] == claim["experiment"]
-                   and claim["corpus"] in ("all", g["corpus"])), key=lambda g: (g["corpus"], g["seed"]))
+    recs = sorted(
+        (g for g in ev.gmm if g["experiment"] == claim["experiment"] and claim["corpus"] in ("all", g["corpus"])),
+        key=lambda g: (g["corpus"], g["seed"]),
+    )
     if not recs:
         return verdict_row(claim, reason=f"no GMM fitted for {claim['experiment']}")
     failed, notes = [], []
@@ -198,9 +235,14 @@ def judge_procedure(claims: dict, claim: dict, ev: Evidence) -> dict:
     if failed:
         reason = f"the chosen mixture did not converge for {', '.join(failed)}; " + reason
     comps = [float(g["components"]) for g in recs]
-    return verdict_row(claim, ours_value=float(np.mean(comps)), n=len(recs), verdict=verdict, reason=reason,
-                       evidence=[g["_path"] for g in recs])
-
+    return verdict_row(
+        claim,
+        ours_value=float(np.mean(comps)),
+        n=len(recs),
+        verdict=verdict,
+        reason=reason,
+        evidence=[g["_path"] for g in recs],
+    )
 
 
 def _means(ev: Evidence, claim: dict, names: list[str]):
@@ -224,14 +266,13 @@ def paper_factors(claim: dict) -> tuple[float, float]:
 
 
 def ratio_text(f: float, ours: float, theirs: float, unit: str) -> str:
-    """"x2.03 (7.71 vs 15.7 ms)": the factor, then ours and theirs in the claim's unit."""
+    """ "x2.03 (7.71 vs 15.7 ms)": the factor, then ours and theirs in the claim's unit."""
     return f"x{f:.3g} ({fmt(ours)} vs {fmt(theirs)} {unit}".rstrip() + ", "
 
 
 def ties(f: dict[str, float], closest: str, rel: float) -> list[str]:
     """The baselines tied with the closest: their factor within (1 + tol) of its."""
     return [m for m in f if m != closest and f[m] <= f[closest] * (1 + rel)]
-
 
 
 def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -246,8 +287,12 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     if not means:
         return verdict_row(claim, reason=notes, evidence=paths, **paper)
     if min(means.values()) <= 0:
-        return verdict_row(claim, reason="a value <= 0: no ratio ("
-                           + ", ".join(f"{e} {means[e]:.4g}" for e in names) + ")", evidence=paths, **paper)
+        return verdict_row(
+            claim,
+            reason="a value <= 0: no ratio (" + ", ".join(f"{e} {means[e]:.4g}" for e in names) + ")",
+            evidence=paths,
+            **paper,
+        )
     ours = means[claim["experiment"]]
     lower = claim["better"] == "lower"
     f = {m: means[m] / ours if lower else ours / means[m] for m in claim["than"]}
@@ -264,13 +309,18 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     tied = ties(f, closest, rel)
     each = ", ".join(f"{m} x{f[m]:.3g}" for m in claim["than"])
     word = "lower" if lower else "higher"
-    reason = (f"one record per model: no interval; {word} is better; factor over each baseline: {each}; closest: "
-              f"{closest}" + (f", tied with {', '.join(tied)}" if tied else "") + f" x{fc:.3g}; paper "
-              f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (max(x{lo:.3g} / (1 + {rel:g}), 1 + {rel:g}), "
-              f"{claim['tolerance']})")
+    reason = (
+        f"one record per model: no interval; {word} is better; factor over each baseline: {each}; closest: "
+        f"{closest}" + (f", tied with {', '.join(tied)}" if tied else "") + f" x{fc:.3g}; paper "
+        f"x{lo:.3g}-{hi:.3g}; reproduced from x{need:.3g} (max(x{lo:.3g} / (1 + {rel:g}), 1 + {rel:g}), "
+        f"{claim['tolerance']})"
+    )
     if verdict == REPRODUCED:
-        reason += (": inside the paper's range" if fc <= hi else ": beyond the paper's range") if fc >= lo else \
-            ": within the tolerance of the paper's smallest factor"
+        reason += (
+            (": inside the paper's range" if fc <= hi else ": beyond the paper's range")
+            if fc >= lo
+            else ": within the tolerance of the paper's smallest factor"
+        )
     elif verdict == CONTRADICTED:
         reason += f"; the other way: {closest} is better by x{1 / fc:.3g}"
     elif fc < 1 + rel:
@@ -280,13 +330,24 @@ def judge_factor(claims: dict, claim: dict, ev: Evidence) -> dict:
     if claim.get("also_at_paper"):
         fp = means[closest] / float(claim["paper"]) if lower else float(claim["paper"]) / means[closest]
         change = "the same verdict" if verdict_of(fp) == verdict else f"{verdict_of(fp)}"
-        reason += (f"; rests on our {claim['experiment']}'s {fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
-                   f"{unit}: x{fp:.2f}, {change}")
+        reason += (
+            f"; rests on our {claim['experiment']}'s {fmt(ours)} {unit}; at the paper's {claim['paper']:g} "
+            f"{unit}: x{fp:.2f}, {change}"
+        )
     if notes:
         reason += f"; {notes}"
-    return verdict_row(claim, compared_with=closest, ours_value=fc, n=n, tolerance=rel, verdict=verdict,
-                       reason=reason, evidence=paths,
-                       shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")", **paper)
+    return verdict_row(
+        claim,
+        compared_with=closest,
+        ours_value=fc,
+        n=n,
+        tolerance=rel,
+        verdict=verdict,
+        reason=reason,
+        evidence=paths,
+        shown=ratio_text(fc, ours, means[closest], unit) + " = ".join([closest, *tied]) + ")",
+        **paper,
+    )
 
 
 def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -297,20 +358,37 @@ def judge_unstated_device(claims: dict, claim: dict, ev: Evidence) -> dict:
         return verdict_row(claim, reason="; ".join(missing), evidence=paths)
     mean, lo, hi, n = interval(values)
     recs = ev.records(claim["source"], claim["corpus"], claim["experiment"])
-    devices = sorted({str((r.get("provenance") or {}).get("device") or r.get("device") or "an unnamed device")
-                      for r in recs})
-    reason = (f"the paper names no device, precision or software for its {claim['paper']:,g} "
-              f"{claim.get('unit', '')}; ours is of {', '.join(devices)}; judged against the baselines on one "
-              f"device instead: {claim['judged_by']}")
-    return verdict_row(claim, ours_value=mean, ours_ci_low=lo, ours_ci_high=hi, n=n, verdict=NOT_COMPARABLE,
-                       reason=reason, evidence=paths)
+    devices = sorted(
+        {str((r.get("provenance") or {}).get("device") or r.get("device") or "an unnamed device") for r in recs}
+    )
+    reason = (
+        f"the paper names no device, precision or software for its {claim['paper']:,g} "
+        f"{claim.get('unit', '')}; ours is of {', '.join(devices)}; judged against the baselines on one "
+        f"device instead: {claim['judged_by']}"
+    )
+    return verdict_row(
+        claim,
+        ours_value=mean,
+        ours_ci_low=lo,
+        ours_ci_high=hi,
+        n=n,
+        verdict=NOT_COMPARABLE,
+        reason=reason,
+        evidence=paths,
+    )
 
 
-
-JUDGES = {"value": judge_value, "engineering": judge_value, "direction": judge_direction, "slope": judge_slope,
-          "procedure": judge_procedure, "competitive": judge_competitive, "factor": judge_factor,
-          "unstated_device": judge_unstated_device,
-          "unmeasured": lambda claims, claim, ev: verdict_row(claim, reason=" ".join(str(claim["reason"]).split()))}
+JUDGES = {
+    "value": judge_value,
+    "engineering": judge_value,
+    "direction": judge_direction,
+    "slope": judge_slope,
+    "procedure": judge_procedure,
+    "competitive": judge_competitive,
+    "factor": judge_factor,
+    "unstated_device": judge_unstated_device,
+    "unmeasured": lambda claims, claim, ev: verdict_row(claim, reason=" ".join(str(claim["reason"]).split())),
+}
 
 
 def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
@@ -323,10 +401,10 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
         row["commits"] = commits_of(ev, claim)
         blocked, unchecked = check_evidence(ev, claim)
         if blocked and row["verdict"] != NOT_MEASURED:
-            row["reason"] = (f"{blocked}; would read: {row['verdict']}, {row['shown'] or fmt(row['ours_value'])}"
-                             f" ({row['reason']})")
-            row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan,
-                       ours_ci_high=math.nan)
+            row["reason"] = (
+                f"{blocked}; would read: {row['verdict']}, {row['shown'] or fmt(row['ours_value'])} ({row['reason']})"
+            )
+            row.update(verdict=NOT_MEASURED, shown="", ours_value=math.nan, ours_ci_low=math.nan, ours_ci_high=math.nan)
         elif unchecked:
             row["reason"] = f"{row['reason']}; {unchecked}"
     if row["verdict"] == NOT_MEASURED and claim["kind"] != "unmeasured" and not any(ev.has(s) for s in sources):
@@ -337,8 +415,10 @@ def judge(claims: dict, claim: dict, ev: Evidence) -> dict:
         corpus = None if claim["corpus"] == "all" else claim["corpus"]
         leaking = ev.leaking(experiments_of(claim), corpus)
         if leaking:
-            row["reason"] = (f"evidence leaks future tokens ({', '.join(leaking)} failed the causality audit), "
-                             f"so it is never judged reproduced; would read: {row['verdict']}; {row['reason']}")
+            row["reason"] = (
+                f"evidence leaks future tokens ({', '.join(leaking)} failed the causality audit), "
+                f"so it is never judged reproduced; would read: {row['verdict']}; {row['reason']}"
+            )
             row["verdict"] = NOT_MEASURED
     return row
 

@@ -19,6 +19,7 @@ renders the claims and compact tables of a results folder into its tables/, and 
 between the markers CLAIMS_BEGIN and CLAIMS_END. The rules themselves are in sdgm.reporting.claim_rules, the
 tables' rendering in sdgm.reporting.claims_tables; this module is the step and its command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,19 @@ BEGIN, END = "<!-- CLAIMS_BEGIN: rendered by python -m sdgm.reporting.claims; do
 
 # ---- the whole step ----------------------------------------------------------------------------------------------
 
-def build_claims(tables_dir, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
-                 claims_path=None, paper_path=None, readings: Path | None = None) -> dict:
+
+def build_claims(
+    tables_dir,
+    metrics=(),
+    throughput=(),
+    generation=(),
+    scaling=None,
+    gmm=(),
+    quality=(),
+    claims_path=None,
+    paper_path=None,
+    readings: Path | None = None,
+) -> dict:
     """Write claims.* and compact.* to tables_dir; returns {"<name>_<ext>": path}. Everything is computed before
     anything is written: a bad input leaves no partial table. `readings`: a readings results folder whose records
     explain each claim not reproduced (write_claims)."""
@@ -76,17 +88,18 @@ def find_records(root: Path) -> dict:
     directory)."""
     root = Path(root)
     scaling = root / "bench" / "scaling.json"
-    return {"metrics": sorted(root.glob("runs/*/*/metrics.json")),
-            "throughput": (sorted(root.glob("bench/throughput/*/*.json"))
-                           + sorted(root.glob("runs/*/*/throughput.json"))),
-            "generation": sorted(root.glob("bench/generation/*/*.json")),
-            "scaling": scaling if scaling.exists() else None,
-            "gmm": sorted(root.glob("runs/*/*/gmm.json")),
-            "quality": sorted(root.glob("quality/*/*.json")) + sorted(root.glob("runs/*/*/quality.json"))}
-
+    return {
+        "metrics": sorted(root.glob("runs/*/*/metrics.json")),
+        "throughput": (sorted(root.glob("bench/throughput/*/*.json")) + sorted(root.glob("runs/*/*/throughput.json"))),
+        "generation": sorted(root.glob("bench/generation/*/*.json")),
+        "scaling": scaling if scaling.exists() else None,
+        "gmm": sorted(root.glob("runs/*/*/gmm.json")),
+        "quality": sorted(root.glob("quality/*/*.json")) + sorted(root.glob("runs/*/*/quality.json")),
+    }
 
 
 # ---- the README's section ---------------------------------------------------------------------------------------
+
 
 def device_columns(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """claim, paper and one column per device folder (ours and the verdict in bold, nothing else: the reasons,
@@ -94,8 +107,9 @@ def device_columns(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     each cell is that folder's own verdict."""
     first = next(iter(frames.values()))
     text = claim_texts([first])
-    disp = pd.DataFrame({"claim": [text[cid] for cid in first["id"]],
-                         "paper": [paper_cell(r) for _, r in first.iterrows()]})
+    disp = pd.DataFrame(
+        {"claim": [text[cid] for cid in first["id"]], "paper": [paper_cell(r) for _, r in first.iterrows()]}
+    )
     for name, df in frames.items():
         rows = df.set_index("id")
         cells = []
@@ -124,14 +138,33 @@ def readme_section(tables_dirs, readme: Path, readings: Path | None = None) -> s
         md = rel_path(str(d / "claims.md"), here)
         verdicts.append(f"- {d.parent.name}: {summary(frames[d.parent.name])}; reasons and evidence: [{md}]({md})")
     compact = rel_path(str(dirs[0] / "compact.md"), here)
-    notes = [f"One column per device, never averaged; rules: [docs/claims.md]({rel_path('docs/claims.md', here)}). "
-             f"Main results ({dirs[0].parent.name}): [{compact}]({compact})."]
+    notes = [
+        f"One column per device, never averaged; rules: [docs/claims.md]({rel_path('docs/claims.md', here)}). "
+        f"Main results ({dirs[0].parent.name}): [{compact}]({compact})."
+    ]
     if readings is not None:
         rel = rel_path(str(readings), here)
-        notes.append(f"Which reading closes the gap, for each claim not reproduced or contradicted: the end of each "
-                     f"claims.md, from the readings run [{rel}]({rel}) (docs/readings.md).")
-    return "\n".join([BEGIN, "", "What ran:", *ran, "", "Verdicts:", *verdicts, "",
-                      to_markdown(device_columns(frames)).rstrip(), "", *notes, "", END])
+        notes.append(
+            f"Which reading closes the gap, for each claim not reproduced or contradicted: the end of each "
+            f"claims.md, from the readings run [{rel}]({rel}) (docs/readings.md)."
+        )
+    return "\n".join(
+        [
+            BEGIN,
+            "",
+            "What ran:",
+            *ran,
+            "",
+            "Verdicts:",
+            *verdicts,
+            "",
+            to_markdown(device_columns(frames)).rstrip(),
+            "",
+            *notes,
+            "",
+            END,
+        ]
+    )
 
 
 def ran_line(metrics_paths, root: Path | None = None) -> str:
@@ -142,9 +175,11 @@ def ran_line(metrics_paths, root: Path | None = None) -> str:
     if not recs and device is not None and device.exists():
         rec = json.loads(device.read_text(encoding="utf-8"))
         prov = rec.get("provenance") or {}
-        return (f"benchmarks of freshly initialized models at the paper's sizes (no training), on "
-                f"{prov.get('device')}, commit {str(prov.get('git_commit'))[:7]}, "
-                f"{str(prov.get('timestamp'))[:10]}, {rec['wall_s']['total_s'] / 60:.0f} minutes")
+        return (
+            f"benchmarks of freshly initialized models at the paper's sizes (no training), on "
+            f"{prov.get('device')}, commit {str(prov.get('git_commit'))[:7]}, "
+            f"{str(prov.get('timestamp'))[:10]}, {rec['wall_s']['total_s'] / 60:.0f} minutes"
+        )
     if not recs:
         return "no records"
     seeds = sorted({r["seed"] for r in recs})
@@ -152,27 +187,42 @@ def ran_line(metrics_paths, root: Path | None = None) -> str:
     commits = sorted({str(r["provenance"].get("git_commit"))[:7] for r in recs})
     stamps = sorted(str(r["provenance"]["timestamp"])[:10] for r in recs if r["provenance"].get("timestamp"))
     dates = (stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}") if stamps else "date unknown"
-    return (f"{len(recs)} runs, seed(s) {', '.join(map(str, seeds))}, on {', '.join(devices)}, commit "
-            f"{', '.join(commits)}, {dates}.")
+    return (
+        f"{len(recs)} runs, seed(s) {', '.join(map(str, seeds))}, on {', '.join(devices)}, commit "
+        f"{', '.join(commits)}, {dates}."
+    )
 
 
 def replace_section(text: str, section: str, path: Path) -> str:
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise ReportError(f"{path}: needs exactly one {BEGIN!r} ... {END!r} pair")
-    return text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    return text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Judge the paper's claims from a results folder's records.")
-    ap.add_argument("--records", type=Path, action="append", required=True,
-                    help="a results folder (runs/, bench/), one per device; repeat for a column per device (the "
-                         "first gives the main table and --results-readme)")
+    ap.add_argument(
+        "--records",
+        type=Path,
+        action="append",
+        required=True,
+        help="a results folder (runs/, bench/), one per device; repeat for a column per device (the "
+        "first gives the main table and --results-readme)",
+    )
     ap.add_argument("--readme", type=Path, default=None, help="a README whose claims section to render")
-    ap.add_argument("--results-readme", type=Path, default=None,
-                    help="render this results page (sdgm.reporting.pages.results_readme) from the folder's tables")
-    ap.add_argument("--readings", type=Path, default=None,
-                    help="a readings results folder (docs/readings.md): each claim not reproduced gets the line "
-                         "naming the closest valid reading, in claims.md and the README's section")
+    ap.add_argument(
+        "--results-readme",
+        type=Path,
+        default=None,
+        help="render this results page (sdgm.reporting.pages.results_readme) from the folder's tables",
+    )
+    ap.add_argument(
+        "--readings",
+        type=Path,
+        default=None,
+        help="a readings results folder (docs/readings.md): each claim not reproduced gets the line "
+        "naming the closest valid reading, in claims.md and the README's section",
+    )
     ap.add_argument("--check", action="store_true", help="only check that --readme is up to date (exit 1 if not)")
     args = ap.parse_args(argv)
     if not args.check:
@@ -183,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.records[0] / "tables"
     if args.readme is not None:
         text = args.readme.read_text(encoding="utf-8")
-        new = replace_section(text, readme_section([r / "tables" for r in args.records], args.readme, args.readings),
-                              args.readme)
+        new = replace_section(
+            text, readme_section([r / "tables" for r in args.records], args.readme, args.readings), args.readme
+        )
         if args.check:
             return 0 if new == text else 1
         write_text_atomic(args.readme, new)
@@ -194,16 +245,40 @@ def main(argv: list[str] | None = None) -> int:
 
         root = args.records[0]
         figures = sorted((root / "figures").glob("*.png"))
-        names = [t for t in ("main", "ablations", "reconstruction", "throughput", "generation", "generation_quality",
-                             "scaling",
-                             "scaling_slopes", "samples") if (tables / f"{t}.md").exists()]
+        names = [
+            t
+            for t in (
+                "main",
+                "ablations",
+                "reconstruction",
+                "throughput",
+                "generation",
+                "generation_quality",
+                "scaling",
+                "scaling_slopes",
+                "samples",
+            )
+            if (tables / f"{t}.md").exists()
+        ]
         recs = load_metrics(rec["metrics"])
-        summary = {"experiments": sorted({r["experiment"] for r in recs}),
-                   "corpora": sorted({r["corpus"] for r in recs}), "seeds": sorted({r["seed"] for r in recs}),
-                   "seq_len": sorted({r.get("train_config", {}).get("seq_len") for r in recs} - {None})[0]}
-        results_readme(args.results_readme, tables / "main.md", [tables / f"{t}.md" for t in names], figures, [],
-                       rec["metrics"], rec["gmm"], summary, claims_md=tables / "claims.md",
-                       compact_md=tables / "compact.md")
+        summary = {
+            "experiments": sorted({r["experiment"] for r in recs}),
+            "corpora": sorted({r["corpus"] for r in recs}),
+            "seeds": sorted({r["seed"] for r in recs}),
+            "seq_len": sorted({r.get("train_config", {}).get("seq_len") for r in recs} - {None})[0],
+        }
+        results_readme(
+            args.results_readme,
+            tables / "main.md",
+            [tables / f"{t}.md" for t in names],
+            figures,
+            [],
+            rec["metrics"],
+            rec["gmm"],
+            summary,
+            claims_md=tables / "claims.md",
+            compact_md=tables / "compact.md",
+        )
         print(f"results readme: {args.results_readme}")
     return 0
 

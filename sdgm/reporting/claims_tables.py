@@ -4,6 +4,7 @@ the paper's main table shape as tables/compact.{csv,md,tex,html} (model, params,
 test perplexity, speed, memory; "ours ± std (paper)", reasons as footnotes). The CSVs are for machines: numbers in
 numeric columns (empty where absent), reasons in their own columns.
 """
+
 from __future__ import annotations
 
 import html
@@ -25,6 +26,7 @@ from .render import to_latex, to_markdown
 from .statistics import is_number
 
 # ---- display ----------------------------------------------------------------------------------------------------
+
 
 def rel_path(path: str, here: Path | None) -> str:
     return Path(os.path.relpath(path, here) if here is not None else path).as_posix()
@@ -61,36 +63,48 @@ def _evidence_links(paths: str, here: Path | None, markdown: bool) -> list[str]:
     out = []
     for p in filter(None, paths.split(";")):
         label = "/".join(Path(p).parts[-3:])
-        out.append(f"[{label}]({rel_path(p, here)})" if markdown else
-                   f'<a href="{html.escape(rel_path(p, here))}">{html.escape(label)}</a>')
+        out.append(
+            f"[{label}]({rel_path(p, here)})"
+            if markdown
+            else f'<a href="{html.escape(rel_path(p, here))}">{html.escape(label)}</a>'
+        )
     return out
 
 
 CORPUS_WORDS = {"all": "every corpus", "none": "none (one layer)"}
 
 
-def claims_display(df: pd.DataFrame, here: Path | None = None, evidence: bool = True,
-                   markdown: bool = True, readings: bool = True) -> pd.DataFrame:
+def claims_display(
+    df: pd.DataFrame, here: Path | None = None, evidence: bool = True, markdown: bool = True, readings: bool = True
+) -> pd.DataFrame:
     """The table people read: claim, paper, ours (mean [95 % interval]), verdict, reason, evidence links."""
-    out = pd.DataFrame({
-        "claim": [r["claim"] + (f" (read as: {r['reading']})" if readings and r["reading"] else "")
-                  for _, r in df.iterrows()],
-        "corpus": [CORPUS_WORDS.get(r["corpus"], r["corpus"]) + ("" if r["corpus_stated"] == "stated" else "*")
-                   for _, r in df.iterrows()],
-        "paper": [paper_cell(r) for _, r in df.iterrows()],
-        "ours": [ours_cell(r) for _, r in df.iterrows()],
-        "verdict": [f"**{v}**" if markdown else v for v in df["verdict"]],
-        "reason": list(df["reason"]),
-    })
+    out = pd.DataFrame(
+        {
+            "claim": [
+                r["claim"] + (f" (read as: {r['reading']})" if readings and r["reading"] else "")
+                for _, r in df.iterrows()
+            ],
+            "corpus": [
+                CORPUS_WORDS.get(r["corpus"], r["corpus"]) + ("" if r["corpus_stated"] == "stated" else "*")
+                for _, r in df.iterrows()
+            ],
+            "paper": [paper_cell(r) for _, r in df.iterrows()],
+            "ours": [ours_cell(r) for _, r in df.iterrows()],
+            "verdict": [f"**{v}**" if markdown else v for v in df["verdict"]],
+            "reason": list(df["reason"]),
+        }
+    )
     if evidence:
         out["commits"] = [c or "–" for c in df["commits"]]
         out["evidence"] = [" ".join(_evidence_links(p, here, markdown)) or "–" for p in df["evidence"]]
     return out
 
 
-CLAIMS_CAPTION = ("The paper's claims ({source}), judged from this pipeline's records: ours is the mean over seeds "
-                  "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); factor and "
-                  "one-seed direction claims show the ratio with both values, SDGM's first. Rules: docs/claims.md.")
+CLAIMS_CAPTION = (
+    "The paper's claims ({source}), judged from this pipeline's records: ours is the mean over seeds "
+    "with its 95 % Student-t interval (none with one seed: the stated tolerance decides); factor and "
+    "one-seed direction claims show the ratio with both values, SDGM's first. Rules: docs/claims.md."
+)
 
 
 def summary(df: pd.DataFrame) -> str:
@@ -111,8 +125,9 @@ def _html_table(df: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = []
     for _, r in df.iterrows():
-        rows.append("<tr>" + "".join(f"<td>{r[c] if c in raw else html.escape(str(r[c]))}</td>"
-                                     for c in df.columns) + "</tr>")
+        rows.append(
+            "<tr>" + "".join(f"<td>{r[c] if c in raw else html.escape(str(r[c]))}</td>" for c in df.columns) + "</tr>"
+        )
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
@@ -125,19 +140,31 @@ def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ())
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex", ".html")]
     caption = CLAIMS_CAPTION.format(source=source)
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths[1], f"Verdicts: {summary(df)}. {caption}\n\n"
-                      + to_markdown(claims_display(df, here)) + f"\n{UNSTATED}\n"
-                      + "".join(f"\n{line}" + ("\n" if i == 0 else "") for i, line in enumerate(why))
-                      + ("\n" if why else ""))
-    write_text_atomic(paths[2], to_latex(claims_display(df, here, evidence=False, markdown=False), caption,
-                                         label="tab:claims"))
-    write_text_atomic(paths[3], _page("The paper's claims, judged", f"Verdicts: {summary(df)}. {caption}",
-                                      _html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
-                                      [line.removeprefix("- ") for line in why]))
+    write_text_atomic(
+        paths[1],
+        f"Verdicts: {summary(df)}. {caption}\n\n"
+        + to_markdown(claims_display(df, here))
+        + f"\n{UNSTATED}\n"
+        + "".join(f"\n{line}" + ("\n" if i == 0 else "") for i, line in enumerate(why))
+        + ("\n" if why else ""),
+    )
+    write_text_atomic(
+        paths[2], to_latex(claims_display(df, here, evidence=False, markdown=False), caption, label="tab:claims")
+    )
+    write_text_atomic(
+        paths[3],
+        _page(
+            "The paper's claims, judged",
+            f"Verdicts: {summary(df)}. {caption}",
+            _html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
+            [line.removeprefix("- ") for line in why],
+        ),
+    )
     return paths
 
 
 # ---- which reading closes the gap (sdgm.reporting.reading_gaps, docs/readings.md) -------------------------------
+
 
 def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> list[str]:
     """A heading line, then one markdown bullet per line of explanation: every claim judged not reproduced or
@@ -156,10 +183,11 @@ def why_lines(frames: list[pd.DataFrame], readings: Path, here: Path | None) -> 
     for cid, line in lines.items():
         groups.setdefault(line, []).append(text.get(cid, cid))
     rel = rel_path(str(readings), here)
-    return ([f"Which reading closes the gap: for each claim not reproduced or contradicted, the closest valid "
-             f"reading (its causality audit passed) measured by the readings run, [{rel}]({rel}) "
-             f"(docs/readings.md), at one epoch of {data.corpus}:"]
-            + [f"- {'; '.join(claims)}: {line}" for line, claims in groups.items()])
+    return [
+        f"Which reading closes the gap: for each claim not reproduced or contradicted, the closest valid "
+        f"reading (its causality audit passed) measured by the readings run, [{rel}]({rel}) "
+        f"(docs/readings.md), at one epoch of {data.corpus}:"
+    ] + [f"- {'; '.join(claims)}: {line}" for line, claims in groups.items()]
 
 
 # ---- the compact main table ------------------------------------------------------------------------------------
@@ -174,9 +202,15 @@ COMPACT_COLUMNS = (
     ("train_tok_s", "throughput", None, "metrics.train_tokens_per_s", 1.0, "train_tokens_per_s", 0),
     ("peak_mem_gb", "metrics", None, "peak_mem_bytes", 1e-9, "peak_mem_gb", 2),
 )
-COMPACT_HEADERS = {"params_m": "params (M)", "wikitext2_val_ppl": "WikiText-2 val", "wikitext2_test_ppl":
-                   "WikiText-2 test", "ptb_val_ppl": "PTB val", "ptb_test_ppl": "PTB test",
-                   "train_tok_s": "train tok/s", "peak_mem_gb": "train memory (GB)"}
+COMPACT_HEADERS = {
+    "params_m": "params (M)",
+    "wikitext2_val_ppl": "WikiText-2 val",
+    "wikitext2_test_ppl": "WikiText-2 test",
+    "ptb_val_ppl": "PTB val",
+    "ptb_test_ppl": "PTB test",
+    "train_tok_s": "train tok/s",
+    "peak_mem_gb": "train memory (GB)",
+}
 
 
 def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame:
@@ -189,8 +223,7 @@ def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame
         exp = spec["experiment"]
         if not any(r["experiment"] == exp for r in ev.metrics):
             continue
-        row: dict[str, Any] = {"experiment": exp, "model": spec.get("label", exp),
-                               "leaks": bool(ev.leaking([exp]))}
+        row: dict[str, Any] = {"experiment": exp, "model": spec.get("label", exp), "leaks": bool(ev.leaking([exp]))}
         for col, source, corpus, key, scale, pkey, _ in COMPACT_COLUMNS:
             corpus = corpus or eng
             claim = {"source": source, "metric": key, "scale": scale, "corpus": corpus}
@@ -203,8 +236,9 @@ def compact_table(claims: dict, ev: Evidence, paper: list[dict]) -> pd.DataFrame
             row[f"{col}_paper"] = float(pv) if pv is not None else math.nan
             row[f"{col}_na"] = "" if arr.size else "; ".join(dict.fromkeys(m.split(": ", 1)[-1] for m in missing))
         rows.append(row)
-    cols = ["experiment", "model", "leaks"] + [f"{c}{s}" for c, *_ in COMPACT_COLUMNS
-                                               for s in ("", "_std", "_n", "_paper", "_na")]
+    cols = ["experiment", "model", "leaks"] + [
+        f"{c}{s}" for c, *_ in COMPACT_COLUMNS for s in ("", "_std", "_n", "_paper", "_na")
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -242,9 +276,11 @@ def compact_caption(claims: dict, df: pd.DataFrame) -> str:
     eng = claims["compact"].get("engineering_corpus")
     ns = sorted({int(df[f"{c}_n"].max()) for c, *_ in COMPACT_COLUMNS if len(df)} - {0})
     seeds = "one seed: no std" if ns == [1] else "± sample std over seeds"
-    return (f"Ours ({seeds}), the paper's number in brackets where it gives one. Perplexity: windows of L tokens, "
-            f"each without earlier context. Params, memory (peak of training) and speed (training tokens/s, alone "
-            f"on the device) from the {eng} runs; the paper does not name the corpus.")
+    return (
+        f"Ours ({seeds}), the paper's number in brackets where it gives one. Perplexity: windows of L tokens, "
+        f"each without earlier context. Params, memory (peak of training) and speed (training tokens/s, alone "
+        f"on the device) from the {eng} runs; the paper does not name the corpus."
+    )
 
 
 def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
@@ -254,17 +290,22 @@ def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
     foot = "".join(f"\n{i + 1}. {n}" for i, n in enumerate(notes))
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(paths[1], f"{caption}\n\n{to_markdown(disp)}{foot}\n")
-    write_text_atomic(paths[2], to_latex(disp, caption + " " + " ".join(f"[{i + 1}] {n}." for i, n in
-                                                                         enumerate(notes)), label="tab:compact"))
+    write_text_atomic(
+        paths[2],
+        to_latex(disp, caption + " " + " ".join(f"[{i + 1}] {n}." for i, n in enumerate(notes)), label="tab:compact"),
+    )
     write_text_atomic(paths[3], _page("Main results", caption, _html_table(disp), notes))
     return paths
 
 
-
 def read_claims_csv(path: Path) -> pd.DataFrame:
     text = {c: str for c in CLAIMS_COLUMNS if c not in NUMERIC_CLAIMS_COLUMNS}
-    return pd.read_csv(path, dtype=text, keep_default_na=False,
-                       converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS})
+    return pd.read_csv(
+        path,
+        dtype=text,
+        keep_default_na=False,
+        converters={c: lambda v: float(v) if v else math.nan for c in NUMERIC_CLAIMS_COLUMNS},
+    )
 
 
 def claim_texts(frames) -> dict[str, str]:
@@ -273,4 +314,3 @@ def claim_texts(frames) -> dict[str, str]:
     twice = {t for t, n in Counter(text.values()).items() if n > 1}
     corpus = {cid: c for df in frames for cid, c in zip(df["id"], df["corpus"])}
     return {cid: f"{t} ({CORPUS_WORDS.get(corpus[cid], corpus[cid])})" if t in twice else t for cid, t in text.items()}
-

@@ -2,6 +2,7 @@
 its yardstick, compared with the best baseline's by a paired interval over sequences; docs/claims.md: generation
 quality.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,30 +40,39 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
     paths = [r["_path"] for rs in recs.values() for r in rs]
     absent = [e for e in names if not recs[e]]
     if absent:
-        return verdict_row(claim, reason=f"no quality record of {', '.join(absent)} on {claim['corpus']}",
-                           evidence=paths)
+        return verdict_row(
+            claim, reason=f"no quality record of {', '.join(absent)} on {claim['corpus']}", evidence=paths
+        )
     seeds = sorted(set.intersection(*({r["seed"] for r in rs} for rs in recs.values())))
     if not seeds:
         return verdict_row(claim, reason="no seed that every compared model has", evidence=paths)
     run = {e: next(r for r in recs[e] if r["seed"] == seeds[0]) for e in names}
     sets = [s for s in claim["sets"] if all(s in run[e]["sets"] for e in names)]
     if not sets:
-        return verdict_row(claim, reason=f"no set of samples among {', '.join(claim['sets'])} that every compared "
-                                         f"record has", evidence=paths)
+        return verdict_row(
+            claim,
+            reason=f"no set of samples among {', '.join(claim['sets'])} that every compared record has",
+            evidence=paths,
+        )
     name = sets[0]
     entries = {e: run[e]["sets"][name] for e in names}
-    yard = "true_continuations" if all("true_continuations" in x["yardsticks"] for x in entries.values()) \
-        else "heldout"
+    yard = "true_continuations" if all("true_continuations" in x["yardsticks"] for x in entries.values()) else "heldout"
     sizes = {e: (x["n"], x["yardsticks"][yard]["n"]) for e, x in entries.items()}
     if len({n for pair in sizes.values() for n in pair}) != 1:
-        return verdict_row(claim, reason=f"the sets differ in size (sequences: {sizes}): no paired comparison",
-                           evidence=paths)
+        return verdict_row(
+            claim, reason=f"the sets differ in size (sequences: {sizes}): no paired comparison", evidence=paths
+        )
     if name in PROMPTED:  # the same prompts for every model: the settings that fix them agree
         settings = {e: run[e].get("sampling") or {} for e in names}
         differ = [k for k in SAME_PROMPTS if len({repr(s.get(k)) for s in settings.values()}) != 1]
         if differ:
-            return verdict_row(claim, reason=f"the {name} were not of the same prompts: {', '.join(differ)} differ ("
-                               + "; ".join(f"{e} {settings[e].get(differ[0])}" for e in names) + ")", evidence=paths)
+            return verdict_row(
+                claim,
+                reason=f"the {name} were not of the same prompts: {', '.join(differ)} differ ("
+                + "; ".join(f"{e} {settings[e].get(differ[0])}" for e in names)
+                + ")",
+                evidence=paths,
+            )
     n = entries[claim["experiment"]]["n"]
     if n < 2:
         return verdict_row(claim, reason="one sequence: no interval", evidence=paths)
@@ -93,23 +103,42 @@ def judge_competitive(claims: dict, claim: dict, ev: Evidence) -> dict:
         return f"P {math.exp(nm.sum() / tm.sum()):.4g} vs {math.exp(nr.sum() / tr.sum()):.4g}"
 
     what = {"true_continuations": "the true continuations", "heldout": "held-out text"}[yard]
-    reason = (f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
-              f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
-              f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % {how} "
-              f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
-              f"{tol:.3f}")
-    reason += {REPRODUCED: ": the interval lies at or below it", CONTRADICTED: ": the interval lies above it",
-               NOT_REPRODUCED: ": the interval contains it, not established either way"}[verdict]
+    reason = (
+        f"{name}, seed {seeds[0]}, {n} sequences; D = |ln(P / P_real)|, P_real of {what}: "
+        f"{claim['experiment']} {dist[claim['experiment']]:.3f} ({ppl(claim['experiment'])}), best baseline "
+        f"{best} {dist[best]:.3f} ({ppl(best)}); dD = {d:+.3f}, 95 % {how} "
+        f"[{lo:+.3f}, {hi:+.3f}]; tolerance ln(1 + {claims['tolerances'][claim['tolerance']]['rel']:g}) = "
+        f"{tol:.3f}"
+    )
+    reason += {
+        REPRODUCED: ": the interval lies at or below it",
+        CONTRADICTED: ": the interval lies above it",
+        NOT_REPRODUCED: ": the interval contains it, not established either way",
+    }[verdict]
     if few:
         reason = reason.rsplit(":", 1)[0] + f": fewer than {MIN_SEQUENCES} sequences, no verdict either way"
-    return verdict_row(claim, compared_with=best, ours_value=d, ours_ci_low=lo, ours_ci_high=hi, n=n, tolerance=tol,
-                       verdict=verdict, reason=reason, evidence=paths,
-                       shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n} {SET_WORDS.get(name, name)}",
-                       reading=what_ran(name, n, run[claim["experiment"]].get("sampling") or {}, seeds[0], what))
+    return verdict_row(
+        claim,
+        compared_with=best,
+        ours_value=d,
+        ours_ci_low=lo,
+        ours_ci_high=hi,
+        n=n,
+        tolerance=tol,
+        verdict=verdict,
+        reason=reason,
+        evidence=paths,
+        shown=f"dD {d:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {best}, n = {n} {SET_WORDS.get(name, name)}",
+        reading=what_ran(name, n, run[claim["experiment"]].get("sampling") or {}, seeds[0], what),
+    )
 
 
-SET_WORDS = {"continuations": "continuations", "gmm_continuations": "GMM-coefficient continuations",
-             "free": "free samples", "free_gmm": "free GMM-coefficient samples"}
+SET_WORDS = {
+    "continuations": "continuations",
+    "gmm_continuations": "GMM-coefficient continuations",
+    "free": "free samples",
+    "free_gmm": "free GMM-coefficient samples",
+}
 PROMPTED = ("continuations", "gmm_continuations")  # the sets of prompt continuations (the others: free samples)
 SAME_PROMPTS = ("split", "prompts", "prompt_tokens", "new_tokens", "starts")
 
@@ -122,6 +151,8 @@ def what_ran(name: str, n: int, sampling: dict, seed: int, yardstick: str) -> st
         return f"{head} per model against {yardstick} of the same lengths; no continuations of validation prompts"
     s = sampling
     split = {"valid": "validation"}.get(s.get("split", "valid"), s.get("split"))
-    return (f"{head} per model of {split} prompts ({s.get('prompt_tokens', '?')} prompt tokens, "
-            f"{s.get('new_tokens', '?')} new tokens, temperature {s.get('temperature', '?')}, top-k "
-            f"{s.get('top_k') or 'off'}, seed {seed}) against {yardstick}")
+    return (
+        f"{head} per model of {split} prompts ({s.get('prompt_tokens', '?')} prompt tokens, "
+        f"{s.get('new_tokens', '?')} new tokens, temperature {s.get('temperature', '?')}, top-k "
+        f"{s.get('top_k') or 'off'}, seed {seed}) against {yardstick}"
+    )

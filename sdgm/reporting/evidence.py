@@ -1,6 +1,7 @@
 """The evidence of the verdicts: every record a claim may be judged from, indexed by source, corpus and
 experiment; a claim's value per record; and whether the records may judge it at all (their commits, staleness and
 one protocol: docs/claims.md, "Like with like, noise and staleness")."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,24 @@ from .statistics import is_number
 class Evidence:
     """Every record a verdict may use, indexed by (source, corpus, experiment)."""
 
-    def __init__(self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(),
-                 history: History | None = None):
+    def __init__(
+        self, metrics=(), throughput=(), generation=(), scaling=None, gmm=(), quality=(), history: History | None = None
+    ):
         self.history = history if history is not None else History()
         self.metrics = load_metrics(list(metrics))
-        self.bench = {"throughput": [load_bench(p, "throughput") for p in throughput],
-                      "generation": [load_bench(p, "generation") for p in generation],
-                      "quality": [load_bench(p, "quality") for p in quality]}
+        self.bench = {
+            "throughput": [load_bench(p, "throughput") for p in throughput],
+            "generation": [load_bench(p, "generation") for p in generation],
+            "quality": [load_bench(p, "quality") for p in quality],
+        }
         self.scaling = load_bench(scaling, "scaling") if scaling else None
         self.gmm = [load_gmm(p) for p in gmm]
 
     def records(self, source: str, corpus: str, experiment: str) -> list[dict]:
         recs = self.metrics if source == "metrics" else self.bench[source]
-        return sorted((r for r in recs if r["corpus"] == corpus and r["experiment"] == experiment),
-                      key=lambda r: r["seed"])
+        return sorted(
+            (r for r in recs if r["corpus"] == corpus and r["experiment"] == experiment), key=lambda r: r["seed"]
+        )
 
     def has(self, source: str) -> bool:
         """Does this folder hold any record of `source`?"""
@@ -44,8 +49,12 @@ class Evidence:
         out = []
         for r in self.metrics:
             audit = r["metrics"].get("causal_audit")
-            if (r["experiment"] in experiments and (corpus is None or r["corpus"] == corpus)
-                    and isinstance(audit, dict) and audit.get("passed") is False):
+            if (
+                r["experiment"] in experiments
+                and (corpus is None or r["corpus"] == corpus)
+                and isinstance(audit, dict)
+                and audit.get("passed") is False
+            ):
                 out.append(r["experiment"])
         return sorted(set(out))
 
@@ -76,8 +85,9 @@ def load_gmm(path) -> dict:
     m = re.fullmatch(r"(?P<experiment>[a-z0-9_]+)-s(?P<seed>\d+)(?:-[0-9a-f]{8})?", path.parent.name)
     if not isinstance(rec, dict) or m is None or "components" not in rec:
         raise ReportError(f"{path}: not a GMM summary in a run directory (runs/CORPUS/EXPERIMENT-sSEED-CFG)")
-    rec.update(_path=str(path), corpus=path.parent.parent.name, experiment=m.group("experiment"),
-               seed=int(m.group("seed")))
+    rec.update(
+        _path=str(path), corpus=path.parent.parent.name, experiment=m.group("experiment"), seed=int(m.group("seed"))
+    )
     return rec
 
 
@@ -172,8 +182,11 @@ def check_evidence(ev: Evidence, claim: dict) -> tuple[str, str]:
     for why in [w for w in problems if w.startswith("stale: ")]:
         measured, changed = re.fullmatch(r"stale: measured at (\w+), changed at (\w+)", why).groups()
         stale.setdefault(measured, {})[changed] = problems.pop(why)
-    reasons = [f"stale: measured at {m}, changed at " + ", ".join(f"{c} ({', '.join(sorted(set(es)))})"
-                                                                for c, es in by.items()) for m, by in stale.items()]
+    reasons = [
+        f"stale: measured at {m}, changed at "
+        + ", ".join(f"{c} ({', '.join(sorted(set(es)))})" for c, es in by.items())
+        for m, by in stale.items()
+    ]
     reasons += [f"{why} ({', '.join(sorted(set(es)))})" for why, es in problems.items()]
     fields = claim.get("protocol") or []
     if fields:

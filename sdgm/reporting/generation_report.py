@@ -5,6 +5,7 @@ results/tables/generation.{csv,md,tex} and results/figures/generation_latency.{p
 model's own decoding path (its cache, or the window recompute for a model without one) unless the column says
 "recompute"; a number that was not measured reads "n/a (reason)", never 0.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -61,9 +62,16 @@ def generation_table(records: list[dict]) -> pd.DataFrame:
         own = paths[rec["own_path"]]
         recompute = paths.get("recompute") if rec["own_path"] != "recompute" else None
         compiled = paths.get(f"{rec['own_path']}_compiled")
-        row = {"experiment": rec["experiment"], "model": rec["model"], "corpus": rec["corpus"], "seed": rec["seed"],
-               "device": rec["provenance"].get("device", rec["device"]), "precision": rec["precision"],
-               "decoding": DECODING[rec["own_path"]], "beyond_L": BEYOND[rec["decode_beyond_context"]]}
+        row = {
+            "experiment": rec["experiment"],
+            "model": rec["model"],
+            "corpus": rec["corpus"],
+            "seed": rec["seed"],
+            "device": rec["provenance"].get("device", rec["device"]),
+            "precision": rec["precision"],
+            "decoding": DECODING[rec["own_path"]],
+            "beyond_L": BEYOND[rec["decode_beyond_context"]],
+        }
         for b in s["batch_sizes"]:
             mine, why = _tok_s(own, b)
             row[f"gen_b{b}_tok_s"] = _fmt(mine, 0, why)
@@ -110,8 +118,9 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
                 if (name == "recompute" and rec["own_path"] == "recompute") or not lat or lat.get("status") != "ok":
                     continue
                 label = f"{rec['experiment']}-s{rec['seed']} ({DECODING[name]})"
-                ax.plot(lat["positions"], [t * 1e3 for t in lat["median_s"]], style, color=cmap(i % 10), lw=1.2,
-                        label=label)
+                ax.plot(
+                    lat["positions"], [t * 1e3 for t in lat["median_s"]], style, color=cmap(i % 10), lw=1.2, label=label
+                )
                 drawn = True
         if drawn:
             L = runs[0]["max_context"]
@@ -137,14 +146,22 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
 def build_generation_report(generation_paths, tables_dir, figures_dir) -> dict:
     recs = [load_record(p, "generation") for p in generation_paths]
     devices = sorted({r["provenance"].get("device", r["device"]) for r in recs})
-    loads = [((r["paths"][r["own_path"]]["generate"].get(f"b{r['settings']['batch_sizes'][0]}") or {})
-              .get("memory") or {}).get("load_average_start") for r in recs]
+    loads = [
+        (
+            (r["paths"][r["own_path"]]["generate"].get(f"b{r['settings']['batch_sizes'][0]}") or {}).get("memory") or {}
+        ).get("load_average_start")
+        for r in recs
+    ]
     loads = [x[0] for x in loads if x]
     load = f"; host load average (1 min) {statistics.median(loads):.2f} (median over runs)" if loads else ""
-    caption = ("Generation with every model's own decoding path (cache: its prefill and decode_step; recompute window: "
-               "a forward over the last L tokens per token, the generic fallback), beside the generic recompute: "
-               "tokens/s from a 1-token prompt, prefill of a full window, time per step at positions 1, L and "
-               "beyond, and the bytes of the decoding state of one sequence. Median of timed repeats after warmup, "
-               "on " + "; ".join(devices) + load + ".")
-    return {"generation": write_table(generation_table(recs), Path(tables_dir) / "generation", caption),
-            "figure": plot_latency(recs, Path(figures_dir) / "generation_latency")}
+    caption = (
+        "Generation with every model's own decoding path (cache: its prefill and decode_step; recompute window: "
+        "a forward over the last L tokens per token, the generic fallback), beside the generic recompute: "
+        "tokens/s from a 1-token prompt, prefill of a full window, time per step at positions 1, L and "
+        "beyond, and the bytes of the decoding state of one sequence. Median of timed repeats after warmup, "
+        "on " + "; ".join(devices) + load + "."
+    )
+    return {
+        "generation": write_table(generation_table(recs), Path(tables_dir) / "generation", caption),
+        "figure": plot_latency(recs, Path(figures_dir) / "generation_latency"),
+    }

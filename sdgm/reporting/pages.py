@@ -4,6 +4,7 @@ Snakemake report, and results/README.md.
 Everything here is rendered from files the pipeline wrote (samples, tables, metrics.json, gmm.json); nothing is
 computed anew, so the rendered pages always agree with the results they show.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,8 +18,10 @@ from ..common.missing import MODEL_NOT_RECORDED, NOT_MEASURED, na
 # The sample file format of sdgm.harness.generate.write_samples: a header line, then "## MODE sample N" and its text.
 HEADER = re.compile(r"^# samples from .*?: (?P<settings>prompt .*)$")
 SECTION = re.compile(r"^## (?P<mode>autoregressive|gmm-coefficients) sample (?P<i>\d+)$")
-MODE_TITLES = {"autoregressive": "autoregressive (tokens fed back one at a time)",
-               "gmm-coefficients": "GMM-sampled coefficients (each new position's mixing vector drawn from the GMM)"}
+MODE_TITLES = {
+    "autoregressive": "autoregressive (tokens fed back one at a time)",
+    "gmm-coefficients": "GMM-sampled coefficients (each new position's mixing vector drawn from the GMM)",
+}
 SAMPLES_SHOWN = 2  # per mode and run
 
 
@@ -38,8 +41,10 @@ def parse_samples(path: str | Path) -> dict:
             samples.setdefault(s.group("mode"), []).append(current)
         elif current is not None:
             current.append(line)
-    return {"settings": m.group("settings"),
-            "samples": {mode: ["\n".join(t).strip() for t in texts] for mode, texts in samples.items()}}
+    return {
+        "settings": m.group("settings"),
+        "samples": {mode: ["\n".join(t).strip() for t in texts] for mode, texts in samples.items()},
+    }
 
 
 def sample_entries(sample_paths, metrics_paths) -> list[dict]:
@@ -58,11 +63,17 @@ def sample_entries(sample_paths, metrics_paths) -> list[dict]:
         key = (rec["corpus"], rec["experiment"])
         seeds = best.get(key, {}).get("seeds", []) + [rec["seed"]]
         if key not in best or rec["seed"] < best[key]["seed"]:
-            best[key] = {"corpus": rec["corpus"], "experiment": rec["experiment"], "seed": rec["seed"],
-                         "model": rec.get("model") or na(MODEL_NOT_RECORDED), "leaks": leaks(rec),
-                         "val_ppl": rec["metrics"].get("val_ppl"),
-                         "val_ppl_na": (rec.get("na") or {}).get("val_ppl", NOT_MEASURED),
-                         "path": str(sp), **parse_samples(sp)}
+            best[key] = {
+                "corpus": rec["corpus"],
+                "experiment": rec["experiment"],
+                "seed": rec["seed"],
+                "model": rec.get("model") or na(MODEL_NOT_RECORDED),
+                "leaks": leaks(rec),
+                "val_ppl": rec["metrics"].get("val_ppl"),
+                "val_ppl_na": (rec.get("na") or {}).get("val_ppl", NOT_MEASURED),
+                "path": str(sp),
+                **parse_samples(sp),
+            }
         best[key]["seeds"] = sorted(seeds)
     rank = experiment_order(records)
     return [best[k] for k in sorted(best, key=lambda k: (k[0], rank[k[1]]))]
@@ -74,17 +85,21 @@ def _label(e: dict) -> str:
     return f"{name}: model {e['model']}, corpus {e['corpus']}, seed {e['seed']}, validation perplexity {ppl}"
 
 
-LEAK_NOTE = ("This model failed the causality audit: its predictions see later tokens, so its perplexity is not a "
-             "language-model perplexity. Sampling feeds it only earlier tokens, which is not how it was trained.")
+LEAK_NOTE = (
+    "This model failed the causality audit: its predictions see later tokens, so its perplexity is not a "
+    "language-model perplexity. Sampling feeds it only earlier tokens, which is not how it was trained."
+)
 
 
 def _intro(entries: list[dict], n_tokens: int | None) -> list[str]:
     settings = sorted({e["settings"] for e in entries})
     length = f"{n_tokens} new tokens each" if n_tokens else "new tokens"
-    return [f"Generated text ({length}; sampling settings: {'; '.join(settings)}). Each model's first "
-            f"{SAMPLES_SHOWN} samples per mode, from its lowest seed; every sample of every run is in "
-            "results/samples/{corpus}/{run}.txt. Line breaks are the model's <eos> tokens. An experiment named "
-            "\"(non-causal)\" failed the causality audit."]
+    return [
+        f"Generated text ({length}; sampling settings: {'; '.join(settings)}). Each model's first "
+        f"{SAMPLES_SHOWN} samples per mode, from its lowest seed; every sample of every run is in "
+        "results/samples/{corpus}/{run}.txt. Line breaks are the model's <eos> tokens. An experiment named "
+        '"(non-causal)" failed the causality audit.'
+    ]
 
 
 def samples_markdown(entries: list[dict], n_tokens: int | None = None, here: str | Path = ".") -> str:
@@ -103,8 +118,14 @@ def samples_markdown(entries: list[dict], n_tokens: int | None = None, here: str
         for mode, texts in e["samples"].items():
             for i, text in enumerate(texts[:SAMPLES_SHOWN]):
                 fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", text)), default=0))
-                out += ["", f"{MODE_TITLES.get(mode, mode)}, sample {i + 1} of {len(texts)}:", "",
-                        f"{fence}text", text, fence]
+                out += [
+                    "",
+                    f"{MODE_TITLES.get(mode, mode)}, sample {i + 1} of {len(texts)}:",
+                    "",
+                    f"{fence}text",
+                    text,
+                    fence,
+                ]
     return "\n".join(out) + "\n"
 
 
@@ -138,8 +159,9 @@ def samples_html(entries: list[dict], n_tokens: int | None = None) -> str:
             body.append(f'<p class="leak">{esc(LEAK_NOTE)}</p>')
         for mode, texts in e["samples"].items():
             for i, text in enumerate(texts[:SAMPLES_SHOWN]):
-                body.append(f"<p>{esc(MODE_TITLES.get(mode, mode))}, sample {i + 1} of {len(texts)}:</p>"
-                            f"<pre>{esc(text)}</pre>")
+                body.append(
+                    f"<p>{esc(MODE_TITLES.get(mode, mode))}, sample {i + 1} of {len(texts)}:</p><pre>{esc(text)}</pre>"
+                )
     return PAGE.format(title="Text samples", body="\n".join(body))
 
 
@@ -162,46 +184,44 @@ def table_html(csv_path: str | Path, html_path: str | Path, title: str) -> None:
 
 TABLES = {
     "claims": "every claim of the paper with the paper's number, ours (mean and 95 % interval over seeds), the "
-              "verdict, its reason and the files behind it",
-    "compact": "the paper's main table: params, WikiText-2 and PTB perplexity, speed and memory, ours ± std "
-               "(paper)",
+    "verdict, its reason and the files behind it",
+    "compact": "the paper's main table: params, WikiText-2 and PTB perplexity, speed and memory, ours ± std (paper)",
     "main": "one row per experiment and corpus (ablations in their own table): validation and test perplexity "
-            "(mean ± std over seeds), parameters, reconstruction cosine, training tokens/s and peak memory, with "
-            "the paper's number and the difference beside ours; `causal` says whether the trained model passed "
-            "the causality audit",
+    "(mean ± std over seeds), parameters, reconstruction cosine, training tokens/s and peak memory, with "
+    "the paper's number and the difference beside ours; `causal` says whether the trained model passed "
+    "the causality audit",
     "ablations": "each SDGM ablation beside the main run of its corpus: the option it changes, validation and test "
-                 "perplexity (mean ± std over seeds), the paper's number and the difference, and the ablation "
-                 "minus the main run (ours and the paper's)",
-    "reconstruction": "embedding-reconstruction cosine of every SDGM run (mean ± std over seeds) beside the "
-                      "paper's",
+    "perplexity (mean ± std over seeds), the paper's number and the difference, and the ablation "
+    "minus the main run (ours and the paper's)",
+    "reconstruction": "embedding-reconstruction cosine of every SDGM run (mean ± std over seeds) beside the paper's",
     "throughput": "training, scoring and generation tokens/s of every run, MFU, GPU memory and energy",
     "generation": "generation of every run with its own decoding (cache, or the window recompute where it has "
-                  "none) beside the generic window recompute: tokens/s at each batch size, prefill of a full "
-                  "window, time per step at positions 1, L and beyond, bytes of the decoding state",
+    "none) beside the generic window recompute: tokens/s at each batch size, prefill of a full "
+    "window, time per step at positions 1, L and beyond, bytes of the decoding state",
     "scaling": "time per sequence and peak memory of one mixing layer (SDGM, GPT-2 attention, causal Linformer) "
-               "at each sequence length L",
+    "at each sequence length L",
     "scaling_slopes": "log-log slopes of time per sequence against L, fitted by least squares",
     "samples": "a few generated texts per model and corpus (autoregressive and, for SDGM, from GMM-drawn "
-               "coefficients), labelled with model, corpus, seed and sampling settings",
+    "coefficients), labelled with model, corpus, seed and sampling settings",
 }
 
 FIGURES = {
     "training_curves": "validation perplexity (log scale) and training next-token NLL against steps, one column "
-                       "per corpus, one line per run of the main experiments",
+    "per corpus, one line per run of the main experiments",
     "ablations": "validation and test perplexity of each ablation beside the main run, per corpus: bars at the "
-                 "mean over seeds, error bars one std, dots the seeds, red crosses the paper's numbers",
+    "mean over seeds, error bars one std, dots the seeds, red crosses the paper's numbers",
     "ppl_vs_atoms": "validation and test perplexity against the number of atoms K (log scale), mean ± std over "
-                    "seeds, per corpus",
+    "seeds, per corpus",
     "scaling": "time per sequence and peak memory of one mixing layer against L, log-log",
     "generation_latency": "time per generation step against the position of the new token, batch 1: each "
-                          "model's own decoding solid, the generic window recompute dashed, the window L dotted",
+    "model's own decoding solid, the generic window recompute dashed, the window L dotted",
     "atoms": "the learned atoms: amplitude |A| and frequency F per atom (rows, sorted by energy, highest on top) "
-             "and embedding dimension (columns)",
+    "and embedding dimension (columns)",
     "atom_signals": "the highest-energy atoms S_k(t) over one window, in the dimensions where each is largest",
     "gmm_bic": "BIC of the Gaussian mixture over the mixing vectors for each number of components; the star is "
-               "the mixture kept (lowest BIC)",
+    "the mixture kept (lowest BIC)",
     "gmm_pca": "mixing vectors of validation positions on their first two principal components, coloured by the "
-               "most likely mixture component, with component means and 2-std covariance ellipses",
+    "most likely mixture component, with component means and 2-std covariance ellipses",
 }
 
 
@@ -226,8 +246,18 @@ def _describe(name: str, known: dict) -> str:
     return known.get(name, "see the caption in the HTML report")
 
 
-def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_paths, gmm_paths,
-                   config_summary: dict, claims_md=None, compact_md=None) -> str:
+def results_readme(
+    readme_path,
+    main_md,
+    tables,
+    figures,
+    run_figures,
+    metrics_paths,
+    gmm_paths,
+    config_summary: dict,
+    claims_md=None,
+    compact_md=None,
+) -> str:
     """Render results/README.md. tables/figures: paths (any extension; the name says which);
     run_figures: [(corpus, run name, [png paths])]; metrics_paths/gmm_paths: the records the numbers come from.
     claims_md/compact_md (sdgm.reporting.claims): given, the page leads with the verdicts and the compact table,
@@ -268,12 +298,17 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
         "| benchmark records |",
         "| `samples/{corpus}/{run}.txt` | generated text |",
         "",
-        "Runs: " + ", ".join(f"[{r.get('run_id') or r['corpus'] + '/' + r['experiment']}]({_rel(r['_path'], here)})"
-                             for r in records),
+        "Runs: "
+        + ", ".join(
+            f"[{r.get('run_id') or r['corpus'] + '/' + r['experiment']}]({_rel(r['_path'], here)})" for r in records
+        ),
     ]
     if gmm_paths:
-        out += ["", "GMMs: " + ", ".join(f"[{Path(p).parent.parent.name}/{Path(p).parent.name}]({_rel(p, here)})"
-                                        for p in gmm_paths)]
+        out += [
+            "",
+            "GMMs: "
+            + ", ".join(f"[{Path(p).parent.parent.name}/{Path(p).parent.name}]({_rel(p, here)})" for p in gmm_paths),
+        ]
     table_list = ["## Tables", "", "| table | what it shows |", "|---|---|"]
     for t in [*([claims_md, compact_md] if claims_md else []), *tables]:
         name = Path(t).stem
@@ -288,21 +323,49 @@ def results_readme(readme_path, main_md, tables, figures, run_figures, metrics_p
             figure_list += [f"### {corpus}/{run}", ""]
             for f in pngs:
                 name = Path(f).stem
-                figure_list += [f"**{name}**: {_describe(name, FIGURES)}.", "",
-                                f"![{corpus}/{run} {name}]({_rel(f, here)})", ""]
+                figure_list += [
+                    f"**{name}**: {_describe(name, FIGURES)}.",
+                    "",
+                    f"![{corpus}/{run} {name}]({_rel(f, here)})",
+                    "",
+                ]
     if claims_md:
-        lead = ["# Results", "", out[2], "", f"What ran: {out[4][2:]}; {out[5][2:]}.", "",
-                "## Verdicts", "", f"From [`{_rel(claims_md, here)}`]({_rel(claims_md, here)}), where each verdict "
-                "has its reason and links to the files behind it; the rules are in docs/claims.md.", "",
-                _rebased(claims_md, here).rstrip(), "",
-                "## Main results", "", f"From [`{_rel(compact_md, here)}`]({_rel(compact_md, here)}); every column, "
-                f"with the paper's number and the difference, in [`{_rel(main_md, here)}`]({_rel(main_md, here)}).",
-                "", Path(compact_md).read_text(encoding="utf-8").rstrip(), ""]
+        lead = [
+            "# Results",
+            "",
+            out[2],
+            "",
+            f"What ran: {out[4][2:]}; {out[5][2:]}.",
+            "",
+            "## Verdicts",
+            "",
+            f"From [`{_rel(claims_md, here)}`]({_rel(claims_md, here)}), where each verdict "
+            "has its reason and links to the files behind it; the rules are in docs/claims.md.",
+            "",
+            _rebased(claims_md, here).rstrip(),
+            "",
+            "## Main results",
+            "",
+            f"From [`{_rel(compact_md, here)}`]({_rel(compact_md, here)}); every column, "
+            f"with the paper's number and the difference, in [`{_rel(main_md, here)}`]({_rel(main_md, here)}).",
+            "",
+            Path(compact_md).read_text(encoding="utf-8").rstrip(),
+            "",
+        ]
         out = lead + figure_list + table_list + [""] + out[7:]
     else:
-        out += ["", "## Main table", "", f"From [`{_rel(main_md, here)}`]({_rel(main_md, here)}) "
-                f"({TABLES['main']}).", "", Path(main_md).read_text(encoding="utf-8").rstrip(), "", *table_list, "",
-                *figure_list]
+        out += [
+            "",
+            "## Main table",
+            "",
+            f"From [`{_rel(main_md, here)}`]({_rel(main_md, here)}) ({TABLES['main']}).",
+            "",
+            Path(main_md).read_text(encoding="utf-8").rstrip(),
+            "",
+            *table_list,
+            "",
+            *figure_list,
+        ]
     text = "\n".join(out).rstrip() + "\n"
     write_text_atomic(readme_path, text)
     return text

@@ -1,4 +1,5 @@
 """The report's figures: training curves, ablation bars with the seed spread, a metric against a swept option."""
+
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ from .records import NON_CAUSAL_SUFFIX, _is_number, experiment_order
 from .tables import _group, _metric_value, _paper_index, ablation_label, aggregate, leaks, setting_diff
 
 matplotlib.use("Agg")  # figures go to files, never to a window
+
 
 def _points(hist: list, ykey: str, positive: bool = False) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -73,13 +75,15 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
         fig, axes = plt.subplots(2, ncol, figsize=(6.5 * ncol, 8), squeeze=False, sharex="col")
         for j, corpus in enumerate(corpora):
             ax_v, ax_t = axes[0, j], axes[1, j]
-            runs = sorted((r for r in records if r["corpus"] == corpus),
-                          key=lambda r: (rank[r["experiment"]], r["seed"]))
+            runs = sorted(
+                (r for r in records if r["corpus"] == corpus), key=lambda r: (rank[r["experiment"]], r["seed"])
+            )
             skipped_v, skipped_t = [], []
             for r in runs:
                 label = f"{r['experiment']}/s{r['seed']}" + (NON_CAUSAL_SUFFIX if leaks(r) else "")
-                kw = dict(color=color[r["experiment"]], linestyle=styles[r["seed"] % len(styles)],
-                          label=label, linewidth=1.5)
+                kw = dict(
+                    color=color[r["experiment"]], linestyle=styles[r["seed"] % len(styles)], label=label, linewidth=1.5
+                )
                 h = r.get("history") or {}
                 xs, ys = _points(h.get("val"), "ppl", positive=True)
                 if xs:
@@ -95,11 +99,20 @@ def plot_training_curves(records: list[dict], out_stem: Path) -> list[Path]:
                 if ax.get_lines():
                     ax.legend(fontsize=8, loc="upper right")
                 else:
-                    ax.text(0.5, 0.5, f"no {what} history", ha="center", va="center",
-                            transform=ax.transAxes, fontsize=12)
+                    ax.text(
+                        0.5, 0.5, f"no {what} history", ha="center", va="center", transform=ax.transAxes, fontsize=12
+                    )
                 if skipped and ax.get_lines():
-                    ax.text(0.01, 0.01, f"no {what} history: " + ", ".join(skipped),
-                            transform=ax.transAxes, fontsize=7, va="bottom", ha="left", color="0.3")
+                    ax.text(
+                        0.01,
+                        0.01,
+                        f"no {what} history: " + ", ".join(skipped),
+                        transform=ax.transAxes,
+                        fontsize=7,
+                        va="bottom",
+                        ha="left",
+                        color="0.3",
+                    )
                 ax.grid(True, which="both", alpha=0.3)
             if ax_v.get_lines():
                 ax_v.set_yscale("log")
@@ -157,8 +170,9 @@ def _spread(ax, x: float, values: list[float], color, width: float) -> None:
     ax.scatter(np.asarray(jitter) + x, values, color="black", s=14, zorder=3)
 
 
-def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Path,
-                   paper: list[dict] | None = None) -> list[Path]:
+def plot_ablations(
+    records: list[dict], ablations: dict[str, str], out_stem: Path, paper: list[dict] | None = None
+) -> list[Path]:
     """Validation (top) and test (bottom) perplexity of every ablation beside its main run, one column per corpus:
     bars at the mean over seeds, error bars one sample std, a dot per seed; the paper's value as a red cross."""
     out_stem = Path(out_stem)
@@ -174,8 +188,13 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
         shown = [v for _, _, recs, _ in rows for key in ("val_ppl", "test_ppl") for v in _seed_values(recs, key)]
         shown += [pidx[exp, corpus]["val_ppl"] for exp, _, _, _ in rows if "val_ppl" in pidx.get((exp, corpus), {})]
         log_y = bool(shown) and max(shown) / max(min(shown), 1e-9) > 5
-        tops = shown + [a["mean"] + a["std"] for _, _, recs, _ in rows for key in ("val_ppl", "test_ppl")
-                        for a in [aggregate(_seed_values(recs, key))] if a["n"] > 1]
+        tops = shown + [
+            a["mean"] + a["std"]
+            for _, _, recs, _ in rows
+            for key in ("val_ppl", "test_ppl")
+            for a in [aggregate(_seed_values(recs, key))]
+            if a["n"] > 1
+        ]
         for i, (key, what) in enumerate((("val_ppl", "validation"), ("test_ppl", "test"))):
             ax = axes[i, j]
             noted = False
@@ -187,12 +206,19 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
                     if any(leaks(r) for r in recs):
                         ax.patches[-1].set_hatch("//")
                 else:
-                    ax.text(x, 0.02, "n/a", ha="center", va="bottom", transform=ax.get_xaxis_transform(),
-                            fontsize=8, rotation=90)
+                    ax.text(
+                        x,
+                        0.02,
+                        "n/a",
+                        ha="center",
+                        va="bottom",
+                        transform=ax.get_xaxis_transform(),
+                        fontsize=8,
+                        rotation=90,
+                    )
                 pv = pidx.get((exp, corpus), {}).get("val_ppl") if key == "val_ppl" else None
                 if pv is not None:
-                    ax.scatter([x], [pv], marker="x", color="red", s=60, zorder=4,
-                               label=None if noted else "paper")
+                    ax.scatter([x], [pv], marker="x", color="red", s=60, zorder=4, label=None if noted else "paper")
                     noted = True
             if log_y:  # e.g. gamma = 0 beside the main run; bars start at the decade below the smallest value
                 ax.set_yscale("log")
@@ -213,15 +239,18 @@ def plot_ablations(records: list[dict], ablations: dict[str, str], out_stem: Pat
             if noted:
                 ax.legend(fontsize=8, loc="upper left")
     n_seeds = sorted({len(recs) for rows in data.values() for _, _, recs, _ in rows})
-    fig.suptitle("Ablations: mean over seeds (bars), ± one sample std (error bars), each seed (dots)\n"
-                 f"seeds per bar: {', '.join(map(str, n_seeds))}; dashed: the main run; hatched: leaks future tokens",
-                 fontsize=10)
+    fig.suptitle(
+        "Ablations: mean over seeds (bars), ± one sample std (error bars), each seed (dots)\n"
+        f"seeds per bar: {', '.join(map(str, n_seeds))}; dashed: the main run; hatched: leaks future tokens",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
 
-def sweep_points(records: list[dict], ablations: dict[str, str], option: str
-                 ) -> dict[str, list[tuple[Any, list[dict]]]]:
+def sweep_points(
+    records: list[dict], ablations: dict[str, str], option: str
+) -> dict[str, list[tuple[Any, list[dict]]]]:
     """{corpus: [(value, records)]} sorted by value: each main run and those of its ablations that change
     exactly ``option`` (a model option such as ``n_atoms``), the value read from each run's model_config."""
     out: dict[str, list] = {}
@@ -236,8 +265,9 @@ def sweep_points(records: list[dict], ablations: dict[str, str], option: str
     return out
 
 
-def plot_sweep(records: list[dict], ablations: dict[str, str], option: str, out_stem: Path, xlabel: str,
-               log_x: bool = True) -> list[Path]:
+def plot_sweep(
+    records: list[dict], ablations: dict[str, str], option: str, out_stem: Path, xlabel: str, log_x: bool = True
+) -> list[Path]:
     """Validation and test perplexity against one option (mean ± one sample std over seeds, each seed a dot),
     one line per corpus."""
     out_stem = Path(out_stem)
@@ -274,5 +304,3 @@ def plot_sweep(records: list[dict], ablations: dict[str, str], option: str, out_
     fig.suptitle(f"{title}: mean ± one sample std over seeds (open circles: the seeds)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out_stem)
-
-

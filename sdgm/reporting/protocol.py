@@ -2,6 +2,7 @@
 other) and whether its code is still the code of the components a claim depends on (staleness, from git history).
 The rules are written out in docs/claims.md ("Like with like, noise and staleness").
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -17,7 +18,7 @@ def _nodes(rec: dict, at: str | None) -> list[dict]:
     """The nodes along the path `at` into the record, deepest first (the record itself not included)."""
     node: Any = rec
     out = []
-    for part in (at.format(own_path=rec.get("own_path", "")).split(".") if at else []):
+    for part in at.format(own_path=rec.get("own_path", "")).split(".") if at else []:
         node = node.get(part) if isinstance(node, dict) else None
         out.append(node if isinstance(node, dict) else {})
     return out[::-1] or [{}]
@@ -51,21 +52,21 @@ def record_protocol(rec: dict, source: str, at: str | None = None) -> dict[str, 
 
 
 def protocol_mismatch(protocols: dict[str, dict], fields) -> str:
-    """"" when every compared record (by experiment) has one value of each field; else a short reason naming the
+    """ "" when every compared record (by experiment) has one value of each field; else a short reason naming the
     fields that differ (first) and those a record does not carry."""
     differ, unrecorded = [], []
     for field in fields:
         values = {e: p[field] for e, p in protocols.items()}
         missing = sorted(e for e, v in values.items() if v == NOT_RECORDED)
         if missing:
-            unrecorded.append(f"{field} not recorded" + ("" if len(missing) == len(values) else
-                                                          f" by {', '.join(missing)}"))
+            unrecorded.append(
+                f"{field} not recorded" + ("" if len(missing) == len(values) else f" by {', '.join(missing)}")
+            )
         elif len({str(v) for v in values.values()}) > 1:
             groups: dict[str, list[str]] = {}
             for e, v in values.items():
                 groups.setdefault(str(v), []).append(e)
-            differ.append(f"{field} differs (" + "; ".join(f"{v}: {', '.join(es)}" for v, es in groups.items())
-                          + ")")
+            differ.append(f"{field} differs (" + "; ".join(f"{v}: {', '.join(es)}" for v, es in groups.items()) + ")")
     if not differ and not unrecorded:
         return ""
     return "not like with like: " + "; ".join(differ + unrecorded)
@@ -101,8 +102,9 @@ class History:
                 self._diffs[commit] = None
             else:
                 out = self._git("diff", "-M", "--name-status", commit, "HEAD") or ""
-                self._diffs[commit] = [(line.split("\t")[0], line.split("\t")[1:]) for line in out.splitlines()
-                                       if "\t" in line]
+                self._diffs[commit] = [
+                    (line.split("\t")[0], line.split("\t")[1:]) for line in out.splitlines() if "\t" in line
+                ]
         return self._diffs[commit]
 
     def stale(self, commit: str, paths: list[str]) -> tuple[str, str]:

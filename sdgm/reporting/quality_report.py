@@ -7,6 +7,7 @@ the yardsticks: the prompts' true continuations and held-out text of the same le
 
     python -m sdgm.reporting.quality_report --records results/h100   # score a results folder's samples, then draw them
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,22 @@ from .sample_scores import STATS, score_run
 
 matplotlib.use("Agg")  # figures go to files, never to a window
 
-SETS = {"continuations": "continuations of validation prompts", "gmm_continuations": "GMM-coefficient continuations",
-        "free": "free samples", "free_gmm": "free GMM-coefficient samples"}
+SETS = {
+    "continuations": "continuations of validation prompts",
+    "gmm_continuations": "GMM-coefficient continuations",
+    "free": "free samples",
+    "free_gmm": "free GMM-coefficient samples",
+}
 YARDSTICKS = {"true_continuations": "true continuations", "heldout": "held-out text (test split)"}
-HEADERS = {"reference_ppl": "reference PPL", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
-           "distinct_3": "distinct-3", "seq_rep_4": "seq-rep-4", "self_bleu": "self-BLEU", "zipf": "Zipf"}
+HEADERS = {
+    "reference_ppl": "reference PPL",
+    "distinct_1": "distinct-1",
+    "distinct_2": "distinct-2",
+    "distinct_3": "distinct-3",
+    "seq_rep_4": "seq-rep-4",
+    "self_bleu": "self-BLEU",
+    "zipf": "Zipf",
+}
 DECIMALS = {"reference_ppl": 1, "self_bleu": 2}
 
 
@@ -50,8 +62,9 @@ def _row(base: dict, entry: dict) -> dict:
     row = {**base, "n": entry["n"], "tokens": entry["tokens"], "oov": entry["oov"]}
     for s in STATS:
         st = entry["stats"][s]
-        row[s], row[f"{s}_low"], row[f"{s}_high"] = (math.nan if st.get(k) is None else st[k]
-                                                     for k in ("value", "low", "high"))
+        row[s], row[f"{s}_low"], row[f"{s}_high"] = (
+            math.nan if st.get(k) is None else st[k] for k in ("value", "low", "high")
+        )
         row[f"{s}_na"] = st.get("na", "")
     return row
 
@@ -62,14 +75,30 @@ def quality_table(records: list[dict]) -> pd.DataFrame:
     for rec in sorted(records, key=lambda r: (r["corpus"], r["experiment"], r["seed"])):
         for name in [s for s in SETS if s in rec["sets"]]:
             entry = rec["sets"][name]
-            rows.append(_row({"corpus": rec["corpus"], "experiment": rec["experiment"], "seed": rec["seed"],
-                              "set": name, "device": rec.get("device") or ""}, entry))
+            rows.append(
+                _row(
+                    {
+                        "corpus": rec["corpus"],
+                        "experiment": rec["experiment"],
+                        "seed": rec["seed"],
+                        "set": name,
+                        "device": rec.get("device") or "",
+                    },
+                    entry,
+                )
+            )
             for y, ye in entry.get("yardsticks", {}).items():
-                yard.setdefault((rec["corpus"], name, y), _row({"corpus": rec["corpus"], "experiment": YARDSTICKS[y],
-                                                               "seed": "", "set": name, "device": ""}, ye))
+                yard.setdefault(
+                    (rec["corpus"], name, y),
+                    _row(
+                        {"corpus": rec["corpus"], "experiment": YARDSTICKS[y], "seed": "", "set": name, "device": ""},
+                        ye,
+                    ),
+                )
     rows += [yard[k] for k in sorted(yard)]
     cols = ["corpus", "experiment", "seed", "set", "device", "n", "tokens", "oov"] + [
-        f"{s}{x}" for s in STATS for x in ("", "_low", "_high", "_na")]
+        f"{s}{x}" for s in STATS for x in ("", "_low", "_high", "_na")
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -84,11 +113,19 @@ def _cell(r, s: str) -> str:
 
 
 def quality_display(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"corpus": r["corpus"],
-                          "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
-                          "set": SETS[r["set"]], "sequences x tokens": f"{r['n']} x {r['tokens'] // max(r['n'], 1)}",
-                          **{HEADERS[s]: _cell(r, s) for s in STATS}} for _, r in df.iterrows()],
-                        columns=["corpus", "model", "set", "sequences x tokens", *HEADERS.values()])
+    return pd.DataFrame(
+        [
+            {
+                "corpus": r["corpus"],
+                "model": r["experiment"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
+                "set": SETS[r["set"]],
+                "sequences x tokens": f"{r['n']} x {r['tokens'] // max(r['n'], 1)}",
+                **{HEADERS[s]: _cell(r, s) for s in STATS},
+            }
+            for _, r in df.iterrows()
+        ],
+        columns=["corpus", "model", "set", "sequences x tokens", *HEADERS.values()],
+    )
 
 
 def plot_quality(df: pd.DataFrame, out_stem: Path) -> list[Path]:
@@ -105,10 +142,20 @@ def plot_quality(df: pd.DataFrame, out_stem: Path) -> list[Path]:
             ax.errorbar([i], [r["reference_ppl"]], yerr=err, fmt="o", color="C0", capsize=3)
         for (_, y), style in zip(part[part["seed"] == ""].iterrows(), ("--", ":")):
             if not math.isnan(y["reference_ppl"]):
-                ax.axhline(y["reference_ppl"], color="grey", linestyle=style, lw=1,
-                           label=f"{y['experiment']}: {y['reference_ppl']:.0f}")
-        ax.set_xticks(range(len(runs)), [f"{r['experiment']}-s{r['seed']}" for _, r in runs.iterrows()],
-                      rotation=45, ha="right", fontsize=8)
+                ax.axhline(
+                    y["reference_ppl"],
+                    color="grey",
+                    linestyle=style,
+                    lw=1,
+                    label=f"{y['experiment']}: {y['reference_ppl']:.0f}",
+                )
+        ax.set_xticks(
+            range(len(runs)),
+            [f"{r['experiment']}-s{r['seed']}" for _, r in runs.iterrows()],
+            rotation=45,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_yscale("log")
         ax.set_ylabel("reference perplexity (KN trigram of the training split)")
         ax.set_title(f"{corpus}: {SETS.get(name, name)}", fontsize=9)
@@ -116,17 +163,22 @@ def plot_quality(df: pd.DataFrame, out_stem: Path) -> list[Path]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     devices = sorted(set(df["device"]) - {""})
-    fig.suptitle(f"Generation quality: reference perplexity of the samples, 95 % bootstrap intervals over prompts; "
-                 f"{'; '.join(devices) or 'device not recorded'}", fontsize=9)
+    fig.suptitle(
+        f"Generation quality: reference perplexity of the samples, 95 % bootstrap intervals over prompts; "
+        f"{'; '.join(devices) or 'device not recorded'}",
+        fontsize=9,
+    )
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
 
-CAPTION = ("Generation quality of every run's samples, weight-free: reference perplexity under an interpolated "
-           "Kneser-Ney trigram model of the training split, distinct-n and seq-rep-4 within a sequence, self-BLEU "
-           "across sequences (sacrebleu), the Zipf coefficient of the pooled counts; [95 % interval] over "
-           "sequences (bootstrap; Zipf: jackknife). Yardsticks: the prompts' true continuations and held-out text of "
-           "the same lengths. Rules: docs/claims.md.")
+CAPTION = (
+    "Generation quality of every run's samples, weight-free: reference perplexity under an interpolated "
+    "Kneser-Ney trigram model of the training split, distinct-n and seq-rep-4 within a sequence, self-BLEU "
+    "across sequences (sacrebleu), the Zipf coefficient of the pooled counts; [95 % interval] over "
+    "sequences (bootstrap; Zipf: jackknife). Yardsticks: the prompts' true continuations and held-out text of "
+    "the same lengths. Rules: docs/claims.md."
+)
 
 
 def build_quality_report(quality_paths, tables_dir, figures_dir) -> dict:
@@ -149,25 +201,42 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Score a results folder's samples without model weights.")
     ap.add_argument("--records", type=Path, required=True, help="a results folder (runs/, samples/)")
-    ap.add_argument("--corpora", type=Path, default=Path(__file__).parents[1] / "data" / "corpora",
-                    help="a folder with {corpus}/train.txt[.xz] and test.txt[.xz] (default: the shipped corpora)")
+    ap.add_argument(
+        "--corpora",
+        type=Path,
+        default=Path(__file__).parents[1] / "data" / "corpora",
+        help="a folder with {corpus}/train.txt[.xz] and test.txt[.xz] (default: the shipped corpora)",
+    )
     args = ap.parse_args(argv)
     root, written = args.records, []
     for samples in sorted(root.glob("samples/*/*.txt")):
         corpus, run = samples.parent.name, samples.stem
-        split = {s: next(p for p in (args.corpora / corpus / f"{s}.txt", args.corpora / corpus / f"{s}.txt.xz")
-                         if p.exists()) for s in ("train", "test")}
+        split = {
+            s: next(
+                p for p in (args.corpora / corpus / f"{s}.txt", args.corpora / corpus / f"{s}.txt.xz") if p.exists()
+            )
+            for s in ("train", "test")
+        }
         cont = samples.with_name(f"{run}.continuations.json")
         out = root / "quality" / corpus / f"{run}.json"
-        score_run(samples, cont if cont.exists() else None, split["train"], split["test"],
-                  root / "runs" / corpus / run / "metrics.json", out)
+        score_run(
+            samples,
+            cont if cont.exists() else None,
+            split["train"],
+            split["test"],
+            root / "runs" / corpus / run / "metrics.json",
+            out,
+        )
         written.append(out)
         print(f"quality: {out}")
     print(build_quality_report(written, root / "tables", root / "figures"))
     from .pages import table_html
 
-    table_html(root / "tables" / "generation_quality.csv", root / "tables" / "generation_quality.html",
-               "Table: generation_quality")
+    table_html(
+        root / "tables" / "generation_quality.csv",
+        root / "tables" / "generation_quality.html",
+        "Table: generation_quality",
+    )
     return 0
 
 

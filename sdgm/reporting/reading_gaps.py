@@ -3,6 +3,7 @@ judged "not reproduced" or "contradicted": the closest VALID reading (its causal
 that no reading explains the gap. A reading that leaks future tokens is never named the closest valid reading; where
 one comes closer, the line says so. The claims tables carry these lines (sdgm.reporting.claims_tables.why_lines).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,11 @@ def _closest(candidates: list, value, target: float, gap):
     if best is None:
         return None, []
     side = math.copysign(1.0, target - value(best))  # the direction from the best valid reading to the target
-    further = [c for ok, c in candidates if not ok and
-               (gap(value(c), target) < gap(value(best), target) or (value(c) - value(best)) * side > 0)]
+    further = [
+        c
+        for ok, c in candidates
+        if not ok and (gap(value(c), target) < gap(value(best), target) or (value(c) - value(best)) * side > 0)
+    ]
     return best, further
 
 
@@ -57,8 +61,9 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
 
     between_readings = claim.get("kind") == "direction" and other not in ("", "nan", data.reference)
     if metric in ("val_ppl", "val_ppl_mem", "cosine_val") and between_readings:  # e.g. the STFT loss lowers the PPL
-        return _explain_difference(claim, data, exp, other, "cosine_val" if metric == "cosine_val" else "val_ppl",
-                                   where)
+        return _explain_difference(
+            claim, data, exp, other, "cosine_val" if metric == "cosine_val" else "val_ppl", where
+        )
     ours, ref = _paper_ppl(paper, exp, corpus), _paper_ppl(paper, data.reference, corpus)
     if metric in ("val_ppl", "val_ppl_mem") and exp != data.reference and ours is not None and ref is not None:
         target = ours / ref
@@ -68,12 +73,24 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
         if best is None:
             return "no valid SDGM reading was measured"
         r = data.ratio(best)
-        head = (f"closest valid reading{where}: {data.label(best.experiment)}, PPL ×{r:.2f} of {data.reference} at "
-                f"the same budget (paper ×{target:.2f})")
-        verdict = ("it closes the gap" if abs(r / target - 1) <= tol else
-                   f"no valid reading closes the gap (tolerance ±{100 * tol:.0f} %)")
-        leak = ("; only the leaking " + ", ".join(f"{data.label(c.experiment)}: ×{data.ratio(c):.2f}"
-                                                  for c in closer) + " gets further") if closer else ""
+        head = (
+            f"closest valid reading{where}: {data.label(best.experiment)}, PPL ×{r:.2f} of {data.reference} at "
+            f"the same budget (paper ×{target:.2f})"
+        )
+        verdict = (
+            "it closes the gap"
+            if abs(r / target - 1) <= tol
+            else f"no valid reading closes the gap (tolerance ±{100 * tol:.0f} %)"
+        )
+        leak = (
+            (
+                "; only the leaking "
+                + ", ".join(f"{data.label(c.experiment)}: ×{data.ratio(c):.2f}" for c in closer)
+                + " gets further"
+            )
+            if closer
+            else ""
+        )
         return f"{head}; {verdict}{leak}"
     if metric in ("val_ppl", "val_ppl_mem") and exp == data.reference:
         target = float(claim["paper_value"])
@@ -82,14 +99,17 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
         best, _ = _closest(cands, lambda e: e.val_ppl, target, _log_gap)
         if best is None:
             return f"no valid reading of {data.reference} was measured"
+
         def desc(e: Entry) -> str:
             return e.name if e.protocol in e.name else f"{e.name} ({e.protocol})"
 
         others = ", ".join(f"{desc(e)}: {e.val_ppl:.1f}" for e in data.reference_entries() if e is not best)
         within = abs(best.val_ppl / target - 1) <= tol
-        return (f"closest reading{where}: {desc(best)}, PPL {best.val_ppl:.1f} at the "
-                f"budget of {best.train_tokens:,.0f} training tokens against the paper's {target:g} "
-                f"({others}); " + ("it closes the gap" if within else "no protocol reading closes the gap"))
+        return (
+            f"closest reading{where}: {desc(best)}, PPL {best.val_ppl:.1f} at the "
+            f"budget of {best.train_tokens:,.0f} training tokens against the paper's {target:g} "
+            f"({others}); " + ("it closes the gap" if within else "no protocol reading closes the gap")
+        )
     if metric == "params" and claim.get("kind") != "factor":  # a count, not a factor between models
         target, tol = float(claim["paper_value"]), tolerances["parameters"]["rel"]
         if not data.parameters:
@@ -108,10 +128,12 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
         # within the tolerance: the reading that changes the fewest options; else the closest count
         best = min(within, key=lambda r: (len(away(r)), off(r))) if within else min(rows, key=off)
         what = ", ".join(away(best)) or "the default"
-        return (f"{'fewest-change reading within' if within else 'closest reading, outside'} ±{100 * tol:.0f} % of "
-                f"{target:g} M: {what}: {best['params'] / 1e6:.2f} M "
-                f"({100 * (best['params'] / 1e6 - target) / target:+.1f} %); {len(within)} of {len(rows)} architecture "
-                f"readings lie within" + ("" if within else "; no reading explains the gap"))
+        return (
+            f"{'fewest-change reading within' if within else 'closest reading, outside'} ±{100 * tol:.0f} % of "
+            f"{target:g} M: {what}: {best['params'] / 1e6:.2f} M "
+            f"({100 * (best['params'] / 1e6 - target) / target:+.1f} %); {len(within)} of {len(rows)} architecture "
+            f"readings lie within" + ("" if within else "; no reading explains the gap")
+        )
     if metric == "cosine_val":
         target, tol = float(claim["paper_value"]), tolerances["cosine"]["abs"]
         if exp not in data.cosine:
@@ -120,9 +142,15 @@ def explain_claim(claim: dict, data: ReadingsData, paper: list[dict] | None = No
             return f"no valid reading: {exp} leaks future tokens"
         key = min(data.cosine[exp], key=lambda k: abs(data.cosine[exp][k] - target))
         v = data.cosine[exp][key]
-        return (f"closest measurement reading{where}: {exp}, cosine {key} (target/vectors/pooling) = {v:.3f} "
-                f"(paper {target:g}); " + ("it closes the gap" if abs(v - target) <= tol else
-                                           f"no measurement reading closes the gap (tolerance ±{tol:g})"))
+        return (
+            f"closest measurement reading{where}: {exp}, cosine {key} (target/vectors/pooling) = {v:.3f} "
+            f"(paper {target:g}); "
+            + (
+                "it closes the gap"
+                if abs(v - target) <= tol
+                else f"no measurement reading closes the gap (tolerance ±{tol:g})"
+            )
+        )
     return f"no reading measures this claim ({metric or claim.get('kind')}): the gap is not explained by the readings"
 
 
@@ -138,9 +166,11 @@ def _explain_difference(claim, data: ReadingsData, exp: str, other: str, metric:
         return f"no valid reading: {exp} or {other} leaks future tokens"
     d, paper = value(exp) - value(other), float(claim["paper_value"])
     agree = (d > 0) == (paper > 0)
-    return (f"at the readings' budget{where}: {exp} − {other} = {d:+.4g} ({metric}; paper {paper:+g}): "
-            + ("the readings agree with the paper's direction" if agree else
-               "the readings contradict it too: no reading explains the gap"))
+    return f"at the readings' budget{where}: {exp} − {other} = {d:+.4g} ({metric}; paper {paper:+g}): " + (
+        "the readings agree with the paper's direction"
+        if agree
+        else "the readings contradict it too: no reading explains the gap"
+    )
 
 
 def explain_claims(claims, data: ReadingsData, paper: list[dict] | None = None) -> dict[str, str]:

@@ -16,6 +16,7 @@ The records are read by sdgm.reporting.readings_records, the explanation lines (
 reading of each claim not reproduced) made by sdgm.reporting.reading_gaps; `python -m sdgm.reporting.readings` prints
 those lines for a claims table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ POOLING = ("mean", "pooled")
 
 # ---- tables ------------------------------------------------------------------------------------------------------
 
+
 def _fmt(v: float, decimals: int) -> str:
     return f"{v:,.{decimals}f}" if isinstance(v, (int, float)) and math.isfinite(v) else na("not finite")
 
@@ -50,8 +52,16 @@ def readings_table(data: ReadingsData) -> pd.DataFrame:
         row = {"reading": e.name, "changed": e.changed, "protocol": e.protocol, "val_ppl": e.val_ppl}
         for r in refs:
             row[f"ratio to {r.name}"] = e.val_ppl / r.val_ppl
-        row.update({"params_m": e.params / 1e6, "audit": e.audit,
-                    "train_tokens": e.train_tokens, "steps": e.steps, "best_step": e.best_step, "wall_s": e.wall_s})
+        row.update(
+            {
+                "params_m": e.params / 1e6,
+                "audit": e.audit,
+                "train_tokens": e.train_tokens,
+                "steps": e.steps,
+                "best_step": e.best_step,
+                "wall_s": e.wall_s,
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -77,8 +87,12 @@ def cosine_table(data: ReadingsData) -> pd.DataFrame:
         if exp not in data.cosine:
             continue
         audit = next(e.audit for e in data.entries if e.experiment == exp)
-        row = {"reading": exp, "changed": data.changed[exp], "audit": audit,
-               "cosine_val (record)": rec["metrics"].get("cosine_val")}
+        row = {
+            "reading": exp,
+            "changed": data.changed[exp],
+            "audit": audit,
+            "cosine_val (record)": rec["metrics"].get("cosine_val"),
+        }
         row.update({k: data.cosine[exp][k] for k in _cosine_keys()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -102,15 +116,22 @@ def parameters_table(data: ReadingsData, paper_m: float, rel_tol: float) -> pd.D
         away = [k for k in options if r[k] != base.get(k)]
         within = abs(r["params"] / 1e6 - paper_m) <= rel_tol * paper_m
         if len(away) <= 1 or within:
-            out.append({"corpus": r["corpus"], "vocab_size": r["vocab_size"], **{k: r[k] for k in options},
-                        "changed": ", ".join(f"{k} = {r[k]}" for k in away) or "default",
-                        "params_m": round(r["params"] / 1e6, 3),
-                        "vs_paper_pct": round(100 * (r["params"] / 1e6 - paper_m) / paper_m, 1),
-                        "within_tolerance": "yes" if within else "no"})
+            out.append(
+                {
+                    "corpus": r["corpus"],
+                    "vocab_size": r["vocab_size"],
+                    **{k: r[k] for k in options},
+                    "changed": ", ".join(f"{k} = {r[k]}" for k in away) or "default",
+                    "params_m": round(r["params"] / 1e6, 3),
+                    "vs_paper_pct": round(100 * (r["params"] / 1e6 - paper_m) / paper_m, 1),
+                    "within_tolerance": "yes" if within else "no",
+                }
+            )
     return pd.DataFrame(out)
 
 
 # ---- the figure --------------------------------------------------------------------------------------------------
+
 
 def plot_curves(data: ReadingsData, out_stem: Path) -> list[Path]:
     """Validation perplexity (log) against training tokens, every run; the budget's full-split value as a dot."""
@@ -122,47 +143,64 @@ def plot_curves(data: ReadingsData, out_stem: Path) -> list[Path]:
     for i, rec in enumerate(data.records):
         exp, m = rec["experiment"], rec["metrics"]
         per_step = m["train_tokens_per_s"] * m["train_seconds"] / max(m["steps"], 1)
-        pts = [(p["step"] * per_step, p["ppl"]) for p in rec.get("history", {}).get("val", [])
-               if math.isfinite(p.get("ppl", math.nan)) and p["ppl"] > 0]
+        pts = [
+            (p["step"] * per_step, p["ppl"])
+            for p in rec.get("history", {}).get("val", [])
+            if math.isfinite(p.get("ppl", math.nan)) and p["ppl"] > 0
+        ]
         style = ":" if not data.valid[exp] else "-" if rec["model"] == default_model else "--"  # leaks, SDGM, baseline
         label = data.label(exp) + ("" if data.valid[exp] else " [LEAKS]")
-        line, = ax.plot([x for x, _ in pts], [y for _, y in pts], style, marker=".", label=label,
-                        color=colors[i % len(colors)])
+        (line,) = ax.plot(
+            [x for x, _ in pts], [y for _, y in pts], style, marker=".", label=label, color=colors[i % len(colors)]
+        )
         ax.plot([m["train_tokens_per_s"] * m["train_seconds"]], [m["val_ppl"]], "o", color=line.get_color())
     ax.set_yscale("log")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation perplexity")
-    ax.set_title(f"Readings on {data.corpus}: validation perplexity against training tokens\n"
-                 "(dots: the whole split at the budget, windows of L)", fontsize=10)
+    ax.set_title(
+        f"Readings on {data.corpus}: validation perplexity against training tokens\n"
+        "(dots: the whole split at the budget, windows of L)",
+        fontsize=10,
+    )
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
 
-
 # ---- the rule ----------------------------------------------------------------------------------------------------
 
-def build_readings_report(metrics_paths, readings_paths, parameters_path, tables_dir, figures_dir, *, default: str,
-                          reference: str) -> list[Path]:
+
+def build_readings_report(
+    metrics_paths, readings_paths, parameters_path, tables_dir, figures_dir, *, default: str, reference: str
+) -> list[Path]:
     data = load_data(metrics_paths, readings_paths, parameters_path, default, reference)
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     _, claims = claims_tolerances()
     tol = claims_tolerances()[0]["parameters"]["rel"]
     paper_m = float(claims["params"]["paper"])
     numeric = readings_table(data)
-    written = write_table(readings_display(numeric), tables_dir / "readings",
-                          f"Readings on {data.corpus}: validation perplexity at the same training budget, its ratio "
-                          f"to {reference}'s, the causality audit (a leaking reading is not a language model)")
+    written = write_table(
+        readings_display(numeric),
+        tables_dir / "readings",
+        f"Readings on {data.corpus}: validation perplexity at the same training budget, its ratio "
+        f"to {reference}'s, the causality audit (a leaking reading is not a language model)",
+    )
     write_text_atomic(written[0], numeric.to_csv(index=False, lineterminator="\n"))  # the CSV keeps the numbers
     cosines = cosine_table(data)
-    written += write_table(cosines.round(3), tables_dir / "readings_cosine",
-                           "Reconstruction cosine of every SDGM reading: target (current or next token's embedding), "
-                           "vectors (raw or standardized per channel), mean per token or pooled")
+    written += write_table(
+        cosines.round(3),
+        tables_dir / "readings_cosine",
+        "Reconstruction cosine of every SDGM reading: target (current or next token's embedding), "
+        "vectors (raw or standardized per channel), mean per token or pooled",
+    )
     write_text_atomic(written[3], cosines.to_csv(index=False, lineterminator="\n"))  # the CSV keeps the numbers
-    written += write_table(parameters_table(data, paper_m, tol), tables_dir / "readings_parameters",
-                           f"Parameter readings at the paper's sizes: one option away from the default, and every "
-                           f"combination within {100 * tol:.0f} % of the paper's {paper_m:g} M "
-                           f"({len(data.parameters)} combinations counted)")
+    written += write_table(
+        parameters_table(data, paper_m, tol),
+        tables_dir / "readings_parameters",
+        f"Parameter readings at the paper's sizes: one option away from the default, and every "
+        f"combination within {100 * tol:.0f} % of the paper's {paper_m:g} M "
+        f"({len(data.parameters)} combinations counted)",
+    )
     written += plot_curves(data, figures_dir / "readings_curves")
     return written
 

@@ -3,6 +3,7 @@ of rule reading_measures (sdgm.harness.readings.measure_run) and the parameter r
 as ReadingsData, which the readings tables (sdgm.reporting.readings) and the explanations (sdgm.reporting.reading_gaps)
 read. A reading's label is what its recorded configuration changed from the default run's.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from .tables import ablation_label
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 PASSED = "passed"
 NOT_AUDITED = "not audited"
-WINDOWS = "windows of L"       # val_ppl: every window starts without context, the same rule for every model
-MEMORY = "state carried"       # val_ppl_mem: a stateful model's state carried across windows
+WINDOWS = "windows of L"  # val_ppl: every window starts without context, the same rule for every model
+MEMORY = "state carried"  # val_ppl_mem: a stateful model's state carried across windows
 
 
 def _number(v) -> bool:
@@ -29,8 +30,9 @@ def _problem(rec: dict, kind: str) -> str | None:
     """What makes a readings record unusable, or None."""
     if kind == "readings_parameters":
         rows = rec.get("rows")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("corpus"), str)
-                                                 and _number(r.get("params")) for r in rows):
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("corpus"), str) and _number(r.get("params")) for r in rows
+        ):
             return "'rows' must be a list of {corpus, options..., params}"
         return None
     if not (isinstance(rec.get("run_id"), str) and isinstance(rec.get("experiment"), str)):
@@ -39,8 +41,9 @@ def _problem(rec: dict, kind: str) -> str | None:
     if cosine is not None and not (isinstance(cosine, dict) and all(_number(v) for v in cosine.values())):
         return "'cosine' must be null or a mapping of numbers"
     evs = rec.get("evaluations")
-    if not isinstance(evs, dict) or not all(isinstance(e, dict) and isinstance(e.get("options"), dict)
-                                            and _number(e.get("val_ppl")) for e in evs.values()):
+    if not isinstance(evs, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("options"), dict) and _number(e.get("val_ppl")) for e in evs.values()
+    ):
         return "'evaluations' must map names to {options, val_ppl, ...}"
     return None
 
@@ -62,7 +65,6 @@ def load_json_records(paths, kind: str) -> list[dict]:
     return out
 
 
-
 def claims_tolerances() -> dict:
     data = yaml.safe_load(CLAIMS_PATH.read_text(encoding="utf-8"))
     return data["tolerances"], {c["id"]: c for c in data["claims"]}
@@ -71,43 +73,46 @@ def claims_tolerances() -> dict:
 @dataclass
 class Entry:
     """One perplexity reading: a run under one protocol."""
-    name: str          # experiment, or experiment + protocol
+
+    name: str  # experiment, or experiment + protocol
     experiment: str
     model: str
     protocol: str
-    changed: str       # what the run changed from the default run (its recorded configuration)
+    changed: str  # what the run changed from the default run (its recorded configuration)
     val_ppl: float
-    valid: bool        # the run's causality audit passed (a run without one is never valid)
-    audit: str         # PASSED, LEAKS or NOT_AUDITED
+    valid: bool  # the run's causality audit passed (a run without one is never valid)
+    audit: str  # PASSED, LEAKS or NOT_AUDITED
     params: int
     train_tokens: float
     steps: int
-    best_step: int     # the evaluated weights: the best of the training's validations (the trainer keeps the best)
+    best_step: int  # the evaluated weights: the best of the training's validations (the trainer keeps the best)
     wall_s: float
 
 
 @dataclass
 class ReadingsData:
     """Everything the tables and the explanations read, built from records only (from_records)."""
+
     default: str
     reference: str
     entries: list[Entry] = field(default_factory=list)
-    cosine: dict[str, dict] = field(default_factory=dict)      # experiment -> {target/vectors/pooling: value}
-    valid: dict[str, bool] = field(default_factory=dict)       # experiment -> audit passed
-    changed: dict[str, str] = field(default_factory=dict)      # experiment -> what it changed
+    cosine: dict[str, dict] = field(default_factory=dict)  # experiment -> {target/vectors/pooling: value}
+    valid: dict[str, bool] = field(default_factory=dict)  # experiment -> audit passed
+    changed: dict[str, str] = field(default_factory=dict)  # experiment -> what it changed
     corpus: str = ""
     parameters: list[dict] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
 
     @classmethod
-    def from_records(cls, metrics: list[dict], measures: list[dict], parameters: dict | None, default: str,
-                     reference: str) -> ReadingsData:
-        data = cls(default=default, reference=reference, records=metrics,
-                   parameters=(parameters or {}).get("rows", []))
+    def from_records(
+        cls, metrics: list[dict], measures: list[dict], parameters: dict | None, default: str, reference: str
+    ) -> ReadingsData:
+        data = cls(default=default, reference=reference, records=metrics, parameters=(parameters or {}).get("rows", []))
         by_exp = {r["experiment"]: r for r in metrics}
         if len(by_exp) < len(metrics):
-            twice = sorted({r["experiment"] for r in metrics if sum(q["experiment"] == r["experiment"]
-                                                                    for q in metrics) > 1})
+            twice = sorted(
+                {r["experiment"] for r in metrics if sum(q["experiment"] == r["experiment"] for q in metrics) > 1}
+            )
             raise ReportError(f"the readings compare one run per experiment; several runs of {', '.join(twice)}")
         if default not in by_exp:
             raise ReportError(f"no metrics record of the default run {default!r}")
@@ -128,20 +133,29 @@ class ReadingsData:
                 changed = f"baseline: {rec['model']}"
             data.valid[exp], data.changed[exp] = valid, changed
             tokens = m["train_tokens_per_s"] * m["train_seconds"]
-            common = dict(experiment=exp, model=rec["model"], changed=changed, valid=valid, audit=verdict,
-                          params=m["params"],
-                          train_tokens=tokens, steps=m["steps"], best_step=m["best_step"], wall_s=m["train_wall_s"])
+            common = dict(
+                experiment=exp,
+                model=rec["model"],
+                changed=changed,
+                valid=valid,
+                audit=verdict,
+                params=m["params"],
+                train_tokens=tokens,
+                steps=m["steps"],
+                best_step=m["best_step"],
+                wall_s=m["train_wall_s"],
+            )
             data.entries.append(Entry(name=exp, protocol=WINDOWS, val_ppl=m["val_ppl"], **common))
             if m.get("val_ppl_mem") is not None:
-                data.entries.append(Entry(name=f"{exp} ({MEMORY})", protocol=MEMORY, val_ppl=m["val_ppl_mem"],
-                                          **common))
+                data.entries.append(
+                    Entry(name=f"{exp} ({MEMORY})", protocol=MEMORY, val_ppl=m["val_ppl_mem"], **common)
+                )
             extra = measured.get(rec["run_id"])
             if extra is None:
                 raise ReportError(f"{rec['run_id']}: no readings record (rule reading_measures)")
             for ev_name, ev in extra["evaluations"].items():
                 opts = ", ".join(f"{k} {v}" for k, v in ev["options"].items())
-                data.entries.append(Entry(name=ev_name, protocol=opts, val_ppl=ev["val_ppl"],
-                                          **common))
+                data.entries.append(Entry(name=ev_name, protocol=opts, val_ppl=ev["val_ppl"], **common))
             if extra.get("cosine"):
                 data.cosine[exp] = extra["cosine"]
         return data
@@ -155,9 +169,9 @@ class ReadingsData:
 
     def label(self, experiment: str) -> str:
         changed = self.changed.get(experiment, "")
-        return experiment if changed in ("", "default") or changed.startswith("baseline") else \
-            f"{experiment} ({changed})"
-
+        return (
+            experiment if changed in ("", "default") or changed.startswith("baseline") else f"{experiment} ({changed})"
+        )
 
 
 def load_data(metrics_paths, readings_paths, parameters_path, default: str, reference: str) -> ReadingsData:
@@ -172,5 +186,10 @@ def load_folder(root, default: str = "sdgm", reference: str = "transformer_xl") 
     root = Path(root)
     if not root.is_dir():
         raise ReportError(f"{root}: no readings results folder")
-    return load_data(sorted(root.glob("runs/*/*/metrics.json")), sorted(root.glob("readings/*/*.json")),
-                     root / "readings" / "parameters.json", default, reference)
+    return load_data(
+        sorted(root.glob("runs/*/*/metrics.json")),
+        sorted(root.glob("readings/*/*.json")),
+        root / "readings" / "parameters.json",
+        default,
+        reference,
+    )

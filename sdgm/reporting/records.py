@@ -4,6 +4,7 @@ sdgm/common/schemas/metrics.schema.json) and the paper's numbers.
 Constants shared by every table: the causal labels and the columns of each table (the "n/a" reasons are in
 sdgm.common.missing).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,26 +39,58 @@ METRIC_COLUMNS: tuple[tuple[str, str, float, int, str | None], ...] = (
 
 # Every metric the paper reports is followed by the paper's value and ours minus the paper's ("_diff").
 DISPLAY_COLUMNS = [
-    "experiment", "model", "corpus", "seeds", "causal",
-    "val_ppl", "val_ppl_paper", "val_ppl_diff",
+    "experiment",
+    "model",
+    "corpus",
+    "seeds",
+    "causal",
+    "val_ppl",
+    "val_ppl_paper",
+    "val_ppl_diff",
     "test_ppl",
-    "val_ppl_mem", "test_ppl_mem",
-    "params_m", "params_m_paper", "params_m_diff",
-    "cosine", "cosine_paper", "cosine_diff",
-    "train_tokens_per_s", "train_tokens_per_s_paper", "train_tokens_per_s_diff",
-    "peak_mem_gb", "peak_mem_gb_paper", "peak_mem_gb_diff",
+    "val_ppl_mem",
+    "test_ppl_mem",
+    "params_m",
+    "params_m_paper",
+    "params_m_diff",
+    "cosine",
+    "cosine_paper",
+    "cosine_diff",
+    "train_tokens_per_s",
+    "train_tokens_per_s_paper",
+    "train_tokens_per_s_diff",
+    "peak_mem_gb",
+    "peak_mem_gb_paper",
+    "peak_mem_gb_diff",
 ]
 
 # The ablation table: each ablation beside the main run it ablates (same corpus), ours and the paper's.
 ABLATION_COLUMNS = [
-    "experiment", "corpus", "ablation", "compared_with", "seeds", "causal",
-    "val_ppl", "val_ppl_paper", "val_ppl_diff", "val_ppl_vs_main", "val_ppl_vs_main_paper",
-    "test_ppl", "test_ppl_vs_main",
+    "experiment",
+    "corpus",
+    "ablation",
+    "compared_with",
+    "seeds",
+    "causal",
+    "val_ppl",
+    "val_ppl_paper",
+    "val_ppl_diff",
+    "val_ppl_vs_main",
+    "val_ppl_vs_main_paper",
+    "test_ppl",
+    "test_ppl_vs_main",
 ]
 # The reconstruction table: cos(X_hat_t, X_t) of every run that reconstructs its embeddings.
 RECONSTRUCTION_COLUMNS = [
-    "experiment", "corpus", "ablation", "seeds", "causal",
-    "cosine_val", "cosine_paper", "cosine_diff", "cosine_test",
+    "experiment",
+    "corpus",
+    "ablation",
+    "seeds",
+    "causal",
+    "cosine_val",
+    "cosine_paper",
+    "cosine_diff",
+    "cosine_test",
 ]
 MAIN_RUN = "none (main run)"
 
@@ -67,6 +100,7 @@ class ReportError(RuntimeError):
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
+
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -108,8 +142,11 @@ def check_run_files(metrics_path: Path, rec: dict) -> None:
         vocab = json.loads((run / "vocab.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ReportError(f"{metrics_path}: its run directory is unreadable ({e})") from e
-    problems = [f"run.json {key} {meta.get(key)!r} != metrics.json {rec.get(key)!r}"
-                for key in ("model", "fingerprint", "seed") if key in meta and meta[key] != rec.get(key)]
+    problems = [
+        f"run.json {key} {meta.get(key)!r} != metrics.json {rec.get(key)!r}"
+        for key in ("model", "fingerprint", "seed")
+        if key in meta and meta[key] != rec.get(key)
+    ]
     want = rec.get("data", {}).get("vocab_sha256")
     got = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
     if want and got != want:
@@ -123,8 +160,11 @@ def check_run_files(metrics_path: Path, rec: dict) -> None:
         except OSError as e:
             problems.append(f"model.pt is unreadable ({e})")
     if problems:
-        raise ReportError(f"{metrics_path}: the files of run {run} do not belong together: " + "; ".join(problems)
-                          + "; train the run again")
+        raise ReportError(
+            f"{metrics_path}: the files of run {run} do not belong together: "
+            + "; ".join(problems)
+            + "; train the run again"
+        )
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -176,5 +216,3 @@ def load_paper(path: str | Path | None = None) -> list[dict]:
                 raise ReportError(f"{path}: row {i} value {k}={v!r} is not a number")
         rows.append(dict(row))
     return rows
-
-

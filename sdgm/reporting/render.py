@@ -1,4 +1,5 @@
 """Writing a table as CSV (machines), Markdown and LaTeX (people), each file atomically."""
+
 from __future__ import annotations
 
 import math
@@ -21,12 +22,12 @@ def _cell(v: Any) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """GitHub pipe table (no tabulate dependency)."""
+
     def esc(s: str) -> str:
         return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
     header = [esc(str(c)) for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(esc(_cell(v)) for v in row) + " |")
     return "\n".join(lines) + "\n"
@@ -58,12 +59,15 @@ def to_latex(df: pd.DataFrame, caption: str, label: str | None = None) -> str:
     """booktabs ``tabular`` inside a ``table`` environment (no jinja2 dependency)."""
     text_cols = {"experiment", "model", "corpus", "causal"}
     spec = "".join("l" if c in text_cols else "r" for c in df.columns)
-    out = ["\\begin{table}[t]", "\\centering", "\\small",
-           f"\\caption{{{latex_escape(caption)}}}"]
+    out = ["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{latex_escape(caption)}}}"]
     if label:
         out.append(f"\\label{{{label}}}")
-    out += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-            " & ".join(latex_escape(str(c)) for c in df.columns) + " \\\\", "\\midrule"]
+    out += [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(str(c)) for c in df.columns) + " \\\\",
+        "\\midrule",
+    ]
     for row in df.itertuples(index=False):
         out.append(" & ".join(latex_escape(_cell(v)) for v in row) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
@@ -96,10 +100,11 @@ def write_table(df: pd.DataFrame, stem: Path, caption: str, footnotes: bool = Fa
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
     shown, notes = footnote_na(df) if footnotes else (df, [])
     write_text_atomic(paths[0], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths[1], to_markdown(shown) + "".join(f"\n{i + 1}. {n}" for i, n in enumerate(notes))
-                      + ("\n" if notes else ""))
-    write_text_atomic(paths[2], to_latex(shown, caption + "".join(f" [{i + 1}] {n}." for i, n in enumerate(notes)),
-                                         label=f"tab:{stem.name}"))
+    write_text_atomic(
+        paths[1], to_markdown(shown) + "".join(f"\n{i + 1}. {n}" for i, n in enumerate(notes)) + ("\n" if notes else "")
+    )
+    write_text_atomic(
+        paths[2],
+        to_latex(shown, caption + "".join(f" [{i + 1}] {n}." for i, n in enumerate(notes)), label=f"tab:{stem.name}"),
+    )
     return paths
-
-

@@ -26,6 +26,7 @@ that each start without context, the same for every model; ``val_ppl_mem``/
 ``test_ppl_mem`` carry a stateful model's state (LSTM hidden state, Transformer-XL
 memory) from window to window, and are n/a for models without state.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,22 +39,28 @@ from .records import PAPER_PATH, load_metrics, load_paper
 from .render import write_table
 from .tables import ablation_table, main_table, reconstruction_table
 
-CAPTION = ("Measured results (mean ± sample std over seeds) beside the numbers published in "
-           "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
-           "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
-           "val_ppl and test_ppl: windows of L tokens, each without earlier context, for every model; "
-           "val_ppl_mem and test_ppl_mem: the model's state (hidden state, memory) carried across windows. "
-           "_diff: ours minus the paper's. "
-           "n/a marks a missing value, with its reason. Rows marked (non-causal) failed the causality audit "
-           "(their predictions see later tokens) and are not compared.")
-ABLATION_CAPTION = ("Ablations (mean ± sample std over seeds): what each changes relative to its main run, read "
-                    "from the runs' recorded configurations; _diff: ours minus the paper's; _vs_main: the ablation "
-                    "minus the main run of the same corpus (ours: means over seeds; _paper: the paper's two "
-                    "numbers). The paper's ablation numbers are shown beside our WikiText-2 runs ({source}). "
-                    "Rows marked (non-causal) failed the causality audit and are not compared with the paper.")
-RECONSTRUCTION_CAPTION = ("Embedding reconstruction: mean over all validation (test) tokens of the cosine between "
-                          "the reconstruction and the input embedding, mean ± sample std over seeds, beside "
-                          "{source}; _diff: ours minus the paper's. Rows marked (non-causal) are not compared.")
+CAPTION = (
+    "Measured results (mean ± sample std over seeds) beside the numbers published in "
+    "{source}. The paper does not state on which corpus its efficiency, reconstruction and "
+    "ablation numbers were taken; they are shown beside our WikiText-2 runs. "
+    "val_ppl and test_ppl: windows of L tokens, each without earlier context, for every model; "
+    "val_ppl_mem and test_ppl_mem: the model's state (hidden state, memory) carried across windows. "
+    "_diff: ours minus the paper's. "
+    "n/a marks a missing value, with its reason. Rows marked (non-causal) failed the causality audit "
+    "(their predictions see later tokens) and are not compared."
+)
+ABLATION_CAPTION = (
+    "Ablations (mean ± sample std over seeds): what each changes relative to its main run, read "
+    "from the runs' recorded configurations; _diff: ours minus the paper's; _vs_main: the ablation "
+    "minus the main run of the same corpus (ours: means over seeds; _paper: the paper's two "
+    "numbers). The paper's ablation numbers are shown beside our WikiText-2 runs ({source}). "
+    "Rows marked (non-causal) failed the causality audit and are not compared with the paper."
+)
+RECONSTRUCTION_CAPTION = (
+    "Embedding reconstruction: mean over all validation (test) tokens of the cosine between "
+    "the reconstruction and the input embedding, mean ± sample std over seeds, beside "
+    "{source}; _diff: ours minus the paper's. Rows marked (non-causal) are not compared."
+)
 
 
 def _paper_source(path: Path) -> str:
@@ -64,8 +71,9 @@ def _paper_source(path: Path) -> str:
         return "the SDGM paper"
 
 
-def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
-                 ablations: dict[str, str] | None = None) -> dict:
+def build_report(
+    metrics_paths, tables_dir, figures_dir, paper_path=None, ablations: dict[str, str] | None = None
+) -> dict:
     """Write the tables ``main``, ``ablations`` and ``reconstruction`` (.csv, .md, .tex) to ``tables_dir`` and the
     figures ``training_curves`` (main runs), ``ablations`` and ``ppl_vs_atoms`` (.png, .pdf) to ``figures_dir``.
     ``ablations``: {ablation experiment: its main experiment} (sdgm.harness.config.ablations); None: no ablations.
@@ -80,19 +88,21 @@ def build_report(metrics_paths, tables_dir, figures_dir, paper_path=None,
     for folder in (tables, figures):  # a link committed into a results folder would take the writes elsewhere
         no_links_below(folder.parent, folder)
     # every table is computed before anything is written: a bad input leaves no partial report
-    dfs = {"main": (main_table(records, paper, ablations), CAPTION),
-           "ablations": (ablation_table(records, paper, ablations), ABLATION_CAPTION),
-           "reconstruction": (reconstruction_table(records, paper, ablations), RECONSTRUCTION_CAPTION)}
+    dfs = {
+        "main": (main_table(records, paper, ablations), CAPTION),
+        "ablations": (ablation_table(records, paper, ablations), ABLATION_CAPTION),
+        "reconstruction": (reconstruction_table(records, paper, ablations), RECONSTRUCTION_CAPTION),
+    }
     written = {}
     for name, (df, caption) in dfs.items():
         for path in write_table(df, tables / name, caption.format(source=source)):
             written[f"{name}_{path.suffix[1:]}"] = path
     main_records = [r for r in records if r["experiment"] not in ablations]
     for name, paths in (
-            ("training_curves", plot_training_curves(main_records, figures / "training_curves")),
-            ("ablations", plot_ablations(records, ablations, figures / "ablations", paper)),
-            ("ppl_vs_atoms", plot_sweep(records, ablations, "n_atoms", figures / "ppl_vs_atoms",
-                                        "number of atoms K"))):
+        ("training_curves", plot_training_curves(main_records, figures / "training_curves")),
+        ("ablations", plot_ablations(records, ablations, figures / "ablations", paper)),
+        ("ppl_vs_atoms", plot_sweep(records, ablations, "n_atoms", figures / "ppl_vs_atoms", "number of atoms K")),
+    ):
         for path in paths:
             written[f"{name}_{path.suffix[1:]}"] = path
     return written

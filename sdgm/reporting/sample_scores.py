@@ -7,6 +7,7 @@ pooled counts, each with a 95 % bootstrap interval over sequences; the same of t
 of held-out text of the same lengths. No torch: this runs in the report environment. docs/claims.md says why each
 choice was made and how the claim "competitive" is judged from these records.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def text_tokens(text: str) -> list[str]:
 
 
 # ---- the reference model -----------------------------------------------------------------------------------------
+
 
 def _get(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
     """values[keys == query] elementwise, 0 where a query is not among the (sorted) keys."""
@@ -109,7 +111,7 @@ class KneserNey:
     def sequence_nll(self, context: list[str], tokens: list[str]) -> tuple[float, int, int]:
         """(sum of -ln p over the tokens that have p > 0, their number, the number with p = 0) of tokens, each
         given the two words before it (the context's last ones for the first tokens)."""
-        ids = self.ids([*context[-(ORDER - 1):], *tokens])
+        ids = self.ids([*context[-(ORDER - 1) :], *tokens])
         k = len(ids) - len(tokens)
         pad = np.concatenate([np.full(ORDER - 1, -1, dtype=np.int64), ids])
         j = np.arange(k, len(ids)) + ORDER - 1
@@ -120,8 +122,9 @@ class KneserNey:
 
 # ---- the statistics ----------------------------------------------------------------------------------------------
 
+
 def _ngrams(tokens: list[str], n: int) -> list[tuple]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def distinct(tokens: list[str], n: int) -> float:
@@ -144,7 +147,7 @@ def self_bleu(sequences: list[list[str]]) -> list[float]:
         return []
     bleu = BLEU(tokenize="none", lowercase=False, effective_order=True)
     texts = [" ".join(s) for s in sequences]
-    return [bleu.sentence_score(t, texts[:i] + texts[i + 1:]).score for i, t in enumerate(texts)]
+    return [bleu.sentence_score(t, texts[:i] + texts[i + 1 :]).score for i, t in enumerate(texts)]
 
 
 def zipf_coefficient(counts: np.ndarray) -> float:
@@ -182,8 +185,9 @@ def zipf_entry(ids: list[np.ndarray], n_types: int) -> dict:
     n = len(ids)
     if n < 2:
         return {"value": zipf, "low": None, "high": None, "na": "one sequence: no interval"}
-    loo = np.array([zipf_coefficient(np.bincount(np.concatenate(ids[:i] + ids[i + 1:]), minlength=n_types))
-                    for i in range(n)])
+    loo = np.array(
+        [zipf_coefficient(np.bincount(np.concatenate(ids[:i] + ids[i + 1 :]), minlength=n_types)) for i in range(n)]
+    )
     loo = loo[np.isfinite(loo)]
     if not loo.size:  # every leave-one-out set has one word type: no interval (never a NaN in the record)
         return {"value": zipf, "low": None, "high": None, "na": "one word type without any one sequence: no interval"}
@@ -201,8 +205,11 @@ def score_sequences(lm: KneserNey, sequences: list[tuple[list[str], list[str]]])
     the per-sequence numbers the paired comparison of sdgm.reporting.competitive_rule resamples."""
     toks = [t for _, t in sequences]
     n = len(toks)
-    nll, scored, oov = (np.array(x, dtype=float) for x in zip(*(lm.sequence_nll(c, t) for c, t in sequences))) \
-        if n else (np.zeros(0),) * 3
+    nll, scored, oov = (
+        (np.array(x, dtype=float) for x in zip(*(lm.sequence_nll(c, t) for c, t in sequences)))
+        if n
+        else (np.zeros(0),) * 3
+    )
     idx = resample_indices(n) if n else np.zeros((0, 0), dtype=int)
     out: dict = {"n": n, "tokens": int(sum(map(len, toks))), "oov": int(oov.sum()), "stats": {}}
     if n == 0:
@@ -219,8 +226,12 @@ def score_sequences(lm: KneserNey, sequences: list[tuple[list[str], list[str]]])
     per_seq["self_bleu"] = np.array(sb) if sb else np.full(n, math.nan)
     whys = {"self_bleu": "one sequence: no other to compare with"}
     for name, values in per_seq.items():
-        out["stats"][name] = _entry(float(_mean(values)), _mean(values[idx], axis=1), n,
-                                    whys.get(name, f"every sequence is shorter than {name[-1]} tokens"))
+        out["stats"][name] = _entry(
+            float(_mean(values)),
+            _mean(values[idx], axis=1),
+            n,
+            whys.get(name, f"every sequence is shorter than {name[-1]} tokens"),
+        )
     types = {w: i for i, w in enumerate(dict.fromkeys(w for t in toks for w in t))}
     ids = [np.array([types[w] for w in t], dtype=np.int64) for t in toks]
     out["stats"]["zipf"] = zipf_entry(ids, len(types))
@@ -229,6 +240,7 @@ def score_sequences(lm: KneserNey, sequences: list[tuple[list[str], list[str]]])
 
 
 # ---- the sequences of a run and its yardsticks -------------------------------------------------------------------
+
 
 def heldout_sequences(tokens: list[str], lengths: list[int]) -> list[tuple[list[str], list[str]]]:
     """As many sequences of held-out text as `lengths`, of those lengths, at evenly spaced positions of `tokens`,
@@ -239,7 +251,7 @@ def heldout_sequences(tokens: list[str], lengths: list[int]) -> list[tuple[list[
     gap = (len(tokens) - (ORDER - 1) - total) // max(len(lengths), 1)
     out, pos = [], ORDER - 1
     for n in lengths:
-        out.append((tokens[pos - (ORDER - 1):pos], tokens[pos:pos + n]))
+        out.append((tokens[pos - (ORDER - 1) : pos], tokens[pos : pos + n]))
         pos += n + gap
     return out
 
@@ -257,8 +269,8 @@ def free_sequences(path) -> dict[str, list[tuple[list[str], list[str]]]]:
         seqs = []
         for text in parsed["samples"].get(mode, []):
             words = text_tokens(text)
-            if prompt and words[:len(prompt)] == prompt:
-                seqs.append((prompt, words[len(prompt):]))
+            if prompt and words[: len(prompt)] == prompt:
+                seqs.append((prompt, words[len(prompt) :]))
             else:
                 seqs.append(([EOS], words))
         if seqs:
@@ -270,9 +282,11 @@ def continuation_sequences(path) -> tuple[dict, dict[str, list], list]:
     """(settings, {"continuations"[, "gmm_continuations"]: sequences}, the true continuations) of a
     continuations file (sdgm.harness.generate.write_continuations)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    sets = {name: [(p["prompt"], p[key]) for p in data["prompts"]]
-            for name, key in (("continuations", "autoregressive"), ("gmm_continuations", "gmm_coefficients"))
-            if data["prompts"] and key in data["prompts"][0]}
+    sets = {
+        name: [(p["prompt"], p[key]) for p in data["prompts"]]
+        for name, key in (("continuations", "autoregressive"), ("gmm_continuations", "gmm_coefficients"))
+        if data["prompts"] and key in data["prompts"][0]
+    }
     return data["settings"], sets, [(p["prompt"], p["true"]) for p in data["prompts"]]
 
 
@@ -295,16 +309,29 @@ def score_run(samples_path, continuations_path, train_path, heldout_path, metric
         if true is not None:
             entry["yardsticks"]["true_continuations"] = score_sequences(lm, true)
         scored[name] = entry
-    record = {"kind": "quality", "schema": QUALITY_RECORD_VERSION, "corpus": rec["corpus"],
-              "experiment": rec["experiment"], "model": rec.get("model"), "seed": rec["seed"],
-              "device": rec.get("provenance", {}).get("device"),
-              "samples": str(samples_path), "continuations": str(continuations_path) if continuations_path else None,
-              "sampling": settings,
-              "reference_model": {"kind": "interpolated Kneser-Ney", "order": ORDER, "discount": lm.discount,
-                                  "formula": "nltk 3.10.4 KneserNeyInterpolated, from count tables",
-                                  "train": os.path.relpath(train_path), "train_tokens": lm.n_tokens, "vocab": lm.V},
-              "heldout": os.path.relpath(heldout_path),
-              "bootstrap": {"resamples": RESAMPLES, "seed": BOOT_SEED, "level": 0.95, "over": "sequences"},
-              "sets": scored}
+    record = {
+        "kind": "quality",
+        "schema": QUALITY_RECORD_VERSION,
+        "corpus": rec["corpus"],
+        "experiment": rec["experiment"],
+        "model": rec.get("model"),
+        "seed": rec["seed"],
+        "device": rec.get("provenance", {}).get("device"),
+        "samples": str(samples_path),
+        "continuations": str(continuations_path) if continuations_path else None,
+        "sampling": settings,
+        "reference_model": {
+            "kind": "interpolated Kneser-Ney",
+            "order": ORDER,
+            "discount": lm.discount,
+            "formula": "nltk 3.10.4 KneserNeyInterpolated, from count tables",
+            "train": os.path.relpath(train_path),
+            "train_tokens": lm.n_tokens,
+            "vocab": lm.V,
+        },
+        "heldout": os.path.relpath(heldout_path),
+        "bootstrap": {"resamples": RESAMPLES, "seed": BOOT_SEED, "level": 0.95, "over": "sequences"},
+        "sets": scored,
+    }
     write_json_atomic(out_path, record)
     return record

@@ -1,6 +1,7 @@
 """The rule of a slope claim (the cost's log-log slope against the sequence length, from the scaling benchmark's
 record); docs/claims.md: slopes.
 """
+
 from __future__ import annotations
 
 from .claim_row import CONTRADICTED, NOT_REPRODUCED, REPRODUCED, tolerance_of, verdict_row
@@ -9,8 +10,10 @@ from .statistics import fit_slope
 
 # A schema-1 scaling record timed the einsum decoder, which materializes the atoms (L x K x D) on every call: it
 # measured that implementation, not the model's cost (docs/spectral-decoder.md), so it judges no claim.
-SUPERSEDED_SCALING = ("the scaling record is schema 1: it timed the einsum decoder that materialized the atoms "
-                      "(L x K x D), since replaced: that implementation, not the model")
+SUPERSEDED_SCALING = (
+    "the scaling record is schema 1: it timed the einsum decoder that materialized the atoms "
+    "(L x K x D), since replaced: that implementation, not the model"
+)
 MIN_LENGTHS = 4  # lengths a slope is fitted on before it judges anything (docs/claims.md: slopes)
 
 
@@ -31,8 +34,14 @@ def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
     control, rival = claim.get("control"), claim["than"][0]
     judged, skipped, first = {}, [], None
     for view in claim["views"]:
-        layer = next((x for x in claim.get("layers") or [claim["experiment"]]
-                      if "slope" in fit_slope(rec, view, x, claim["mode"])), None)
+        layer = next(
+            (
+                x
+                for x in claim.get("layers") or [claim["experiment"]]
+                if "slope" in fit_slope(rec, view, x, claim["mode"])
+            ),
+            None,
+        )
         if layer is None:
             skipped.append(f"{view}: no fit of {claim['experiment']}")
             continue
@@ -51,24 +60,46 @@ def judge_slope(claims: dict, claim: dict, ev: Evidence) -> dict:
         verdict = REPRODUCED if abs(s - paper) <= tol else CONTRADICTED if s - a > tol else NOT_REPRODUCED
         judged[view] = (verdict, layer, ours, a, fits.get(control, {}).get("slope"))
     if first is None:
-        return verdict_row(claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record",
-                           evidence=paths)
+        return verdict_row(
+            claim, reason=f"no {claim['metric']} slope of {claim['experiment']} in the record", evidence=paths
+        )
 
     def text(view, layer, fit):
         return f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view}, {layer}, n = {fit['n']})"
 
     if not judged:
         view, layer, fit = first
-        return verdict_row(claim, compared_with=rival, evidence=paths, tolerance=tol, n=1,
-                           reason=f"no view judges: {'; '.join(skipped)}; slope {text(view, layer, fit)}")
+        return verdict_row(
+            claim,
+            compared_with=rival,
+            evidence=paths,
+            tolerance=tol,
+            n=1,
+            reason=f"no view judges: {'; '.join(skipped)}; slope {text(view, layer, fit)}",
+        )
     verdicts = {v[0] for v in judged.values()}
     verdict = verdicts.pop() if len(verdicts) == 1 else NOT_REPRODUCED
-    parts = [f"{text(view, layer, fit)} against {rival} {a:.2f}" + (f", control {control} {c:.2f}" if c else "")
-             + f": {v}" for view, (v, layer, fit, a, c) in judged.items()]
-    reason = (f"one benchmark run, 95 % interval of the fit; {'; '.join(parts)}; tolerance ±{tol:.3g} "
-              f"({claim['tolerance']})" + (f"; judging nothing: {'; '.join(skipped)}" if skipped else "")
-              + ("; the views disagree" if len(judged) > 1 and len({v[0] for v in judged.values()}) > 1 else ""))
+    parts = [
+        f"{text(view, layer, fit)} against {rival} {a:.2f}" + (f", control {control} {c:.2f}" if c else "") + f": {v}"
+        for view, (v, layer, fit, a, c) in judged.items()
+    ]
+    reason = (
+        f"one benchmark run, 95 % interval of the fit; {'; '.join(parts)}; tolerance ±{tol:.3g} "
+        f"({claim['tolerance']})"
+        + (f"; judging nothing: {'; '.join(skipped)}" if skipped else "")
+        + ("; the views disagree" if len(judged) > 1 and len({v[0] for v in judged.values()}) > 1 else "")
+    )
     view, (_, layer, fit, _, _) = next(iter(judged.items()))
-    return verdict_row(claim, compared_with=rival, ours_value=fit["slope"], ours_ci_low=fit["low"],
-                       ours_ci_high=fit["high"], n=1, tolerance=tol, verdict=verdict, reason=reason, evidence=paths,
-                       shown=f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view} view)")
+    return verdict_row(
+        claim,
+        compared_with=rival,
+        ours_value=fit["slope"],
+        ours_ci_low=fit["low"],
+        ours_ci_high=fit["high"],
+        n=1,
+        tolerance=tol,
+        verdict=verdict,
+        reason=reason,
+        evidence=paths,
+        shown=f"{fit['slope']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] ({view} view)",
+    )

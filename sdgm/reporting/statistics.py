@@ -1,5 +1,6 @@
 """The statistics of the verdicts (docs/claims.md): Student-t intervals of a mean and of a difference, and the
 log-log slope of a scaling record with its fit's interval, from scipy.stats."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, f
     se = math.sqrt(va + vb)
     if se == 0:
         return d, d, d
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = t_quantile(0.975, df) * se
     return d, d - half, d + half
 
@@ -50,10 +51,17 @@ def fit_slope(rec: dict, view: str, model: str, mode: str) -> dict:
     the record's points (L >= its slope_min_length) with scipy.stats.linregress: {"slope", "low", "high", "n"} (95 %
     t interval on n - 2 degrees of freedom; NaN bounds below 3 points), or {"na": reason}."""
     floor = (rec.get("settings") or {}).get("slope_min_length") or 0
-    pts = sorted((r["L"], r["time_per_sequence_s"]) for r in rec.get("results") or []
-                 if r.get("view") == view and r.get("model") == model and r.get("mode") == mode
-                 and r.get("status", "ok") == "ok" and is_number(r.get("time_per_sequence_s"))
-                 and r["time_per_sequence_s"] > 0 and r.get("L", 0) >= floor)
+    pts = sorted(
+        (r["L"], r["time_per_sequence_s"])
+        for r in rec.get("results") or []
+        if r.get("view") == view
+        and r.get("model") == model
+        and r.get("mode") == mode
+        and r.get("status", "ok") == "ok"
+        and is_number(r.get("time_per_sequence_s"))
+        and r["time_per_sequence_s"] > 0
+        and r.get("L", 0) >= floor
+    )
     if len(pts) < 2:
         return {"na": f"{model}: {len(pts)} measured length(s) in the {view} view", "n": len(pts)}
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])

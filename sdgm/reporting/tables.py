@@ -1,6 +1,7 @@
 """The tables as DataFrames: seeds aggregated to mean ± sample std, the paper's value and the difference beside
 each metric, main runs, ablations (each beside its main run) and reconstruction. A missing value is "n/a (reason)".
 """
+
 from __future__ import annotations
 
 import json
@@ -90,9 +91,11 @@ def _group(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
         specs = {json.dumps(_without_seed(r["run_spec"]), sort_keys=True): r for r in recs if r.get("run_spec")}
         if len(specs) > 1:
             a, b = list(specs.values())[:2]
-            raise ReportError(f"the seeds of {exp}/{corpus} were run with different configurations "
-                              f"({a.get('_path', '?')} and {b.get('_path', '?')} differ in more than the seed): "
-                              f"a row would mix them")
+            raise ReportError(
+                f"the seeds of {exp}/{corpus} were run with different configurations "
+                f"({a.get('_path', '?')} and {b.get('_path', '?')} differ in more than the seed): "
+                f"a row would mix them"
+            )
     return groups
 
 
@@ -175,8 +178,13 @@ def _header(recs: list[dict], exp: str, corpus: str) -> tuple[dict, dict, bool]:
     """The row's name cells (display, numeric) and whether it leaks."""
     causal, is_causal = _causal(recs)
     leaking = is_causal is False
-    disp = {"experiment": exp + (NON_CAUSAL_SUFFIX if leaking else ""), "model": _model_name(recs),
-            "corpus": corpus, "seeds": len(recs), "causal": causal}
+    disp = {
+        "experiment": exp + (NON_CAUSAL_SUFFIX if leaking else ""),
+        "model": _model_name(recs),
+        "corpus": corpus,
+        "seeds": len(recs),
+        "causal": causal,
+    }
     return disp, {**disp, "causal": is_causal}, leaking
 
 
@@ -225,19 +233,20 @@ def numeric_columns() -> list[str]:
     return cols
 
 
-def main_table_numeric(records: list[dict], paper: list[dict],
-                       ablations: dict[str, str] | None = None) -> pd.DataFrame:
+def main_table_numeric(records: list[dict], paper: list[dict], ablations: dict[str, str] | None = None) -> pd.DataFrame:
     """Same rows as :func:`main_table`; ours as mean/std/n, paper and diff as floats, NaN if missing;
     ``causal`` True / False (leaks) / None (not audited)."""
     rows = [n for _, n in _rows(records, paper, skip=ablations or {})]
     df = pd.DataFrame(rows, columns=numeric_columns())
-    float_cols = [c for c in df.columns if c not in ("experiment", "model", "corpus", "seeds", "causal")
-                  and not c.endswith("_n")]
+    float_cols = [
+        c for c in df.columns if c not in ("experiment", "model", "corpus", "seeds", "causal") and not c.endswith("_n")
+    ]
     df[float_cols] = df[float_cols].astype(float)
     return df
 
 
 # --------------------------------------------------------------------------- ablations and reconstruction
+
 
 def _setting(rec: dict) -> dict:
     """The resolved configuration a run recorded: model options, and training options as ``train.<key>``."""
@@ -253,7 +262,7 @@ def setting_diff(rec: dict, ref: dict) -> dict:
 
 
 def ablation_label(rec: dict, ref: dict | None) -> str:
-    """"n_atoms = 32": what the ablation changed relative to its main run, read from both runs' metrics.json."""
+    """ "n_atoms = 32": what the ablation changed relative to its main run, read from both runs' metrics.json."""
     if ref is None:
         return na(MAIN_RUN_NOT_IN_REPORT)
     if not rec.get("model_config") or not ref.get("model_config"):
@@ -358,8 +367,9 @@ def _reconstruction_rows(records: list[dict], paper: list[dict], ablations: dict
         yield disp, num
 
 
-def reconstruction_table(records: list[dict], paper: list[dict], ablations: dict[str, str] | None = None
-                         ) -> pd.DataFrame:
+def reconstruction_table(
+    records: list[dict], paper: list[dict], ablations: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Embedding reconstruction, mean over validation (and test) tokens of cos(X_hat_t, X_t), mean ± std over
     seeds, for every run that reconstructs its embeddings (main runs and ablations), beside the paper's value."""
     rows = [d for d, _ in _reconstruction_rows(records, paper, ablations or {})]
@@ -369,8 +379,7 @@ def reconstruction_table(records: list[dict], paper: list[dict], ablations: dict
     return df
 
 
-def reconstruction_table_numeric(records: list[dict], paper: list[dict],
-                                 ablations: dict[str, str] | None = None) -> pd.DataFrame:
+def reconstruction_table_numeric(
+    records: list[dict], paper: list[dict], ablations: dict[str, str] | None = None
+) -> pd.DataFrame:
     return pd.DataFrame([n for _, n in _reconstruction_rows(records, paper, ablations or {})])
-
-

@@ -10,6 +10,7 @@
 Everything is read from the run directory (sdgm.load_run), its gmm.npz/gmm.json and the tokenized validation
 split; the figures are written with sdgm.reporting.save_figure (PNG and PDF).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ FIGURES = ("atoms", "atom_signals", "gmm_bic", "gmm_pca")
 
 # --------------------------------------------------------------------------- atoms
 
+
 @torch.no_grad()
 def atom_values(model) -> dict[str, np.ndarray]:
     """The atoms of an SDGM over its window: amplitude A, frequency F (K, D), S (L, K, D) at t = 0..L-1,
@@ -39,10 +41,15 @@ def atom_values(model) -> dict[str, np.ndarray]:
         raise ValueError(f"{type(model).__name__} has no spectral atoms (amplitude/frequency/phase) to show")
     L = atoms.seq_len
     S = atoms(torch.arange(L)).double().numpy()  # (L, K, D)
-    energy = (S ** 2).sum(-1).mean(0)  # (K,)
+    energy = (S**2).sum(-1).mean(0)  # (K,)
     order = np.argsort(-energy, kind="stable")
-    return {"amplitude": atoms.amplitude.double().numpy(), "frequency": atoms.frequency.double().numpy(),
-            "S": S, "energy": energy, "order": order}
+    return {
+        "amplitude": atoms.amplitude.double().numpy(),
+        "frequency": atoms.frequency.double().numpy(),
+        "S": S,
+        "energy": energy,
+        "order": order,
+    }
 
 
 def plot_atoms(model, out_stem: Path, title: str = "") -> dict:
@@ -51,16 +58,19 @@ def plot_atoms(model, out_stem: Path, title: str = "") -> dict:
     order = v["order"]
     K, D = v["amplitude"].shape
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), constrained_layout=True)
-    panels = ((axes[0], np.abs(v["amplitude"][order]), "magma", "amplitude |A|", "|A| (embedding units)"),
-              (axes[1], v["frequency"][order], "viridis", "frequency F", "F (cycles per window of L positions)"))
+    panels = (
+        (axes[0], np.abs(v["amplitude"][order]), "magma", "amplitude |A|", "|A| (embedding units)"),
+        (axes[1], v["frequency"][order], "viridis", "frequency F", "F (cycles per window of L positions)"),
+    )
     for ax, data, cmap, name, unit in panels:
         im = ax.imshow(data, aspect="auto", cmap=cmap, interpolation="nearest")
         fig.colorbar(im, ax=ax, label=unit)
         ax.set_title(f"{name}: {K} atoms x {D} dimensions")
         ax.set_xlabel("embedding dimension d")
         ax.set_ylabel("atom, by energy rank (0 = highest)")
-    fig.suptitle(f"{title}: learned spectral atoms S_k,d(t) = A sin(2 pi F t / L + phi)" if title else
-                 "learned spectral atoms")
+    fig.suptitle(
+        f"{title}: learned spectral atoms S_k,d(t) = A sin(2 pi F t / L + phi)" if title else "learned spectral atoms"
+    )
     paths = save_figure(fig, Path(out_stem))
     return {"paths": paths, "order": order, "energy": v["energy"]}
 
@@ -80,8 +90,12 @@ def plot_atom_signals(model, out_stem: Path, title: str = "", n_atoms: int = 4, 
         dims = np.argsort(-np.abs(v["amplitude"][k]), kind="stable")[:n_dims]
         dims_shown.append(dims)
         for d in dims:
-            ax.plot(t, v["S"][:, k, d], linewidth=1.3,
-                    label=f"d = {d}: |A| = {abs(v['amplitude'][k, d]):.3g}, F = {v['frequency'][k, d]:.3g}")
+            ax.plot(
+                t,
+                v["S"][:, k, d],
+                linewidth=1.3,
+                label=f"d = {d}: |A| = {abs(v['amplitude'][k, d]):.3g}, F = {v['frequency'][k, d]:.3g}",
+            )
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_title(f"atom {k} (energy rank {i}, mean ||S_k(t)||^2 = {v['energy'][k]:.3g})", fontsize=10)
         ax.set_xlabel("position t in the window")
@@ -89,7 +103,7 @@ def plot_atom_signals(model, out_stem: Path, title: str = "", n_atoms: int = 4, 
         ax.set_xlim(0, L - 1)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
         ax.grid(True, alpha=0.3)
-    for ax in axes.flat[len(atoms):]:
+    for ax in axes.flat[len(atoms) :]:
         ax.set_axis_off()
     fig.suptitle(f"{title}: highest-energy atoms over one window" if title else "highest-energy atoms")
     paths = save_figure(fig, Path(out_stem))
@@ -98,6 +112,7 @@ def plot_atom_signals(model, out_stem: Path, title: str = "", n_atoms: int = 4, 
 
 # --------------------------------------------------------------------------- GMM
 
+
 def chosen_components(summary: dict) -> int:
     """The grid point with the lowest BIC; it must be the mixture fit_gmm kept (gmm.json 'components')."""
     fitted = [g for g in summary["grid"] if g.get("bic") is not None]
@@ -105,8 +120,9 @@ def chosen_components(summary: dict) -> int:
         raise ValueError("the GMM grid has no fitted point")
     best = min(fitted, key=lambda g: g["bic"])["components"]
     if best != summary["components"]:
-        raise ValueError(f"gmm.json keeps {summary['components']} components, but the lowest BIC of its grid is at "
-                         f"{best}")
+        raise ValueError(
+            f"gmm.json keeps {summary['components']} components, but the lowest BIC of its grid is at {best}"
+        )
     return best
 
 
@@ -122,10 +138,23 @@ def plot_gmm_bic(summary: dict, out_stem: Path, title: str = "") -> dict:
     ax.plot(m, bic, color="tab:blue", linewidth=1.5)
     ax.scatter(m[conv], bic[conv], color="tab:blue", zorder=3, label="fitted (EM converged)")
     if (~conv).any():
-        ax.scatter(m[~conv], bic[~conv], facecolors="white", edgecolors="tab:blue", zorder=3,
-                   label="fitted (EM did not converge)")
-    ax.scatter([chosen], [bic[m == chosen][0]], marker="*", s=300, color="tab:red", zorder=4,
-               label=f"chosen: {chosen} components (lowest BIC)")
+        ax.scatter(
+            m[~conv],
+            bic[~conv],
+            facecolors="white",
+            edgecolors="tab:blue",
+            zorder=3,
+            label="fitted (EM did not converge)",
+        )
+    ax.scatter(
+        [chosen],
+        [bic[m == chosen][0]],
+        marker="*",
+        s=300,
+        color="tab:red",
+        zorder=4,
+        label=f"chosen: {chosen} components (lowest BIC)",
+    )
     ax.margins(x=0.08, y=0.1)
     ax.set_xscale("log", base=2)
     ax.set_xticks(m, [str(x) for x in m])
@@ -133,8 +162,10 @@ def plot_gmm_bic(summary: dict, out_stem: Path, title: str = "") -> dict:
     ax.set_ylabel("BIC (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    note = (f"{summary['n_vectors']} training mixing vectors, K = {summary['dim']}, "
-            f"{summary['covariance_type']} covariances")
+    note = (
+        f"{summary['n_vectors']} training mixing vectors, K = {summary['dim']}, "
+        f"{summary['covariance_type']} covariances"
+    )
     if chosen == m.max() and len(m) > 1:
         note += "; the lowest BIC is at the largest size tried"
     if skipped:
@@ -167,7 +198,7 @@ def gmm_log_prob(params: dict, x: np.ndarray) -> np.ndarray:
     for j, (mu, cov) in enumerate(zip(means, _full_covariances(params))):
         chol = np.linalg.cholesky(cov)
         z = np.linalg.solve(chol, (x - mu).T)  # (K, N)
-        out[:, j] = -0.5 * (z ** 2).sum(0) - np.log(np.diag(chol)).sum() - 0.5 * len(mu) * math.log(2 * math.pi)
+        out[:, j] = -0.5 * (z**2).sum(0) - np.log(np.diag(chol)).sum() - 0.5 * len(mu) * math.log(2 * math.pi)
     return out + np.log(np.asarray(params["weights"], dtype=float))[None]
 
 
@@ -200,7 +231,7 @@ def plot_gmm_pca(params: dict, vectors: np.ndarray, out_stem: Path, title: str =
     center = vectors.mean(0)
     _, sing, vt = np.linalg.svd(vectors - center, full_matrices=False)
     W = vt[:2]  # (2, K): the first two principal axes
-    explained = sing[:2] ** 2 / (sing ** 2).sum()
+    explained = sing[:2] ** 2 / (sing**2).sum()
     proj = (vectors - center) @ W.T  # (N, 2)
     labels = gmm_assign(params, vectors)
     means2 = (np.asarray(params["means"]) - center) @ W.T  # (M, 2)
@@ -210,25 +241,43 @@ def plot_gmm_pca(params: dict, vectors: np.ndarray, out_stem: Path, title: str =
     fig, ax = plt.subplots(figsize=(10, 6), constrained_layout=True)
     for j in range(len(weights)):
         sel = labels == j
-        ax.scatter(proj[sel, 0], proj[sel, 1], s=6, alpha=0.45, color=colors[j], linewidths=0,
-                   label=f"component {j}: weight {weights[j]:.2f}, {int(sel.sum())} points")
+        ax.scatter(
+            proj[sel, 0],
+            proj[sel, 1],
+            s=6,
+            alpha=0.45,
+            color=colors[j],
+            linewidths=0,
+            label=f"component {j}: weight {weights[j]:.2f}, {int(sel.sum())} points",
+        )
         ax.add_patch(_ellipse(means2[j], covs2[j], n_std, fill=False, edgecolor=colors[j], linewidth=1.5))
         ax.scatter(*means2[j], marker="X", s=110, color=colors[j], edgecolors="black", linewidths=0.8, zorder=4)
     ax.set_xlabel(f"principal component 1 ({100 * explained[0]:.1f}% of variance)")
     ax.set_ylabel(f"principal component 2 ({100 * explained[1]:.1f}% of variance)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, markerscale=2.5, loc="upper left", bbox_to_anchor=(1.01, 1),
-              ncol=1 if len(weights) <= 16 else 2, title="most likely component", title_fontsize=8)
-    ax.set_title(f"{len(vectors)} validation positions; X = component mean, "
-                 f"ellipse = {n_std:g} std of its covariance", fontsize=9)
+    ax.legend(
+        fontsize=7,
+        markerscale=2.5,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        ncol=1 if len(weights) <= 16 else 2,
+        title="most likely component",
+        title_fontsize=8,
+    )
+    ax.set_title(
+        f"{len(vectors)} validation positions; X = component mean, ellipse = {n_std:g} std of its covariance",
+        fontsize=9,
+    )
     fig.suptitle(f"{title}: mixing vectors C by GMM component (PCA)" if title else "mixing vectors by GMM component")
     return {"paths": save_figure(fig, Path(out_stem)), "labels": labels, "explained": explained}
 
 
 # --------------------------------------------------------------------------- one run
 
-def run_figures(run_dir, gmm_npz, gmm_json, tokens_dir, out_dir, title: str = "", max_vectors: int = 2000,
-                seed: int = 0) -> dict[str, list[Path]]:
+
+def run_figures(
+    run_dir, gmm_npz, gmm_json, tokens_dir, out_dir, title: str = "", max_vectors: int = 2000, seed: int = 0
+) -> dict[str, list[Path]]:
     """Write the four figures of one SDGM run to out_dir/{atoms,atom_signals,gmm_bic,gmm_pca}.{png,pdf}."""
     import json
 

@@ -3,6 +3,7 @@
 The number of components is chosen by BIC over a small grid. The fitted mixture is saved as plain arrays
 (.npz) rather than a pickle, so loading it never executes code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,14 @@ from pathlib import Path
 import numpy as np
 
 
-def fit_gmm(vectors: np.ndarray, components: list[int], covariance_type: str = "diag", seed: int = 0,
-            max_iter: int = 200, reg_covar: float = 1e-6) -> tuple[dict, list[dict]]:
+def fit_gmm(
+    vectors: np.ndarray,
+    components: list[int],
+    covariance_type: str = "diag",
+    seed: int = 0,
+    max_iter: int = 200,
+    reg_covar: float = 1e-6,
+) -> tuple[dict, list[dict]]:
     """Fit one GaussianMixture per grid point, keep the lowest BIC.
 
     vectors: (N, K). Returns (params of the best mixture, [{components, bic, converged}] for every grid point).
@@ -25,8 +32,9 @@ def fit_gmm(vectors: np.ndarray, components: list[int], covariance_type: str = "
         if m > len(vectors):
             grid.append({"components": m, "bic": None, "converged": False, "skipped": "more components than vectors"})
             continue
-        gm = GaussianMixture(n_components=m, covariance_type=covariance_type, random_state=seed,
-                             max_iter=max_iter, reg_covar=reg_covar).fit(vectors)
+        gm = GaussianMixture(
+            n_components=m, covariance_type=covariance_type, random_state=seed, max_iter=max_iter, reg_covar=reg_covar
+        ).fit(vectors)
         bic = float(gm.bic(vectors))
         grid.append({"components": m, "bic": bic, "converged": bool(gm.converged_)})
         if bic < best_bic:
@@ -34,8 +42,11 @@ def fit_gmm(vectors: np.ndarray, components: list[int], covariance_type: str = "
     if best is None:
         raise ValueError(f"no grid point in {components} could be fitted to {len(vectors)} vectors")
     params = {
-        "weights": best.weights_, "means": best.means_, "covariances": best.covariances_,
-        "covariance_type": covariance_type, "bic": best_bic,
+        "weights": best.weights_,
+        "means": best.means_,
+        "covariances": best.covariances_,
+        "covariance_type": covariance_type,
+        "bic": best_bic,
         "mean_log_likelihood": float(best.score(vectors)),
     }
     return params, grid
@@ -47,15 +58,24 @@ def save_gmm(path: str | Path, params: dict) -> None:
     from ..common.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
-    np.savez(buf, weights=params["weights"], means=params["means"], covariances=params["covariances"],
-             covariance_type=np.array(params["covariance_type"]))
+    np.savez(
+        buf,
+        weights=params["weights"],
+        means=params["means"],
+        covariances=params["covariances"],
+        covariance_type=np.array(params["covariance_type"]),
+    )
     write_bytes_atomic(Path(path), buf.getvalue())
 
 
 def load_gmm(path: str | Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
-        return {"weights": z["weights"], "means": z["means"], "covariances": z["covariances"],
-                "covariance_type": str(z["covariance_type"])}
+        return {
+            "weights": z["weights"],
+            "means": z["means"],
+            "covariances": z["covariances"],
+            "covariance_type": str(z["covariance_type"]),
+        }
 
 
 def sample_gmm(params: dict, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +105,7 @@ def collect_mixing_vectors(model, ids, L: int, max_vectors: int, seed: int = 0, 
     need = -(-max_vectors // L)  # windows needed, rounded up
     chunks = []
     for i in range(0, min(need, n_windows), batch_size):
-        starts = order[i:i + batch_size, None] * L
+        starts = order[i : i + batch_size, None] * L
         x = ids[starts + torch.arange(L)]  # (b, L)
         chunks.append(model.mixing_vectors(x).float().numpy())
     return np.concatenate(chunks)[:max_vectors]
@@ -102,8 +122,14 @@ def fit_run_gmm(run_dir, tokens_dir, gmm_path, summary_path, gmm_cfg: dict, seed
     vectors = collect_mixing_vectors(model, splits["train"], model.max_context, gmm_cfg.get("max_vectors", 50000), seed)
     params, grid = fit_gmm(vectors, gmm_cfg["components"], gmm_cfg.get("covariance_type", "diag"), seed=seed)
     save_gmm(gmm_path, params)
-    summary = {"n_vectors": int(len(vectors)), "dim": int(vectors.shape[1]),
-               "covariance_type": params["covariance_type"], "components": int(len(params["weights"])),
-               "bic": params["bic"], "mean_log_likelihood": params["mean_log_likelihood"], "grid": grid}
+    summary = {
+        "n_vectors": int(len(vectors)),
+        "dim": int(vectors.shape[1]),
+        "covariance_type": params["covariance_type"],
+        "components": int(len(params["weights"])),
+        "bic": params["bic"],
+        "mean_log_likelihood": params["mean_log_likelihood"],
+        "grid": grid,
+    }
     write_json_atomic(summary_path, summary)
     return summary

@@ -4,6 +4,7 @@ Total loss = alpha * MSE(X_hat, X) + beta * MSE(|STFT(X_hat)|, |STFT(X)|) + gamm
 Every term is a mean (over elements, magnitudes, tokens, or mixing vectors), so the weights are comparable
 across batch sizes and widths.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,16 @@ def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     B, L, D = x.shape
     sig = x.transpose(1, 2).reshape(B * D, L).float()  # (B*D, L); STFT in fp32 even under autocast
     window = torch.hann_window(n_fft, device=x.device, dtype=sig.dtype)
-    spec = torch.stft(sig, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, pad_mode="constant", return_complex=True)  # (B*D, F, T)
+    spec = torch.stft(
+        sig,
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )  # (B*D, F, T)
     return spec.abs().reshape(B, D, spec.shape[-2], spec.shape[-1])
 
 
@@ -42,12 +51,12 @@ def stft_magnitude_reference(x: torch.Tensor, n_fft: int, hop: int) -> torch.Ten
     n_freq = n_fft // 2 + 1
     out = torch.zeros(B * D, n_freq, n_frames, dtype=torch.float64)
     for m in range(n_frames):
-        frame = sig[:, m * hop: m * hop + n_fft] * window  # (B*D, n_fft)
+        frame = sig[:, m * hop : m * hop + n_fft] * window  # (B*D, n_fft)
         for k in range(n_freq):
             ang = 2 * math.pi * k * n / n_fft
             re = (frame * torch.cos(ang)).sum(-1)
             im = -(frame * torch.sin(ang)).sum(-1)
-            out[:, k, m] = torch.sqrt(re ** 2 + im ** 2)
+            out[:, k, m] = torch.sqrt(re**2 + im**2)
     return out.reshape(B, D, n_freq, n_frames)
 
 
@@ -65,7 +74,7 @@ def diag_gmm_nll(c: torch.Tensor, means: torch.Tensor, log_stds: torch.Tensor, l
     c = c.float()
     K = c.shape[-1]
     z = (c[:, None, :] - means[None]) / log_stds.exp()[None]  # (N, M, K)
-    log_comp = -0.5 * (z ** 2).sum(-1) - log_stds.sum(-1)[None] - 0.5 * K * math.log(2 * math.pi)  # (N, M)
+    log_comp = -0.5 * (z**2).sum(-1) - log_stds.sum(-1)[None] - 0.5 * K * math.log(2 * math.pi)  # (N, M)
     log_p = torch.logsumexp(log_comp + torch.log_softmax(logits, -1)[None], dim=-1)  # (N,)
     return -(log_p.mean()) / K
 

@@ -13,6 +13,7 @@ Choices where the paper is vague are listed in docs/paper-choices.md; the import
 reproduces the symmetric-padding reading, which sees (kernel_size - 1) // 2 future tokens and is NOT a valid
 language model; it exists to measure what leaking does.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,24 +42,24 @@ ACTIVATIONS = {
 @dataclass
 class SDGMConfig:
     vocab_size: int = 10000
-    d_model: int = 512           # D
-    n_atoms: int = 256           # K
-    seq_len: int = 128           # L: training window, and the period normaliser of the atoms
-    kernel_size: int = 3         # Conv1D encoder kernel (receptive field in tokens)
-    activation: str = "gelu"     # the paper writes act(.) without naming it
+    d_model: int = 512  # D
+    n_atoms: int = 256  # K
+    seq_len: int = 128  # L: training window, and the period normaliser of the atoms
+    kernel_size: int = 3  # Conv1D encoder kernel (receptive field in tokens)
+    activation: str = "gelu"  # the paper writes act(.) without naming it
     encoder_padding: str = "causal"  # "causal" | "centered" (leaks future tokens, labelled as such)
-    head: str = "linear"         # "linear" | "pointer" (pointer-generator over positions <= t)
-    tie_weights: bool = True     # linear head shares the embedding matrix
-    dropout: float = 0.0         # on X_hat before the head
-    alpha: float = 1.0           # reconstruction MSE
-    beta: float = 1.0            # STFT-magnitude MSE
-    gamma: float = 1.0           # next-token NLL
-    delta: float = 0.0           # GMM prior on C during training
-    prior_components: int = 8    # components of the in-training GMM prior (delta > 0)
+    head: str = "linear"  # "linear" | "pointer" (pointer-generator over positions <= t)
+    tie_weights: bool = True  # linear head shares the embedding matrix
+    dropout: float = 0.0  # on X_hat before the head
+    alpha: float = 1.0  # reconstruction MSE
+    beta: float = 1.0  # STFT-magnitude MSE
+    gamma: float = 1.0  # next-token NLL
+    delta: float = 0.0  # GMM prior on C during training
+    prior_components: int = 8  # components of the in-training GMM prior (delta > 0)
     recon_target_grad: bool = False  # let the MSE/STFT targets X pull on the embeddings (collapse-prone)
     stft_n_fft: int = 256
     stft_hop: int = 64
-    decoder: str = "auto"        # X_hat = C S by: auto | naive | chunked | rotation | triton (spectral/ops/)
+    decoder: str = "auto"  # X_hat = C S by: auto | naive | chunked | rotation | triton (spectral/ops/)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -91,8 +92,9 @@ class SpectralAtoms(nn.Module):
 
     def mix(self, c: torch.Tensor, positions: torch.Tensor, impl: str = "auto") -> torch.Tensor:
         """C (B, T, K) at `positions` (T,) -> X_hat (B, T, D) = sum_k C[:, t, k] S_k(t), by the chosen implementation."""
-        return spectral_decode(c.contiguous(), self.amplitude, self.frequency, self.phase, positions, self.seq_len,
-                               impl=impl)
+        return spectral_decode(
+            c.contiguous(), self.amplitude, self.frequency, self.phase, positions, self.seq_len, impl=impl
+        )
 
 
 class SDGM(LanguageModel):
@@ -221,8 +223,11 @@ class SDGM(LanguageModel):
             device = self.embed.weight.device
         k, D = self.cfg.kernel_size, self.cfg.d_model
         # the last k - 1 embeddings, oldest first; zeros before the first token (the encoder's left padding)
-        return {"t": 0, "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device),
-                "atoms": self.atom_stream()}
+        return {
+            "t": 0,
+            "emb": torch.zeros(batch_size, k - 1, D, dtype=self.embed.weight.dtype, device=device),
+            "atoms": self.atom_stream(),
+        }
 
     def check_decoder_for_run(self, shapes, device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str] | None:
         """Before a run on CUDA with decoder 'auto': the Triton kernels compiled and checked (in a child process) at
@@ -250,7 +255,7 @@ class SDGM(LanguageModel):
         recent = torch.cat([state["emb"], x[:, None]], dim=1)  # (B, k, D): tokens t-k+1 .. t
         window = recent
         if k > L:  # the full forward's window of L tokens pads what lies before it with zeros
-            window = torch.cat([torch.zeros_like(recent[:, :k - L]), recent[:, k - L:]], dim=1)
+            window = torch.cat([torch.zeros_like(recent[:, : k - L]), recent[:, k - L :]], dim=1)
         c = ACTIVATIONS[self.cfg.activation](self.encoder(window.transpose(1, 2)))  # (B, K, 1)
         stream = state.get("atoms")
         if stream is None:
@@ -268,9 +273,9 @@ class SDGM(LanguageModel):
             return super().prefill(prompt, state)
         B, P = prompt.shape
         keep = self.cfg.kernel_size - 1
-        _, _, x_hat = self.parts(prompt[:, -self.max_context:])  # (B, <= L, D)
+        _, _, x_hat = self.parts(prompt[:, -self.max_context :])  # (B, <= L, D)
         logits = self.head(x_hat[:, -1:], prompt[:, -1:])[:, 0]  # (B, V): the head at the last position only
-        emb = self.embed(prompt[:, max(0, P - keep):])  # (B, <= k - 1, D)
+        emb = self.embed(prompt[:, max(0, P - keep) :])  # (B, <= k - 1, D)
         emb = torch.cat([emb.new_zeros(B, keep - emb.shape[1], emb.shape[2]), emb], dim=1)  # (B, k - 1, D)
         return logits, {"t": P, "emb": emb, "atoms": self.atom_stream()}
 
@@ -278,9 +283,9 @@ class SDGM(LanguageModel):
         cfg = self.cfg
         D, K, V = cfg.d_model, cfg.n_atoms, cfg.vocab_size
         flops = 2 * cfg.kernel_size * D * K  # encoder
-        flops += 2 * K * D                   # decoder: X_hat_t = C_t S(t)
-        flops += 4 * K * D                   # atoms S(t) for one position (mul, add, sin, mul), amortised per token
-        flops += 2 * D * V                   # linear head
+        flops += 2 * K * D  # decoder: X_hat_t = C_t S(t)
+        flops += 4 * K * D  # atoms S(t) for one position (mul, add, sin, mul), amortised per token
+        flops += 2 * D * V  # linear head
         if cfg.head == "pointer":
             flops += 2 * 2 * D * D + 2 * 2 * cfg.seq_len * D  # q, k projections; scores and copy at full window
         return flops

@@ -1,5 +1,6 @@
 """Plug-in models that lie, for tests/test_faults_liars.py: each is a small causal-looking bigram model with one
 trick. They are installed nowhere: the test puts this folder and a distribution's metadata on sys.path."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,14 +15,15 @@ from sdgm.models.interface import LanguageModel
 class BigramConfig:
     vocab_size: int = 100
     d_model: int = 16
-    peek_from: int = 0     # PeekFrequent: peeks at the next token when its id is in [peek_from, peek_below)
+    peek_from: int = 0  # PeekFrequent: peeks at the next token when its id is in [peek_from, peek_below)
     peek_below: int = 20
-    rare_from: int = 100   # RewritesInput: ids from here on are rewritten to 0
-    extra: int = 3         # WrongWidth: logits are V + extra wide (negative: narrower)
+    rare_from: int = 100  # RewritesInput: ids from here on are rewritten to 0
+    extra: int = 3  # WrongWidth: logits are V + extra wide (negative: narrower)
 
 
 class Bigram(LanguageModel):
     """logits[:, t] from idx[:, t] alone: causal."""
+
     Config = BigramConfig
 
     def __init__(self, cfg: BigramConfig):
@@ -39,13 +41,14 @@ class PeekFrequent(Bigram):
     peek_below): by default the 20 most frequent ids of tests/test_faults_liars.py's corpus."""
 
     def forward(self, idx):
-        nxt = torch.cat([idx[:, 1:], idx[:, -1:]], dim=1)              # (B, L)
+        nxt = torch.cat([idx[:, 1:], idx[:, -1:]], dim=1)  # (B, L)
         peek = ((nxt >= self.cfg.peek_from) & (nxt < self.cfg.peek_below))[..., None]  # (B, L, 1)
         return super().forward(idx) + peek * 4.0 * self.head(self.embed(nxt))
 
 
 class RewritesInput(Bigram):
     """Stateful; rewrites the rare ids of the tokens it is given to 0, in place, before reading them."""
+
     stateful = True
 
     def forward_with_state(self, idx, state=None):

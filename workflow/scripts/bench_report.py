@@ -1,4 +1,5 @@
 """Tables and the scaling figure from the benchmark records only (rule bench_report)."""
+
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sdgm.reporting.bench_report import build_bench_report
 
 smk = snakemake
 setup(smk)
-written = build_bench_report(smk.input.throughput, smk.input.scaling[0], Path(smk.output.tables[0]).parent,
-                             Path(smk.output.figures[0]).parent)
+written = build_bench_report(
+    smk.input.throughput, smk.input.scaling[0], Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent
+)
 print(written)

@@ -1,4 +1,5 @@
 """The paper's claims judged from the records, and the compact main table (rule claims)."""
+
 import sys
 from pathlib import Path
 
@@ -10,7 +11,14 @@ from sdgm.reporting.claims import build_claims
 
 smk = snakemake
 setup(smk)
-written = build_claims(Path(smk.output.html).parent, metrics=smk.input.metrics, throughput=smk.input.throughput,
-                       generation=smk.input.generation, scaling=smk.input.scaling[0], gmm=smk.input.gmm,
-                       quality=smk.input.quality, claims_path=smk.input.claims)
+written = build_claims(
+    Path(smk.output.html).parent,
+    metrics=smk.input.metrics,
+    throughput=smk.input.throughput,
+    generation=smk.input.generation,
+    scaling=smk.input.scaling[0],
+    gmm=smk.input.gmm,
+    quality=smk.input.quality,
+    claims_path=smk.input.claims,
+)
 print(written)

@@ -1,5 +1,6 @@
 """Materialize the three splits of one corpus, each verified against its SHA-256 and checked to be text (valid UTF-8,
 no NUL byte, no absurd line or token: the corpus's `check`) as it is written (rule fetch_corpus)."""
+
 import sys
 from pathlib import Path
 

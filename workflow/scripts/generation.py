@@ -1,4 +1,5 @@
 """Generation of one trained run: its own decoding (cache) beside the window recompute (rule generation)."""
+
 import sys
 from pathlib import Path
 

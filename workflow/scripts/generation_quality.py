@@ -1,4 +1,5 @@
 """The generation-quality table and figure from the quality records only (rule generation_quality)."""
+
 import sys
 from pathlib import Path
 

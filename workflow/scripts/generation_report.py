@@ -1,4 +1,5 @@
 """The generation table and latency figure from the generation records only (rule generation_report)."""
+
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sdgm.reporting.generation_report import build_generation_report
 
 smk = snakemake
 setup(smk)
-written = build_generation_report(smk.input.generation, Path(smk.output.tables[0]).parent,
-                                  Path(smk.output.figures[0]).parent)
+written = build_generation_report(
+    smk.input.generation, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent
+)
 print(written)

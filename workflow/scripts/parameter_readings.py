@@ -1,4 +1,5 @@
 """The parameter count of every SDGM architecture reading, without training (rule parameter_readings)."""
+
 import sys
 from pathlib import Path
 

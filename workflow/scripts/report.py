@@ -1,4 +1,5 @@
 """Tables and figures from the runs' metrics.json files only (rule report)."""
+
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from sdgm.reporting import build_report
 
 smk = snakemake
 setup(smk)
-written = build_report(smk.input.metrics, Path(smk.output.tables[0]).parent, Path(smk.output.figures[0]).parent,
-                       ablations=smk.params.ablations)
+written = build_report(
+    smk.input.metrics,
+    Path(smk.output.tables[0]).parent,
+    Path(smk.output.figures[0]).parent,
+    ablations=smk.params.ablations,
+)
 print(written)

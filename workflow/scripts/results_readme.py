@@ -1,4 +1,5 @@
 """results/README.md from the tables, figures and metrics (rule results_readme)."""
+
 import sys
 from pathlib import Path
 
@@ -12,7 +13,18 @@ smk = snakemake
 setup(smk)
 pngs = list(smk.input.run_figures)
 per_run = len(pngs) // max(len(smk.params.run_figures), 1)
-run_figures = [(corpus, run, pngs[i * per_run:(i + 1) * per_run])
-               for i, (corpus, run) in enumerate(smk.params.run_figures)]
-results_readme(smk.output[0], smk.input.main, smk.input.tables, smk.input.figures, run_figures, smk.input.metrics,
-               smk.input.gmm, smk.params.summary, claims_md=smk.input.claims, compact_md=smk.input.compact)
+run_figures = [
+    (corpus, run, pngs[i * per_run : (i + 1) * per_run]) for i, (corpus, run) in enumerate(smk.params.run_figures)
+]
+results_readme(
+    smk.output[0],
+    smk.input.main,
+    smk.input.tables,
+    smk.input.figures,
+    run_figures,
+    smk.input.metrics,
+    smk.input.gmm,
+    smk.params.summary,
+    claims_md=smk.input.claims,
+    compact_md=smk.input.compact,
+)

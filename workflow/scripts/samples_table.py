@@ -1,4 +1,5 @@
 """The text samples of every run collected into one Markdown and one HTML page (rule samples_table)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Time, peak memory and floor of one mixing layer (SDGM per decoder, causal attention, Linformer) against L (rule scaling)."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Score one run's samples without model weights: reference perplexity, distinct-n, seq-rep-4, self-BLEU, Zipf,
 beside the true continuations and held-out text (rule score_samples)."""
+
 import sys
 from pathlib import Path
 
@@ -11,5 +12,6 @@ from sdgm.reporting.sample_scores import score_run
 
 smk = snakemake
 setup(smk)
-score_run(smk.input.samples, smk.input.continuations, smk.input.train, smk.input.heldout, smk.input.metrics,
-          smk.output[0])
+score_run(
+    smk.input.samples, smk.input.continuations, smk.input.train, smk.input.heldout, smk.input.metrics, smk.output[0]
+)

@@ -1,4 +1,5 @@
 """Copy one finished run's weight-free files into the published store (rule store_run)."""
+
 import sys
 from pathlib import Path
 
@@ -12,8 +13,16 @@ from sdgm.common.atomic import write_json_atomic
 smk = snakemake
 setup(smk)
 inp = smk.input
-target, new = publish_run(smk.params.store, inp.metrics, smk.params.config, smk.params.run["hash"],
-                          samples=inp.samples, gmm=inp.get("gmm"), throughput=inp.get("throughput"),
-                          quality=inp.get("quality"), figures=list(inp.get("figures", [])))
+target, new = publish_run(
+    smk.params.store,
+    inp.metrics,
+    smk.params.config,
+    smk.params.run["hash"],
+    samples=inp.samples,
+    gmm=inp.get("gmm"),
+    throughput=inp.get("throughput"),
+    quality=inp.get("quality"),
+    figures=list(inp.get("figures", [])),
+)
 print(("published" if new else "already published (identical)"), target)
 write_json_atomic(smk.output[0], {"record": str(target), "new": new})

@@ -1,4 +1,5 @@
 """One table as an HTML page for the Snakemake report (rule table_html)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Training, scoring and generation tokens/s, MFU, memory and energy of one trained run (rule throughput)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Word-level tokens and vocabulary of one corpus, checked against the known counts (rule tokenize)."""
+
 import sys
 from pathlib import Path
 

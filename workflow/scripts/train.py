@@ -3,6 +3,7 @@ With job_resources.train.processes > 1 the training runs in that many processes 
 (sdgm.harness.distributed), all writing to this job's log.
 A SIGTERM (a Slurm time limit or preemption) ends a one-process training with a checkpoint of the current step
 and exit status 143 (sdgm.harness.checkpoint.Preempted); the job's next attempt resumes there."""
+
 import sys
 from pathlib import Path
 
@@ -17,11 +18,19 @@ smk = snakemake
 setup(smk)
 spec = smk.params.run["spec"]
 kwargs = dict(
-    tokens_dir=str(Path(smk.input[0]).parent), run_dir=str(Path(smk.output.metrics).parent),
-    ckpt_dir=smk.params.ckpt_dir, metrics_path=smk.output.metrics,
-    corpus=smk.wildcards.corpus, experiment=smk.wildcards.experiment, model_name=spec["model"],
-    model_overrides=spec["model_overrides"], train_overrides=spec["train"], seed=spec["seed"],
-    run_hash=smk.params.run["hash"], run_spec=spec, memory_check=smk.params.memory_check,
+    tokens_dir=str(Path(smk.input[0]).parent),
+    run_dir=str(Path(smk.output.metrics).parent),
+    ckpt_dir=smk.params.ckpt_dir,
+    metrics_path=smk.output.metrics,
+    corpus=smk.wildcards.corpus,
+    experiment=smk.wildcards.experiment,
+    model_name=spec["model"],
+    model_overrides=spec["model_overrides"],
+    train_overrides=spec["train"],
+    seed=spec["seed"],
+    run_hash=smk.params.run["hash"],
+    run_spec=spec,
+    memory_check=smk.params.memory_check,
 )
 n = smk.params.processes
 # the job's memory, shared by its training processes on one node (on a GPU each also checks its own GPU)

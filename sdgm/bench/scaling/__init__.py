@@ -20,29 +20,48 @@ The modules: layers (the layers compared and their costs), rates (the device's r
 (the Triton kernel of the hardware sine's rate), fit (slopes and extrapolation), measure (the benchmark and its
 record), cli (the command line).
 """
+
 from .fit import extrapolate, fit_loglog_slope, predicted_peak
 from .layers import (
-                     SDGM_DECODERS,
-                     CausalAttentionLayer,
-                     LinformerLayer,
-                     SDGMMixingLayer,
-                     default_layers,
-                     flash_attention_available,
-                     spectral_decoder,
-                     unavailable_layers,
+    SDGM_DECODERS,
+    CausalAttentionLayer,
+    LinformerLayer,
+    SDGMMixingLayer,
+    default_layers,
+    flash_attention_available,
+    spectral_decoder,
+    unavailable_layers,
 )
 from .measure import (
-                     BUDGET_SKIP,
-                     MODES,
-                     SCHEMA_VERSION,
-                     VIEWS,
-                     available_host_memory,
-                     scaling_benchmark,
-                     scaling_from_config,
+    BUDGET_SKIP,
+    MODES,
+    SCHEMA_VERSION,
+    VIEWS,
+    available_host_memory,
+    scaling_benchmark,
+    scaling_from_config,
 )
 from .rates import device_rates, floor_of
 
-__all__ = ["BUDGET_SKIP", "MODES", "SCHEMA_VERSION", "SDGM_DECODERS", "VIEWS", "CausalAttentionLayer", "LinformerLayer",
-           "SDGMMixingLayer", "available_host_memory", "default_layers", "device_rates", "extrapolate",
-           "fit_loglog_slope", "flash_attention_available", "floor_of", "predicted_peak", "scaling_benchmark",
-           "scaling_from_config", "spectral_decoder", "unavailable_layers"]
+__all__ = [
+    "BUDGET_SKIP",
+    "MODES",
+    "SCHEMA_VERSION",
+    "SDGM_DECODERS",
+    "VIEWS",
+    "CausalAttentionLayer",
+    "LinformerLayer",
+    "SDGMMixingLayer",
+    "available_host_memory",
+    "default_layers",
+    "device_rates",
+    "extrapolate",
+    "fit_loglog_slope",
+    "flash_attention_available",
+    "floor_of",
+    "predicted_peak",
+    "scaling_benchmark",
+    "scaling_from_config",
+    "spectral_decoder",
+    "unavailable_layers",
+]

@@ -1,5 +1,6 @@
 """The fits of the scaling benchmark: log-log slopes against L (fit_loglog_slope), and a layer's next case
 extrapolated from its measured ones as B * L**e (extrapolate, predicted_peak)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,14 +32,25 @@ def fit_loglog_slope(lengths, values, min_length: int = 0) -> dict:
     """Least-squares fit log(value) = slope * log(L) + c over the points with L >= min_length (numpy lstsq)."""
     pts = [(L, t) for L, t in zip(lengths, values) if L >= min_length and t is not None and t > 0]
     if len(pts) < 2:
-        return {"slope": None, "intercept": None, "n_points": len(pts), "min_length": min_length,
-                "na": {"slope": f"fewer than 2 measured lengths >= {min_length}"}}
+        return {
+            "slope": None,
+            "intercept": None,
+            "n_points": len(pts),
+            "min_length": min_length,
+            "na": {"slope": f"fewer than 2 measured lengths >= {min_length}"},
+        }
     x = np.log([p[0] for p in pts])
     y = np.log([p[1] for p in pts])
     A = np.stack([x, np.ones_like(x)], axis=1)
     (slope, intercept), *_ = np.linalg.lstsq(A, y, rcond=None)
     resid = y - (slope * x + intercept)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid ** 2)) / ss_tot if ss_tot > 0 else None
-    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n_points": len(pts),
-            "min_length": min_length, "lengths": [int(p[0]) for p in pts]}
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None
+    return {
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "r2": r2,
+        "n_points": len(pts),
+        "min_length": min_length,
+        "lengths": [int(p[0]) for p in pts],
+    }

@@ -2,6 +2,7 @@
 projections, and each with its least cost (cost(B, L, mode, bytes_per_value): FLOPs, sines, bytes): SDGM's encoder
 + spectral decoder per decoder implementation, GPT-2's causal attention (flash attention where the device has it)
 and the causal Linformer attention."""
+
 from __future__ import annotations
 
 import contextlib
@@ -60,8 +61,16 @@ class LinformerLayer(nn.Module):
         super().__init__()
         from baselines.linformer import CausalLinformerAttention, LinformerConfig
 
-        self.cfg = LinformerConfig(vocab_size=1, seq_len=seq_len, d_model=d_model, n_layer=1, n_head=n_heads, k=k,
-                                   block_size=block_size, dropout=0.0)
+        self.cfg = LinformerConfig(
+            vocab_size=1,
+            seq_len=seq_len,
+            d_model=d_model,
+            n_layer=1,
+            n_head=n_heads,
+            k=k,
+            block_size=block_size,
+            dropout=0.0,
+        )
         self.layer = CausalLinformerAttention(self.cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,8 +80,11 @@ class LinformerLayer(nn.Module):
         D, k, b = self.cfg.d_model, self.cfg.k, self.cfg.block_size
         # projections; each block's keys and values projected to k rows; every query against k + b keys and values
         fwd = 2 * B * L * D * 4 * D + 2 * 2 * B * L * k * D + 2 * 2 * B * L * (k + b) * D
-        return {"flops": fwd * (1 if mode == "forward" else 3), "sines": 0,
-                "bytes": _io_bytes(B, L, D, mode, bytes_per_value)}
+        return {
+            "flops": fwd * (1 if mode == "forward" else 3),
+            "sines": 0,
+            "bytes": _io_bytes(B, L, D, mode, bytes_per_value),
+        }
 
 
 class SDGMMixingLayer(nn.Module):
@@ -83,8 +95,16 @@ class SDGMMixingLayer(nn.Module):
         super().__init__()
         from ...spectral.model import SDGM, SDGMConfig
 
-        self.sdgm = SDGM(SDGMConfig(vocab_size=1, d_model=d_model, n_atoms=n_atoms, seq_len=seq_len,
-                                    kernel_size=kernel_size, decoder=decoder))
+        self.sdgm = SDGM(
+            SDGMConfig(
+                vocab_size=1,
+                d_model=d_model,
+                n_atoms=n_atoms,
+                seq_len=seq_len,
+                kernel_size=kernel_size,
+                decoder=decoder,
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sdgm.decode(self.sdgm.encode(x))  # (B, L, D)
@@ -112,13 +132,23 @@ def flash_attention_available(device: torch.device, dtype: torch.dtype | None) -
         return False, f"default selection (flash unavailable: {str(e).splitlines()[0][:200]})"
 
 
-def default_layers(d_model: int, n_atoms: int, kernel_size: int, n_heads: int, linformer_k: int, flash: bool,
-                   decoders=SDGM_DECODERS, linformer_block_size: int = 32) -> dict[str, Callable[[int], nn.Module]]:
+def default_layers(
+    d_model: int,
+    n_atoms: int,
+    kernel_size: int,
+    n_heads: int,
+    linformer_k: int,
+    flash: bool,
+    decoders=SDGM_DECODERS,
+    linformer_block_size: int = 32,
+) -> dict[str, Callable[[int], nn.Module]]:
     """name -> factory(L) of the layers compared: SDGM per decoder implementation, attention, Linformer."""
     layers: dict[str, Callable[[int], nn.Module]] = {}
     for dec in decoders:
+
         def sdgm(L, dec=dec):
             return SDGMMixingLayer(d_model, n_atoms, L, kernel_size, dec)
+
         sdgm.decoder = dec  # each entry of this layer records it (see spectral_decoder)
         layers[f"sdgm_{dec}"] = sdgm
     layers["attention"] = lambda L: CausalAttentionLayer(d_model, n_heads, L, flash_only=flash)
@@ -140,9 +170,14 @@ def unavailable_layers(layers: dict, device: torch.device) -> dict[str, str]:
         if decoder == "triton":
             ok, why = triton_status(device)
             if device.type != "cuda" or not ok:
-                out[name] = why if not ok and device.type == "cuda" else (
-                    "the Triton kernels are timed on CUDA devices only (on a CPU they run in Triton's interpreter, "
-                    "which is for tests)")
+                out[name] = (
+                    why
+                    if not ok and device.type == "cuda"
+                    else (
+                        "the Triton kernels are timed on CUDA devices only (on a CPU they run in Triton's interpreter, "
+                        "which is for tests)"
+                    )
+                )
         elif decoder == "rotation":
             ok, why = rotation_status(device)
             if not ok:

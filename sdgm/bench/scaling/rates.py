@@ -1,5 +1,6 @@
 """What the device can do, measured once per benchmark (device_rates: matmul FLOP/s, sines/s, vector FLOP/s,
 copy bytes/s), and the floor of a cost at those rates (floor_of)."""
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,7 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
     cuda = device.type == "cuda"
     n = 8192 if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
-    rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n ** 3, device), "matmul_dtype": str(dtype)}
+    rates = {"matmul_flops_per_s": _median_rate(lambda: a @ a, 2 * n**3, device), "matmul_dtype": str(dtype)}
     if cuda and triton_status(device)[0]:
         from .sine_rate import hardware_sine_rate, vector_flops_rate
 
@@ -48,8 +49,11 @@ def device_rates(device: torch.device | str, dtype: torch.dtype = torch.float32)
 
 def floor_of(cost: dict, rates: dict) -> dict:
     """{time_s, bound, parts}: the least time of `cost` at `rates`, and which part bounds it."""
-    parts = {"flops": cost["flops"] / rates["matmul_flops_per_s"], "sines": cost["sines"] / rates["sines_per_s"],
-             "bytes": cost["bytes"] / rates["bytes_per_s"]}
+    parts = {
+        "flops": cost["flops"] / rates["matmul_flops_per_s"],
+        "sines": cost["sines"] / rates["sines_per_s"],
+        "bytes": cost["bytes"] / rates["bytes_per_s"],
+    }
     if cost.get("vector_flops"):  # elementwise arithmetic (the rotation decoder's): the vector rate, else the matmul's
         parts["vector_flops"] = cost["vector_flops"] / rates.get("vector_flops_per_s", rates["matmul_flops_per_s"])
     bound = max(parts, key=parts.get)

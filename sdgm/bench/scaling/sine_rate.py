@@ -1,5 +1,6 @@
 """The hardware sine's rate and the cores' fp32 multiply-add rate on a CUDA device, for the benchmarks' floors
 (rates.device_rates): a Triton kernel of independent chains in registers."""
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,12 @@ def _chain_rate(device: torch.device, sine: bool, n_iter: int, repeats: int) -> 
     programs = 8 * torch.cuda.get_device_properties(device).multi_processor_count
     x = torch.rand(programs * block, device=device)
     out = torch.empty_like(x)
-    timing = time_calls(lambda: _rate_kernel[(programs,)](x, out, n_iter, BLOCK=block, SINE=sine), repeats=repeats,
-                        warmup=1, device=device)
+    timing = time_calls(
+        lambda: _rate_kernel[(programs,)](x, out, n_iter, BLOCK=block, SINE=sine),
+        repeats=repeats,
+        warmup=1,
+        device=device,
+    )
     return 4 * n_iter * programs * block / timing["median_s"]
 
 

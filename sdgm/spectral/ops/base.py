@@ -4,6 +4,7 @@ positions between exact anchors of the rotation, the rotation's step, and whethe
 CPU. The implementations (naive.py, chunked.py, rotation_cpu.py, rotation_triton.py) and the choice among them
 (dispatch.py) import these from here, so that no implementation imports the module that chooses it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ def uniform_step(positions: torch.Tensor) -> float | None:
     return step if torch.equal(p, expected) else None
 
 
-def rotation_step(frequency: torch.Tensor, turns: float,
-                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def rotation_step(
+    frequency: torch.Tensor, turns: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos w, sin w), (K, D) in `dtype`, of the rotation by w = 2 pi F turns (one step of `turns` periods), computed
     in float64 with w reduced in turns: the rotation's own error is one rounding of `dtype`."""
     w = (frequency.detach().to(torch.float64) * turns).frac_().mul_(2 * math.pi)
@@ -59,8 +61,10 @@ def check_inputs(c, amplitude, frequency, phase, positions, period) -> None:
         if p.dim() != 2 or p.shape[0] != K:
             raise SpectralOpError(f"{name} must be (K, D) with K = {K} (C's last dim); got {tuple(p.shape)}")
         if p.shape != amplitude.shape:
-            raise SpectralOpError(f"amplitude, frequency and phase must have one shape; got {tuple(amplitude.shape)}, "
-                                  f"{tuple(frequency.shape)}, {tuple(phase.shape)}")
+            raise SpectralOpError(
+                f"amplitude, frequency and phase must have one shape; got {tuple(amplitude.shape)}, "
+                f"{tuple(frequency.shape)}, {tuple(phase.shape)}"
+            )
         if not p.is_floating_point():
             raise SpectralOpError(f"{name} must be floating point; got {p.dtype}")
         if p.device != c.device:
@@ -78,8 +82,7 @@ def check_inputs(c, amplitude, frequency, phase, positions, period) -> None:
 REDUCE_ABOVE_RADIANS = 1.0e4
 
 
-def angles_need_reduction(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
-                          period: float) -> bool:
+def angles_need_reduction(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float) -> bool:
     """Whether spectral_angles should reduce the angles in turns: on a CPU only when they can pass
     REDUCE_ABOVE_RADIANS (bound: 2 pi max|F| max|p| / P + max|Phi|); elsewhere, and under torch.compile (no
     data-dependent branch there), always."""
@@ -99,21 +102,31 @@ ANGLE_ROUNDING_WARN_RADIANS = 0.1
 _angle_warning_given = False
 
 
-def warn_if_fp32_angles_lose_accuracy(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
-                                      period: float, impl: str) -> None:
+def warn_if_fp32_angles_lose_accuracy(
+    positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float, impl: str
+) -> None:
     """One warning per process where the fp32 angles of `impl` (naive, chunked) can be rounded by
     ANGLE_ROUNDING_WARN_RADIANS or more. Reads max |p| (on a GPU: one synchronization per call, until it warns)."""
     global _angle_warning_given
-    if (_angle_warning_given or frequency.dtype == torch.float64 or positions.numel() == 0
-            or torch.compiler.is_compiling()):
+    if (
+        _angle_warning_given
+        or frequency.dtype == torch.float64
+        or positions.numel() == 0
+        or torch.compiler.is_compiling()
+    ):
         return
     turns = _max_abs(frequency) * positions.abs().amax().item() / period + _max_abs(phase) / (2 * math.pi)
-    rounding = 2 * math.pi * turns * 2.0 ** -24
+    rounding = 2 * math.pi * turns * 2.0**-24
     if rounding >= ANGLE_ROUNDING_WARN_RADIANS:
         _angle_warning_given = True
-        log.warning("spectral decoder %r: fp32 angles reach %.3g turns (max|F| max|p| / P), where their rounding is "
-                    "up to %.2g rad: the atoms lose their accuracy (noise past about 3 rad). The rotation and Triton "
-                    "decoders form their angles in float64; or decode in float64", impl, turns, rounding)
+        log.warning(
+            "spectral decoder %r: fp32 angles reach %.3g turns (max|F| max|p| / P), where their rounding is "
+            "up to %.2g rad: the atoms lose their accuracy (noise past about 3 rad). The rotation and Triton "
+            "decoders form their angles in float64; or decode in float64",
+            impl,
+            turns,
+            rounding,
+        )
 
 
 def _max_abs(t: torch.Tensor) -> float:
@@ -130,8 +143,9 @@ def _max_abs(t: torch.Tensor) -> float:
     return value
 
 
-def spectral_angles(positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float,
-                    reduce: bool = True):
+def spectral_angles(
+    positions: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, period: float, reduce: bool = True
+):
     """positions (T,) -> (theta (T, K, D), w (T,) = 2 pi p / P) in the parameters' dtype.
 
     theta = 2 pi F p / P + Phi in one fused pass; with `reduce`, as 2 pi frac(F p / P + Phi / 2 pi), in (-2 pi, 2 pi),

@@ -8,6 +8,7 @@ positions at a time. Gradients (G = dL/dX_hat, theta = 2 pi F p_t / P + Phi):
     dA = sum_t Q sin(theta);  dPhi = sum_t Q A cos(theta);  dF = sum_t Q A cos(theta) 2 pi p_t / P
 The mixing runs in C's dtype, the atoms and the parameter gradients in the parameters' (fp32 in the model).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,15 @@ from .base import SpectralOpError, angles_need_reduction, spectral_angles, warn_
 DEFAULT_BLOCK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 22}
 
 
-def chunked_spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
-                            positions: torch.Tensor, period: float, block: int | None = None) -> torch.Tensor:
+def chunked_spectral_decode(
+    c: torch.Tensor,
+    amplitude: torch.Tensor,
+    frequency: torch.Tensor,
+    phase: torch.Tensor,
+    positions: torch.Tensor,
+    period: float,
+    block: int | None = None,
+) -> torch.Tensor:
     """C (B, L, K), parameters (K, D), positions (L,) -> X_hat (B, L, D) in C's dtype, `block` positions at a time
     (default DEFAULT_BLOCK_ELEMENTS // (K * D))."""
     K, D = amplitude.shape

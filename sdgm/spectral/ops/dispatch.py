@@ -28,6 +28,7 @@ This module holds the probing of the backends (triton_status, rotation_status), 
 Precision: the mixing runs in C's dtype (bf16 under autocast on a GPU, as the naive einsum does), the atoms and
 all parameter gradients in fp32. The output has C's dtype.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,8 +66,10 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
         return True, "cuda"
     if device.type == "cpu" and triton_interpreting():
         return True, "cpu under TRITON_INTERPRET=1"
-    return False, (f"Triton kernels need a CUDA device (or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
-                   f"imported); got {device.type} tensors")
+    return False, (
+        f"Triton kernels need a CUDA device (or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
+        f"imported); got {device.type} tensors"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,7 +111,11 @@ STATUS = {"triton": triton_status, "rotation": rotation_status}
 CHECK_TOLERANCE = {torch.float32: 2e-2, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 # (B, L, K, D, first position, dtype): the rotation kernels (B <= 16) and the direct ones, bf16 and fp32, with an
 # offset and sizes that are not multiples of a tile
-CHECK_CASES = ((3, 96, 16, 24, 7, torch.bfloat16), (20, 40, 16, 24, 0, torch.bfloat16), (2, 70, 16, 24, 3, torch.float32))
+CHECK_CASES = (
+    (3, 96, 16, 24, 7, torch.bfloat16),
+    (20, 40, 16, 24, 0, torch.bfloat16),
+    (2, 70, 16, 24, 3, torch.float32),
+)
 # a problem larger than this (B L K D) is checked at a sample of positions: the output and dC at CHECK_SAMPLE
 # positions (first, last, and spread between) against float64, the parameter gradients for finite values only
 CHECK_FULL_ELEMENTS = 1 << 24
@@ -142,9 +149,11 @@ def _check_case(impl: str, device: torch.device, n: int, case) -> tuple[float, s
     g = torch.Generator(device=device).manual_seed(n)
     c = torch.randn(B, L, K, generator=g, device=device).to(dtype).float()  # the values a low-precision run sees
     G = torch.randn(B, L, D, generator=g, device=device)
-    params = (torch.randn(K, D, generator=g, device=device) / math.sqrt(K),
-              torch.rand(K, D, generator=g, device=device) * 64,
-              torch.rand(K, D, generator=g, device=device) * 2 * math.pi)
+    params = (
+        torch.randn(K, D, generator=g, device=device) / math.sqrt(K),
+        torch.rand(K, D, generator=g, device=device) * 64,
+        torch.rand(K, D, generator=g, device=device) * 2 * math.pi,
+    )
     positions = torch.arange(first, first + L, device=device)
     leaves = [t.to(dtype if i == 0 else torch.float32).clone().requires_grad_() for i, t in enumerate((c, *params))]
     args = (*leaves, positions, 128.0)
@@ -172,8 +181,10 @@ def _check_case(impl: str, device: torch.device, n: int, case) -> tuple[float, s
         err = ((a - w).abs().max() / w.abs().max().clamp_min(1e-30)).item()
         worst = max(worst, err / CHECK_TOLERANCE[dtype])
         if err > CHECK_TOLERANCE[dtype]:
-            return worst, (f"{impl} differs from chunked in {name} by {err:.2g} (relative; tolerance "
-                           f"{CHECK_TOLERANCE[dtype]:g}) at {size}")
+            return worst, (
+                f"{impl} differs from chunked in {name} by {err:.2g} (relative; tolerance "
+                f"{CHECK_TOLERANCE[dtype]:g}) at {size}"
+            )
     return worst, None
 
 
@@ -194,19 +205,27 @@ def check_kernels(device: torch.device | str, impl: str = "triton", cases=CHECK_
                 w, why = _check_case(impl, device, n, case)
             except Exception as e:  # any compile or launch error: the kernels cannot be trusted here
                 B, L, K, D, _, dtype = case
-                return False, (f"{impl} failed to run at B={B}, L={L}, K={K}, D={D}, "
-                               f"{str(dtype).removeprefix('torch.')}: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}")[:500]
+                return False, (
+                    f"{impl} failed to run at B={B}, L={L}, K={K}, D={D}, "
+                    f"{str(dtype).removeprefix('torch.')}: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}"
+                )[:500]
             worst = max(worst, w)
             if why is not None:
                 return False, why
-    return True, (f"{impl} matched chunked on {len(cases)} problems (worst error {worst:.2g} of the "
-                  f"tolerance) in {time.perf_counter() - start:.1f} s")
+    return True, (
+        f"{impl} matched chunked on {len(cases)} problems (worst error {worst:.2g} of the "
+        f"tolerance) in {time.perf_counter() - start:.1f} s"
+    )
 
 
-def check_kernels_in_child(device: torch.device | str, impl: str = "triton", cases=CHECK_CASES,
-                           timeout_s: float = CHECK_CHILD_TIMEOUT_S,
-                           command: list[str] | None = None) -> tuple[bool, str]:
+def check_kernels_in_child(
+    device: torch.device | str,
+    impl: str = "triton",
+    cases=CHECK_CASES,
+    timeout_s: float = CHECK_CHILD_TIMEOUT_S,
+    command: list[str] | None = None,
+) -> tuple[bool, str]:
     """check_kernels in a child process (python -m sdgm.spectral.ops.kernel_check), so that a fault that kills a
     process (an illegal memory access on CUDA, an abort in a compiler) kills the child, not the run: (False, why)
     where the child dies, runs past `timeout_s` or answers nothing. The child reads the cases as JSON on stdin and
@@ -221,8 +240,11 @@ def check_kernels_in_child(device: torch.device | str, impl: str = "triton", cas
     spec = json.dumps([[B, L, K, D, first, str(dtype).removeprefix("torch.")] for B, L, K, D, first, dtype in cases])
     repo = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
-    cmd = command or CHECK_CHILD_COMMAND or [sys.executable, "-m", "sdgm.spectral.ops.kernel_check",
-                                             "--device", _device_key(device), "--impl", impl]
+    cmd = (
+        command
+        or CHECK_CHILD_COMMAND
+        or [sys.executable, "-m", "sdgm.spectral.ops.kernel_check", "--device", _device_key(device), "--impl", impl]
+    )
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, input=spec, capture_output=True, text=True, env=env, timeout=timeout_s)
@@ -245,8 +267,11 @@ def kernel_check(device: torch.device, impl: str = "triton") -> tuple[bool, str]
     key = (_device_key(device), impl)
     if key not in _kernel_checks:
         cases = run_check_cases(_run_sizes)
-        _kernel_checks[key] = (check_kernels_in_child(device, impl, cases) if torch.device(device).type in
-                               CHECK_IN_CHILD else check_kernels(device, impl, cases))
+        _kernel_checks[key] = (
+            check_kernels_in_child(device, impl, cases)
+            if torch.device(device).type in CHECK_IN_CHILD
+            else check_kernels(device, impl, cases)
+        )
     return _kernel_checks[key]
 
 
@@ -285,12 +310,18 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         if (device.type, chosen) not in _announced:  # logged once per device: the choice is part of the method
             _announced.add((device.type, chosen))
             (log.warning if fast == "triton" and not ok else log.info)(
-                "spectral decoder 'auto' on %s: %s%s", device.type, chosen,
-                f" ({fast} unavailable: {why})" if fast and not ok else "")
+                "spectral decoder 'auto' on %s: %s%s",
+                device.type,
+                chosen,
+                f" ({fast} unavailable: {why})" if fast and not ok else "",
+            )
         key = (_device_key(device), impl)
         if key not in _resolutions:
-            reason = (f"{fast} unavailable: {why}" if fast and not ok else
-                      f"auto on {device.type}" + (f"; {_kernel_checks[(key[0], fast)][1]}" if fast == "triton" else ""))
+            reason = (
+                f"{fast} unavailable: {why}"
+                if fast and not ok
+                else f"auto on {device.type}" + (f"; {_kernel_checks[(key[0], fast)][1]}" if fast == "triton" else "")
+            )
             _resolutions[key] = {"device": key[0], "requested": "auto", "used": chosen, "reason": reason}
         return chosen
     for name, status in STATUS.items():
@@ -304,8 +335,16 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     return impl
 
 
-def spectral_decode(c: torch.Tensor, amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor,
-                    positions: torch.Tensor, period: float, impl: str = "auto", block: int | None = None) -> torch.Tensor:
+def spectral_decode(
+    c: torch.Tensor,
+    amplitude: torch.Tensor,
+    frequency: torch.Tensor,
+    phase: torch.Tensor,
+    positions: torch.Tensor,
+    period: float,
+    impl: str = "auto",
+    block: int | None = None,
+) -> torch.Tensor:
     """C (B, L, K), parameters (K, D), positions (L,) -> X_hat (B, L, D) in C's dtype. See the module docstring.
 
     `block` (chunked only): positions per block; default chunked.DEFAULT_BLOCK_ELEMENTS // (K * D)."""
@@ -320,9 +359,15 @@ def _decode(c, amplitude, frequency, phase, positions, period, impl: str, block:
     if impl == "rotation":  # float64 C asks for float64 arithmetic, and other positions have no single rotation:
         from .rotation_cpu import rotation_spectral_decode  # both take the chunked path
 
-        return rotation_spectral_decode(c, amplitude, frequency, phase, positions, float(period),
-                                        lambda: chunked_spectral_decode(c, amplitude, frequency, phase, positions,
-                                                                        period, block))
+        return rotation_spectral_decode(
+            c,
+            amplitude,
+            frequency,
+            phase,
+            positions,
+            float(period),
+            lambda: chunked_spectral_decode(c, amplitude, frequency, phase, positions, period, block),
+        )
     if impl == "chunked":
         return chunked_spectral_decode(c, amplitude, frequency, phase, positions, period, block)
     from .rotation_triton import triton_spectral_decode
@@ -336,8 +381,9 @@ def _decode(c, amplitude, frequency, phase, positions, period, impl: str, block:
 ALGORITHMS = {"naive": "direct", "chunked": "direct", "rotation": "rotation", "triton": "rotation"}
 
 
-def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2,
-                  algorithm: str = "direct") -> dict:
+def spectral_cost(
+    B: int, L: int, K: int, D: int, mode: str, bytes_per_value: int = 2, algorithm: str = "direct"
+) -> dict:
     """Work of the fused op, per call. mode "forward" or "forward_backward"; algorithm "direct" or "rotation".
 
     flops:         matrix multiply-adds of the mixing (2 B L K D forward; backward adds dC and the Q = C^T G
@@ -365,5 +411,9 @@ def spectral_cost(B: int, L: int, K: int, D: int, mode: str, bytes_per_value: in
         vector = 6 * L * K * D * passes + (6 * L * K * D if mode == "forward_backward" else 0)
         sines = 2 * anchors * passes
     io = (K + D) if mode == "forward" else (K + D) + (2 * K + D)
-    return {"flops": mix * (1 if mode == "forward" else 3), "vector_flops": vector, "sines": sines,
-            "bytes": bytes_per_value * B * L * io}
+    return {
+        "flops": mix * (1 if mode == "forward" else 3),
+        "vector_flops": vector,
+        "sines": sines,
+        "bytes": bytes_per_value * B * L * io,
+    }

@@ -3,6 +3,7 @@ the problems as JSON on stdin ([[B, L, K, D, first position, dtype name], ...]),
 sdgm.spectral.ops.dispatch.check_kernels on them and prints one JSON line {"ok": bool, "why": str}. A fault that
 kills this process (an illegal memory access) is seen by the parent, check_kernels_in_child, as the child's death.
 """
+
 from __future__ import annotations
 
 import argparse

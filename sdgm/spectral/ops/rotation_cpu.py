@@ -17,6 +17,7 @@ Positions must advance by a constant step (every caller's positions are p0, p0 +
 the chunked torch implementation. If numba is missing or a kernel fails to compile, `dispatch.cpu_status` says
 why, the caller logs it once and uses the chunked implementation.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,9 @@ class Rotation:
 
     def __init__(self, frequency: torch.Tensor, phase: torch.Tensor, p0: float, step: float, period: float):
         f = frequency.detach().to(torch.float64)
-        u0 = torch.addcmul(phase.detach().to(torch.float64) / (2 * math.pi), f, torch.tensor(p0 / period,
-                                                                                            dtype=torch.float64))
+        u0 = torch.addcmul(
+            phase.detach().to(torch.float64) / (2 * math.pi), f, torch.tensor(p0 / period, dtype=torch.float64)
+        )
         theta0 = u0.frac_().mul_(2 * math.pi)
         # (K, D) float64, advanced in place by segments(): a Rotation serves one pass over the positions (forward and
         # backward build their own, from the same inputs, so they walk the same anchors)
@@ -94,7 +96,7 @@ def _forward_blocked(cf, amp, rot, out, block):
     S = torch.empty(block, K, D)  # (T, K, D) atoms of one block
     for u, m, s, co in _sub_blocks(rot, cf.shape[1], block):
         rotate_block(s, co, amp.numpy(), rot.cw.numpy(), rot.sw.numpy(), m, S.numpy())
-        out[:, u:u + m] = torch.einsum("btk,tkd->btd", cf[:, u:u + m], S[:m])
+        out[:, u : u + m] = torch.einsum("btk,tkd->btd", cf[:, u : u + m], S[:m])
 
 
 def _backward_fused(cf, g, amp, rot, wpos, grads, need_c, need_params):
@@ -102,8 +104,24 @@ def _backward_fused(cf, g, amp, rot, wpos, grads, need_c, need_params):
     dc, da, dpc, dfc = (x.numpy() for x in grads)
     cw, sw = rot.cw.numpy(), rot.sw.numpy()
     for t0, n, anc_s, anc_c in rot.segments(cf.shape[1]):
-        backward(cf.numpy(), g.numpy(), amp.numpy(), cw, sw, anc_s, anc_c, wpos.numpy(), t0, n, dc, da, dpc, dfc,
-                 need_c, need_params)
+        backward(
+            cf.numpy(),
+            g.numpy(),
+            amp.numpy(),
+            cw,
+            sw,
+            anc_s,
+            anc_c,
+            wpos.numpy(),
+            t0,
+            n,
+            dc,
+            da,
+            dpc,
+            dfc,
+            need_c,
+            need_params,
+        )
 
 
 def _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, block):
@@ -116,9 +134,9 @@ def _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, block):
         s2, co2 = (s.copy(), co.copy()) if need_c and need_params else (s, co)  # each consumer advances its own
         if need_c:
             rotate_block(s2, co2, amp.numpy(), cw, sw, m, S.numpy())
-            dc[:, u:u + m] = torch.einsum("btd,tkd->btk", g[:, u:u + m], S[:m])
+            dc[:, u : u + m] = torch.einsum("btd,tkd->btk", g[:, u : u + m], S[:m])
         if need_params:
-            q = torch.einsum("btk,btd->tkd", cf[:, u:u + m], g[:, u:u + m]).contiguous()  # (m, K, D)
+            q = torch.einsum("btk,btd->tkd", cf[:, u : u + m], g[:, u : u + m]).contiguous()  # (m, K, D)
             param_sums(q.numpy(), s, co, cw, sw, wpos.numpy(), u, da.numpy(), dpc.numpy(), dfc.numpy())
 
 
@@ -179,9 +197,14 @@ class RotationSpectralDecode(torch.autograd.Function):
             _backward_blocked(cf, g, amp, rot, wpos, grads, need_c, need_params, _block(K, D))
         dc, da, dpc, dfc = grads
         amp64 = amp.double()
-        return (dc.to(c.dtype) if need_c else None, da.to(amplitude.dtype) if need_a else None,
-                dfc.mul_(amp64).to(amplitude.dtype) if need_f else None,
-                dpc.mul_(amp64).to(amplitude.dtype) if need_p else None, None, None)
+        return (
+            dc.to(c.dtype) if need_c else None,
+            da.to(amplitude.dtype) if need_a else None,
+            dfc.mul_(amp64).to(amplitude.dtype) if need_f else None,
+            dpc.mul_(amp64).to(amplitude.dtype) if need_p else None,
+            None,
+            None,
+        )
 
 
 @torch.compiler.disable  # a graph break around the kernels: they are already fused; nothing for Inductor to add
@@ -194,4 +217,3 @@ def rotation_spectral_decode(c, amplitude, frequency, phase, positions, period: 
         return torch.zeros(*c.shape[:2], amplitude.shape[1], dtype=c.dtype)
     with torch.autocast("cpu", enabled=False):
         return RotationSpectralDecode.apply(c, amplitude, frequency, phase, positions, period)
-

@@ -11,6 +11,7 @@ Kernels (all parallel over threads with numba's prange, vectorized over D by LLV
                sums run in fp32 over one anchor stretch and are added in float64 (serial fp32 sums lost 1e-5 at
                L = 131,072)
 """
+
 from __future__ import annotations
 
 import functools

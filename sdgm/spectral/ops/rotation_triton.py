@@ -2,6 +2,7 @@
 triton_spectral_decode. The kernels: triton_mix.py (the forward pass and dC; the angle, the hardware sine and the
 interpreter's fp32 dots) and triton_params.py (the parameter gradients); naive.py has the math and the reference,
 dispatch.py the choice."""
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,9 @@ def _uses_mix_rot(B: int, R: int, dtype: torch.dtype, uniform: bool, interpretin
     return uniform and B <= MIX_ROT_MAX_B and R <= MIX_ROT_MAX_R and (dtype != torch.float32 or interpreting)
 
 
-def _mix_launch(B: int, L: int, R: int, O: int, dtype: torch.dtype, uniform: bool, programs: int,
-                interpreting: bool) -> dict:
+def _mix_launch(
+    B: int, L: int, R: int, O: int, dtype: torch.dtype, uniform: bool, programs: int, interpreting: bool
+) -> dict:
     """The launch of _mix for IN (B, L, R) -> OUT (B, L, O): kernel, grid, positions per program and compile-time
     settings (launch_configs lists them for a run's sizes)."""
     s = _settings(dtype, interpreting)
@@ -85,38 +87,68 @@ def _mix_launch(B: int, L: int, R: int, O: int, dtype: torch.dtype, uniform: boo
         n_o, n_b = -(-O // block_o), -(-B // block_b)
         # up to an anchor's worth of positions per program, fewer while that leaves the device short of programs
         t_per = max(1, min(ROTATION_ANCHOR, (L * n_o * n_b) // max(1, 4 * programs)))
-        return {"kernel": "mix_rot", "grid": (-(-L // t_per), n_o, n_b), "t_per": t_per,
-                "meta": dict(BLOCK_B=block_b, R_PAD=r_pad, BLOCK_O=block_o, num_warps=warps, **s)}
+        return {
+            "kernel": "mix_rot",
+            "grid": (-(-L // t_per), n_o, n_b),
+            "t_per": t_per,
+            "meta": dict(BLOCK_B=block_b, R_PAD=r_pad, BLOCK_O=block_o, num_warps=warps, **s),
+        }
     block_b, block_r, block_o, warps = pick_config(MIX_CONFIGS, B)
     n_o, n_b = -(-O // block_o), -(-B // block_b)
     # a few positions per program once there are plenty of programs (fewer launches of tiny work)
     t_per = max(1, min(16, (L * n_o * n_b) // max(1, 64 * programs)))
-    return {"kernel": "mix", "grid": (-(-L // t_per), n_o, n_b), "t_per": t_per,
-            "meta": dict(BLOCK_B=block_b, BLOCK_R=block_r, BLOCK_O=block_o, num_warps=warps, **s)}
+    return {
+        "kernel": "mix",
+        "grid": (-(-L // t_per), n_o, n_b),
+        "t_per": t_per,
+        "meta": dict(BLOCK_B=block_b, BLOCK_R=block_r, BLOCK_O=block_o, num_warps=warps, **s),
+    }
 
 
-def _param_launch(B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool, programs: int,
-                  interpreting: bool) -> dict:
+def _param_launch(
+    B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool, programs: int, interpreting: bool
+) -> dict:
     block_b, block_k, block_d, warps = pick_config(PARAM_CONFIGS if uniform else PARAM_DIRECT_CONFIGS, B)
     n_k, n_d = -(-K // block_k), -(-D // block_d)
     splits = max(1, min(L, programs // (n_k * n_d)))
     t_per = -(-L // splits)
-    return {"kernel": "param", "grid": (n_k, n_d, -(-L // t_per)), "t_per": t_per,
-            "meta": dict(BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d, num_warps=warps, ROTATE=uniform,
-                         ANCHOR=ROTATION_ANCHOR, **_settings(dtype, interpreting))}
+    return {
+        "kernel": "param",
+        "grid": (n_k, n_d, -(-L // t_per)),
+        "t_per": t_per,
+        "meta": dict(
+            BLOCK_B=block_b,
+            BLOCK_K=block_k,
+            BLOCK_D=block_d,
+            num_warps=warps,
+            ROTATE=uniform,
+            ANCHOR=ROTATION_ANCHOR,
+            **_settings(dtype, interpreting),
+        ),
+    }
 
 
-def launch_configs(B: int, L: int, K: int, D: int, dtype: torch.dtype, uniform: bool = True, programs: int = 528,
-                   interpreting: bool | None = None) -> list[dict]:
+def launch_configs(
+    B: int,
+    L: int,
+    K: int,
+    D: int,
+    dtype: torch.dtype,
+    uniform: bool = True,
+    programs: int = 528,
+    interpreting: bool | None = None,
+) -> list[dict]:
     """Every kernel launch a forward + backward of C (B, L, K) in `dtype` makes on a device with `programs` target
     programs (4 per SM: 528 on an H100), in order: the forward mix (r = k, o = d), dC (r = d, o = k) and the
     parameter sums, each {"pass", "kernel", "grid", "t_per", "meta"} (meta: the compile-time settings). uniform:
     positions advance by a constant step (every caller's), which the rotation kernels need."""
     interpreting = triton_interpreting() if interpreting is None else interpreting
     out = []
-    for name, launch in (("forward", _mix_launch(B, L, K, D, dtype, uniform, programs, interpreting)),
-                         ("dC", _mix_launch(B, L, D, K, dtype, uniform, programs, interpreting)),
-                         ("params", _param_launch(B, L, K, D, dtype, uniform, programs, interpreting))):
+    for name, launch in (
+        ("forward", _mix_launch(B, L, K, D, dtype, uniform, programs, interpreting)),
+        ("dC", _mix_launch(B, L, D, K, dtype, uniform, programs, interpreting)),
+        ("params", _param_launch(B, L, K, D, dtype, uniform, programs, interpreting)),
+    ):
         out.append({"pass": name, **launch})
     return out
 
@@ -126,14 +158,32 @@ def _mix(inp: torch.Tensor, A, F, PH, tp, strides, out_cols: int, rot=None) -> t
     one-step rotation (CW, SW) (K, D) where positions advance by a constant step, else None."""
     B, L, R = inp.shape
     out = torch.empty(B, L, out_cols, dtype=inp.dtype, device=inp.device)
-    launch = _mix_launch(B, L, R, out_cols, inp.dtype, rot is not None, _target_programs(inp.device),
-                         triton_interpreting())
+    launch = _mix_launch(
+        B, L, R, out_cols, inp.dtype, rot is not None, _target_programs(inp.device), triton_interpreting()
+    )
     if launch["kernel"] == "mix_rot":
-        _mix_rot_kernel[launch["grid"]](inp, A, F, PH, rot[0], rot[1], tp, out, B, L, R, out_cols, strides[0],
-                                        strides[1], launch["t_per"], **launch["meta"])
+        _mix_rot_kernel[launch["grid"]](
+            inp,
+            A,
+            F,
+            PH,
+            rot[0],
+            rot[1],
+            tp,
+            out,
+            B,
+            L,
+            R,
+            out_cols,
+            strides[0],
+            strides[1],
+            launch["t_per"],
+            **launch["meta"],
+        )
     else:
-        _mix_kernel[launch["grid"]](inp, A, F, PH, tp, out, B, L, R, out_cols, strides[0], strides[1],
-                                    launch["t_per"], **launch["meta"])
+        _mix_kernel[launch["grid"]](
+            inp, A, F, PH, tp, out, B, L, R, out_cols, strides[0], strides[1], launch["t_per"], **launch["meta"]
+        )
     return out
 
 
@@ -156,8 +206,10 @@ def _check_triton_inputs(c: torch.Tensor, params) -> None:
         raise SpectralOpError("decoder 'triton' needs a contiguous C (B, L, K); call .contiguous() first")
     for name, p in zip(("amplitude", "frequency", "phase"), params):
         if p.dtype != torch.float32 or not p.is_contiguous():
-            raise SpectralOpError(f"decoder 'triton' needs {name} as a contiguous float32 (K, D) tensor; "
-                                  f"got {p.dtype}, contiguous={p.is_contiguous()}")
+            raise SpectralOpError(
+                f"decoder 'triton' needs {name} as a contiguous float32 (K, D) tensor; "
+                f"got {p.dtype}, contiguous={p.is_contiguous()}"
+            )
 
 
 class TritonSpectralDecode(torch.autograd.Function):

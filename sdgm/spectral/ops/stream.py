@@ -1,5 +1,6 @@
 """The atoms at the successive positions of incremental decoding (one token at a time), advanced by rotation: the
 rotation decoder's algorithm for one position per call (AtomStream)."""
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ class AtomStream:
         self.fused = False  # on a CPU with the rotation kernels (fp32): S and the next step in one pass
 
     def _sample(self) -> list[torch.Tensor]:
-        return [t.detach().reshape(-1)[::max(1, t.numel() // self.FINGERPRINT_VALUES)] for t in self.params]
+        return [t.detach().reshape(-1)[:: max(1, t.numel() // self.FINGERPRINT_VALUES)] for t in self.params]
 
     def _changed(self) -> bool:
         key = tuple((t._version, t.data_ptr(), t.dtype) for t in self.params)
@@ -57,15 +58,23 @@ class AtomStream:
             if p == self.p:
                 return self.S
             if self.p is None or p != self.p + 1 or p % ROTATION_ANCHOR == 0:  # an exact anchor at p
-                u = torch.add(phase.detach().double() / (2 * math.pi), frequency.detach().double(),
-                              alpha=p / self.period)  # (K, D) turns
+                u = torch.add(
+                    phase.detach().double() / (2 * math.pi), frequency.detach().double(), alpha=p / self.period
+                )  # (K, D) turns
                 theta = u.frac_().mul_(2 * math.pi).to(dtype)
                 self.sin, self.cos = torch.sin(theta), torch.cos(theta)
             a = amplitude.detach()
             S = torch.empty_like(self.cw)  # (K, D), new at every position: never overwritten once handed out
             if self.fused:  # S = A sin, then sin and cos rotated one step, in one pass
-                _cpu_rotate_block()(self.sin.numpy(), self.cos.numpy(), a.contiguous().numpy(), self.cw.numpy(),
-                                    self.sw.numpy(), 1, S.numpy()[None])
+                _cpu_rotate_block()(
+                    self.sin.numpy(),
+                    self.cos.numpy(),
+                    a.contiguous().numpy(),
+                    self.cw.numpy(),
+                    self.sw.numpy(),
+                    1,
+                    S.numpy()[None],
+                )
             else:
                 torch.mul(a, self.sin, out=S)
                 s, c = self.sin, self.cos

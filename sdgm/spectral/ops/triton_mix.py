@@ -21,6 +21,7 @@ MUFU.COS on NVIDIA), which are accurate to ~1e-6 absolute on [-pi, pi] and ~20x 
 Under TRITON_INTERPRET=1 (CPU, for tests) tl.sin / tl.cos run instead and the dots take fp32 operands (the
 interpreter does not support bf16 dots).
 """
+
 from __future__ import annotations
 
 import triton
@@ -55,9 +56,27 @@ def _wave(x, FAST: tl.constexpr, COSINE: tl.constexpr):
 
 
 @triton.jit
-def _mix_kernel(IN, A, F, PH, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
-                BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
-                FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+def _mix_kernel(
+    IN,
+    A,
+    F,
+    PH,
+    TP,
+    OUT,
+    B,
+    L,
+    R,
+    O,
+    s_ar,
+    s_ao,
+    T_PER_PROG,
+    BLOCK_B: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    FAST: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     pid_t = tl.program_id(0)
     pid_o = tl.program_id(1)
     pid_b = tl.program_id(2)
@@ -83,20 +102,44 @@ def _mix_kernel(IN, A, F, PH, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
                 f = tl.load(F + poff, mask=pmask, other=0.0)
                 ph = tl.load(PH + poff, mask=pmask, other=0.0)
                 s = a * _wave(_angle(f, ph, tp), FAST, False)  # (BLOCK_R, BLOCK_O) atoms, fp32
-                x = tl.load(IN + row_in[:, None] + t64 * R + rr[None, :],
-                            mask=mask_b[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_B, BLOCK_R)
+                x = tl.load(
+                    IN + row_in[:, None] + t64 * R + rr[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0
+                )  # (BLOCK_B, BLOCK_R)
                 if DOT_FP32:
                     acc += tl.dot(x.to(tl.float32), s, input_precision=PRECISION)
                 else:
                     acc += tl.dot(x, s.to(x.dtype))
-            tl.store(OUT + row_out[:, None] + t64 * O + offs_o[None, :], acc.to(OUT.dtype.element_ty),
-                     mask=mask_b[:, None] & mask_o[None, :])
+            tl.store(
+                OUT + row_out[:, None] + t64 * O + offs_o[None, :],
+                acc.to(OUT.dtype.element_ty),
+                mask=mask_b[:, None] & mask_o[None, :],
+            )
 
 
 @triton.jit
-def _mix_rot_kernel(IN, A, F, PH, CW, SW, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER_PROG,
-                    BLOCK_B: tl.constexpr, R_PAD: tl.constexpr, BLOCK_O: tl.constexpr,
-                    FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+def _mix_rot_kernel(
+    IN,
+    A,
+    F,
+    PH,
+    CW,
+    SW,
+    TP,
+    OUT,
+    B,
+    L,
+    R,
+    O,
+    s_ar,
+    s_ao,
+    T_PER_PROG,
+    BLOCK_B: tl.constexpr,
+    R_PAD: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    FAST: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """_mix_kernel for small batches with the atoms advanced by rotation: a program holds A sin and A cos of all R
     rows of its BLOCK_O columns in registers, evaluates them with the hardware sine once (the anchor, at its first
     position) and walks T_PER_PROG <= ROTATION_ANCHOR positions, rotating them by (CW, SW) after each."""
@@ -122,14 +165,18 @@ def _mix_rot_kernel(IN, A, F, PH, CW, SW, TP, OUT, B, L, R, O, s_ar, s_ao, T_PER
     row_out = offs_b.to(tl.int64) * L * O
     for i in range(tl.minimum(T_PER_PROG, L - t0)):
         t64 = (t0 + i).to(tl.int64)
-        xin = tl.load(IN + row_in[:, None] + t64 * R + offs_r[None, :],
-                      mask=mask_b[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_B, R_PAD)
+        xin = tl.load(
+            IN + row_in[:, None] + t64 * R + offs_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0
+        )  # (BLOCK_B, R_PAD)
         if DOT_FP32:
             acc = tl.dot(xin.to(tl.float32), s, input_precision=PRECISION)
         else:
             acc = tl.dot(xin, s.to(xin.dtype))
-        tl.store(OUT + row_out[:, None] + t64 * O + offs_o[None, :], acc.to(OUT.dtype.element_ty),
-                 mask=mask_b[:, None] & mask_o[None, :])
+        tl.store(
+            OUT + row_out[:, None] + t64 * O + offs_o[None, :],
+            acc.to(OUT.dtype.element_ty),
+            mask=mask_b[:, None] & mask_o[None, :],
+        )
         s_next = s * cw + c * sw
         c = c * cw - s * sw
         s = s_next

@@ -7,6 +7,7 @@ _param_kernel   for a (BLOCK_K, BLOCK_D) tile and a range of positions: Q_t = C_
                 range writes its partial sums to its own slot; the slots are added in a fixed order afterwards, so
                 the result is deterministic (no atomics).
 """
+
 from __future__ import annotations
 
 import triton
@@ -16,10 +17,29 @@ from .triton_mix import _angle, _wave
 
 
 @triton.jit
-def _param_kernel(C, G, F, PH, CW, SW, TP, PART, B, L, K, D, T_PER_PROG,
-                  BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                  FAST: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
-                  ROTATE: tl.constexpr, ANCHOR: tl.constexpr):
+def _param_kernel(
+    C,
+    G,
+    F,
+    PH,
+    CW,
+    SW,
+    TP,
+    PART,
+    B,
+    L,
+    K,
+    D,
+    T_PER_PROG,
+    BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    FAST: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ROTATE: tl.constexpr,
+    ANCHOR: tl.constexpr,
+):
     pid_k = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -49,10 +69,16 @@ def _param_kernel(C, G, F, PH, CW, SW, TP, PART, B, L, K, D, T_PER_PROG,
         for b0 in range(0, B, BLOCK_B):
             bb = b0 + offs_b
             mask_b = bb < B
-            ct = tl.load(C + bb[None, :].to(tl.int64) * L * K + t64 * K + offs_k[:, None],
-                         mask=mask_k[:, None] & mask_b[None, :], other=0.0)  # (BLOCK_K, BLOCK_B) = C_t^T
-            g = tl.load(G + bb[:, None].to(tl.int64) * L * D + t64 * D + offs_d[None, :],
-                        mask=mask_b[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_B, BLOCK_D)
+            ct = tl.load(
+                C + bb[None, :].to(tl.int64) * L * K + t64 * K + offs_k[:, None],
+                mask=mask_k[:, None] & mask_b[None, :],
+                other=0.0,
+            )  # (BLOCK_K, BLOCK_B) = C_t^T
+            g = tl.load(
+                G + bb[:, None].to(tl.int64) * L * D + t64 * D + offs_d[None, :],
+                mask=mask_b[:, None] & mask_d[None, :],
+                other=0.0,
+            )  # (BLOCK_B, BLOCK_D)
             if DOT_FP32:
                 q += tl.dot(ct.to(tl.float32), g.to(tl.float32), input_precision=PRECISION)
             else:
