@@ -29,11 +29,6 @@ from sdgm.models.registry import MODELS, build_model, load_run
 TOL = 1e-5  # largest absolute difference of a logged loss, a validation NLL or a weight, 1 vs 2 processes
 
 
-@pytest.fixture(scope="module")
-def tokens(grammar_tokens) -> Path:
-    return grammar_tokens
-
-
 TRAIN = {
     "seq_len": 16,
     "batch_size": 8,
