@@ -26,7 +26,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from helpers import write_grammar_corpus, write_toy_corpus
+from helpers import write_grammar_tokens, write_toy_corpus
 
 from sdgm.data.tokens import tokenize_corpus
 
@@ -217,9 +217,13 @@ def toy_tokens(tmp_path_factory):
 def grammar_tokens(tmp_path_factory):
     """Token files of helpers.write_grammar_corpus (seed 0; 41 tokens with <eos>), a corpus a model learns from in
     a few dozen steps; returns the tokens directory (read-only for the tests)."""
-    root = write_grammar_corpus(tmp_path_factory.mktemp("grammar_corpus"))
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
+    return write_grammar_tokens(tmp_path_factory.mktemp("grammar_corpus"))
+
+
+@pytest.fixture(scope="session")
+def tokens(grammar_tokens):
+    """The tokens the training and fault tests run on: grammar_tokens (read-only for the tests)."""
+    return grammar_tokens
 
 
 # ---- a disk of a given size (tests/test_faults_edges.py, test_faults_archives.py) ----

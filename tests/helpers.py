@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from sdgm.common.missing import NO_STATE, NOT_MEASURED
+from sdgm.data.tokens import tokenize_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -92,6 +93,26 @@ def write_grammar_corpus(root: Path, seed: int = 0, shuffle_train: bool = False)
             lines = lines[::-1]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+# The reference LSTM's training, small: SGD on contiguous streams, state carried into evaluation (lr is the caller's).
+LSTM_STREAMS = {
+    "optimizer": "sgd",
+    "weight_decay": 0.0,
+    "schedule": "plateau",
+    "grad_clip": 0.25,
+    "data_order": "streams",
+    "train_seq_len": 12,
+    "eval_batch_size": 5,
+    "eval_carry_state": True,
+}
+
+
+def write_grammar_tokens(root: Path, **kw) -> Path:
+    """write_grammar_corpus(root, **kw), tokenized into root/tokens; returns the tokens directory."""
+    write_grammar_corpus(root, **kw)
+    tokenize_corpus(root, root / "tokens")
+    return root / "tokens"
 
 
 def write_toy_corpus(root: Path) -> Path:

@@ -138,34 +138,22 @@ def test_tokens_per_second_and_latency_on_a_fake_clock():
 
 def test_a_compiled_path_that_fails_is_recorded_not_raised():
     m = small("lstm")
-    rec = measure_path(
-        CompiledSteps(m, backend="no_such_backend"),
-        device=torch.device("cpu"),
-        autocast=lambda: torch.autocast("cpu", enabled=False),
-        vocab_size=V,
-        batch_sizes=(1,),
-        new_tokens=3,
-        context_multiple=1,
-        repeats=1,
-        warmup=0,
-        seed=0,
-        allow_errors=True,
-    )
+    kw = {
+        "device": torch.device("cpu"),
+        "autocast": lambda: torch.autocast("cpu", enabled=False),
+        "vocab_size": V,
+        "batch_sizes": (1,),
+        "new_tokens": 3,
+        "context_multiple": 1,
+        "repeats": 1,
+        "warmup": 0,
+        "seed": 0,
+    }
+    rec = measure_path(CompiledSteps(m, backend="no_such_backend"), **kw, allow_errors=True)
     assert rec["generate"]["b1"]["status"] == "error" and "no_such_backend" in rec["generate"]["b1"]["error"]
     assert rec["latency"]["status"] == "error" and rec["prefill"]["b1"]["status"] == "ok"  # prefill is not compiled
     with pytest.raises(Exception, match="no_such_backend"):  # unless errors are allowed (compiled paths): raised
-        measure_path(
-            CompiledSteps(m, backend="no_such_backend"),
-            device=torch.device("cpu"),
-            autocast=lambda: torch.autocast("cpu", enabled=False),
-            vocab_size=V,
-            batch_sizes=(1,),
-            new_tokens=3,
-            context_multiple=1,
-            repeats=1,
-            warmup=0,
-            seed=0,
-        )
+        measure_path(CompiledSteps(m, backend="no_such_backend"), **kw)
 
 
 # ---- the record of a trained run, its table and figure ----------------------------------------------------------

@@ -19,7 +19,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUICK, REPO, kill_when, logged_steps, one_run_config, snakemake, write_config, write_grammar_corpus
+from helpers import (
+    LSTM_STREAMS,
+    QUICK,
+    REPO,
+    kill_when,
+    logged_steps,
+    one_run_config,
+    snakemake,
+    write_config,
+    write_grammar_corpus,
+)
 
 from sdgm.harness.config import ConfigError, check_config, runs, train_processes
 from sdgm.harness.distributed import launch
@@ -27,11 +37,6 @@ from sdgm.harness.experiment import run_training
 from sdgm.models.registry import MODELS, build_model, load_run
 
 TOL = 1e-5  # largest absolute difference of a logged loss, a validation NLL or a weight, 1 vs 2 processes
-
-
-@pytest.fixture(scope="module")
-def tokens(grammar_tokens) -> Path:
-    return grammar_tokens
 
 
 TRAIN = {
@@ -58,17 +63,7 @@ CASES = {  # name: (model, options, own train options); every dropout 0, else th
     "lstm-streams": (
         "lstm",
         {"d_embed": 16, "d_hidden": 16, "dropout": 0.0},
-        {
-            "optimizer": "sgd",
-            "lr": 20.0,
-            "weight_decay": 0.0,
-            "schedule": "plateau",
-            "grad_clip": 0.25,
-            "data_order": "streams",
-            "train_seq_len": 12,
-            "eval_batch_size": 5,
-            "eval_carry_state": True,
-        },
+        {**LSTM_STREAMS, "lr": 20.0},
     ),
 }
 

@@ -34,7 +34,7 @@ from helpers import (
     snakemake,
     snakemake_command,
     write_config,
-    write_grammar_corpus,
+    write_grammar_tokens,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,18 +55,6 @@ from sdgm.models.registry import build_model, load_run, model_config
 from sdgm.reporting import ReportError
 
 # ============================================================================ run_training level
-
-
-def write_corpus(root: Path, **kw) -> Path:
-    """helpers.write_grammar_corpus, tokenized; returns the tokens directory."""
-    write_grammar_corpus(root, **kw)
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
-
-
-@pytest.fixture(scope="module")
-def tokens(grammar_tokens) -> Path:
-    return grammar_tokens
 
 
 TRAIN = {
@@ -168,7 +156,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tokens, diverged, tmp_pat
 
 
 def test_resume_refuses_a_checkpoint_of_another_vocabulary(diverged, tmp_path):
-    other = write_corpus(tmp_path / "other", shuffle_train=True)  # same words and sizes, other id order
+    other = write_grammar_tokens(tmp_path / "other", shuffle_train=True)  # same words and sizes, other id order
     assert json.loads((other / "stats.json").read_text())["vocab_size"] == 41
     root = copy_checkpoint(diverged, tmp_path)
     with pytest.raises(CheckpointError, match="different configuration") as e:
@@ -309,7 +297,7 @@ def test_corrupt_token_file_is_named(tokens, tmp_path):
     ],
 )
 def test_too_short_splits_fail_before_training(tmp_path, split, text, match):
-    write_corpus(tmp_path / "c")
+    write_grammar_tokens(tmp_path / "c")
     (tmp_path / "c" / f"{split}.txt").write_text(text)
     tokenize_corpus(tmp_path / "c", tmp_path / "c" / "tokens")
     t0 = time.perf_counter()

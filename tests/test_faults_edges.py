@@ -32,7 +32,6 @@ from sdgm.data import sources as data_sources
 from sdgm.data import tokens as data_tokens
 from sdgm.data.checks import ContentError, DataError
 from sdgm.data.sources import materialize
-from sdgm.data.tokens import tokenize_corpus
 from sdgm.harness.config import JOB_MALLOC_ENV
 from sdgm.harness.experiment import run_training
 from sdgm.harness.memory import MemoryEstimateError, rss_bytes
@@ -46,26 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ============================================================================ helpers
 
-
-def write_corpus(root: Path, n_train: int = 1500) -> Path:
-    """A small corpus with structure (a repeating grammar), tokenized; returns the tokens directory."""
-    g = torch.Generator().manual_seed(0)
-    words = [f"w{i}" for i in range(40)]
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n_lines in (("train", n_train), ("valid", 120), ("test", 120)):
-        starts = torch.randint(0, 40, (n_lines,), generator=g).tolist()
-        lines = [" ".join(words[(s + 3 * j) % 40] for j in range(8)) for s in starts]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    tokenize_corpus(root, root / "tokens")
-    return root / "tokens"
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-# 105 steps per epoch of the corpus above
+# 105 steps per epoch of the corpus the `tokens` fixture (conftest) gives
 TRAIN = {
     "seq_len": 16,
     "batch_size": 8,

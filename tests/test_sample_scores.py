@@ -164,19 +164,15 @@ def quality(
         if name == "continuations":
             e["yardsticks"]["true_continuations"] = entry(real)
         body[name] = e
+    return write_quality(root, exp, seed, body, sampling={**SAMPLING, "prompts": n, **(sampling or {})})
+
+
+def write_quality(root: Path, exp: str, seed: int, sets: dict, **fields) -> Path:
+    """root/quality/ptb/<exp>-s<seed>.json: a quality record of PTB with these sets and other `fields`."""
     p = root / "quality" / "ptb" / f"{exp}-s{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(
-        json.dumps(
-            {
-                "kind": "quality",
-                "corpus": "ptb",
-                "experiment": exp,
-                "seed": seed,
-                "sets": body,
-                "sampling": {**SAMPLING, "prompts": n, **(sampling or {})},
-            }
-        )
+        json.dumps({"kind": "quality", "corpus": "ptb", "experiment": exp, "seed": seed, **fields, "sets": sets})
     )
     return p
 
@@ -265,21 +261,7 @@ def test_table_and_figure_from_scored_records(tmp_path, ptb):
             "heldout": G.score_sequences(lm, held[4:8]),
             "true_continuations": G.score_sequences(lm, held[8:12]),
         }
-        p = tmp_path / "quality" / "ptb" / f"{exp}-s0.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(
-            json.dumps(
-                {
-                    "kind": "quality",
-                    "corpus": "ptb",
-                    "experiment": exp,
-                    "seed": 0,
-                    "device": "cpu",
-                    "sets": {"continuations": e},
-                }
-            )
-        )
-        recs.append(p)
+        recs.append(write_quality(tmp_path, exp, 0, {"continuations": e}, device="cpu"))
     out = build_quality_report(recs, tmp_path / "tables", tmp_path / "figures")
     md = (tmp_path / "tables" / "generation_quality.md").read_text()
     assert "true continuations" in md and "held-out text" in md and "n/a (one word type" in md

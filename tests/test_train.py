@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, kill_when, logged_steps
+from helpers import LSTM_STREAMS, REPO, kill_when, logged_steps
 
 from sdgm.harness.evaluate import batchify, evaluate, evaluate_streams, stream_windows, windows
 from sdgm.harness.experiment import run_training
@@ -128,15 +128,8 @@ RUN_KW_LSTM = dict(
     model_overrides={"d_embed": 16, "d_hidden": 16},
     train_overrides={
         **RUN_KW["train_overrides"],
-        "optimizer": "sgd",
+        **LSTM_STREAMS,
         "lr": 5.0,
-        "weight_decay": 0.0,
-        "schedule": "plateau",
-        "grad_clip": 0.25,
-        "data_order": "streams",
-        "train_seq_len": 12,
-        "eval_batch_size": 5,
-        "eval_carry_state": True,
         "eval_every_steps": 30,
     },
 )

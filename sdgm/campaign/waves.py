@@ -122,10 +122,8 @@ def stop(proc: subprocess.Popen, grace_s: float | None = None) -> None:
         time.sleep(0.05)
 
 
-def snakemake_command(
-    config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int, extra: list[str]
-) -> list[str]:
-    threads = max(1, cores // parallel)
+def snakemake_base(config_path: Path, directory: Path) -> list[str]:
+    """The start of every Snakemake command of a campaign: this interpreter, the workflow, the directory, the config."""
     return [
         sys.executable,
         "-m",
@@ -136,6 +134,15 @@ def snakemake_command(
         str(directory),
         "--configfile",
         str(config_path),
+    ]
+
+
+def snakemake_command(
+    config_path: Path, directory: Path, targets: list[str], parallel: int, cores: int, extra: list[str]
+) -> list[str]:
+    threads = max(1, cores // parallel)
+    return [
+        *snakemake_base(config_path, directory),
         "--cores",
         str(cores),
         "--resources",
@@ -231,18 +238,7 @@ def run_campaign(
         before = set(record_dirs(store))
         # a killed campaign leaves Snakemake's lock behind; no other campaign runs here (we hold the flock)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(SNAKEFILE),
-                "--directory",
-                str(directory),
-                "--configfile",
-                str(config_path),
-                "--unlock",
-            ],
+            [*snakemake_base(config_path, directory), "--unlock"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

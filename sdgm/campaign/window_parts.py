@@ -54,6 +54,26 @@ def part_command(window, name: str, part_dir: Path, seconds: float) -> tuple[lis
     """The part's command and working directory in `window` (a sdgm.campaign.window.Window), or why it cannot run
     here."""
     py, cfg = sys.executable, str(window.configfile)
+
+    def bench_command(module: str, *flags: str) -> list[str]:
+        """A benchmark's command: the window's config, records and device, `flags`, the time left to it."""
+        budget = f"{max(1.0, seconds - BENCH_STOP_S):.0f}"
+        out = str(window.dir / RECORDS)
+        return [
+            py,
+            "-m",
+            module,
+            "--configfile",
+            cfg,
+            "--out",
+            out,
+            "--device",
+            window.device,
+            *flags,
+            "--budget-s",
+            budget,
+        ]
+
     if name == "env":
         return [
             py,
@@ -72,38 +92,12 @@ def part_command(window, name: str, part_dir: Path, seconds: float) -> tuple[lis
         except Exception as e:  # the benchmark still runs, in its default order
             order, why = [], f"the default order: the committed records could not be read ({e})"
         window.extra[name] = {"order": order, "order_reason": why}
-        return [
-            py,
-            "-m",
-            "sdgm.bench.device",
-            "--configfile",
-            cfg,
-            "--out",
-            str(window.dir / RECORDS),
-            "--device",
-            window.device,
-            "--corpus",
-            CORPUS,
-            *(["--experiments", ",".join(order)] if order else []),
-            *DEVICE_FLAGS,
-            "--skip-scaling",
-            "--budget-s",
-            f"{max(1.0, seconds - BENCH_STOP_S):.0f}",
-        ], REPO
+        order_flags = ["--experiments", ",".join(order)] if order else []
+        return bench_command(
+            "sdgm.bench.device", "--corpus", CORPUS, *order_flags, *DEVICE_FLAGS, "--skip-scaling"
+        ), REPO
     if name == "scaling":
-        return [
-            py,
-            "-m",
-            "sdgm.bench.scaling",
-            "--configfile",
-            cfg,
-            "--out",
-            str(window.dir / RECORDS),
-            "--device",
-            window.device,
-            "--budget-s",
-            f"{max(1.0, seconds - BENCH_STOP_S):.0f}",
-        ], REPO
+        return bench_command("sdgm.bench.scaling"), REPO
     if name == "gpu_tier":
         tests = REPO / "tests" / "test_gpu.py"
         if not tests.is_file():

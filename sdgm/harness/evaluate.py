@@ -32,6 +32,17 @@ def model_vocab_size(model: LanguageModel) -> int | None:
     return getattr(getattr(model, "cfg", None), "vocab_size", None)
 
 
+def checked_nll_sum(
+    model: LanguageModel, logits: torch.Tensor, given: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """Summed NLL of the targets y (b, n) under logits (b, n, V), once the logits have the model's shape and the
+    model has left its copy `given` of the input x as it was (ContractError otherwise)."""
+    what = f"evaluation of {type(model).__name__}"
+    check_logits(logits, (*x.shape, model_vocab_size(model)), what, finite=False)
+    check_unchanged(given, x, what)
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+
+
 def windows(ids: torch.Tensor, L: int) -> list[tuple[int, int]]:
     """(start, length) of the non-overlapping evaluation windows of a 1-D token stream."""
     n_pred = len(ids) - 1
@@ -51,7 +62,6 @@ def evaluate(
     """{"nll", "ppl", "tokens", **diagnostics} over a split (or its first `max_windows` windows)."""
     was_training = model.training
     model.eval()
-    vocab_size = model_vocab_size(model)
     wins = windows(ids, L)
     if max_windows is not None:
         wins = wins[:max_windows]
@@ -68,9 +78,7 @@ def evaluate(
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(given)  # (b, n, V)
             diag = model.diagnostics(given)
-        check_logits(logits, (*x.shape, vocab_size), f"evaluation of {type(model).__name__}", finite=False)
-        check_unchanged(given, x, f"evaluation of {type(model).__name__}")
-        nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        nll_sum += checked_nll_sum(model, logits, given, x, y)
         n_tok += y.numel()
         for k, v in diag.items():
             diag_sums[k] = diag_sums.get(k, 0.0) + float(v) * y.numel()
@@ -125,10 +133,8 @@ def evaluate_streams(
         given = x.clone()  # the model's own copy: the targets y stay what they were
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits, state = model.forward_with_state(given, state)  # (b, n, V)
-        check_logits(logits, (*x.shape, model_vocab_size(model)), f"evaluation of {type(model).__name__}", finite=False)
-        check_unchanged(given, x, f"evaluation of {type(model).__name__}")
+        nll_sum += checked_nll_sum(model, logits, given, x, y)
         state = detach_state(state)
-        nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
         n_tok += y.numel()
     model.train(was_training)
     if n_tok == 0:
