@@ -222,6 +222,18 @@ def test_evaluate_streams_equals_a_manual_loop():
     assert evaluate_streams(m, ids, L=1000, batch_size=4)["nll"] == pytest.approx(res["nll"], rel=1e-5)
 
 
+def test_a_diverged_model_evaluates_to_an_infinite_perplexity_with_and_without_state():
+    """A mean NLL past 709 nats (exp overflows a float): ppl is inf beside the finite NLL, in both evaluations
+    (the streams one raised OverflowError)."""
+    torch.manual_seed(0)
+    m = build_model("lstm", 30, seq_len=7, d_embed=8, d_hidden=8).eval()
+    with torch.no_grad():
+        m.decoder.weight.mul_(1e5)  # logits of order 1e4-1e5: the true word is thousands of nats behind
+    ids = torch.randint(0, 30, (203,))
+    for res in (evaluate_streams(m, ids, L=7, batch_size=4), evaluate(m, ids, L=7)):
+        assert math.isfinite(res["nll"]) and res["nll"] > 709 and res["ppl"] == math.inf, res
+
+
 def test_batchify_and_stream_windows_follow_the_example():
     ids = torch.arange(26)
     data = batchify(ids, 4)

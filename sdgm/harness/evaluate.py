@@ -32,6 +32,11 @@ def model_vocab_size(model: LanguageModel) -> int | None:
     return getattr(getattr(model, "cfg", None), "vocab_size", None)
 
 
+def perplexity(nll: float) -> float:
+    """exp(mean NLL); inf where exp overflows (NLL past 709 nats: a diverged model), never OverflowError."""
+    return math.inf if nll > 709.0 else math.exp(nll)
+
+
 def checked_nll_sum(
     model: LanguageModel, logits: torch.Tensor, given: torch.Tensor, x: torch.Tensor, y: torch.Tensor
 ) -> float:
@@ -91,7 +96,7 @@ def evaluate(
     if n_tok == 0:
         raise ValueError("nothing to evaluate: the split has fewer than 2 tokens")
     nll = nll_sum / n_tok
-    out = {"nll": nll, "ppl": math.inf if nll > 709.0 else math.exp(nll), "tokens": n_tok}  # exp overflows past 709
+    out = {"nll": nll, "ppl": perplexity(nll), "tokens": n_tok}
     out.update({k: v / n_tok for k, v in diag_sums.items()})
     return out
 
@@ -140,4 +145,4 @@ def evaluate_streams(
     if n_tok == 0:
         raise ValueError("nothing to evaluate: the streams have fewer than 2 tokens")
     nll = nll_sum / n_tok
-    return {"nll": nll, "ppl": math.exp(nll), "tokens": n_tok}
+    return {"nll": nll, "ppl": perplexity(nll), "tokens": n_tok}
