@@ -20,6 +20,7 @@ import pandas as pd
 from ..common.atomic import write_text_atomic
 from .claim_row import CLAIMS_COLUMNS, NUMERIC_CLAIMS_COLUMNS, VERDICTS, fmt
 from .evidence import Evidence, values_of
+from .pages import PAGE, html_table
 from .reading_gaps import explain_claims
 from .readings_records import load_folder
 from .render import to_latex, to_markdown
@@ -113,22 +114,10 @@ def summary(df: pd.DataFrame) -> str:
 
 
 def _page(title: str, intro: str, table_html: str, notes: list[str]) -> str:
-    from .pages import PAGE
-
     body = f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>\n{table_html}"
     if notes:
         body += "\n<ol>\n" + "\n".join(f"<li>{html.escape(n)}</li>" for n in notes) + "\n</ol>"
     return PAGE.format(title=html.escape(title), body=body)
-
-
-def _html_table(df: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = []
-    for _, r in df.iterrows():
-        rows.append(
-            "<tr>" + "".join(f"<td>{r[c] if c in raw else html.escape(str(r[c]))}</td>" for c in df.columns) + "</tr>"
-        )
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
 def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ()) -> list[Path]:
@@ -156,7 +145,7 @@ def write_claims(df: pd.DataFrame, stem: Path, source: str, why: list[str] = ())
         _page(
             "The paper's claims, judged",
             f"Verdicts: {summary(df)}. {caption}",
-            _html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
+            html_table(claims_display(df, here, markdown=False), raw=("evidence",)),
             [line.removeprefix("- ") for line in why],
         ),
     )
@@ -294,7 +283,7 @@ def write_compact(df: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
         paths[2],
         to_latex(disp, caption + " " + " ".join(f"[{i + 1}] {n}." for i, n in enumerate(notes)), label="tab:compact"),
     )
-    write_text_atomic(paths[3], _page("Main results", caption, _html_table(disp), notes))
+    write_text_atomic(paths[3], _page("Main results", caption, html_table(disp), notes))
     return paths
 
 

@@ -129,21 +129,31 @@ def samples_markdown(entries: list[dict], n_tokens: int | None = None, here: str
     return "\n".join(out) + "\n"
 
 
-PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1em; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }}
-th, td {{ border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }}
-th {{ background: #eee; }}
-td:first-child, td:nth-child(2), td:nth-child(3) {{ text-align: left; }}
-pre {{ background: #f4f4f4; padding: 0.5em; white-space: pre-wrap; }}
-.leak {{ color: #a00; font-weight: bold; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
+# The style on one line: every page carries it (a page stands alone, opened from anywhere), written once here.
+STYLE = (
+    "body { font-family: sans-serif; margin: 1em; } "
+    "table { border-collapse: collapse; font-size: 0.85em; } "
+    "th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; } "
+    "th { background: #eee; } "
+    "td:first-child, td:nth-child(2), td:nth-child(3) { text-align: left; } "
+    "pre { background: #f4f4f4; padding: 0.5em; white-space: pre-wrap; } "
+    ".leak { color: #a00; font-weight: bold; }"
+)
+PAGE = (
+    '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
+    "<style>" + STYLE.replace("{", "{{").replace("}", "}}") + "</style></head>\n<body>\n{body}\n</body></html>\n"
+)
+
+
+def html_table(df, raw: tuple[str, ...] = ()) -> str:
+    """A DataFrame as an HTML table, one row a line; every cell escaped but those of the columns in `raw`."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = []
+    for _, r in df.iterrows():
+        rows.append(
+            "<tr>" + "".join(f"<td>{r[c] if c in raw else html.escape(str(r[c]))}</td>" for c in df.columns) + "</tr>"
+        )
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
 def samples_html(entries: list[dict], n_tokens: int | None = None) -> str:
@@ -176,7 +186,7 @@ def table_html(csv_path: str | Path, html_path: str | Path, title: str) -> None:
     import pandas as pd
 
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    body = f"<h1>{html.escape(title)}</h1>\n" + df.to_html(index=False, escape=True, border=0)
+    body = f"<h1>{html.escape(title)}</h1>\n" + html_table(df)
     write_text_atomic(html_path, PAGE.format(title=html.escape(title), body=body))
 
 
