@@ -38,17 +38,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..common.usage import command_parser
 from .device_probe import MEMORY_MODES, memory_probe
 from .device_run import default_experiments, device_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m sdgm.bench.device",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    ap = command_parser("python -m sdgm.bench.device", __doc__)
     ap.add_argument("--configfile", type=Path, required=True, help="workflow config (models, experiments, train)")
     ap.add_argument("--out", type=Path, help="the device's results folder (bench/, tables/)")
     ap.add_argument(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from ..common.usage import command_parser
+
 COMPILE_MODES = {"eager": (False,), "compiled": (True,), "both": (False, True)}
 
 
@@ -118,12 +120,7 @@ def untrained_throughput(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m sdgm.bench.untrained",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    ap = command_parser("python -m sdgm.bench.untrained", __doc__)
     ap.add_argument("--configfile", type=Path, required=True, help="workflow config (models, train, benchmark)")
     ap.add_argument("--model", required=True, help="a model name of the catalog (sdgm, gpt2, ...)")
     ap.add_argument("--vocab-size", type=int, default=10000, help="10000: Penn Treebank; WikiText-2 has 33278")

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from ..common.atomic import write_json_atomic
+from ..common.usage import command_parser
 from .archive import ARCHIVE_LIMIT, pack_window
 from .render import WINDOW_SUMMARY
 from .window_env import add_install_options, install
@@ -315,11 +316,7 @@ class Window:
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m sdgm.campaign.window",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = command_parser("python -m sdgm.campaign.window", __doc__, epilog=False)
     ap.add_argument("--minutes", type=float, help="the window's compute time (required to run a window)")
     ap.add_argument("--configfile", type=Path, default=REPO / "config" / "config.yaml")
     ap.add_argument(

@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+from ...common.usage import command_parser
 from .layers import CausalAttentionLayer, SDGMMixingLayer
 from .measure import scaling_from_config
 from .rates import floor_of
@@ -100,12 +101,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m sdgm.bench.scaling",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    ap = command_parser("python -m sdgm.bench.scaling", __doc__)
     ap.add_argument("--configfile", type=Path, help="workflow config (benchmark.scaling, train.device/precision)")
     ap.add_argument("--out", type=Path, help="run the benchmark and write bench/, tables/ and figures/ here")
     ap.add_argument("--lengths", type=_ints, help="view 'tokens': the lengths L (comma-separated)")
