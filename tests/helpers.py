@@ -1,8 +1,8 @@
 """Plain helpers shared by the test files (imported as `from helpers import ...`); fixtures live in conftest.py.
 
 Configs and the workflow (the repository's paths, the quick config, a one-run config, a Snakemake runner),
-corpora (a small corpus with a repeating grammar), small models and token ids, metrics records as run_training
-writes them, and waiting for a moment to kill a process.
+corpora (a small corpus with a repeating grammar), small models, token ids and a small training run, metrics
+records as run_training writes them, and waiting for a moment to kill a process.
 """
 
 from __future__ import annotations
@@ -135,6 +135,28 @@ SMALL = {
     "transformer_xl": {"n_layer": 2, "n_head": 2, "d_model": 16, "d_head": 8, "d_inner": 32},
     "lstm": {"d_embed": 16, "d_hidden": 16},
 }
+
+
+def train_tiny(tokens: Path, folder: Path, model: str, corpus: str, model_overrides: dict, **train) -> dict:
+    """run_training of catalog model `model` (experiment of the same name, seed 0, no progress bar) on the token folder
+    `tokens`: its records in folder/run, its checkpoints in folder/ck; `train` overrides the training config (on the
+    CPU unless it names a device)."""
+    from sdgm.harness.experiment import run_training
+
+    run = folder / "run"
+    return run_training(
+        tokens,
+        run,
+        folder / "ck",
+        run / "metrics.json",
+        corpus=corpus,
+        experiment=model,
+        model_name=model,
+        model_overrides=model_overrides,
+        train_overrides={"device": "cpu", **train},
+        seed=0,
+        progress=False,
+    )
 
 
 def random_ids(vocab_size: int, B: int, T: int, seed: int = 1) -> torch.Tensor:

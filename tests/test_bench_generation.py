@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-from helpers import random_ids
+from helpers import random_ids, train_tiny
 
 from sdgm.bench.generation import (
     CompiledSteps,
@@ -18,7 +18,6 @@ from sdgm.bench.generation import (
     measure_path,
     state_bytes,
 )
-from sdgm.harness.experiment import run_training
 from sdgm.harness.generate import sample_autoregressive
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model
@@ -162,20 +161,8 @@ def trained_runs(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("gen")
     runs = {}
     for name in ("gpt2", "linformer_noncausal"):
-        run = root / name
-        run_training(
-            toy_tokens,
-            run,
-            root / f"ckpt-{name}",
-            run / "metrics.json",
-            corpus="toy",
-            experiment=name,
-            model_name=name,
-            model_overrides=SMALL[name],
-            train_overrides={"seq_len": L, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
-            progress=False,
-        )
-        runs[name] = run
+        train_tiny(toy_tokens, root / name, name, "toy", SMALL[name], seq_len=L, batch_size=4, max_steps=2, epochs=1)
+        runs[name] = root / name / "run"
     return runs
 
 

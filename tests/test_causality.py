@@ -7,9 +7,8 @@ metrics.json. Models that see later tokens on purpose must be caught, and must s
 import pytest
 import torch
 from helpers import SMALL as SMALL_MODELS
-from helpers import take_optimizer_steps
+from helpers import take_optimizer_steps, train_tiny
 
-from sdgm.harness.experiment import run_training
 from sdgm.models.contract import CAUSAL_TOLERANCE, causal_audit, causality_violation
 from sdgm.models.registry import MODELS, build_model
 
@@ -70,25 +69,8 @@ def test_trained_model(name, opts, leaks):
     ],
 )
 def test_run_training_stores_the_audit_of_the_trained_model(toy_tokens, tmp_path, name, opts, leaks):
-    rec = run_training(
-        toy_tokens,
-        tmp_path / "run",
-        tmp_path / "ck",
-        tmp_path / "run" / "metrics.json",
-        corpus="tiny",
-        experiment=name,
-        model_name=name,
-        model_overrides=opts,
-        seed=0,
-        progress=False,
-        train_overrides={
-            "seq_len": 16,
-            "batch_size": 8,
-            "max_steps": 6,
-            "lr": 1e-2,
-            "device": "cpu",
-            "log_every_steps": 2,
-        },
+    rec = train_tiny(
+        toy_tokens, tmp_path, name, "tiny", opts, seq_len=16, batch_size=8, max_steps=6, lr=1e-2, log_every_steps=2
     )
     audit = rec["metrics"]["causal_audit"]
     assert audit["passed"] is (not leaks) and audit["declared_causal"] is (not leaks)

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_tiny
 
 from sdgm.campaign import archive, cli, render, store
 from sdgm.common import recordcheck
 from sdgm.common.atomic import UnsafePath, no_links
 from sdgm.data.tokens import load_tokens, tokenize_corpus
 from sdgm.harness.evaluate import evaluate, evaluate_streams
-from sdgm.harness.experiment import run_training
 from sdgm.harness.runlock import run_lock
 from sdgm.models import catalog
 from sdgm.models.contract import ContractError, causal_audit, check_forward
@@ -72,19 +72,7 @@ def zipf_tokens(tmp_path_factory):
 
 
 def train(tokens, tmp_path, model, **opts):
-    return run_training(
-        tokens,
-        tmp_path / "run",
-        tmp_path / "ck",
-        tmp_path / "run" / "metrics.json",
-        corpus="zipf",
-        experiment=model,
-        model_name=model,
-        model_overrides=opts,
-        seed=0,
-        progress=False,
-        train_overrides=TRAIN,
-    )
+    return train_tiny(tokens, tmp_path, model, "zipf", opts, **TRAIN)
 
 
 # ---- A. the causality audit and the evaluation cannot be fooled --------------------------------------------------

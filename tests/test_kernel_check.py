@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from helpers import train_tiny
 
 from sdgm.spectral.ops import dispatch
 from sdgm.spectral.ops.dispatch import (
@@ -116,28 +117,9 @@ def test_metrics_and_benchmark_records_name_the_decoder_actually_used(
     from sdgm.bench.untrained import untrained_throughput
     from sdgm.common.schema import check_metrics
     from sdgm.harness.config import load_config
-    from sdgm.harness.experiment import run_training
 
-    run_training(
-        grammar_tokens,
-        tmp_path / "run",
-        tmp_path / "ck",
-        tmp_path / "run" / "metrics.json",
-        corpus="tiny",
-        experiment="sdgm",
-        model_name="sdgm",
-        model_overrides={"d_model": 16, "n_atoms": 8, "decoder": "auto"},
-        train_overrides={
-            "seq_len": 16,
-            "batch_size": 8,
-            "epochs": 1,
-            "max_steps": 3,
-            "device": "cpu",
-            "eval_max_windows": 4,
-            "eval_every_steps": 3,
-        },
-        progress=False,
-    )
+    train = {"seq_len": 16, "batch_size": 8, "epochs": 1, "max_steps": 3, "eval_max_windows": 4, "eval_every_steps": 3}
+    train_tiny(grammar_tokens, tmp_path, "sdgm", "tiny", {"d_model": 16, "n_atoms": 8, "decoder": "auto"}, **train)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     check_metrics(metrics)
     used = [r for r in metrics["provenance"]["spectral_decoder"] if r["requested"] == "auto"]

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 import yaml
-from helpers import REPO
+from helpers import REPO, train_tiny
 
 from sdgm.bench.nvml import GPU_FIELDS, NvmlSampler
 from sdgm.bench.scaling import (
@@ -23,7 +23,6 @@ from sdgm.bench.scaling import (
 from sdgm.bench.throughput import match_peak_flops, measure_throughput, peak_flops, throughput_for_run
 from sdgm.common.missing import OUT_OF_MEMORY, na
 from sdgm.common.timing import peak_call_memory, time_calls, tokens_per_second
-from sdgm.harness.experiment import run_training
 from sdgm.harness.train import TrainConfig
 from sdgm.models.registry import build_model
 from sdgm.reporting import bench_report
@@ -537,17 +536,8 @@ def test_a_cpu_case_predicted_past_the_host_memory_is_not_run(monkeypatch):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, toy_tokens):
     root = tmp_path_factory.mktemp("tp")
-    run_training(
-        toy_tokens,
-        root / "run",
-        root / "ckpt",
-        root / "run" / "metrics.json",
-        corpus="toy",
-        experiment="sdgm",
-        model_name="sdgm",
-        model_overrides={"d_model": 8, "n_atoms": 4},
-        train_overrides={"seq_len": 16, "batch_size": 4, "max_steps": 2, "epochs": 1, "device": "cpu"},
-        progress=False,
+    train_tiny(
+        toy_tokens, root, "sdgm", "toy", {"d_model": 8, "n_atoms": 4}, seq_len=16, batch_size=4, max_steps=2, epochs=1
     )
     return root / "run"
 

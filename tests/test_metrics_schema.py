@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers import train_tiny
 
 from sdgm.common.schema import (
     METRICS_SCHEMA_PATH,
@@ -18,7 +19,6 @@ from sdgm.common.schema import (
     metrics_schema,
 )
 from sdgm.harness import experiment
-from sdgm.harness.experiment import run_training
 from sdgm.reporting import ReportError, load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,26 +27,8 @@ TINY = {"sdgm": {"d_model": 8, "n_atoms": 4}, "lstm": {"d_embed": 8, "d_hidden":
 
 
 def tiny_run(tokens, tmp_path, model: str) -> dict:
-    return run_training(
-        tokens,
-        tmp_path / "run",
-        tmp_path / "ckpt",
-        tmp_path / "run" / "metrics.json",
-        corpus="toy",
-        experiment=model,
-        model_name=model,
-        model_overrides=TINY[model],
-        train_overrides={
-            "seq_len": 8,
-            "batch_size": 4,
-            "max_steps": 3,
-            "eval_every_steps": 3,
-            "eval_max_windows": 4,
-            "device": "cpu",
-        },
-        seed=0,
-        progress=False,
-    )
+    train = {"seq_len": 8, "batch_size": 4, "max_steps": 3, "eval_every_steps": 3, "eval_max_windows": 4}
+    return train_tiny(tokens, tmp_path, model, "toy", TINY[model], **train)
 
 
 def test_the_schema_is_a_valid_json_schema_and_fixes_the_version():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import train_tiny
 
 from sdgm.harness.config import ConfigError, check_config
-from sdgm.harness.experiment import run_training
 from sdgm.models import catalog
 from sdgm.models.contract import ContractError, check_model
 from sdgm.reporting import build_report
@@ -172,28 +172,19 @@ def test_a_leaky_plugin_is_caught_by_the_contract_the_audit_and_the_tables(examp
         check_model("peeking", vocab_size=40, seq_len=12, d_model=8)
     recs = []
     for name in ("ema_mixer", "peeking"):
-        out = tmp_path / name
-        run_training(
+        train_tiny(
             toy_tokens,
-            out,
-            tmp_path / "ck" / name,
-            out / "metrics.json",
-            corpus="ptb",
-            experiment=name,
-            model_name=name,
-            model_overrides={"d_model": 8},
-            seed=0,
-            progress=False,
-            train_overrides={
-                "seq_len": 16,
-                "batch_size": 8,
-                "max_steps": 4,
-                "lr": 1e-2,
-                "device": "cpu",
-                "log_every_steps": 2,
-            },
+            tmp_path / name,
+            name,
+            "ptb",
+            {"d_model": 8},
+            seq_len=16,
+            batch_size=8,
+            max_steps=4,
+            lr=1e-2,
+            log_every_steps=2,
         )
-        recs.append(out / "metrics.json")
+        recs.append(tmp_path / name / "run" / "metrics.json")
     audits = [json.loads(p.read_text())["metrics"]["causal_audit"] for p in recs]
     assert audits[0]["passed"] and not audits[1]["passed"] and audits[1]["declared_causal"]
     metrics = [json.loads(p.read_text()) for p in recs]
