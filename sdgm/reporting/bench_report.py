@@ -7,7 +7,6 @@ A number that was not measured reads "n/a (reason)", never 0.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na
 from . import save_figure, write_table
+from .records import read_json
 
 matplotlib.use("Agg")  # figures go to files, never to a window
 
@@ -30,10 +30,7 @@ class BenchReportError(RuntimeError):
 
 def load_record(path: str | Path, kind: str) -> dict:
     path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchReportError(f"{path}: cannot read benchmark record ({e})") from e
+    rec = read_json(path, "benchmark record", BenchReportError)
     want = SCHEMA_VERSIONS[kind]
     if not isinstance(rec, dict) or rec.get("kind") != kind or rec.get("schema") != want:
         raise BenchReportError(

@@ -4,13 +4,12 @@ one protocol: docs/claims.md, "Like with like, noise and staleness")."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from .protocol import History, protocol_mismatch, record_protocol
-from .records import ReportError, load_metrics
+from .records import ReportError, load_metrics, read_json
 from .statistics import is_number
 
 
@@ -61,10 +60,7 @@ class Evidence:
 
 def load_bench(path, kind: str) -> dict:
     path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read benchmark record ({e})") from e
+    rec = read_json(path, "benchmark record")
     if not isinstance(rec, dict) or rec.get("kind") != kind:
         raise ReportError(f"{path}: not a {kind!r} benchmark record")
     if kind != "scaling":
@@ -78,10 +74,7 @@ def load_bench(path, kind: str) -> dict:
 def load_gmm(path) -> dict:
     """A gmm.json, with corpus and experiment from its run directory (runs/{corpus}/{experiment}-s{seed}[-cfg])."""
     path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read GMM summary ({e})") from e
+    rec = read_json(path, "GMM summary")
     m = re.fullmatch(r"(?P<experiment>[a-z0-9_]+)-s(?P<seed>\d+)(?:-[0-9a-f]{8})?", path.parent.name)
     if not isinstance(rec, dict) or m is None or "components" not in rec:
         raise ReportError(f"{path}: not a GMM summary in a run directory (runs/CORPUS/EXPERIMENT-sSEED-CFG)")

@@ -10,7 +10,6 @@ the yardsticks: the prompts' true continuations and held-out text of the same le
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pandas as pd
 from ..common.atomic import write_text_atomic
 from ..common.missing import na
 from .plots import save_figure
-from .records import ReportError
+from .records import ReportError, read_json
 from .render import to_latex, to_markdown
 from .sample_scores import STATS, score_run
 
@@ -48,10 +47,7 @@ DECIMALS = {"reference_ppl": 1, "self_bleu": 2}
 
 def load_quality(path) -> dict:
     path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read quality record ({e})") from e
+    rec = read_json(path, "quality record")
     if not isinstance(rec, dict) or rec.get("kind") != "quality" or not isinstance(rec.get("sets"), dict):
         raise ReportError(f"{path}: not a quality record")
     rec["_path"] = str(path)

@@ -6,13 +6,12 @@ read. A reading's label is what its recorded configuration changed from the defa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .records import LEAKS, ReportError, load_metrics
+from .records import LEAKS, ReportError, load_metrics, read_json
 from .tables import ablation_label
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
@@ -52,10 +51,7 @@ def load_json_records(paths, kind: str) -> list[dict]:
     """Readings records of one kind, checked before use; errors name the file."""
     out = []
     for p in paths:
-        try:
-            rec = json.loads(Path(p).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReportError(f"{p}: cannot read the readings record ({e})") from e
+        rec = read_json(p, "the readings record")
         if not isinstance(rec, dict) or rec.get("kind") != kind:
             raise ReportError(f"{p}: not a {kind} record")
         problem = _problem(rec, kind)
