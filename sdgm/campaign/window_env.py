@@ -75,12 +75,20 @@ def _pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
 
 
+def _run_pip(step: str, *args: str) -> bool:
+    """pip with `args`, its command echoed after `step: `; whether it succeeded (its own output says why not)."""
+    cmd = _pip(*args)
+    print(f"{step}: " + " ".join(cmd[2:]), flush=True)
+    return subprocess.run(cmd).returncode == 0
+
+
 def fetch(dest: Path = WHEELS_DIR, wheels_file: Path = WHEELS_FILE) -> list[Path]:
     """Download the carried wheels for the GPU machine's Python into `dest` (pip download: binary only, no
     dependencies, every file checked against its hash); the wheel files."""
     carried(wheels_file)  # refuse a malformed file before any download
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = _pip(
+    done = _run_pip(
+        "fetch",
         "download",
         "--no-deps",
         "--only-binary=:all:",
@@ -97,8 +105,7 @@ def fetch(dest: Path = WHEELS_DIR, wheels_file: Path = WHEELS_FILE) -> list[Path
         "-d",
         str(dest),
     )
-    print("fetch: " + " ".join(cmd[2:]), flush=True)
-    if subprocess.run(cmd).returncode != 0:
+    if not done:
         raise WindowEnvError("fetch: pip download failed (above); it needs a package index")
     wheels = sorted(dest.glob("*.whl"))
     print(f"fetch: {len(wheels)} wheels, {sum(w.stat().st_size for w in wheels):,} bytes in {dest}", flush=True)
@@ -132,7 +139,8 @@ def unpack(wheels: Path = WHEELS_DIR, target: Path = SITE_DIR, wheels_file: Path
             lines = [ln for ln in wheels_file.read_text().splitlines() if ln.split("==", 1)[0].strip().lower() in need]
             write_text_atomic(reqs, "\n".join(lines) + "\n")
             # --isolated: no pip configuration or PIP_* variable of the machine takes part
-            cmd = _pip(
+            done = _run_pip(
+                "unpack",
                 "--isolated",
                 "install",
                 "--no-index",
@@ -146,8 +154,7 @@ def unpack(wheels: Path = WHEELS_DIR, target: Path = SITE_DIR, wheels_file: Path
                 "-r",
                 str(reqs),
             )
-            print("unpack: " + " ".join(cmd[2:]), flush=True)
-            if subprocess.run(cmd).returncode != 0:
+            if not done:
                 raise WindowEnvError(
                     f"unpack: pip could not install {', '.join(need)} from {wheels} (above); run "
                     f"`python -m sdgm.campaign.window_env fetch` where there is a package index"
