@@ -35,10 +35,9 @@ import torch
 import torch.nn as nn
 
 from ..common.timing import free_memory, is_oom, synchronize, time_calls
-from ..harness.provenance import config_hash, provenance
 from ..models.interface import LanguageModel, declared
 from .nvml import NvmlSampler
-from .throughput import _vocab_size
+from .throughput import TIMING_SETTINGS, _vocab_size, finished_run, run_record_head
 
 SCHEMA_VERSION = 1
 
@@ -356,17 +355,12 @@ PATH_WHAT = {
 def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Generation record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
-    from ..harness.recipe import TrainConfig, resolve_device
-    from ..models.registry import load_run
+    from ..harness.recipe import resolve_device
 
-    run = json.loads(Path(metrics_path).read_text())
-    model, _ = load_run(Path(run_dir))
-    tcfg = TrainConfig(**run["train_config"])
+    run, model, tcfg = finished_run(run_dir, metrics_path)
     gen = bench["generation"]
     settings = {
-        "repeats": bench["repeats"],
-        "warmup": bench["warmup"],
-        "sampler_interval_s": bench["sampler_interval_s"],
+        **{k: bench[k] for k in TIMING_SETTINGS},
         "batch_sizes": list(gen["batch_sizes"]),
         "new_tokens": gen["new_tokens"],
         "context_multiple": gen["context_multiple"],
@@ -388,17 +382,7 @@ def generation_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
     fpt, fpt_na = declared(model, "flops_per_token")
     state_bytes, state_na = declared(model, "state_bytes_per_sequence")
     record = {
-        "schema": SCHEMA_VERSION,
-        "kind": "generation",
-        "run_id": run["run_id"],
-        "experiment": run["experiment"],
-        "model": run["model"],
-        "corpus": run["corpus"],
-        "seed": run["seed"],
-        "run_fingerprint": run["fingerprint"],
-        "settings": settings,
-        "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
-        "provenance": provenance(resolve_device(tcfg.device)),
+        **run_record_head(SCHEMA_VERSION, "generation", run, settings, resolve_device(tcfg.device)),
         **res,
         "params": model.num_params(),
         "flops_per_token": fpt,

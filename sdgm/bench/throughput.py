@@ -289,39 +289,54 @@ SUMMARY = [  # (metrics key, mode, field in the mode's record)
 ]
 
 
+# the benchmark: settings that time every record of a finished run (warmup, synchronized repeats, the NVML sampler)
+TIMING_SETTINGS = ("repeats", "warmup", "sampler_interval_s")
+
+
+def finished_run(run_dir: str | Path, metrics_path: str | Path):
+    """(metrics record, model with its trained weights, training config) of one finished run."""
+    from ..harness.recipe import TrainConfig
+    from ..models.registry import load_run
+
+    run = json.loads(Path(metrics_path).read_text())
+    model, _ = load_run(Path(run_dir))
+    return run, model, TrainConfig(**run["train_config"])
+
+
+def run_record_head(schema: int, kind: str, run: dict, settings: dict, device) -> dict:
+    """The fields a benchmark record of a finished run starts with: the run (by fingerprint), the benchmark's
+    settings and their hash with the run, and where it ran."""
+    return {
+        "schema": schema,
+        "kind": kind,
+        "run_id": run["run_id"],
+        "experiment": run["experiment"],
+        "model": run["model"],
+        "corpus": run["corpus"],
+        "seed": run["seed"],
+        "run_fingerprint": run["fingerprint"],
+        "settings": settings,
+        "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
+        "provenance": provenance(device),
+    }
+
+
 def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: str | Path, bench: dict) -> dict:
     """Throughput record of one finished run (its run directory and metrics.json), written to out_path."""
     from ..common.atomic import write_json_atomic
-    from ..harness.recipe import TrainConfig, resolve_device
-    from ..models.registry import load_run
+    from ..harness.recipe import resolve_device
 
-    run_dir = Path(run_dir)
-    run = json.loads(Path(metrics_path).read_text())
-    model, _ = load_run(run_dir)
-    tcfg = TrainConfig(**run["train_config"])
+    run, model, tcfg = finished_run(run_dir, metrics_path)
     tp = bench["throughput"]
     settings = {
-        "repeats": bench["repeats"],
-        "warmup": bench["warmup"],
-        "sampler_interval_s": bench["sampler_interval_s"],
+        **{k: bench[k] for k in TIMING_SETTINGS},
         "energy_min_s": bench["energy_min_s"],
         "score_batch_size": tp["score_batch_size"],
         "generate_new_tokens": tp["generate_new_tokens"],
         "generate_batch_sizes": list(tp["generate_batch_sizes"]),
     }
     torch.manual_seed(run["seed"])
-    res = measure_throughput(
-        model,
-        tcfg,
-        repeats=settings["repeats"],
-        warmup=settings["warmup"],
-        score_batch_size=settings["score_batch_size"],
-        generate_new_tokens=settings["generate_new_tokens"],
-        generate_batch_sizes=settings["generate_batch_sizes"],
-        sampler_interval_s=settings["sampler_interval_s"],
-        energy_min_s=settings["energy_min_s"],
-        seed=run["seed"],
-    )
+    res = measure_throughput(model, tcfg, **settings, seed=run["seed"])  # the settings are its keywords, as recorded
     fpt, fpt_na = declared(model, "flops_per_token")
     metrics, na = {"params": model.num_params(), "flops_per_token": fpt}, {}
     if fpt is None:
@@ -341,19 +356,8 @@ def throughput_for_run(run_dir: str | Path, metrics_path: str | Path, out_path: 
         metrics[key] = train_mem.get(field)
         if metrics[key] is None:
             na[key] = train_mem.get("na", {}).get(field, OUT_OF_MEMORY)
-    device = resolve_device(tcfg.device)
     record = {
-        "schema": SCHEMA_VERSION,
-        "kind": "throughput",
-        "run_id": run["run_id"],
-        "experiment": run["experiment"],
-        "model": run["model"],
-        "corpus": run["corpus"],
-        "seed": run["seed"],
-        "run_fingerprint": run["fingerprint"],
-        "settings": settings,
-        "config_hash": config_hash({"settings": settings, "run": run["fingerprint"]}),
-        "provenance": provenance(device),
+        **run_record_head(SCHEMA_VERSION, "throughput", run, settings, resolve_device(tcfg.device)),
         "device": res["device"],
         "precision": res["precision"],
         "incremental_decoding": res["incremental_decoding"],
