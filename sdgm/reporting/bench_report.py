@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na
-from . import save_figure, write_table
+from . import write_table
+from .plots import save_titled
 from .records import read_json
 
 matplotlib.use("Agg")  # figures go to files, never to a window
@@ -234,13 +235,11 @@ def plot_scaling(rec: dict, out_stem: str | Path) -> list[Path]:
         batch = f"{s['tokens_per_batch']} tokens per batch" if view == "tokens" else f"B = {s.get('batch_size', 1)}"
         ax_t.set_title(f"{mode.replace('_', ' + ')}, {batch}", fontsize=9)
     source = "CUDA allocator" if str(rec.get("memory_method", "")).startswith("torch.cuda") else "CPU allocator"
-    fig.suptitle(
+    title = (
         f"One mixing layer, D = {s['d_model']}, K = {s['n_atoms']}, {s['precision']}, "
-        f"{rec['provenance'].get('device', rec['device'])}; memory above the inputs ({source})",
-        fontsize=9,
+        f"{rec['provenance'].get('device', rec['device'])}; memory above the inputs ({source})"
     )
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    return save_titled(fig, title, out_stem)
 
 
 def build_scaling_report(scaling_path, tables_dir, figures_dir) -> dict:

@@ -17,8 +17,9 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from ..common.missing import NOT_MEASURED
-from . import save_figure, write_table
+from . import write_table
 from .bench_report import _fmt, load_record
+from .plots import save_titled
 
 matplotlib.use("Agg")  # figures go to files, never to a window
 
@@ -138,9 +139,7 @@ def plot_latency(records: list[dict], out_stem: str | Path) -> list[Path]:
         ax.set_title(corpus)
         ax.grid(True, which="both", alpha=0.3)
     devices = sorted({r["provenance"].get("device", r["device"]) for r in records})
-    fig.suptitle(f"Generation latency per token (median of repeats), {'; '.join(devices)}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    return save_titled(fig, f"Generation latency per token (median of repeats), {'; '.join(devices)}", out_stem)
 
 
 def build_generation_report(generation_paths, tables_dir, figures_dir) -> dict:

@@ -44,6 +44,13 @@ def save_figure(fig, out_stem: Path) -> list[Path]:
     return paths
 
 
+def save_titled(fig, title: str, out_stem: Path, fontsize: int = 9) -> list[Path]:
+    """`title` above the figure's panels, the panels laid out to fit, then save_figure."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    return save_figure(fig, out_stem)
+
+
 def _save_fig_atomic(fig, path: Path, fmt: str, **kw) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, **kw)
@@ -239,13 +246,11 @@ def plot_ablations(
             if noted:
                 ax.legend(fontsize=8, loc="upper left")
     n_seeds = sorted({len(recs) for rows in data.values() for _, _, recs, _ in rows})
-    fig.suptitle(
+    title = (
         "Ablations: mean over seeds (bars), ± one sample std (error bars), each seed (dots)\n"
-        f"seeds per bar: {', '.join(map(str, n_seeds))}; dashed: the main run; hatched: leaks future tokens",
-        fontsize=10,
+        f"seeds per bar: {', '.join(map(str, n_seeds))}; dashed: the main run; hatched: leaks future tokens"
     )
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    return save_titled(fig, title, out_stem, fontsize=10)
 
 
 def sweep_points(
@@ -301,6 +306,5 @@ def plot_sweep(
         ax.set_title(f"{what} perplexity")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9)
-    fig.suptitle(f"{title}: mean ± one sample std over seeds (open circles: the seeds)", fontsize=11)
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    title = f"{title}: mean ± one sample std over seeds (open circles: the seeds)"
+    return save_titled(fig, title, out_stem, fontsize=11)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..common.atomic import write_text_atomic
 from ..common.missing import na
-from .plots import save_figure
+from .plots import save_titled
 from .records import ReportError, read_json
 from .render import to_latex, to_markdown
 from .sample_scores import STATS, score_run
@@ -159,13 +159,11 @@ def plot_quality(df: pd.DataFrame, out_stem: Path) -> list[Path]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     devices = sorted(set(df["device"]) - {""})
-    fig.suptitle(
-        f"Generation quality: reference perplexity of the samples, 95 % bootstrap intervals over prompts; "
-        f"{'; '.join(devices) or 'device not recorded'}",
-        fontsize=9,
+    title = (
+        "Generation quality: reference perplexity of the samples, 95 % bootstrap intervals over prompts; "
+        f"{'; '.join(devices) or 'device not recorded'}"
     )
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    return save_titled(fig, title, out_stem)
 
 
 CAPTION = (
