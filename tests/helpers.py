@@ -108,6 +108,18 @@ LSTM_STREAMS = {
 }
 
 
+# The fault tests' training: three epochs of the grammar corpus, no evaluation during training, patient early stopping
+FAULTS_TRAIN = {
+    "seq_len": 16,
+    "batch_size": 8,
+    "epochs": 3,
+    "lr": 3e-3,
+    "eval_every_steps": 0,
+    "device": "cpu",
+    "patience": 50,
+}
+
+
 def write_grammar_tokens(root: Path, **kw) -> Path:
     """write_grammar_corpus(root, **kw), tokenized into root/tokens; returns the tokens directory."""
     write_grammar_corpus(root, **kw)

@@ -225,43 +225,28 @@ def test_test_case_lints_and_runs_with_each_rule_in_its_environment(tmp_path):
     into the same directory, so that every rule with an environment has run."""
     shutil.copytree(REPO / ".test" / "config", tmp_path / "config")
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
-    r = subprocess.run([*base, "--lint"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
-    r = subprocess.run(
-        [*base, "--cores", "2", "--show-failed-logs"],
-        env=write_plan(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-6000:]
+
+    def lint(cmd: list[str]) -> None:
+        r = subprocess.run([*cmd, "--lint"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
+
+    def build(cmd: list[str], timeout: int) -> str:
+        """The command with every job limited to its environment's packages; its output, once it passed."""
+        r = subprocess.run(cmd, env=write_plan(tmp_path), capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+        return r.stdout + r.stderr
+
+    lint(base)
+    out = build([*base, "--cores", "2", "--show-failed-logs"], 900)
     # then what a campaign asks for beside the DAG: every finished run published into the store
     cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
     receipts = [f"results/published/receipts/{run.corpus}/{run.name}.json" for run in runs(cfg)]
-    r = subprocess.run(
-        [*base, "--cores", "2", "--show-failed-logs", *receipts],
-        env=write_plan(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out += r.stdout + r.stderr
-    assert r.returncode == 0, out[-6000:]
+    out += build([*base, "--cores", "2", "--show-failed-logs", *receipts], 300)
     assert all((tmp_path / receipt).exists() for receipt in receipts)
     # then the readings rules, with the readings config (its own results_dir; the corpora and tokens are shared)
     readings = [*base, "--configfile", str(tmp_path / "config" / "readings.yaml")]
-    r = subprocess.run([*readings, "--lint"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
-    r = subprocess.run(
-        [*readings, "--cores", "2", "--show-failed-logs"],
-        env=write_plan(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out += r.stdout + r.stderr
-    assert r.returncode == 0, out[-6000:]
+    lint(readings)
+    out += build([*readings, "--cores", "2", "--show-failed-logs"], 300)
     assert (tmp_path / "results" / "readings" / "tables" / "readings.csv").stat().st_size > 0
     jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, flags=re.M)}
     assert set(rule_environments(REPO)) <= jobs, (

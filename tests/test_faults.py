@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    FAULTS_TRAIN,
     QUICK,
     REPO,
     kill_when,
@@ -57,17 +58,7 @@ from sdgm.reporting import ReportError
 # ============================================================================ run_training level
 
 
-TRAIN = {
-    "seq_len": 16,
-    "batch_size": 8,
-    "epochs": 3,
-    "lr": 3e-3,
-    "eval_every_steps": 0,
-    "checkpoint_every_steps": 10,
-    "log_every_steps": 25,
-    "device": "cpu",
-    "patience": 50,
-}
+TRAIN = {**FAULTS_TRAIN, "checkpoint_every_steps": 10, "log_every_steps": 25}
 # The learning rate ramps up (linear warmup towards an absurd peak) until training diverges, part-way into the run,
 # after several checkpoints. Losses are logged (and so checked) only every 25 steps, checkpoints come every 10: a
 # naive trainer would checkpoint the diverged weights before it noticed.
@@ -721,23 +712,28 @@ def mtimes(work: Path, top: str) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in (work / top).rglob("*") if p.is_file()}
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("sig,at_step", [(signal.SIGKILL, 120), (signal.SIGINT, 170)], ids=["SIGKILL", "SIGINT"])
-def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_path, sig, at_step):
-    work = tmp_path
-    write_config(work, tiny_config())
+def interrupt_dag(work: Path, target: str, cores: int, ready, sig: int) -> None:
+    """Snakemake of `target` in `work` (tiny.yaml), its output in first.log, sent `sig` (its whole process group) once
+    `ready()`. SIGINT is back to its default in Snakemake and its jobs: a shell starts background commands
+    (`cmd &`) with SIGINT ignored, and a suite launched that way would see the interrupt ignored."""
     with open(work / "first.log", "w") as log:
-        # SIGINT back to its default in Snakemake and its jobs: a shell starts background commands (`cmd &`) with
-        # SIGINT ignored, and a suite launched that way would see the interrupt ignored
         proc = subprocess.Popen(
-            snakemake_command(TARGET, "--cores", "2", "--configfile", "tiny.yaml"),
+            snakemake_command(target, "--cores", str(cores), "--configfile", "tiny.yaml"),
             cwd=work,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        kill_when(proc, lambda: train_progress(work) >= at_step, sig)
+        kill_when(proc, ready, sig)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig,at_step", [(signal.SIGKILL, 120), (signal.SIGINT, 170)], ids=["SIGKILL", "SIGINT"])
+def test_dag_killed_during_training_resumes_to_identical_results(reference, tmp_path, sig, at_step):
+    work = tmp_path
+    write_config(work, tiny_config())
+    interrupt_dag(work, TARGET, 2, lambda: train_progress(work) >= at_step, sig)
     assert not (work / "results" / RUN / "metrics.json").exists()
     ck = torch.load(work / CKPT / "last.pt", weights_only=False)
     assert ck["state"]["epoch"] == 0 and 0 < ck["state"]["batch_in_epoch"] < MAX_STEPS  # mid-epoch
@@ -793,16 +789,8 @@ def test_dag_killed_during_tokenization_redoes_only_that(tmp_path):
     write_config(work, tiny_config())
     target = "resources/tokens/ptb/stats.json"
     started = work / "results/logs/tokenize/ptb.log"
-    with open(work / "first.log", "w") as log:
-        proc = subprocess.Popen(
-            snakemake_command(target, "--cores", "1", "--configfile", "tiny.yaml"),
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        # the job's log appears once its script has imported torch, just before tokenizing (about a second of work)
-        kill_when(proc, started.exists, signal.SIGKILL)
+    # the job's log appears once its script has imported torch, just before tokenizing (about a second of work)
+    interrupt_dag(work, target, 1, started.exists, signal.SIGKILL)
     assert not (work / target).exists()
     fetched = mtimes(work, "resources/corpora")
     assert len(fetched) == 3

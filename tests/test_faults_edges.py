@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import FAULTS_TRAIN
 
 from sdgm.common.atomic import StorageError, write_json_atomic
 from sdgm.data import sources as data_sources
@@ -46,17 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ============================================================================ helpers
 
 # 105 steps per epoch of the corpus the `tokens` fixture (conftest) gives
-TRAIN = {
-    "seq_len": 16,
-    "batch_size": 8,
-    "epochs": 3,
-    "lr": 3e-3,
-    "eval_every_steps": 0,
-    "checkpoint_every_steps": 50,
-    "log_every_steps": 1000,
-    "device": "cpu",
-    "patience": 50,
-}
+TRAIN = {**FAULTS_TRAIN, "checkpoint_every_steps": 50, "log_every_steps": 1000}
 MODEL = {"d_model": 16, "n_atoms": 8}
 
 

@@ -86,12 +86,7 @@ def bench_record(path: Path, kind: str, experiment: str, device: str, corpus="wi
 def test_the_device_benchmark_starts_with_what_the_devices_records_lack(tmp_path):
     root = tmp_path / "results"
     for exp in ("sdgm", "gpt2"):
-        bench_record(
-            root / "gpu" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json",
-            "throughput",
-            exp,
-            "NVIDIA X (80 GB)",
-        )
+        bench_record(root / "gpu/bench/throughput/wikitext2" / f"{exp}-s0.json", "throughput", exp, "NVIDIA X (80 GB)")
     bench_record(root / "gpu" / "bench" / "generation" / "wikitext2" / "sdgm-s0.json", "generation", "sdgm", "NVIDIA X")
     bench_record(
         root / "gpu" / "bench" / "throughput" / "ptb" / "lstm-s0.json", "throughput", "lstm", "NVIDIA X", corpus="ptb"
@@ -305,11 +300,7 @@ def test_a_windows_benchmark_records_go_where_the_claims_read_them(tmp_path):
         w = tmp_path / stamp
         for exp in ("sdgm", "gpt2"):
             bench_record(
-                w / "records" / "bench" / "throughput" / "wikitext2" / f"{exp}-s0.json",
-                "throughput",
-                exp,
-                "cpu",
-                window=stamp,
+                w / "records/bench/throughput/wikitext2" / f"{exp}-s0.json", "throughput", exp, "cpu", window=stamp
             )
         bench_record(w / "records" / "bench" / "scaling.json", "scaling", "-", "cpu", window=stamp, complete=complete)
         for rel, text in extra:

@@ -28,6 +28,8 @@ from sdgm.models.registry import build_model
 from sdgm.reporting import bench_report
 from sdgm.reporting.protocol import record_protocol
 
+ONCE = ["--repeats", "1", "--warmup", "0", "--device", "cpu"]  # a benchmark command timed once, on the CPU
+
 
 # ---- sampler -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -202,19 +204,8 @@ def test_slope_fit_uses_lengths_from_min_length_only():
 
 # ---- scaling benchmark ------------------------------------------------------------------------------------------------
 RATES = {"matmul_flops_per_s": 1e10, "sines_per_s": 1e8, "bytes_per_s": 1e10}
-TINY = dict(
-    d_model=16,
-    n_atoms=8,
-    kernel_size=3,
-    n_heads=2,
-    linformer_k=4,
-    repeats=1,
-    warmup=0,
-    slope_min_length=8,
-    device="cpu",
-    rates=RATES,
-    log=lambda *a: None,
-)
+SIZES = dict(d_model=16, n_atoms=8, kernel_size=3, n_heads=2, linformer_k=4)  # every layer tiny
+TINY = dict(SIZES, repeats=1, warmup=0, slope_min_length=8, device="cpu", rates=RATES, log=lambda *a: None)
 LAYERS = ("sdgm_naive", "sdgm_chunked", "sdgm_rotation", "sdgm_triton", "attention", "linformer")
 
 
@@ -275,31 +266,8 @@ def test_scaling_command_runs_the_benchmark_alone_and_renders_it(tmp_path, capsy
 
     assert main([]) == 0
     assert "| tokens | 8,192 | 8 | 0.895 | sines | 0.339 | vector_flops |" in capsys.readouterr().out  # as in the docs
-    assert (
-        main(
-            [
-                "--configfile",
-                str(REPO / "config/quick.yaml"),
-                "--out",
-                str(tmp_path),
-                "--lengths",
-                "16,32",
-                "--tokens-per-batch",
-                "64",
-                "--batch-lengths",
-                "32",
-                "--decoders",
-                "chunked",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = "--lengths 16,32 --tokens-per-batch 64 --batch-lengths 32 --decoders chunked"
+    assert main(["--configfile", str(REPO / "config/quick.yaml"), "--out", str(tmp_path), *flags.split(), *ONCE]) == 0
     rec = json.loads((tmp_path / "bench/scaling.json").read_text())
     st = rec["settings"]
     assert (st["lengths"], st["tokens_per_batch"], st["batch_lengths"], st["repeats"], st["warmup"]) == (
@@ -324,33 +292,8 @@ def test_untrained_throughput_command_times_each_variant_and_refuses_bad_options
 
     assert parse_variant("decoder=naive,n_atoms=16") == {"decoder": "naive", "n_atoms": 16}
     out = tmp_path / "fresh.json"
-    assert (
-        main(
-            [
-                "--configfile",
-                str(REPO / "config/quick.yaml"),
-                "--model",
-                "sdgm",
-                "--vocab-size",
-                "50",
-                "--variant",
-                "decoder=chunked",
-                "--variant",
-                "decoder=naive",
-                "--compile",
-                "eager",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-                "--device",
-                "cpu",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    flags = "--model sdgm --vocab-size 50 --variant decoder=chunked --variant decoder=naive --compile eager"
+    assert main(["--configfile", str(REPO / "config/quick.yaml"), *flags.split(), *ONCE, "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert [(c["options"], c["compile"]) for c in rec["cases"]] == [
         ({"decoder": "chunked"}, False),

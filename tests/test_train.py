@@ -126,12 +126,7 @@ RUN_KW_LSTM = dict(
     experiment="lstm",
     model_name="lstm",
     model_overrides={"d_embed": 16, "d_hidden": 16},
-    train_overrides={
-        **RUN_KW["train_overrides"],
-        **LSTM_STREAMS,
-        "lr": 5.0,
-        "eval_every_steps": 30,
-    },
+    train_overrides={**RUN_KW["train_overrides"], **LSTM_STREAMS, "lr": 5.0, "eval_every_steps": 30},
 )
 
 
