@@ -306,5 +306,5 @@ def plot_sweep(
         ax.set_title(f"{what} perplexity")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9)
-    title = f"{title}: mean ± one sample std over seeds (open circles: the seeds)"
-    return save_titled(fig, title, out_stem, fontsize=11)
+    heading = f"{title}: mean ± one sample std over seeds (open circles: the seeds)"
+    return save_titled(fig, heading, out_stem, fontsize=11)
