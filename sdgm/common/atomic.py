@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary name in the same directory, rename onto the target on success.
+"""Atomic file writes: write to a temporary name in the same directory, rename onto the target on success; and
+the one reader of a JSON file (read_json), whose error names the file and what it should hold.
 
 A crash or kill never leaves a half-written output that a later step (or Snakemake) could take as finished.
 A SIGKILL or power loss during a write can leave the temporary file (`NAME.part-XXXX`) behind; the next writer
@@ -203,3 +204,12 @@ def write_text_atomic(path: PathLike, text: str) -> None:
 def write_json_atomic(path: PathLike, obj: Any) -> None:
     """JSON with indent 2, key order preserved."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def read_json(path: PathLike, what: str, error: type[Exception]) -> Any:
+    """The JSON in `path`; a file that cannot be read, is not UTF-8 or does not parse raises `error` (the caller's
+    kind: DataError, ReportError, ...) naming the file and `what` it holds."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: cannot read {what} ({e})") from e

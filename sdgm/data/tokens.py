@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..common.atomic import sha256_file, write_bytes_atomic, write_json_atomic
+from ..common.atomic import read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from .checks import DataError
 from .sources import SPLITS, PathLike
 
@@ -143,13 +143,6 @@ def check_counts(stats: dict[str, Any], expected: dict[str, Any]) -> None:
         raise DataError("corpus counts differ from expected: " + "; ".join(problems))
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is unreadable ({exc})") from exc
-
-
 def load_tokens(tokens_dir: PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Load ``{split}.pt`` tensors and ``vocab.json`` written by tokenize_corpus.
 
@@ -161,10 +154,14 @@ def load_tokens(tokens_dir: PathLike) -> tuple[dict[str, torch.Tensor], list[str
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise DataError(f"tokenized corpus incomplete, missing: {', '.join(missing)} (run tokenize_corpus first)")
-    vocab = _read_json(tokens_dir / "vocab.json")
+    vocab = read_json(tokens_dir / "vocab.json", "the vocabulary", DataError)
     if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
         raise DataError(f"{tokens_dir / 'vocab.json'} is not a JSON list of strings")
-    stats = _read_json(tokens_dir / "stats.json") if (tokens_dir / "stats.json").is_file() else {}
+    stats = (
+        read_json(tokens_dir / "stats.json", "the corpus statistics", DataError)
+        if (tokens_dir / "stats.json").is_file()
+        else {}
+    )
     if not isinstance(stats, dict):
         raise DataError(f"{tokens_dir / 'stats.json'} is not a JSON object")
     if stats.get("vocab_size", len(vocab)) != len(vocab) or stats.get(

@@ -7,7 +7,6 @@ model, vocab = load_run("results/runs/ptb/sdgm-s0-<hash>")   # vocab: token -> i
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -87,22 +86,17 @@ def weights_sha256(path: str | Path) -> str:
     return sha256_file(path)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable ({e})") from e
-
-
 def load_run(path: str | Path, map_location: str = "cpu") -> tuple[LanguageModel, dict[str, int]]:
     """(model in eval mode, vocab token -> id) from a finished run directory."""
     path = Path(path)
     for f in (RUN_FILE, WEIGHTS_FILE, VOCAB_FILE):
         if not (path / f).exists():
             raise FileNotFoundError(f"{path} is not a finished run directory: {f} is missing")
+    from ..common.atomic import read_json
     from ..data.tokens import vocab_sha256
 
-    meta, vocab_list = _read_json(path / RUN_FILE), _read_json(path / VOCAB_FILE)
+    meta = read_json(path / RUN_FILE, "the run's configuration", ValueError)
+    vocab_list = read_json(path / VOCAB_FILE, "the run's vocabulary", ValueError)
     if not isinstance(vocab_list, list) or not all(isinstance(t, str) for t in vocab_list):
         raise ValueError(f"{path / VOCAB_FILE} is not a JSON list of strings")
     cfg = dict(meta["config"])

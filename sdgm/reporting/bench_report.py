@@ -15,10 +15,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..common.atomic import read_json
 from ..common.missing import NOT_MEASURED, OUT_OF_MEMORY, na
 from . import write_table
 from .plots import save_titled
-from .records import read_json
 
 matplotlib.use("Agg")  # figures go to files, never to a window
 

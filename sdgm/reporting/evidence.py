@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..common.atomic import read_json
 from .protocol import History, protocol_mismatch, record_protocol
-from .records import ReportError, load_metrics, read_json
+from .records import ReportError, load_metrics
 from .statistics import is_number
 
 
@@ -60,7 +61,7 @@ class Evidence:
 
 def load_bench(path, kind: str) -> dict:
     path = Path(path)
-    rec = read_json(path, "benchmark record")
+    rec = read_json(path, "benchmark record", ReportError)
     if not isinstance(rec, dict) or rec.get("kind") != kind:
         raise ReportError(f"{path}: not a {kind!r} benchmark record")
     if kind != "scaling":
@@ -74,7 +75,7 @@ def load_bench(path, kind: str) -> dict:
 def load_gmm(path) -> dict:
     """A gmm.json, with corpus and experiment from its run directory (runs/{corpus}/{experiment}-s{seed}[-cfg])."""
     path = Path(path)
-    rec = read_json(path, "GMM summary")
+    rec = read_json(path, "GMM summary", ReportError)
     m = re.fullmatch(r"(?P<experiment>[a-z0-9_]+)-s(?P<seed>\d+)(?:-[0-9a-f]{8})?", path.parent.name)
     if not isinstance(rec, dict) or m is None or "components" not in rec:
         raise ReportError(f"{path}: not a GMM summary in a run directory (runs/CORPUS/EXPERIMENT-sSEED-CFG)")

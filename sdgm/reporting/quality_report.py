@@ -17,10 +17,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..common.atomic import write_text_atomic
+from ..common.atomic import read_json, write_text_atomic
 from ..common.missing import na
 from .plots import save_titled
-from .records import ReportError, read_json
+from .records import ReportError
 from .render import to_latex, to_markdown
 from .sample_scores import STATS, score_run
 
@@ -47,7 +47,7 @@ DECIMALS = {"reference_ppl": 1, "self_bleu": 2}
 
 def load_quality(path) -> dict:
     path = Path(path)
-    rec = read_json(path, "quality record")
+    rec = read_json(path, "quality record", ReportError)
     if not isinstance(rec, dict) or rec.get("kind") != "quality" or not isinstance(rec.get("sets"), dict):
         raise ReportError(f"{path}: not a quality record")
     rec["_path"] = str(path)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .records import LEAKS, ReportError, load_metrics, read_json
+from ..common.atomic import read_json
+from .records import LEAKS, ReportError, load_metrics
 from .tables import ablation_label
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
@@ -51,7 +52,7 @@ def load_json_records(paths, kind: str) -> list[dict]:
     """Readings records of one kind, checked before use; errors name the file."""
     out = []
     for p in paths:
-        rec = read_json(p, "the readings record")
+        rec = read_json(p, "the readings record", ReportError)
         if not isinstance(rec, dict) or rec.get("kind") != kind:
             raise ReportError(f"{p}: not a {kind} record")
         problem = _problem(rec, kind)

@@ -99,14 +99,6 @@ class ReportError(RuntimeError):
     """A metrics or paper file is unusable, or the runs are inconsistent."""
 
 
-def read_json(path: str | Path, what: str, error: type[Exception] = ReportError) -> Any:
-    """The JSON in `path`; a file that cannot be read or parsed raises `error`, naming the file and `what` it holds."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{path}: cannot read {what} ({e})") from e
-
-
 # ---- loading ----------------------------------------------------------------------------------------------------
 
 
